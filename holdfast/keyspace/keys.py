@@ -1,0 +1,145 @@
+"""Key builders and the key parser for everything under ``/holdfast/<env>/``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+ROOT: Final = "/holdfast"
+DEFAULT_ENV: Final = "dev"
+
+# Names end up inside etcd keys, URLs and Prometheus labels; one conservative alphabet for all.
+NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Sessions and sidecar ids come from agents and hosts: wider alphabet, still no "/".
+ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+AUDIT_REVISION_DIGITS: Final = 20
+
+KINDS: Final = (
+    "flags",
+    "releases",
+    "routes",
+    "prompts",
+    "contracts",
+    "budgets",
+    "pins",
+    "health",
+    "audit",
+)
+# How many path segments follow the kind, e.g. releases/<agent>/<release> has two.
+_SEGMENTS: Final = {
+    "flags": 1,
+    "releases": 2,
+    "routes": 1,
+    "prompts": 2,
+    "contracts": 2,
+    "budgets": 1,
+    "pins": 2,
+    "health": 1,
+    "audit": 1,
+}
+
+
+class KeyError_(ValueError):  # noqa: N801 - avoids shadowing the builtin KeyError
+    """A name or key that does not fit the keyspace."""
+
+
+def validate_name(value: str, *, what: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise KeyError_(
+            f"invalid {what} {value!r}: use 1-63 characters of a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def validate_id(value: str, *, what: str) -> str:
+    if not ID_RE.fullmatch(value):
+        raise KeyError_(
+            f"invalid {what} {value!r}: use 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', "
+            "'@' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    kind: str
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """All keys of one environment. Build keys only through this class."""
+
+    env: str = DEFAULT_ENV
+
+    def __post_init__(self) -> None:
+        validate_name(self.env, what="environment")
+
+    @property
+    def prefix(self) -> str:
+        return f"{ROOT}/{self.env}/"
+
+    def kind_prefix(self, kind: str) -> str:
+        if kind not in _SEGMENTS:
+            raise KeyError_(f"unknown kind {kind!r}")
+        return f"{self.prefix}{kind}/"
+
+    def flag(self, flag: str) -> str:
+        return f"{self.prefix}flags/{validate_name(flag, what='flag')}"
+
+    def release(self, agent: str, release: str) -> str:
+        agent = validate_name(agent, what="agent")
+        return f"{self.prefix}releases/{agent}/{validate_name(release, what='release')}"
+
+    def releases_of(self, agent: str) -> str:
+        return f"{self.prefix}releases/{validate_name(agent, what='agent')}/"
+
+    def route(self, agent: str) -> str:
+        return f"{self.prefix}routes/{validate_name(agent, what='agent')}"
+
+    def prompt(self, name: str, version: str) -> str:
+        name = validate_name(name, what="prompt")
+        return f"{self.prefix}prompts/{name}/{validate_name(version, what='prompt version')}"
+
+    def contract(self, tool: str, version: str) -> str:
+        tool = validate_name(tool, what="tool")
+        return f"{self.prefix}contracts/{tool}/{validate_name(version, what='contract version')}"
+
+    def budget(self, scope: str) -> str:
+        return f"{self.prefix}budgets/{validate_id(scope, what='budget scope')}"
+
+    def pin(self, agent: str, session: str) -> str:
+        agent = validate_name(agent, what="agent")
+        return f"{self.prefix}pins/{agent}/{validate_id(session, what='session')}"
+
+    def pins_of(self, agent: str) -> str:
+        return f"{self.prefix}pins/{validate_name(agent, what='agent')}/"
+
+    def health(self, sidecar_id: str) -> str:
+        return f"{self.prefix}health/{validate_id(sidecar_id, what='sidecar id')}"
+
+    def audit(self, revision: int) -> str:
+        if revision < 0:
+            raise KeyError_(f"invalid audit revision {revision}")
+        # Zero-padded so that etcd's byte order is revision order.
+        return f"{self.prefix}audit/{revision:0{AUDIT_REVISION_DIGITS}d}"
+
+    def audit_pending(self, token: str) -> str:
+        return f"{self.prefix}audit/pending/{validate_id(token, what='audit token')}"
+
+    def parse(self, key: str) -> ParsedKey:
+        """Split a key of this environment into its kind and segments, or raise KeyError_."""
+        if not key.startswith(self.prefix):
+            raise KeyError_(f"key {key!r} is outside {self.prefix}")
+        kind, _, rest = key[len(self.prefix) :].partition("/")
+        want = _SEGMENTS.get(kind)
+        if want is None:
+            raise KeyError_(f"key {key!r} has unknown kind {kind!r}")
+        parts = tuple(rest.split("/")) if rest else ()
+        if kind == "audit" and len(parts) == 2 and parts[0] == "pending":
+            return ParsedKey(kind="audit_pending", parts=parts[1:])
+        if len(parts) != want or not all(parts):
+            raise KeyError_(f"key {key!r} should have {want} segment(s) after {kind}/")
+        return ParsedKey(kind=kind, parts=parts)

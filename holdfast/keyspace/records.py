@@ -1,0 +1,259 @@
+"""Typed records stored under the keyspace. Each knows its kind and validates itself strictly."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Self, TypeVar
+from urllib.parse import urlsplit
+
+from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.keys import NAME_RE
+
+MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+ENV_VAR_RE: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+MAX_TEXT: Final = 4096
+
+
+def _str(fields: dict[str, Any], name: str, *, optional: bool = False) -> str:
+    value = fields.get(name)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(f"field {name!r} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise RecordError(f"field {name!r} is longer than {MAX_TEXT} characters")
+    return value
+
+
+def _float(fields: dict[str, Any], name: str) -> float:
+    value = fields.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordError(f"field {name!r} must be a number")
+    return float(value)
+
+
+def _name(fields: dict[str, Any], name: str, *, optional: bool = False) -> str:
+    value = _str(fields, name, optional=optional)
+    if value and not NAME_RE.fullmatch(value):
+        raise RecordError(f"field {name!r} is not a valid name: {value!r:.70}")
+    if not value and not optional:
+        raise RecordError(f"field {name!r} is empty")
+    return value
+
+
+def validate_model(model: str) -> str:
+    if not MODEL_RE.fullmatch(model):
+        raise RecordError(
+            f"invalid model {model!r:.140}: 1-128 characters of letters, digits and ._:/@+-"
+        )
+    return model
+
+
+def validate_base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RecordError(f"invalid base URL {url!r:.200}: need http(s)://host[:port][/path]")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise RecordError(f"invalid base URL {url!r:.200}: no query, fragment or credentials")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise RecordError(f"invalid base URL {url!r:.200}: {exc}") from exc
+    return url.rstrip("/")
+
+
+def validate_env_var(name: str) -> str:
+    if name and not ENV_VAR_RE.fullmatch(name):
+        raise RecordError(f"invalid environment variable name {name!r:.140}")
+    return name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """An immutable bundle an agent's sessions are served by."""
+
+    KIND: ClassVar[str] = "release"
+    agent: str
+    name: str
+    model: str
+    base_url: str
+    api_key_env: str = ""
+    provider: str = "openai"
+    created_at: float = 0.0
+    created_by: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for what, value in (("agent", self.agent), ("release", self.name)):
+            if not NAME_RE.fullmatch(value):
+                raise RecordError(f"invalid {what} name {value!r:.70}")
+        validate_model(self.model)
+        object.__setattr__(self, "base_url", validate_base_url(self.base_url))
+        validate_env_var(self.api_key_env)
+        if self.provider != "openai":
+            raise RecordError(f"unsupported provider {self.provider!r:.40}; supported: openai")
+
+    def encode(self) -> bytes:
+        return encode_record(
+            self.KIND,
+            {
+                "agent": self.agent,
+                "name": self.name,
+                "model": self.model,
+                "base_url": self.base_url,
+                "api_key_env": self.api_key_env,
+                "provider": self.provider,
+                "created_at": self.created_at,
+                "created_by": self.created_by,
+                "description": self.description,
+            },
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        f = decode_record(data, kind=cls.KIND)
+        return cls(
+            agent=_name(f, "agent"),
+            name=_name(f, "name"),
+            model=_str(f, "model"),
+            base_url=_str(f, "base_url"),
+            api_key_env=_str(f, "api_key_env", optional=True),
+            provider=_str(f, "provider", optional=True) or "openai",
+            created_at=_float(f, "created_at"),
+            created_by=_str(f, "created_by", optional=True),
+            description=_str(f, "description", optional=True),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows: everything, since the key itself never lives in etcd."""
+        return {
+            "agent": self.agent,
+            "release": self.name,
+            "model": self.model,
+            "base_url": self.base_url,
+            "api_key_env": self.api_key_env,
+            "provider": self.provider,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """Where an agent's traffic goes now. Later issues add canary, shadow and rollout state."""
+
+    KIND: ClassVar[str] = "route"
+    agent: str
+    stable: str
+    previous_stable: str = ""
+    aliases: tuple[str, ...] = ()
+    updated_at: float = 0.0
+    updated_by: str = ""
+
+    def __post_init__(self) -> None:
+        if not NAME_RE.fullmatch(self.agent):
+            raise RecordError(f"invalid agent name {self.agent!r:.70}")
+        if not NAME_RE.fullmatch(self.stable):
+            raise RecordError(f"invalid stable release {self.stable!r:.70}")
+        if self.previous_stable and not NAME_RE.fullmatch(self.previous_stable):
+            raise RecordError(f"invalid previous release {self.previous_stable!r:.70}")
+        for alias in self.aliases:
+            validate_model(alias)
+
+    def encode(self) -> bytes:
+        return encode_record(
+            self.KIND,
+            {
+                "agent": self.agent,
+                "stable": self.stable,
+                "previous_stable": self.previous_stable,
+                "aliases": list(self.aliases),
+                "updated_at": self.updated_at,
+                "updated_by": self.updated_by,
+            },
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        f = decode_record(data, kind=cls.KIND)
+        aliases = f.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise RecordError("field 'aliases' must be a list of strings")
+        return cls(
+            agent=_name(f, "agent"),
+            stable=_name(f, "stable"),
+            previous_stable=_name(f, "previous_stable", optional=True),
+            aliases=tuple(aliases),
+            updated_at=_float(f, "updated_at"),
+            updated_by=_str(f, "updated_by", optional=True),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "stable": self.stable,
+            "previous_stable": self.previous_stable or None,
+            "aliases": list(self.aliases),
+            "updated_at": self.updated_at,
+            "updated_by": self.updated_by,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """Who changed what, when and why, with the before and after of the record."""
+
+    KIND: ClassVar[str] = "audit"
+    actor: str
+    action: str
+    target: str
+    at: float
+    reason: str = ""
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return encode_record(
+            self.KIND,
+            {
+                "actor": self.actor,
+                "action": self.action,
+                "target": self.target,
+                "at": self.at,
+                "reason": self.reason,
+                "before": self.before,
+                "after": self.after,
+                "extra": self.extra,
+            },
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        f = decode_record(data, kind=cls.KIND)
+        before, after, extra = f.get("before"), f.get("after"), f.get("extra", {})
+        for name, value in (("before", before), ("after", after)):
+            if value is not None and not isinstance(value, dict):
+                raise RecordError(f"field {name!r} must be a map or nil")
+        if not isinstance(extra, dict):
+            raise RecordError("field 'extra' must be a map")
+        return cls(
+            actor=_str(f, "actor"),
+            action=_str(f, "action"),
+            target=_str(f, "target"),
+            at=_float(f, "at"),
+            reason=_str(f, "reason", optional=True),
+            before=before,
+            after=after,
+            extra=extra,
+        )
+
+
+R = TypeVar("R", Release, Route, AuditEntry)
+
+
+def record_from_kv(cls: type[R], data: bytes) -> R:
+    """Decode ``data`` as ``cls``; the one entry point readers use so errors read the same."""
+    return cls.decode(data)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: an etcd binary, a virtualenv, the package with its dev extra.
+# Re-running it is cheap: each step is skipped when its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${HOLDFAST_VENV:-.venv}
+
+need_etcd() { ! command -v etcd >/dev/null 2>&1; }
+
+if need_etcd; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    echo "bootstrap: installing Debian's etcd-server and etcd-client with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      etcd-server etcd-client >/dev/null
+  fi
+fi
+if need_etcd; then
+  cat >&2 <<'MSG'
+bootstrap: no etcd binary on PATH and apt-get is not usable here.
+Install etcd 3.4 or newer from your distribution (Debian/Ubuntu: apt-get install etcd-server;
+Fedora: dnf install etcd; macOS: brew install etcd) and run this again.
+MSG
+  exit 1
+fi
+
+stamp="$VENV/.holdfast-installed"
+want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
