@@ -1,4 +1,4 @@
-"""The one definition of Holdfast's etcd keyspace and record formats, shared by sidecar and configsvc."""
+"""The one definition of the etcd keyspace and record formats; sidecar and configsvc share it."""
 
 from holdfast.keyspace.codec import (
     MAX_RECORD_BYTES,

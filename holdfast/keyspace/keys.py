@@ -40,7 +40,7 @@ _SEGMENTS: Final = {
 }
 
 
-class KeyError_(ValueError):  # noqa: N801 - avoids shadowing the builtin KeyError
+class KeyError_(ValueError):
     """A name or key that does not fit the keyspace."""
 
 

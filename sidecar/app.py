@@ -1,0 +1,163 @@
+"""Wiring of one sidecar: config from etcd (or the saved snapshot), the HTTP app, its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+from aiohttp import web
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+
+from holdfast.keyspace import Keyspace
+from holdfast.logs import (
+    REQUEST_ID_HEADER,
+    bind_request_id,
+    clear_request_id,
+    get_logger,
+    new_request_id,
+)
+from sidecar import persist
+from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
+from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, error_body, spec_for
+from sidecar.metrics import SidecarMetrics
+from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
+from sidecar.ops import ControlPlane, Ops
+from sidecar.settings import SidecarSettings
+from sidecar.upstream import Upstream
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_REQUEST_ID: Final = 64
+
+
+def _json_error(exc: SidecarError) -> web.Response:
+    spec = spec_for(exc)
+    return web.Response(
+        status=spec.status,
+        text=json.dumps(error_body(exc.message, spec, exc.param)),
+        content_type="application/json",
+        headers=exc.headers,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request ids, and every failure turned into the OpenAI error shape."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if 0 < len(incoming) <= MAX_REQUEST_ID and incoming.isprintable() else ""
+    request_id = request_id or new_request_id()
+    request[REQUEST_ID_KEY] = request_id
+    bind_request_id(request_id)
+    try:
+        response = await handler(request)
+    except SidecarError as exc:
+        spec = spec_for(exc)
+        log.info("request_refused", path=request.path, code=spec.code, status=spec.status)
+        response = _json_error(exc)
+    except web.HTTPMethodNotAllowed as exc:
+        response = _json_error(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+    except web.HTTPNotFound:
+        response = _json_error(NotFound(f"no endpoint {request.method} {request.path:.200}"))
+    except (ConnectionResetError, asyncio.CancelledError):
+        log.info("client_disconnected", path=request.path)
+        raise
+    except Exception:
+        log.exception("request_failed", path=request.path)
+        response = _json_error(SidecarError("internal error in the sidecar; see its log"))
+    finally:
+        clear_request_id()
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+class Sidecar:
+    """Owns every long-lived piece of one sidecar process and shuts them down in order."""
+
+    def __init__(self, settings: SidecarSettings, environ: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.keyspace = Keyspace(settings.env)
+        self.config = ConfigState(self.keyspace, settings.agent)
+        self.metrics = SidecarMetrics(settings.agent)
+        self.upstream = Upstream(settings, environ)
+        self.store = EtcdStore(settings.etcd_endpoints)
+        self.mirror = PrefixMirror(
+            self.store,
+            self.keyspace.prefix,
+            key_filter=wanted_key(self.keyspace, settings.agent),
+        )
+        self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
+        self.writer = persist.SnapshotWriter(self.snapshot_path)
+        self._rejections_seen = 0
+
+    @property
+    def control(self) -> ControlPlane:
+        return self.mirror
+
+    async def start(self) -> None:
+        saved = persist.load(self.snapshot_path)
+        if saved is not None:
+            self.config.apply_reset(saved.revision, saved.kvs, "snapshot")
+            log.info(
+                "snapshot_loaded",
+                revision=saved.revision,
+                age_seconds=round(time.time() - saved.saved_at, 1),
+            )
+        self.config.on_change(self._persist)
+        self.mirror.subscribe(self._on_update)
+        await self.upstream.start()
+        await self.mirror.start()  # returns at once; etcd may be down and that is fine
+
+    def _on_update(self, update: MirrorUpdate) -> None:
+        if update.reset:
+            self.config.apply_reset(update.revision, update.kvs, "etcd")
+        else:
+            self.config.apply_changes(update.revision, update.changes)
+        new = len(self.config.rejections)
+        if new != self._rejections_seen:
+            self.metrics.records_rejected.inc(max(0, new - self._rejections_seen))
+            self._rejections_seen = new
+
+    def _persist(self, snapshot: ConfigSnapshot) -> None:
+        if snapshot.source == "etcd":
+            self.writer.submit(snapshot.revision, snapshot.raw)
+
+    async def close(self) -> None:
+        await self.mirror.close()
+        await self.writer.close()
+        await self.upstream.close()
+        await self.store.close()
+
+    def build_app(self) -> web.Application:
+        return build_http_app(
+            self.settings,
+            self.config,
+            self.upstream,
+            self.metrics,
+            self.control,
+            lambda: self.store.endpoint,
+        )
+
+
+def build_http_app(
+    settings: SidecarSettings,
+    config: ConfigState,
+    upstream: Upstream,
+    metrics: SidecarMetrics,
+    control: ControlPlane,
+    etcd_endpoint: Callable[[], str],
+) -> web.Application:
+    """The HTTP surface alone, so tests can serve it over a config fed by hand."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    proxy = OpenAIProxy(settings, config, upstream, metrics)
+    ops = Ops(settings, config, control, metrics, etcd_endpoint)
+    app.add_routes(proxy.routes() + ops.routes())
+    return app

@@ -1,0 +1,157 @@
+"""The sidecar's view of its configuration: decoded, validated records swapped in atomically.
+
+Pure state, no I/O: the etcd mirror (or the persisted snapshot at start-up) feeds it raw
+key-values, and the request path reads ``current`` -- one attribute load, no lock, no await.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from holdfast.keyspace import Keyspace, RecordError, Release, Route
+from holdfast.keyspace.keys import KeyError_
+from holdfast.logs import get_logger
+from holdfast.store import Change, KeyValue
+
+log = get_logger(__name__)
+
+MAX_REJECTIONS_KEPT: Final = 20
+Source = Literal["etcd", "snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    key: str
+    revision: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigSnapshot:
+    """Everything one request needs to be routed, as of one etcd revision."""
+
+    revision: int
+    source: Source
+    applied_at: float
+    route: Route | None = None
+    releases: Mapping[str, Release] = field(default_factory=dict)
+    raw: Mapping[str, KeyValue] = field(default_factory=dict)
+
+
+def wanted_key(keyspace: Keyspace, agent: str) -> Callable[[str], bool]:
+    """Keys this sidecar keeps: its own agent's releases and route (other kinds join later)."""
+    mine = (keyspace.releases_of(agent), keyspace.route(agent))
+
+    def accept(key: str) -> bool:
+        return key.startswith(mine[0]) or key == mine[1]
+
+    return accept
+
+
+class ConfigState:
+    def __init__(self, keyspace: Keyspace, agent: str) -> None:
+        self._keyspace = keyspace
+        self._agent = agent
+        self._accept = wanted_key(keyspace, agent)
+        self.current: ConfigSnapshot | None = None
+        self.rejections: list[Rejection] = []
+        self.updates_applied = 0
+        self._listeners: list[Callable[[ConfigSnapshot], None]] = []
+
+    def on_change(self, listener: Callable[[ConfigSnapshot], None]) -> None:
+        self._listeners.append(listener)
+
+    def apply_reset(self, revision: int, kvs: Mapping[str, KeyValue], source: Source) -> None:
+        """Replace the whole state; records that fail to decode keep their previous good value."""
+        previous = self.current.raw if self.current is not None else {}
+        raw: dict[str, KeyValue] = {}
+        for key, kv in kvs.items():
+            if not self._accept(key):
+                continue
+            if self._decode_ok(kv):
+                raw[key] = kv
+            elif key in previous:
+                raw[key] = previous[key]
+        self._publish(revision, raw, source)
+
+    def apply_changes(self, revision: int, changes: Sequence[Change]) -> None:
+        if self.current is None:
+            return  # a delta without a base cannot be applied; the mirror always resets first
+        raw = dict(self.current.raw)
+        touched = False
+        for change in changes:
+            if not self._accept(change.key):
+                continue
+            touched = True
+            if change.kind == "delete":
+                raw.pop(change.key, None)
+                continue
+            kv = KeyValue(change.key, change.value, change.mod_revision, 0, 0)
+            if self._decode_ok(kv):
+                raw[change.key] = kv
+        if touched or revision > self.current.revision:
+            self._publish(revision, raw, "etcd")
+
+    def _decode_ok(self, kv: KeyValue) -> bool:
+        try:
+            self._decode(kv)
+        except (RecordError, KeyError_) as exc:
+            self._reject(kv, str(exc))
+            return False
+        return True
+
+    def _decode(self, kv: KeyValue) -> Release | Route:
+        parsed = self._keyspace.parse(kv.key)
+        if parsed.kind == "releases":
+            release = Release.decode(kv.value)
+            if (release.agent, release.name) != parsed.parts:
+                raise RecordError(f"release record names {release.agent}/{release.name}")
+            return release
+        if parsed.kind == "routes":
+            route = Route.decode(kv.value)
+            if route.agent != parsed.parts[0]:
+                raise RecordError(f"route record names agent {route.agent}")
+            return route
+        raise RecordError(f"unexpected kind {parsed.kind}")
+
+    def _reject(self, kv: KeyValue, reason: str) -> None:
+        log.warning("config_record_rejected", key=kv.key, revision=kv.mod_revision, reason=reason)
+        self.rejections.append(Rejection(kv.key, kv.mod_revision, reason))
+        del self.rejections[:-MAX_REJECTIONS_KEPT]
+
+    def _publish(self, revision: int, raw: dict[str, KeyValue], source: Source) -> None:
+        route: Route | None = None
+        releases: dict[str, Release] = {}
+        for kv in raw.values():
+            record = self._decode(kv)  # already validated once; cheap and keeps one code path
+            if isinstance(record, Route):
+                route = record
+            else:
+                releases[record.name] = record
+        snapshot = ConfigSnapshot(
+            revision=revision,
+            source=source,
+            applied_at=time.time(),
+            route=route,
+            releases=releases,
+            raw=raw,
+        )
+        self.current = snapshot
+        self.updates_applied += 1
+        log.info(
+            "config_applied",
+            revision=revision,
+            source=source,
+            stable=route.stable if route else None,
+            releases=len(releases),
+        )
+        for listener in self._listeners:
+            listener(snapshot)
+
+
+def known_models(snapshot: ConfigSnapshot | None, agent: str) -> list[str]:
+    aliases: Iterable[str] = snapshot.route.aliases if snapshot and snapshot.route else ()
+    return [agent, *aliases]

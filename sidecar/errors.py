@@ -1,0 +1,85 @@
+"""The sidecar's exception tree and the one table that turns each into an OpenAI-shaped error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+
+class SidecarError(Exception):
+    """Base of every error the sidecar reports to an agent."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers: dict[str, str] = {}
+
+
+class InvalidRequest(SidecarError):
+    """The body is not a usable OpenAI request."""
+
+
+class BodyTooLarge(SidecarError):
+    """The body exceeds the configured limit."""
+
+
+class UnknownModel(SidecarError):
+    """The agent asked for a model name this sidecar does not route."""
+
+
+class NotConfigured(SidecarError):
+    """No configuration has been loaded yet, or the route names a release that is missing."""
+
+
+class ProviderKeyMissing(SidecarError):
+    """The release names an environment variable for its provider key that is not set."""
+
+
+class UpstreamUnreachable(SidecarError):
+    """The provider could not be reached or broke the connection."""
+
+
+class UpstreamTimeout(SidecarError):
+    """The provider did not answer in time."""
+
+
+class NotFound(SidecarError):
+    """No such endpoint."""
+
+
+class MethodNotAllowed(SidecarError):
+    """Endpoint exists, method does not."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    status: int
+    type: str
+    code: str
+
+
+ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
+    InvalidRequest: ErrorSpec(400, "invalid_request_error", "invalid_request"),
+    BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
+    UnknownModel: ErrorSpec(404, "invalid_request_error", "model_not_found"),
+    NotFound: ErrorSpec(404, "invalid_request_error", "unknown_url"),
+    MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
+    NotConfigured: ErrorSpec(503, "holdfast_error", "not_configured"),
+    ProviderKeyMissing: ErrorSpec(503, "holdfast_error", "provider_key_missing"),
+    UpstreamUnreachable: ErrorSpec(502, "upstream_error", "upstream_unreachable"),
+    UpstreamTimeout: ErrorSpec(504, "upstream_error", "upstream_timeout"),
+}
+INTERNAL: Final = ErrorSpec(500, "holdfast_error", "internal_error")
+
+
+def spec_for(exc: SidecarError) -> ErrorSpec:
+    for cls in type(exc).__mro__:
+        spec = ERROR_TABLE.get(cls)
+        if spec is not None:
+            return spec
+    return INTERNAL
+
+
+def error_body(message: str, spec: ErrorSpec, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": spec.type, "code": spec.code, "param": param}}

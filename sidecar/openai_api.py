@@ -1,0 +1,203 @@
+"""The OpenAI-compatible endpoints: resolve the release, rewrite the model, relay the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Final
+
+from aiohttp import web
+
+from holdfast.logs import get_logger
+from sidecar.config import ConfigState, known_models
+from sidecar.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    SidecarError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    error_body,
+    spec_for,
+)
+from sidecar.metrics import SidecarMetrics
+from sidecar.routing import Resolved, resolve
+from sidecar.settings import SidecarSettings
+from sidecar.upstream import CONNECT_ERRORS, Upstream, relayed_headers
+
+log = get_logger(__name__)
+
+RELEASE_HEADER: Final = "X-Holdfast-Release"
+REVISION_HEADER: Final = "X-Holdfast-Config-Revision"
+REQUEST_ID_KEY: Final = "holdfast_request_id"
+SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def served_by(resolved: Resolved) -> dict[str, str]:
+    return {RELEASE_HEADER: resolved.release.name, REVISION_HEADER: str(resolved.revision)}
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a string", param="model")
+    return body
+
+
+class OpenAIProxy:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        config: ConfigState,
+        upstream: Upstream,
+        metrics: SidecarMetrics,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.upstream = upstream
+        self.metrics = metrics
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self.chat_completions),
+            web.post("/v1/embeddings", self.embeddings),
+            web.get("/v1/models", self.models),
+        ]
+
+    async def _read(self, request: web.Request) -> dict[str, Any]:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"request body is {request.content_length} bytes; limit {limit}")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyTooLarge(f"request body is over the {limit}-byte limit") from exc
+        return parse_body(raw)
+
+    def _resolve(self, body: dict[str, Any]) -> Resolved:
+        return resolve(self.config.current, self.settings.agent, body["model"])
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._forward(request, "/chat/completions", "chat")
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._forward(request, "/embeddings", "embeddings")
+
+    async def models(self, request: web.Request) -> web.Response:
+        snapshot = self.config.current
+        created = int(snapshot.applied_at) if snapshot else 0
+        release = None
+        if snapshot and snapshot.route:
+            release = snapshot.releases.get(snapshot.route.stable)
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "holdfast",
+                "holdfast_release": release.name if release else None,
+                "holdfast_model": release.model if release else None,
+            }
+            for name in known_models(snapshot, self.settings.agent)
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _forward(self, request: web.Request, path: str, operation: str) -> web.StreamResponse:
+        started = time.perf_counter()
+        body = await self._read(request)
+        resolved = self._resolve(body)
+        release = resolved.release
+        body["model"] = release.model
+        stream = operation == "chat" and body.get("stream") is True
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        request_id: str = request[REQUEST_ID_KEY]
+        outcome = "error"
+        try:
+            async with self.upstream.post(
+                release, path, payload, stream=stream, request_id=request_id
+            ) as upstream:
+                is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+                broken = None
+                if stream and upstream.status == 200 and is_sse:
+                    response, broken = await self._relay_stream(
+                        request, upstream, resolved, started
+                    )
+                else:
+                    data = await self.upstream.read_body(release, upstream)
+                    headers = served_by(resolved) | relayed_headers(upstream.headers)
+                    headers["Content-Type"] = upstream.headers.get(
+                        "Content-Type", "application/json"
+                    )
+                    response = web.Response(status=upstream.status, body=data, headers=headers)
+                outcome = broken or (
+                    "ok" if upstream.status < 400 else f"upstream_{upstream.status // 100}xx"
+                )
+                return response
+        except SidecarError as exc:
+            exc.headers.update(served_by(resolved))
+            outcome = spec_for(exc).code
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            outcome = "client_disconnected"
+            raise
+        finally:
+            self.metrics.requests.labels(
+                self.settings.agent, operation, release.name, outcome
+            ).inc()
+            self.metrics.duration.labels(self.settings.agent, operation, release.name).observe(
+                time.perf_counter() - started
+            )
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        upstream: Any,
+        resolved: Resolved,
+        started: float,
+    ) -> tuple[web.StreamResponse, str | None]:
+        """Relay SSE chunk by chunk as they arrive; never buffer a whole stream."""
+        out = web.StreamResponse(
+            status=200,
+            headers=SSE_HEADERS | served_by(resolved) | relayed_headers(upstream.headers),
+        )
+        await out.prepare(request)
+        chunks = upstream.content.iter_any().__aiter__()
+        first = True
+        broken: str | None = None
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except (TimeoutError, *CONNECT_ERRORS) as exc:
+                broken = await self._report_broken_stream(out, resolved, exc)
+                break
+            if first:
+                first = False
+                self.metrics.ttft.labels(self.settings.agent, resolved.release.name).observe(
+                    time.perf_counter() - started
+                )
+            # A client that went away raises here, which ends the handler and closes upstream.
+            await out.write(chunk)
+        await out.write_eof()
+        return out, broken
+
+    async def _report_broken_stream(
+        self, out: web.StreamResponse, resolved: Resolved, exc: BaseException
+    ) -> str:
+        # Headers are gone already: report the failure in-band, the way OpenAI does.
+        err: SidecarError = (
+            UpstreamTimeout(f"provider stalled for over {self.settings.stream_idle_timeout:g}s")
+            if isinstance(exc, TimeoutError)
+            else UpstreamUnreachable(f"provider broke the stream: {type(exc).__name__}")
+        )
+        log.warning("upstream_stream_broken", release=resolved.release.name, reason=err.message)
+        spec = spec_for(err)
+        await out.write(f"data: {json.dumps(error_body(err.message, spec))}\n\n".encode())
+        return spec.code

@@ -1,0 +1,150 @@
+"""Sidecar settings: one frozen object, loaded once from the command line and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from holdfast.keyspace import DEFAULT_ENV, validate_name
+from holdfast.keyspace.keys import validate_id
+
+ENV_ETCD: Final = "HOLDFAST_ETCD"
+ENV_ENV: Final = "HOLDFAST_ENV"
+ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
+ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
+ENV_LOG_LEVEL: Final = "HOLDFAST_LOG_LEVEL"
+
+DEFAULT_LISTEN: Final = "127.0.0.1:8787"
+DEFAULT_ETCD: Final = "http://127.0.0.1:2379"
+DEFAULT_STATE_DIR: Final = "./state"
+DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+DEFAULT_FIRST_BYTE_TIMEOUT: Final = 60.0
+DEFAULT_REQUEST_TIMEOUT: Final = 300.0
+DEFAULT_STREAM_IDLE_TIMEOUT: Final = 60.0
+DEFAULT_STALE_AFTER: Final = 10.0
+DEFAULT_DRAIN_TIMEOUT: Final = 20.0
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarSettings:
+    agent: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8787
+    etcd_endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
+    env: str = DEFAULT_ENV
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    sidecar_id: str = ""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT
+    stale_after: float = DEFAULT_STALE_AFTER
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    allow_non_loopback: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name(self.agent, what="agent")
+            validate_name(self.env, what="environment")
+            if self.sidecar_id:
+                validate_id(self.sidecar_id, what="sidecar id")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+        if self.listen_host not in LOOPBACK_HOSTS and not self.allow_non_loopback:
+            raise SettingsError(
+                f"--listen {self.listen_host} is not loopback; the sidecar serves its own agent "
+                "only. Pass --allow-non-loopback if you really mean it."
+            )
+        for name in (
+            "connect_timeout",
+            "first_byte_timeout",
+            "request_timeout",
+            "stream_idle_timeout",
+            "stale_after",
+            "drain_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("max body size must be at least 1024 bytes")
+
+    @property
+    def effective_sidecar_id(self) -> str:
+        return self.sidecar_id or f"{socket.gethostname()}-{os.getpid()}"[:128]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"--listen {value!r}: expected HOST:PORT")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError as exc:
+        raise SettingsError(f"--listen {value!r}: port is not a number") from exc
+    if not 0 <= number <= 65535:
+        raise SettingsError(f"--listen {value!r}: port out of range")
+    return host, number
+
+
+def parse_endpoints(value: str) -> tuple[str, ...]:
+    endpoints = tuple(e.strip() for e in value.split(",") if e.strip())
+    if not endpoints:
+        raise SettingsError("--etcd needs at least one endpoint")
+    return endpoints
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="holdfast-sidecar",
+        description="OpenAI-compatible sidecar that routes an agent's traffic to its release.",
+    )
+    p.add_argument("--agent", required=True, help="agent name this sidecar serves")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
+    p.add_argument("--etcd", default=None, help=f"etcd endpoints, comma-separated (${ENV_ETCD})")
+    p.add_argument("--env", default=None, help=f"environment (${ENV_ENV}, default dev)")
+    p.add_argument("--state-dir", default=None, help="last-known-good snapshot directory")
+    p.add_argument("--sidecar-id", default=None, help="id in health keys (default host-pid)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT)
+    p.add_argument("--first-byte-timeout", type=float, default=DEFAULT_FIRST_BYTE_TIMEOUT)
+    p.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT)
+    p.add_argument("--stream-idle-timeout", type=float, default=DEFAULT_STREAM_IDLE_TIMEOUT)
+    p.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER)
+    p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT)
+    p.add_argument("--allow-non-loopback", action="store_true")
+    return p
+
+
+def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSettings:
+    args = build_parser().parse_args(list(argv))
+    host, port = parse_listen(args.listen)
+    return SidecarSettings(
+        agent=args.agent,
+        listen_host=host,
+        listen_port=port,
+        etcd_endpoints=parse_endpoints(args.etcd or environ.get(ENV_ETCD, DEFAULT_ETCD)),
+        env=args.env or environ.get(ENV_ENV, DEFAULT_ENV),
+        state_dir=Path(args.state_dir or environ.get(ENV_STATE_DIR, DEFAULT_STATE_DIR)),
+        sidecar_id=args.sidecar_id or environ.get(ENV_SIDECAR_ID, ""),
+        max_body_bytes=args.max_body_bytes,
+        connect_timeout=args.connect_timeout,
+        first_byte_timeout=args.first_byte_timeout,
+        request_timeout=args.request_timeout,
+        stream_idle_timeout=args.stream_idle_timeout,
+        stale_after=args.stale_after,
+        drain_timeout=args.drain_timeout,
+        allow_non_loopback=args.allow_non_loopback,
+    )
