@@ -1,0 +1,119 @@
+"""configsvc's exception tree and the one table that turns each into an HTTP error.
+
+Every error leaves the API as ``{"error": {"message", "type", "code", "param"}}`` with the status
+from ``ERROR_TABLE``; store errors are translated into these at the service boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+
+class ConfigsvcError(Exception):
+    """Base of every error configsvc reports to an operator."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(ConfigsvcError):
+    """The request cannot be used as sent: bad JSON, unknown fields, invalid names or values."""
+
+
+class BodyTooLarge(ConfigsvcError):
+    """The body exceeds the API's size limit."""
+
+
+class Unauthorized(ConfigsvcError):
+    """No token, or the wrong one, where one is required."""
+
+
+class NotFound(ConfigsvcError):
+    """Base of the "no such thing" errors."""
+
+
+class AgentNotFound(NotFound):
+    """The agent has no releases (or no route, where a route is needed)."""
+
+
+class ReleaseNotFound(NotFound):
+    """The release does not exist."""
+
+
+class UnknownEndpoint(NotFound):
+    """No such URL."""
+
+
+class MethodNotAllowed(ConfigsvcError):
+    """The URL exists; the method does not."""
+
+
+class Conflict(ConfigsvcError):
+    """Base of the errors about the state the request met."""
+
+
+class ReleaseExists(Conflict):
+    """Releases are immutable: a name is created once."""
+
+
+class RevisionConflict(Conflict):
+    """The record changed since the revision the caller read (or kept changing under retries)."""
+
+
+class NoPreviousRelease(Conflict):
+    """Rollback asked for, but the route has no previous stable release."""
+
+
+class StoreDown(ConfigsvcError):
+    """etcd did not answer a read; nothing was changed."""
+
+
+class WriteOutcomeUnknown(StoreDown):
+    """etcd did not answer a write: it may or may not have been applied."""
+
+
+class StoredRecordInvalid(ConfigsvcError):
+    """A record in etcd cannot be decoded (written by something else, or damaged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    status: int
+    type: str
+    code: str
+
+
+ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
+    InvalidRequest: ErrorSpec(400, "invalid_request_error", "invalid_request"),
+    BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
+    Unauthorized: ErrorSpec(401, "authentication_error", "invalid_token"),
+    NotFound: ErrorSpec(404, "invalid_request_error", "not_found"),
+    AgentNotFound: ErrorSpec(404, "invalid_request_error", "agent_not_found"),
+    ReleaseNotFound: ErrorSpec(404, "invalid_request_error", "release_not_found"),
+    UnknownEndpoint: ErrorSpec(404, "invalid_request_error", "unknown_url"),
+    MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
+    Conflict: ErrorSpec(409, "conflict_error", "conflict"),
+    ReleaseExists: ErrorSpec(409, "conflict_error", "release_exists"),
+    RevisionConflict: ErrorSpec(409, "conflict_error", "revision_conflict"),
+    NoPreviousRelease: ErrorSpec(409, "conflict_error", "no_previous_release"),
+    StoreDown: ErrorSpec(503, "holdfast_error", "store_unavailable"),
+    WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
+    StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),
+}
+INTERNAL: Final = ErrorSpec(500, "holdfast_error", "internal_error")
+
+
+def spec_for(exc: ConfigsvcError) -> ErrorSpec:
+    """The most specific entry of the table for ``exc`` (its class, else its nearest base)."""
+    for cls in type(exc).__mro__:
+        spec = ERROR_TABLE.get(cls)
+        if spec is not None:
+            return spec
+    return INTERNAL
+
+
+def error_body(message: str, spec: ErrorSpec, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": spec.type, "code": spec.code, "param": param}}

@@ -1,0 +1,171 @@
+"""Human output of ``holdfastctl``: compact tables and ``key: value`` lines from the API's JSON.
+
+Pure functions of the API's response bodies, so ``--json`` and human output never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+# Bookkeeping fields that every change touches; the change summary leaves them out.
+QUIET_FIELDS: Final = frozenset({"agent", "updated_at", "updated_by", "created_at", "created_by"})
+# The fields a change summary names first; any other field follows in name order.
+LEADING_FIELDS: Final = ("stable", "previous_stable", "aliases", "release", "model", "base_url")
+MAX_CELL: Final = 60
+
+
+def when(ts: Any) -> str:
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or ts <= 0:
+        return "-"
+    moment = dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def value(v: Any) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, list | tuple):
+        return ",".join(value(x) for x in v) if v else "[]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={value(x)}" for k, x in sorted(v.items())) + "}"
+    return str(v)
+
+
+def cell(v: Any) -> str:
+    text = value(v).replace("\n", " ")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = []
+    for row in [list(headers), *rows]:
+        padded = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"{(k + ':').ljust(width + 1)} {value(v)}" for k, v in pairs)
+
+
+def _ordered(keys: set[str]) -> list[str]:
+    leading = [k for k in LEADING_FIELDS if k in keys]
+    return leading + sorted(keys - set(leading) - QUIET_FIELDS)
+
+
+def summarize(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    """One line of what changed: ``stable r1→r2`` or, for a new record, its notable fields."""
+    if before is None and after is None:
+        return "-"
+    if before is None or after is None:
+        shown = after if after is not None else before
+        assert shown is not None
+        verb = "created" if before is None else "deleted"
+        notable = [f"{k}={value(shown[k])}" for k in _ordered(set(shown)) if shown[k]]
+        return f"{verb} " + " ".join(notable)
+    changes = [
+        f"{k} {value(before.get(k))}→{value(after.get(k))}"
+        for k in _ordered(set(before) | set(after))
+        if before.get(k) != after.get(k)
+    ]
+    return ", ".join(changes) or "no change"
+
+
+def release_created(body: Mapping[str, Any]) -> str:
+    r = body["release"]
+    return (
+        f"created release {r['agent']}/{r['release']}: model {r['model']} at {r['base_url']} "
+        f"(revision {r['mod_revision']})"
+    )
+
+
+def releases(body: Mapping[str, Any]) -> str:
+    rows = [
+        [
+            r["release"],
+            r["model"],
+            r["base_url"],
+            value(r.get("api_key_env")),
+            when(r.get("created_at")),
+            value(r.get("created_by")),
+            cell(r.get("description")),
+        ]
+        for r in body["releases"]
+    ]
+    headers = ["RELEASE", "MODEL", "BASE_URL", "KEY_ENV", "CREATED", "BY", "DESCRIPTION"]
+    return table(headers, rows)
+
+
+def release(body: Mapping[str, Any]) -> str:
+    r = body["release"]
+    return fields(
+        [
+            ("agent", r["agent"]),
+            ("release", r["release"]),
+            ("model", r["model"]),
+            ("base_url", r["base_url"]),
+            ("api_key_env", r.get("api_key_env")),
+            ("provider", r.get("provider")),
+            ("description", r.get("description")),
+            ("created", when(r.get("created_at"))),
+            ("created_by", r.get("created_by")),
+            ("mod_revision", r.get("mod_revision")),
+        ]
+    )
+
+
+def route(body: Mapping[str, Any]) -> str:
+    r = body["route"]
+    return fields(
+        [
+            ("agent", r["agent"]),
+            ("stable", r["stable"]),
+            ("previous_stable", r.get("previous_stable")),
+            ("aliases", r.get("aliases") or []),
+            ("updated", when(r.get("updated_at"))),
+            ("updated_by", r.get("updated_by")),
+            ("mod_revision", body.get("mod_revision")),
+        ]
+    )
+
+
+def route_change(action: str, body: Mapping[str, Any]) -> str:
+    """First line says what happened (scripts and the demo print it); the route follows."""
+    r, before = body["route"], body.get("before") or {}
+    rev = body.get("mod_revision")
+    agent = r["agent"]
+    if not body.get("changed", True):
+        head = f"route {agent}: unchanged (revision {rev}; nothing written)"
+    elif action == "aliases":
+        head = f"route {agent}: aliases {value(r.get('aliases') or [])} (revision {rev})"
+    else:
+        verb = "rolled back" if action == "rollback" else "stable"
+        head = (
+            f"route {agent}: {verb} {value(before.get('stable'))} → {r['stable']} (revision {rev})"
+        )
+    return head + "\n" + route(body)
+
+
+def history(body: Mapping[str, Any]) -> str:
+    entries = body.get("entries") or []
+    if not entries:
+        return "no history"
+    rows = [
+        [
+            str(e["revision"]),
+            when(e.get("at")),
+            value(e.get("actor")),
+            value(e.get("action")),
+            value(e.get("target")),
+            cell(e.get("reason")),
+            summarize(e.get("before"), e.get("after")),
+        ]
+        for e in entries
+    ]
+    return table(["REVISION", "WHEN", "ACTOR", "ACTION", "TARGET", "REASON", "CHANGE"], rows)

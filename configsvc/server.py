@@ -1,0 +1,113 @@
+"""``holdfastctl serve``: run the config service until SIGTERM/SIGINT, then stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from configsvc.api import build_app
+from configsvc.auth import Authorizer
+from configsvc.errors import ConfigsvcError
+from configsvc.service import ConfigService
+from configsvc.settings import LOOPBACK_HOSTS, ServeSettings
+from holdfast.keyspace import Keyspace
+from holdfast.logs import get_logger
+from holdfast.store import StoreError
+from holdfast.store.etcd import EtcdStore
+
+log = get_logger(__name__)
+
+
+class ListenFailed(RuntimeError):
+    """The listening socket could not be opened (port in use, bad address)."""
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0: any free port); returns the runner and the bound port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host=host, port=port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)
+
+
+async def finalize_leftovers(service: ConfigService) -> None:
+    """Finish audit entries a previous process left pending; etcd being down is not fatal."""
+    try:
+        moved = await service.finalize_pending()
+    except (ConfigsvcError, StoreError) as exc:
+        log.warning("audit_startup_finalize_skipped", error=str(exc))
+        return
+    if moved:
+        log.info("audit_startup_finalized", count=moved)
+
+
+async def serve(settings: ServeSettings, store: EtcdStore) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        service = ConfigService(store, Keyspace(settings.env))
+        try:
+            await store.connect()
+        except StoreError as exc:  # answer 503 until etcd is back, rather than not start at all
+            log.warning("etcd_unavailable_at_start", error=str(exc))
+        else:
+            await finalize_leftovers(service)
+        if not settings.auth_required:
+            log.warning("configsvc_auth_disabled", hint="anyone on this host can change config")
+        app = build_app(service, Authorizer(settings.token), max_body_bytes=settings.max_body_bytes)
+        try:
+            runner, port = await start_site(
+                app,
+                settings.listen_host,
+                settings.listen_port,
+                shutdown_timeout=settings.shutdown_timeout,
+            )
+        except OSError as exc:
+            where = f"{settings.listen_host}:{settings.listen_port}"
+            raise ListenFailed(f"cannot listen on {where}: {exc}") from exc
+        if settings.listen_host not in LOOPBACK_HOSTS:
+            log.warning("configsvc_non_loopback_listener", host=settings.listen_host)
+        log.info(
+            "configsvc_listening",
+            host=settings.listen_host,
+            port=port,
+            env=settings.env,
+            etcd=",".join(settings.etcd_endpoints),
+            auth="token" if settings.auth_required else "none",
+        )
+        await stop.wait()
+        log.info("configsvc_stopping")
+        await runner.cleanup()
+    finally:
+        await store.close()
+    log.info("configsvc_stopped")
+
+
+def run(settings: ServeSettings) -> int:
+    """Serve until signalled: 0 after a graceful stop, 1 if it cannot listen, 2 on bad --etcd."""
+    try:
+        store = EtcdStore(settings.etcd_endpoints)
+    except ValueError as exc:
+        print(f"holdfastctl serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        uvloop.run(serve(settings, store))
+    except ListenFailed as exc:
+        log.error("configsvc_listen_failed", error=str(exc))
+        print(f"holdfastctl serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

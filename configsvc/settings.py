@@ -1,0 +1,160 @@
+"""Settings of ``holdfastctl serve`` and of the operator commands: frozen, loaded once.
+
+Command-line values win over environment variables, which win over the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from holdfast.keyspace import DEFAULT_ENV, validate_name
+from holdfast.keyspace.keys import ID_RE
+
+ENV_ETCD: Final = "HOLDFAST_ETCD"
+ENV_ENV: Final = "HOLDFAST_ENV"
+ENV_TOKEN: Final = "HOLDFAST_TOKEN"  # noqa: S105 - a variable name, not a secret
+ENV_SERVER: Final = "HOLDFAST_SERVER"
+ENV_ACTOR: Final = "HOLDFAST_ACTOR"
+
+DEFAULT_LISTEN: Final = "127.0.0.1:8700"
+DEFAULT_ETCD: Final = "http://127.0.0.1:2379"
+DEFAULT_SERVER: Final = "http://127.0.0.1:8700"
+DEFAULT_ACTOR: Final = "unknown"
+DEFAULT_CLIENT_TIMEOUT: Final = 30.0
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+MAX_BODY_BYTES: Final = 64 * 1024
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8700
+    etcd_endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
+    env: str = DEFAULT_ENV
+    token: str = ""
+    allow_no_token: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name(self.env, what="environment")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+        if not self.token and not self.allow_no_token:
+            raise SettingsError(
+                f"no token: set ${ENV_TOKEN} or pass --token so that only holders of it can "
+                "change configuration (--allow-no-token accepts anyone, for throwaway local use)"
+            )
+        if not self.token and self.listen_host not in LOOPBACK_HOSTS:
+            raise SettingsError(
+                f"--allow-no-token is only for a loopback listener, not {self.listen_host}"
+            )
+        if self.shutdown_timeout <= 0:
+            raise SettingsError("shutdown timeout must be positive")
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.token)
+
+    def __repr__(self) -> str:  # never print the token
+        return (
+            f"ServeSettings(listen={self.listen_host}:{self.listen_port}, "
+            f"etcd={','.join(self.etcd_endpoints)}, env={self.env}, "
+            f"auth={'token' if self.token else 'none'})"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    server: str = DEFAULT_SERVER
+    token: str = ""
+    actor: str = DEFAULT_ACTOR
+    json_output: bool = False
+    timeout: float = DEFAULT_CLIENT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"--server {self.server!r}: need http(s)://host[:port]")
+        if not ID_RE.fullmatch(self.actor):
+            raise SettingsError(
+                f"actor {self.actor!r}: use 1-128 characters of letters, digits and ._:@-"
+            )
+        if self.timeout <= 0:
+            raise SettingsError("--timeout must be positive")
+
+    def __repr__(self) -> str:
+        return f"ClientSettings(server={self.server}, actor={self.actor})"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"--listen {value!r}: expected HOST:PORT")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError as exc:
+        raise SettingsError(f"--listen {value!r}: port is not a number") from exc
+    if not 0 <= number <= 65535:
+        raise SettingsError(f"--listen {value!r}: port out of range")
+    return host, number
+
+
+def parse_endpoints(value: str) -> tuple[str, ...]:
+    endpoints = tuple(e.strip() for e in value.split(",") if e.strip())
+    if not endpoints:
+        raise SettingsError("--etcd needs at least one endpoint")
+    return endpoints
+
+
+def load_serve_settings(
+    *,
+    listen: str | None,
+    etcd: str | None,
+    env: str | None,
+    token: str | None,
+    allow_no_token: bool,
+    environ: Mapping[str, str],
+) -> ServeSettings:
+    host, port = parse_listen(listen or DEFAULT_LISTEN)
+    return ServeSettings(
+        listen_host=host,
+        listen_port=port,
+        etcd_endpoints=parse_endpoints(etcd or environ.get(ENV_ETCD, "") or DEFAULT_ETCD),
+        env=env or environ.get(ENV_ENV, "") or DEFAULT_ENV,
+        token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
+        allow_no_token=allow_no_token,
+    )
+
+
+def default_actor(environ: Mapping[str, str]) -> str:
+    return environ.get(ENV_ACTOR) or environ.get("USER") or DEFAULT_ACTOR
+
+
+def load_client_settings(
+    *,
+    server: str | None,
+    token: str | None,
+    actor: str | None,
+    json_output: bool,
+    timeout: float | None,
+    environ: Mapping[str, str] = os.environ,
+) -> ClientSettings:
+    return ClientSettings(
+        server=(server or environ.get(ENV_SERVER, "") or DEFAULT_SERVER).rstrip("/"),
+        token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
+        actor=actor or default_actor(environ),
+        json_output=json_output,
+        timeout=DEFAULT_CLIENT_TIMEOUT if timeout is None else timeout,
+    )
