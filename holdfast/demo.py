@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
@@ -83,25 +84,21 @@ async def agent_worker(
     while time.monotonic() < stop_at:
         turn += 1
         stream = turn % 2 == 0
-        messages = [{"role": "user", "content": f"worker {worker} turn {turn}: status update?"}]
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": f"worker {worker} turn {turn}: status update?"}
+        ]
         at = time.monotonic() - t0
+        completions = client.chat.completions.with_raw_response
         try:
             if stream:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=AGENT,
-                    messages=messages,
-                    stream=True,  # type: ignore[arg-type]
-                )
-                release = raw.headers.get("x-holdfast-release", "?")
-                async for _chunk in raw.parse():
+                streamed = await completions.create(model=AGENT, messages=messages, stream=True)
+                release = streamed.headers.get("x-holdfast-release", "?")
+                async for _chunk in streamed.parse():
                     pass
             else:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=AGENT,
-                    messages=messages,  # type: ignore[arg-type]
-                )
-                release = raw.headers.get("x-holdfast-release", "?")
-                raw.parse()
+                plain = await completions.create(model=AGENT, messages=messages)
+                release = plain.headers.get("x-holdfast-release", "?")
+                plain.parse()
             log.append(Served(at, release, stream, ok=True))
         except openai.OpenAIError as exc:
             log.append(Served(at, "-", stream, ok=False, error=f"{type(exc).__name__}: {exc}"))

@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from aiohttp import web
-from holdfast.store.etcd import EtcdStore
-from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 
 from holdfast.keyspace import Keyspace
 from holdfast.logs import (
@@ -20,6 +18,8 @@ from holdfast.logs import (
     get_logger,
     new_request_id,
 )
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar import persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, error_body, spec_for

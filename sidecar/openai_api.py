@@ -29,7 +29,7 @@ log = get_logger(__name__)
 
 RELEASE_HEADER: Final = "X-Holdfast-Release"
 REVISION_HEADER: Final = "X-Holdfast-Config-Revision"
-REQUEST_ID_KEY: Final = "holdfast_request_id"
+REQUEST_ID_KEY: Final = web.RequestKey("holdfast_request_id", str)
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 

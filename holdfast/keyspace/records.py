@@ -93,6 +93,8 @@ class Release:
         validate_env_var(self.api_key_env)
         if self.provider != "openai":
             raise RecordError(f"unsupported provider {self.provider!r:.40}; supported: openai")
+        if len(self.description) > MAX_TEXT or len(self.created_by) > MAX_TEXT:
+            raise RecordError(f"description and created_by are limited to {MAX_TEXT} characters")
 
     def encode(self) -> bytes:
         return encode_record(

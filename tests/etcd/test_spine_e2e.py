@@ -1,0 +1,201 @@
+"""End to end through real processes: etcd, configsvc, sidecar, fake LLM, openai SDK client."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+from openai.types.chat import ChatCompletionUserMessageParam
+
+from holdfast.devtools.etcd_local import EtcdCluster, EtcdNode
+from holdfast.keyspace import Keyspace
+from holdfast.store.etcd import EtcdStore
+from tests.etcd.spine_stack import AGENT, Stack, get_json, stable_is, start_stack, wait_for
+
+pytestmark = pytest.mark.etcd
+USER: ChatCompletionUserMessageParam = {"role": "user", "content": "hello"}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, fresh_etcd: EtcdNode, etcd_env: str) -> Iterator[Stack]:
+    s = start_stack(tmp_path, etcd_env, [fresh_etcd.client_url])
+    s.create_releases(("r1", "model-one"), ("r2", "model-two"))
+    s.ctl("route", "set-stable", AGENT, "r1")
+    yield s
+    s.stop()
+
+
+def agent(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="agent-key", max_retries=0)
+
+
+async def served_by(url: str, *, stream: bool = False) -> str:
+    completions = agent(url).chat.completions.with_raw_response
+    if stream:
+        streamed = await completions.create(model=AGENT, messages=[USER], stream=True)
+        async for _ in streamed.parse():
+            pass
+        return str(streamed.headers["x-holdfast-release"])
+    plain = await completions.create(model=AGENT, messages=[USER])
+    plain.parse()
+    return str(plain.headers["x-holdfast-release"])
+
+
+async def test_pointer_change_under_load_without_restart_or_failure(
+    stack: Stack, fresh_etcd: EtcdNode
+) -> None:
+    side = stack.start_sidecar([fresh_etcd.client_url])
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    pid = side.proc.pid if side.proc else 0
+    results: list[tuple[float, str]] = []
+    failures: list[BaseException] = []
+    stop_at = time.monotonic() + 3.0
+
+    async def worker(n: int) -> None:
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                results.append((started, await served_by(side.url, stream=n % 2 == 0)))
+            except openai.OpenAIError as exc:
+                failures.append(exc)
+
+    acked = 0.0
+
+    async def operator() -> None:
+        nonlocal acked
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(stack.ctl, "route", "set-stable", AGENT, "r2")
+        acked = time.monotonic()
+
+    await asyncio.gather(operator(), *(worker(n) for n in range(4)))
+    assert failures == []
+    assert {r for _, r in results} == {"r1", "r2"}
+    # The watch delivers within milliseconds; allow a generous margin on a loaded machine.
+    late = [r for started, r in results if started > acked + 0.5]
+    assert late and set(late) == {"r2"}
+    assert all(r == "r1" for started, r in results if started < acked - 0.9)
+    assert side.proc is not None and side.proc.pid == pid and side.running
+
+
+async def test_sidecar_restarted_while_etcd_is_down_serves_from_snapshot(
+    stack: Stack, fresh_etcd: EtcdNode
+) -> None:
+    side = stack.start_sidecar([fresh_etcd.client_url], name="first")
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    state_dir = stack.base / "state-first"
+    snapshot = state_dir / f"config-{stack.env}-{AGENT}.msgpack"
+    deadline = time.monotonic() + 5
+    while not snapshot.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert snapshot.exists()
+    fresh_etcd.stop()
+    assert side.stop() == 0
+    again = stack.start_sidecar([fresh_etcd.client_url], name="second", state_dir=state_dir)
+    assert await served_by(again.url) == "r1"
+    assert await served_by(again.url, stream=True) == "r1"
+    status, ready = await get_json(f"{again.url}/readyz")
+    assert status == 200 and ready["source"] == "snapshot"
+    body = await wait_for(f"{again.url}/status", lambda b: b["config"]["stale"])
+    assert body["etcd"]["connected"] is False
+    # etcd comes back: the sidecar catches up on its own and is no longer stale.
+    fresh_etcd.start().wait_ready()
+    stack.ctl("route", "set-stable", AGENT, "r2")
+    body = await wait_for(f"{again.url}/status", stable_is("r2"), timeout=20)
+    assert body["config"]["source"] == "etcd" and body["config"]["stale"] is False
+    assert await served_by(again.url) == "r2"
+
+
+async def test_poison_record_is_refused_and_the_previous_route_kept(
+    stack: Stack, fresh_etcd: EtcdNode
+) -> None:
+    side = stack.start_sidecar([fresh_etcd.client_url])
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    store = EtcdStore([fresh_etcd.client_url])
+    await store.connect()
+    try:
+        await store.put(Keyspace(stack.env).route(AGENT), b"\x93not-a-record")
+    finally:
+        await store.close()
+    body = await wait_for(f"{side.url}/status", lambda b: b["config"]["rejected_records"])
+    assert body["route"]["stable"] == "r1"
+    assert (
+        "msgpack" in body["config"]["rejected_records"][0]["reason"]
+        or "record" in (body["config"]["rejected_records"][0]["reason"])
+    )
+    assert await served_by(side.url) == "r1"
+
+
+async def test_sigterm_drains_an_in_flight_stream_and_exits_zero(
+    stack: Stack, fresh_etcd: EtcdNode
+) -> None:
+    side = stack.start_sidecar([fresh_etcd.client_url])
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    async with aiohttp.ClientSession() as http:
+        await http.put(
+            f"{stack.fake.url}/_control/models/model-one",
+            json={"token_interval_ms": 40, "completion_tokens": 30},
+        )
+        body = {"model": AGENT, "messages": [USER], "stream": True}
+        async with http.post(f"{side.url}/v1/chat/completions", json=body) as resp:
+            first = await resp.content.readline()
+            assert first.startswith(b"data: ")
+            assert side.proc is not None
+            side.proc.send_signal(signal.SIGTERM)
+            rest = await resp.content.read()
+    assert rest.rstrip().endswith(b"data: [DONE]")
+    assert side.proc.wait(10) == 0
+
+
+@pytest.fixture
+def cluster_stack(tmp_path: Path, etcd_cluster: EtcdCluster, etcd_env: str) -> Iterator[Stack]:
+    # configsvc talks to members 1 and 2; the sidecar under test only to member 0.
+    s = start_stack(tmp_path, etcd_env, etcd_cluster.endpoints[1:])
+    s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
+    s.ctl("route", "set-stable", AGENT, "r1")
+    yield s
+    s.stop()
+
+
+async def test_watch_resumes_after_its_etcd_member_restarts_without_missing_a_change(
+    cluster_stack: Stack, etcd_cluster: EtcdCluster
+) -> None:
+    member = etcd_cluster.nodes[0]
+    side = cluster_stack.start_sidecar([member.client_url])
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    member.stop()
+    cluster_stack.ctl("route", "set-stable", AGENT, "r2")  # written while the sidecar is cut off
+    assert await served_by(side.url) == "r1"  # still serving on last-known config
+    member.start().wait_ready()
+    body = await wait_for(f"{side.url}/status", stable_is("r2"), timeout=20)
+    assert body["etcd"]["reconnects"] >= 1
+    assert body["etcd"]["resyncs"] == 0  # resumed from its revision, no full re-list needed
+    assert await served_by(side.url) == "r2"
+
+
+async def test_compaction_while_disconnected_forces_a_full_resync(
+    cluster_stack: Stack, etcd_cluster: EtcdCluster
+) -> None:
+    member = etcd_cluster.nodes[0]
+    side = cluster_stack.start_sidecar([member.client_url])
+    await wait_for(f"{side.url}/status", lambda b: len(b["releases"]) == 3)
+    member.stop()
+    cluster_stack.ctl("route", "set-stable", AGENT, "r2")
+    ks = Keyspace(cluster_stack.env)
+    store = EtcdStore(etcd_cluster.endpoints[1:])
+    await store.connect()
+    try:
+        await store.delete(ks.release(AGENT, "r3"))  # operators never do this; a test may
+        await store.compact(await store.revision())
+    finally:
+        await store.close()
+    member.start().wait_ready()
+    body = await wait_for(f"{side.url}/status", stable_is("r2"), timeout=20)
+    assert body["etcd"]["resyncs"] >= 1
+    assert sorted(r["release"] for r in body["releases"]) == ["r1", "r2"]
+    assert await served_by(side.url) == "r2"

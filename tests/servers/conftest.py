@@ -1,0 +1,124 @@
+"""Tier 2: the sidecar's real HTTP app in-process, in front of a real fake-upstream process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from holdfast.devtools import procs
+from holdfast.keyspace import Keyspace, Release, Route
+from holdfast.store import Change, KeyValue
+from sidecar.app import build_http_app
+from sidecar.config import ConfigState
+from sidecar.metrics import SidecarMetrics
+from sidecar.settings import SidecarSettings
+from sidecar.upstream import Upstream
+
+AGENT = "support"
+PROVIDER_KEY = "sk-provider-canary-7f3a"
+KEY_VAR = "TEST_PROVIDER_KEY"
+KS = Keyspace("dev")
+
+
+@pytest.fixture(scope="session")
+def fakellm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.ManagedProcess]:
+    proc = procs.fakellm(tmp_path_factory.mktemp("fakellm"), "--require-key", PROVIDER_KEY).start()
+    yield proc
+    proc.stop()
+
+
+@dataclass
+class StaticControl:
+    """The ops view of the control plane, set by the test (the etcd tier tests the real one)."""
+
+    connected: bool = True
+    last_contact: float | None = 0.0
+    revision: int = 0
+    resyncs: int = 0
+    reconnects: int = 0
+
+
+@dataclass
+class SidecarUnderTest:
+    server: TestServer
+    config: ConfigState
+    control: StaticControl
+    fake_url: str
+    revision: int = 10
+    environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    def add_release(
+        self, name: str, model: str, base_url: str | None = None, key_var: str = KEY_VAR
+    ) -> None:
+        release = Release(
+            agent=AGENT,
+            name=name,
+            model=model,
+            base_url=base_url or f"{self.fake_url}/v1",
+            api_key_env=key_var,
+        )
+        self._put(KS.release(AGENT, name), release.encode())
+
+    def set_stable(self, name: str, aliases: tuple[str, ...] = ()) -> None:
+        self._put(KS.route(AGENT), Route(agent=AGENT, stable=name, aliases=aliases).encode())
+
+    def _put(self, key: str, value: bytes) -> None:
+        self.revision += 1
+        if self.config.current is None:
+            self.config.apply_reset(
+                self.revision, {key: KeyValue(key, value, self.revision, 1, 1)}, "etcd"
+            )
+        else:
+            self.config.apply_changes(self.revision, [Change("put", key, value, self.revision)])
+
+
+def settings(**over: object) -> SidecarSettings:
+    values: dict[str, object] = {
+        "agent": AGENT,
+        "max_body_bytes": 64 * 1024,
+        "request_timeout": 5.0,
+        "first_byte_timeout": 5.0,
+        "stream_idle_timeout": 2.0,
+    }
+    values.update(over)
+    return SidecarSettings(**values)  # type: ignore[arg-type]
+
+
+async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
+    s = settings(**over)
+    config = ConfigState(KS, AGENT)
+    environ = {KEY_VAR: PROVIDER_KEY}
+    upstream = Upstream(s, environ)
+    await upstream.start()
+    control = StaticControl()
+    app = build_http_app(s, config, upstream, SidecarMetrics(AGENT), control, lambda: "none")
+    app.on_cleanup.append(lambda _app: upstream.close())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return SidecarUnderTest(server, config, control, fake_url, environ=environ)
+
+
+@pytest.fixture
+async def sidecar(fakellm: procs.ManagedProcess) -> AsyncIterator[SidecarUnderTest]:
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{fakellm.url}/_control/reset")
+    sut = await start_sidecar(fakellm.url)
+    sut.add_release("r1", "model-one")
+    sut.add_release("r2", "model-two")
+    sut.set_stable("r1", aliases=("helper",))
+    yield sut
+    await sut.server.close()
+
+
+@pytest.fixture
+def tmp_state(tmp_path: Path) -> Path:
+    return tmp_path
