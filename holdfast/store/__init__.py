@@ -3,18 +3,22 @@
 from holdfast.store.errors import (
     CasConflict,
     Compacted,
+    LeaseNotFound,
     StoreError,
     StoreUnavailable,
 )
-from holdfast.store.types import Change, KeyValue, Put, TxnResult
+from holdfast.store.types import Change, Endpoint, KeyValue, Put, TxnResult, parse_endpoint
 
 __all__ = [
     "CasConflict",
     "Change",
     "Compacted",
+    "Endpoint",
     "KeyValue",
+    "LeaseNotFound",
     "Put",
     "StoreError",
     "StoreUnavailable",
     "TxnResult",
+    "parse_endpoint",
 ]

@@ -24,6 +24,10 @@ class CasConflict(StoreError):
         )
 
 
+class LeaseNotFound(StoreError):
+    """The lease named in a put or keepalive does not exist (it expired or was revoked)."""
+
+
 class Compacted(StoreError):
     """The revision asked for was compacted away; the caller must re-list."""
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+DEFAULT_PORT: Final = 2379
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,12 +21,16 @@ class KeyValue:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One watch event. ``value`` is empty for deletes."""
+    """One watch event. ``value`` is empty and the last three fields are 0 for deletes; for puts
+    they let a watcher keep full KeyValues without re-reading the key."""
 
     kind: Literal["put", "delete"]
     key: str
     value: bytes
     mod_revision: int
+    create_revision: int = 0
+    version: int = 0
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +47,28 @@ class Put:
 @dataclass(frozen=True, slots=True)
 class TxnResult:
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One etcd client endpoint, validated (see ``parse_endpoint``)."""
+
+    url: str
+    target: str  # host:port, as gRPC wants it
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """Validate one ``http://host[:port]`` endpoint; ValueError says what is wrong."""
+    parts = urlsplit(url.strip())
+    if parts.scheme == "https":
+        raise ValueError(f"etcd endpoint {url!r}: TLS is not supported yet; use http://")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"etcd endpoint {url!r} is not of the form http://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"etcd endpoint {url!r} must not have a path, query or credentials")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise ValueError(f"etcd endpoint {url!r}: {exc}") from exc
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return Endpoint(url=f"http://{host}:{port}", target=f"{host}:{port}")
