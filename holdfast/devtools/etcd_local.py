@@ -18,7 +18,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,11 +26,11 @@ from typing import IO, Final, Self
 
 ETCD_BIN_ENV: Final = "HOLDFAST_ETCD_BIN"
 HOST: Final = "127.0.0.1"
-# Generous enough for a loaded 2-core machine: a busy host must not look like a dead leader.
 SINGLE_FLAGS: Final = ("--heartbeat-interval", "50", "--election-timeout", "500")
+# Slower than SINGLE_FLAGS so that a busy 2-core test machine does not look like a dead leader.
 CLUSTER_FLAGS: Final = ("--heartbeat-interval", "100", "--election-timeout", "1000")
 
-_live: weakref.WeakSet[EtcdNode] = weakref.WeakSet()
+_live: set[EtcdNode] = set()  # strong references: a dropped node is still killed at exit
 
 
 def _temp_dir(prefix: str) -> Path:
@@ -81,7 +80,32 @@ def _get(url: str, timeout: float) -> str | None:
         return None
 
 
-class EtcdNode:
+class _Managed:
+    """Context-manager plumbing shared by nodes and clusters: start and wait, always clean up."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start().wait_ready()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
+
+
+class EtcdNode(_Managed):
     """One etcd member on loopback. Ports are fixed at construction, so restarts keep them."""
 
     def __init__(
@@ -213,20 +237,8 @@ class EtcdNode:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start().wait_ready()
-        except BaseException:
-            self.cleanup()
-            raise
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.cleanup()
-
-
-class EtcdCluster:
+class EtcdCluster(_Managed):
     """N members (3 by default) forming one cluster on loopback."""
 
     def __init__(self, size: int = 3, *, base_dir: Path | None = None) -> None:
@@ -305,18 +317,6 @@ class EtcdCluster:
             node.cleanup()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start().wait_ready()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.cleanup()
 
 
 @atexit.register

@@ -36,15 +36,8 @@ class MirrorUpdate:
     changes: Sequence[Change]  # empty on reset
 
 
-def kv_from_change(change: Change) -> KeyValue:
-    return KeyValue(
-        key=change.key,
-        value=change.value,
-        mod_revision=change.mod_revision,
-        create_revision=change.create_revision,
-        version=change.version,
-        lease=change.lease,
-    )
+def kv_from_change(c: Change) -> KeyValue:
+    return KeyValue(c.key, c.value, c.mod_revision, c.create_revision, c.version, c.lease)
 
 
 def build_state(
@@ -68,9 +61,7 @@ def apply_batch(
         return last_revision, []
     revision = batch[0].mod_revision
     if any(change.mod_revision != revision for change in batch):
-        raise ValueError(
-            f"a batch must hold one revision, got {sorted({c.mod_revision for c in batch})}"
-        )
+        raise ValueError(f"a batch must hold one revision: {[c.mod_revision for c in batch]}")
     if revision <= last_revision:
         return last_revision, []
     kept = [c for c in batch if key_filter is None or key_filter(c.key)]
