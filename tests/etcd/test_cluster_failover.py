@@ -103,3 +103,26 @@ async def test_connected_member_hung_under_writes(etcd_cluster: EtcdCluster) -> 
         await survive(etcd_cluster, endpoints, pause)
     finally:
         follower.resume()
+
+
+async def test_watch_on_a_member_that_lost_its_leader_fails_loudly(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    lonely = EtcdStore([etcd_cluster.nodes[0].client_url], timeout=2.0)
+    established = asyncio.Event()
+
+    async def follow() -> None:
+        async for _ in lonely.watch(PREFIX, 0, on_progress=lambda _: established.set()):
+            pass
+
+    watch = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(established.wait(), 10)
+        for node in etcd_cluster.nodes[1:]:
+            await asyncio.to_thread(node.kill)
+        # Without the hasleader metadata this watch would stay open and silent forever.
+        with pytest.raises(StoreUnavailable, match="no leader"):
+            await asyncio.wait_for(watch, 15)
+    finally:
+        watch.cancel()
+        await lonely.close()
