@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, TypeAlias
 
-import grpc  # type: ignore[import-untyped,unused-ignore]
+import grpc
 from aetcd import rpc  # noqa: TID251 - the only module allowed to import aetcd
 
 from holdfast.logs import get_logger
@@ -397,69 +397,3 @@ class EtcdStore:
                     raise _translate(exc, f"{what}: stream broke") from exc
         finally:
             call.cancel()
-
-
-class LeaseKeeper:
-    """A lease kept alive in the background; when it expired anyway, a new one is granted.
-
-    ``on_new_lease`` runs for every lease granted, the first included, so the owner can
-    (re)write the keys that live under it.
-    """
-
-    def __init__(
-        self,
-        store: EtcdStore,
-        ttl: int,
-        *,
-        on_new_lease: Callable[[int], Awaitable[None]] | None = None,
-    ) -> None:
-        if ttl <= 0:
-            raise ValueError(f"lease TTL must be positive, got {ttl}")
-        self.store = store
-        self.ttl = ttl
-        self.lease_id = 0
-        self._on_new_lease = on_new_lease
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Grant the first lease if etcd answers; otherwise the background task keeps trying."""
-        if self._task is not None:
-            return
-        with contextlib.suppress(StoreError):
-            await self._grant()
-        self._task = asyncio.create_task(self._run(), name=f"lease keeper ttl={self.ttl}")
-
-    async def _grant(self) -> None:
-        self.lease_id = await self.store.grant_lease(self.ttl)
-        log.info("lease_granted", lease_id=self.lease_id, ttl=self.ttl)
-        if self._on_new_lease is not None:
-            try:
-                await self._on_new_lease(self.lease_id)
-            except Exception:
-                log.exception("lease_callback_failed", lease_id=self.lease_id)
-
-    async def _run(self) -> None:
-        interval = max(self.ttl / 3, 0.2)
-        while True:
-            await asyncio.sleep(interval if self.lease_id else min(interval, 1.0))
-            try:
-                if not self.lease_id:
-                    await self._grant()
-                elif await self.store.keepalive_once(self.lease_id) == 0:
-                    log.warning("lease_expired", lease_id=self.lease_id)
-                    self.lease_id = 0
-                    await self._grant()
-            except StoreError as exc:
-                log.warning("lease_keepalive_failed", lease_id=self.lease_id, error=str(exc))
-
-    async def close(self, *, revoke: bool = True) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-        if revoke and self.lease_id:
-            try:
-                await self.store.revoke_lease(self.lease_id)
-            except StoreError as exc:
-                log.warning("lease_revoke_failed", lease_id=self.lease_id, error=str(exc))
-        self.lease_id = 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
@@ -152,6 +153,11 @@ async def test_sigterm_drains_an_in_flight_stream_and_exits_zero(
     assert side.proc.wait(10) == 0
 
 
+def watching(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """The initial list arrives before the watch exists; cut etcd off only once both did."""
+    return lambda body: bool(body["etcd"]["connected"]) and check(body)
+
+
 @pytest.fixture
 def cluster_stack(tmp_path: Path, etcd_cluster: EtcdCluster, etcd_env: str) -> Iterator[Stack]:
     # configsvc talks to members 1 and 2; the sidecar under test only to member 0.
@@ -167,7 +173,7 @@ async def test_watch_resumes_after_its_etcd_member_restarts_without_missing_a_ch
 ) -> None:
     member = etcd_cluster.nodes[0]
     side = cluster_stack.start_sidecar([member.client_url])
-    await wait_for(f"{side.url}/status", stable_is("r1"))
+    await wait_for(f"{side.url}/status", watching(stable_is("r1")))
     member.stop()
     cluster_stack.ctl("route", "set-stable", AGENT, "r2")  # written while the sidecar is cut off
     assert await served_by(side.url) == "r1"  # still serving on last-known config
@@ -183,7 +189,7 @@ async def test_compaction_while_disconnected_forces_a_full_resync(
 ) -> None:
     member = etcd_cluster.nodes[0]
     side = cluster_stack.start_sidecar([member.client_url])
-    await wait_for(f"{side.url}/status", lambda b: len(b["releases"]) == 3)
+    await wait_for(f"{side.url}/status", watching(lambda b: len(b["releases"]) == 3))
     member.stop()
     cluster_stack.ctl("route", "set-stable", AGENT, "r2")
     ks = Keyspace(cluster_stack.env)

@@ -11,7 +11,8 @@ import pytest
 from holdfast.devtools.etcd_local import EtcdNode, free_port
 from holdfast.keyspace import Keyspace
 from holdfast.store import CasConflict, Change, Compacted, LeaseNotFound, Put, StoreUnavailable
-from holdfast.store.etcd import EtcdStore, LeaseKeeper
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.lease import LeaseKeeper
 
 pytestmark = pytest.mark.etcd
 
