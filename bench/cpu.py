@@ -1,0 +1,138 @@
+"""CPU accounting around a measured round: our processes by role, everything else on the machine
+(other people's test runs share it), and each core's busy and stolen time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import psutil
+
+RELAY, LOADGEN, UPSTREAM, FOREIGN = "relay", "load generator", "fake upstream", "other processes"
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads); 0 for no process."""
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def our_pids() -> set[int]:
+    """This process and everything it started (etcd, configsvc, the servers under test)."""
+    me = psutil.Process()
+    return {me.pid, *(child.pid for child in me.children(recursive=True))}
+
+
+def foreign_cpu(ours: set[int]) -> dict[int, float]:
+    """CPU seconds so far of every process that is not ours, by pid."""
+    out: dict[int, float] = {}
+    for proc in psutil.process_iter(["cpu_times"]):
+        times = proc.info.get("cpu_times")
+        if proc.pid not in ours and times is not None:
+            out[proc.pid] = times.user + times.system
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CoreTimes:
+    """Seconds one core spent working, stolen by the hypervisor, and in all."""
+
+    busy: float
+    steal: float
+    total: float
+
+    @classmethod
+    def read(cls) -> list[CoreTimes]:
+        out = []
+        for t in psutil.cpu_times(percpu=True):
+            steal = getattr(t, "steal", 0.0)
+            idle = t.idle + getattr(t, "iowait", 0.0)
+            total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+            out.append(cls(total - idle - steal, steal, total))
+        return out
+
+    def __sub__(self, other: CoreTimes) -> CoreTimes:
+        return CoreTimes(self.busy - other.busy, self.steal - other.steal, self.total - other.total)
+
+    def __add__(self, other: CoreTimes) -> CoreTimes:
+        return CoreTimes(self.busy + other.busy, self.steal + other.steal, self.total + other.total)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one window cost: CPU seconds by role (FOREIGN included) and per-core times."""
+
+    cpu: dict[str, float]
+    cores: list[CoreTimes]
+
+
+class Probe:
+    """``start()`` then ``stop()`` around a window; roles map to pids (None: not running)."""
+
+    def __init__(self, roles: Mapping[str, int | None]) -> None:
+        self._roles = dict(roles)
+        self._ours = our_pids()
+        self._cpu: dict[str, float] = {}
+        self._foreign: dict[int, float] = {}
+        self._cores: list[CoreTimes] = []
+
+    def start(self) -> None:
+        self._cpu = {role: process_cpu(pid) for role, pid in self._roles.items()}
+        self._foreign = foreign_cpu(self._ours)
+        self._cores = CoreTimes.read()
+
+    def stop(self) -> Usage:
+        cores = CoreTimes.read()
+        cpu = {role: process_cpu(pid) - self._cpu[role] for role, pid in self._roles.items()}
+        foreign = foreign_cpu(self._ours)
+        cpu[FOREIGN] = sum(max(0.0, t - self._foreign.get(pid, 0.0)) for pid, t in foreign.items())
+        return Usage(cpu, [b - a for a, b in zip(self._cores, cores, strict=True)])
+
+
+@dataclass
+class Gate:
+    """Re-runs a rotation of rounds that other processes disturbed, within a time budget.
+
+    ``threshold`` is the share of a core that other processes may use during a round;
+    ``budget`` is the seconds the whole run may spend on discarded rotations and waiting."""
+
+    threshold: float
+    budget: float
+    discarded: dict[str, int] = field(default_factory=dict)
+
+    async def redo(self, phase: str, foreign_share: float, rotation_seconds: float) -> bool:
+        """True when the rotation must be discarded and run again (after a quiet wait)."""
+        if foreign_share < self.threshold or self.budget < 2 * rotation_seconds:
+            return False
+        self.discarded[phase] = self.discarded.get(phase, 0) + 1
+        started = time.monotonic()
+        max_wait = min(10.0, self.budget - 2 * rotation_seconds)
+        await asyncio.to_thread(wait_quiet, self.threshold, max_wait, 0.5)
+        self.budget -= rotation_seconds + (time.monotonic() - started)
+        return True
+
+
+def wait_quiet(threshold: float, max_wait: float, window: float = 1.0) -> tuple[float, float]:
+    """Wait until other processes use under ``threshold`` of a core over two windows in a row,
+    or ``max_wait`` seconds passed; returns (seconds waited, last window's foreign share)."""
+    ours = our_pids()
+    started = time.monotonic()
+    calm = 0
+    share = 0.0
+    while True:
+        before = foreign_cpu(ours)
+        time.sleep(window)
+        after = foreign_cpu(ours)
+        used = sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items())
+        share = used / window
+        calm = calm + 1 if share < threshold else 0
+        waited = time.monotonic() - started
+        if calm >= 2 or waited >= max_wait:
+            return waited, share
