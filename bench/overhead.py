@@ -23,9 +23,10 @@ import uvloop
 
 from bench import phases
 from bench.cpu import LOADGEN, UPSTREAM, Gate, wait_quiet
+from bench.figures import Results, verdicts
 from bench.plan import Plan
 from bench.profile import ensure_py_spy, hotspots, start_recording
-from bench.report import Results, verdicts, write_results
+from bench.report import write_results
 from bench.stack import FAST_RELEASE, STREAM_RELEASE, Cores, Stack, start_stack
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"

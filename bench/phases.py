@@ -12,7 +12,8 @@ from typing import Any
 import psutil
 
 from bench.cpu import FOREIGN, RELAY, CoreTimes, Gate, Probe, Usage
-from bench.loadgen import LoadResult, Target, closed_loop, open_loop
+from bench.http1 import Target
+from bench.loadgen import LoadResult, closed_loop, open_loop
 from bench.stack import Endpoint
 
 PROMPT = [{"role": "user", "content": "Where is my order 1234? It was due on Monday."}]

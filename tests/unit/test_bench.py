@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from bench.loadgen import ProtocolError, ResponseParser, Target
+from bench.http1 import ProtocolError, ResponseParser, Target
 from bench.profile import SERVER_AND_LOOP, hotspots
 from bench.report import END, START, merge_into
 from bench.stats import percentile
