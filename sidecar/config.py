@@ -92,7 +92,7 @@ class ConfigState:
             kv = KeyValue(change.key, change.value, change.mod_revision, 0, 0)
             if self._decode_ok(kv):
                 raw[change.key] = kv
-        if touched or revision > self.current.revision:
+        if touched:
             self._publish(revision, raw, "etcd")
 
     def _decode_ok(self, kv: KeyValue) -> bool:
