@@ -141,7 +141,8 @@ def git_revision() -> str:
             cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "sidecar", "holdfast", "configsvc", "bench"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "sidecar", "holdfast",
+             "configsvc", "bench", ":(exclude)bench/RESULTS.md"],
             cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
