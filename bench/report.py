@@ -25,6 +25,7 @@ from bench.figures import (
     latency_of,
     median_rate,
     package_version,
+    paired_ratio,
     ttft_of,
     verdicts,
 )
@@ -163,7 +164,7 @@ def _cpu_table(res: Results, runs: dict[str, PathRun]) -> list[str]:
 
 
 def _throughput_section(res: Results) -> list[str]:
-    bare_rate = median_rate(res.throughput[BARE])
+    bare = res.throughput[BARE]
     c = res.cores
     rows = []
     for p in res.paths:
@@ -171,7 +172,7 @@ def _throughput_section(res: Results) -> list[str]:
         rate, lt, relayed = median_rate(run), latency_of(run), p != DIRECT
         rows.append([
             p, _f(rate, 0), " / ".join(_f(r, 0) for r in run.round_rates),
-            NA if not relayed else f"{_f(100 * ratio(rate, bare_rate), 0)} %",
+            NA if not relayed else f"{_f(100 * paired_ratio(run, bare), 0)} %",
             NA if not relayed else _f(cpu_us_per(run, run.load.ok), 0),
             NA if not relayed else _f(capacity(run), 0),
             _f(lt.p50, 2), _f(lt.p99, 2), _errors(run),
@@ -179,7 +180,7 @@ def _throughput_section(res: Results) -> list[str]:
         ])  # fmt: skip
     out = [f"### Throughput, closed loop, {res.plan.concurrency} connections", ""]
     out += _table(
-        ["path", "req/s (median)", "per round", "vs bare relay", "relay CPU µs/req",
+        ["path", "req/s (median)", "per round", "vs bare relay (paired rounds)", "relay CPU µs/req",
          "req/s per relay CPU-second", "p50 ms", "p99 ms", "errors", "bottleneck"],
         rows,
     )  # fmt: skip
