@@ -100,16 +100,16 @@ class Probe:
 class Gate:
     """Re-runs a rotation of rounds that other processes disturbed, within a time budget.
 
-    ``threshold`` is the share of a core that other processes may use during a round;
+    ``threshold`` is the share of a core that other processes (or steal) may take in a round;
     ``budget`` is the seconds the whole run may spend on discarded rotations and waiting."""
 
     threshold: float
     budget: float
     discarded: dict[str, int] = field(default_factory=dict)
 
-    async def redo(self, phase: str, foreign_share: float, rotation_seconds: float) -> bool:
+    async def redo(self, phase: str, disturbed: float, rotation_seconds: float) -> bool:
         """True when the rotation must be discarded and run again (after a quiet wait)."""
-        if foreign_share < self.threshold or self.budget < 2 * rotation_seconds:
+        if disturbed < self.threshold or self.budget < 2 * rotation_seconds:
             return False
         self.discarded[phase] = self.discarded.get(phase, 0) + 1
         started = time.monotonic()
@@ -120,19 +120,34 @@ class Gate:
 
 
 def wait_quiet(threshold: float, max_wait: float, window: float = 1.0) -> tuple[float, float]:
-    """Wait until other processes use under ``threshold`` of a core over two windows in a row,
-    or ``max_wait`` seconds passed; returns (seconds waited, last window's foreign share)."""
+    """Wait until other processes use under ``threshold`` of a core, and the hypervisor steals
+    under ``threshold`` of any core, over two windows in a row, or ``max_wait`` seconds passed;
+    returns (seconds waited, the last window's disturbance as a share of a core)."""
     ours = our_pids()
     started = time.monotonic()
     calm = 0
     share = 0.0
     while True:
-        before = foreign_cpu(ours)
+        before, cores0 = foreign_cpu(ours), CoreTimes.read()
         time.sleep(window)
-        after = foreign_cpu(ours)
+        after, cores1 = foreign_cpu(ours), CoreTimes.read()
         used = sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items())
-        share = used / window
+        share = max(
+            used / window, worst_steal([b - a for a, b in zip(cores0, cores1, strict=True)])
+        )
         calm = calm + 1 if share < threshold else 0
         waited = time.monotonic() - started
         if calm >= 2 or waited >= max_wait:
             return waited, share
+
+
+def worst_steal(cores: list[CoreTimes]) -> float:
+    """The largest share of its time that any core lost to the hypervisor."""
+    return max((c.steal / c.total for c in cores if c.total > 0), default=0.0)
+
+
+def disturbance(usage: Usage, seconds: float) -> float:
+    """How disturbed a window was, as a share of a core: other processes' CPU or the worst
+    core's stolen time, whichever is larger."""
+    foreign = usage.cpu.get(FOREIGN, 0.0) / seconds if seconds > 0 else 0.0
+    return max(foreign, worst_steal(usage.cores))

@@ -121,7 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quiet-threshold",
         type=float,
         default=0.15,
-        help="wait until other processes use less than this share of a core (default 0.15)",
+        help="wait until other processes (and hypervisor steal) take less than this share of "
+        "a core (default 0.15)",
     )
     p.add_argument(
         "--max-wait", type=float, default=60.0, help="longest wait for quiet, seconds (60)"
@@ -130,8 +131,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--redo-budget",
         type=float,
         default=45.0,
-        help="seconds the run may spend re-running rotations that other processes disturbed "
-        "beyond --quiet-threshold (default 45; scaled by --scale)",
+        help="seconds the run may spend re-running rotations that other processes or steal "
+        "disturbed beyond --quiet-threshold (default 45; scaled by --scale)",
     )
     p.add_argument(
         "--profile",
@@ -188,12 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def settle(threshold: float, max_wait: float) -> list[str]:
     """Give other people's jobs on this machine a chance to finish before measuring."""
-    say(f"waiting for other processes to use < {threshold:.0%} of a core (at most {max_wait:g} s)")
+    say(
+        f"waiting until other processes and steal take < {threshold:.0%} of a core "
+        f"(at most {max_wait:g} s)"
+    )
     waited, share = wait_quiet(threshold, max_wait)
     if share >= threshold:
         return [
-            f"The machine was not quiet: after waiting {waited:.0f} s, other processes still "
-            f"used {share:.0%} of a core when the measurement began."
+            f"The machine was not quiet: after waiting {waited:.0f} s, other processes or the "
+            f"hypervisor still took {share:.0%} of a core when the measurement began."
         ]
     return [f"Started after {waited:.0f} s of waiting for the machine to be quiet."]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from bench.cpu import FOREIGN, RELAY, CoreTimes, Gate, Probe, Usage
+from bench.cpu import RELAY, CoreTimes, Gate, Probe, Usage, disturbance
 from bench.http1 import Target
 from bench.loadgen import LoadResult, closed_loop, open_loop
 from bench.stack import Endpoint
@@ -101,7 +101,7 @@ async def interleave(
             probe.start()
             load = await run(targets[endpoint.name])
             rotation.append((endpoint.name, load, probe.stop()))
-        worst = max(u.cpu[FOREIGN] / load.elapsed for _, load, u in rotation if load.elapsed)
+        worst = max(disturbance(usage, load.elapsed) for _, load, usage in rotation)
         seconds = sum(load.elapsed for _, load, _ in rotation)
         if await ctx.gate.redo(phase, worst, seconds):
             continue
