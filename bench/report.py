@@ -281,7 +281,11 @@ def _profile_section(res: Results) -> list[str]:
 
 def disturbance(res: Results) -> list[str]:
     """Say so when other processes or the hypervisor took a noticeable share of the machine."""
-    out = []
+    out = [
+        f"{phase}: {n} rotation(s) of rounds discarded and run again because other processes "
+        "or the hypervisor took more than the threshold during them."
+        for phase, n in res.discarded.items()
+    ]
     phases = (
         ("latency", res.latency),
         ("throughput", res.throughput),
