@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,3 +152,19 @@ def disturbance(usage: Usage, seconds: float) -> float:
     core's stolen time, whichever is larger."""
     foreign = usage.cpu.get(FOREIGN, 0.0) / seconds if seconds > 0 else 0.0
     return max(foreign, worst_steal(usage.cores))
+
+
+def speed_reference(seconds: float = 0.5) -> float:
+    """Microseconds per unit of a fixed pure-Python workload on the current core: the VM's own
+    speed drifts with the host's load (invisible as steal), so figures of two runs compare
+    only alongside this."""
+    payload = {"model": "bench", "messages": [{"role": "user", "content": "x" * 64}], "n": 1}
+    units = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            json.loads(json.dumps(payload))
+            sum(range(64))
+        units += 100
+    return (time.perf_counter() - started) / units * 1e6

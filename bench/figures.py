@@ -36,6 +36,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     quiet_threshold: float = 0.15  # share of a core others may use before a round is disturbed
     discarded: dict[str, int] = field(default_factory=dict)  # re-run rotations by phase
+    speed_us: tuple[float, ...] = ()  # bench.cpu.speed_reference before and after the phases
     profile_files: dict[str, Path] = field(default_factory=dict)
     profiles: dict[str, tuple[int, list[Hotspot]]] = field(default_factory=dict)
 

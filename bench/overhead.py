@@ -22,7 +22,7 @@ from pathlib import Path
 import uvloop
 
 from bench import phases
-from bench.cpu import LOADGEN, UPSTREAM, Gate, wait_quiet
+from bench.cpu import LOADGEN, UPSTREAM, Gate, speed_reference, wait_quiet
 from bench.figures import Results, verdicts
 from bench.plan import Plan
 from bench.profile import ensure_py_spy, hotspots, start_recording
@@ -49,6 +49,7 @@ async def measure(
     ctx = phases.Context(paths, {LOADGEN: os.getpid(), UPSTREAM: stack.fake_pid}, gate)
     names = [p.name for p in paths]
     rss_start = {p.name: phases.rss_mb(p.pid) for p in paths}
+    speed = [speed_reference()]
     say(f"warming up ({plan.warmup_seconds:g} s per path and shape)")
     await phases.warm_up(paths, plan.concurrency, plan.warmup_seconds)
 
@@ -71,6 +72,7 @@ async def measure(
         ctx, plan.stream_rate, plan.stream_seconds, plan.stream_rounds
     )
     rss_end = {p.name: phases.rss_mb(p.pid) for p in paths}
+    speed.append(speed_reference())
     profiles = await profile_relays(stack, plan, profile_dir) if profile_dir else {}
     return Results(
         plan=plan,
@@ -85,6 +87,7 @@ async def measure(
         wall_seconds=0.0,  # set by main, which also counts start-up
         notes=notes,
         quiet_threshold=gate.threshold,
+        speed_us=tuple(speed),
         discarded=dict(gate.discarded),
         profile_files=profiles,
     )

@@ -73,6 +73,9 @@ def _machine(res: Results) -> list[str]:
         f"- Python {platform.python_version()}, aiohttp {package_version('aiohttp')}, "
         f"uvloop {package_version('uvloop')}; holdfast at {git_revision()}",
         f"- Pinning: {pinning}",
+        f"- CPU speed reference (`bench.cpu.speed_reference`, lower is faster; the VM's speed "
+        f"drifts with its host's load, so compare runs only alongside it): "
+        f"{' before, '.join(_f(v, 2) + ' µs' for v in res.speed_us)} after the phases",
     ]
 
 
