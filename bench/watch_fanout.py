@@ -127,7 +127,8 @@ async def run() -> str:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "The sidecar and configsvc use the first design (`holdfast.store.mirror.PrefixMirror`).",
+            "The sidecar uses the first design"
+            " (`holdfast.store.mirror.PrefixMirror`).",
             END,
         ]
     )

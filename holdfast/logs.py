@@ -9,8 +9,8 @@ passed to a logger.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import uuid
 from typing import Any, Final
 
 import structlog
@@ -58,7 +58,8 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]
+    # 64 random bits: unique enough for correlation, a fraction of uuid4's cost on the hot path.
+    return os.urandom(8).hex()
 
 
 def bind_request_id(request_id: str) -> None:

@@ -6,7 +6,7 @@ Names follow the OpenTelemetry GenAI conventions where they exist
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -74,6 +74,20 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self.agent = agent
+        self._finished: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def request_finished(self, operation: str, release: str, outcome: str, seconds: float) -> None:
+        """Count one request; label children are cached, since labels() costs on every call."""
+        key = (operation, release, outcome)
+        children = self._finished.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(self.agent, operation, release, outcome),
+                self.duration.labels(self.agent, operation, release),
+            )
+            self._finished[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -147,11 +147,8 @@ class OpenAIProxy:
             outcome = "client_disconnected"
             raise
         finally:
-            self.metrics.requests.labels(
-                self.settings.agent, operation, release.name, outcome
-            ).inc()
-            self.metrics.duration.labels(self.settings.agent, operation, release.name).observe(
-                time.perf_counter() - started
+            self.metrics.request_finished(
+                operation, release.name, outcome, time.perf_counter() - started
             )
 
     async def _relay_stream(

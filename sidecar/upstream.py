@@ -93,7 +93,13 @@ class Upstream:
             head_deadline = s.request_timeout
         url = release.base_url + path
         try:
-            async with asyncio.timeout(head_deadline):
+            if stream:
+                # sock_read bounds the gaps between chunks; the headers get their own deadline.
+                async with asyncio.timeout(head_deadline):
+                    response = await self._session.post(
+                        url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                    )
+            else:
                 response = await self._session.post(
                     url, data=body, headers=headers, timeout=timeout, allow_redirects=False
                 )
