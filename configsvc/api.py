@@ -15,12 +15,12 @@ from configsvc.errors import (
     ConfigsvcError,
     MethodNotAllowed,
     UnknownEndpoint,
-    error_body,
     spec_for,
 )
 from configsvc.payloads import HistoryQuery, NewRelease, Rollback, SetAliases, SetStable, name
 from configsvc.service import ConfigService, RouteChange, Versioned
 from configsvc.settings import MAX_BODY_BYTES
+from holdfast.errorshape import error_body
 from holdfast.keyspace import Release, Route
 from holdfast.logs import (
     REQUEST_ID_HEADER,

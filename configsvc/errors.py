@@ -6,8 +6,9 @@ from ``ERROR_TABLE``; store errors are translated into these at the service boun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
+
+from holdfast.errorshape import ErrorSpec, lookup
 
 
 class ConfigsvcError(Exception):
@@ -79,13 +80,6 @@ class StoredRecordInvalid(ConfigsvcError):
     """A record in etcd cannot be decoded (written by something else, or damaged)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorSpec:
-    status: int
-    type: str
-    code: str
-
-
 ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     InvalidRequest: ErrorSpec(400, "invalid_request_error", "invalid_request"),
     BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
@@ -103,17 +97,8 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
     StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),
 }
-INTERNAL: Final = ErrorSpec(500, "holdfast_error", "internal_error")
 
 
 def spec_for(exc: ConfigsvcError) -> ErrorSpec:
     """The most specific entry of the table for ``exc`` (its class, else its nearest base)."""
-    for cls in type(exc).__mro__:
-        spec = ERROR_TABLE.get(cls)
-        if spec is not None:
-            return spec
-    return INTERNAL
-
-
-def error_body(message: str, spec: ErrorSpec, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": spec.type, "code": spec.code, "param": param}}
+    return lookup(ERROR_TABLE, exc)

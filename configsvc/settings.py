@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from holdfast import cliargs
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import ID_RE
 
@@ -98,24 +99,17 @@ class ClientSettings:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        raise SettingsError(f"--listen {value!r}: expected HOST:PORT")
-    host = host.strip("[]")
     try:
-        number = int(port)
+        return cliargs.parse_listen(value)
     except ValueError as exc:
-        raise SettingsError(f"--listen {value!r}: port is not a number") from exc
-    if not 0 <= number <= 65535:
-        raise SettingsError(f"--listen {value!r}: port out of range")
-    return host, number
+        raise SettingsError(str(exc)) from exc
 
 
 def parse_endpoints(value: str) -> tuple[str, ...]:
-    endpoints = tuple(e.strip() for e in value.split(",") if e.strip())
-    if not endpoints:
-        raise SettingsError("--etcd needs at least one endpoint")
-    return endpoints
+    try:
+        return cliargs.parse_endpoints(value)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def load_serve_settings(

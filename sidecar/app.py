@@ -10,6 +10,7 @@ from typing import Final
 
 from aiohttp import web
 
+from holdfast.errorshape import error_body
 from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     REQUEST_ID_HEADER,
@@ -22,7 +23,7 @@ from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar import persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
-from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, error_body, spec_for
+from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.metrics import SidecarMetrics
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
 from sidecar.ops import ControlPlane, Ops

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
+
+from holdfast.errorshape import ErrorSpec, lookup
 
 
 class SidecarError(Exception):
@@ -52,13 +53,6 @@ class MethodNotAllowed(SidecarError):
     """Endpoint exists, method does not."""
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorSpec:
-    status: int
-    type: str
-    code: str
-
-
 ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     InvalidRequest: ErrorSpec(400, "invalid_request_error", "invalid_request"),
     BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
@@ -70,16 +64,7 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     UpstreamUnreachable: ErrorSpec(502, "upstream_error", "upstream_unreachable"),
     UpstreamTimeout: ErrorSpec(504, "upstream_error", "upstream_timeout"),
 }
-INTERNAL: Final = ErrorSpec(500, "holdfast_error", "internal_error")
 
 
 def spec_for(exc: SidecarError) -> ErrorSpec:
-    for cls in type(exc).__mro__:
-        spec = ERROR_TABLE.get(cls)
-        if spec is not None:
-            return spec
-    return INTERNAL
-
-
-def error_body(message: str, spec: ErrorSpec, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": spec.type, "code": spec.code, "param": param}}
+    return lookup(ERROR_TABLE, exc)

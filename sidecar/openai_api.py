@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from holdfast.errorshape import error_body
 from holdfast.logs import get_logger
 from sidecar.config import ConfigState, known_models
 from sidecar.errors import (
@@ -17,7 +18,6 @@ from sidecar.errors import (
     SidecarError,
     UpstreamTimeout,
     UpstreamUnreachable,
-    error_body,
     spec_for,
 )
 from sidecar.metrics import SidecarMetrics

@@ -13,6 +13,7 @@ from typing import Final
 
 import uvloop
 
+from holdfast.cliargs import parse_listen
 from holdfast.fakellm.app import (
     DEFAULT_MODELS,
     DEFAULT_REQUEST_LOG_SIZE,
@@ -43,15 +44,6 @@ class ServeSettings:
     listen_host: str = DEFAULT_HOST
     listen_port: int = DEFAULT_PORT
     fake: FakeSettings
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT``."""
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"--listen must be HOST:PORT, got {text!r}")
-    return host, int(port_text)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,7 +6,8 @@ import pytest
 
 from configsvc import errors
 from configsvc.auth import ACTOR_HEADER, Authorizer, actor_name, is_loopback, presented_token
-from configsvc.errors import ERROR_TABLE, INTERNAL, ConfigsvcError, error_body, spec_for
+from configsvc.errors import ERROR_TABLE, ConfigsvcError, spec_for
+from holdfast.errorshape import INTERNAL, error_body
 
 
 def all_subclasses(cls: type[ConfigsvcError]) -> set[type[ConfigsvcError]]:

@@ -1,0 +1,24 @@
+"""Command-line values every Holdfast process parses the same way (``--listen``, ``--etcd``)."""
+
+from __future__ import annotations
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``; port 0 asks the kernel for a free one."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise ValueError(f"--listen {value!r}: expected HOST:PORT")
+    if not port.isdigit():
+        raise ValueError(f"--listen {value!r}: port is not a number")
+    if int(port) > 65535:
+        raise ValueError(f"--listen {value!r}: port out of range")
+    return host, int(port)
+
+
+def parse_endpoints(value: str) -> tuple[str, ...]:
+    """Comma-separated etcd endpoints, blanks dropped; at least one."""
+    endpoints = tuple(e.strip() for e in value.split(",") if e.strip())
+    if not endpoints:
+        raise ValueError("--etcd needs at least one endpoint")
+    return endpoints
