@@ -127,8 +127,7 @@ async def run() -> str:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "The sidecar uses the first design"
-            " (`holdfast.store.mirror.PrefixMirror`).",
+            "The sidecar uses the first design (`holdfast.store.mirror.PrefixMirror`).",
             END,
         ]
     )

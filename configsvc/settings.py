@@ -98,20 +98,6 @@ class ClientSettings:
         return f"ClientSettings(server={self.server}, actor={self.actor})"
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    try:
-        return cliargs.parse_listen(value)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
-
-
-def parse_endpoints(value: str) -> tuple[str, ...]:
-    try:
-        return cliargs.parse_endpoints(value)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
-
-
 def load_serve_settings(
     *,
     listen: str | None,
@@ -121,11 +107,13 @@ def load_serve_settings(
     allow_no_token: bool,
     environ: Mapping[str, str],
 ) -> ServeSettings:
-    host, port = parse_listen(listen or DEFAULT_LISTEN)
+    host, port = cliargs.parse_listen(listen or DEFAULT_LISTEN, error=SettingsError)
     return ServeSettings(
         listen_host=host,
         listen_port=port,
-        etcd_endpoints=parse_endpoints(etcd or environ.get(ENV_ETCD, "") or DEFAULT_ETCD),
+        etcd_endpoints=cliargs.parse_endpoints(
+            etcd or environ.get(ENV_ETCD, "") or DEFAULT_ETCD, error=SettingsError
+        ),
         env=env or environ.get(ENV_ENV, "") or DEFAULT_ENV,
         token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
         allow_no_token=allow_no_token,

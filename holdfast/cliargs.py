@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, *, error: type[ValueError] = ValueError) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT``; port 0 asks the kernel for a free one."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host:
-        raise ValueError(f"--listen {value!r}: expected HOST:PORT")
+        raise error(f"--listen {value!r}: expected HOST:PORT")
     if not port.isdigit():
-        raise ValueError(f"--listen {value!r}: port is not a number")
+        raise error(f"--listen {value!r}: port is not a number")
     if int(port) > 65535:
-        raise ValueError(f"--listen {value!r}: port out of range")
+        raise error(f"--listen {value!r}: port out of range")
     return host, int(port)
 
 
-def parse_endpoints(value: str) -> tuple[str, ...]:
+def parse_endpoints(value: str, *, error: type[ValueError] = ValueError) -> tuple[str, ...]:
     """Comma-separated etcd endpoints, blanks dropped; at least one."""
     endpoints = tuple(e.strip() for e in value.split(",") if e.strip())
     if not endpoints:
-        raise ValueError("--etcd needs at least one endpoint")
+        raise error("--etcd needs at least one endpoint")
     return endpoints

@@ -86,20 +86,6 @@ class SidecarSettings:
         return self.sidecar_id or f"{socket.gethostname()}-{os.getpid()}"[:128]
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    try:
-        return cliargs.parse_listen(value)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
-
-
-def parse_endpoints(value: str) -> tuple[str, ...]:
-    try:
-        return cliargs.parse_endpoints(value)
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from exc
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="holdfast-sidecar",
@@ -124,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSettings:
     args = build_parser().parse_args(list(argv))
-    host, port = parse_listen(args.listen)
+    host, port = cliargs.parse_listen(args.listen, error=SettingsError)
     return SidecarSettings(
         agent=args.agent,
         listen_host=host,
         listen_port=port,
-        etcd_endpoints=parse_endpoints(args.etcd or environ.get(ENV_ETCD, DEFAULT_ETCD)),
+        etcd_endpoints=cliargs.parse_endpoints(
+            args.etcd or environ.get(ENV_ETCD, DEFAULT_ETCD), error=SettingsError
+        ),
         env=args.env or environ.get(ENV_ENV, DEFAULT_ENV),
         state_dir=Path(args.state_dir or environ.get(ENV_STATE_DIR, DEFAULT_STATE_DIR)),
         sidecar_id=args.sidecar_id or environ.get(ENV_SIDECAR_ID, ""),
