@@ -27,7 +27,7 @@ from holdfast.logs import (
     bind_request_id,
     clear_request_id,
     get_logger,
-    new_request_id,
+    request_id_from,
 )
 
 log = get_logger(__name__)
@@ -38,7 +38,6 @@ AUTH_KEY: Final = web.AppKey("authorizer", Authorizer)
 BODY_LIMIT_KEY: Final = web.AppKey("body_limit", int)
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS: Final = frozenset({"/healthz"})
-MAX_REQUEST_ID: Final = 64
 
 
 def error_response(exc: ConfigsvcError) -> web.Response:
@@ -52,9 +51,7 @@ def error_response(exc: ConfigsvcError) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids, authorization, and every failure turned into the API's error shape."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    ok_id = 0 < len(incoming) <= MAX_REQUEST_ID and incoming.isprintable()
-    request_id = incoming if ok_id else new_request_id()
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
     bind_request_id(request_id)
     try:
         if request.path not in OPEN_PATHS:

@@ -19,14 +19,13 @@ from configsvc.payloads import MAX_HISTORY_LIMIT
 from configsvc.settings import (
     DEFAULT_LISTEN,
     ENV_ACTOR,
-    ENV_ENV,
-    ENV_ETCD,
     ENV_SERVER,
     ENV_TOKEN,
     SettingsError,
     load_client_settings,
     load_serve_settings,
 )
+from holdfast.cliargs import ENV_ENV, ENV_ETCD
 
 PROG: Final = "holdfastctl"
 EXIT_OK: Final = 0

@@ -13,7 +13,8 @@ from configsvc.api import build_app
 from configsvc.auth import Authorizer
 from configsvc.errors import ConfigsvcError
 from configsvc.service import ConfigService
-from configsvc.settings import LOOPBACK_HOSTS, ServeSettings
+from configsvc.settings import ServeSettings
+from holdfast.cliargs import LOOPBACK_HOSTS
 from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
 from holdfast.store import StoreError

@@ -12,23 +12,20 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from holdfast import cliargs
+from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import ID_RE
 
-ENV_ETCD: Final = "HOLDFAST_ETCD"
-ENV_ENV: Final = "HOLDFAST_ENV"
 ENV_TOKEN: Final = "HOLDFAST_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_SERVER: Final = "HOLDFAST_SERVER"
 ENV_ACTOR: Final = "HOLDFAST_ACTOR"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8700"
-DEFAULT_ETCD: Final = "http://127.0.0.1:2379"
 DEFAULT_SERVER: Final = "http://127.0.0.1:8700"
 DEFAULT_ACTOR: Final = "unknown"
 DEFAULT_CLIENT_TIMEOUT: Final = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
 MAX_BODY_BYTES: Final = 64 * 1024
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class SettingsError(ValueError):

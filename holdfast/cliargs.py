@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+ENV_ETCD: Final = "HOLDFAST_ETCD"
+ENV_ENV: Final = "HOLDFAST_ENV"
+DEFAULT_ETCD: Final = "http://127.0.0.1:2379"
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+
 
 def parse_listen(value: str, *, error: type[ValueError] = ValueError) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT``; port 0 asks the kernel for a free one."""

@@ -57,6 +57,16 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     return logger
 
 
+MAX_REQUEST_ID: Final = 64
+
+
+def request_id_from(incoming: str) -> str:
+    """The caller's id when it is short and printable (it lands in logs), else a fresh one."""
+    if 0 < len(incoming) <= MAX_REQUEST_ID and incoming.isprintable():
+        return incoming
+    return new_request_id()
+
+
 def new_request_id() -> str:
     # 64 random bits: unique enough for correlation, a fraction of uuid4's cost on the hot path.
     return os.urandom(8).hex()

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
 
 from aiohttp import web
 
@@ -17,7 +16,7 @@ from holdfast.logs import (
     bind_request_id,
     clear_request_id,
     get_logger,
-    new_request_id,
+    request_id_from,
 )
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
@@ -33,7 +32,6 @@ from sidecar.upstream import Upstream
 log = get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_REQUEST_ID: Final = 64
 
 
 def _json_error(exc: SidecarError) -> web.Response:
@@ -49,9 +47,7 @@ def _json_error(exc: SidecarError) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids, and every failure turned into the OpenAI error shape."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if 0 < len(incoming) <= MAX_REQUEST_ID and incoming.isprintable() else ""
-    request_id = request_id or new_request_id()
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
     request[REQUEST_ID_KEY] = request_id
     bind_request_id(request_id)
     try:

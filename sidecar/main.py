@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
+from holdfast.cliargs import LOOPBACK_HOSTS
 from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure, get_logger
 from sidecar.app import Sidecar
 from sidecar.settings import SettingsError, SidecarSettings, load_settings
@@ -31,7 +32,7 @@ async def serve(settings: SidecarSettings) -> None:
     site = web.TCPSite(runner, host=settings.listen_host, port=settings.listen_port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.listen_port
-    if settings.listen_host not in ("127.0.0.1", "::1", "localhost"):
+    if settings.listen_host not in LOOPBACK_HOSTS:
         log.warning("sidecar_non_loopback_listener", host=settings.listen_host)
     log.info(
         "sidecar_listening",

@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Final
 
 from holdfast import cliargs
+from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import validate_id
 
-ENV_ETCD: Final = "HOLDFAST_ETCD"
-ENV_ENV: Final = "HOLDFAST_ENV"
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
 ENV_LOG_LEVEL: Final = "HOLDFAST_LOG_LEVEL"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8787"
-DEFAULT_ETCD: Final = "http://127.0.0.1:2379"
 DEFAULT_STATE_DIR: Final = "./state"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
@@ -30,7 +28,6 @@ DEFAULT_REQUEST_TIMEOUT: Final = 300.0
 DEFAULT_STREAM_IDLE_TIMEOUT: Final = 60.0
 DEFAULT_STALE_AFTER: Final = 10.0
 DEFAULT_DRAIN_TIMEOUT: Final = 20.0
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class SettingsError(ValueError):

@@ -13,7 +13,7 @@ from typing import Final
 
 import uvloop
 
-from holdfast.cliargs import parse_listen
+from holdfast.cliargs import LOOPBACK_HOSTS, parse_listen
 from holdfast.fakellm.app import (
     DEFAULT_MODELS,
     DEFAULT_REQUEST_LOG_SIZE,
@@ -34,7 +34,6 @@ DEFAULT_PORT: Final = 9900
 DEFAULT_LISTEN: Final = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 # The key may come from the environment instead of --require-key, which `ps` would show.
 REQUIRE_KEY_ENV: Final = "HOLDFAST_FAKELLM_KEY"
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 log = get_logger(__name__)
 

@@ -7,7 +7,6 @@ import pytest
 from configsvc import cli
 from configsvc.client import Client, Refused, Unreachable
 from configsvc.settings import (
-    DEFAULT_ETCD,
     DEFAULT_SERVER,
     MAX_BODY_BYTES,
     ClientSettings,
@@ -16,6 +15,7 @@ from configsvc.settings import (
     load_client_settings,
     load_serve_settings,
 )
+from holdfast.cliargs import DEFAULT_ETCD
 
 
 def serve(environ: dict[str, str], **kw: object) -> ServeSettings:
