@@ -15,11 +15,13 @@ from holdfast.keyspace import Keyspace, RecordError, Release, Route
 from holdfast.keyspace.keys import KeyError_
 from holdfast.logs import get_logger
 from holdfast.store import Change, KeyValue
+from holdfast.store.types import kv_from_change
 
 log = get_logger(__name__)
 
 MAX_REJECTIONS_KEPT: Final = 20
 Source = Literal["etcd", "snapshot"]
+Record = Release | Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class ConfigState:
         self._agent = agent
         self._accept = wanted_key(keyspace, agent)
         self.current: ConfigSnapshot | None = None
+        self._records: dict[str, Record] = {}  # decoded twin of current.raw
         self.rejections: list[Rejection] = []
         self.updates_applied = 0
         self._listeners: list[Callable[[ConfigSnapshot], None]] = []
@@ -66,21 +69,24 @@ class ConfigState:
 
     def apply_reset(self, revision: int, kvs: Mapping[str, KeyValue], source: Source) -> None:
         """Replace the whole state; records that fail to decode keep their previous good value."""
-        previous = self.current.raw if self.current is not None else {}
+        old_raw = self.current.raw if self.current is not None else {}
         raw: dict[str, KeyValue] = {}
+        records: dict[str, Record] = {}
         for key, kv in kvs.items():
             if not self._accept(key):
                 continue
-            if self._decode_ok(kv):
-                raw[key] = kv
-            elif key in previous:
-                raw[key] = previous[key]
-        self._publish(revision, raw, source)
+            record = self._decode_or_reject(kv)
+            if record is not None:
+                raw[key], records[key] = kv, record
+            elif key in old_raw:
+                raw[key], records[key] = old_raw[key], self._records[key]
+        self._publish(revision, raw, records, source)
 
     def apply_changes(self, revision: int, changes: Sequence[Change]) -> None:
         if self.current is None:
             return  # a delta without a base cannot be applied; the mirror always resets first
         raw = dict(self.current.raw)
+        records = dict(self._records)
         touched = False
         for change in changes:
             if not self._accept(change.key):
@@ -88,22 +94,23 @@ class ConfigState:
             touched = True
             if change.kind == "delete":
                 raw.pop(change.key, None)
+                records.pop(change.key, None)
                 continue
-            kv = KeyValue(change.key, change.value, change.mod_revision, 0, 0)
-            if self._decode_ok(kv):
-                raw[change.key] = kv
+            kv = kv_from_change(change)
+            record = self._decode_or_reject(kv)
+            if record is not None:
+                raw[change.key], records[change.key] = kv, record
         if touched:
-            self._publish(revision, raw, "etcd")
+            self._publish(revision, raw, records, "etcd")
 
-    def _decode_ok(self, kv: KeyValue) -> bool:
+    def _decode_or_reject(self, kv: KeyValue) -> Record | None:
         try:
-            self._decode(kv)
+            return self._decode(kv)
         except (RecordError, KeyError_) as exc:
             self._reject(kv, str(exc))
-            return False
-        return True
+            return None
 
-    def _decode(self, kv: KeyValue) -> Release | Route:
+    def _decode(self, kv: KeyValue) -> Record:
         parsed = self._keyspace.parse(kv.key)
         if parsed.kind == "releases":
             release = Release.decode(kv.value)
@@ -122,15 +129,17 @@ class ConfigState:
         self.rejections.append(Rejection(kv.key, kv.mod_revision, reason))
         del self.rejections[:-MAX_REJECTIONS_KEPT]
 
-    def _publish(self, revision: int, raw: dict[str, KeyValue], source: Source) -> None:
+    def _publish(
+        self, revision: int, raw: dict[str, KeyValue], records: dict[str, Record], source: Source
+    ) -> None:
         route: Route | None = None
         releases: dict[str, Release] = {}
-        for kv in raw.values():
-            record = self._decode(kv)  # already validated once; cheap and keeps one code path
+        for record in records.values():
             if isinstance(record, Route):
                 route = record
             else:
                 releases[record.name] = record
+        self._records = records
         snapshot = ConfigSnapshot(
             revision=revision,
             source=source,

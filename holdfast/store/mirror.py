@@ -18,7 +18,7 @@ from types import MappingProxyType
 from holdfast.logs import get_logger
 from holdfast.store.errors import Compacted, StoreError, StoreUnavailable
 from holdfast.store.etcd import EtcdStore
-from holdfast.store.types import Change, KeyValue
+from holdfast.store.types import Change, KeyValue, kv_from_change
 
 log = get_logger(__name__)
 
@@ -34,10 +34,6 @@ class MirrorUpdate:
     reset: bool  # True: ``kvs`` is a whole new state that replaces the old one atomically
     kvs: Mapping[str, KeyValue]
     changes: Sequence[Change]  # empty on reset
-
-
-def kv_from_change(c: Change) -> KeyValue:
-    return KeyValue(c.key, c.value, c.mod_revision, c.create_revision, c.version, c.lease)
 
 
 def build_state(

@@ -72,3 +72,8 @@ def parse_endpoint(url: str) -> Endpoint:
         raise ValueError(f"etcd endpoint {url!r}: {exc}") from exc
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return Endpoint(url=f"http://{host}:{port}", target=f"{host}:{port}")
+
+
+def kv_from_change(c: Change) -> KeyValue:
+    """The key-value a put event leaves behind."""
+    return KeyValue(c.key, c.value, c.mod_revision, c.create_revision, c.version, c.lease)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from holdfast.store import Change, KeyValue
-from holdfast.store.mirror import apply_batch, build_state, kv_from_change
+from holdfast.store.mirror import apply_batch, build_state
+from holdfast.store.types import kv_from_change
 
 
 def put(key: str, value: bytes, revision: int, created: int = 0, version: int = 1) -> Change:
