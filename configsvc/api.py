@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -198,12 +198,24 @@ class Api:
         ]
 
 
+class RouteSource(Protocol):
+    """A group of handlers (traffic, rollout...) that adds its routes to the app."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+
 def build_app(
-    service: ConfigService, authorizer: Authorizer, *, max_body_bytes: int = MAX_BODY_BYTES
+    service: ConfigService,
+    authorizer: Authorizer,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    extra: Sequence[RouteSource] = (),
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[SERVICE_KEY] = service
     app[AUTH_KEY] = authorizer
     app[BODY_LIMIT_KEY] = max_body_bytes
     app.add_routes(Api(service).routes())
+    for source in extra:
+        app.add_routes(source.routes())
     return app

@@ -10,11 +10,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
-from configsvc import render
+from configsvc import cli_rollout, cli_traffic, render
 from configsvc.client import Client, Refused, Unreachable
+from configsvc.commands import Command
 from configsvc.payloads import MAX_HISTORY_LIMIT
 from configsvc.settings import (
     DEFAULT_LISTEN,
@@ -32,8 +33,6 @@ EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_UNREACHABLE: Final = 3
-
-Command = Callable[[Client, argparse.Namespace], tuple[dict[str, Any], str]]
 
 
 def _limit(text: str) -> int:
@@ -138,16 +137,18 @@ def history(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return body, render.history(body)
 
 
+def leaf(parent: Any, name: str, func: Command | None, help_text: str) -> Any:
+    """One runnable sub-command; it accepts the global options in any position too."""
+    sp = parent.add_parser(name, help=help_text, description=help_text)
+    _global_options(sp, suppress=True)
+    sp.set_defaults(func=func)
+    return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Operate Holdfast's config service.")
     _global_options(p, suppress=False)
     nouns = p.add_subparsers(dest="noun", required=True, metavar="COMMAND")
-
-    def leaf(parent: Any, name: str, func: Command | None, help_text: str) -> Any:
-        sp = parent.add_parser(name, help=help_text, description=help_text)
-        _global_options(sp, suppress=True)
-        sp.set_defaults(func=func)
-        return sp
 
     serve = leaf(nouns, "serve", None, "run the config service")
     serve.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
@@ -159,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-no-token",
         action="store_true",
         help="accept unauthenticated changes (throwaway local use only)",
+    )
+    serve.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=None,
+        help="seconds a switch's warm-up may take",
+    )
+    serve.add_argument(
+        "--rollout-tick", type=float, default=None, help="seconds between rollout controller checks"
+    )
+    serve.add_argument(
+        "--leader-ttl", type=int, default=None, help="lease TTL of the rollout leader, seconds"
     )
 
     release = nouns.add_parser("release", help="immutable release bundles").add_subparsers(
@@ -203,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clear", action="store_true", help="remove every alias")
     sp.add_argument("--reason", default="")
 
+    cli_traffic.register(nouns, leaf)
+    cli_rollout.register(nouns, leaf)
+
     sp = leaf(nouns, "history", history, "audit trail, newest first")
     sp.add_argument("--agent", default=None)
     sp.add_argument("--limit", type=_limit, default=None, help="entries to show (default 50)")
@@ -225,6 +241,9 @@ def _serve(args: argparse.Namespace) -> int:
             token=args.token,
             allow_no_token=args.allow_no_token,
             environ=os.environ,
+            probe_timeout=args.probe_timeout,
+            rollout_tick=args.rollout_tick,
+            leader_ttl=args.leader_ttl,
         )
     except SettingsError as exc:
         print(f"{PROG} serve: {exc}", file=sys.stderr)

@@ -68,6 +68,22 @@ class NoPreviousRelease(Conflict):
     """Rollback asked for, but the route has no previous stable release."""
 
 
+class RolloutActive(Conflict):
+    """A progressive rollout is running or paused; it owns the canary until it ends."""
+
+
+class NoActiveRollout(Conflict):
+    """A rollout command needs a running (or paused) rollout and there is none."""
+
+
+class ProbeFailed(Conflict):
+    """The warm-up probe through the target release's provider failed; nothing was switched."""
+
+
+class PinNotFound(NotFound):
+    """No pin for that session (never seen, or expired)."""
+
+
 class StoreDown(ConfigsvcError):
     """etcd did not answer a read; nothing was changed."""
 
@@ -93,6 +109,10 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     ReleaseExists: ErrorSpec(409, "conflict_error", "release_exists"),
     RevisionConflict: ErrorSpec(409, "conflict_error", "revision_conflict"),
     NoPreviousRelease: ErrorSpec(409, "conflict_error", "no_previous_release"),
+    RolloutActive: ErrorSpec(409, "conflict_error", "rollout_active"),
+    NoActiveRollout: ErrorSpec(409, "conflict_error", "no_active_rollout"),
+    ProbeFailed: ErrorSpec(409, "conflict_error", "probe_failed"),
+    PinNotFound: ErrorSpec(404, "invalid_request_error", "pin_not_found"),
     StoreDown: ErrorSpec(503, "holdfast_error", "store_unavailable"),
     WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
     StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),

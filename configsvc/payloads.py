@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Final
 
 from configsvc.errors import InvalidRequest
 from holdfast.keyspace import RecordError, validate_name
+from holdfast.keyspace.fields import MAX_TEXT
 from holdfast.keyspace.records import (
-    MAX_TEXT,
     validate_base_url,
     validate_env_var,
     validate_model,

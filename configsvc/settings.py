@@ -26,6 +26,11 @@ DEFAULT_ACTOR: Final = "unknown"
 DEFAULT_CLIENT_TIMEOUT: Final = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
 MAX_BODY_BYTES: Final = 64 * 1024
+DEFAULT_PROBE_TIMEOUT: Final = 10.0
+DEFAULT_PROBE_PROMPT: Final = "Reply with the single word: ready"
+DEFAULT_ROLLOUT_TICK: Final = 0.5
+DEFAULT_LEADER_TTL: Final = 5
+ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
 
 
 class SettingsError(ValueError):
@@ -42,6 +47,10 @@ class ServeSettings:
     allow_no_token: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+    probe_prompt: str = DEFAULT_PROBE_PROMPT
+    rollout_tick: float = DEFAULT_ROLLOUT_TICK
+    leader_ttl: int = DEFAULT_LEADER_TTL
 
     def __post_init__(self) -> None:
         try:
@@ -59,6 +68,14 @@ class ServeSettings:
             )
         if self.shutdown_timeout <= 0:
             raise SettingsError("shutdown timeout must be positive")
+        if not 0 < self.probe_timeout <= 300:
+            raise SettingsError("--probe-timeout must be between 0 and 300 seconds")
+        if not self.probe_prompt.strip() or len(self.probe_prompt) > 4096:
+            raise SettingsError("the probe prompt must be 1-4096 characters")
+        if not 0.05 <= self.rollout_tick <= 60:
+            raise SettingsError("--rollout-tick must be between 0.05 and 60 seconds")
+        if not 2 <= self.leader_ttl <= 300:
+            raise SettingsError("--leader-ttl must be between 2 and 300 seconds")
 
     @property
     def auth_required(self) -> bool:
@@ -103,6 +120,9 @@ def load_serve_settings(
     token: str | None,
     allow_no_token: bool,
     environ: Mapping[str, str],
+    probe_timeout: float | None = None,
+    rollout_tick: float | None = None,
+    leader_ttl: int | None = None,
 ) -> ServeSettings:
     host, port = cliargs.parse_listen(listen or DEFAULT_LISTEN, error=SettingsError)
     return ServeSettings(
@@ -114,6 +134,10 @@ def load_serve_settings(
         env=env or environ.get(ENV_ENV, "") or DEFAULT_ENV,
         token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
         allow_no_token=allow_no_token,
+        probe_timeout=DEFAULT_PROBE_TIMEOUT if probe_timeout is None else probe_timeout,
+        probe_prompt=environ.get(ENV_PROBE_PROMPT, "") or DEFAULT_PROBE_PROMPT,
+        rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
+        leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
     )
 
 

@@ -7,6 +7,7 @@ from holdfast.keyspace.codec import (
     decode_record,
     encode_record,
 )
+from holdfast.keyspace.health import HealthSnapshot, ShadowStats
 from holdfast.keyspace.keys import (
     DEFAULT_ENV,
     ROOT,
@@ -15,7 +16,9 @@ from holdfast.keyspace.keys import (
     ParsedKey,
     validate_name,
 )
-from holdfast.keyspace.records import AuditEntry, Release, Route, record_from_kv
+from holdfast.keyspace.pin import Pin
+from holdfast.keyspace.records import AuditEntry, Release
+from holdfast.keyspace.route import Rollout, Route, Shadow
 
 __all__ = [
     "DEFAULT_ENV",
@@ -23,14 +26,18 @@ __all__ = [
     "ROOT",
     "SCHEMA_VERSION",
     "AuditEntry",
+    "HealthSnapshot",
     "KeyError_",
     "Keyspace",
     "ParsedKey",
+    "Pin",
     "RecordError",
     "Release",
+    "Rollout",
     "Route",
+    "Shadow",
+    "ShadowStats",
     "decode_record",
     "encode_record",
-    "record_from_kv",
     "validate_name",
 ]

@@ -25,6 +25,7 @@ KINDS: Final = (
     "pins",
     "health",
     "audit",
+    "election",
 )
 # How many path segments follow the kind, e.g. releases/<agent>/<release> has two.
 _SEGMENTS: Final = {
@@ -37,6 +38,7 @@ _SEGMENTS: Final = {
     "pins": 2,
     "health": 1,
     "audit": 1,
+    "election": 1,
 }
 
 
@@ -128,6 +130,10 @@ class Keyspace:
 
     def audit_pending(self, token: str) -> str:
         return f"{self.prefix}audit/pending/{validate_id(token, what='audit token')}"
+
+    def election(self, name: str) -> str:
+        """The key whose holder (under a lease) leads ``name``, e.g. the rollout controller."""
+        return f"{self.prefix}election/{validate_name(name, what='election')}"
 
     def parse(self, key: str) -> ParsedKey:
         """Split a key of this environment into its kind and segments, or raise KeyError_."""

@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Self, TypeVar
+from typing import Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
+from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.fields import MAX_TEXT
 from holdfast.keyspace.keys import NAME_RE
 
 MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 ENV_VAR_RE: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
-MAX_TEXT: Final = 4096
-
-
-def _str(fields: dict[str, Any], name: str, *, optional: bool = False) -> str:
-    value = fields.get(name)
-    if value is None and optional:
-        return ""
-    if not isinstance(value, str):
-        raise RecordError(f"field {name!r} must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TEXT:
-        raise RecordError(f"field {name!r} is longer than {MAX_TEXT} characters")
-    return value
-
-
-def _float(fields: dict[str, Any], name: str) -> float:
-    value = fields.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordError(f"field {name!r} must be a number")
-    return float(value)
-
-
-def _name(fields: dict[str, Any], name: str, *, optional: bool = False) -> str:
-    value = _str(fields, name, optional=optional)
-    if value and not NAME_RE.fullmatch(value):
-        raise RecordError(f"field {name!r} is not a valid name: {value!r:.70}")
-    if not value and not optional:
-        raise RecordError(f"field {name!r} is empty")
-    return value
 
 
 def validate_model(model: str) -> str:
@@ -116,15 +90,15 @@ class Release:
     def decode(cls, data: bytes) -> Self:
         f = decode_record(data, kind=cls.KIND)
         return cls(
-            agent=_name(f, "agent"),
-            name=_name(f, "name"),
-            model=_str(f, "model"),
-            base_url=_str(f, "base_url"),
-            api_key_env=_str(f, "api_key_env", optional=True),
-            provider=_str(f, "provider", optional=True) or "openai",
-            created_at=_float(f, "created_at"),
-            created_by=_str(f, "created_by", optional=True),
-            description=_str(f, "description", optional=True),
+            agent=fields.name(f, "agent"),
+            name=fields.name(f, "name"),
+            model=fields.text(f, "model"),
+            base_url=fields.text(f, "base_url"),
+            api_key_env=fields.text(f, "api_key_env", optional=True),
+            provider=fields.text(f, "provider", optional=True) or "openai",
+            created_at=fields.number(f, "created_at"),
+            created_by=fields.text(f, "created_by", optional=True),
+            description=fields.text(f, "description", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -139,67 +113,6 @@ class Release:
             "created_at": self.created_at,
             "created_by": self.created_by,
             "description": self.description,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
-    """Where an agent's traffic goes now. Later issues add canary, shadow and rollout state."""
-
-    KIND: ClassVar[str] = "route"
-    agent: str
-    stable: str
-    previous_stable: str = ""
-    aliases: tuple[str, ...] = ()
-    updated_at: float = 0.0
-    updated_by: str = ""
-
-    def __post_init__(self) -> None:
-        if not NAME_RE.fullmatch(self.agent):
-            raise RecordError(f"invalid agent name {self.agent!r:.70}")
-        if not NAME_RE.fullmatch(self.stable):
-            raise RecordError(f"invalid stable release {self.stable!r:.70}")
-        if self.previous_stable and not NAME_RE.fullmatch(self.previous_stable):
-            raise RecordError(f"invalid previous release {self.previous_stable!r:.70}")
-        for alias in self.aliases:
-            validate_model(alias)
-
-    def encode(self) -> bytes:
-        return encode_record(
-            self.KIND,
-            {
-                "agent": self.agent,
-                "stable": self.stable,
-                "previous_stable": self.previous_stable,
-                "aliases": list(self.aliases),
-                "updated_at": self.updated_at,
-                "updated_by": self.updated_by,
-            },
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> Self:
-        f = decode_record(data, kind=cls.KIND)
-        aliases = f.get("aliases", [])
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise RecordError("field 'aliases' must be a list of strings")
-        return cls(
-            agent=_name(f, "agent"),
-            stable=_name(f, "stable"),
-            previous_stable=_name(f, "previous_stable", optional=True),
-            aliases=tuple(aliases),
-            updated_at=_float(f, "updated_at"),
-            updated_by=_str(f, "updated_by", optional=True),
-        )
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "stable": self.stable,
-            "previous_stable": self.previous_stable or None,
-            "aliases": list(self.aliases),
-            "updated_at": self.updated_at,
-            "updated_by": self.updated_by,
         }
 
 
@@ -242,20 +155,12 @@ class AuditEntry:
         if not isinstance(extra, dict):
             raise RecordError("field 'extra' must be a map")
         return cls(
-            actor=_str(f, "actor"),
-            action=_str(f, "action"),
-            target=_str(f, "target"),
-            at=_float(f, "at"),
-            reason=_str(f, "reason", optional=True),
+            actor=fields.text(f, "actor"),
+            action=fields.text(f, "action"),
+            target=fields.text(f, "target"),
+            at=fields.number(f, "at"),
+            reason=fields.text(f, "reason", optional=True),
             before=before,
             after=after,
             extra=extra,
         )
-
-
-R = TypeVar("R", Release, Route, AuditEntry)
-
-
-def record_from_kv(cls: type[R], data: bytes) -> R:
-    """Decode ``data`` as ``cls``; the one entry point readers use so errors read the same."""
-    return cls.decode(data)

@@ -17,7 +17,7 @@ from configsvc.payloads import (
     SetStable,
     parse_object,
 )
-from holdfast.keyspace.records import MAX_TEXT
+from holdfast.keyspace.fields import MAX_TEXT
 
 
 def body(**fields: Any) -> bytes:
