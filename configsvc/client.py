@@ -31,7 +31,8 @@ class Unreachable(ClientError):
     """configsvc could not be reached, did not answer in time, or is not configsvc."""
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
+    """One URL path segment, escaped."""
     return quote(value, safe="")
 
 
@@ -100,16 +101,16 @@ class Client:
     # -- one method per API operation ----------------------------------------------------------
 
     def create_release(self, agent: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", f"/v1/agents/{_segment(agent)}/releases", fields)
+        return self.call("POST", f"/v1/agents/{segment(agent)}/releases", fields)
 
     def list_releases(self, agent: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/agents/{_segment(agent)}/releases")
+        return self.call("GET", f"/v1/agents/{segment(agent)}/releases")
 
     def show_release(self, agent: str, release: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/agents/{_segment(agent)}/releases/{_segment(release)}")
+        return self.call("GET", f"/v1/agents/{segment(agent)}/releases/{segment(release)}")
 
     def show_route(self, agent: str) -> dict[str, Any]:
-        return self.call("GET", f"/v1/agents/{_segment(agent)}/route")
+        return self.call("GET", f"/v1/agents/{segment(agent)}/route")
 
     def set_stable(
         self, agent: str, release: str, reason: str, if_revision: int | None
@@ -117,14 +118,14 @@ class Client:
         body: dict[str, Any] = {"release": release, "reason": reason}
         if if_revision is not None:
             body["if_revision"] = if_revision
-        return self.call("PUT", f"/v1/agents/{_segment(agent)}/route/stable", body)
+        return self.call("PUT", f"/v1/agents/{segment(agent)}/route/stable", body)
 
     def rollback(self, agent: str, reason: str) -> dict[str, Any]:
-        return self.call("POST", f"/v1/agents/{_segment(agent)}/route/rollback", {"reason": reason})
+        return self.call("POST", f"/v1/agents/{segment(agent)}/route/rollback", {"reason": reason})
 
     def set_aliases(self, agent: str, aliases: list[str], reason: str) -> dict[str, Any]:
         body = {"aliases": aliases, "reason": reason}
-        return self.call("PUT", f"/v1/agents/{_segment(agent)}/route/aliases", body)
+        return self.call("PUT", f"/v1/agents/{segment(agent)}/route/aliases", body)
 
     def history(self, agent: str | None, limit: int | None) -> dict[str, Any]:
         query: dict[str, str] = {}

@@ -12,6 +12,10 @@ from aiohttp import web
 from configsvc.api import build_app
 from configsvc.auth import Authorizer
 from configsvc.errors import ConfigsvcError
+from configsvc.leader import ROLLOUT_ELECTION, Election
+from configsvc.rollout_api import RolloutApi
+from configsvc.rollout_controller import RolloutController
+from configsvc.rollout_ops import RolloutOps
 from configsvc.service import ConfigService
 from configsvc.settings import ServeSettings
 from holdfast.cliargs import LOOPBACK_HOSTS
@@ -69,7 +73,15 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             await finalize_leftovers(service)
         if not settings.auth_required:
             log.warning("configsvc_auth_disabled", hint="anyone on this host can change config")
-        app = build_app(service, Authorizer(settings.token), max_body_bytes=settings.max_body_bytes)
+        rollouts = RolloutOps(service)
+        election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
+        controller = RolloutController(rollouts, election, tick=settings.rollout_tick)
+        app = build_app(
+            service,
+            Authorizer(settings.token),
+            max_body_bytes=settings.max_body_bytes,
+            extra=[RolloutApi(rollouts, election)],
+        )
         try:
             runner, port = await start_site(
                 app,
@@ -90,8 +102,12 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             etcd=",".join(settings.etcd_endpoints),
             auth="token" if settings.auth_required else "none",
         )
+        election.start()
+        controller.start()
         await stop.wait()
         log.info("configsvc_stopping")
+        await controller.close()
+        await election.close()
         await runner.cleanup()
     finally:
         await store.close()

@@ -131,7 +131,7 @@ class ConfigService:
                 current, agent=agent, release=req.release, actor=actor, now=self.clock()
             )
 
-        change = await self._update_route(
+        change = await self.update_route(
             agent, edit, actor, "route.set_stable", req.reason, if_revision=req.if_revision
         )
         if change.changed:
@@ -149,7 +149,7 @@ class ConfigService:
         def edit(current: Route | None) -> Route:
             return routes.rolled_back(current, agent=agent, actor=actor, now=self.clock())
 
-        change = await self._update_route(agent, edit, actor, "route.rollback", req.reason)
+        change = await self.update_route(agent, edit, actor, "route.rollback", req.reason)
         log.info(
             "route_rolled_back",
             agent=agent,
@@ -165,7 +165,7 @@ class ConfigService:
                 current, agent=agent, aliases=req.aliases, actor=actor, now=self.clock()
             )
 
-        change = await self._update_route(agent, edit, actor, "route.set_aliases", req.reason)
+        change = await self.update_route(agent, edit, actor, "route.set_aliases", req.reason)
         if change.changed:
             log.info(
                 "route_aliases_changed",
@@ -178,7 +178,7 @@ class ConfigService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    async def _update_route(
+    async def update_route(
         self,
         agent: str,
         edit: RouteEdit,

@@ -1,0 +1,88 @@
+"""HTTP handlers of the progressive rollout: start, status, pause, resume, promote, abort."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+
+from configsvc import rollout_plan
+from configsvc.api import _actor, _agent, _json, change_json, read_body
+from configsvc.errors import InvalidRequest, StoreDown
+from configsvc.leader import Election
+from configsvc.payloads import name, parse_object, text
+from configsvc.rollout_ops import ACTIONS, RolloutOps, StartRollout
+from holdfast.store import StoreError
+
+START_FIELDS: Final = frozenset({"release", "steps", "interval", "reason"})
+
+
+def parse_start(raw: bytes) -> StartRollout:
+    obj = parse_object(raw, START_FIELDS)
+    steps: Any = obj.get("steps")
+    if isinstance(steps, str):
+        parsed_steps = rollout_plan.parse_steps(steps)
+    elif (
+        isinstance(steps, list)
+        and steps
+        and all(isinstance(s, int | float) and not isinstance(s, bool) for s in steps)
+    ):
+        parsed_steps = rollout_plan.check_steps(tuple(float(s) for s in steps))
+    else:
+        raise InvalidRequest(
+            "field 'steps' is required: a list of percentages or a string like \"1,5,25,100\"",
+            param="steps",
+        )
+    interval: Any = obj.get("interval")
+    if isinstance(interval, str):
+        seconds = rollout_plan.parse_interval(interval)
+    elif isinstance(interval, int | float) and not isinstance(interval, bool):
+        seconds = rollout_plan.check_interval(float(interval))
+    else:
+        raise InvalidRequest(
+            "field 'interval' is required: seconds, or a duration like \"10m\"", param="interval"
+        )
+    release = name(text(obj, "release", required=True), what="release", param="release")
+    return StartRollout(
+        release=release, steps=parsed_steps, interval_s=seconds, reason=text(obj, "reason")
+    )
+
+
+class RolloutApi:
+    def __init__(self, ops: RolloutOps, election: Election) -> None:
+        self.ops = ops
+        self.election = election
+
+    async def start(self, request: web.Request) -> web.Response:
+        agent, actor = _agent(request), _actor(request)
+        req = parse_start(await read_body(request))
+        return _json(change_json(await self.ops.start(agent, req, actor)), status=201)
+
+    async def status(self, request: web.Request) -> web.Response:
+        body = await self.ops.status(_agent(request))
+        try:
+            leader = await self.election.leader()
+        except StoreError as exc:
+            raise StoreDown(f"etcd is unavailable ({exc})") from exc
+        body["controller"] = {"leader": leader, "this_replica_leads": self.election.is_leader}
+        return _json(body)
+
+    async def act(self, request: web.Request) -> web.Response:
+        agent, actor = _agent(request), _actor(request)
+        action = request.match_info["action"]
+        if action not in ACTIONS:
+            raise InvalidRequest(
+                f"unknown rollout action {action!r:.30}; one of: {', '.join(ACTIONS)}",
+                param="action",
+            )
+        obj = parse_object(await read_body(request), frozenset({"reason"}), empty_ok=True)
+        change = await self.ops.act(agent, action, actor, text(obj, "reason"))
+        return _json(change_json(change))
+
+    def routes(self) -> list[web.RouteDef]:
+        base = "/v1/agents/{agent}/rollout"
+        return [
+            web.post(base, self.start),
+            web.get(base, self.status),
+            web.post(base + "/{action}", self.act),
+        ]

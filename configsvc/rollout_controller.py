@@ -1,0 +1,106 @@
+"""The rollout controller: on the elected leader only, advances every rollout that is due.
+
+Before each step it asks a ``HealthGate``; the health issue plugs in one that reads the fleet's
+health snapshots and aborts a bad canary. Until then ``AlwaysProceed`` lets time alone decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from configsvc import rollout_plan
+from configsvc.errors import ConfigsvcError
+from configsvc.leader import Election
+from configsvc.rollout_ops import RolloutOps
+from holdfast.keyspace import Rollout
+from holdfast.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    action: Literal["proceed", "hold", "abort"]
+    reason: str = ""
+
+
+class HealthGate(Protocol):
+    async def judge(self, agent: str, rollout: Rollout) -> GateDecision: ...
+
+
+class AlwaysProceed:
+    async def judge(self, agent: str, rollout: Rollout) -> GateDecision:
+        return GateDecision("proceed")
+
+
+class RolloutController:
+    def __init__(
+        self,
+        ops: RolloutOps,
+        election: Election,
+        *,
+        tick: float,
+        gate: HealthGate | None = None,
+    ) -> None:
+        self.ops = ops
+        self.election = election
+        self.tick = tick
+        self.gate: HealthGate = gate or AlwaysProceed()
+        self._task: asyncio.Task[None] | None = None
+        self.steps_taken = 0
+        self._held: dict[str, str] = {}
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="rollout controller")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            if not self.election.is_leader:
+                continue
+            try:
+                await self.run_once()
+            except ConfigsvcError as exc:
+                log.warning("rollout_controller_round_failed", error=exc.message)
+            except Exception:
+                log.exception("rollout_controller_round_crashed")
+
+    async def run_once(self) -> int:
+        """Advance every due rollout once; returns how many routes changed."""
+        changed = 0
+        now = self.ops.service.clock()
+        for route in await self.ops.routes():
+            rollout = route.rollout
+            if rollout is None or not rollout_plan.due(rollout, now):
+                continue
+            decision = await self.gate.judge(route.agent, rollout)
+            try:
+                if decision.action == "abort":
+                    log.warning("rollout_gate_abort", agent=route.agent, reason=decision.reason)
+                    change = await self.ops.act(
+                        route.agent, "abort", rollout_plan.CONTROLLER, decision.reason
+                    )
+                elif decision.action == "hold":
+                    if self._held.get(route.agent) != decision.reason:
+                        log.info("rollout_gate_hold", agent=route.agent, reason=decision.reason)
+                    self._held[route.agent] = decision.reason
+                    continue
+                else:
+                    self._held.pop(route.agent, None)
+                    change = await self.ops.advance(route.agent)
+            except ConfigsvcError as exc:  # one agent's trouble must not stall the others
+                log.warning("rollout_step_failed", agent=route.agent, error=exc.message)
+                continue
+            if change.changed:
+                changed += 1
+                self.steps_taken += 1
+        return changed

@@ -1,0 +1,128 @@
+"""Rollout operations over the store: each is one audited compare-and-swap of ``routes/<agent>``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from configsvc import errors, rollout_plan
+from configsvc.service import ConfigService, RouteChange, RouteEdit
+from holdfast.keyspace import RecordError, Route
+from holdfast.logs import get_logger
+from holdfast.store import StoreError
+
+log = get_logger(__name__)
+
+ACTIONS: Final = ("pause", "resume", "promote", "abort")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRollout:
+    release: str
+    steps: tuple[float, ...]
+    interval_s: float
+    reason: str = ""
+
+
+class RolloutOps:
+    def __init__(self, service: ConfigService) -> None:
+        self.service = service
+
+    async def start(self, agent: str, req: StartRollout, actor: str) -> RouteChange:
+        await self.service.get_release(agent, req.release)
+
+        def edit(current: Route | None) -> Route:
+            return rollout_plan.start(
+                current,
+                agent=agent,
+                release=req.release,
+                steps=req.steps,
+                interval_s=req.interval_s,
+                actor=actor,
+                now=self.service.clock(),
+            )
+
+        change = await self.service.update_route(agent, edit, actor, "rollout.start", req.reason)
+        log.info(
+            "rollout_started",
+            agent=agent,
+            release=req.release,
+            steps=list(req.steps),
+            interval_s=req.interval_s,
+            revision=change.mod_revision,
+            actor=actor,
+        )
+        return change
+
+    async def act(self, agent: str, action: str, actor: str, reason: str) -> RouteChange:
+        """pause | resume | promote | abort, by an operator (or, for abort, a health gate)."""
+        now = self.service.clock()
+        edits: dict[str, RouteEdit] = {
+            "pause": lambda r: rollout_plan.pause(r, agent=agent, actor=actor, now=now),
+            "resume": lambda r: rollout_plan.resume(r, agent=agent, actor=actor, now=now),
+            "promote": lambda r: rollout_plan.promote(r, agent=agent, actor=actor, now=now),
+            "abort": lambda r: rollout_plan.abort(
+                r, agent=agent, actor=actor, now=now, reason=reason
+            ),
+        }
+        if action not in edits:
+            raise errors.InvalidRequest(f"unknown rollout action {action!r:.30}")
+        change = await self.service.update_route(
+            agent, edits[action], actor, f"rollout.{action}", reason
+        )
+        log.info(
+            "rollout_action",
+            action=action,
+            agent=agent,
+            changed=change.changed,
+            revision=change.mod_revision,
+            actor=actor,
+        )
+        return change
+
+    async def advance(self, agent: str) -> RouteChange:
+        def edit(current: Route | None) -> Route:
+            return rollout_plan.advance(current, agent=agent, now=self.service.clock())
+
+        change = await self.service.update_route(
+            agent, edit, rollout_plan.CONTROLLER, "rollout.advance", "interval elapsed"
+        )
+        if change.changed and change.route.rollout is not None:
+            rollout = change.route.rollout
+            log.info(
+                "rollout_advanced",
+                agent=agent,
+                release=rollout.release,
+                state=rollout.state,
+                step=rollout.step,
+                percent=change.route.canary_percent,
+                revision=change.mod_revision,
+            )
+        return change
+
+    async def status(self, agent: str) -> dict[str, Any]:
+        found = await self.service.get_route(agent)
+        route = found.record
+        return {
+            "agent": agent,
+            "stable": route.stable,
+            "canary": route.canary or None,
+            "canary_percent": route.canary_percent,
+            "rollout": rollout_plan.status(route, self.service.clock()),
+            "mod_revision": found.mod_revision,
+        }
+
+    async def routes(self) -> list[Route]:
+        """Every readable route of the environment (unreadable ones are logged and skipped)."""
+        prefix = self.service.keyspace.kind_prefix("routes")
+        try:
+            _, kvs = await self.service.store.list_prefix(prefix)
+        except StoreError as exc:
+            raise errors.StoreDown(f"etcd is unavailable ({exc})") from exc
+        found: list[Route] = []
+        for kv in kvs:
+            try:
+                found.append(Route.decode(kv.value))
+            except RecordError as exc:
+                log.warning("route_unreadable", key=kv.key, error=str(exc))
+        return found
