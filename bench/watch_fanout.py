@@ -12,11 +12,11 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Final
 
 import uvloop
 
+from bench.sections import markers, replace_section
 from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
@@ -26,8 +26,7 @@ PREFIX: Final = "/bench/watch/"
 WRITES: Final = 60
 PACE_S: Final = 0.02
 LISTENERS: Final = (1, 100, 1000)
-RESULTS: Final = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- watch-fanout:start -->", "<!-- watch-fanout:end -->"
+START, END = markers("watch-fanout")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -133,20 +132,10 @@ async def run() -> str:
     )
 
 
-def update_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
-
 def main() -> int:
     section = uvloop.run(run())
     print(section)
-    update_results(section)
+    replace_section("watch-fanout", section)
     return 0
 
 

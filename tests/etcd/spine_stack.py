@@ -86,10 +86,12 @@ class Stack:
             proc.stop()
 
 
-def start_stack(base: Path, env: str, etcd: Sequence[str]) -> Stack:
+def start_stack(
+    base: Path, env: str, etcd: Sequence[str], svc_args: Sequence[str] = ()
+) -> Stack:
     fake = procs.fakellm(base / "logs").start()
     token = secrets.token_hex(8)
-    svc = procs.configsvc(base / "logs", etcd, env, token).start()
+    svc = procs.configsvc(base / "logs", etcd, env, token, *svc_args).start()
     return Stack(base=base, env=env, fake=fake, svc=svc, token=token)
 
 

@@ -21,11 +21,7 @@ FAST = ("--rollout-tick", "0.1", "--leader-ttl", "2")
 
 @pytest.fixture
 def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]:
-    s = start_stack(tmp_path, etcd_env, [etcd_node.client_url])
-    s.svc.stop()  # replaced by one with a fast controller
-    s.svc = procs.configsvc(
-        tmp_path / "logs-a", [etcd_node.client_url], etcd_env, s.token, *FAST
-    ).start()
+    s = start_stack(tmp_path, etcd_env, [etcd_node.client_url], svc_args=FAST)
     s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
     s.ctl("route", "set-stable", AGENT, "r1")
     yield s

@@ -1,0 +1,168 @@
+"""Time from ``canary set`` to the first canary session on every sidecar.
+
+Real processes: one etcd, configsvc, the fake upstream and SIDECARS sidecars. Each trial clears
+the canary, waits until every sidecar has applied that, then starts one client per sidecar that
+opens a brand-new session every PACE_S seconds, sets the canary to 100 % through configsvc's HTTP
+API, and records when each sidecar first serves a new session from the canary. The delay counts
+from just before the API call: configsvc's etcd write, the watch to every sidecar, and one
+request through the sidecar. ``python -m bench.canary_propagation`` replaces its section of
+bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import uvloop
+
+from bench.sections import markers, replace_section
+from bench.stats import percentile
+from holdfast.devtools import procs
+from holdfast.devtools.etcd_local import EtcdNode
+
+AGENT: Final = "bench"
+SIDECARS: Final = 8
+TRIALS: Final = 20
+PACE_S: Final = 0.002
+START, END = markers("canary-propagation")
+_ids = itertools.count()
+
+
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http, self.url = http, url
+        self.headers = {"Authorization": f"Bearer {token}", "X-Holdfast-Actor": "bench"}
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with self.http.request(
+            method, self.url + path, json=body, headers=self.headers
+        ) as resp:
+            data = await resp.json()
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
+            return data
+
+
+async def revision_of(http: aiohttp.ClientSession, sidecar: str) -> int:
+    async with http.get(f"{sidecar}/status") as resp:
+        return int((await resp.json())["config"]["revision"] or 0)
+
+
+async def converge(http: aiohttp.ClientSession, sidecars: list[str], revision: int) -> None:
+    for url in sidecars:
+        while await revision_of(http, url) < revision:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.01)
+
+
+async def first_canary(
+    http: aiohttp.ClientSession, url: str, trial: int, started: asyncio.Event
+) -> float:
+    """Open new sessions until one is served by the canary; the time of that answer."""
+    await started.wait()
+    while True:
+        session = f"b{trial}-{next(_ids)}"
+        async with http.post(
+            f"{url}/v1/chat/completions",
+            json={"model": AGENT, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"X-Holdfast-Session": session},
+        ) as resp:
+            await resp.read()
+            if resp.headers.get("X-Holdfast-Release") == "canary":
+                return time.perf_counter()
+        await asyncio.sleep(PACE_S)
+
+
+async def trial(api: Api, http: aiohttp.ClientSession, sidecars: list[str], n: int) -> list[float]:
+    cleared = await api.call("DELETE", f"/v1/agents/{AGENT}/canary", {})
+    await converge(http, sidecars, cleared["mod_revision"])
+    started = asyncio.Event()
+    waiters = [asyncio.create_task(first_canary(http, u, n, started)) for u in sidecars]
+    started.set()
+    await asyncio.sleep(0.05)  # clients are running against the old route
+    t0 = time.perf_counter()
+    await api.call("PUT", f"/v1/agents/{AGENT}/canary", {"release": "canary", "percent": 100})
+    done = await asyncio.wait_for(asyncio.gather(*waiters), timeout=30)
+    return [t - t0 for t in done]
+
+
+async def run() -> str:
+    base = Path(tempfile.mkdtemp(prefix="bench-canary-"))
+    token = secrets.token_hex(8)
+    with EtcdNode("bench-canary") as node:
+        fake = procs.fakellm(base / "logs").start()
+        svc = procs.configsvc(base / "logs", [node.client_url], "dev", token).start()
+        sides = [
+            procs.sidecar(
+                base / "logs", AGENT, [node.client_url], "dev", base / f"s{i}", name=f"s{i}"
+            ).start()
+            for i in range(SIDECARS)
+        ]
+        try:
+            async with aiohttp.ClientSession() as http:
+                api = Api(http, svc.url, token)
+                for name in ("stable", "canary"):
+                    await api.call(
+                        "POST",
+                        f"/v1/agents/{AGENT}/releases",
+                        {"release": name, "model": f"m-{name}", "base_url": f"{fake.url}/v1"},
+                    )
+                await api.call("PUT", f"/v1/agents/{AGENT}/route/stable", {"release": "stable"})
+                urls = [s.url for s in sides]
+                trials = [await trial(api, http, urls, n) for n in range(TRIALS)]
+        finally:
+            for proc in [*sides, svc, fake]:
+                proc.stop()
+    return render(trials)
+
+
+def render(trials: list[list[float]]) -> str:
+    every = [max(t) * 1000 for t in trials]  # the last sidecar of each trial
+    first = [min(t) * 1000 for t in trials]
+    each = [d * 1000 for t in trials for d in t]
+    return "\n".join(
+        [
+            START,
+            "## Time from `canary set` to the first canary session on every sidecar",
+            "",
+            f"`python -m bench.canary_propagation`, {time.strftime('%Y-%m-%d %H:%M UTC')}: "
+            f"{TRIALS} trials, {SIDECARS} sidecar processes, one etcd, one configsvc; a client "
+            f"per sidecar opens a new session every {PACE_S * 1000:g} ms. Delay from the API "
+            "call to the answer that came from the canary, in ms.",
+            "",
+            "| measure | p50 | p90 | max |",
+            "|---|---|---|---|",
+            *(
+                f"| {label} | {statistics.median(v):.1f} | {percentile(v, 90):.1f} | {max(v):.1f} |"
+                for label, v in (
+                    ("first sidecar of a trial", first),
+                    ("each sidecar", each),
+                    ("every sidecar (last of a trial)", every),
+                )
+            ),
+            "",
+            "Nothing polls: configsvc's write reaches each sidecar through its one etcd watch,",
+            "and the next new session hashes onto the canary. The floor is one pin-less request",
+            "through the sidecar plus the client's pacing.",
+            END,
+        ]
+    )
+
+
+def main() -> int:
+    section = uvloop.run(run())
+    print(section)
+    replace_section("canary-propagation", section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
