@@ -1,0 +1,133 @@
+"""The demo's agent: workers holding multi-turn conversations through the sidecar, and the
+report of which release served which conversation.
+
+Each conversation is a session (``X-Holdfast-Session``) of several turns, every other request
+streamed, through the real ``openai`` SDK. The report proves the promise: a conversation keeps
+its release from first turn to last unless an operator migrated it (and then the sidecar said
+so with ``X-Holdfast-Migrated-From``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+TURNS = 4
+
+
+@dataclass
+class Turn:
+    at: float
+    release: str
+    ok: bool
+    migrated_from: str = ""
+    error: str = ""
+
+
+@dataclass
+class Conversation:
+    session: str
+    started: float
+    turns: list[Turn] = field(default_factory=list)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def converse(
+    client: openai.AsyncOpenAI, agent: str, session: str, t0: float, log: list[Conversation]
+) -> None:
+    convo = Conversation(session, time.monotonic() - t0)
+    log.append(convo)
+    messages: list[ChatCompletionMessageParam] = []
+    completions = client.chat.completions.with_raw_response
+    for turn in range(TURNS):
+        messages.append({"role": "user", "content": f"{session}, turn {turn}: status update?"})
+        at = time.monotonic() - t0
+        headers = {"X-Holdfast-Session": session}
+        try:
+            if turn % 2:
+                streamed = await completions.create(
+                    model=agent, messages=messages, stream=True, extra_headers=headers
+                )
+                raw_headers, text = streamed.headers, ""
+                async for chunk in streamed.parse():
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        text += chunk.choices[0].delta.content
+            else:
+                plain = await completions.create(
+                    model=agent, messages=messages, extra_headers=headers
+                )
+                raw_headers = plain.headers
+                text = plain.parse().choices[0].message.content or ""
+            convo.turns.append(
+                Turn(
+                    at,
+                    raw_headers.get("x-holdfast-release", "?"),
+                    ok=True,
+                    migrated_from=raw_headers.get("x-holdfast-migrated-from", ""),
+                )
+            )
+            messages.append({"role": "assistant", "content": text})
+        except openai.OpenAIError as exc:
+            convo.turns.append(Turn(at, "-", ok=False, error=f"{type(exc).__name__}: {exc}"))
+        await asyncio.sleep(0.15)
+
+
+async def worker(
+    client: openai.AsyncOpenAI,
+    agent: str,
+    number: int,
+    t0: float,
+    stop_at: float,
+    log: list[Conversation],
+) -> None:
+    count = 0
+    while time.monotonic() < stop_at:
+        count += 1
+        await converse(client, agent, f"w{number}-c{count:03d}", t0, log)
+
+
+def report(log: list[Conversation], marks: list[tuple[float, str]]) -> int:
+    say("\nNew conversations per second, by the release they were given:")
+    by_second: dict[int, Counter[str]] = {}
+    for c in log:
+        if c.turns and c.turns[0].ok:
+            by_second.setdefault(int(c.started), Counter())[c.turns[0].release] += 1
+    for second in sorted(by_second):
+        counts = ", ".join(f"{rel}={n}" for rel, n in sorted(by_second[second].items()))
+        say(f"  t={second:2d}s  {counts}")
+    for at, what in marks:
+        say(f"  [{at:5.2f}s] {what}")
+    turns = [t for c in log for t in c.turns]
+    failures = [t for t in turns if not t.ok]
+    flipped, migrated = [], []
+    for c in log:
+        releases = [t.release for t in c.turns if t.ok]
+        changes = [i for i in range(1, len(releases)) if releases[i] != releases[i - 1]]
+        told = all(c.turns[i].migrated_from == releases[i - 1] for i in changes)
+        if changes and told:
+            migrated.append(c)
+        elif changes:
+            flipped.append(c)
+    say(
+        f"\nConversations: {len(log)}, turns: {len(turns)}, failed turns: {len(failures)}"
+        f"\nConversations that changed release on their own: {len(flipped)}"
+        f"\nConversations moved by the operator's migration (and told so): {len(migrated)}"
+    )
+    for c in migrated[:3]:
+        path = " → ".join(
+            t.release + (f" (told: from {t.migrated_from})" if t.migrated_from else "")
+            for t in c.turns
+        )
+        say(f"  {c.session}: {path}")
+    for f in failures[:5]:
+        say(f"  failed at {f.at:5.2f}s: {f.error}")
+    ok = not failures and not flipped and len({t.release for t in turns}) >= 2
+    return 0 if ok else 1
