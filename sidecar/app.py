@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -20,12 +21,15 @@ from holdfast.logs import (
 )
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar import persist
+from sidecar import persist, pin_persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.metrics import SidecarMetrics
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
 from sidecar.ops import ControlPlane, Ops
+from sidecar.pin_writer import PinWriter
+from sidecar.pinning import Pinning
+from sidecar.pins import PinTable
 from sidecar.settings import SidecarSettings
 from sidecar.upstream import Upstream
 
@@ -86,10 +90,25 @@ class Sidecar:
         self.metrics = SidecarMetrics(settings.agent)
         self.upstream = Upstream(settings, environ)
         self.store = EtcdStore(settings.etcd_endpoints)
+        self.pins = PinTable(self.keyspace, settings.agent)
+        config_key = wanted_key(self.keyspace, settings.agent)
         self.mirror = PrefixMirror(
             self.store,
             self.keyspace.prefix,
-            key_filter=wanted_key(self.keyspace, settings.agent),
+            key_filter=lambda key: config_key(key) or self.pins.accepts(key),
+        )
+        self.pin_writer = PinWriter(
+            self.store,
+            self.pins,
+            self.keyspace,
+            self.metrics.pins,
+            ttl=settings.pin_ttl,
+            max_pending=settings.max_pending_pins,
+        )
+        self.pinning = Pinning(settings.agent, self.pins, self.metrics.pins, ttl=settings.pin_ttl)
+        self.metrics.pins.bind(lambda: len(self.pins), lambda: self.pin_writer.pending)
+        self.pin_saver = pin_persist.PinSaver(
+            pin_persist.pins_path(settings.state_dir, settings.env, settings.agent), self.pins
         )
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
@@ -109,15 +128,29 @@ class Sidecar:
                 age_seconds=round(time.time() - saved.saved_at, 1),
             )
         self.config.on_change(self._persist)
+        saved_pins = pin_persist.load(self.pin_saver.path)
+        self.pins.load(saved_pins)
+        if saved_pins:
+            log.info("pins_loaded", pins=len(saved_pins), pending=self.pin_writer.pending)
         self.mirror.subscribe(self._on_update)
         await self.upstream.start()
+        await self.pin_writer.start()
+        await self.pin_saver.start()
         await self.mirror.start()  # returns at once; etcd may be down and that is fine
 
     def _on_update(self, update: MirrorUpdate) -> None:
+        # Pins go to the pin table only: they are not configuration and must not be saved in
+        # (or trigger saves of) the config snapshot.
         if update.reset:
+            self.pins.apply_reset(update.kvs)
             self.config.apply_reset(update.revision, update.kvs, "etcd")
         else:
-            self.config.apply_changes(update.revision, update.changes)
+            pins = [c for c in update.changes if self.pins.accepts(c.key)]
+            if pins:
+                self.pins.apply_changes(pins)
+            if len(pins) != len(update.changes):
+                rest = [c for c in update.changes if not self.pins.accepts(c.key)]
+                self.config.apply_changes(update.revision, rest)
         new = len(self.config.rejections)
         if new != self._rejections_seen:
             self.metrics.records_rejected.inc(max(0, new - self._rejections_seen))
@@ -129,6 +162,8 @@ class Sidecar:
 
     async def close(self) -> None:
         await self.mirror.close()
+        await self.pin_writer.close()
+        await self.pin_saver.close()
         await self.writer.close()
         await self.upstream.close()
         await self.store.close()
@@ -141,6 +176,8 @@ class Sidecar:
             self.metrics,
             self.control,
             lambda: self.store.endpoint,
+            self.pinning,
+            self.pin_writer.status,
         )
 
 
@@ -151,10 +188,12 @@ def build_http_app(
     metrics: SidecarMetrics,
     control: ControlPlane,
     etcd_endpoint: Callable[[], str],
+    pinning: Pinning,
+    pins_status: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The HTTP surface alone, so tests can serve it over a config fed by hand."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
-    proxy = OpenAIProxy(settings, config, upstream, metrics)
-    ops = Ops(settings, config, control, metrics, etcd_endpoint)
+    proxy = OpenAIProxy(settings, config, upstream, metrics, pinning)
+    ops = Ops(settings, config, control, metrics, etcd_endpoint, pins_status)
     app.add_routes(proxy.routes() + ops.routes())
     return app

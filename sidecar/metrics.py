@@ -11,6 +11,8 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from sidecar.pin_metrics import PinMetrics
+
 LATENCY_BUCKETS: Final = (
     0.005,
     0.01,
@@ -73,6 +75,7 @@ class SidecarMetrics:
             "Records refused by validation (previous kept).",
             registry=self.registry,
         )
+        self.pins = PinMetrics(self.registry, agent)
         self.agent = agent
         self._finished: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 

@@ -21,7 +21,9 @@ from sidecar.errors import (
     spec_for,
 )
 from sidecar.metrics import SidecarMetrics
-from sidecar.routing import Resolved, resolve
+from sidecar.pinning import Pinning
+from sidecar.routing import Resolved
+from sidecar.session_id import session_id
 from sidecar.settings import SidecarSettings
 from sidecar.upstream import CONNECT_ERRORS, Upstream, relayed_headers
 
@@ -29,12 +31,16 @@ log = get_logger(__name__)
 
 RELEASE_HEADER: Final = "X-Holdfast-Release"
 REVISION_HEADER: Final = "X-Holdfast-Config-Revision"
+MIGRATED_FROM_HEADER: Final = "X-Holdfast-Migrated-From"
 REQUEST_ID_KEY: Final = web.RequestKey("holdfast_request_id", str)
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 def served_by(resolved: Resolved) -> dict[str, str]:
-    return {RELEASE_HEADER: resolved.release.name, REVISION_HEADER: str(resolved.revision)}
+    headers = {RELEASE_HEADER: resolved.release.name, REVISION_HEADER: str(resolved.revision)}
+    if resolved.migrated_from is not None:
+        headers[MIGRATED_FROM_HEADER] = resolved.migrated_from
+    return headers
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -57,11 +63,13 @@ class OpenAIProxy:
         config: ConfigState,
         upstream: Upstream,
         metrics: SidecarMetrics,
+        pinning: Pinning,
     ) -> None:
         self.settings = settings
         self.config = config
         self.upstream = upstream
         self.metrics = metrics
+        self.pinning = pinning
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -80,8 +88,9 @@ class OpenAIProxy:
             raise BodyTooLarge(f"request body is over the {limit}-byte limit") from exc
         return parse_body(raw)
 
-    def _resolve(self, body: dict[str, Any]) -> Resolved:
-        return resolve(self.config.current, self.settings.agent, body["model"])
+    def _resolve(self, request: web.Request, body: dict[str, Any]) -> Resolved:
+        session = session_id(request.headers, body)
+        return self.pinning.resolve(self.config.current, body["model"], session)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._forward(request, "/chat/completions", "chat")
@@ -111,7 +120,7 @@ class OpenAIProxy:
     async def _forward(self, request: web.Request, path: str, operation: str) -> web.StreamResponse:
         started = time.perf_counter()
         body = await self._read(request)
-        resolved = self._resolve(body)
+        resolved = self._resolve(request, body)
         release = resolved.release
         body["model"] = release.model
         stream = operation == "chat" and body.get("stream") is True

@@ -55,8 +55,10 @@ class Ops:
         control: ControlPlane,
         metrics: SidecarMetrics,
         etcd_endpoint: Callable[[], str],
+        pins: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
+        self._pins = pins
         self.config = config
         self.control = control
         self.metrics = metrics
@@ -145,6 +147,7 @@ class Ops:
                 key=lambda r: str(r["release"]),
             ),
             "requests": self._request_counts(),
+            "pins": self._pins() if self._pins is not None else None,
             "process": {"pid": os.getpid(), "rss_bytes": rss, "cpu_percent": cpu},
         }
         return web.json_response(body)

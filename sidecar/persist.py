@@ -73,7 +73,7 @@ def decode(data: bytes) -> SavedSnapshot:
     return SavedSnapshot(revision=revision, saved_at=saved_at, kvs=kvs)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
@@ -124,7 +124,7 @@ class SnapshotWriter:
             revision, kvs = self._pending
             self._pending = None
             try:
-                await asyncio.to_thread(_write_atomically, self.path, encode(revision, kvs))
+                await asyncio.to_thread(write_atomically, self.path, encode(revision, kvs))
             except OSError as exc:
                 self.failures += 1
                 log.error("snapshot_write_failed", path=str(self.path), reason=str(exc))

@@ -28,6 +28,9 @@ DEFAULT_REQUEST_TIMEOUT: Final = 300.0
 DEFAULT_STREAM_IDLE_TIMEOUT: Final = 60.0
 DEFAULT_STALE_AFTER: Final = 10.0
 DEFAULT_DRAIN_TIMEOUT: Final = 20.0
+DEFAULT_PIN_TTL: Final = 86400
+MIN_PIN_TTL: Final = 2  # etcd rounds shorter leases up to about this anyway
+DEFAULT_MAX_PENDING_PINS: Final = 100_000
 
 
 class SettingsError(ValueError):
@@ -50,6 +53,8 @@ class SidecarSettings:
     stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT
     stale_after: float = DEFAULT_STALE_AFTER
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    pin_ttl: int = DEFAULT_PIN_TTL
+    max_pending_pins: int = DEFAULT_MAX_PENDING_PINS
     allow_non_loopback: bool = False
 
     def __post_init__(self) -> None:
@@ -77,6 +82,10 @@ class SidecarSettings:
                 raise SettingsError(f"{name} must be positive")
         if self.max_body_bytes < 1024:
             raise SettingsError("max body size must be at least 1024 bytes")
+        if self.pin_ttl < MIN_PIN_TTL:
+            raise SettingsError(f"--pin-ttl must be at least {MIN_PIN_TTL} seconds")
+        if self.max_pending_pins < 1:
+            raise SettingsError("--max-pending-pins must be at least 1")
 
     @property
     def effective_sidecar_id(self) -> str:
@@ -101,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-idle-timeout", type=float, default=DEFAULT_STREAM_IDLE_TIMEOUT)
     p.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER)
     p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT)
+    p.add_argument(
+        "--pin-ttl",
+        type=int,
+        default=DEFAULT_PIN_TTL,
+        help="seconds a session's pin outlives its last use (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-pending-pins",
+        type=int,
+        default=DEFAULT_MAX_PENDING_PINS,
+        help="pin writes queued while etcd is unreachable (default %(default)s)",
+    )
     p.add_argument("--allow-non-loopback", action="store_true")
     return p
 
@@ -125,5 +146,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         stream_idle_timeout=args.stream_idle_timeout,
         stale_after=args.stale_after,
         drain_timeout=args.drain_timeout,
+        pin_ttl=args.pin_ttl,
+        max_pending_pins=args.max_pending_pins,
         allow_non_loopback=args.allow_non_loopback,
     )

@@ -65,6 +65,7 @@ class Stack:
         name: str = "sidecar",
         state_dir: Path | None = None,
         port: int = 0,
+        args: Sequence[str] = (),
     ) -> procs.ManagedProcess:
         proc = procs.sidecar(
             self.base / "logs",
@@ -74,6 +75,7 @@ class Stack:
             state_dir or self.base / f"state-{name}",
             "--stale-after",
             "1",
+            *args,
             name=name,
             port=port,
             extra_env={KEY_VAR: self.provider_key},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,13 @@ from aiohttp.test_utils import TestServer
 from holdfast.devtools import procs
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.store import Change, KeyValue
+from holdfast.store.etcd import EtcdStore
 from sidecar.app import build_http_app
 from sidecar.config import ConfigState
 from sidecar.metrics import SidecarMetrics
+from sidecar.pin_writer import PinWriter
+from sidecar.pinning import Pinning
+from sidecar.pins import PinTable
 from sidecar.settings import SidecarSettings
 from sidecar.upstream import Upstream
 
@@ -49,6 +54,8 @@ class SidecarUnderTest:
     config: ConfigState
     control: StaticControl
     fake_url: str
+    pins: PinTable
+    pin_writer: PinWriter
     revision: int = 10
     environ: dict[str, str] = field(default_factory=dict)
 
@@ -68,8 +75,13 @@ class SidecarUnderTest:
         )
         self._put(KS.release(AGENT, name), release.encode())
 
-    def set_stable(self, name: str, aliases: tuple[str, ...] = ()) -> None:
-        self._put(KS.route(AGENT), Route(agent=AGENT, stable=name, aliases=aliases).encode())
+    def set_stable(
+        self, name: str, aliases: tuple[str, ...] = (), canary: str = "", percent: float = 0.0
+    ) -> None:
+        route = Route(
+            agent=AGENT, stable=name, aliases=aliases, canary=canary, canary_percent=percent
+        )
+        self._put(KS.route(AGENT), route.encode())
 
     def _put(self, key: str, value: bytes) -> None:
         self.revision += 1
@@ -93,6 +105,14 @@ def settings(**over: object) -> SidecarSettings:
     return SidecarSettings(**values)  # type: ignore[arg-type]
 
 
+def closed_port() -> int:
+    """A loopback port nobody listens on: an etcd that refuses every connection."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
     s = settings(**over)
     config = ConfigState(KS, AGENT)
@@ -100,11 +120,27 @@ async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
     upstream = Upstream(s, environ)
     await upstream.start()
     control = StaticControl()
-    app = build_http_app(s, config, upstream, SidecarMetrics(AGENT), control, lambda: "none")
-    app.on_cleanup.append(lambda _app: upstream.close())
+    metrics = SidecarMetrics(AGENT)
+    # No etcd in this tier: pin writes queue against a port that refuses, as in an outage.
+    store = EtcdStore([f"http://127.0.0.1:{closed_port()}"], timeout=0.5)
+    pins = PinTable(KS, AGENT)
+    writer = PinWriter(store, pins, KS, metrics.pins, ttl=s.pin_ttl, max_pending=s.max_pending_pins)
+    pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
+    metrics.pins.bind(lambda: len(pins), lambda: writer.pending)
+    await writer.start()
+    app = build_http_app(
+        s, config, upstream, metrics, control, lambda: "none", pinning, writer.status
+    )
+
+    async def cleanup(_app: object) -> None:
+        await writer.close(flush_timeout=0)
+        await store.close()
+        await upstream.close()
+
+    app.on_cleanup.append(cleanup)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    return SidecarUnderTest(server, config, control, fake_url, environ=environ)
+    return SidecarUnderTest(server, config, control, fake_url, pins, writer, environ=environ)
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def test_delete_removes_release() -> None:
 def test_snapshot_file_round_trip_and_torn_files(tmp_path: Path) -> None:
     kvs = {kv.key: kv for kv in (rel("r1"), route("r1"))}
     path = persist.snapshot_path(tmp_path, "dev", AGENT)
-    persist._write_atomically(path, persist.encode(42, kvs))
+    persist.write_atomically(path, persist.encode(42, kvs))
     saved = persist.load(path)
     assert saved is not None and saved.revision == 42 and saved.kvs == kvs
     path.write_bytes(persist.encode(42, kvs)[:-7])

@@ -1,0 +1,55 @@
+"""Prometheus metrics of session pinning, registered in the sidecar's own registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class PinMetrics:
+    def __init__(self, registry: CollectorRegistry, agent: str) -> None:
+        self.agent = agent
+        self.routing = Counter(
+            "holdfast_session_routing",
+            "Requests by how their release was chosen: new session, pinned session, no session.",
+            ["agent", "release", "kind"],
+            registry=registry,
+        )
+        self.cached = Gauge(
+            "holdfast_pins_cached", "Session pins held by this sidecar.", registry=registry
+        )
+        self.pending = Gauge(
+            "holdfast_pin_writes_pending",
+            "Pin writes queued for etcd (creates, refreshes, notices).",
+            registry=registry,
+        )
+        self.write_failures = Counter(
+            "holdfast_pin_write_failures",
+            "Pin writes that etcd did not take (unreachable, lease gone); they are retried.",
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "holdfast_pin_conflicts",
+            "Pin writes that lost a compare-and-swap; the stored pin was adopted.",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "holdfast_pin_writes_dropped",
+            "Queued pin writes dropped because the queue reached --max-pending-pins.",
+            registry=registry,
+        )
+        self._routed: dict[tuple[str, str], Any] = {}
+
+    def routed(self, release: str, kind: str) -> None:
+        # Label children are cached: labels() costs on every call and this is the hot path.
+        child = self._routed.get((release, kind))
+        if child is None:
+            child = self._routed[(release, kind)] = self.routing.labels(self.agent, release, kind)
+        child.inc()
+
+    def bind(self, cached: Callable[[], int], pending: Callable[[], int]) -> None:
+        """Read the gauges from their owners at scrape time instead of on every change."""
+        self.cached.set_function(lambda: float(cached()))
+        self.pending.set_function(lambda: float(pending()))

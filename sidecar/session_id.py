@@ -1,0 +1,41 @@
+"""Which session a request belongs to: the ``X-Holdfast-Session`` header, else OpenAI's ``user``.
+
+Pure: no I/O. A malformed header is the agent's bug and is refused; a ``user`` field is often
+an email or a display name, so one that does not fit the id alphabet is hashed instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Final
+
+from holdfast.keyspace.keys import ID_RE
+from sidecar.errors import InvalidRequest
+
+SESSION_HEADER: Final = "X-Holdfast-Session"
+HASHED_USER_PREFIX: Final = "u-"
+HASHED_USER_HEX: Final = 32
+
+
+def hashed_user(user: str) -> str:
+    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()
+    return HASHED_USER_PREFIX + digest[:HASHED_USER_HEX]
+
+
+def session_id(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
+    """The request's session id, or None when it has none (it is then served unpinned)."""
+    header = headers.get(SESSION_HEADER)
+    if header is not None:
+        if not ID_RE.fullmatch(header):
+            raise InvalidRequest(
+                f"header {SESSION_HEADER} {header!r:.140} is not a valid session id: use 1-128 "
+                "characters of A-Z, a-z, 0-9, '.', '_', ':', '@' or '-', starting with a "
+                "letter or digit",
+                param=SESSION_HEADER,
+            )
+        return header
+    user = body.get("user")
+    if not isinstance(user, str) or not user:
+        return None
+    return user if ID_RE.fullmatch(user) else hashed_user(user)
