@@ -48,6 +48,7 @@ class HistoryItem:
             "reason": e.reason,
             "before": e.before,
             "after": e.after,
+            "extra": {k: v for k, v in e.extra.items() if k != "agent"} or None,
         }
 
 

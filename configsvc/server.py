@@ -13,11 +13,15 @@ from configsvc.api import build_app
 from configsvc.auth import Authorizer
 from configsvc.errors import ConfigsvcError
 from configsvc.leader import ROLLOUT_ELECTION, Election
+from configsvc.pins import PinOps
+from configsvc.probe import Prober
 from configsvc.rollout_api import RolloutApi
 from configsvc.rollout_controller import RolloutController
 from configsvc.rollout_ops import RolloutOps
 from configsvc.service import ConfigService
 from configsvc.settings import ServeSettings
+from configsvc.traffic import TrafficOps
+from configsvc.traffic_api import TrafficApi
 from holdfast.cliargs import LOOPBACK_HOSTS
 from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
@@ -63,6 +67,8 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # One HTTP session for every switch's warm-up probe, for the life of the process.
+    prober = Prober(timeout=settings.probe_timeout, prompt=settings.probe_prompt)
     try:
         service = ConfigService(store, Keyspace(settings.env))
         try:
@@ -76,11 +82,14 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         rollouts = RolloutOps(service)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
         controller = RolloutController(rollouts, election, tick=settings.rollout_tick)
+        await prober.start()
+        pins = PinOps(service)
+        traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
         app = build_app(
             service,
             Authorizer(settings.token),
             max_body_bytes=settings.max_body_bytes,
-            extra=[RolloutApi(rollouts, election)],
+            extra=[RolloutApi(rollouts, election), traffic],
         )
         try:
             runner, port = await start_site(
@@ -110,6 +119,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         await election.close()
         await runner.cleanup()
     finally:
+        await prober.close()
         await store.close()
     log.info("configsvc_stopped")
 

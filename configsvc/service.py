@@ -187,8 +187,12 @@ class ConfigService:
         reason: str,
         *,
         if_revision: int | None = None,
+        extra: dict[str, object] | None = None,
     ) -> RouteChange:
-        """Read-modify-write of one route with CAS; retried unless the caller pinned a revision."""
+        """Read-modify-write of one route with CAS; retried unless the caller pinned a revision.
+
+        ``extra`` goes into the audit entry beside the agent (e.g. whether a switch was probed).
+        """
         key = self.keyspace.route(agent)
         for _attempt in range(MAX_CAS_ATTEMPTS):
             kv = await self._get(key)
@@ -202,7 +206,7 @@ class ConfigService:
             if new is current:
                 return RouteChange(current, found, changed=False, before=current)
             before = current.public() if current is not None else None
-            entry = self._entry(actor, action, key, reason, before, new.public(), agent)
+            entry = self._entry(actor, action, key, reason, before, new.public(), agent, extra)
             try:
                 revision = await self._write(
                     Put(key, new.encode(), expected_mod_revision=found), entry
@@ -228,6 +232,7 @@ class ConfigService:
         before: dict[str, object] | None,
         after: dict[str, object] | None,
         agent: str,
+        extra: dict[str, object] | None = None,
     ) -> AuditEntry:
         target = key.removeprefix(self.keyspace.prefix)
         return AuditEntry(
@@ -238,7 +243,7 @@ class ConfigService:
             reason=reason,
             before=before,
             after=after,
-            extra={"agent": agent},
+            extra={**(extra or {}), "agent": agent},
         )
 
     async def _write(self, target: Put, entry: AuditEntry) -> int:

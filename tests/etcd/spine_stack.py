@@ -93,8 +93,11 @@ def start_stack(
 ) -> Stack:
     fake = procs.fakellm(base / "logs").start()
     token = secrets.token_hex(8)
-    svc = procs.configsvc(base / "logs", etcd, env, token, *svc_args).start()
-    return Stack(base=base, env=env, fake=fake, svc=svc, token=token)
+    provider_key = "sk-" + secrets.token_hex(8)
+    svc = procs.configsvc(base / "logs", etcd, env, token, *svc_args)
+    svc.env[KEY_VAR] = provider_key  # configsvc calls the provider too: a switch's probe
+    svc.start()
+    return Stack(base=base, env=env, fake=fake, svc=svc, token=token, provider_key=provider_key)
 
 
 async def get_json(url: str) -> tuple[int, Any]:
