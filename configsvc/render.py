@@ -14,6 +14,8 @@ QUIET_FIELDS: Final = frozenset({"agent", "updated_at", "updated_by", "created_a
 # The fields a change summary names first; any other field follows in name order.
 LEADING_FIELDS: Final = ("stable", "previous_stable", "aliases", "release", "model", "base_url")
 MAX_CELL: Final = 60
+# Inside nested maps: bookkeeping an operator does not need in a one-line summary.
+NESTED_QUIET: Final = frozenset({"elapsed", "started_by", "since"})
 
 
 def when(ts: Any) -> str:
@@ -60,7 +62,11 @@ def _ordered(keys: set[str]) -> list[str]:
 
 
 def summarize(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
-    """One line of what changed: ``stable r1→r2`` or, for a new record, its notable fields."""
+    """One line of what changed: ``stable r1→r2`` or, for a new record, its notable fields.
+
+    Nested maps (a route's rollout or shadow) show only their changed fields, dotted, without
+    their timestamps: ``rollout.step 0→1``.
+    """
     if before is None and after is None:
         return "-"
     if before is None or after is None:
@@ -69,12 +75,33 @@ def summarize(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None)
         verb = "created" if before is None else "deleted"
         notable = [f"{k}={value(shown[k])}" for k in _ordered(set(shown)) if shown[k]]
         return f"{verb} " + " ".join(notable)
-    changes = [
-        f"{k} {value(before.get(k))}→{value(after.get(k))}"
-        for k in _ordered(set(before) | set(after))
-        if before.get(k) != after.get(k)
-    ]
-    return ", ".join(changes) or "no change"
+    return ", ".join(_changes(before, after, "")) or "no change"
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str) -> list[str]:
+    out: list[str] = []
+    keys = set(before) | set(after)
+    for k in _ordered(keys) if not prefix else sorted(keys):
+        old, new = before.get(k), after.get(k)
+        if old == new or (prefix and (k.endswith("_at") or k in NESTED_QUIET)):
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out += _changes(old, new, f"{prefix}{k}.")
+        elif isinstance(new, Mapping) and old is None:
+            out.append(f"{prefix}{k} set ({_brief(new)})")
+        elif isinstance(old, Mapping) and new is None:
+            out.append(f"{prefix}{k} cleared")
+        else:
+            out.append(f"{prefix}{k} {value(old)}→{value(new)}")
+    return out
+
+
+def _brief(record: Mapping[str, Any]) -> str:
+    return " ".join(
+        f"{k}={value(v)}"
+        for k, v in sorted(record.items())
+        if v not in (None, "", 0, 0.0) and not k.endswith("_at") and k not in NESTED_QUIET
+    )
 
 
 def release_created(body: Mapping[str, Any]) -> str:

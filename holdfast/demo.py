@@ -28,12 +28,12 @@ from holdfast.devtools.etcd_local import EtcdNode
 
 AGENT = "support"
 ENV = "demo"
-WORKERS = 6
+WORKERS = 12
 RUN_SECONDS = 14.0
 STORY: tuple[tuple[float, tuple[str, ...]], ...] = (
     (1.5, ("rollout", "start", AGENT, "r2", "--steps", "10,50,100", "--interval", "2s")),
     (9.0, ("switch", AGENT, "--back", "--reason", "demo: blue-green back to r1")),
-    (11.0, ("pins", "migrate", AGENT, "--from", "r2", "--to", "r1", "--percent", "50")),
+    (10.0, ("pins", "migrate", AGENT, "--from", "r2", "--to", "r1", "--percent", "50")),
 )
 PROVIDER_KEY_VAR = "DEMO_PROVIDER_KEY"
 

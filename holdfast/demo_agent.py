@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-TURNS = 4
+TURNS = 6
+STAGGER_S = 0.25
+THINK_S = 0.4  # the agent "thinks" between turns, so conversations outlive operator commands
 
 
 @dataclass
@@ -77,7 +79,7 @@ async def converse(
             messages.append({"role": "assistant", "content": text})
         except openai.OpenAIError as exc:
             convo.turns.append(Turn(at, "-", ok=False, error=f"{type(exc).__name__}: {exc}"))
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(THINK_S)
 
 
 async def worker(
@@ -89,6 +91,7 @@ async def worker(
     log: list[Conversation],
 ) -> None:
     count = 0
+    await asyncio.sleep(number * STAGGER_S)  # conversations start and end at different times
     while time.monotonic() < stop_at:
         count += 1
         await converse(client, agent, f"w{number}-c{count:03d}", t0, log)
