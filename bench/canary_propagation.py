@@ -30,7 +30,7 @@ from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
 
 AGENT: Final = "bench"
-SIDECARS: Final = 8
+FLEETS: Final = (1, 8)
 TRIALS: Final = 20
 PACE_S: Final = 0.002
 START, END = markers("canary-propagation")
@@ -104,8 +104,9 @@ async def run() -> str:
             procs.sidecar(
                 base / "logs", AGENT, [node.client_url], "dev", base / f"s{i}", name=f"s{i}"
             ).start()
-            for i in range(SIDECARS)
+            for i in range(max(FLEETS))
         ]
+        results: dict[int, list[list[float]]] = {}
         try:
             async with aiohttp.ClientSession() as http:
                 api = Api(http, svc.url, token)
@@ -116,42 +117,51 @@ async def run() -> str:
                         {"release": name, "model": f"m-{name}", "base_url": f"{fake.url}/v1"},
                     )
                 await api.call("PUT", f"/v1/agents/{AGENT}/route/stable", {"release": "stable"})
-                urls = [s.url for s in sides]
-                trials = [await trial(api, http, urls, n) for n in range(TRIALS)]
+                for fleet in FLEETS:
+                    urls = [s.url for s in sides[:fleet]]
+                    results[fleet] = [
+                        await trial(api, http, urls, fleet * 1000 + n) for n in range(TRIALS)
+                    ]
         finally:
             for proc in [*sides, svc, fake]:
                 proc.stop()
-    return render(trials)
+    return render(results)
 
 
-def render(trials: list[list[float]]) -> str:
+def rows(fleet: int, trials: list[list[float]]) -> list[str]:
     every = [max(t) * 1000 for t in trials]  # the last sidecar of each trial
     first = [min(t) * 1000 for t in trials]
     each = [d * 1000 for t in trials for d in t]
+    measures = [("each sidecar", each)]
+    if fleet > 1:
+        measures = [("first sidecar of a trial", first), *measures]
+        measures.append(("every sidecar (last of a trial)", every))
+    return [
+        f"| {fleet} | {label} | {statistics.median(v):.1f} | {percentile(v, 90):.1f} | "
+        f"{max(v):.1f} |"
+        for label, v in measures
+    ]
+
+
+def render(results: dict[int, list[list[float]]]) -> str:
     return "\n".join(
         [
             START,
             "## Time from `canary set` to the first canary session on every sidecar",
             "",
             f"`python -m bench.canary_propagation`, {time.strftime('%Y-%m-%d %H:%M UTC')}: "
-            f"{TRIALS} trials, {SIDECARS} sidecar processes, one etcd, one configsvc; a client "
-            f"per sidecar opens a new session every {PACE_S * 1000:g} ms. Delay from the API "
-            "call to the answer that came from the canary, in ms.",
+            f"{TRIALS} trials per fleet size; sidecar processes, one etcd and one configsvc on "
+            f"this machine; a client per sidecar opens a new session every {PACE_S * 1000:g} ms. "
+            "Delay from the API call to the first answer served by the canary, in ms.",
             "",
-            "| measure | p50 | p90 | max |",
-            "|---|---|---|---|",
-            *(
-                f"| {label} | {statistics.median(v):.1f} | {percentile(v, 90):.1f} | {max(v):.1f} |"
-                for label, v in (
-                    ("first sidecar of a trial", first),
-                    ("each sidecar", each),
-                    ("every sidecar (last of a trial)", every),
-                )
-            ),
+            "| sidecars | measure | p50 | p90 | max |",
+            "|---|---|---|---|---|",
+            *(row for fleet, trials in results.items() for row in rows(fleet, trials)),
             "",
-            "Nothing polls: configsvc's write reaches each sidecar through its one etcd watch,",
-            "and the next new session hashes onto the canary. The floor is one pin-less request",
-            "through the sidecar plus the client's pacing.",
+            "Nothing polls: configsvc's compare-and-swap reaches every sidecar through its one",
+            "etcd watch, and the next new session hashes onto the canary. Every new session also",
+            "writes its pin to etcd, so the fleet is under write load while the change spreads;",
+            "with 8 sidecars, the clients, etcd and configsvc share the machine's cores.",
             END,
         ]
     )

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -24,6 +24,7 @@ from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar import persist, pin_persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
+from sidecar.health import HealthPublisher, HealthSources
 from sidecar.metrics import SidecarMetrics
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
 from sidecar.ops import ControlPlane, Ops
@@ -31,11 +32,13 @@ from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
 from sidecar.settings import SidecarSettings
+from sidecar.shadow import ShadowRunner
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SHADOW_KEY: Final = web.AppKey("holdfast_shadow", ShadowRunner)
 
 
 def _json_error(exc: SidecarError) -> web.Response:
@@ -110,6 +113,19 @@ class Sidecar:
         self.pin_saver = pin_persist.PinSaver(
             pin_persist.pins_path(settings.state_dir, settings.env, settings.agent), self.pins
         )
+        self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
+        self.health = HealthPublisher(
+            self.store,
+            self.keyspace,
+            sidecar_id=settings.effective_sidecar_id,
+            agent=settings.agent,
+            interval=settings.health_interval,
+            sources=HealthSources(
+                config_revision=lambda: self.config.current.revision if self.config.current else 0,
+                pins=lambda: (len(self.pins), self.pin_writer.pending),
+                shadow=self.shadow.stats,
+            ),
+        )
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -137,6 +153,7 @@ class Sidecar:
         await self.pin_writer.start()
         await self.pin_saver.start()
         await self.mirror.start()  # returns at once; etcd may be down and that is fine
+        await self.health.start()  # also returns at once
 
     def _on_update(self, update: MirrorUpdate) -> None:
         # Pins go to the pin table only: they are not configuration and must not be saved in
@@ -161,6 +178,8 @@ class Sidecar:
             self.writer.submit(snapshot.revision, snapshot.raw)
 
     async def close(self) -> None:
+        await self.shadow.close()  # before the publisher, so its last snapshot has them all
+        await self.health.close()
         await self.mirror.close()
         await self.pin_writer.close()
         await self.pin_saver.close()
@@ -178,6 +197,7 @@ class Sidecar:
             lambda: self.store.endpoint,
             self.pinning,
             self.pin_writer.status,
+            shadow=self.shadow,
         )
 
 
@@ -190,10 +210,29 @@ def build_http_app(
     etcd_endpoint: Callable[[], str],
     pinning: Pinning,
     pins_status: Callable[[], dict[str, Any]] | None = None,
+    *,
+    shadow: ShadowRunner | None = None,
 ) -> web.Application:
     """The HTTP surface alone, so tests can serve it over a config fed by hand."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
-    proxy = OpenAIProxy(settings, config, upstream, metrics, pinning)
+    if shadow is None:
+        # Served alone (tests): the app owns its runner and cancels its calls on cleanup.
+        owned = shadow = new_shadow_runner(settings, upstream, metrics)
+        app.on_cleanup.append(lambda _app: owned.close())
+    app[SHADOW_KEY] = shadow
+    proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, shadow=shadow)
     ops = Ops(settings, config, control, metrics, etcd_endpoint, pins_status)
     app.add_routes(proxy.routes() + ops.routes())
     return app
+
+
+def new_shadow_runner(
+    settings: SidecarSettings, upstream: Upstream, metrics: SidecarMetrics
+) -> ShadowRunner:
+    return ShadowRunner(
+        settings.agent,
+        upstream,
+        metrics.shadow,
+        max_concurrency=settings.shadow_max_concurrency,
+        tokens_per_minute=settings.shadow_tokens_per_minute,
+    )

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sidecar.pin_metrics import PinMetrics
+from sidecar.shadow_metrics import ShadowMetrics
 
 LATENCY_BUCKETS: Final = (
     0.005,
@@ -76,6 +77,7 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self.pins = PinMetrics(self.registry, agent)
+        self.shadow = ShadowMetrics(self.registry, agent)
         self.agent = agent
         self._finished: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 

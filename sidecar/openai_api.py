@@ -25,6 +25,7 @@ from sidecar.pinning import Pinning
 from sidecar.routing import Resolved
 from sidecar.session_id import session_id
 from sidecar.settings import SidecarSettings
+from sidecar.shadow import Probe, ShadowRunner
 from sidecar.upstream import CONNECT_ERRORS, Upstream, relayed_headers
 
 log = get_logger(__name__)
@@ -64,12 +65,15 @@ class OpenAIProxy:
         upstream: Upstream,
         metrics: SidecarMetrics,
         pinning: Pinning,
+        *,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
         self.upstream = upstream
         self.metrics = metrics
         self.pinning = pinning
+        self.shadow = shadow
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -126,6 +130,7 @@ class OpenAIProxy:
         stream = operation == "chat" and body.get("stream") is True
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         request_id: str = request[REQUEST_ID_KEY]
+        probe = self._probe(resolved, body, request_id) if operation == "chat" else None
         outcome = "error"
         try:
             async with self.upstream.post(
@@ -135,10 +140,12 @@ class OpenAIProxy:
                 broken = None
                 if stream and upstream.status == 200 and is_sse:
                     response, broken = await self._relay_stream(
-                        request, upstream, resolved, started
+                        request, upstream, resolved, started, probe
                     )
                 else:
                     data = await self.upstream.read_body(release, upstream)
+                    if probe is not None and upstream.status == 200:
+                        probe.complete_body(data, time.perf_counter() - started)
                     headers = served_by(resolved) | relayed_headers(upstream.headers)
                     headers["Content-Type"] = upstream.headers.get(
                         "Content-Type", "application/json"
@@ -156,9 +163,19 @@ class OpenAIProxy:
             outcome = "client_disconnected"
             raise
         finally:
+            if probe is not None:
+                probe.abandon()  # unless it completed: an error or a client gone has no answer
             self.metrics.request_finished(
                 operation, release.name, outcome, time.perf_counter() - started
             )
+
+    def _probe(self, resolved: Resolved, body: dict[str, Any], request_id: str) -> Probe | None:
+        snapshot = self.config.current
+        if self.shadow is None or snapshot is None:
+            return None
+        return self.shadow.probe(
+            snapshot.route, resolved.release, snapshot.releases, body, request_id
+        )
 
     async def _relay_stream(
         self,
@@ -166,6 +183,7 @@ class OpenAIProxy:
         upstream: Any,
         resolved: Resolved,
         started: float,
+        probe: Probe | None = None,
     ) -> tuple[web.StreamResponse, str | None]:
         """Relay SSE chunk by chunk as they arrive; never buffer a whole stream."""
         out = web.StreamResponse(
@@ -191,7 +209,11 @@ class OpenAIProxy:
                 )
             # A client that went away raises here, which ends the handler and closes upstream.
             await out.write(chunk)
+            if probe is not None:
+                probe.feed(chunk)
         await out.write_eof()
+        if probe is not None and broken is None:
+            probe.complete_stream(time.perf_counter() - started)
         return out, broken
 
     async def _report_broken_stream(

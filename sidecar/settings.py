@@ -28,6 +28,11 @@ DEFAULT_REQUEST_TIMEOUT: Final = 300.0
 DEFAULT_STREAM_IDLE_TIMEOUT: Final = 60.0
 DEFAULT_STALE_AFTER: Final = 10.0
 DEFAULT_DRAIN_TIMEOUT: Final = 20.0
+DEFAULT_SHADOW_MAX_CONCURRENCY: Final = 4
+DEFAULT_SHADOW_TOKENS_PER_MINUTE: Final = 60_000
+DEFAULT_HEALTH_INTERVAL: Final = 5.0
+MAX_HEALTH_INTERVAL: Final = 300.0
+MIN_HEALTH_INTERVAL: Final = 0.2
 DEFAULT_PIN_TTL: Final = 86400
 MIN_PIN_TTL: Final = 2  # etcd rounds shorter leases up to about this anyway
 DEFAULT_MAX_PENDING_PINS: Final = 100_000
@@ -56,6 +61,9 @@ class SidecarSettings:
     pin_ttl: int = DEFAULT_PIN_TTL
     max_pending_pins: int = DEFAULT_MAX_PENDING_PINS
     allow_non_loopback: bool = False
+    shadow_max_concurrency: int = DEFAULT_SHADOW_MAX_CONCURRENCY
+    shadow_tokens_per_minute: int = DEFAULT_SHADOW_TOKENS_PER_MINUTE
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
 
     def __post_init__(self) -> None:
         try:
@@ -82,6 +90,15 @@ class SidecarSettings:
                 raise SettingsError(f"{name} must be positive")
         if self.max_body_bytes < 1024:
             raise SettingsError("max body size must be at least 1024 bytes")
+        if self.shadow_max_concurrency < 1:
+            raise SettingsError("shadow max concurrency must be at least 1")
+        if self.shadow_tokens_per_minute < 1:
+            raise SettingsError("shadow tokens per minute must be at least 1")
+        if not MIN_HEALTH_INTERVAL <= self.health_interval <= MAX_HEALTH_INTERVAL:
+            raise SettingsError(
+                f"health interval must be between {MIN_HEALTH_INTERVAL:g}s and "
+                f"{MAX_HEALTH_INTERVAL:g}s"
+            )
         if self.pin_ttl < MIN_PIN_TTL:
             raise SettingsError(f"--pin-ttl must be at least {MIN_PIN_TTL} seconds")
         if self.max_pending_pins < 1:
@@ -123,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin writes queued while etcd is unreachable (default %(default)s)",
     )
     p.add_argument("--allow-non-loopback", action="store_true")
+    p.add_argument(
+        "--shadow-max-concurrency",
+        type=int,
+        default=DEFAULT_SHADOW_MAX_CONCURRENCY,
+        help="shadow calls in flight at once; more samples are skipped (default %(default)s)",
+    )
+    p.add_argument(
+        "--shadow-tokens-per-minute",
+        type=int,
+        default=DEFAULT_SHADOW_TOKENS_PER_MINUTE,
+        help="token budget of shadow calls (default %(default)s)",
+    )
+    p.add_argument(
+        "--health-interval",
+        type=float,
+        default=DEFAULT_HEALTH_INTERVAL,
+        help="seconds between health snapshots; the key's lease lasts ~3 of them",
+    )
     return p
 
 
@@ -149,4 +184,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         pin_ttl=args.pin_ttl,
         max_pending_pins=args.max_pending_pins,
         allow_non_loopback=args.allow_non_loopback,
+        shadow_max_concurrency=args.shadow_max_concurrency,
+        shadow_tokens_per_minute=args.shadow_tokens_per_minute,
+        health_interval=args.health_interval,
     )
