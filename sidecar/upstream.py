@@ -58,6 +58,9 @@ class Upstream:
         headers = {
             "Content-Type": "application/json",
             "Accept": accept,
+            # The body is relayed byte for byte: a compressed one would reach the agent
+            # without its Content-Encoding, so ask the provider for none.
+            "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
             "X-Request-Id": request_id,
         }

@@ -28,7 +28,9 @@ MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_SEEN_MODELS: Final = 1000  # bounds memory if a benchmark invents model names
 STALL_SECONDS: Final = 3600.0  # outlives any test; a hang-up or shutdown ends it sooner
 SHUTDOWN_TIMEOUT: Final = 2.0  # grace for in-flight requests on SIGTERM
-RECORDED_HEADERS: Final = frozenset({"authorization", "user-agent", "x-request-id"})
+RECORDED_HEADERS: Final = frozenset(
+    {"accept-encoding", "authorization", "user-agent", "x-request-id"}
+)
 RECORDED_HEADER_PREFIX: Final = "x-holdfast-"
 OWNER: Final = "holdfast-fakellm"
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

@@ -258,6 +258,7 @@ async def test_control_api(http: aiohttp.ClientSession, url: str) -> None:
     assert seen["model"] == "m1" and seen["path"] == "/v1/chat/completions"
     assert seen["body"]["messages"] == [USER]
     assert seen["headers"] == {
+        "accept-encoding": "gzip, deflate",  # what aiohttp's client asks for by default
         "x-holdfast-session": "s-1",
         "x-request-id": "r-1",
         "user-agent": "t",

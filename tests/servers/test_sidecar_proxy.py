@@ -71,6 +71,8 @@ async def test_provider_key_comes_from_release_env_never_from_agent(
     text = json.dumps(seen)
     assert f"Bearer {PROVIDER_KEY}" in text
     assert "agent-own-key" not in text
+    # bodies are relayed byte for byte, so the provider must not compress them
+    assert seen["requests"][0]["headers"]["accept-encoding"] == "identity"
 
 
 async def test_missing_provider_key_is_a_clear_503(sidecar: SidecarUnderTest) -> None:
