@@ -10,12 +10,12 @@ with it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from configsvc import errors
-from configsvc.service import ConfigService
+from configsvc.service import ConfigService, store_read
 from holdfast import bucketing
 from holdfast.keyspace import AuditEntry, Pin, RecordError
 from holdfast.logs import get_logger
@@ -27,16 +27,6 @@ BATCH: Final = 50
 MAX_BATCH_ATTEMPTS: Final = 5
 MAX_AUDITED_SESSIONS: Final = 100
 _T = TypeVar("_T")
-
-
-async def store_read(call: Awaitable[_T]) -> _T:
-    """A read whose failure means nothing was changed."""
-    try:
-        return await call
-    except StoreError as exc:
-        raise errors.StoreDown(
-            f"etcd is unavailable ({exc}); nothing was changed, try again"
-        ) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc import errors, rollout_plan
-from configsvc.service import ConfigService, RouteChange, RouteEdit
+from configsvc.service import ConfigService, RouteChange, RouteEdit, store_read
 from holdfast.keyspace import RecordError, Route
 from holdfast.logs import get_logger
-from holdfast.store import StoreError
 
 log = get_logger(__name__)
 
@@ -115,10 +114,7 @@ class RolloutOps:
     async def routes(self) -> list[Route]:
         """Every readable route of the environment (unreadable ones are logged and skipped)."""
         prefix = self.service.keyspace.kind_prefix("routes")
-        try:
-            _, kvs = await self.service.store.list_prefix(prefix)
-        except StoreError as exc:
-            raise errors.StoreDown(f"etcd is unavailable ({exc})") from exc
+        _, kvs = await store_read(self.service.store.list_prefix(prefix))
         found: list[Route] = []
         for kv in kvs:
             try:

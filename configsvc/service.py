@@ -57,9 +57,7 @@ class ConfigService:
     # -- reads ---------------------------------------------------------------------------------
 
     async def list_releases(self, agent: str) -> tuple[int, list[Versioned[Release]]]:
-        revision, kvs = await self._guard_read(
-            self.store.list_prefix(self.keyspace.releases_of(agent))
-        )
+        revision, kvs = await store_read(self.store.list_prefix(self.keyspace.releases_of(agent)))
         if not kvs:
             raise errors.AgentNotFound(
                 f"agent {agent!r} has no releases; create one with `holdfastctl release create`"
@@ -261,16 +259,17 @@ class ConfigService:
         return result.revision
 
     async def _get(self, key: str) -> KeyValue | None:
-        return await self._guard_read(self.store.get(key))
+        return await store_read(self.store.get(key))
 
-    @staticmethod
-    async def _guard_read(call: Awaitable[_T]) -> _T:
-        try:
-            return await call
-        except StoreError as exc:
-            raise errors.StoreDown(
-                f"etcd is unavailable ({exc}); nothing was changed, try again"
-            ) from exc
+
+async def store_read(call: Awaitable[_T]) -> _T:
+    """A read whose failure means nothing was changed."""
+    try:
+        return await call
+    except StoreError as exc:
+        raise errors.StoreDown(
+            f"etcd is unavailable ({exc}); nothing was changed, try again"
+        ) from exc
 
 
 def _decode(cls: type[R], kv: KeyValue) -> R:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from configsvc import errors, traffic_routes
-from configsvc.pins import Migration, PinOps, Selection, store_read
+from configsvc.pins import Migration, PinOps, Selection
 from configsvc.probe import Prober
-from configsvc.service import ConfigService, RouteChange, RouteEdit
+from configsvc.service import ConfigService, RouteChange, RouteEdit, store_read
 from configsvc.shadow_report import Thresholds, report
 from configsvc.traffic_payloads import ReportQuery, SetCanary, SetShadow, Switch
 from holdfast.keyspace import HealthSnapshot, RecordError, Route, Shadow

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from holdfast.keyspace import ShadowStats
 from sidecar.compare import Answer, Comparison
@@ -46,43 +45,28 @@ class TokenBucket:
         self._level -= tokens
 
 
-@dataclass(slots=True)
-class _Totals:
-    samples: int = 0
-    similarity_sum: float = 0.0
-    similarity_min: float = 1.0
-    tool_agree: int = 0
-    tool_samples: int = 0
-    primary_prompt_tokens: int = 0
-    primary_completion_tokens: int = 0
-    shadow_prompt_tokens: int = 0
-    shadow_completion_tokens: int = 0
-    primary_latency_ms_sum: float = 0.0
-    shadow_latency_ms_sum: float = 0.0
-    shadow_errors: int = 0
-    skipped: int = 0
-
-
 class ShadowBook:
     """Cumulative totals per (primary, shadow, epoch), so sidecars' snapshots simply add up."""
 
     def __init__(self) -> None:
-        self._totals: dict[StatsKey, _Totals] = {}
+        self._totals: dict[StatsKey, ShadowStats] = {}
 
-    def _get(self, key: StatsKey) -> _Totals:
+    def _add(self, key: StatsKey, **counts: Any) -> None:
         totals = self._totals.get(key)
+        one = ShadowStats(primary=key[0], shadow=key[1], epoch=key[2], **counts)
         if totals is None:
             if len(self._totals) >= MAX_ENTRIES:
                 # Oldest epoch first: a retired shadow's numbers matter least.
                 del self._totals[min(self._totals, key=lambda k: k[2])]
-            totals = self._totals[key] = _Totals()
-        return totals
+            self._totals[key] = one
+        else:
+            self._totals[key] = totals.merged(one)
 
     def skipped(self, key: StatsKey) -> None:
-        self._get(key).skipped += 1
+        self._add(key, skipped=1)
 
     def error(self, key: StatsKey) -> None:
-        self._get(key).shadow_errors += 1
+        self._add(key, shadow_errors=1)
 
     def compared(
         self,
@@ -93,38 +77,20 @@ class ShadowBook:
         primary_latency_s: float,
         shadow_latency_s: float,
     ) -> None:
-        t = self._get(key)
-        t.samples += 1
-        t.similarity_sum += result.similarity
-        t.similarity_min = min(t.similarity_min, result.similarity)
-        t.tool_agree += result.tools_agree
-        t.tool_samples += result.tool_sample
-        t.primary_prompt_tokens += primary.prompt_tokens
-        t.primary_completion_tokens += primary.completion_tokens
-        t.shadow_prompt_tokens += shadow.prompt_tokens
-        t.shadow_completion_tokens += shadow.completion_tokens
-        t.primary_latency_ms_sum += primary_latency_s * 1000.0
-        t.shadow_latency_ms_sum += shadow_latency_s * 1000.0
+        self._add(
+            key,
+            samples=1,
+            similarity_sum=result.similarity,
+            similarity_min=result.similarity,
+            tool_agree=int(result.tools_agree),
+            tool_samples=int(result.tool_sample),
+            primary_prompt_tokens=primary.prompt_tokens,
+            primary_completion_tokens=primary.completion_tokens,
+            shadow_prompt_tokens=shadow.prompt_tokens,
+            shadow_completion_tokens=shadow.completion_tokens,
+            primary_latency_ms_sum=primary_latency_s * 1000.0,
+            shadow_latency_ms_sum=shadow_latency_s * 1000.0,
+        )
 
     def snapshot(self) -> tuple[ShadowStats, ...]:
-        return tuple(
-            ShadowStats(
-                primary=primary,
-                shadow=shadow,
-                epoch=epoch,
-                samples=t.samples,
-                similarity_sum=t.similarity_sum,
-                similarity_min=t.similarity_min,
-                tool_agree=t.tool_agree,
-                tool_samples=t.tool_samples,
-                primary_prompt_tokens=t.primary_prompt_tokens,
-                primary_completion_tokens=t.primary_completion_tokens,
-                shadow_prompt_tokens=t.shadow_prompt_tokens,
-                shadow_completion_tokens=t.shadow_completion_tokens,
-                primary_latency_ms_sum=t.primary_latency_ms_sum,
-                shadow_latency_ms_sum=t.shadow_latency_ms_sum,
-                shadow_errors=t.shadow_errors,
-                skipped=t.skipped,
-            )
-            for (primary, shadow, epoch), t in sorted(self._totals.items())
-        )
+        return tuple(stats for _, stats in sorted(self._totals.items()))

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,30 +16,12 @@ import pytest
 from configsvc.pins import BATCH, PinOps, Selection
 from configsvc.service import ConfigService
 from holdfast import bucketing
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace, Pin
 from holdfast.store import KeyValue, Put, TxnResult
 from holdfast.store.etcd import EtcdStore
-from tests.etcd.spine_stack import AGENT, Stack, start_stack
+from tests.etcd.spine_stack import AGENT, Stack
 
 pytestmark = pytest.mark.etcd
-
-
-@pytest.fixture
-def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]:
-    s = start_stack(tmp_path, etcd_env, [etcd_node.client_url])
-    s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
-    s.ctl("route", "set-stable", AGENT, "r1")
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def etcd(etcd_node: EtcdNode) -> AsyncIterator[EtcdStore]:
-    store = EtcdStore([etcd_node.client_url])
-    await store.connect()
-    yield store
-    await store.close()
 
 
 async def write_pins(
@@ -70,12 +51,12 @@ async def pins_by_release(store: EtcdStore, keyspace: Keyspace) -> dict[str, lis
     return found
 
 
-async def test_list_show_and_migrate_keep_the_lease(stack: Stack, etcd: EtcdStore) -> None:
+async def test_list_show_and_migrate_keep_the_lease(stack: Stack, store: EtcdStore) -> None:
     keyspace = Keyspace(stack.env)
-    lease = await etcd.grant_lease(120)
+    lease = await store.grant_lease(120)
     on_r1 = [f"s-{i:04d}" for i in range(130)]
-    await write_pins(etcd, keyspace, lease, "r1", on_r1)
-    await write_pins(etcd, keyspace, lease, "r2", ["t-1", "t-2", "t-3"])
+    await write_pins(store, keyspace, lease, "r1", on_r1)
+    await write_pins(store, keyspace, lease, "r2", ["t-1", "t-2", "t-3"])
 
     listing = await ctl(stack, "pins", "list", AGENT, "--release", "r2")
     assert [p["session"] for p in listing["pins"]] == ["t-1", "t-2", "t-3"]
@@ -98,7 +79,7 @@ async def test_list_show_and_migrate_keep_the_lease(stack: Stack, etcd: EtcdStor
     )  # fmt: skip
     assert (moved["migrated"], moved["skipped"]) == (len(chosen), 0)
     assert len(moved["revisions"]) == -(-len(chosen) // BATCH)
-    now = await pins_by_release(etcd, keyspace)
+    now = await pins_by_release(store, keyspace)
     assert {Pin.decode(kv.value).session for kv in now["r3"]} == chosen
     assert all(kv.lease == lease for kvs in now.values() for kv in kvs)  # TTL kept
     pin = Pin.decode(now["r3"][0].value)
@@ -134,8 +115,8 @@ async def test_list_show_and_migrate_keep_the_lease(stack: Stack, etcd: EtcdStor
     # switch --migrate: every pin not on the new stable follows it
     switched = await ctl(stack, "switch", AGENT, "r2", "--migrate")
     assert switched["migration"]["migrated"] == 130 - 1  # all but the one already on r2
-    assert set(await pins_by_release(etcd, keyspace)) == {"r2"}
-    await etcd.revoke_lease(lease)
+    assert set(await pins_by_release(store, keyspace)) == {"r2"}
+    await store.revoke_lease(lease)
 
 
 class RacingStore:
@@ -166,22 +147,22 @@ class RacingStore:
 
 
 async def test_migration_retries_touched_pins_and_skips_expired_ones(
-    etcd: EtcdStore, etcd_env: str
+    store: EtcdStore, etcd_env: str
 ) -> None:
     keyspace = Keyspace(etcd_env)
-    lease, short = await etcd.grant_lease(120), await etcd.grant_lease(120)
-    await write_pins(etcd, keyspace, lease, "r1", ["a", "b", "c"])
-    await write_pins(etcd, keyspace, short, "r1", ["d"])
-    racing = RacingStore(etcd, keyspace.pin(AGENT, "b"), short)
+    lease, short = await store.grant_lease(120), await store.grant_lease(120)
+    await write_pins(store, keyspace, lease, "r1", ["a", "b", "c"])
+    await write_pins(store, keyspace, short, "r1", ["d"])
+    racing = RacingStore(store, keyspace.pin(AGENT, "b"), short)
     ops = PinOps(ConfigService(racing, keyspace))
     result = await ops.migrate(
         Selection(agent=AGENT, source="r1", target="r2"), "token:ops", "race"
     )
     assert racing.raced
     assert (sorted(result.migrated), result.skipped) == (["a", "b", "c"], ["d"])
-    now = await pins_by_release(etcd, keyspace)
+    now = await pins_by_release(store, keyspace)
     assert set(now) == {"r2"} and len(now["r2"]) == 3
     b = next(Pin.decode(kv.value) for kv in now["r2"] if kv.key.endswith("/b"))
     assert (b.touched_at, b.migrated_from) == (2e9, "r1")  # the sidecar's touch was kept
     assert all(kv.lease == lease for kv in now["r2"])
-    await etcd.revoke_lease(lease)
+    await store.revoke_lease(lease)

@@ -7,8 +7,6 @@ import itertools
 import json
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,28 +23,11 @@ from configsvc.traffic_api import TrafficApi
 from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
 from holdfast.store.etcd import EtcdStore
-from tests.etcd.spine_stack import AGENT, Stack, start_stack
+from tests.etcd.spine_stack import AGENT, Stack
 
 pytestmark = pytest.mark.etcd
 
 TOKEN = "traffic-test-token-0123"
-
-
-@pytest.fixture
-def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]:
-    s = start_stack(tmp_path, etcd_env, [etcd_node.client_url])
-    s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
-    s.ctl("route", "set-stable", AGENT, "r1")
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-async def etcd(etcd_node: EtcdNode) -> AsyncIterator[EtcdStore]:
-    store = EtcdStore([etcd_node.client_url])
-    await store.connect()
-    yield store
-    await store.close()
 
 
 def js(stack: Stack, *args: str) -> Any:
@@ -222,11 +203,11 @@ def shadow_stats(primary: str, epoch: float, **counts: Any) -> ShadowStats:
     return ShadowStats(primary=primary, shadow="r3", epoch=epoch, **counts)
 
 
-async def test_shadow_report_merges_the_current_epoch(stack: Stack, etcd: EtcdStore) -> None:
+async def test_shadow_report_merges_the_current_epoch(stack: Stack, store: EtcdStore) -> None:
     body = js(stack, "shadow", "set", AGENT, "r3", "--percent", "25", "--min-samples", "20")
     since = body["route"]["shadow"]["since"]
     keyspace = Keyspace(stack.env)
-    lease = await etcd.grant_lease(60)
+    lease = await store.grant_lease(60)
 
     def snap(sidecar: str, agent: str, *stats: ShadowStats) -> HealthSnapshot:
         return HealthSnapshot(
@@ -256,8 +237,8 @@ async def test_shadow_report_merges_the_current_epoch(stack: Stack, etcd: EtcdSt
     )  # fmt: skip
     other = snap("side-c", "other", shadow_stats("r1", since, samples=99, similarity_sum=0.0))
     for s in (a, b, other):
-        await etcd.put(keyspace.health(s.sidecar_id), s.encode(), lease=lease)
-    await etcd.put(keyspace.health("side-junk"), b"\x00not msgpack", lease=lease)
+        await store.put(keyspace.health(s.sidecar_id), s.encode(), lease=lease)
+    await store.put(keyspace.health("side-junk"), b"\x00not msgpack", lease=lease)
 
     report = js(stack, "shadow", "report", AGENT)
     total = report["total"]
@@ -287,7 +268,7 @@ async def test_shadow_report_merges_the_current_epoch(stack: Stack, etcd: EtcdSt
     assert (report["total"]["samples"], report["verdict"]) == (0, "insufficient_data")
     stack.ctl("shadow", "clear", AGENT)
     assert "has no shadow" in refused(stack, "shadow", "report", AGENT, code="conflict")
-    await etcd.revoke_lease(lease)
+    await store.revoke_lease(lease)
 
 
 def test_concurrent_canary_sets_apply_in_sequence(stack: Stack) -> None:
