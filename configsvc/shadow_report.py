@@ -55,8 +55,11 @@ class Figures:
             "mean_similarity": self.mean_similarity,
             "min_similarity": self.min_similarity,
             "tool_agreement": self.agreement,
-            "mean_completion_token_delta": self._mean(
-                s.shadow_completion_tokens - s.primary_completion_tokens
+            "token_samples": s.token_samples,
+            "mean_completion_token_delta": (
+                (s.shadow_completion_tokens - s.primary_completion_tokens) / s.token_samples
+                if s.token_samples
+                else None
             ),
             "mean_latency_delta_ms": self._mean(s.shadow_latency_ms_sum - s.primary_latency_ms_sum),
             "shadow_errors": s.shadow_errors,

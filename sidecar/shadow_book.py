@@ -77,20 +77,24 @@ class ShadowBook:
         primary_latency_s: float,
         shadow_latency_s: float,
     ) -> None:
-        self._add(
-            key,
-            samples=1,
-            similarity_sum=result.similarity,
-            similarity_min=result.similarity,
-            tool_agree=int(result.tools_agree),
-            tool_samples=int(result.tool_sample),
-            primary_prompt_tokens=primary.prompt_tokens,
-            primary_completion_tokens=primary.completion_tokens,
-            shadow_prompt_tokens=shadow.prompt_tokens,
-            shadow_completion_tokens=shadow.completion_tokens,
-            primary_latency_ms_sum=primary_latency_s * 1000.0,
-            shadow_latency_ms_sum=shadow_latency_s * 1000.0,
-        )
+        counts: dict[str, Any] = {
+            "samples": 1,
+            "similarity_sum": result.similarity,
+            "similarity_min": result.similarity,
+            "tool_agree": int(result.tools_agree),
+            "tool_samples": int(result.tool_sample),
+            "primary_latency_ms_sum": primary_latency_s * 1000.0,
+            "shadow_latency_ms_sum": shadow_latency_s * 1000.0,
+        }
+        if primary.prompt_tokens and shadow.prompt_tokens:  # both sides reported usage
+            counts |= {
+                "token_samples": 1,
+                "primary_prompt_tokens": primary.prompt_tokens,
+                "primary_completion_tokens": primary.completion_tokens,
+                "shadow_prompt_tokens": shadow.prompt_tokens,
+                "shadow_completion_tokens": shadow.completion_tokens,
+            }
+        self._add(key, **counts)
 
     def snapshot(self) -> tuple[ShadowStats, ...]:
         return tuple(stats for _, stats in sorted(self._totals.items()))

@@ -19,6 +19,7 @@ _SHADOW_COUNTERS = (
     "samples",
     "tool_agree",
     "tool_samples",
+    "token_samples",
     "primary_prompt_tokens",
     "primary_completion_tokens",
     "shadow_prompt_tokens",
@@ -41,6 +42,9 @@ class ShadowStats:
     similarity_min: float = 1.0
     tool_agree: int = 0
     tool_samples: int = 0
+    # Samples where both answers reported usage (a stream without include_usage does not):
+    # the token sums cover only those.
+    token_samples: int = 0
     primary_prompt_tokens: int = 0
     primary_completion_tokens: int = 0
     shadow_prompt_tokens: int = 0
