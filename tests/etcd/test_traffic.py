@@ -218,18 +218,18 @@ async def test_shadow_report_merges_the_current_epoch(stack: Stack, store: EtcdS
     a = snap(
         "side-a", AGENT,
         shadow_stats("r1", since, samples=10, similarity_sum=9.0, similarity_min=0.7,
-                     tool_agree=9, tool_samples=10, primary_completion_tokens=100,
+                     tool_agree=9, tool_samples=10, token_samples=10, primary_completion_tokens=100,
                      shadow_completion_tokens=130, primary_latency_ms_sum=1000.0,
                      shadow_latency_ms_sum=1500.0, shadow_errors=1, skipped=2),
         shadow_stats("r2", since, samples=5, similarity_sum=5.0, similarity_min=1.0,
-                     tool_agree=5, tool_samples=5, primary_completion_tokens=50,
+                     tool_agree=5, tool_samples=5, token_samples=5, primary_completion_tokens=50,
                      shadow_completion_tokens=50, primary_latency_ms_sum=500.0,
                      shadow_latency_ms_sum=450.0),
     )  # fmt: skip
     b = snap(
         "side-b", AGENT,
         shadow_stats("r1", since, samples=5, similarity_sum=3.0, similarity_min=0.4,
-                     tool_agree=4, tool_samples=5, primary_completion_tokens=40,
+                     tool_agree=4, tool_samples=5, token_samples=5, primary_completion_tokens=40,
                      shadow_completion_tokens=55, primary_latency_ms_sum=400.0,
                      shadow_latency_ms_sum=700.0, skipped=1),
         # an earlier shadow of the same release: never mixed in

@@ -44,12 +44,17 @@ def test_aggregate_keeps_only_this_agent_release_and_epoch() -> None:
 
 def test_figures_deltas_and_empty() -> None:
     f = Figures(
-        stats(samples=4, primary_completion_tokens=40, shadow_completion_tokens=30,
+        stats(samples=4, token_samples=4, primary_completion_tokens=40, shadow_completion_tokens=30,
               primary_latency_ms_sum=400.0, shadow_latency_ms_sum=600.0, shadow_errors=2,
               skipped=5)
     ).to_json()  # fmt: skip
     assert (f["mean_completion_token_delta"], f["mean_latency_delta_ms"]) == (-2.5, 50.0)
     assert (f["shadow_errors"], f["skipped"]) == (2, 5)
+    # usage missing on some samples (streams without include_usage): tokens average over the rest
+    g = Figures(stats(samples=4, token_samples=2, primary_completion_tokens=20,
+                      shadow_completion_tokens=30)).to_json()  # fmt: skip
+    assert (g["token_samples"], g["mean_completion_token_delta"]) == (2, 5.0)
+    assert Figures(stats(samples=3)).to_json()["mean_completion_token_delta"] is None
     empty = Figures(stats()).to_json()
     assert empty["mean_similarity"] is None and empty["min_similarity"] is None
     assert empty["tool_agreement"] is None and empty["samples"] == 0
