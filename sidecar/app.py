@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar import persist, pin_persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
+from sidecar.exchange import ExchangeFilter
 from sidecar.health import HealthPublisher, HealthSources
 from sidecar.metrics import SidecarMetrics
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
@@ -33,6 +34,7 @@ from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowRunner
+from sidecar.shadow_filter import ShadowFilter
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -212,17 +214,24 @@ def build_http_app(
     pins_status: Callable[[], dict[str, Any]] | None = None,
     *,
     shadow: ShadowRunner | None = None,
+    filters: Sequence[ExchangeFilter] = (),
+    routes: Sequence[web.RouteDef] = (),
 ) -> web.Application:
-    """The HTTP surface alone, so tests can serve it over a config fed by hand."""
+    """The HTTP surface alone, so tests can serve it over a config fed by hand.
+
+    ``filters`` ride on every proxied exchange after the shadow filter (see sidecar.exchange);
+    ``routes`` are further endpoints beside the OpenAI and on-call ones.
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     if shadow is None:
         # Served alone (tests): the app owns its runner and cancels its calls on cleanup.
         owned = shadow = new_shadow_runner(settings, upstream, metrics)
         app.on_cleanup.append(lambda _app: owned.close())
     app[SHADOW_KEY] = shadow
-    proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, shadow=shadow)
+    chain = (ShadowFilter(shadow, config), *filters)
+    proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, filters=chain)
     ops = Ops(settings, config, control, metrics, etcd_endpoint, pins_status)
-    app.add_routes(proxy.routes() + ops.routes())
+    app.add_routes([*proxy.routes(), *ops.routes(), *routes])
     return app
 
 

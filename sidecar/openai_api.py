@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -20,12 +21,13 @@ from sidecar.errors import (
     UpstreamUnreachable,
     spec_for,
 )
+from sidecar.exchange import Chain, Exchange, ExchangeFilter, Outcome
 from sidecar.metrics import SidecarMetrics
 from sidecar.pinning import Pinning
 from sidecar.routing import Resolved
 from sidecar.session_id import session_id
 from sidecar.settings import SidecarSettings
-from sidecar.shadow import Probe, ShadowRunner
+from sidecar.sse_events import SseEvents
 from sidecar.upstream import CONNECT_ERRORS, Upstream, relayed_headers
 
 log = get_logger(__name__)
@@ -66,14 +68,14 @@ class OpenAIProxy:
         metrics: SidecarMetrics,
         pinning: Pinning,
         *,
-        shadow: ShadowRunner | None = None,
+        filters: Sequence[ExchangeFilter] = (),
     ) -> None:
         self.settings = settings
         self.config = config
         self.upstream = upstream
         self.metrics = metrics
         self.pinning = pinning
-        self.shadow = shadow
+        self.filters = tuple(filters)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -127,70 +129,72 @@ class OpenAIProxy:
         resolved = self._resolve(request, body)
         release = resolved.release
         body["model"] = release.model
-        stream = operation == "chat" and body.get("stream") is True
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        request_id: str = request[REQUEST_ID_KEY]
-        probe = self._probe(resolved, body, request_id) if operation == "chat" else None
-        outcome = "error"
+        exchange = Exchange(
+            operation=operation,
+            body=body,
+            resolved=resolved,
+            request_id=request[REQUEST_ID_KEY],
+            headers=request.headers,
+            stream=operation == "chat" and body.get("stream") is True,
+            started=started,
+        )
+        try:
+            chain = Chain.open(self.filters, exchange)
+        except SidecarError as exc:
+            exc.headers.update(served_by(resolved))
+            code = spec_for(exc).code
+            self.metrics.request_finished(operation, release.name, code, exchange.elapsed())
+            raise
+        outcome = Outcome("error", None, 0.0, completed=False)
+        payload = json.dumps(exchange.body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
             async with self.upstream.post(
-                release, path, payload, stream=stream, request_id=request_id
+                release, path, payload, stream=exchange.stream, request_id=exchange.request_id
             ) as upstream:
+                status = upstream.status
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-                broken = None
-                if stream and upstream.status == 200 and is_sse:
-                    response, broken = await self._relay_stream(
-                        request, upstream, resolved, started, probe
-                    )
+                broken: str | None = None
+                if exchange.stream and status == 200 and is_sse:
+                    response, broken = await self._relay_stream(request, upstream, exchange, chain)
                 else:
-                    data = await self.upstream.read_body(release, upstream)
-                    if probe is not None and upstream.status == 200:
-                        probe.complete_body(data, time.perf_counter() - started)
-                    headers = served_by(resolved) | relayed_headers(upstream.headers)
+                    data = chain.body(status, await self.upstream.read_body(release, upstream))
+                    headers = self._headers(exchange, upstream.headers)
                     headers["Content-Type"] = upstream.headers.get(
                         "Content-Type", "application/json"
                     )
-                    response = web.Response(status=upstream.status, body=data, headers=headers)
-                outcome = broken or (
-                    "ok" if upstream.status < 400 else f"upstream_{upstream.status // 100}xx"
-                )
+                    response = web.Response(status=status, body=data, headers=headers)
+                code = broken or ("ok" if status < 400 else f"upstream_{status // 100}xx")
+                outcome = Outcome(code, status, exchange.elapsed(), status < 400 and not broken)
                 return response
         except SidecarError as exc:
             exc.headers.update(served_by(resolved))
-            outcome = spec_for(exc).code
+            outcome = Outcome(spec_for(exc).code, None, exchange.elapsed(), completed=False)
             raise
         except (ConnectionResetError, asyncio.CancelledError):
-            outcome = "client_disconnected"
+            outcome = Outcome("client_disconnected", None, exchange.elapsed(), completed=False)
             raise
         finally:
-            if probe is not None:
-                probe.abandon()  # unless it completed: an error or a client gone has no answer
-            self.metrics.request_finished(
-                operation, release.name, outcome, time.perf_counter() - started
-            )
+            chain.close(outcome)
+            self.metrics.request_finished(operation, release.name, outcome.code, exchange.elapsed())
 
-    def _probe(self, resolved: Resolved, body: dict[str, Any], request_id: str) -> Probe | None:
-        snapshot = self.config.current
-        if self.shadow is None or snapshot is None:
-            return None
-        return self.shadow.probe(
-            snapshot.route, resolved.release, snapshot.releases, body, request_id
-        )
+    @staticmethod
+    def _headers(exchange: Exchange, upstream_headers: Any) -> dict[str, str]:
+        relayed = relayed_headers(upstream_headers)
+        return served_by(exchange.resolved) | relayed | exchange.response_headers
 
     async def _relay_stream(
-        self,
-        request: web.Request,
-        upstream: Any,
-        resolved: Resolved,
-        started: float,
-        probe: Probe | None = None,
+        self, request: web.Request, upstream: Any, exchange: Exchange, chain: Chain
     ) -> tuple[web.StreamResponse, str | None]:
-        """Relay SSE chunk by chunk as they arrive; never buffer a whole stream."""
+        """Relay SSE as it arrives, never buffering a whole stream.
+
+        Raw chunks go straight through unless a filter asked for whole events (to rewrite or
+        drop some); then the stream is cut into events and each passes the filters first.
+        """
         out = web.StreamResponse(
-            status=200,
-            headers=SSE_HEADERS | served_by(resolved) | relayed_headers(upstream.headers),
+            status=200, headers=SSE_HEADERS | self._headers(exchange, upstream.headers)
         )
         await out.prepare(request)
+        events = SseEvents() if chain.wants_events else None
         chunks = upstream.content.iter_any().__aiter__()
         first = True
         broken: str | None = None
@@ -200,21 +204,29 @@ class OpenAIProxy:
             except StopAsyncIteration:
                 break
             except (TimeoutError, *CONNECT_ERRORS) as exc:
-                broken = await self._report_broken_stream(out, resolved, exc)
+                broken = await self._report_broken_stream(out, exchange.resolved, exc)
                 break
             if first:
                 first = False
-                self.metrics.ttft.labels(self.settings.agent, resolved.release.name).observe(
-                    time.perf_counter() - started
-                )
+                self.metrics.ttft.labels(
+                    self.settings.agent, exchange.resolved.release.name
+                ).observe(exchange.elapsed())
             # A client that went away raises here, which ends the handler and closes upstream.
-            await out.write(chunk)
-            if probe is not None:
-                probe.feed(chunk)
+            if events is None:
+                await out.write(chunk)
+            else:
+                await self._write_events(out, events.feed(chunk), chain)
+            chain.chunk(chunk)
+        if events is not None and (rest := events.rest()):
+            await self._write_events(out, iter((rest,)), chain)
         await out.write_eof()
-        if probe is not None and broken is None:
-            probe.complete_stream(time.perf_counter() - started)
         return out, broken
+
+    @staticmethod
+    async def _write_events(out: web.StreamResponse, events: Iterator[bytes], chain: Chain) -> None:
+        kept = [e for e in (chain.event(event) for event in events) if e is not None]
+        if kept:
+            await out.write(b"".join(kept))
 
     async def _report_broken_stream(
         self, out: web.StreamResponse, resolved: Resolved, exc: BaseException

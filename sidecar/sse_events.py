@@ -1,0 +1,36 @@
+"""Split a byte stream of server-sent events into whole events, whatever the chunk boundaries."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Final
+
+_BOUNDARY: Final = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """An event grew past MAX_EVENT_BYTES without ending: the stream is not SSE we can handle."""
+
+
+class SseEvents:
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = b""
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        """The events completed by ``chunk``, each with its terminating blank line."""
+        data = self._buffer + chunk
+        start = 0
+        for match in _BOUNDARY.finditer(data):
+            yield data[start : match.end()]
+            start = match.end()
+        self._buffer = data[start:]
+        if len(self._buffer) > self._max:
+            raise EventTooLarge(f"an SSE event exceeded {self._max} bytes")
+
+    def rest(self) -> bytes:
+        """Whatever trailed the last complete event (a stream cut mid-event)."""
+        rest, self._buffer = self._buffer, b""
+        return rest

@@ -1,0 +1,106 @@
+"""The filter chain and the SSE event splitter: pure, no event loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from holdfast.keyspace import Release
+from sidecar.errors import InvalidRequest
+from sidecar.exchange import Chain, Exchange, Observer, Outcome
+from sidecar.routing import Resolved
+from sidecar.sse_events import EventTooLarge, SseEvents
+
+STREAM = (
+    b'data: {"a":1}\n\n'
+    b'data: {"b":2}\r\n\r\n'
+    b": keep-alive comment\n\n"
+    b'data: {"usage":{"total_tokens":3}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def exchange() -> Exchange:
+    release = Release(agent="a", name="r1", model="m", base_url="http://127.0.0.1:1")
+    return Exchange(
+        operation="chat",
+        body={"model": "m"},
+        resolved=Resolved(release=release, revision=1),
+        request_id="req-1",
+        headers={},
+        stream=True,
+    )
+
+
+def test_events_are_whole_at_every_split_point() -> None:
+    whole = list(SseEvents().feed(STREAM))
+    assert len(whole) == 5 and b"".join(whole) == STREAM
+    for cut in range(1, len(STREAM)):
+        splitter = SseEvents()
+        got = [*splitter.feed(STREAM[:cut]), *splitter.feed(STREAM[cut:])]
+        assert got == whole, cut
+        assert splitter.rest() == b""
+    byte_by_byte = SseEvents()
+    assert [e for i in range(len(STREAM)) for e in byte_by_byte.feed(STREAM[i : i + 1])] == whole
+
+
+def test_a_cut_stream_leaves_its_tail_and_a_runaway_event_is_refused() -> None:
+    splitter = SseEvents()
+    assert list(splitter.feed(b'data: {"a":1}\n\ndata: {"par')) == [b'data: {"a":1}\n\n']
+    assert splitter.rest() == b'data: {"par'
+    with pytest.raises(EventTooLarge):
+        list(SseEvents(max_event_bytes=10).feed(b"data: " + b"x" * 20))
+
+
+class Recorder(Observer):
+    def __init__(self, name: str, log: list[str], *, drop: bytes = b"", events: bool = False):
+        self.name, self.log, self.drop, self.wants_events = name, log, drop, events
+
+    def on_body(self, status: int, body: bytes) -> bytes:
+        self.log.append(f"{self.name}.body")
+        return body + self.name.encode()
+
+    def on_event(self, event: bytes) -> bytes | None:
+        self.log.append(f"{self.name}.event")
+        return None if self.drop and self.drop in event else event.upper()
+
+    def close(self, outcome: Outcome) -> None:
+        self.log.append(f"{self.name}.close:{outcome.code}")
+
+
+class Filter:
+    def __init__(self, name: str, log: list[str], **kw: object) -> None:
+        self.name, self.log, self.kw = name, log, kw
+
+    def open(self, ex: Exchange) -> Observer | None:
+        self.log.append(f"{self.name}.open")
+        if self.kw.get("refuse"):
+            raise InvalidRequest("no")
+        if self.kw.get("skip"):
+            return None
+        return Recorder(self.name, self.log, **self.kw)  # type: ignore[arg-type]
+
+
+def test_chain_order_rewrites_drops_and_closes_once() -> None:
+    log: list[str] = []
+    chain = Chain.open(
+        [Filter("a", log, events=True, drop=b"usage"), Filter("s", log, skip=True),
+         Filter("b", log, events=True)],
+        exchange(),
+    )  # fmt: skip
+    assert chain.wants_events
+    assert chain.body(200, b"x") == b"xab"  # in filter order, each sees the previous result
+    assert chain.event(b'data: {"a":1}\n\n') == b'DATA: {"A":1}\n\n'
+    assert chain.event(b'data: {"usage":{}}\n\n') is None  # dropped by a: b never sees it
+    chain.close(Outcome("ok", 200, 0.1, True))
+    chain.close(Outcome("ok", 200, 0.1, True))
+    assert log == [
+        "a.open", "s.open", "b.open", "a.body", "b.body", "a.event", "b.event", "a.event",
+        "a.close:ok", "b.close:ok",
+    ]  # fmt: skip
+
+
+def test_a_refusal_closes_the_filters_already_opened() -> None:
+    log: list[str] = []
+    with pytest.raises(InvalidRequest):
+        Chain.open([Filter("a", log), Filter("b", log, refuse=True), Filter("c", log)], exchange())
+    assert log == ["a.open", "b.open", "a.close:refused"]
