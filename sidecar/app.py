@@ -26,6 +26,7 @@ from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.exchange import ExchangeFilter
 from sidecar.health import HealthPublisher, HealthSources
+from sidecar.kinds import CONFIG_KINDS
 from sidecar.metrics import SidecarMetrics
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
 from sidecar.ops import ControlPlane, Ops
@@ -91,12 +92,12 @@ class Sidecar:
     def __init__(self, settings: SidecarSettings, environ: Mapping[str, str]) -> None:
         self.settings = settings
         self.keyspace = Keyspace(settings.env)
-        self.config = ConfigState(self.keyspace, settings.agent)
+        self.config = ConfigState(self.keyspace, settings.agent, kinds=CONFIG_KINDS)
         self.metrics = SidecarMetrics(settings.agent)
         self.upstream = Upstream(settings, environ)
         self.store = EtcdStore(settings.etcd_endpoints)
         self.pins = PinTable(self.keyspace, settings.agent)
-        config_key = wanted_key(self.keyspace, settings.agent)
+        config_key = wanted_key(self.keyspace, settings.agent, CONFIG_KINDS)
         self.mirror = PrefixMirror(
             self.store,
             self.keyspace.prefix,

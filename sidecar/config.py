@@ -21,7 +21,7 @@ log = get_logger(__name__)
 
 MAX_REJECTIONS_KEPT: Final = 20
 Source = Literal["etcd", "snapshot"]
-Record = Release | Route
+Record = object  # Release, Route, or a record of an environment-wide kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,24 +40,38 @@ class ConfigSnapshot:
     applied_at: float
     route: Route | None = None
     releases: Mapping[str, Release] = field(default_factory=dict)
+    # Environment-wide kinds (flags, contracts, budgets...): kind -> {key after the kind: record}
+    extra: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     raw: Mapping[str, KeyValue] = field(default_factory=dict)
 
+    def of_kind(self, kind: str) -> Mapping[str, object]:
+        return self.extra.get(kind, {})
 
-def wanted_key(keyspace: Keyspace, agent: str) -> Callable[[str], bool]:
-    """Keys this sidecar keeps: its own agent's releases and route (other kinds join later)."""
-    mine = (keyspace.releases_of(agent), keyspace.route(agent))
+
+# Decodes and validates one record of an environment-wide kind from its key's segments and its
+# value; raises RecordError (the previous good value of the key then stays in force).
+KindDecoder = Callable[[tuple[str, ...], bytes], object]
+
+
+def wanted_key(keyspace: Keyspace, agent: str, kinds: Iterable[str] = ()) -> Callable[[str], bool]:
+    """Keys this sidecar keeps: its own agent's releases and route, and every key of ``kinds``."""
+    mine = (keyspace.releases_of(agent), *(keyspace.kind_prefix(k) for k in kinds))
+    route = keyspace.route(agent)
 
     def accept(key: str) -> bool:
-        return key.startswith(mine[0]) or key == mine[1]
+        return key == route or key.startswith(mine)
 
     return accept
 
 
 class ConfigState:
-    def __init__(self, keyspace: Keyspace, agent: str) -> None:
+    def __init__(
+        self, keyspace: Keyspace, agent: str, *, kinds: Mapping[str, KindDecoder] | None = None
+    ) -> None:
         self._keyspace = keyspace
         self._agent = agent
-        self._accept = wanted_key(keyspace, agent)
+        self._kinds = dict(kinds or {})
+        self._accept = wanted_key(keyspace, agent, self._kinds)
         self.current: ConfigSnapshot | None = None
         self._records: dict[str, Record] = {}  # decoded twin of current.raw
         self.rejections: list[Rejection] = []
@@ -122,7 +136,10 @@ class ConfigState:
             if route.agent != parsed.parts[0]:
                 raise RecordError(f"route record names agent {route.agent}")
             return route
-        raise RecordError(f"unexpected kind {parsed.kind}")
+        decoder = self._kinds.get(parsed.kind)
+        if decoder is None:
+            raise RecordError(f"unexpected kind {parsed.kind}")
+        return decoder(parsed.parts, kv.value)
 
     def _reject(self, kv: KeyValue, reason: str) -> None:
         log.warning("config_record_rejected", key=kv.key, revision=kv.mod_revision, reason=reason)
@@ -134,11 +151,15 @@ class ConfigState:
     ) -> None:
         route: Route | None = None
         releases: dict[str, Release] = {}
-        for record in records.values():
+        extra: dict[str, dict[str, object]] = {kind: {} for kind in self._kinds}
+        for key, record in records.items():
             if isinstance(record, Route):
                 route = record
-            else:
+            elif isinstance(record, Release):
                 releases[record.name] = record
+            else:
+                parsed = self._keyspace.parse(key)
+                extra[parsed.kind]["/".join(parsed.parts)] = record
         self._records = records
         snapshot = ConfigSnapshot(
             revision=revision,
@@ -146,6 +167,7 @@ class ConfigState:
             applied_at=time.time(),
             route=route,
             releases=releases,
+            extra=extra,
             raw=raw,
         )
         self.current = snapshot

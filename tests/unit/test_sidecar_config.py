@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from holdfast.keyspace import Keyspace, Release, Route
+from holdfast.keyspace import Keyspace, RecordError, Release, Route
 from holdfast.store import Change, KeyValue
 from sidecar import persist
 from sidecar.config import ConfigState
@@ -141,3 +141,27 @@ def test_settings_defaults_and_refusals() -> None:
         load_settings(["--agent", "Bad/Name"], {})
     with pytest.raises(SettingsError, match="HOST:PORT"):
         load_settings(["--agent", "a", "--listen", "8787"], {})
+
+
+def _flag_decoder(parts: tuple[str, ...], value: bytes) -> object:
+    if not value.startswith(b"ok:"):
+        raise RecordError("not an ok record")
+    return (parts, value.decode())
+
+
+def test_environment_wide_kinds_are_decoded_kept_and_refused_like_the_rest() -> None:
+    state = ConfigState(KS, AGENT, kinds={"flags": _flag_decoder})
+    flag = KeyValue(KS.flag("dark-mode"), b"ok:on", 3, 3, 1)
+    budget = KeyValue(KS.budget("global"), b"ok:1", 4, 4, 1)  # a kind nobody registered
+    state.apply_reset(10, {kv.key: kv for kv in (rel("r1"), route("r1"), flag, budget)}, "etcd")
+    snapshot = state.current
+    assert snapshot is not None
+    assert snapshot.of_kind("flags") == {"dark-mode": (("dark-mode",), "ok:on")}
+    assert snapshot.of_kind("budgets") == {} and KS.budget("global") not in snapshot.raw
+    # a bad update is refused; the previous good value stays, and the snapshot keeps the raw kv
+    state.apply_changes(11, [Change("put", KS.flag("dark-mode"), b"garbage", 11, 3, 2)])
+    assert state.current is not None
+    assert state.current.of_kind("flags")["dark-mode"] == (("dark-mode",), "ok:on")
+    assert state.rejections[-1].key == KS.flag("dark-mode")
+    state.apply_changes(12, [Change("delete", KS.flag("dark-mode"), b"", 12)])
+    assert state.current.of_kind("flags") == {}

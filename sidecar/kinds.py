@@ -1,0 +1,16 @@
+"""The environment-wide record kinds the sidecar watches, each with its decoder.
+
+Flags, tool contracts, budgets and prompts live under ``/holdfast/<env>/<kind>/`` for every
+agent; a kind listed here is mirrored from etcd, validated on arrival (a bad record is refused
+and the previous good one kept), persisted in the last-known-good snapshot, and reachable on the
+request path as ``snapshot.of_kind(kind)``. Each feature adds its one line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from sidecar.config import KindDecoder
+
+CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {}
