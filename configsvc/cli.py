@@ -13,7 +13,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
-from configsvc import cli_rollout, cli_traffic, render
+from configsvc import (
+    cli_budgets,
+    cli_contracts,
+    cli_flags,
+    cli_rollout,
+    cli_status,
+    cli_traffic,
+    render,
+)
 from configsvc.client import Client, Refused, Unreachable
 from configsvc.commands import Command
 from configsvc.payloads import MAX_HISTORY_LIMIT
@@ -216,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clear", action="store_true", help="remove every alias")
     sp.add_argument("--reason", default="")
 
-    cli_traffic.register(nouns, leaf)
-    cli_rollout.register(nouns, leaf)
+    for module in (cli_traffic, cli_rollout, cli_flags, cli_budgets, cli_contracts, cli_status):
+        module.register(nouns, leaf)
 
     sp = leaf(nouns, "history", history, "audit trail, newest first")
     sp.add_argument("--agent", default=None)
