@@ -44,6 +44,14 @@ class ReleaseNotFound(NotFound):
     """The release does not exist."""
 
 
+class FlagNotFound(NotFound):
+    """No flag with that key."""
+
+
+class InvalidFlagFile(InvalidRequest):
+    """A flag file (or flag) that fails validation; nothing of it was written."""
+
+
 class UnknownEndpoint(NotFound):
     """No such URL."""
 
@@ -103,6 +111,8 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     NotFound: ErrorSpec(404, "invalid_request_error", "not_found"),
     AgentNotFound: ErrorSpec(404, "invalid_request_error", "agent_not_found"),
     ReleaseNotFound: ErrorSpec(404, "invalid_request_error", "release_not_found"),
+    FlagNotFound: ErrorSpec(404, "invalid_request_error", "flag_not_found"),
+    InvalidFlagFile: ErrorSpec(400, "invalid_request_error", "invalid_flag_file"),
     UnknownEndpoint: ErrorSpec(404, "invalid_request_error", "unknown_url"),
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
     Conflict: ErrorSpec(409, "conflict_error", "conflict"),

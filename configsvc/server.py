@@ -12,6 +12,8 @@ from aiohttp import web
 from configsvc.api import build_app
 from configsvc.auth import Authorizer
 from configsvc.errors import ConfigsvcError
+from configsvc.flag_ops import FlagOps
+from configsvc.flags_api import FlagsApi
 from configsvc.leader import ROLLOUT_ELECTION, Election
 from configsvc.pins import PinOps
 from configsvc.probe import Prober
@@ -89,7 +91,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             service,
             Authorizer(settings.token),
             max_body_bytes=settings.max_body_bytes,
-            extra=[RolloutApi(rollouts, election), traffic],
+            extra=[RolloutApi(rollouts, election), traffic, FlagsApi(FlagOps(service))],
         )
         try:
             runner, port = await start_site(

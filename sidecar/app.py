@@ -25,9 +25,11 @@ from sidecar import persist, pin_persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.exchange import ExchangeFilter
+from sidecar.flags import FlagEvaluator
 from sidecar.health import HealthPublisher, HealthSources
 from sidecar.kinds import CONFIG_KINDS
 from sidecar.metrics import SidecarMetrics
+from sidecar.ofrep import OfrepApi
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
 from sidecar.ops import ControlPlane, Ops
 from sidecar.pin_writer import PinWriter
@@ -232,7 +234,8 @@ def build_http_app(
     chain = (ShadowFilter(shadow, config), *filters)
     proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, filters=chain)
     ops = Ops(settings, config, control, metrics, etcd_endpoint, pins_status)
-    app.add_routes([*proxy.routes(), *ops.routes(), *routes])
+    flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
+    app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])
     return app
 
 

@@ -12,5 +12,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from sidecar.config import KindDecoder
+from sidecar.flags import decode_flag
 
-CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {}
+CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {
+    "flags": decode_flag,
+}

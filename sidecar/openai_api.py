@@ -22,6 +22,7 @@ from sidecar.errors import (
     spec_for,
 )
 from sidecar.exchange import Chain, Exchange, ExchangeFilter, Outcome
+from sidecar.flag_routing import CATEGORY_HEADER, TENANT_HEADER
 from sidecar.metrics import SidecarMetrics
 from sidecar.pinning import Pinning
 from sidecar.routing import Resolved
@@ -96,7 +97,12 @@ class OpenAIProxy:
 
     def _resolve(self, request: web.Request, body: dict[str, Any]) -> Resolved:
         session = session_id(request.headers, body)
-        return self.pinning.resolve(self.config.current, body["model"], session)
+        attributes = {
+            name: value
+            for name, header in (("tenant", TENANT_HEADER), ("category", CATEGORY_HEADER))
+            if (value := request.headers.get(header))
+        }
+        return self.pinning.resolve(self.config.current, body["model"], session, attributes)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._forward(request, "/chat/completions", "chat")

@@ -8,7 +8,7 @@ the request never waits on etcd (the pin writer takes the queued writes there).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from holdfast.keyspace import Pin
@@ -45,8 +45,15 @@ class Pinning:
         self.refresh_s = refresh_interval(ttl)
         self._clock = clock
 
-    def resolve(self, snapshot: ConfigSnapshot | None, model: str, session: str | None) -> Resolved:
-        resolved = resolve(snapshot, self.agent, model, session, self.table)
+    def resolve(
+        self,
+        snapshot: ConfigSnapshot | None,
+        model: str,
+        session: str | None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Resolved:
+        """``attributes`` (tenant, category) feed the route's flag for a new session."""
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
         if resolved.session is not None and snapshot is not None:
             self._record(resolved.session, resolved, snapshot.revision)
         self.metrics.routed(resolved.release.name, resolved.kind)

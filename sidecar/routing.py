@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,6 +10,7 @@ from holdfast.bucketing import CANARY, selected
 from holdfast.keyspace import Release, Route
 from sidecar.config import ConfigSnapshot, known_models
 from sidecar.errors import NotConfigured, UnknownModel
+from sidecar.flag_routing import flag_release
 from sidecar.pins import PinTable
 
 Kind = Literal["new", "pinned", "unpinned"]
@@ -38,6 +40,7 @@ def resolve(
     model: str,
     session: str | None = None,
     pins: PinTable | None = None,
+    attributes: Mapping[str, str] | None = None,
 ) -> Resolved:
     """Map the model the agent asked for to the release that serves it now.
 
@@ -74,7 +77,11 @@ def resolve(
             )
         migrated_from = entry.pin.migrated_from if entry.notice_due else None
         return Resolved(release, snapshot.revision, session, "pinned", migrated_from)
-    name = route.stable if session is None else assign(route, agent, session)
+    if session is None:
+        name = route.stable
+    else:
+        chosen = flag_release(snapshot, route, agent, session, attributes)
+        name = chosen if chosen is not None else assign(route, agent, session)
     release = snapshot.releases.get(name)
     if release is None:
         raise NotConfigured(

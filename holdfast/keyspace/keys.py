@@ -13,6 +13,8 @@ DEFAULT_ENV: Final = "dev"
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # Sessions and sidecar ids come from agents and hosts: wider alphabet, still no "/".
 ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+# Flag keys follow flagd files (camelCase is common there): no "/", 1-128 characters.
+FLAG_KEY_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 AUDIT_REVISION_DIGITS: Final = 20
 
 KINDS: Final = (
@@ -89,7 +91,12 @@ class Keyspace:
         return f"{self.prefix}{kind}/"
 
     def flag(self, flag: str) -> str:
-        return f"{self.prefix}flags/{validate_name(flag, what='flag')}"
+        if not FLAG_KEY_RE.fullmatch(flag):
+            raise KeyError_(
+                f"invalid flag key {flag!r:.140}: use 1-128 characters of A-Z, a-z, 0-9, '.', "
+                "'_' or '-', starting with a letter or digit"
+            )
+        return f"{self.prefix}flags/{flag}"
 
     def release(self, agent: str, release: str) -> str:
         agent = validate_name(agent, what="agent")

@@ -13,6 +13,7 @@ from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.fields import percent as check_percent
+from holdfast.keyspace.keys import FLAG_KEY_RE
 from holdfast.keyspace.records import validate_model
 
 RolloutState = Literal["running", "paused", "done", "aborted"]
@@ -171,8 +172,11 @@ class Route:
     rollout: Rollout | None = None
     updated_at: float = 0.0
     updated_by: str = ""
+    flag: str = ""  # a string flag whose variant value names the release of a new session
 
     def __post_init__(self) -> None:
+        if self.flag and not FLAG_KEY_RE.fullmatch(self.flag):
+            raise RecordError(f"invalid route flag key {self.flag!r:.140}")
         check_name(self.agent, what="agent name")
         check_name(self.stable, what="stable release")
         check_name(self.previous_stable, what="previous release", optional=True)
@@ -197,6 +201,7 @@ class Route:
                 "rollout": self.rollout.to_map() if self.rollout else None,
                 "updated_at": self.updated_at,
                 "updated_by": self.updated_by,
+                "flag": self.flag,
             },
         )
 
@@ -218,6 +223,7 @@ class Route:
             rollout=Rollout.from_map(rollout) if rollout is not None else None,
             updated_at=fields.number(f, "updated_at"),
             updated_by=fields.text(f, "updated_by", optional=True),
+            flag=fields.text(f, "flag", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -232,4 +238,5 @@ class Route:
             "rollout": self.rollout.to_map() if self.rollout else None,
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
+            "flag": self.flag or None,
         }

@@ -17,6 +17,7 @@ from holdfast.store import Change, KeyValue
 from holdfast.store.etcd import EtcdStore
 from sidecar.app import build_http_app
 from sidecar.config import ConfigState
+from sidecar.kinds import CONFIG_KINDS
 from sidecar.metrics import SidecarMetrics
 from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
@@ -115,7 +116,7 @@ def closed_port() -> int:
 
 async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
     s = settings(**over)
-    config = ConfigState(KS, AGENT)
+    config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
     environ = {KEY_VAR: PROVIDER_KEY}
     upstream = Upstream(s, environ)
     await upstream.start()

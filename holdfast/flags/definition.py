@@ -1,0 +1,203 @@
+"""flagd flag-definition files: the whole file is validated, ``$ref``s resolved, or refused.
+
+The structural checks are a JSON Schema equivalent to flagd's published one (``flags`` map,
+``state``, ``variants``, ``defaultVariant``, ``targeting``, ``metadata``, ``$evaluators``);
+the semantic ones (one value type per flag, the default among the variants, known operations,
+every ``$ref`` defined) follow. Every problem of the file is reported, with its path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import jsonschema
+
+from holdfast.flags.rules import RuleError, check_rule, resolve_refs
+from holdfast.keyspace.keys import FLAG_KEY_RE
+
+FlagType = Literal["boolean", "string", "number", "object"]
+State = Literal["ENABLED", "DISABLED"]
+STATES: Final = ("ENABLED", "DISABLED")
+FLAG_KEY_PATTERN: Final = FLAG_KEY_RE.pattern
+MAX_FLAGS_PER_FILE: Final = 100  # one etcd transaction; etcd's default --max-txn-ops is 128
+MAX_VARIANTS: Final = 200
+MAX_ERRORS_REPORTED: Final = 20
+
+_METADATA: Final = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+}
+FILE_SCHEMA: Final[dict[str, Any]] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["flags"],
+    "additionalProperties": False,
+    "properties": {
+        "$schema": {"type": "string"},
+        "flags": {
+            "type": "object",
+            "maxProperties": MAX_FLAGS_PER_FILE,
+            "propertyNames": {"pattern": FLAG_KEY_PATTERN},
+            "additionalProperties": {"$ref": "#/$defs/flag"},
+        },
+        "$evaluators": {"type": "object", "additionalProperties": {"type": "object"}},
+        "metadata": _METADATA,
+    },
+    "$defs": {
+        "flag": {
+            "type": "object",
+            "required": ["variants"],
+            "additionalProperties": False,
+            "properties": {
+                "state": {"enum": list(STATES)},
+                "variants": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": MAX_VARIANTS,
+                    "additionalProperties": {
+                        "type": ["boolean", "string", "number", "object", "array"]
+                    },
+                },
+                "defaultVariant": {"type": ["string", "null"]},
+                "targeting": {"type": "object"},
+                "metadata": _METADATA,
+            },
+        }
+    },
+}
+_VALIDATOR: Final = jsonschema.Draft202012Validator(FILE_SCHEMA)
+
+
+class FlagFileError(ValueError):
+    """A flag file (or flag) that cannot be applied; ``problems`` lists every reason found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        shown = problems[:MAX_ERRORS_REPORTED]
+        more = len(problems) - len(shown)
+        text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+        super().__init__(text)
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlagSpec:
+    """One self-contained flag: no ``$ref`` left, value types checked."""
+
+    key: str
+    state: State
+    variants: Mapping[str, Any]
+    default_variant: str | None
+    targeting: Mapping[str, Any] | None = None
+    metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = flag_problems(self)
+        if problems:
+            raise FlagFileError(problems)
+
+    @property
+    def flag_type(self) -> FlagType:
+        return value_type(next(iter(self.variants.values())))
+
+    def to_flagd(self) -> dict[str, Any]:
+        """The flag in flagd's own JSON form (``$ref``s already expanded)."""
+        out: dict[str, Any] = {
+            "state": self.state,
+            "variants": dict(self.variants),
+            "defaultVariant": self.default_variant,
+        }
+        if self.targeting:
+            out["targeting"] = self.targeting
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+
+def value_type(value: Any) -> FlagType:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float):
+        return "number"
+    return "object"
+
+
+def flag_problems(spec: FlagSpec) -> list[str]:
+    where = f"flags.{spec.key}"
+    problems: list[str] = []
+    if not FLAG_KEY_RE.fullmatch(spec.key):
+        problems.append(f"{where}: flag key must match {FLAG_KEY_PATTERN}")
+    if spec.state not in STATES:
+        problems.append(f"{where}.state: must be ENABLED or DISABLED")
+    if not spec.variants:
+        problems.append(f"{where}.variants: at least one variant is needed")
+        return problems
+    types = {value_type(v) for v in spec.variants.values()}
+    if len(types) > 1:
+        problems.append(
+            f"{where}.variants: all values must have one type, found {', '.join(sorted(types))}"
+        )
+    for name, value in spec.variants.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{where}.variants.{name}: not a finite number")
+        elif value_type(value) == "object" and not isinstance(value, dict | list):
+            problems.append(f"{where}.variants.{name}: unsupported value type")
+    if spec.default_variant is not None and spec.default_variant not in spec.variants:
+        problems.append(
+            f"{where}.defaultVariant: {spec.default_variant!r:.60} is not one of its variants"
+        )
+    if spec.targeting:
+        try:
+            check_rule(dict(spec.targeting), where=f"{where}.targeting")
+        except RuleError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def parse_file(document: Any) -> tuple[list[FlagSpec], dict[str, Any]]:
+    """Every flag of a flagd document, validated and self-contained, and the file's metadata.
+
+    Raises FlagFileError listing every problem; nothing is returned for a partly valid file.
+    """
+    problems = [
+        f"{_path(err.absolute_path)}: {err.message}"
+        for err in sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
+    ]
+    if problems:
+        raise FlagFileError(problems)
+    evaluators: dict[str, Any] = document.get("$evaluators", {})
+    file_metadata: dict[str, Any] = document.get("metadata", {})
+    specs: list[FlagSpec] = []
+    for key, raw in document["flags"].items():
+        try:
+            targeting = raw.get("targeting")
+            if targeting:
+                targeting = resolve_refs(targeting, evaluators, where=f"flags.{key}.targeting")
+            specs.append(
+                FlagSpec(
+                    key=key,
+                    state=raw.get("state", "ENABLED"),
+                    variants=raw["variants"],
+                    default_variant=raw.get("defaultVariant"),
+                    targeting=targeting or None,
+                    metadata={**file_metadata, **raw.get("metadata", {})},
+                )
+            )
+        except RuleError as exc:
+            problems.append(str(exc))
+        except FlagFileError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise FlagFileError(problems)
+    if not specs:
+        raise FlagFileError(["flags: the file defines no flags"])
+    return specs, file_metadata
+
+
+def _path(parts: Any) -> str:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    return text.lstrip(".") or "(file)"

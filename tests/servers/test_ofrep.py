@@ -1,0 +1,174 @@
+"""OFREP served by a real in-process sidecar: evaluation, bulk with ETag, STALE, bad requests,
+routing by flag, and a real OpenFeature SDK client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from holdfast.flags.definition import parse_file
+from holdfast.keyspace import Keyspace, Route
+from holdfast.keyspace.flag import FlagRecord
+from tests.servers.conftest import AGENT, SidecarUnderTest
+
+KS = Keyspace()
+FILE = {
+    "flags": {
+        "new-prompt": {
+            "state": "ENABLED",
+            "variants": {"on": True, "off": False},
+            "defaultVariant": "off",
+            "targeting": {"if": [{"==": [{"var": "tenant"}, "acme"]}, "on", None]},
+        },
+        "model-route": {
+            "state": "ENABLED",
+            "variants": {"new": "r2", "old": "r1"},
+            "defaultVariant": "old",
+            "targeting": {"if": [{"==": [{"var": "tenant"}, "acme"]}, "new", None]},
+        },
+        "split": {
+            "state": "ENABLED",
+            "variants": {"a": "A", "b": "B"},
+            "defaultVariant": "a",
+            "targeting": {"fractional": [["a", 50], ["b", 50]]},
+        },
+    }
+}
+
+
+def put_flags(sut: SidecarUnderTest, document: dict[str, Any] = FILE) -> None:
+    specs, _ = parse_file(document)
+    for spec in specs:
+        sut._put(KS.flag(spec.key), FlagRecord(spec=spec).encode())
+
+
+async def post(url: str, body: Any = None, raw: bytes | None = None, **headers: str) -> Any:
+    async with aiohttp.ClientSession() as http:
+        data = raw if raw is not None else None
+        async with http.post(
+            url, json=body if raw is None else None, data=data, headers=headers
+        ) as r:
+            text = await r.text()
+            return r.status, (await r.json() if text else None), r.headers
+
+
+async def test_single_and_bulk_evaluation(sidecar: SidecarUnderTest) -> None:
+    put_flags(sidecar)
+    base = f"{sidecar.url}/ofrep/v1/evaluate/flags"
+    status, body, _ = await post(f"{base}/new-prompt", {"context": {"tenant": "acme"}})
+    assert status == 200
+    assert body == {
+        "key": "new-prompt",
+        "value": True,
+        "variant": "on",
+        "reason": "TARGETING_MATCH",
+        "metadata": {},
+    }
+    status, body, _ = await post(f"{base}/new-prompt", {"context": {"tenant": "other"}})
+    assert (body["value"], body["reason"]) == (False, "DEFAULT")
+    status, body, _ = await post(f"{base}/split", {"context": {"targetingKey": "user-1"}})
+    assert body["reason"] == "SPLIT"
+    status, body, headers = await post(base, {"context": {"targetingKey": "u", "tenant": "acme"}})
+    assert status == 200 and [f["key"] for f in body["flags"]] == [
+        "model-route",
+        "new-prompt",
+        "split",
+    ]
+    etag = headers["ETag"]
+    status, _, _ = await post(
+        base, {"context": {"targetingKey": "u", "tenant": "acme"}}, **{"If-None-Match": etag}
+    )
+    assert status == 304
+    status, _, _ = await post(base, {"context": {"targetingKey": "u"}}, **{"If-None-Match": etag})
+    assert status == 200  # another context, another answer
+
+
+async def test_stale_reason_keeps_value(sidecar: SidecarUnderTest) -> None:
+    put_flags(sidecar)
+    sidecar.control.connected = False
+    sidecar.control.last_contact = -1e9  # long ago on the monotonic clock
+    status, body, _ = await post(
+        f"{sidecar.url}/ofrep/v1/evaluate/flags/new-prompt", {"context": {"tenant": "acme"}}
+    )
+    assert (status, body["value"], body["variant"], body["reason"]) == (200, True, "on", "STALE")
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status", "code"),
+    [
+        ("/new-prompt", b"{not json", 400, "PARSE_ERROR"),
+        ("/new-prompt", b"[1, 2]", 400, "PARSE_ERROR"),
+        ("/new-prompt", b'{"context": 5}', 400, "INVALID_CONTEXT"),
+        ("/new-prompt", b'{"context": {"targetingKey": 7}}', 400, "INVALID_CONTEXT"),
+        ("/new-prompt", b'{"context": {"a": "' + b"x" * 70_000 + b'"}}', 400, "INVALID_CONTEXT"),
+        ("/missing", b"{}", 404, "FLAG_NOT_FOUND"),
+        ("/bad%20key", b"{}", 404, "FLAG_NOT_FOUND"),
+        ("", b'{"context": []}', 400, "INVALID_CONTEXT"),
+    ],
+)
+async def test_bad_requests(
+    sidecar: SidecarUnderTest, path: str, raw: bytes, status: int, code: str
+) -> None:
+    put_flags(sidecar)
+    got, body, _ = await post(f"{sidecar.url}/ofrep/v1/evaluate/flags{path}", raw=raw)
+    assert (got, body["errorCode"]) == (status, code)
+    assert body["errorDetails"]
+
+
+async def test_poison_record_keeps_previous(sidecar: SidecarUnderTest) -> None:
+    put_flags(sidecar)
+    sidecar._put(KS.flag("new-prompt"), b"\x93garbage")
+    status, body, _ = await post(
+        f"{sidecar.url}/ofrep/v1/evaluate/flags/new-prompt", {"context": {"tenant": "acme"}}
+    )
+    assert (status, body["value"]) == (200, True)
+    assert any(r.key.endswith("flags/new-prompt") for r in sidecar.config.rejections)
+
+
+async def test_route_flag_steers_new_sessions_only(sidecar: SidecarUnderTest) -> None:
+    put_flags(sidecar)
+    chat = {"model": AGENT, "messages": [{"role": "user", "content": "hi"}]}
+
+    async def served(session: str, tenant: str) -> str:
+        headers = {"X-Holdfast-Session": session, "X-Holdfast-Tenant": tenant}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{sidecar.url}/v1/chat/completions", json=chat, headers=headers
+            ) as r:
+                assert r.status == 200, await r.text()
+                return r.headers["X-Holdfast-Release"]
+
+    assert await served("s-before", "acme") == "r1"  # pinned before the route names the flag
+    sidecar._put(KS.route(AGENT), Route(agent=AGENT, stable="r1", flag="model-route").encode())
+    assert await served("s-acme", "acme") == "r2"
+    assert await served("s-other", "globex") == "r1"
+    assert await served("s-before", "acme") == "r1"  # the pin wins
+
+
+async def test_openfeature_sdk_against_the_sidecar(sidecar: SidecarUnderTest) -> None:
+    from openfeature import api
+    from openfeature.contrib.provider.ofrep import OFREPProvider
+    from openfeature.evaluation_context import EvaluationContext
+
+    put_flags(sidecar)
+    api.set_provider(OFREPProvider(sidecar.url))
+    client = api.get_client()
+
+    def ask() -> tuple[Any, ...]:
+        acme = EvaluationContext(targeting_key="user-1", attributes={"tenant": "acme"})
+        details = client.get_boolean_details("new-prompt", False, acme)
+        missing = client.get_string_details("nope", "fallback", acme)
+        return (
+            details.value,
+            details.variant,
+            str(details.reason),
+            missing.value,
+            str(missing.error_code),
+        )
+
+    value, variant, reason, missing, code = await asyncio.to_thread(ask)
+    assert (value, variant, missing) == (True, "on", "fallback")
+    assert "TARGETING_MATCH" in reason and "FLAG_NOT_FOUND" in code
