@@ -106,6 +106,9 @@ def release_create(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], st
         "description": a.description,
         "reason": a.reason,
     }
+    if a.contract or a.contract_policy:
+        fields["contracts"] = dict(a.contract)
+        fields["contract_policy"] = a.contract_policy
     body = c.create_release(a.agent, fields)
     return body, render.release_created(body)
 
@@ -193,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api-key-env", default="", help="env var holding the provider key")
     sp.add_argument("--description", default="")
     sp.add_argument("--reason", default="")
+    cli_contracts.release_options(sp)
     sp = leaf(release, "list", release_list, "list an agent's releases")
     sp.add_argument("agent")
     sp = leaf(release, "show", release_show, "show one release")

@@ -52,6 +52,10 @@ class InvalidFlagFile(InvalidRequest):
     """A flag file (or flag) that fails validation; nothing of it was written."""
 
 
+class ContractNotFound(NotFound):
+    """No such tool contract (or no such version of it)."""
+
+
 class UnknownEndpoint(NotFound):
     """No such URL."""
 
@@ -113,6 +117,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     ReleaseNotFound: ErrorSpec(404, "invalid_request_error", "release_not_found"),
     FlagNotFound: ErrorSpec(404, "invalid_request_error", "flag_not_found"),
     InvalidFlagFile: ErrorSpec(400, "invalid_request_error", "invalid_flag_file"),
+    ContractNotFound: ErrorSpec(404, "invalid_request_error", "contract_not_found"),
     UnknownEndpoint: ErrorSpec(404, "invalid_request_error", "unknown_url"),
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
     Conflict: ErrorSpec(409, "conflict_error", "conflict"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from configsvc.errors import InvalidRequest
@@ -16,6 +16,7 @@ from holdfast.keyspace import RecordError, validate_name
 from holdfast.keyspace.fields import MAX_TEXT
 from holdfast.keyspace.records import (
     validate_base_url,
+    validate_contracts,
     validate_env_var,
     validate_model,
 )
@@ -85,9 +86,12 @@ class NewRelease:
     provider: str = "openai"
     description: str = ""
     reason: str = ""
+    contracts: dict[str, str] = field(default_factory=dict)  # tool -> contract version
+    contract_policy: str = ""
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
+        | {"contracts", "contract_policy"}
     )
 
     @classmethod
@@ -106,7 +110,23 @@ class NewRelease:
             provider=provider,
             description=text(obj, "description"),
             reason=text(obj, "reason"),
+            **_release_contracts(obj),
         )
+
+
+def _release_contracts(obj: Mapping[str, Any]) -> dict[str, Any]:
+    contracts = obj.get("contracts") or {}
+    if not isinstance(contracts, dict):
+        raise InvalidRequest(
+            "field 'contracts' must be an object {tool: version}", param="contracts"
+        )
+    policy = text(obj, "contract_policy")
+    try:
+        checked = validate_contracts(contracts, policy)
+    except RecordError as exc:
+        param = "contract_policy" if "policy" in str(exc) else "contracts"
+        raise InvalidRequest(str(exc), param=param) from exc
+    return {"contracts": checked, "contract_policy": policy}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

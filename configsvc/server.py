@@ -11,6 +11,8 @@ from aiohttp import web
 
 from configsvc.api import build_app
 from configsvc.auth import Authorizer
+from configsvc.contracts import ContractOps
+from configsvc.contracts_api import ContractsApi
 from configsvc.errors import ConfigsvcError
 from configsvc.flag_ops import FlagOps
 from configsvc.flags_api import FlagsApi
@@ -91,7 +93,12 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             service,
             Authorizer(settings.token),
             max_body_bytes=settings.max_body_bytes,
-            extra=[RolloutApi(rollouts, election), traffic, FlagsApi(FlagOps(service))],
+            extra=[
+                RolloutApi(rollouts, election),
+                traffic,
+                ContractsApi(ContractOps(service)),
+                FlagsApi(FlagOps(service)),
+            ],
         )
         try:
             runner, port = await start_site(

@@ -99,9 +99,12 @@ class ConfigService:
                 created_at=self.clock(),
                 created_by=actor,
                 description=req.description,
+                contracts=req.contracts,
+                contract_policy=req.contract_policy,
             )
         except RecordError as exc:
             raise errors.InvalidRequest(str(exc)) from exc
+        await self._check_contracts(req.contracts)
         entry = self._entry(actor, "release.create", key, req.reason, None, release.public(), agent)
         try:
             revision = await self._write(Put(key, release.encode(), expected_mod_revision=0), entry)
@@ -175,6 +178,16 @@ class ConfigService:
         return change
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _check_contracts(self, contracts: dict[str, str]) -> None:
+        """A release may name only registered contract versions (never deleted: check once)."""
+        for tool, version in contracts.items():
+            if await self._get(self.keyspace.contract(tool, version)) is None:
+                raise errors.ContractNotFound(
+                    f"tool {tool!r} has no contract version {version!r}; see "
+                    f"`holdfastctl contract list {tool}`",
+                    param="contracts",
+                )
 
     async def update_route(
         self,

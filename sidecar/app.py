@@ -23,6 +23,8 @@ from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar import persist, pin_persist
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
+from sidecar.contract_book import ContractBook
+from sidecar.contract_filter import ContractFilter
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.exchange import ExchangeFilter
 from sidecar.flags import FlagEvaluator
@@ -38,6 +40,7 @@ from sidecar.pins import PinTable
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowRunner
 from sidecar.shadow_filter import ShadowFilter
+from sidecar.tool_proxy import ToolProxy
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -231,11 +234,23 @@ def build_http_app(
         owned = shadow = new_shadow_runner(settings, upstream, metrics)
         app.on_cleanup.append(lambda _app: owned.close())
     app[SHADOW_KEY] = shadow
-    chain = (ShadowFilter(shadow, config), *filters)
+    tools = ContractBook()
+    contract_filter = ContractFilter(config, tools, metrics.contracts)
+    chain: tuple[ExchangeFilter, ...] = (contract_filter, ShadowFilter(shadow, config), *filters)
+    tool_proxy = ToolProxy(
+        settings.agent,
+        config,
+        pinning,
+        tools,
+        metrics.contracts,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.cleanup_ctx.append(tool_proxy.lifecycle)
     proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, filters=chain)
     ops = Ops(settings, config, control, metrics, etcd_endpoint, pins_status)
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
     app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])
+    app.add_routes(tool_proxy.routes())
     return app
 
 

@@ -45,6 +45,26 @@ class UpstreamTimeout(SidecarError):
     """The provider did not answer in time."""
 
 
+class ToolSchemaMismatch(SidecarError):
+    """A tool the agent declared differs from the contract version its release pins."""
+
+
+class ToolCallViolation(SidecarError):
+    """The model called a tool with arguments that break the pinned contract."""
+
+
+class ToolNotPinned(SidecarError):
+    """POST /tools/{tool}: the session's release pins no contract for that tool."""
+
+
+class ToolNotProxied(SidecarError):
+    """POST /tools/{tool}: the pinned contract has no backend (the agent runs the tool)."""
+
+
+class ContractUnavailable(SidecarError):
+    """The release pins a contract version this sidecar has not received (or refused)."""
+
+
 class NotFound(SidecarError):
     """No such endpoint."""
 
@@ -58,6 +78,11 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
     UnknownModel: ErrorSpec(404, "invalid_request_error", "model_not_found"),
     NotFound: ErrorSpec(404, "invalid_request_error", "unknown_url"),
+    ToolSchemaMismatch: ErrorSpec(400, "invalid_request_error", "tool_schema_mismatch"),
+    ToolCallViolation: ErrorSpec(502, "upstream_error", "tool_call_contract_violation"),
+    ToolNotPinned: ErrorSpec(404, "invalid_request_error", "tool_not_pinned"),
+    ToolNotProxied: ErrorSpec(400, "invalid_request_error", "tool_not_proxied"),
+    ContractUnavailable: ErrorSpec(503, "holdfast_error", "contract_unavailable"),
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
     NotConfigured: ErrorSpec(503, "holdfast_error", "not_configured"),
     ProviderKeyMissing: ErrorSpec(503, "holdfast_error", "provider_key_missing"),

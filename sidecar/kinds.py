@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from holdfast.keyspace.contract import decode_contract
 from sidecar.config import KindDecoder
 from sidecar.flags import decode_flag
 
 CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {
+    "contracts": decode_contract,
     "flags": decode_flag,
 }

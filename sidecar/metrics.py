@@ -11,6 +11,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from sidecar.contract_stats import ContractStats
 from sidecar.flag_metrics import FlagMetrics
 from sidecar.pin_metrics import PinMetrics
 from sidecar.shadow_metrics import ShadowMetrics
@@ -79,6 +80,7 @@ class SidecarMetrics:
         )
         self.pins = PinMetrics(self.registry, agent)
         self.shadow = ShadowMetrics(self.registry, agent)
+        self.contracts = ContractStats(self.registry, agent)  # .stats(): per release and tool
         self.flags = FlagMetrics(self.registry)
         self.agent = agent
         self._finished: dict[tuple[str, str, str], tuple[Any, Any]] = {}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
+from holdfast.contracts import semver
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import MAX_TEXT
@@ -14,6 +16,8 @@ from holdfast.keyspace.keys import NAME_RE
 
 MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 ENV_VAR_RE: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+MAX_RELEASE_CONTRACTS: Final = 256
+CONTRACT_POLICIES: Final = ("enforce", "rewrite", "report")
 
 
 def validate_model(model: str) -> str:
@@ -37,6 +41,22 @@ def validate_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def validate_contracts(contracts: Mapping[str, str], policy: str) -> dict[str, str]:
+    """A release's ``{tool: contract version}`` map and its optional policy override."""
+    if len(contracts) > MAX_RELEASE_CONTRACTS:
+        raise RecordError(f"a release names at most {MAX_RELEASE_CONTRACTS} tool contracts")
+    for tool, version in contracts.items():
+        if not isinstance(tool, str) or not NAME_RE.fullmatch(tool):
+            raise RecordError(f"invalid tool name {tool!r:.70} in contracts")
+        if not isinstance(version, str) or not semver.is_version(version):
+            raise RecordError(f"invalid contract version {version!r:.40} for tool {tool}")
+    if policy and policy not in CONTRACT_POLICIES:
+        raise RecordError(
+            f"invalid contract policy {policy!r:.40}; use one of {', '.join(CONTRACT_POLICIES)}"
+        )
+    return dict(sorted(contracts.items()))
+
+
 def validate_env_var(name: str) -> str:
     if name and not ENV_VAR_RE.fullmatch(name):
         raise RecordError(f"invalid environment variable name {name!r:.140}")
@@ -57,8 +77,14 @@ class Release:
     created_at: float = 0.0
     created_by: str = ""
     description: str = ""
+    # tool -> contract version this release pins; the policy ("" = each contract's) overrides
+    contracts: Mapping[str, str] = field(default_factory=dict)
+    contract_policy: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "contracts", validate_contracts(self.contracts, self.contract_policy)
+        )
         for what, value in (("agent", self.agent), ("release", self.name)):
             if not NAME_RE.fullmatch(value):
                 raise RecordError(f"invalid {what} name {value!r:.70}")
@@ -83,12 +109,15 @@ class Release:
                 "created_at": self.created_at,
                 "created_by": self.created_by,
                 "description": self.description,
+                "contracts": dict(self.contracts),
+                "contract_policy": self.contract_policy,
             },
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
         f = decode_record(data, kind=cls.KIND)
+        contracts = fields.submap(f, "contracts") or {}
         return cls(
             agent=fields.name(f, "agent"),
             name=fields.name(f, "name"),
@@ -99,6 +128,8 @@ class Release:
             created_at=fields.number(f, "created_at"),
             created_by=fields.text(f, "created_by", optional=True),
             description=fields.text(f, "description", optional=True),
+            contracts=contracts,
+            contract_policy=fields.text(f, "contract_policy", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -113,6 +144,8 @@ class Release:
             "created_at": self.created_at,
             "created_by": self.created_by,
             "description": self.description,
+            "contracts": dict(self.contracts),
+            "contract_policy": self.contract_policy,
         }
 
 

@@ -1,0 +1,61 @@
+"""HTTP handlers of tool contracts, under ``/v1/contracts``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from configsvc.api import _actor, _json, read_body
+from configsvc.contract_payloads import DiffQuery, RegisterContract, version
+from configsvc.contracts import ContractOps
+from configsvc.payloads import name
+
+
+def _tool(request: web.Request) -> str:
+    return name(request.match_info["tool"], what="tool", param="tool")
+
+
+class ContractsApi:
+    def __init__(self, ops: ContractOps) -> None:
+        self.ops = ops
+
+    async def register(self, request: web.Request) -> web.Response:
+        tool, actor = _tool(request), _actor(request)
+        req = RegisterContract.parse(await read_body(request))
+        done = await self.ops.register(tool, req, actor)
+        body = {
+            "contract": {**done.contract.public(), "mod_revision": done.mod_revision},
+            "created": done.created,
+            **done.diff.to_json(),
+        }
+        return _json(body, status=201 if done.created else 200)
+
+    async def list_tools(self, request: web.Request) -> web.Response:
+        revision, tools = await self.ops.list_tools()
+        return _json({"revision": revision, "tools": tools})
+
+    async def list_versions(self, request: web.Request) -> web.Response:
+        tool = _tool(request)
+        revision, versions = await self.ops.list_versions(tool)
+        return _json({"tool": tool, "revision": revision, "versions": versions})
+
+    async def show(self, request: web.Request) -> web.Response:
+        tool = _tool(request)
+        wanted = version(request.match_info["version"], param="version")
+        contract, mod_revision = await self.ops.get(tool, wanted)
+        return _json({"contract": {**contract.public(), "mod_revision": mod_revision}})
+
+    async def diff(self, request: web.Request) -> web.Response:
+        tool = _tool(request)
+        query = DiffQuery.parse(request.query)
+        verdict = await self.ops.diff(tool, query.old, query.new)
+        return _json({"tool": tool, "from": query.old, "to": query.new, **verdict.to_json()})
+
+    def routes(self) -> list[web.RouteDef]:
+        base = "/v1/contracts"
+        return [
+            web.get(base, self.list_tools),
+            web.post(f"{base}/{{tool}}", self.register),
+            web.get(f"{base}/{{tool}}", self.list_versions),
+            web.get(f"{base}/{{tool}}/diff", self.diff),
+            web.get(f"{base}/{{tool}}/{{version}}", self.show),
+        ]

@@ -1,0 +1,1 @@
+"""Versioned tool contracts: schema checks, semver, compatibility, circuit breaking. Pure code."""

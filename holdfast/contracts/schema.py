@@ -1,0 +1,129 @@
+"""Checking and compiling a contract's JSON Schemas (Draft 2020-12, through ``jsonschema``).
+
+A schema is accepted at register time only if it is a JSON object, valid against the Draft
+2020-12 meta-schema, within the size and depth limits, and every ``$ref``/``$dynamicRef`` in it
+points inside the document itself (a remote or dangling reference is refused: the sidecar
+never fetches anything while validating). Validators are built over a registry holding only the
+document, so even a record that slipped past those checks cannot make one reach the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
+# Both schemas travel in one configsvc request (64 KiB) and one etcd record.
+MAX_SCHEMA_BYTES: Final = 28 * 1024
+MAX_SCHEMA_DEPTH: Final = 16
+DOCUMENT_URI: Final = "urn:holdfast:contract"
+REF_KEYWORDS: Final = ("$ref", "$dynamicRef")
+MAX_ERRORS_REPORTED: Final = 3
+
+
+class SchemaProblem(ValueError):
+    """A schema that cannot be a contract's; the message says which rule it breaks and where."""
+
+
+def canonical(value: Any) -> bytes:
+    """The one byte form used for hashing and comparing JSON documents."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(document: Mapping[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(canonical(document)).hexdigest()
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_SCHEMA_DEPTH:
+                return depth
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _refs(value: Any, path: str = "#") -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if key in REF_KEYWORDS and isinstance(child, str):
+                yield path, child
+            else:
+                yield from _refs(child, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield from _refs(child, f"{path}/{i}")
+
+
+def _registry(schema: Mapping[str, Any]) -> Registry[Any]:
+    registry: Registry[Any] = Registry().with_resource(
+        DOCUMENT_URI, DRAFT202012.create_resource(schema)
+    )
+    return registry
+
+
+def check_schema(schema: Any, *, what: str, object_args: bool = False) -> dict[str, Any]:
+    """Return ``schema`` if it may be a contract's, else raise SchemaProblem saying why.
+
+    ``object_args``: the schema describes tool arguments, which are always a JSON object
+    (OpenAI's ``function.parameters``), so it must say ``"type": "object"``.
+    """
+    if not isinstance(schema, dict):
+        raise SchemaProblem(f"{what} must be a JSON object, not {type(schema).__name__}")
+    size = len(canonical(schema))
+    if size > MAX_SCHEMA_BYTES:
+        raise SchemaProblem(f"{what} is {size} bytes; the limit is {MAX_SCHEMA_BYTES}")
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        raise SchemaProblem(f"{what} nests deeper than {MAX_SCHEMA_DEPTH} levels")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        msg = f"{what} is not valid JSON Schema 2020-12 at {where}: {exc.message}"
+        raise SchemaProblem(msg) from exc
+    if "$schema" in schema and "2020-12" not in str(schema["$schema"]):
+        raise SchemaProblem(f"{what} declares $schema {schema['$schema']!r:.100}; use 2020-12")
+    resolver = _registry(schema).resolver(DOCUMENT_URI)
+    for path, ref in _refs(schema):
+        if not ref.startswith("#"):
+            raise SchemaProblem(
+                f"{what} has a remote $ref {ref!r:.100} at {path}; only references inside the "
+                "document (#/$defs/...) are allowed"
+            )
+        try:
+            resolver.lookup(ref)
+        except Unresolvable as exc:
+            raise SchemaProblem(
+                f"{what} has a $ref {ref!r:.100} at {path} that points nowhere in the document"
+            ) from exc
+    if object_args and schema.get("type") != "object":
+        raise SchemaProblem(f'{what} must describe a JSON object ("type": "object")')
+    return schema
+
+
+def compile_validator(schema: Mapping[str, Any]) -> Validator:
+    """A validator over a registry holding only ``schema`` itself (no retrieval, ever)."""
+    return Draft202012Validator(schema, registry=_registry(schema))
+
+
+def first_errors(validator: Validator, instance: Any) -> list[str]:
+    """Up to MAX_ERRORS_REPORTED readable errors (path: message), best first; [] when valid."""
+    found: list[str] = []
+    for error in validator.iter_errors(instance):
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        found.append(f"{where}: {error.message[:200]}")
+        if len(found) >= MAX_ERRORS_REPORTED:
+            break
+    return found

@@ -1,0 +1,118 @@
+"""One call to a tool backend: POST the arguments, read a bounded JSON answer, classify failures.
+
+Never raises for the backend's sake: every way a call can go wrong comes back as an outcome
+(``timeout``, ``unreachable``, ``backend_error``, ``backend_rejected``, ``too_large``,
+``not_json``) with a sentence the model can read. Idempotent tools get one retry on the
+failures a retry can cure; non-idempotent tools are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+
+from holdfast.logs import REQUEST_ID_HEADER
+
+DEFAULT_MAX_RESULT_BYTES: Final = 1 << 20
+READ_CHUNK: Final = 64 * 1024
+RETRYABLE: Final = frozenset({"timeout", "unreachable", "backend_error"})
+RETRY_DELAY_S: Final = 0.05
+# Outcomes that say nothing about the backend's health (the breaker neither opens nor closes).
+NEUTRAL: Final = frozenset({"backend_rejected"})
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAnswer:
+    outcome: str  # "ok" or an error class
+    result: Any = None
+    message: str = ""
+    attempts: int = 1
+
+
+class ToolBackend:
+    def __init__(self, *, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+        self.max_result_bytes = max_result_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
+                auto_decompress=True,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(
+        self, url: str, arguments: Any, *, timeout_s: float, idempotent: bool, request_id: str
+    ) -> BackendAnswer:
+        attempts = 2 if idempotent else 1
+        answer = BackendAnswer("unreachable", message="not called")
+        for attempt in range(1, attempts + 1):
+            answer = await self._once(url, arguments, timeout_s, request_id)
+            if answer.outcome not in RETRYABLE or attempt == attempts:
+                return BackendAnswer(answer.outcome, answer.result, answer.message, attempt)
+            await asyncio.sleep(RETRY_DELAY_S)
+        return answer
+
+    async def _once(
+        self, url: str, arguments: Any, timeout_s: float, request_id: str
+    ) -> BackendAnswer:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        payload = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._session.post(url, data=payload, headers=headers) as resp:
+                    raw = await self._read(resp)
+                    status = resp.status
+        except TimeoutError:
+            return BackendAnswer("timeout", message=f"the tool backend took over {timeout_s:g}s")
+        except _TooLarge:
+            return BackendAnswer(
+                "too_large",
+                message=f"the tool backend's answer is larger than {self.max_result_bytes} bytes",
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return BackendAnswer(
+                "unreachable", message=f"the tool backend is unreachable ({type(exc).__name__})"
+            )
+        if status >= 500:
+            return BackendAnswer(
+                "backend_error", message=f"the tool backend failed (HTTP {status})"
+            )
+        if status >= 400:
+            return BackendAnswer(
+                "backend_rejected",
+                message=f"the tool backend refused the call (HTTP {status}): "
+                + raw[:300].decode("utf-8", "replace"),
+            )
+        try:
+            return BackendAnswer("ok", result=json.loads(raw))
+        except (ValueError, UnicodeDecodeError):
+            return BackendAnswer("not_json", message="the tool backend's answer is not JSON")
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        if resp.content_length is not None and resp.content_length > self.max_result_bytes:
+            raise _TooLarge
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(READ_CHUNK):
+            size += len(chunk)
+            if size > self.max_result_bytes:
+                raise _TooLarge
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+class _TooLarge(Exception):
+    """The answer outgrew the limit (raised inside the read, turned into an outcome)."""

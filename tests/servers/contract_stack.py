@@ -1,0 +1,178 @@
+"""A sidecar app with tool contracts, fed by hand, and a tool backend whose behaviour tests set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from holdfast.keyspace import Release, Route
+from holdfast.keyspace.contract import Contract
+from holdfast.store import Change, KeyValue
+from holdfast.store.etcd import EtcdStore
+from sidecar.app import build_http_app
+from sidecar.config import ConfigState
+from sidecar.kinds import CONFIG_KINDS
+from sidecar.metrics import SidecarMetrics
+from sidecar.pin_writer import PinWriter
+from sidecar.pinning import Pinning
+from sidecar.pins import PinTable
+from sidecar.upstream import Upstream
+from tests.servers.conftest import AGENT, KEY_VAR, KS, PROVIDER_KEY, closed_port, settings
+
+SEARCH_ARGS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "minLength": 1}, "limit": {"type": "integer"}},
+    "required": ["query"],
+    "additionalProperties": False,
+}
+SEARCH_V1: dict[str, Any] = {
+    "type": "object",
+    "properties": {"hits": {"type": "array", "items": {"type": "object", "properties": {
+        "title": {"type": "string"}, "url": {"type": "string"}}, "required": ["title", "url"]}}},
+    "required": ["hits"],
+}  # fmt: skip
+SEARCH_V2: dict[str, Any] = {
+    "type": "object",
+    "properties": {"results": {"type": "array", "items": {"type": "string"}}},
+    "required": ["results"],
+}
+
+
+@dataclass
+class Backend:
+    """A tool backend: ``shape`` v1/v2, or a fault (slow, huge, 500, not JSON, hang)."""
+
+    shape: str = "v1"
+    fault: str = ""
+    delay: float = 0.0
+    calls: int = 0
+    seen: list[Any] = field(default_factory=list)
+    server: TestServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/search"))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        self.seen.append(await request.json())
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fault == "500":
+            return web.Response(status=500, text="boom")
+        if self.fault == "400":
+            return web.Response(status=400, text="unknown query syntax")
+        if self.fault == "not_json":
+            return web.Response(text="<html>oops</html>")
+        if self.fault == "huge":
+            return web.json_response({"hits": [{"title": "x" * 1000, "url": "u"}] * 2000})
+        if self.fault == "dribble":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await resp.prepare(request)
+            for part in (b'{"hits": [', b"]}"):
+                await resp.write(part)
+                await asyncio.sleep(1.0)
+            return resp
+        if self.shape == "v1":
+            return web.json_response({"hits": [{"title": "Holdfast", "url": "https://x/1"}]})
+        return web.json_response({"results": ["Holdfast"]})
+
+
+@asynccontextmanager
+async def backend_server() -> AsyncIterator[Backend]:
+    backend = Backend()
+    app = web.Application()
+    app.router.add_post("/search", backend.handle)
+    backend.server = TestServer(app, host="127.0.0.1")
+    await backend.server.start_server()
+    try:
+        yield backend
+    finally:
+        await backend.server.close()
+
+
+@dataclass
+class ContractSidecar:
+    server: TestServer
+    config: ConfigState
+    metrics: SidecarMetrics
+    fake_url: str
+    revision: int = 10
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    def put(self, key: str, value: bytes) -> None:
+        self.revision += 1
+        if self.config.current is None:
+            kv = KeyValue(key, value, self.revision, 1, 1)
+            self.config.apply_reset(self.revision, {key: kv}, "etcd")
+        else:
+            self.config.apply_changes(self.revision, [Change("put", key, value, self.revision)])
+
+    def contract(
+        self,
+        version: str,
+        result: dict[str, Any],
+        *,
+        tool: str = "search",
+        args: dict[str, Any] = SEARCH_ARGS,
+        **over: Any,
+    ) -> Contract:
+        contract = Contract(
+            tool=tool, version=version, args_schema=args, result_schema=result, **over
+        )
+        self.put(KS.contract(tool, version), contract.encode())
+        return contract
+
+    def release(self, name: str, contracts: dict[str, str], policy: str = "") -> None:
+        release = Release(agent=AGENT, name=name, model=f"model-{name}",
+                          base_url=f"{self.fake_url}/v1", api_key_env=KEY_VAR,
+                          contracts=contracts, contract_policy=policy)  # fmt: skip
+        self.put(KS.release(AGENT, name), release.encode())
+
+    def stable(self, name: str) -> None:
+        self.put(KS.route(AGENT), Route(agent=AGENT, stable=name).encode())
+
+
+@asynccontextmanager
+async def contract_sidecar(fake_url: str) -> AsyncIterator[ContractSidecar]:
+    s = settings()
+    config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
+    upstream = Upstream(s, {KEY_VAR: PROVIDER_KEY})
+    await upstream.start()
+    metrics = SidecarMetrics(AGENT)
+    store = EtcdStore([f"http://127.0.0.1:{closed_port()}"], timeout=0.5)
+    pins = PinTable(KS, AGENT)
+    writer = PinWriter(store, pins, KS, metrics.pins, ttl=s.pin_ttl, max_pending=100)
+    pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
+    from tests.servers.conftest import StaticControl
+
+    app = build_http_app(s, config, upstream, metrics, StaticControl(), lambda: "none", pinning)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield ContractSidecar(server, config, metrics, fake_url)
+    finally:
+        await server.close()
+        await writer.close(flush_timeout=0)
+        await store.close()
+        await upstream.close()
+
+
+def sse_payloads(raw: bytes) -> list[Any]:
+    out: list[Any] = []
+    for event in raw.split(b"\n\n"):
+        for line in event.splitlines():
+            if line.startswith(b"data: ") and line[6:] != b"[DONE]":
+                out.append(json.loads(line[6:]))
+    return out
