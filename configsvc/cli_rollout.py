@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from configsvc import render_health
 from configsvc.client import Client, segment
 from configsvc.commands import Leaf
 from configsvc.render import fields, value, when
@@ -26,9 +27,7 @@ def render_status(body: Mapping[str, Any]) -> str:
     if r.get("state", "none") == "none":
         return f"agent {body['agent']}: no rollout (stable {body['stable']})"
     steps = r.get("steps") or []
-    plan = " → ".join(
-        f"[{pct(s)}]" if i == r.get("step") else pct(s) for i, s in enumerate(steps)
-    )
+    plan = " → ".join(f"[{pct(s)}]" if i == r.get("step") else pct(s) for i, s in enumerate(steps))
     pairs: list[tuple[str, Any]] = [
         ("agent", body["agent"]),
         ("release", r.get("release")),
@@ -45,7 +44,10 @@ def render_status(body: Mapping[str, Any]) -> str:
         ("controller", controller.get("leader") or "no leader"),
         ("mod_revision", body.get("mod_revision")),
     ]
-    return fields(pairs)
+    out = fields(pairs)
+    if r.get("state") in ("running", "paused"):
+        out += "\n" + render_health.checks(body.get("health_gate"))
+    return out
 
 
 def render_change(action: str, body: Mapping[str, Any]) -> str:
@@ -62,8 +64,32 @@ def render_change(action: str, body: Mapping[str, Any]) -> str:
     )
 
 
+# --flag -> policy field; numbers are checked by the API so CLI and HTTP refuse alike
+POLICY_FLAGS = {
+    "max_error_rate_delta": float,
+    "max_p95_ratio": float,
+    "max_tokens_change": float,
+    "max_cost_ratio": float,
+    "max_violation_rate_delta": float,
+    "min_shadow_similarity": float,
+    "min_samples": int,
+    "fails_to_abort": int,
+    "inconclusive_after": str,
+    "window": str,
+}
+
+
+def policy(a: argparse.Namespace) -> dict[str, Any] | None:
+    given = {k: getattr(a, k) for k in POLICY_FLAGS if getattr(a, k, None) is not None}
+    if not given and not a.health_gate:
+        return None
+    return given
+
+
 def start(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
     payload = {"release": a.release, "steps": a.steps, "interval": a.interval, "reason": a.reason}
+    if (wanted := policy(a)) is not None:
+        payload["policy"] = wanted
     body = c.call("POST", _path(a.agent), payload)
     return body, render_change("start", body)
 
@@ -92,6 +118,14 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("--steps", required=True, help="canary percentages, e.g. 1,5,25,100")
     sp.add_argument("--interval", required=True, help="time per step, e.g. 10m, 30s, 1h")
     sp.add_argument("--reason", default="")
+    gate = sp.add_argument_group(
+        "health gate",
+        "canary vs stable, overall and per category; any of these (or --health-gate for the "
+        "defaults: error-rate delta 0.05, p95 ratio 1.5) turns automatic rollback on",
+    )
+    gate.add_argument("--health-gate", action="store_true", help="use the default thresholds")
+    for flag, kind in POLICY_FLAGS.items():
+        gate.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None)
     sp = leaf(verbs, "status", status, "show an agent's rollout")
     sp.add_argument("agent")
     helps = {

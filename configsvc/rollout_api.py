@@ -9,12 +9,14 @@ from aiohttp import web
 from configsvc import rollout_plan
 from configsvc.api import _actor, _agent, _json, change_json, read_body
 from configsvc.errors import InvalidRequest, StoreDown
+from configsvc.health_gate import PolicyGate
 from configsvc.leader import Election
 from configsvc.payloads import name, parse_object, text
+from configsvc.policy_payload import parse_policy
 from configsvc.rollout_ops import ACTIONS, RolloutOps, StartRollout
 from holdfast.store import StoreError
 
-START_FIELDS: Final = frozenset({"release", "steps", "interval", "reason"})
+START_FIELDS: Final = frozenset({"release", "steps", "interval", "reason", "policy"})
 
 
 def parse_start(raw: bytes) -> StartRollout:
@@ -44,14 +46,19 @@ def parse_start(raw: bytes) -> StartRollout:
         )
     release = name(text(obj, "release", required=True), what="release", param="release")
     return StartRollout(
-        release=release, steps=parsed_steps, interval_s=seconds, reason=text(obj, "reason")
+        release=release,
+        steps=parsed_steps,
+        interval_s=seconds,
+        reason=text(obj, "reason"),
+        policy=parse_policy(obj.get("policy")),
     )
 
 
 class RolloutApi:
-    def __init__(self, ops: RolloutOps, election: Election) -> None:
+    def __init__(self, ops: RolloutOps, election: Election, gate: PolicyGate | None = None) -> None:
         self.ops = ops
         self.election = election
+        self.gate = gate
 
     async def start(self, request: web.Request) -> web.Response:
         agent, actor = _agent(request), _actor(request)
@@ -65,7 +72,16 @@ class RolloutApi:
         except StoreError as exc:
             raise StoreDown(f"etcd is unavailable ({exc})") from exc
         body["controller"] = {"leader": leader, "this_replica_leads": self.election.is_leader}
+        body["health_gate"] = await self._gate_report(body)
         return _json(body)
+
+    async def _gate_report(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        if self.gate is None or body["rollout"].get("state") not in ("running", "paused"):
+            return None
+        route = (await self.ops.service.get_route(body["agent"])).record
+        if route.rollout is None:
+            return None
+        return self.gate.report(route.agent, route.rollout, route.stable)
 
     async def act(self, request: web.Request) -> web.Response:
         agent, actor = _agent(request), _actor(request)

@@ -1,14 +1,16 @@
 """The rollout controller: on the elected leader only, advances every rollout that is due.
 
-Before each step it asks a ``HealthGate``; the health issue plugs in one that reads the fleet's
-health snapshots and aborts a bad canary. Until then ``AlwaysProceed`` lets time alone decide.
+On every tick it asks a ``HealthGate`` about every running (or paused) rollout, not only when a
+step is due, so a bad canary is aborted within seconds; a step is taken only when the gate
+says proceed and the interval elapsed. ``configsvc.health_gate.PolicyGate`` reads the fleet's
+health snapshots; ``AlwaysProceed`` lets time alone decide.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from configsvc import rollout_plan
 from configsvc.errors import ConfigsvcError
@@ -22,16 +24,17 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class GateDecision:
-    action: Literal["proceed", "hold", "abort"]
+    action: Literal["proceed", "hold", "abort", "pause"]
     reason: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)  # goes to the audit entry
 
 
 class HealthGate(Protocol):
-    async def judge(self, agent: str, rollout: Rollout) -> GateDecision: ...
+    async def judge(self, agent: str, rollout: Rollout, stable: str = "") -> GateDecision: ...
 
 
 class AlwaysProceed:
-    async def judge(self, agent: str, rollout: Rollout) -> GateDecision:
+    async def judge(self, agent: str, rollout: Rollout, stable: str = "") -> GateDecision:
         return GateDecision("proceed")
 
 
@@ -75,19 +78,28 @@ class RolloutController:
                 log.exception("rollout_controller_round_crashed")
 
     async def run_once(self) -> int:
-        """Advance every due rollout once; returns how many routes changed."""
+        """Judge every active rollout, act on the verdict, advance the due ones; returns how
+        many routes changed."""
         changed = 0
         now = self.ops.service.clock()
         for route in await self.ops.routes():
             rollout = route.rollout
-            if rollout is None or not rollout_plan.due(rollout, now):
+            if rollout is None or not rollout.active:
                 continue
-            decision = await self.gate.judge(route.agent, rollout)
+            decision = await self.gate.judge(route.agent, rollout, route.stable)
+            if rollout.state == "paused" and decision.action != "abort":
+                continue  # a paused rollout is only ever aborted by the gate
             try:
-                if decision.action == "abort":
-                    log.warning("rollout_gate_abort", agent=route.agent, reason=decision.reason)
+                if decision.action in ("abort", "pause"):
+                    log.warning(
+                        f"rollout_gate_{decision.action}", agent=route.agent, reason=decision.reason
+                    )
                     change = await self.ops.act(
-                        route.agent, "abort", rollout_plan.CONTROLLER, decision.reason
+                        route.agent,
+                        decision.action,
+                        rollout_plan.CONTROLLER,
+                        decision.reason,
+                        extra={"health_gate": decision.evidence} if decision.evidence else None,
                     )
                 elif decision.action == "hold":
                     if self._held.get(route.agent) != decision.reason:
@@ -96,6 +108,8 @@ class RolloutController:
                     continue
                 else:
                     self._held.pop(route.agent, None)
+                    if not rollout_plan.due(rollout, now):
+                        continue
                     change = await self.ops.advance(route.agent)
             except ConfigsvcError as exc:  # one agent's trouble must not stall the others
                 log.warning("rollout_step_failed", agent=route.agent, error=exc.message)

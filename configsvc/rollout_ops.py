@@ -8,6 +8,7 @@ from typing import Any, Final
 from configsvc import errors, rollout_plan
 from configsvc.service import ConfigService, RouteChange, RouteEdit, store_read
 from holdfast.keyspace import RecordError, Route
+from holdfast.keyspace.policy import HealthPolicy
 from holdfast.logs import get_logger
 
 log = get_logger(__name__)
@@ -21,6 +22,7 @@ class StartRollout:
     steps: tuple[float, ...]
     interval_s: float
     reason: str = ""
+    policy: HealthPolicy | None = None
 
 
 class RolloutOps:
@@ -39,6 +41,7 @@ class RolloutOps:
                 interval_s=req.interval_s,
                 actor=actor,
                 now=self.service.clock(),
+                policy=req.policy,
             )
 
         change = await self.service.update_route(agent, edit, actor, "rollout.start", req.reason)
@@ -53,7 +56,15 @@ class RolloutOps:
         )
         return change
 
-    async def act(self, agent: str, action: str, actor: str, reason: str) -> RouteChange:
+    async def act(
+        self,
+        agent: str,
+        action: str,
+        actor: str,
+        reason: str,
+        *,
+        extra: dict[str, object] | None = None,
+    ) -> RouteChange:
         """pause | resume | promote | abort, by an operator (or, for abort, a health gate)."""
         now = self.service.clock()
         edits: dict[str, RouteEdit] = {
@@ -67,7 +78,7 @@ class RolloutOps:
         if action not in edits:
             raise errors.InvalidRequest(f"unknown rollout action {action!r:.30}")
         change = await self.service.update_route(
-            agent, edits[action], actor, f"rollout.{action}", reason
+            agent, edits[action], actor, f"rollout.{action}", reason, extra=extra
         )
         log.info(
             "rollout_action",

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from configsvc import errors
 from holdfast.keyspace import RecordError, Rollout, Route
+from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.route import (
     MAX_ROLLOUT_INTERVAL_S,
     MAX_ROLLOUT_STEPS,
@@ -102,6 +103,7 @@ def start(
     interval_s: float,
     actor: str,
     now: float,
+    policy: HealthPolicy | None = None,
 ) -> Route:
     route = _require_route(agent, current)
     if route.rollout is not None and route.rollout.active:
@@ -124,6 +126,7 @@ def start(
             started_at=now,
             started_by=actor,
             step_started_at=now,
+            policy=policy,
         )
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc

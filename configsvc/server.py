@@ -16,6 +16,8 @@ from configsvc.contracts_api import ContractsApi
 from configsvc.errors import ConfigsvcError
 from configsvc.flag_ops import FlagOps
 from configsvc.flags_api import FlagsApi
+from configsvc.fleet_health import FleetHealth
+from configsvc.health_gate import PolicyGate
 from configsvc.leader import ROLLOUT_ELECTION, Election
 from configsvc.pins import PinOps
 from configsvc.probe import Prober
@@ -24,6 +26,7 @@ from configsvc.rollout_controller import RolloutController
 from configsvc.rollout_ops import RolloutOps
 from configsvc.service import ConfigService
 from configsvc.settings import ServeSettings
+from configsvc.status_api import StatusApi
 from configsvc.traffic import TrafficOps
 from configsvc.traffic_api import TrafficApi
 from holdfast.cliargs import LOOPBACK_HOSTS
@@ -85,7 +88,9 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             log.warning("configsvc_auth_disabled", hint="anyone on this host can change config")
         rollouts = RolloutOps(service)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
-        controller = RolloutController(rollouts, election, tick=settings.rollout_tick)
+        fleet = FleetHealth(store, service.keyspace)
+        gate = PolicyGate(fleet)
+        controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
         await prober.start()
         pins = PinOps(service)
         traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
@@ -94,7 +99,8 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             Authorizer(settings.token),
             max_body_bytes=settings.max_body_bytes,
             extra=[
-                RolloutApi(rollouts, election),
+                RolloutApi(rollouts, election, gate),
+                StatusApi(rollouts, fleet, gate),
                 traffic,
                 ContractsApi(ContractOps(service)),
                 FlagsApi(FlagOps(service)),
@@ -120,11 +126,13 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             etcd=",".join(settings.etcd_endpoints),
             auth="token" if settings.auth_required else "none",
         )
+        await fleet.start()  # returns at once; etcd may be down
         election.start()
         controller.start()
         await stop.wait()
         log.info("configsvc_stopping")
         await controller.close()
+        await fleet.close()
         await election.close()
         await runner.cleanup()
     finally:

@@ -37,9 +37,12 @@ from sidecar.ops import ControlPlane, Ops
 from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
+from sidecar.prices import PriceTable, load_prices
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowRunner
 from sidecar.shadow_filter import ShadowFilter
+from sidecar.signal_book import SignalBook, summary
+from sidecar.signals_filter import SignalsFilter
 from sidecar.tool_proxy import ToolProxy
 from sidecar.upstream import Upstream
 
@@ -122,6 +125,8 @@ class Sidecar:
             pin_persist.pins_path(settings.state_dir, settings.env, settings.agent), self.pins
         )
         self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
+        self.signals = SignalBook()
+        self.prices = load_prices(settings.prices_file)
         self.health = HealthPublisher(
             self.store,
             self.keyspace,
@@ -132,6 +137,8 @@ class Sidecar:
                 config_revision=lambda: self.config.current.revision if self.config.current else 0,
                 pins=lambda: (len(self.pins), self.pin_writer.pending),
                 shadow=self.shadow.stats,
+                signals=self.signals.signals,
+                sessions=self.signals.spreads,
             ),
         )
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
@@ -152,6 +159,7 @@ class Sidecar:
                 age_seconds=round(time.time() - saved.saved_at, 1),
             )
         self.config.on_change(self._persist)
+        self.config.on_change(self._mark_route)
         saved_pins = pin_persist.load(self.pin_saver.path)
         self.pins.load(saved_pins)
         if saved_pins:
@@ -181,6 +189,10 @@ class Sidecar:
             self.metrics.records_rejected.inc(max(0, new - self._rejections_seen))
             self._rejections_seen = new
 
+    def _mark_route(self, snapshot: ConfigSnapshot) -> None:
+        models = {name: r.model for name, r in snapshot.releases.items()}
+        self.metrics.signals.mark_route(snapshot.route, models, time.time())
+
     def _persist(self, snapshot: ConfigSnapshot) -> None:
         if snapshot.source == "etcd":
             self.writer.submit(snapshot.revision, snapshot.raw)
@@ -206,6 +218,8 @@ class Sidecar:
             self.pinning,
             self.pin_writer.status,
             shadow=self.shadow,
+            signals=self.signals,
+            prices=self.prices,
         )
 
 
@@ -220,6 +234,8 @@ def build_http_app(
     pins_status: Callable[[], dict[str, Any]] | None = None,
     *,
     shadow: ShadowRunner | None = None,
+    signals: SignalBook | None = None,
+    prices: PriceTable | None = None,
     filters: Sequence[ExchangeFilter] = (),
     routes: Sequence[web.RouteDef] = (),
 ) -> web.Application:
@@ -236,7 +252,15 @@ def build_http_app(
     app[SHADOW_KEY] = shadow
     tools = ContractBook()
     contract_filter = ContractFilter(config, tools, metrics.contracts)
-    chain: tuple[ExchangeFilter, ...] = (contract_filter, ShadowFilter(shadow, config), *filters)
+    book = signals if signals is not None else SignalBook()
+    # Signals first: it must see every exchange, including a later filter's refusal.
+    signals_filter = SignalsFilter(book, metrics.signals, prices)
+    chain: tuple[ExchangeFilter, ...] = (
+        signals_filter,
+        contract_filter,
+        ShadowFilter(shadow, config),
+        *filters,
+    )
     tool_proxy = ToolProxy(
         settings.agent,
         config,
@@ -247,7 +271,15 @@ def build_http_app(
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
     proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, filters=chain)
-    ops = Ops(settings, config, control, metrics, etcd_endpoint, pins_status)
+    ops = Ops(
+        settings,
+        config,
+        control,
+        metrics,
+        etcd_endpoint,
+        pins_status,
+        signals=lambda: {"releases": summary(book.signals()), "sessions_tracked": book.sessions},
+    )
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
     app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])
     app.add_routes(tool_proxy.routes())

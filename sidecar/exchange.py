@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from holdfast.logs import get_logger
+from sidecar.errors import SidecarError, spec_for
 from sidecar.routing import Resolved
 
 log = get_logger(__name__)
@@ -46,12 +47,14 @@ class Exchange:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How an exchange ended: ``code`` is the metrics outcome ("ok", "upstream_5xx",
-    "client_disconnected", an error code...); ``completed`` when the agent got a whole answer."""
+    "client_disconnected", an error code...); ``completed`` when the agent got a whole answer;
+    ``reason`` is the refusing error's code when a later filter refused the request."""
 
     code: str
     status: int | None
     elapsed_s: float
     completed: bool
+    reason: str = ""
 
 
 class Observer:
@@ -92,9 +95,10 @@ class Chain:
         for f in filters:
             try:
                 observer = f.open(exchange)
-            except BaseException:
+            except BaseException as exc:
                 # a refusal: those already opened must learn the request never went out
-                cls(opened).close(Outcome("refused", None, exchange.elapsed(), False))
+                reason = spec_for(exc).code if isinstance(exc, SidecarError) else ""
+                cls(opened).close(Outcome("refused", None, exchange.elapsed(), False, reason))
                 raise
             if observer is not None:
                 opened.append((f.name, observer))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
+from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
 from holdfast.logs import get_logger
 from holdfast.store.errors import StoreError
 from holdfast.store.etcd import EtcdStore
@@ -43,6 +44,14 @@ def _no_shadow() -> tuple[ShadowStats, ...]:
     return ()
 
 
+def _no_signals() -> tuple[ReleaseSignals, ...]:
+    return ()
+
+
+def _no_sessions() -> tuple[SessionSpread, ...]:
+    return ()
+
+
 @dataclass(slots=True, kw_only=True)
 class HealthSources:
     """Where each part of a snapshot comes from; callables are read at every beat."""
@@ -50,6 +59,8 @@ class HealthSources:
     config_revision: Callable[[], int]
     pins: Callable[[], tuple[int, int]] = _no_pins  # (cached, pending)
     shadow: Callable[[], tuple[ShadowStats, ...]] = _no_shadow
+    signals: Callable[[], tuple[ReleaseSignals, ...]] = _no_signals
+    sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
 
 
 def build_snapshot(
@@ -65,6 +76,8 @@ def build_snapshot(
         pins_cached=cached,
         pins_pending=pending,
         shadow=sources.shadow(),
+        signals=sources.signals(),
+        sessions=sources.sessions(),
     )
 
 

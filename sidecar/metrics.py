@@ -15,6 +15,7 @@ from sidecar.contract_stats import ContractStats
 from sidecar.flag_metrics import FlagMetrics
 from sidecar.pin_metrics import PinMetrics
 from sidecar.shadow_metrics import ShadowMetrics
+from sidecar.signal_metrics import SignalMetrics
 
 LATENCY_BUCKETS: Final = (
     0.005,
@@ -80,6 +81,7 @@ class SidecarMetrics:
         )
         self.pins = PinMetrics(self.registry, agent)
         self.shadow = ShadowMetrics(self.registry, agent)
+        self.signals = SignalMetrics(self.registry, agent)
         self.contracts = ContractStats(self.registry, agent)  # .stats(): per release and tool
         self.flags = FlagMetrics(self.registry)
         self.agent = agent

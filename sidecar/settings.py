@@ -14,6 +14,7 @@ from holdfast import cliargs
 from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import validate_id
+from sidecar.prices import PriceError, load_prices
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
@@ -30,7 +31,7 @@ DEFAULT_STALE_AFTER: Final = 10.0
 DEFAULT_DRAIN_TIMEOUT: Final = 20.0
 DEFAULT_SHADOW_MAX_CONCURRENCY: Final = 4
 DEFAULT_SHADOW_TOKENS_PER_MINUTE: Final = 60_000
-DEFAULT_HEALTH_INTERVAL: Final = 5.0
+DEFAULT_HEALTH_INTERVAL: Final = 2.0
 MAX_HEALTH_INTERVAL: Final = 300.0
 MIN_HEALTH_INTERVAL: Final = 0.2
 DEFAULT_PIN_TTL: Final = 86400
@@ -64,6 +65,7 @@ class SidecarSettings:
     shadow_max_concurrency: int = DEFAULT_SHADOW_MAX_CONCURRENCY
     shadow_tokens_per_minute: int = DEFAULT_SHADOW_TOKENS_PER_MINUTE
     health_interval: float = DEFAULT_HEALTH_INTERVAL
+    prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
 
     def __post_init__(self) -> None:
         try:
@@ -158,11 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HEALTH_INTERVAL,
         help="seconds between health snapshots; the key's lease lasts ~3 of them",
     )
+    p.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        help="JSON price table: {release-or-model: {input_per_1m, output_per_1m}} in USD",
+    )
     return p
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSettings:
     args = build_parser().parse_args(list(argv))
+    if args.prices is not None:
+        try:
+            load_prices(args.prices)  # refuse a bad price table at start, not on a request
+        except PriceError as exc:
+            raise SettingsError(str(exc)) from exc
     host, port = cliargs.parse_listen(args.listen, error=SettingsError)
     return SidecarSettings(
         agent=args.agent,
@@ -187,4 +200,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         shadow_max_concurrency=args.shadow_max_concurrency,
         shadow_tokens_per_minute=args.shadow_tokens_per_minute,
         health_interval=args.health_interval,
+        prices_file=args.prices,
     )

@@ -150,7 +150,7 @@ class FakeLLM:
         chat = protocol.parse_chat(await self._admit(request))
         behaviour, stats = self._begin(chat.model)
         reply = compose_reply(
-            chat, length=behaviour.completion_tokens, tool_calls_on=behaviour.tool_calls
+            chat, length=behaviour.length_for(chat.user_text), tool_calls_on=behaviour.tool_calls
         )
         stats.prompt_tokens += chat.prompt_tokens
         stats.in_flight += 1

@@ -42,6 +42,10 @@ class Behaviour:
     omit_usage: bool = False  # never report usage (accounting tests)
     tool_calls: bool = False  # answer with a tool call whenever the request declares tools
     completion_tokens: int = DEFAULT_COMPLETION_TOKENS  # reply length before max_tokens
+    # Drift confined to one kind of query: a last user message containing ``drift_marker``
+    # gets ``drift_completion_tokens`` instead (empty marker: off).
+    drift_marker: str = ""
+    drift_completion_tokens: int = 1
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "first_byte_ms", "token_interval_ms"):
@@ -56,6 +60,16 @@ class Behaviour:
             if not isinstance(getattr(self, name), bool):
                 raise BehaviourError(f"{name} must be true or false")
         _check_int("completion_tokens", self.completion_tokens, 1, MAX_COMPLETION_TOKENS)
+        _check_int(
+            "drift_completion_tokens", self.drift_completion_tokens, 1, MAX_COMPLETION_TOKENS
+        )
+        if not isinstance(self.drift_marker, str) or len(self.drift_marker) > 200:
+            raise BehaviourError("drift_marker must be a string of at most 200 characters")
+
+    def length_for(self, user_text: str) -> int:
+        if self.drift_marker and self.drift_marker in user_text:
+            return self.drift_completion_tokens
+        return self.completion_tokens
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
+from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
 
 _SHADOW_COUNTERS = (
     "samples",
@@ -97,6 +98,9 @@ class HealthSnapshot:
     pins_cached: int = 0
     pins_pending: int = 0
     shadow: tuple[ShadowStats, ...] = ()
+    # Functional health per release x category, and the spread of sessions' cumulative spend.
+    signals: tuple[ReleaseSignals, ...] = ()
+    sessions: tuple[SessionSpread, ...] = ()
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.sidecar_id):
@@ -115,6 +119,8 @@ class HealthSnapshot:
                 "pins_cached": self.pins_cached,
                 "pins_pending": self.pins_pending,
                 "shadow": [s.to_map() for s in self.shadow],
+                "signals": [s.to_map() for s in self.signals],
+                "sessions": [s.to_map() for s in self.sessions],
             },
         )
 
@@ -130,4 +136,6 @@ class HealthSnapshot:
             pins_cached=fields.integer(f, "pins_cached", default=0),
             pins_pending=fields.integer(f, "pins_pending", default=0),
             shadow=tuple(ShadowStats.from_map(m) for m in fields.maps(f, "shadow")),
+            signals=tuple(ReleaseSignals.from_map(m) for m in fields.maps(f, "signals")),
+            sessions=tuple(SessionSpread.from_map(m) for m in fields.maps(f, "sessions")),
         )

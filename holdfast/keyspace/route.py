@@ -14,6 +14,7 @@ from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.fields import percent as check_percent
 from holdfast.keyspace.keys import FLAG_KEY_RE
+from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.records import validate_model
 
 RolloutState = Literal["running", "paused", "done", "aborted"]
@@ -88,6 +89,7 @@ class Rollout:
     elapsed: float = 0.0
     ended_at: float = 0.0
     reason: str = ""
+    policy: HealthPolicy | None = None  # None: time alone advances the plan
 
     def __post_init__(self) -> None:
         check_name(self.release, what="rollout release")
@@ -130,6 +132,7 @@ class Rollout:
             "elapsed": self.elapsed,
             "ended_at": self.ended_at,
             "reason": self.reason,
+            "policy": self.policy.to_map() if self.policy else None,
         }
 
     @classmethod
@@ -140,6 +143,7 @@ class Rollout:
         ):
             raise RecordError("field 'steps' must be a list of numbers")
         state = fields.text(f, "state")
+        policy = fields.submap(f, "policy")
         if state not in ROLLOUT_STATES:
             raise RecordError(f"unknown rollout state {state!r:.30}")
         return cls(
@@ -154,6 +158,7 @@ class Rollout:
             elapsed=fields.optional_number(f, "elapsed", 0.0),
             ended_at=fields.optional_number(f, "ended_at", 0.0),
             reason=fields.text(f, "reason", optional=True),
+            policy=HealthPolicy.from_map(policy) if policy is not None else None,
         )
 
 

@@ -49,7 +49,7 @@ def test_shadow_and_health_settings() -> None:
     )
     defaults = SidecarSettings(agent="support")
     assert (defaults.shadow_max_concurrency, defaults.shadow_tokens_per_minute) == (4, 60_000)
-    assert defaults.health_interval == 5.0
+    assert defaults.health_interval == 2.0
     for bad in (
         {"shadow_max_concurrency": 0},
         {"shadow_tokens_per_minute": 0},

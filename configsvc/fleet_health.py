@@ -1,0 +1,120 @@
+"""The fleet's health as configsvc sees it: a watch on ``health/`` feeding ``FleetWindows``.
+
+Every replica keeps its own view (the watch is cheap and the windows are rebuilt from the
+sidecars' cumulative counters within a minute of a restart), so ``GET /v1/status`` answers on
+any replica; the rollout controller that acts on it runs on the elected leader only. With etcd
+away the view keeps the last snapshots it had and says how old they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from configsvc.health_windows import WINDOWS, FleetWindows, by_release, view
+from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
+from holdfast.logs import get_logger
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+
+log = get_logger(__name__)
+
+PRUNE_EVERY_S: Final = 5.0
+
+
+class FleetHealth:
+    def __init__(
+        self, store: EtcdStore, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.windows = FleetWindows()
+        self.clock = clock
+        self._prefix = keyspace.kind_prefix("health")
+        self._mirror = PrefixMirror(store, self._prefix)
+        self._mirror.subscribe(self._on_update)
+        self._seen: set[str] = set()
+        self._unreadable: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.updated_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._mirror.connected
+
+    async def start(self) -> None:
+        await self._mirror.start()
+        if self._task is None:
+            self._task = asyncio.create_task(self._prune(), name="fleet health prune")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        await self._mirror.close()
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            self.windows.prune(self.clock())
+
+    def _on_update(self, update: MirrorUpdate) -> None:
+        keys = set(update.kvs)
+        for key in self._seen - keys:
+            self.windows.gone(key.removeprefix(self._prefix))
+        changed = keys if update.reset else {c.key for c in update.changes} & keys
+        for key in changed:
+            self._read(key, update.kvs[key].value)
+        self._seen = keys
+        self.updated_at = self.clock()
+
+    def _read(self, key: str, value: bytes) -> None:
+        try:
+            snap = HealthSnapshot.decode(value)
+        except RecordError as exc:
+            if key not in self._unreadable:  # once per key, not once per beat
+                self._unreadable.add(key)
+                log.warning("health_snapshot_unreadable", key=key, error=str(exc))
+            return
+        self._unreadable.discard(key)
+        self.windows.observe(snap)
+
+    def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
+        """Per release: each window's figures, traffic share, sessions and shadow similarity."""
+        now = self.clock()
+        windows = {name: self.windows.window(agent, s, now) for name, s in WINDOWS.items()}
+        windows["since_start"] = self.windows.since_start(agent)
+        sessions = self.windows.sessions(agent)
+        shadow = self.windows.shadow(agent)
+        releases: dict[str, dict[str, Any]] = {}
+        names = {r for w in windows.values() for (r, _) in w} | {stable} | ({canary} - {""})
+        recent = by_release(windows["1m"])
+        total_1m = sum(s.count("requests") for s in recent.values())
+        for release in sorted(names):
+            role = "stable" if release == stable else "canary" if release == canary else "other"
+            n_1m = recent[release].count("requests") if release in recent else 0
+            sims = [s for s in shadow if s.shadow == release and s.samples]
+            samples = sum(s.samples for s in sims)
+            releases[release] = {
+                "role": role,
+                "traffic_share": n_1m / total_1m if total_1m else None,
+                "sessions": sessions[release].sessions if release in sessions else 0,
+                "shadow_similarity": sum(s.similarity_sum for s in sims) / samples
+                if samples
+                else None,
+                "shadow_samples": samples,
+                "windows": {name: view(by_release(w).get(release)) for name, w in windows.items()},
+                "categories": {
+                    cat: view(w_sig)
+                    for (rel, cat), w_sig in sorted(windows["5m"].items())
+                    if rel == release
+                },
+            }
+        return {
+            "agent": agent,
+            "sidecars": self.windows.sidecars(agent),
+            "etcd_connected": self.connected,
+            "data_age_s": None if self.updated_at is None else round(now - self.updated_at, 3),
+            "releases": releases,
+        }
