@@ -92,6 +92,10 @@ class ProbeFailed(Conflict):
     """The warm-up probe through the target release's provider failed; nothing was switched."""
 
 
+class BudgetNotFound(NotFound):
+    """No budget for that scope."""
+
+
 class PinNotFound(NotFound):
     """No pin for that session (never seen, or expired)."""
 
@@ -128,6 +132,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     NoActiveRollout: ErrorSpec(409, "conflict_error", "no_active_rollout"),
     ProbeFailed: ErrorSpec(409, "conflict_error", "probe_failed"),
     PinNotFound: ErrorSpec(404, "invalid_request_error", "pin_not_found"),
+    BudgetNotFound: ErrorSpec(404, "invalid_request_error", "budget_not_found"),
     StoreDown: ErrorSpec(503, "holdfast_error", "store_unavailable"),
     WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
     StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),

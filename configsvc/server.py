@@ -11,6 +11,9 @@ from aiohttp import web
 
 from configsvc.api import build_app
 from configsvc.auth import Authorizer
+from configsvc.budget_api import BudgetApi
+from configsvc.budget_controller import BUDGET_ELECTION, BudgetController
+from configsvc.budgets import BudgetOps
 from configsvc.contracts import ContractOps
 from configsvc.contracts_api import ContractsApi
 from configsvc.errors import ConfigsvcError
@@ -91,6 +94,10 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         fleet = FleetHealth(store, service.keyspace)
         gate = PolicyGate(fleet)
         controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
+        budget_election = Election(
+            store, service.keyspace, BUDGET_ELECTION, ttl=settings.leader_ttl
+        )
+        budget_controller = BudgetController(store, service.keyspace, budget_election)
         await prober.start()
         pins = PinOps(service)
         traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
@@ -104,6 +111,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
                 traffic,
                 ContractsApi(ContractOps(service)),
                 FlagsApi(FlagOps(service)),
+                BudgetApi(BudgetOps(service)),
             ],
         )
         try:
@@ -129,9 +137,13 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         await fleet.start()  # returns at once; etcd may be down
         election.start()
         controller.start()
+        budget_election.start()
+        budget_controller.start()
         await stop.wait()
         log.info("configsvc_stopping")
         await controller.close()
+        await budget_controller.close()
+        await budget_election.close()
         await fleet.close()
         await election.close()
         await runner.cleanup()

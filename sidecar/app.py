@@ -22,6 +22,10 @@ from holdfast.logs import (
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar import persist, pin_persist
+from sidecar.budget_filter import BudgetFilter, BudgetOptions
+from sidecar.budget_keeper import BudgetKeeper
+from sidecar.budget_ledger import Ledger
+from sidecar.budget_metrics import BudgetMetrics
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.contract_book import ContractBook
 from sidecar.contract_filter import ContractFilter
@@ -141,6 +145,19 @@ class Sidecar:
                 sessions=self.signals.spreads,
             ),
         )
+        self.budget_ledger = Ledger()
+        self.budget_metrics = BudgetMetrics(
+            self.metrics.registry, settings.agent, self.budget_ledger
+        )
+        self.budgets = BudgetKeeper(
+            self.store,
+            self.keyspace,
+            self.budget_ledger,
+            self.config,
+            sidecar_id=settings.effective_sidecar_id,
+            interval=settings.budget_report_interval,
+            idle_after=settings.budget_idle_after,
+        )
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -170,6 +187,7 @@ class Sidecar:
         await self.pin_saver.start()
         await self.mirror.start()  # returns at once; etcd may be down and that is fine
         await self.health.start()  # also returns at once
+        await self.budgets.start()  # likewise: slices and spend reports follow etcd when it is up
 
     def _on_update(self, update: MirrorUpdate) -> None:
         # Pins go to the pin table only: they are not configuration and must not be saved in
@@ -200,6 +218,7 @@ class Sidecar:
     async def close(self) -> None:
         await self.shadow.close()  # before the publisher, so its last snapshot has them all
         await self.health.close()
+        await self.budgets.close()
         await self.mirror.close()
         await self.pin_writer.close()
         await self.pin_saver.close()
@@ -220,7 +239,17 @@ class Sidecar:
             shadow=self.shadow,
             signals=self.signals,
             prices=self.prices,
+            filters=[self.budget_filter()],
+            budget_status=self.budgets.status,
         )
+
+    def budget_filter(self) -> BudgetFilter:
+        options = BudgetOptions(
+            agent=self.settings.agent,
+            default_cap=self.settings.budget_max_tokens,
+            estimator="chars" if self.settings.budget_estimator == "chars" else "bytes",
+        )
+        return BudgetFilter(self.budget_ledger, self.config, options, self.budget_metrics)
 
 
 def build_http_app(
@@ -238,6 +267,7 @@ def build_http_app(
     prices: PriceTable | None = None,
     filters: Sequence[ExchangeFilter] = (),
     routes: Sequence[web.RouteDef] = (),
+    budget_status: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The HTTP surface alone, so tests can serve it over a config fed by hand.
 
@@ -279,6 +309,7 @@ def build_http_app(
         etcd_endpoint,
         pins_status,
         signals=lambda: {"releases": summary(book.signals()), "sessions_tracked": book.sessions},
+        budgets=budget_status,
     )
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
     app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])

@@ -45,6 +45,10 @@ class UpstreamTimeout(SidecarError):
     """The provider did not answer in time."""
 
 
+class BudgetExhausted(SidecarError):
+    """A token budget of the request's scopes cannot cover its worst case (``param``: scope)."""
+
+
 class ToolSchemaMismatch(SidecarError):
     """A tool the agent declared differs from the contract version its release pins."""
 
@@ -84,6 +88,7 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     ToolNotProxied: ErrorSpec(400, "invalid_request_error", "tool_not_proxied"),
     ContractUnavailable: ErrorSpec(503, "holdfast_error", "contract_unavailable"),
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
+    BudgetExhausted: ErrorSpec(429, "insufficient_quota", "budget_exhausted"),
     NotConfigured: ErrorSpec(503, "holdfast_error", "not_configured"),
     ProviderKeyMissing: ErrorSpec(503, "holdfast_error", "provider_key_missing"),
     UpstreamUnreachable: ErrorSpec(502, "upstream_error", "upstream_unreachable"),

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from typing import Final
 
 from holdfast.keyspace.contract import decode_contract
+from sidecar.budget_config import decode_budget
 from sidecar.config import KindDecoder
 from sidecar.flags import decode_flag
 
 CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {
+    "budgets": decode_budget,
     "contracts": decode_contract,
     "flags": decode_flag,
 }

@@ -151,6 +151,9 @@ class OpenAIProxy:
             code = spec_for(exc).code
             self.metrics.request_finished(operation, release.name, code, exchange.elapsed())
             raise
+        # A filter may have moved the exchange to another release (a budget's degrade).
+        resolved = exchange.resolved
+        release = resolved.release
         outcome = Outcome("error", None, 0.0, completed=False)
         payload = json.dumps(exchange.body, separators=(",", ":"), ensure_ascii=False).encode()
         try:

@@ -58,10 +58,12 @@ class Ops:
         pins: Callable[[], dict[str, Any]] | None = None,
         *,
         signals: Callable[[], dict[str, Any]] | None = None,
+        budgets: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self._pins = pins
         self._signals = signals
+        self._budgets = budgets
         self.config = config
         self.control = control
         self.metrics = metrics
@@ -152,6 +154,7 @@ class Ops:
             "requests": self._request_counts(),
             "pins": self._pins() if self._pins is not None else None,
             "signals": self._signals() if self._signals is not None else None,
+            "budgets": self._budgets() if self._budgets is not None else None,
             "process": {"pid": os.getpid(), "rss_bytes": rss, "cpu_percent": cpu},
         }
         return web.json_response(body)

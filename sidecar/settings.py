@@ -37,6 +37,10 @@ MIN_HEALTH_INTERVAL: Final = 0.2
 DEFAULT_PIN_TTL: Final = 86400
 MIN_PIN_TTL: Final = 2  # etcd rounds shorter leases up to about this anyway
 DEFAULT_MAX_PENDING_PINS: Final = 100_000
+DEFAULT_BUDGET_MAX_TOKENS: Final = 4096
+DEFAULT_BUDGET_ESTIMATOR: Final = "bytes"
+DEFAULT_BUDGET_REPORT_INTERVAL: Final = 0.5
+DEFAULT_BUDGET_IDLE_AFTER: Final = 30.0
 
 
 class SettingsError(ValueError):
@@ -65,6 +69,10 @@ class SidecarSettings:
     shadow_max_concurrency: int = DEFAULT_SHADOW_MAX_CONCURRENCY
     shadow_tokens_per_minute: int = DEFAULT_SHADOW_TOKENS_PER_MINUTE
     health_interval: float = DEFAULT_HEALTH_INTERVAL
+    budget_max_tokens: int = DEFAULT_BUDGET_MAX_TOKENS
+    budget_estimator: str = DEFAULT_BUDGET_ESTIMATOR
+    budget_report_interval: float = DEFAULT_BUDGET_REPORT_INTERVAL
+    budget_idle_after: float = DEFAULT_BUDGET_IDLE_AFTER
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
 
     def __post_init__(self) -> None:
@@ -105,6 +113,12 @@ class SidecarSettings:
             raise SettingsError(f"--pin-ttl must be at least {MIN_PIN_TTL} seconds")
         if self.max_pending_pins < 1:
             raise SettingsError("--max-pending-pins must be at least 1")
+        if self.budget_max_tokens < 1:
+            raise SettingsError("--budget-max-tokens must be at least 1")
+        if self.budget_estimator not in ("bytes", "chars"):
+            raise SettingsError("--budget-prompt-estimator must be bytes or chars")
+        if not 0.05 <= self.budget_report_interval <= 60 or self.budget_idle_after <= 0:
+            raise SettingsError("--budget-report-interval must be 0.05-60s, idle-after positive")
 
     @property
     def effective_sidecar_id(self) -> str:
@@ -166,6 +180,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON price table: {release-or-model: {input_per_1m, output_per_1m}} in USD",
     )
+    p.add_argument(
+        "--budget-max-tokens",
+        type=int,
+        default=DEFAULT_BUDGET_MAX_TOKENS,
+        help="max_tokens written into budgeted requests that carry none (default %(default)s)",
+    )
+    p.add_argument(
+        "--budget-prompt-estimator",
+        choices=("bytes", "chars"),
+        default=DEFAULT_BUDGET_ESTIMATOR,
+        help="bytes: an upper bound (no overspend); chars: chars/4, closer (default %(default)s)",
+    )
+    p.add_argument(
+        "--budget-report-interval",
+        type=float,
+        default=DEFAULT_BUDGET_REPORT_INTERVAL,
+        help="seconds between spend reports of fleet-wide budgets (default %(default)s)",
+    )
+    p.add_argument(
+        "--budget-idle-after",
+        type=float,
+        default=DEFAULT_BUDGET_IDLE_AFTER,
+        help="seconds without requests after which a fleet slice is given back",
+    )
     return p
 
 
@@ -200,5 +238,9 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         shadow_max_concurrency=args.shadow_max_concurrency,
         shadow_tokens_per_minute=args.shadow_tokens_per_minute,
         health_interval=args.health_interval,
+        budget_max_tokens=args.budget_max_tokens,
+        budget_estimator=args.budget_prompt_estimator,
+        budget_report_interval=args.budget_report_interval,
+        budget_idle_after=args.budget_idle_after,
         prices_file=args.prices,
     )

@@ -28,6 +28,8 @@ KINDS: Final = (
     "health",
     "audit",
     "election",
+    "quotas",
+    "spend",
 )
 # How many path segments follow the kind, e.g. releases/<agent>/<release> has two.
 _SEGMENTS: Final = {
@@ -41,6 +43,8 @@ _SEGMENTS: Final = {
     "health": 1,
     "audit": 1,
     "election": 1,
+    "quotas": 1,
+    "spend": 2,
 }
 
 
@@ -118,6 +122,15 @@ class Keyspace:
 
     def budget(self, scope: str) -> str:
         return f"{self.prefix}budgets/{validate_id(scope, what='budget scope')}"
+
+    def quotas(self, scope: str) -> str:
+        """The slices of a fleet-wide budget handed to sidecars (written by configsvc)."""
+        return f"{self.prefix}quotas/{validate_id(scope, what='budget scope')}"
+
+    def spend(self, scope: str, holder: str) -> str:
+        """One sidecar's spend against a fleet-wide budget (written by it, under its lease)."""
+        scope = validate_id(scope, what="budget scope")
+        return f"{self.prefix}spend/{scope}/{validate_id(holder, what='quota holder')}"
 
     def pin(self, agent: str, session: str) -> str:
         agent = validate_name(agent, what="agent")

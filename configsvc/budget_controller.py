@@ -1,0 +1,178 @@
+"""The budget controller: on the elected leader only, slices every fleet-wide budget.
+
+Each tick reads ``budgets/``, ``quotas/`` and ``spend/`` and rewrites ``quotas/<scope>`` (one key
+per scope, compare-and-swap on its mod revision) with the grants ``quota_plan.plan`` gives. The
+CAS makes a tick by a deposed leader fail instead of double-granting; a window that turned
+starts from empty grants. Quota records of deleted budgets are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Final
+
+from configsvc.leader import Election
+from configsvc.quota_plan import Holder, fleet_used, plan, share
+from holdfast.budget_window import span_at
+from holdfast.keyspace import Keyspace, RecordError
+from holdfast.keyspace.budget import Budget, Quotas, SpendReport
+from holdfast.logs import get_logger
+from holdfast.store import CasConflict, KeyValue, Put, StoreError
+from holdfast.store.etcd import EtcdStore
+
+log = get_logger(__name__)
+
+BUDGET_ELECTION: Final = "budget-controller"
+DEFAULT_BUDGET_TICK: Final = 0.5
+
+
+def holders_of(quotas: Quotas | None, window: str, reports: list[SpendReport]) -> dict[str, Holder]:
+    """Every holder of the window: those with a grant, and live ones reporting (pure)."""
+    grants = dict(quotas.grants) if quotas is not None and quotas.window == window else {}
+    live = {r.holder: r for r in reports}
+    holders: dict[str, Holder] = {}
+    for name in set(grants) | set(live):
+        report = live.get(name)
+        same = report is not None and report.window == window
+        holders[name] = Holder(
+            grant=grants.get(name, 0),
+            used=report.used if report is not None and same else 0,
+            returned=report.returned if report is not None and same else 0,
+            live=report is not None,
+            want=report.want if report is not None else 0,
+        )
+    return holders
+
+
+class BudgetController:
+    def __init__(
+        self,
+        store: EtcdStore,
+        keyspace: Keyspace,
+        election: Election,
+        *,
+        tick: float = DEFAULT_BUDGET_TICK,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.keyspace = keyspace
+        self.election = election
+        self.tick = tick
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="budget controller")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            if not self.election.is_leader:
+                continue
+            try:
+                await self.run_once()
+            except StoreError as exc:
+                log.warning("budget_tick_failed", error=str(exc))
+            except Exception:  # a bug must not end slicing for the life of the process
+                log.exception("budget_tick_crashed")
+
+    async def _list(self, kind: str) -> list[KeyValue]:
+        _, kvs = await self.store.list_prefix(self.keyspace.kind_prefix(kind))
+        return kvs
+
+    async def run_once(self) -> int:
+        """One pass over every fleet-wide budget; returns how many quota records it wrote."""
+        self.ticks += 1
+        budgets: dict[str, Budget] = {}
+        for kv in await self._list("budgets"):
+            try:
+                budget = Budget.decode(kv.value)
+            except RecordError as exc:
+                log.warning("budget_record_unreadable", key=kv.key, reason=str(exc))
+                continue
+            if budget.fleet:
+                budgets[budget.scope] = budget
+        quotas: dict[str, tuple[Quotas | None, int]] = {}
+        for kv in await self._list("quotas"):
+            try:
+                q: Quotas | None = Quotas.decode(kv.value)
+            except RecordError:
+                q = None  # unreadable: replaced below (CAS on its revision)
+            scope = self.keyspace.parse(kv.key).parts[0]
+            quotas[scope] = (q, kv.mod_revision)
+        reports: dict[str, list[SpendReport]] = {}
+        for kv in await self._list("spend"):
+            try:
+                report = SpendReport.decode(kv.value)
+            except RecordError:
+                continue
+            reports.setdefault(report.scope, []).append(report)
+        written = 0
+        for scope, budget in budgets.items():
+            current, revision = quotas.get(scope, (None, 0))
+            written += await self._slice(budget, current, revision, reports.get(scope, []))
+        for scope, (_, revision) in quotas.items():
+            if scope not in budgets:
+                await self._drop(scope, revision)
+        return written
+
+    async def _slice(
+        self, budget: Budget, current: Quotas | None, revision: int, reports: list[SpendReport]
+    ) -> int:
+        now = self.clock()
+        window = span_at(budget.window, budget.zone, now).id
+        holders = holders_of(current, window, reports)
+        grants = plan(budget.tokens, holders)
+        used = fleet_used(holders)
+        fair = share(budget.tokens, holders)
+        same = (
+            current is not None
+            and current.window == window
+            and current.limit == budget.tokens
+            and current.grants == grants
+            and current.used == used
+            and current.share == fair
+        )
+        if same:
+            return 0
+        # A lowered limit does not take grants back: sidecars may have used them already.
+        new = Quotas(
+            scope=budget.scope,
+            window=window,
+            limit=budget.tokens,
+            grants={k: v for k, v in grants.items() if v > 0},
+            used=used,
+            share=fair,
+            at=now,
+        )
+        try:
+            await self.store.txn(
+                [
+                    Put(
+                        self.keyspace.quotas(budget.scope),
+                        new.encode(),
+                        expected_mod_revision=revision,
+                    )
+                ]
+            )
+        except CasConflict:
+            log.info("budget_quotas_moved", scope=budget.scope)
+            return 0
+        return 1
+
+    async def _drop(self, scope: str, revision: int) -> None:
+        key = self.keyspace.quotas(scope)
+        kv = await self.store.get(key)
+        if kv is not None and kv.mod_revision == revision:
+            await self.store.delete(key)
+            log.info("budget_quotas_dropped", scope=scope)

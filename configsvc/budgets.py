@@ -1,0 +1,161 @@
+"""Budget operations over the store: set, show, list, delete (audited), and fleet usage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from configsvc import errors
+from configsvc.budget_controller import holders_of
+from configsvc.budget_payloads import SetBudget
+from configsvc.quota_plan import fleet_used
+from configsvc.service import ConfigService, store_read
+from holdfast.budget_window import span_at
+from holdfast.keyspace import RecordError
+from holdfast.keyspace.budget import Budget, Quotas, SpendReport, scope_kind
+from holdfast.logs import get_logger
+from holdfast.store import CasConflict, KeyValue, Put, StoreError
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBudget:
+    budget: Budget
+    mod_revision: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.budget.public(),
+            "on_exhausted": self.budget.on_exhausted,
+            "fleet": self.budget.fleet,
+            "mod_revision": self.mod_revision,
+        }
+
+
+def _agent_of(scope: str) -> str:
+    return scope.partition(":")[2] if scope_kind(scope) == "agent" else ""
+
+
+def _decode(kv: KeyValue) -> Budget:
+    try:
+        return Budget.decode(kv.value)
+    except RecordError as exc:
+        raise errors.StoredRecordInvalid(f"stored record {kv.key} is unreadable: {exc}") from exc
+
+
+class BudgetOps:
+    def __init__(self, service: ConfigService) -> None:
+        self.service = service
+        self.keyspace = service.keyspace
+        self.store = service.store
+
+    async def get(self, scope: str) -> StoredBudget:
+        kv = await store_read(self.store.get(self.keyspace.budget(scope)))
+        if kv is None:
+            raise errors.BudgetNotFound(f"no budget for scope {scope!r}", param="scope")
+        return StoredBudget(_decode(kv), kv.mod_revision)
+
+    async def list(self) -> tuple[int, list[StoredBudget]]:
+        revision, kvs = await store_read(
+            self.store.list_prefix(self.keyspace.kind_prefix("budgets"))
+        )
+        return revision, [StoredBudget(_decode(kv), kv.mod_revision) for kv in kvs]
+
+    async def set(self, scope: str, req: SetBudget, actor: str) -> tuple[StoredBudget, bool]:
+        agent = _agent_of(scope)
+        if req.degrade_to and agent:
+            await self.service.get_release(agent, req.degrade_to)  # must exist to degrade to
+        key = self.keyspace.budget(scope)
+        try:
+            budget = Budget(
+                scope=scope,
+                tokens=req.tokens,
+                window=req.window,
+                zone=req.zone,
+                soft=req.soft,
+                action=req.action,
+                degrade_to=req.degrade_to,
+                request_cap=req.request_cap,
+                updated_at=self.service.clock(),
+                updated_by=actor,
+            )
+        except RecordError as exc:
+            raise errors.InvalidRequest(str(exc)) from exc
+        kv = await store_read(self.store.get(key))
+        before = _decode(kv).public() if kv is not None else None
+        found = kv.mod_revision if kv is not None else 0
+        entry = self.service._entry(
+            actor, "budget.set", key, req.reason, before, budget.public(), agent
+        )
+        try:
+            revision = await self.service._write(
+                Put(key, budget.encode(), expected_mod_revision=found), entry
+            )
+        except CasConflict as exc:
+            raise errors.RevisionConflict(
+                f"budget {scope} changed while it was being set; nothing was written, try again"
+            ) from exc
+        log.info("budget_set", scope=scope, tokens=req.tokens, window=req.window, actor=actor)
+        return StoredBudget(budget, revision), kv is None
+
+    async def delete(self, scope: str, reason: str, actor: str) -> int:
+        current = await self.get(scope)
+        key = self.keyspace.budget(scope)
+        entry = self.service._entry(
+            actor, "budget.delete", key, reason, current.budget.public(), None, _agent_of(scope)
+        )
+        pending = self.service.audit.pending(entry)
+        try:  # the delete and its audit entry in one transaction
+            result = await self.store.txn([pending.put], deletes=[key])
+        except StoreError as exc:
+            raise errors.WriteOutcomeUnknown(
+                f"etcd did not confirm the delete ({exc}); check `holdfastctl history`"
+            ) from exc
+        await self.service.audit.finalize(pending.key, pending.value, result.revision)
+        log.info("budget_deleted", scope=scope, actor=actor)
+        return result.revision
+
+    async def usage(self, scope: str) -> dict[str, Any]:
+        stored = await self.get(scope)
+        budget = stored.budget
+        span = span_at(budget.window, budget.zone, time.time())
+        quotas_kv = await store_read(self.store.get(self.keyspace.quotas(scope)))
+        quotas: Quotas | None = None
+        if quotas_kv is not None:
+            try:
+                quotas = Quotas.decode(quotas_kv.value)
+            except RecordError:
+                quotas = None
+        prefix = self.keyspace.kind_prefix("spend") + scope + "/"
+        _, kvs = await store_read(self.store.list_prefix(prefix))
+        reports = []
+        for kv in kvs:
+            try:
+                reports.append(SpendReport.decode(kv.value))
+            except RecordError:
+                continue
+        holders = holders_of(quotas, span.id, reports)
+        used = fleet_used(holders)
+        return {
+            "scope": scope,
+            "limit": budget.tokens,
+            "window": span.id,
+            "window_ends_at": span.end,
+            "fleet": budget.fleet,
+            "used": used,
+            "remaining": max(0, budget.tokens - used),
+            "reserved": sum(r.reserved for r in reports if r.window == span.id),
+            "estimated": sum(r.estimated for r in reports if r.window == span.id),
+            "holders": [
+                {
+                    "holder": name,
+                    "grant": h.grant,
+                    "used": h.used,
+                    "returned": h.returned,
+                    "live": h.live,
+                }
+                for name, h in sorted(holders.items())
+            ],
+        }

@@ -1,0 +1,245 @@
+"""Token budgets (``budgets/<scope>``), the fleet's quota slices (``quotas/<scope>``) and each
+sidecar's spend report (``spend/<scope>/<holder>``).
+
+Scopes: ``session:ID`` and ``tenant:ID`` (IDs as in pins), ``agent:NAME``, ``global``. A
+session budget is enforced by the sidecar serving the session alone; agent, tenant and global
+budgets are fleet-wide: configsvc's budget controller hands every live sidecar a slice
+(``grant``) of the window's limit, and a sidecar never admits beyond what it holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Self
+
+from holdfast.budget_window import WindowError, check_window, check_zone
+from holdfast.keyspace import fields
+from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.keys import ID_RE, NAME_RE
+
+SCOPE_KINDS: Final = ("session", "agent", "tenant", "global")
+FLEET_KINDS: Final = frozenset({"agent", "tenant", "global"})
+MAX_TOKENS_LIMIT: Final = 10**15
+MAX_REQUEST_CAP: Final = 10**7
+DEFAULT_SOFT: Final = 0.8
+ACTIONS: Final = ("reject", "degrade")
+
+
+def scope_kind(scope: str) -> str:
+    """The kind of a scope string, or RecordError saying what a scope looks like."""
+    if scope == "global":
+        return "global"
+    kind, sep, ident = scope.partition(":")
+    ok = (
+        sep
+        and (
+            (kind in ("session", "tenant") and ID_RE.fullmatch(ident))
+            or (kind == "agent" and NAME_RE.fullmatch(ident))
+        )
+        and ID_RE.fullmatch(scope)
+    )
+    if not ok:
+        raise RecordError(
+            f"invalid budget scope {scope!r:.150}: use session:ID, agent:NAME, tenant:ID or global"
+        )
+    return kind
+
+
+def is_fleet(scope: str) -> bool:
+    return scope_kind(scope) in FLEET_KINDS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    KIND: ClassVar[str] = "budget"
+    scope: str
+    tokens: int  # limit per window: prompt + completion tokens
+    window: str  # 1m, 1h, 1d... or day, month
+    zone: str = "UTC"  # for calendar windows
+    soft: float = DEFAULT_SOFT  # fraction at which X-Holdfast-Budget-Remaining is sent
+    action: str = "reject"  # or "degrade"
+    degrade_to: str = ""  # release of the requesting agent that serves once exhausted
+    request_cap: int = 0  # max_tokens written into requests that carry none (0: sidecar default)
+    updated_at: float = 0.0
+    updated_by: str = ""
+    fleet: bool = field(init=False, compare=False, repr=False)  # agent, tenant or global
+
+    def __post_init__(self) -> None:
+        # computed once: the request path asks for it on every admission
+        object.__setattr__(self, "fleet", scope_kind(self.scope) in FLEET_KINDS)
+        if isinstance(self.tokens, bool) or not 1 <= self.tokens <= MAX_TOKENS_LIMIT:
+            raise RecordError(f"token limit must be between 1 and {MAX_TOKENS_LIMIT}")
+        try:
+            check_window(self.window)
+            if check_zone(self.zone) != self.zone:
+                raise RecordError("zone must be an IANA time zone name")
+        except WindowError as exc:
+            raise RecordError(str(exc)) from exc
+        if not math.isfinite(self.soft) or not 0.0 < self.soft <= 1.0:
+            raise RecordError(f"soft limit must be a fraction in (0, 1], got {self.soft!r}")
+        if self.action not in ACTIONS:
+            raise RecordError(f"action must be reject or degrade, got {self.action!r:.40}")
+        if (self.action == "degrade") != bool(self.degrade_to):
+            raise RecordError("degrade needs a release to degrade to (and only degrade has one)")
+        fields.check_name(self.degrade_to, what="degrade release", optional=True)
+        if not 0 <= self.request_cap <= MAX_REQUEST_CAP:
+            raise RecordError(f"request cap must be between 0 and {MAX_REQUEST_CAP}")
+
+    @property
+    def on_exhausted(self) -> str:
+        return f"degrade:{self.degrade_to}" if self.action == "degrade" else "reject"
+
+    def encode(self) -> bytes:
+        return encode_record(self.KIND, self.public())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        f = decode_record(data, kind=cls.KIND)
+        return cls(
+            scope=fields.text(f, "scope"),
+            tokens=fields.integer(f, "tokens"),
+            window=fields.text(f, "window"),
+            zone=fields.text(f, "zone", optional=True) or "UTC",
+            soft=fields.optional_number(f, "soft", DEFAULT_SOFT),
+            action=fields.text(f, "action", optional=True) or "reject",
+            degrade_to=fields.name(f, "degrade_to", optional=True),
+            request_cap=fields.integer(f, "request_cap", default=0),
+            updated_at=fields.optional_number(f, "updated_at", 0.0),
+            updated_by=fields.text(f, "updated_by", optional=True),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "tokens": self.tokens,
+            "window": self.window,
+            "zone": self.zone,
+            "soft": self.soft,
+            "action": self.action,
+            "degrade_to": self.degrade_to,
+            "request_cap": self.request_cap,
+            "updated_at": self.updated_at,
+            "updated_by": self.updated_by,
+        }
+
+
+def _count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS_LIMIT:
+        raise RecordError(f"{what} must be a whole number of tokens, got {value!r:.40}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quotas:
+    """The slices of one fleet-wide budget for one window, written by the budget controller.
+
+    ``grants`` only grow within a window (holder -> tokens it may admit in the window); holders
+    give tokens back through their spend report (``returned``), never by the controller taking
+    them. ``used`` is what the controller last saw the fleet use, for display and headers.
+    """
+
+    KIND: ClassVar[str] = "quotas"
+    scope: str
+    window: str  # the Span id these grants belong to
+    limit: int
+    grants: dict[str, int] = field(default_factory=dict)
+    used: int = 0
+    share: int = 0  # an equal part of what is left per live holder; hold at most ~2x that
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        scope_kind(self.scope)
+        for holder, grant in self.grants.items():
+            if not ID_RE.fullmatch(holder):
+                raise RecordError(f"invalid quota holder {holder!r:.140}")
+            _count(grant, "grant")
+        # Grants only grow within a window and holders give tokens back through their spend
+        # reports, so the grants alone may add up to more than the limit; what the controller
+        # keeps at or below the limit is grants minus what was given back.
+
+    def encode(self) -> bytes:
+        return encode_record(self.KIND, self.public())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        f = decode_record(data, kind=cls.KIND)
+        grants = fields.submap(f, "grants") or {}
+        return cls(
+            scope=fields.text(f, "scope"),
+            window=fields.text(f, "window"),
+            limit=_count(f.get("limit"), "limit"),
+            grants={str(k): _count(v, "grant") for k, v in grants.items()},
+            used=_count(f.get("used", 0), "used"),
+            share=_count(f.get("share", 0), "share"),
+            at=fields.optional_number(f, "at", 0.0),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "window": self.window,
+            "limit": self.limit,
+            "grants": dict(self.grants),
+            "used": self.used,
+            "share": self.share,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpendReport:
+    """One sidecar's use of one fleet-wide budget in one window (under the sidecar's lease).
+
+    ``used`` = settled + reserved; ``returned`` only grows within a window: tokens of its grants
+    the holder promises never to use, so the controller may hand them to others.
+    """
+
+    KIND: ClassVar[str] = "spend"
+    scope: str
+    holder: str
+    window: str
+    used: int
+    reserved: int = 0
+    returned: int = 0
+    estimated: int = 0  # settled tokens that were estimated (no usage from the provider)
+    want: int = 0  # the largest request refused since the previous report
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        scope_kind(self.scope)
+        if not ID_RE.fullmatch(self.holder):
+            raise RecordError(f"invalid quota holder {self.holder!r:.140}")
+        for name in ("used", "reserved", "returned", "estimated", "want"):
+            _count(getattr(self, name), name)
+
+    def encode(self) -> bytes:
+        return encode_record(self.KIND, self.public())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        f = decode_record(data, kind=cls.KIND)
+        return cls(
+            scope=fields.text(f, "scope"),
+            holder=fields.text(f, "holder"),
+            window=fields.text(f, "window"),
+            used=_count(f.get("used"), "used"),
+            reserved=_count(f.get("reserved", 0), "reserved"),
+            returned=_count(f.get("returned", 0), "returned"),
+            estimated=_count(f.get("estimated", 0), "estimated"),
+            want=_count(f.get("want", 0), "want"),
+            at=fields.optional_number(f, "at", 0.0),
+        )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "holder": self.holder,
+            "window": self.window,
+            "used": self.used,
+            "reserved": self.reserved,
+            "returned": self.returned,
+            "estimated": self.estimated,
+            "want": self.want,
+            "at": self.at,
+        }

@@ -1,0 +1,236 @@
+"""Token budgets on the request path: reserve the worst case at open, settle on the real usage.
+
+Applicable scopes of a request: ``global``, ``agent:<this agent>``, ``tenant:<X-Holdfast-Tenant>``
+and ``session:<session>``, each only if a budget exists for it. The worst case is the prompt
+estimate plus the completion cap (``max_tokens`` / ``max_completion_tokens`` times ``n``); a
+chat request without a cap gets the tightest applicable ``request_cap`` (or the sidecar's
+default) written into its body, so the provider cannot produce more than was reserved.
+
+Exhausted scope: 429 ``budget_exhausted`` naming scope, limit and use, with ``Retry-After``;
+or, when every exhausted scope says ``degrade:RELEASE``, the request is served by that release
+of the agent instead. A degraded request keeps the session's pin (it is not re-pinned: the
+session returns to its release when the window turns) and is not metered by the scopes that
+degraded it; other scopes still meter it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from holdfast.logs import get_logger
+from sidecar.budget_ledger import Ledger, Meter, Refusal, Reservation
+from sidecar.budget_metrics import BudgetMetrics
+from sidecar.budget_usage import (
+    Estimator,
+    Usage,
+    UsageError,
+    body_usage,
+    completion_cap,
+    estimate_prompt,
+    read_event,
+    reply_estimate,
+)
+from sidecar.config import ConfigState
+from sidecar.errors import BudgetExhausted, InvalidRequest
+from sidecar.exchange import Exchange, Observer, Outcome
+
+log = get_logger(__name__)
+
+TENANT_HEADER: Final = "X-Holdfast-Tenant"
+REMAINING_HEADER: Final = "X-Holdfast-Budget-Remaining"
+DEGRADED_HEADER: Final = "X-Holdfast-Budget-Degraded"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetOptions:
+    agent: str
+    default_cap: int
+    estimator: Estimator
+
+
+class _Settle(Observer):
+    def __init__(
+        self,
+        ledger: Ledger,
+        reservation: Reservation,
+        prompt_estimate: int,
+        *,
+        stream: bool,
+        strip_usage: bool,
+        metrics: BudgetMetrics,
+    ) -> None:
+        self.ledger = ledger
+        self.reservation = reservation
+        self.prompt_estimate = prompt_estimate
+        self.wants_events = stream
+        self.strip_usage = strip_usage
+        self.metrics = metrics
+        self.usage: Usage | None = None
+        self.deltas = 0
+        self.status: int | None = None
+        self.reply_tokens = 0
+
+    def on_body(self, status: int, body: bytes) -> bytes:
+        self.status = status
+        if status < 400:
+            self.usage = body_usage(body)
+            if self.usage is None:
+                self.reply_tokens = reply_estimate(body)
+        return body
+
+    def on_event(self, event: bytes) -> bytes | None:
+        parsed = read_event(event)
+        self.deltas += parsed.tokens
+        if parsed.usage is not None:
+            self.usage = parsed.usage
+            if parsed.usage_only and self.strip_usage:
+                return None  # the agent did not ask for it: it sees what it would have seen
+        return event
+
+    def close(self, outcome: Outcome) -> None:
+        prompt, completion, estimated = self._charge(outcome)
+        Ledger.settle(self.reservation, prompt + completion, estimated=estimated)
+        self.metrics.charged(prompt, completion, estimated=estimated)
+        if estimated and (prompt or completion):
+            log.info(
+                "budget_charge_estimated",
+                outcome=outcome.code,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+            )
+
+    def _charge(self, outcome: Outcome) -> tuple[int, int, bool]:
+        if self.usage is not None:
+            return self.usage.prompt, self.usage.completion, False
+        if self.wants_events:  # a stream: what the provider produced before it ended or was cut
+            started = outcome.status == 200 or self.deltas > 0
+            return (self.prompt_estimate, self.deltas, True) if started else (0, 0, False)
+        status = self.status if self.status is not None else outcome.status
+        if status is not None and status < 400:
+            return self.prompt_estimate, self.reply_tokens, True
+        return 0, 0, False  # refused, unreachable, or a provider error: nothing produced
+
+
+class BudgetFilter:
+    name = "budget"
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        config: ConfigState,
+        options: BudgetOptions,
+        metrics: BudgetMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.config = config
+        self.options = options
+        self.metrics = metrics
+        self.clock = clock
+
+    def _scopes(self, exchange: Exchange) -> list[str]:
+        scopes = ["global", f"agent:{self.options.agent}"]
+        tenant = exchange.headers.get(TENANT_HEADER)
+        if tenant:
+            scopes.append(f"tenant:{tenant}")
+        if exchange.resolved.session:
+            scopes.append(f"session:{exchange.resolved.session}")
+        return scopes
+
+    def open(self, exchange: Exchange) -> Observer | None:
+        snapshot = self.config.current
+        if snapshot is None:
+            return None
+        budgets = snapshot.of_kind("budgets")
+        if not budgets:
+            return None
+        now = self.clock()
+        self.ledger.sync(budgets, now)
+        meters = self.ledger.applicable(self._scopes(exchange), now)
+        if not meters:
+            return None
+        body = exchange.body
+        try:
+            cap = completion_cap(body)
+        except UsageError as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from exc
+        if cap is None and exchange.operation == "chat":
+            cap = min(m.budget.request_cap or self.options.default_cap for m in meters)
+            body["max_tokens"] = cap
+            cap *= body.get("n") or 1
+        prompt = estimate_prompt(body, exchange.operation, self.options.estimator)
+        amount = prompt + (cap or 0)
+        reservation, refusals = self.ledger.admit(meters, amount, now)
+        if reservation is None:
+            reservation = self._degrade(exchange, meters, refusals, amount, now)
+        strip_usage = False
+        if exchange.stream:
+            options = body.get("stream_options")
+            asked = isinstance(options, dict) and options.get("include_usage") is True
+            body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+            strip_usage = not asked
+        self._soft_header(exchange, meters)
+        return _Settle(
+            self.ledger,
+            reservation,
+            prompt,
+            stream=exchange.stream,
+            strip_usage=strip_usage,
+            metrics=self.metrics,
+        )
+
+    def _degrade(
+        self,
+        exchange: Exchange,
+        meters: list[Meter],
+        refusals: list[Refusal],
+        amount: int,
+        now: float,
+    ) -> Reservation:
+        snapshot = self.config.current
+        first = refusals[0]
+        target_name = first.meter.budget.degrade_to
+        target = snapshot.releases.get(target_name) if snapshot and target_name else None
+        degradable = all(r.meter.budget.degrade_to == target_name for r in refusals)
+        if target is None or not degradable or target.name == exchange.resolved.release.name:
+            if target_name and target is None:
+                log.warning(
+                    "budget_degrade_release_missing", scope=first.scope, release=target_name
+                )
+            raise self._refuse(first)
+        degrading = {r.scope for r in refusals}
+        rest = [m for m in meters if m.scope not in degrading]
+        reservation, more = self.ledger.admit(rest, amount, now)
+        if reservation is None:
+            raise self._refuse(more[0])
+        for r in refusals:
+            r.meter.tally.degraded += 1
+        exchange.resolved = dataclasses.replace(exchange.resolved, release=target)
+        exchange.body["model"] = target.model
+        exchange.response_headers[DEGRADED_HEADER] = first.scope
+        log.info("budget_degraded", scope=first.scope, release=target.name)
+        return reservation
+
+    @staticmethod
+    def _refuse(refusal: Refusal) -> BudgetExhausted:
+        err = BudgetExhausted(refusal.message(), param=refusal.scope)
+        err.headers["Retry-After"] = str(refusal.retry_after)
+        log.info("budget_refused", scope=refusal.scope, need=refusal.need)
+        return err
+
+    @staticmethod
+    def _soft_header(exchange: Exchange, meters: list[Meter]) -> None:
+        warned = [m for m in meters if m.remaining <= m.budget.tokens * (1.0 - m.budget.soft)]
+        if warned:
+            tightest = min(warned, key=lambda m: m.remaining)
+            exchange.response_headers[REMAINING_HEADER] = (
+                f"{tightest.remaining}; scope={tightest.scope}"
+            )

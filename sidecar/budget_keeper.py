@@ -1,0 +1,180 @@
+"""The sidecar's side of fleet-wide budgets: follow its slices, report its spend.
+
+* ``quotas/<scope>`` (written by configsvc's budget controller) is mirrored; this sidecar's
+  entry becomes its meter's grant for that window.
+* ``spend/<scope>/<holder>`` is written every ``interval`` (when it changed) under this
+  sidecar's own lease: while the key exists the controller knows the sidecar is alive and may
+  grow its slice. Tokens of a slice it has not used for ``idle_after`` seconds are given back
+  (``returned`` only grows), so the controller can hand them to busier sidecars.
+
+The holder id is the sidecar id plus a per-process suffix: a restarted sidecar starts with an
+empty slice instead of re-using one its previous incarnation may have spent already. With etcd
+or configsvc unreachable, nothing here blocks requests; the sidecar keeps admitting from the
+slices it holds, and only from those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from holdfast.keyspace import Keyspace, RecordError
+from holdfast.keyspace.budget import Quotas, SpendReport
+from holdfast.logs import get_logger
+from holdfast.store import StoreError
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.lease import LeaseKeeper
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+from sidecar.budget_ledger import Ledger
+from sidecar.budget_metrics import meter_status
+from sidecar.config import ConfigState
+
+log = get_logger(__name__)
+
+SPEND_LEASE_TTL: Final = 6
+EXCESS_SHARES: Final = 2  # headroom above this many equal shares is given back
+
+
+def holder_id(sidecar_id: str) -> str:
+    return f"{sidecar_id[:110]}.{secrets.token_hex(4)}"
+
+
+class BudgetKeeper:
+    def __init__(
+        self,
+        store: EtcdStore,
+        keyspace: Keyspace,
+        ledger: Ledger,
+        config: ConfigState,
+        *,
+        sidecar_id: str,
+        interval: float,
+        idle_after: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.keyspace = keyspace
+        self.ledger = ledger
+        self.config = config
+        self.holder = holder_id(sidecar_id)
+        self.interval = interval
+        self.idle_after = idle_after
+        self.clock = clock
+        self.quotas: dict[str, Quotas] = {}
+        self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"))
+        self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
+        self._written: dict[str, SpendReport] = {}
+        self._last_admitted: dict[str, tuple[int, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.report_failures = 0
+
+    async def start(self) -> None:
+        self.mirror.subscribe(self._on_quotas)
+        await self.mirror.start()
+        await self.lease.start()
+        self._task = asyncio.create_task(self._run(), name="budget spend reporter")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        await self.mirror.close()
+        await self.lease.close()  # revoking deletes the spend keys: the fleet sees us leave
+
+    def _on_quotas(self, update: MirrorUpdate) -> None:
+        quotas: dict[str, Quotas] = {}
+        for kv in update.kvs.values():
+            try:
+                q = Quotas.decode(kv.value)
+            except RecordError as exc:
+                log.warning("budget_quotas_rejected", key=kv.key, reason=str(exc))
+                continue
+            quotas[q.scope] = q
+        self.quotas = quotas
+        self._apply_quotas()
+
+    def _apply_quotas(self) -> None:
+        for scope, meter in self.ledger.meters.items():
+            if not meter.budget.fleet:
+                continue
+            q = self.quotas.get(scope)
+            if q is None:
+                self.ledger.set_grant(scope, "", 0, 0)
+            else:
+                self.ledger.set_grant(scope, q.window, q.grants.get(self.holder, 0), q.used)
+
+    async def _new_lease(self, lease_id: int) -> None:
+        self._written.clear()  # the old lease took our keys with it: write them all again
+        await self.report()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.report()
+            except StoreError as exc:
+                self.report_failures += 1
+                log.warning("budget_spend_report_failed", error=str(exc))
+            except Exception:  # a bug must not end reporting for the life of the process
+                self.report_failures += 1
+                log.exception("budget_spend_report_crashed")
+
+    def reports(self) -> list[SpendReport]:
+        """Bring the ledger up to date and describe this sidecar's fleet spend (pure)."""
+        now = self.clock()
+        snapshot = self.config.current
+        if snapshot is not None:
+            self.ledger.sync(snapshot.of_kind("budgets"), now)
+        self._apply_quotas()
+        out = []
+        for scope, meter in self.ledger.meters.items():
+            meter.rotate(now)
+            admitted, since = self._last_admitted.get(scope, (-1, now))
+            if meter.tally.admitted != admitted:
+                self._last_admitted[scope] = (meter.tally.admitted, now)
+            elif now - since >= self.idle_after and meter.give_back(0):
+                log.info("budget_slice_returned", scope=scope, returned=meter.returned)
+            quotas = self.quotas.get(scope)
+            if quotas is not None and quotas.window == meter.tally.span.id and quotas.share:
+                meter.give_back(EXCESS_SHARES * quotas.share)  # far above an equal part
+            t = meter.tally
+            out.append(
+                SpendReport(
+                    scope=scope,
+                    holder=self.holder,
+                    window=t.span.id,
+                    used=t.spent + t.reserved,
+                    reserved=t.reserved,
+                    returned=meter.returned,
+                    estimated=t.estimated,
+                    want=t.want,
+                    at=now,
+                )
+            )
+            t.want = 0
+        return out
+
+    async def report(self) -> None:
+        lease = self.lease.lease_id
+        if not lease:
+            return
+        for report in self.reports():
+            last = self._written.get(report.scope)
+            if last is not None and last.public() | {"at": 0} == report.public() | {"at": 0}:
+                continue
+            await self.store.put(
+                self.keyspace.spend(report.scope, self.holder), report.encode(), lease=lease
+            )
+            self._written[report.scope] = report
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "holder": self.holder,
+            "report_failures": self.report_failures,
+            "slices_connected": self.mirror.connected,
+            "scopes": [meter_status(m) for _, m in sorted(self.ledger.meters.items())],
+        }
