@@ -55,6 +55,60 @@ class _Incarnation:
         return self.samples[-1]
 
 
+class _Sum:
+    """A mutable running sum of signals of one key: sparse adds, one record at the end."""
+
+    __slots__ = ("category", "counts", "hists", "release", "sums", "tools")
+
+    def __init__(self, release: str, category: str) -> None:
+        self.release, self.category = release, category
+        self.counts: dict[str, int] = {}
+        self.sums: dict[str, float] = {}
+        self.hists: dict[str, list[int]] = {}
+        self.tools: dict[str, int] = {}
+
+    def add(self, s: ReleaseSignals, sign: int) -> None:
+        counts, sums, tools = self.counts, self.sums, self.tools
+        for name, n in s.counts.items():
+            counts[name] = counts.get(name, 0) + sign * n
+        for name, x in s.sums.items():
+            sums[name] = sums.get(name, 0.0) + sign * x
+        for name, buckets in s.hists.items():
+            have = self.hists.get(name)
+            if have is None:
+                self.hists[name] = [sign * b for b in buckets]
+            else:
+                for i, b in enumerate(buckets):
+                    have[i] += sign * b
+        for name, n in s.tools.items():
+            tools[name] = tools.get(name, 0) + sign * n
+
+    def record(self) -> ReleaseSignals:
+        return ReleaseSignals(
+            release=self.release,
+            category=self.category,
+            counts={k: v for k, v in self.counts.items() if v},
+            sums={k: v for k, v in self.sums.items() if v},
+            hists={k: tuple(v) for k, v in self.hists.items() if any(v)},
+            tools={k: v for k, v in self.tools.items() if v},
+        )
+
+
+class _Total:
+    def __init__(self) -> None:
+        self.sums: dict[Key, _Sum] = {}
+
+    def add(self, signals: Iterable[ReleaseSignals], sign: int = 1) -> None:
+        for s in signals:
+            acc = self.sums.get(s.key)
+            if acc is None:
+                acc = self.sums[s.key] = _Sum(s.release, s.category)
+            acc.add(s, sign)
+
+    def result(self) -> Signals:
+        return {key: acc.record() for key, acc in self.sums.items()}
+
+
 def add_into(total: Signals, signals: Iterable[ReleaseSignals], sign: int = 1) -> None:
     for s in signals:
         have = total.get(s.key)
@@ -127,7 +181,7 @@ class FleetWindows:
     def window(self, agent: str, seconds: float, now: float) -> Signals:
         """Traffic of the last ``seconds``, summed over the fleet, per (release, category)."""
         start = now - seconds
-        total: Signals = {}
+        total = _Total()
         for inc in self._incarnations(agent):
             latest = inc.latest
             if latest.at < start:
@@ -141,17 +195,18 @@ class FleetWindows:
             # No sample from before the window (this replica has just started watching): the
             # whole cumulative count stands in, an overcount until a window of history exists,
             # rather than being blind for a window's length.
-            add_into(total, latest.signals.values())
+            total.add(latest.signals.values())
             if base is not None and base is not latest:
-                add_into(total, base.signals.values(), -1)
-        return total
+                total.add(base.signals.values(), -1)
+        return total.result()
 
     def since_start(self, agent: str) -> Signals:
         """Everything every incarnation ever reported (cumulative counters need no baseline)."""
-        total: Signals = dict(self._folded.get(agent, {}))
+        total = _Total()
+        total.add(self._folded.get(agent, {}).values())
         for inc in self._incarnations(agent):
-            add_into(total, inc.latest.signals.values())
-        return total
+            total.add(inc.latest.signals.values())
+        return total.result()
 
     def shadow(self, agent: str) -> list[ShadowStats]:
         merged: dict[tuple[str, str, float], ShadowStats] = {}
@@ -176,9 +231,13 @@ class FleetWindows:
 
 
 def _regressed(new: Signals, old: Signals) -> bool:
-    return any(key in new and new[key].regressed_from(s) for key, s in old.items()) or any(
-        key not in new for key in old
-    )
+    """A key gone or a request count down: counters restarted. (Every exchange counts one
+    request, so comparing that counter alone is enough and keeps ingestion cheap.)"""
+    for key, s in old.items():
+        fresh = new.get(key)
+        if fresh is None or fresh.count("requests") < s.count("requests"):
+            return True
+    return False
 
 
 def by_release(signals: Mapping[Key, ReleaseSignals]) -> dict[str, ReleaseSignals]:

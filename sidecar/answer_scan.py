@@ -5,17 +5,20 @@ only the rare events that matter (tool calls, the final usage, the first few con
 for the refusal check) are parsed as JSON, so a long stream costs a few ``in`` tests per event.
 
 Refusal heuristic (documented in the README): the answer carries OpenAI's ``refusal`` field,
-or the first 200 characters of its text start with, or contain, one of ``REFUSAL_PHRASES``.
+or the first 120 characters of its text start with, or contain, one of ``REFUSAL_PHRASES``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-HEAD_CHARS: Final = 200
+HEAD_CHARS: Final = 120
+_TEXT_RE: Final = re.compile(rb'"content": ?"([^"]?)')  # group 1 empty: an empty delta
+_RARE_RE: Final = re.compile(rb'"tool_calls"|"usage": ?\{|"refusal": ?"')
 MAX_PARSED_BODY: Final = 1 << 20
 MAX_EVENT_BYTES: Final = 1 << 16
 MAX_TOOL_NAMES: Final = 16
@@ -119,6 +122,15 @@ def scan_body(body: bytes, request: Mapping[str, Any]) -> Answer | None:
     )
 
 
+def _content_text(event: bytes, start: int) -> str:
+    """The text of a content delta, read by byte search (no JSON parse): good enough for the
+    refusal check, which only looks at the head of the answer."""
+    end = event.find(b'"', start)
+    while end > 0 and event[end - 1] == 0x5C:  # an escaped quote: keep going
+        end = event.find(b'"', end + 1)
+    return event[start:end].decode("utf-8", "replace") if end > start else ""
+
+
 class StreamScan:
     """Feeds on raw SSE chunks; ``answer()`` at the end says what the stream carried."""
 
@@ -147,19 +159,13 @@ class StreamScan:
 
     def _event(self, event: bytes) -> None:
         # Providers write compact JSON; a space after the colon is accepted too.
-        has_text = (b'"content":"' in event or b'"content": "' in event) and not (
-            b'"content":""' in event or b'"content": ""' in event
-        )
+        text = _TEXT_RE.search(event)
+        has_text = text is not None and text.group(1) != b""
         if has_text:
             self.deltas += 1
-        rare = (
-            b'"tool_calls"' in event
-            or b'"usage":{' in event
-            or b'"usage": {' in event
-            or b'"refusal":"' in event
-            or b'"refusal": "' in event
-        )
-        if not rare and not (has_text and len(self.head) < HEAD_CHARS):
+        if _RARE_RE.search(event) is None:
+            if text is not None and has_text and len(self.head) < HEAD_CHARS:
+                self.head += _content_text(event, text.start(1))
             return
         data = event[6:] if event.startswith(b"data: ") else event.partition(b"data:")[2]
         try:

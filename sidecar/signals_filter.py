@@ -11,14 +11,13 @@ import dataclasses
 from typing import Final
 
 from sidecar.answer_scan import Answer, StreamScan, scan_body
+from sidecar.contract_filter import VIOLATION_HEADER
 from sidecar.exchange import Exchange, Observer, Outcome
 from sidecar.prices import PriceTable
 from sidecar.signal_book import Observation, SignalBook, category_of
 from sidecar.signal_metrics import SignalMetrics
 
 CATEGORY_HEADER: Final = "X-Holdfast-Category"
-# Another filter (tool contracts) reports the violations it saw in this response header.
-VIOLATIONS_HEADER: Final = "X-Holdfast-Contract-Violations"
 
 
 class _SignalsObserver(Observer):
@@ -72,7 +71,7 @@ class SignalsFilter:
         ttft: float | None,
     ) -> None:
         release = exchange.resolved.release
-        violations = _count(exchange.response_headers.get(VIOLATIONS_HEADER))
+        violations = _violations(exchange.response_headers.get(VIOLATION_HEADER), outcome)
         obs = Observation(
             release=release.name,
             category=category,
@@ -101,10 +100,10 @@ class SignalsFilter:
         self.metrics.observe(obs)
 
 
-def _count(header: str | None) -> int:
-    if not header:
-        return 0
-    try:
-        return max(0, min(int(header), 1000))
-    except ValueError:
-        return 0
+def _violations(header: str | None, outcome: Outcome) -> int:
+    """Tool-contract violations of this exchange: the contract filter lists them in its response
+    header (comma-separated labels); a call it refused outright counts as one."""
+    found = sum(1 for label in header.split(",") if label.strip()) if header else 0
+    if not found and "contract_violation" in f"{outcome.code} {outcome.reason}":
+        found = 1
+    return min(found, 1000)

@@ -193,3 +193,30 @@ def test_prices(tmp_path: Path) -> None:
     with pytest.raises(PriceError, match="cannot read"):
         load_prices(tmp_path / "missing.json")
     assert len(load_prices(None)) == 0
+
+
+def test_deployment_markers_follow_the_route() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from holdfast.keyspace import Route
+    from sidecar.signal_metrics import SignalMetrics
+
+    registry = CollectorRegistry()
+    metrics = SignalMetrics(registry, "support")
+    models = {"r1": "m1", "r2": "m2"}
+    route = Route(agent="support", stable="r1", canary="r2", canary_percent=5.0, updated_at=100.0)
+    metrics.mark_route(route, models, now=500.0)
+    metrics.mark_route(route, models, now=600.0)  # unchanged roles keep their start time
+
+    def markers() -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["holdfast_release"], s.labels["role"]): s.value
+            for m in registry.collect()
+            if m.name == "holdfast_release_info"
+            for s in m.samples
+        }
+
+    assert markers() == {("r1", "stable"): 100.0, ("r2", "canary"): 100.0}
+    promoted = Route(agent="support", stable="r2", previous_stable="r1", updated_at=700.0)
+    metrics.mark_route(promoted, models, now=701.0)
+    assert markers() == {("r2", "stable"): 700.0}
