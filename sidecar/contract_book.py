@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from jsonschema.protocols import Validator
-
-from holdfast.contracts.schema import canonical, compile_validator, first_errors
+from holdfast.contracts.schema import CompiledSchema, canonical, compile_validator
 from holdfast.keyspace.contract import Contract, Policy, effective_policy
 from holdfast.keyspace.records import Release
+from holdfast.logs import get_logger
 from sidecar.config import ConfigSnapshot
+
+log = get_logger(__name__)
 
 MAX_COMPILED: Final = 4096
 
@@ -23,15 +24,15 @@ MAX_COMPILED: Final = 4096
 @dataclass(frozen=True, slots=True)
 class Compiled:
     contract: Contract
-    args: Validator
-    result: Validator
+    args: CompiledSchema
+    result: CompiledSchema
     args_canonical: bytes
 
     def args_errors(self, instance: Any) -> list[str]:
-        return first_errors(self.args, instance)
+        return self.args.errors(instance)
 
     def result_errors(self, instance: Any) -> list[str]:
-        return first_errors(self.result, instance)
+        return self.result.errors(instance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Pinned:
 class ContractBook:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, str], Compiled] = {}
+        self.uncompilable: dict[tuple[str, str, str], str] = {}  # key -> why
         self.compiled_count = 0
 
     def compiled(self, snapshot: ConfigSnapshot | None, tool: str, version: str) -> Compiled | None:
@@ -64,11 +66,18 @@ class ContractBook:
         if found is None:
             if len(self._cache) >= MAX_COMPILED:
                 self._cache.clear()
+            try:
+                args = compile_validator(contract.args_schema)
+                result = compile_validator(contract.result_schema)
+            except ValueError as exc:
+                # Admitted by an older configsvc but not compilable here (e.g. a pattern that is
+                # not ECMA-262): treated as not held, so the data path stays up and it is counted.
+                if key not in self.uncompilable:
+                    self.uncompilable[key] = str(exc).splitlines()[0][:200] if str(exc) else ""
+                    log.warning("contract_uncompilable", tool=tool, version=version)
+                return None
             found = self._cache[key] = Compiled(
-                contract,
-                compile_validator(contract.args_schema),
-                compile_validator(contract.result_schema),
-                canonical(contract.args_schema),
+                contract, args, result, canonical(contract.args_schema)
             )
             self.compiled_count += 1
         return found

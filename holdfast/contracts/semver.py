@@ -1,46 +1,69 @@
-"""Contract versions: ``MAJOR.MINOR.PATCH`` (SemVer 2.0 core, no pre-release or build tags)."""
+"""Contract versions: ``MAJOR.MINOR.PATCH`` (SemVer 2.0 core, no pre-release or build tags).
+
+Parsing, ordering and bumping are the ``semver`` library's; this module only narrows it to
+what a contract key may hold: the three numbers, no pre-release or build part, no leading
+zeros, each number at most six digits (keys stay short and bounded).
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Final, Literal
 
+from semver import Version
+
 Bump = Literal["major", "minor", "patch"]
 FIRST: Final = "1.0.0"
-_VERSION_RE: Final = re.compile(r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$")
+MAX_PART: Final = 999_999
 
 
 class VersionError(ValueError):
     """Not a contract version."""
 
 
+def _version(version: str) -> Version:
+    try:
+        parsed = Version.parse(version)
+    except (ValueError, TypeError) as exc:
+        raise VersionError(
+            f"invalid contract version {version!r:.40}: use MAJOR.MINOR.PATCH"
+        ) from exc
+    if parsed.prerelease is not None or parsed.build is not None:
+        raise VersionError(
+            f"invalid contract version {version!r:.40}: no pre-release or build part"
+        )
+    if max(parsed.major, parsed.minor, parsed.patch) > MAX_PART:
+        raise VersionError(f"invalid contract version {version!r:.40}: a part over {MAX_PART}")
+    return parsed
+
+
 def parse(version: str) -> tuple[int, int, int]:
-    match = _VERSION_RE.fullmatch(version)
-    if match is None:
-        raise VersionError(f"invalid contract version {version!r:.40}: use MAJOR.MINOR.PATCH")
-    major, minor, patch = (int(g) for g in match.groups())
-    return major, minor, patch
+    parsed = _version(version)
+    return parsed.major, parsed.minor, parsed.patch
 
 
 def is_version(version: str) -> bool:
-    return _VERSION_RE.fullmatch(version) is not None
+    try:
+        _version(version)
+    except VersionError:
+        return False
+    return True
 
 
 def bump(version: str, kind: Bump) -> str:
-    major, minor, patch = parse(version)
+    parsed = _version(version)
     if kind == "major":
-        return f"{major + 1}.0.0"
+        return str(parsed.bump_major())
     if kind == "minor":
-        return f"{major}.{minor + 1}.0"
-    return f"{major}.{minor}.{patch + 1}"
+        return str(parsed.bump_minor())
+    return str(parsed.bump_patch())
 
 
 def latest(versions: Iterable[str]) -> str | None:
     """The highest valid version, ignoring anything that is not one."""
-    valid = [v for v in versions if is_version(v)]
-    return max(valid, key=parse) if valid else None
+    valid = ordered(versions)
+    return valid[-1] if valid else None
 
 
 def ordered(versions: Iterable[str]) -> list[str]:
-    return sorted((v for v in versions if is_version(v)), key=parse)
+    return sorted((v for v in versions if is_version(v)), key=_version)

@@ -57,7 +57,7 @@ def test_arguments_must_be_an_object_schema_and_local_refs_work() -> None:
               "$defs": {"a": {"type": "integer"}}}  # fmt: skip
     validator = compile_validator(check_schema(schema, what="args", object_args=True))
     assert first_errors(validator, {"a": 3}) == []
-    assert first_errors(validator, {"a": "x"}) == ["a: 'x' is not of type 'integer'"]
+    assert first_errors(validator, {"a": "x"}) == ['a: "x" is not of type "integer"']
 
 
 def test_semver() -> None:
@@ -66,7 +66,9 @@ def test_semver() -> None:
     assert semver.bump("1.4.2", "patch") == "1.4.3"
     assert semver.latest(["1.10.0", "1.9.9", "junk", "2.0.0"]) == "2.0.0"
     assert semver.ordered(["1.10.0", "1.9.0"]) == ["1.9.0", "1.10.0"]
-    for bad in ("1.0", "01.0.0", "1.0.0-rc1", "v1.0.0"):
+    assert semver.bump("999.0.9", "major") == "1000.0.0"
+    for bad in ("1.0", "01.0.0", "1.0.0-rc1", "1.0.0+build.1", "v1.0.0", " 1.0.0", "1.0.0\n",
+                "1000000.0.0", "1.2.3.4", ""):  # fmt: skip
         with pytest.raises(semver.VersionError):
             semver.parse(bad)
 
@@ -104,3 +106,33 @@ def test_contract_record_roundtrip_and_hash() -> None:
     with pytest.raises(RecordError, match="hash does not match"):
         Contract(tool="search", version="1.0.0", args_schema=ARGS, result_schema=RESULT,
                  content_hash="sha256:00")  # fmt: skip
+
+
+def test_compiled_schema_fast_path_errors_and_odd_instances() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 5},
+              "s": {"type": "string", "pattern": "^[a-z]+$"}}, "required": ["n"],
+              "additionalProperties": False}  # fmt: skip
+    v = compile_validator(check_schema(schema, what="args", object_args=True))
+    assert v.is_valid({"n": 1, "s": "abc"}) and v.errors({"n": 1}) == []
+    errors = v.errors({"n": 10**30, "s": "ABC", "x": 1, "y": 2})
+    assert len(errors) == 3  # capped at MAX_ERRORS_REPORTED
+    assert any(e.startswith("n: ") and "maximum of 5" in e for e in errors)
+    assert v.errors({"n": float("nan")}) != []
+    deep_list: Any = []
+    for _ in range(5000):  # deeper than any parser would hand over: refused, never a crash
+        deep_list = [deep_list]
+    # too deep to convert: a violation that says so, never an exception on the request path
+    assert compile_validator({"type": "object"}).errors(deep_list) == [
+        "(root): cannot be checked: Recursion limit reached"
+    ]
+    assert not compile_validator({"type": "object"}).is_valid(deep_list)
+
+
+def test_admission_refuses_what_the_sidecar_cannot_compile_and_nothing_is_fetched() -> None:
+    # Python's re takes these; ECMA-262 (what the sidecar runs) does not: refused at the door.
+    for pattern in ("(?#comment)a", "a{,3}", "a\\Z"):
+        with pytest.raises(SchemaProblem, match="cannot be compiled"):
+            check_schema({"type": "string", "pattern": pattern}, what="args schema")
+    # A record that skipped admission still cannot make the validator reach the network.
+    with pytest.raises(ValueError, match="Retrieval is disabled"):
+        compile_validator({"$ref": "http://127.0.0.1:9/remote.json"})
