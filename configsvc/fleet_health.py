@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from configsvc.health_windows import WINDOWS, FleetWindows, by_release, view
+from configsvc.tool_health import by_release as tools_by_release
 from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
 from holdfast.logs import get_logger
 from holdfast.store.etcd import EtcdStore
@@ -86,9 +87,13 @@ class FleetHealth:
         windows = {name: self.windows.window(agent, s, now) for name, s in WINDOWS.items()}
         windows["since_start"] = self.windows.since_start(agent)
         sessions = self.windows.sessions(agent)
+        tools = {name: tools_by_release(self.windows.tool_window(agent, s, now))
+                 for name, s in WINDOWS.items()}  # fmt: skip
+        tools["since_start"] = tools_by_release(self.windows.tool_since_start(agent))
         shadow = self.windows.shadow(agent)
         releases: dict[str, dict[str, Any]] = {}
         names = {r for w in windows.values() for (r, _) in w} | {stable} | ({canary} - {""})
+        names |= set(tools["since_start"])
         recent = by_release(windows["1m"])
         total_1m = sum(s.count("requests") for s in recent.values())
         for release in sorted(names):
@@ -110,6 +115,8 @@ class FleetHealth:
                     for (rel, cat), w_sig in sorted(windows["5m"].items())
                     if rel == release
                 },
+                # Tool contracts per tool: violations, calls through the sidecar, errors, latency.
+                "tools": {name: w.get(release, {}) for name, w in tools.items()},
             }
         return {
             "agent": agent,

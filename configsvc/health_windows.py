@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from configsvc.tool_health import Tools, add_tools, difference
 from holdfast.keyspace import HealthSnapshot, ShadowStats
 from holdfast.keyspace.signals import (
     ERROR_CLASSES,
@@ -38,6 +39,7 @@ Signals = dict[Key, ReleaseSignals]
 class _Sample:
     at: float
     signals: Signals
+    tools: Tools = field(default_factory=dict)  # per (release, tool)
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class FleetWindows:
         self._live: dict[str, _Incarnation] = {}  # sidecar id -> current incarnation
         self._retired: list[_Incarnation] = []
         self._folded: dict[str, Signals] = {}  # agent -> totals of incarnations aged out
+        self._folded_tools: dict[str, Tools] = {}
         self._keep = keep_s
         self._spacing = min_spacing_s
         self.version = 0  # bumps on every accepted snapshot: "is there new data?"
@@ -140,7 +143,7 @@ class FleetWindows:
             self._live[snap.sidecar_id] = inc
         elif inc.samples and snap.at <= inc.latest.at:
             return  # an old or repeated beat
-        sample = _Sample(snap.at, signals)
+        sample = _Sample(snap.at, signals, {t.key: t for t in snap.tools})
         samples = inc.samples
         if len(samples) >= 2 and samples[-1].at - samples[-2].at < self._spacing:
             samples[-1] = sample  # keep history sparse; the newest is always kept
@@ -166,6 +169,7 @@ class FleetWindows:
         for inc in self._retired:
             if inc.latest.at < horizon:
                 add_into(self._folded.setdefault(inc.agent, {}), inc.latest.signals.values())
+                add_tools(self._folded_tools.setdefault(inc.agent, {}), inc.latest.tools.values())
             else:
                 kept.append(inc)
         self._retired = kept
@@ -207,6 +211,27 @@ class FleetWindows:
         for inc in self._incarnations(agent):
             total.add(inc.latest.signals.values())
         return total.result()
+
+    def tool_window(self, agent: str, seconds: float, now: float) -> Tools:
+        """Tool signals of the last ``seconds`` per (release, tool), as ``window`` does."""
+        start = now - seconds
+        total: Tools = {}
+        for inc in self._incarnations(agent):
+            if inc.latest.at < start:
+                continue
+            base = None
+            for sample in inc.samples:
+                if sample.at > start:
+                    break
+                base = sample
+            add_tools(total, difference(inc.latest.tools, base.tools if base else None))
+        return total
+
+    def tool_since_start(self, agent: str) -> Tools:
+        total = dict(self._folded_tools.get(agent, {}))
+        for inc in self._incarnations(agent):
+            add_tools(total, inc.latest.tools.values())
+        return total
 
     def shadow(self, agent: str) -> list[ShadowStats]:
         merged: dict[tuple[str, str, float], ShadowStats] = {}

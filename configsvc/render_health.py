@@ -46,6 +46,30 @@ HEADERS = ("RELEASE", "SHARE", "SESSIONS", "REQS", "ERRORS", "P50MS", "P95MS", "
            "COST/REQ", "VIOL", "SHADOW_SIM")  # fmt: skip
 
 
+TOOL_HEADERS = ("RELEASE", "TOOL", "CALLS", "ERRORS", "AVG_MS", "P95_MS", "VIOL", "UNAVAIL")
+
+
+def tool_rows(body: Mapping[str, Any], window: str) -> list[list[str]]:
+    """Per release x tool: calls through the sidecar, errors, latency and contract violations."""
+    rows = []
+    for name, r in body["releases"].items():
+        for tool, t in (r.get("tools", {}).get(window) or {}).items():
+            kinds = ",".join(f"{k}={v}" for k, v in sorted(t["violations_by_kind"].items()))
+            rows.append(
+                [
+                    name,
+                    f"{tool}@{t['version']}" if t["version"] else tool,
+                    str(t["calls"]),
+                    f"{t['errors']} ({_pct(t['error_rate'])})" if t["calls"] else str(t["errors"]),
+                    _num(t["avg_ms"], "{:.1f}"),
+                    _num(t["p95_ms"]),
+                    f"{t['violations']} {kinds}".strip(),
+                    str(t["unavailable"]),
+                ]
+            )
+    return rows
+
+
 def comparison(cmp: Mapping[str, Any] | None) -> str:
     if not cmp:
         return "canary vs stable: no canary"
@@ -104,6 +128,8 @@ def status(body: Mapping[str, Any], window: str = "1m") -> str:
         if not agent.get("etcd_connected", True):
             head += f" · etcd unreachable, data {agent.get('data_age_s')}s old"
         lines = [head, table(HEADERS, release_rows(agent, window)) if agent["releases"] else ""]
+        if tools := tool_rows(agent, window):
+            lines.append(table(TOOL_HEADERS, tools))
         lines.append(comparison(agent.get("canary_vs_stable")))
         if agent.get("rollout"):
             r = agent["rollout"]

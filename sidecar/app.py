@@ -143,6 +143,7 @@ class Sidecar:
                 shadow=self.shadow.stats,
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
+                tools=self.metrics.contracts.tool_signals,
             ),
         )
         self.budget_ledger = Ledger()

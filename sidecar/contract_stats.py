@@ -1,8 +1,9 @@
 """Tool-contract counters: Prometheus metrics, and plain per-(release, tool) stats for health.
 
-``ContractStats.stats()`` returns plain dicts (one per release and tool) so that the health
-snapshot can carry contract violations, tool latency and tool errors without knowing this
-module; Prometheus gets the same events as labelled counters and a latency histogram.
+``ContractStats.stats()`` returns plain dicts (one per release and tool) for ``/status``, and
+``tool_signals()`` the same counts as mergeable ``ToolSignals`` records for the health snapshot
+(configsvc sums them over the fleet per release and tool); Prometheus gets the same events as
+labelled counters and a latency histogram.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from holdfast.contracts.breaker import STATE_VALUE, State
+from holdfast.keyspace.signals import LATENCY_BOUNDS_MS, bucket_index
+from holdfast.keyspace.tool_signals import (
+    ERROR_PREFIX,
+    HIST_LEN,
+    MAX_TOOL_SIGNALS,
+    VIOLATION_PREFIX,
+    ToolSignals,
+)
 
 TOOL_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_KEYS: Final = 10_000  # releases x tools this process keeps plain stats for
@@ -28,6 +37,21 @@ class ToolStats:
     errors: dict[str, int] = field(default_factory=dict)  # outcome -> count
     latency_sum_s: float = 0.0
     latency_max_s: float = 0.0
+    unavailable: int = 0
+    latency_ms: list[int] = field(default_factory=lambda: [0] * HIST_LEN)
+
+    def signals(self) -> ToolSignals:
+        counts = {"calls": self.calls, "unavailable": self.unavailable}
+        counts.update({f"{ERROR_PREFIX}{k}": v for k, v in self.errors.items()})
+        counts.update({f"{VIOLATION_PREFIX}{k}": v for k, v in self.violations.items()})
+        return ToolSignals(
+            release=self.release,
+            tool=self.tool,
+            version=self.version,
+            counts={k: v for k, v in counts.items() if v},
+            latency_ms_sum=self.latency_sum_s * 1000,
+            latency_ms=tuple(self.latency_ms),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +65,7 @@ class ToolStats:
             "errors_total": sum(self.errors.values()),
             "latency_avg_s": self.latency_sum_s / self.calls if self.calls else 0.0,
             "latency_max_s": self.latency_max_s,
+            "unavailable": self.unavailable,
         }
 
 
@@ -97,6 +122,7 @@ class ContractStats:
 
     def missing(self, release: str, tool: str, version: str) -> None:
         self.unavailable.labels(self.agent, release, tool, version).inc()
+        self._entry(release, tool, version).unavailable += 1
 
     def tool_call(
         self, release: str, tool: str, version: str, outcome: str, seconds: float
@@ -107,6 +133,7 @@ class ContractStats:
         entry.calls += 1
         entry.latency_sum_s += seconds
         entry.latency_max_s = max(entry.latency_max_s, seconds)
+        entry.latency_ms[bucket_index(LATENCY_BOUNDS_MS, seconds * 1000)] += 1
         if outcome != "ok":
             entry.errors[outcome] = entry.errors.get(outcome, 0) + 1
 
@@ -116,3 +143,8 @@ class ContractStats:
     def stats(self) -> list[dict[str, Any]]:
         """Cumulative counters per (release, tool) since start, as plain dicts."""
         return [entry.to_json() for _, entry in sorted(self._stats.items())]
+
+    def tool_signals(self) -> tuple[ToolSignals, ...]:
+        """The same counters as health-snapshot records (at most MAX_TOOL_SIGNALS)."""
+        entries = sorted(self._stats.items())[:MAX_TOOL_SIGNALS]
+        return tuple(entry.signals() for _, entry in entries)

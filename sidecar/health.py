@@ -21,6 +21,7 @@ from typing import Final
 
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
 from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
+from holdfast.keyspace.tool_signals import ToolSignals
 from holdfast.logs import get_logger
 from holdfast.store.errors import StoreError
 from holdfast.store.etcd import EtcdStore
@@ -52,6 +53,10 @@ def _no_sessions() -> tuple[SessionSpread, ...]:
     return ()
 
 
+def _no_tools() -> tuple[ToolSignals, ...]:
+    return ()
+
+
 @dataclass(slots=True, kw_only=True)
 class HealthSources:
     """Where each part of a snapshot comes from; callables are read at every beat."""
@@ -61,6 +66,7 @@ class HealthSources:
     shadow: Callable[[], tuple[ShadowStats, ...]] = _no_shadow
     signals: Callable[[], tuple[ReleaseSignals, ...]] = _no_signals
     sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
+    tools: Callable[[], tuple[ToolSignals, ...]] = _no_tools  # per release x tool
 
 
 def build_snapshot(
@@ -78,6 +84,7 @@ def build_snapshot(
         shadow=sources.shadow(),
         signals=sources.signals(),
         sessions=sources.sessions(),
+        tools=sources.tools(),
     )
 
 

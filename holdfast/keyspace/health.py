@@ -15,6 +15,7 @@ from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
+from holdfast.keyspace.tool_signals import ToolSignals, decode_all
 
 _SHADOW_COUNTERS = (
     "samples",
@@ -101,6 +102,8 @@ class HealthSnapshot:
     # Functional health per release x category, and the spread of sessions' cumulative spend.
     signals: tuple[ReleaseSignals, ...] = ()
     sessions: tuple[SessionSpread, ...] = ()
+    # Tool-contract violations, tool calls, errors and latency per release x tool.
+    tools: tuple[ToolSignals, ...] = ()
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.sidecar_id):
@@ -121,6 +124,7 @@ class HealthSnapshot:
                 "shadow": [s.to_map() for s in self.shadow],
                 "signals": [s.to_map() for s in self.signals],
                 "sessions": [s.to_map() for s in self.sessions],
+                "tools": [t.to_map() for t in self.tools],
             },
         )
 
@@ -138,4 +142,5 @@ class HealthSnapshot:
             shadow=tuple(ShadowStats.from_map(m) for m in fields.maps(f, "shadow")),
             signals=tuple(ReleaseSignals.from_map(m) for m in fields.maps(f, "signals")),
             sessions=tuple(SessionSpread.from_map(m) for m in fields.maps(f, "sessions")),
+            tools=decode_all(fields.maps(f, "tools")),
         )
