@@ -129,6 +129,15 @@ def releases(body: Mapping[str, Any]) -> str:
     return table(headers, rows)
 
 
+def _pinned_contracts(r: Mapping[str, Any]) -> str | None:
+    """The tool contracts a release pins, ``tool=version, ...`` and the policy that overrides
+    each contract's own, if any; None when it pins none."""
+    pins = sorted((r.get("contracts") or {}).items())
+    text = ", ".join(f"{tool}={version}" for tool, version in pins)
+    policy = r.get("contract_policy")
+    return (f"{text} (policy {policy} for all)" if policy else text) if text else None
+
+
 def release(body: Mapping[str, Any]) -> str:
     r = body["release"]
     return fields(
@@ -140,6 +149,7 @@ def release(body: Mapping[str, Any]) -> str:
             ("api_key_env", r.get("api_key_env")),
             ("provider", r.get("provider")),
             ("description", r.get("description")),
+            ("contracts", _pinned_contracts(r)),
             ("created", when(r.get("created_at"))),
             ("created_by", r.get("created_by")),
             ("mod_revision", r.get("mod_revision")),

@@ -29,6 +29,7 @@ from sidecar.budget_metrics import BudgetMetrics
 from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.contract_book import ContractBook
 from sidecar.contract_filter import ContractFilter
+from sidecar.contract_status import contract_status
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.exchange import ExchangeFilter
 from sidecar.flags import FlagEvaluator
@@ -311,6 +312,9 @@ def build_http_app(
         pins_status,
         signals=lambda: {"releases": summary(book.signals()), "sessions_tracked": book.sessions},
         budgets=budget_status,
+        contracts=lambda: contract_status(
+            config, tools, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
+        ),
     )
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
     app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])

@@ -59,11 +59,13 @@ class Ops:
         *,
         signals: Callable[[], dict[str, Any]] | None = None,
         budgets: Callable[[], dict[str, Any]] | None = None,
+        contracts: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self._pins = pins
         self._signals = signals
         self._budgets = budgets
+        self._contracts = contracts
         self.config = config
         self.control = control
         self.metrics = metrics
@@ -155,6 +157,7 @@ class Ops:
             "pins": self._pins() if self._pins is not None else None,
             "signals": self._signals() if self._signals is not None else None,
             "budgets": self._budgets() if self._budgets is not None else None,
+            "contracts": self._contracts() if self._contracts is not None else None,
             "process": {"pid": os.getpid(), "rss_bytes": rss, "cpu_percent": cpu},
         }
         return web.json_response(body)
