@@ -3,7 +3,8 @@
 Each tick reads ``budgets/``, ``quotas/`` and ``spend/`` and rewrites ``quotas/<scope>`` (one key
 per scope, compare-and-swap on its mod revision) with the grants ``quota_plan.plan`` gives. The
 CAS makes a tick by a deposed leader fail instead of double-granting; a window that turned
-starts from empty grants. Quota records of deleted budgets are removed.
+starts from empty grants, and an epoch turn of a rolling window carries the claims over
+(configsvc.quota_view). Quota records of deleted budgets are removed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from typing import Final
 
 from configsvc.leader import Election
-from configsvc.quota_plan import Holder, fleet_used, plan, share
-from holdfast.budget_window import span_at
+from configsvc.quota_view import holders_of, view
+
+__all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.budget import Budget, Quotas, SpendReport
 from holdfast.logs import get_logger
@@ -26,24 +28,6 @@ log = get_logger(__name__)
 
 BUDGET_ELECTION: Final = "budget-controller"
 DEFAULT_BUDGET_TICK: Final = 0.5
-
-
-def holders_of(quotas: Quotas | None, window: str, reports: list[SpendReport]) -> dict[str, Holder]:
-    """Every holder of the window: those with a grant, and live ones reporting (pure)."""
-    grants = dict(quotas.grants) if quotas is not None and quotas.window == window else {}
-    live = {r.holder: r for r in reports}
-    holders: dict[str, Holder] = {}
-    for name in set(grants) | set(live):
-        report = live.get(name)
-        same = report is not None and report.window == window
-        holders[name] = Holder(
-            grant=grants.get(name, 0),
-            used=report.used if report is not None and same else 0,
-            returned=report.returned if report is not None and same else 0,
-            live=report is not None,
-            want=report.want if report is not None else 0,
-        )
-    return holders
 
 
 class BudgetController:
@@ -130,11 +114,11 @@ class BudgetController:
         self, budget: Budget, current: Quotas | None, revision: int, reports: list[SpendReport]
     ) -> int:
         now = self.clock()
-        window = span_at(budget.window, budget.zone, now).id
-        holders = holders_of(current, window, reports)
-        grants = plan(budget.tokens, holders)
-        used = fleet_used(holders)
-        fair = share(budget.tokens, holders)
+        fleet = view(budget, current, reports, now)
+        window = fleet.span.id
+        grants = {k: v for k, v in fleet.plan(budget.tokens).items() if v > 0}
+        used = fleet.used()
+        fair = fleet.share(budget.tokens)
         same = (
             current is not None
             and current.window == window
@@ -142,6 +126,7 @@ class BudgetController:
             and current.grants == grants
             and current.used == used
             and current.share == fair
+            and current.tails == fleet.tails
         )
         if same:
             return 0
@@ -150,10 +135,11 @@ class BudgetController:
             scope=budget.scope,
             window=window,
             limit=budget.tokens,
-            grants={k: v for k, v in grants.items() if v > 0},
+            grants=grants,
             used=used,
             share=fair,
             at=now,
+            tails=fleet.tails,
         )
         try:
             await self.store.txn(

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from configsvc import errors
-from configsvc.budget_controller import holders_of
 from configsvc.budget_payloads import SetBudget
-from configsvc.quota_plan import fleet_used
+from configsvc.quota_view import view
 from configsvc.service import ConfigService, store_read
-from holdfast.budget_window import span_at
+from holdfast.budget_window import is_rolling
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.budget import Budget, Quotas, SpendReport, scope_kind
 from holdfast.logs import get_logger
@@ -120,7 +119,7 @@ class BudgetOps:
     async def usage(self, scope: str) -> dict[str, Any]:
         stored = await self.get(scope)
         budget = stored.budget
-        span = span_at(budget.window, budget.zone, time.time())
+        now = time.time()
         quotas_kv = await store_read(self.store.get(self.keyspace.quotas(scope)))
         quotas: Quotas | None = None
         if quotas_kv is not None:
@@ -136,18 +135,21 @@ class BudgetOps:
                 reports.append(SpendReport.decode(kv.value))
             except RecordError:
                 continue
-        holders = holders_of(quotas, span.id, reports)
-        used = fleet_used(holders)
+        fleet = view(budget, quotas, reports, now)
+        span, holders, used = fleet.span, fleet.holders, fleet.used()
+        rolling = is_rolling(budget.window)
         return {
             "scope": scope,
             "limit": budget.tokens,
-            "window": span.id,
-            "window_ends_at": span.end,
+            "window": f"rolling {budget.window}" if rolling else span.id,
+            "window_ends_at": None if rolling else span.end,
+            "rolling": rolling,
+            "departed_claims": fleet.tail_tokens,
             "fleet": budget.fleet,
             "used": used,
             "remaining": max(0, budget.tokens - used),
-            "reserved": sum(r.reserved for r in reports if r.window == span.id),
-            "estimated": sum(r.estimated for r in reports if r.window == span.id),
+            "reserved": sum(r.reserved for r in reports if rolling or r.window == span.id),
+            "estimated": sum(r.estimated for r in reports if rolling or r.window == span.id),
             "holders": [
                 {
                     "holder": name,

@@ -83,7 +83,12 @@ def budget_usage(c: Client, a: argparse.Namespace) -> Result:
     head = fields(
         [
             ("scope", u["scope"]),
-            ("window", f"{u['window']} (ends {when(u['window_ends_at'])})"),
+            (
+                "window",
+                u["window"]
+                if u.get("window_ends_at") is None
+                else f"{u['window']} (ends {when(u['window_ends_at'])})",
+            ),
             ("used", f"{u['used']} of {u['limit']} ({u['reserved']} reserved in flight)"),
             ("remaining", u["remaining"]),
             ("estimated", u["estimated"]),

@@ -1,11 +1,13 @@
 """Budget windows: parsing, and which window an instant falls in. Pure, no I/O.
 
-A window is either a fixed duration (``1m``, ``15m``, ``1h``, ``1d``...) or a calendar period
-(``day``, ``month``) in a time zone. Duration windows are aligned to the Unix epoch (each UTC
-minute/hour/day), like the fixed windows of Envoy's and Redis-cell style limiters: every sidecar
-and configsvc replica computes the same window id from its clock without talking to anyone,
-which is what lets a fleet share one budget through etcd. Calendar windows follow the wall
-clock of their zone (a ``day`` in Europe/Paris is 23 or 25 hours around DST changes).
+A window is either a rolling duration (``1m``, ``15m``, ``1h``, ``1d``...) or a calendar period
+(``day``, ``month``) in a time zone. Calendar windows follow the wall clock of their zone (a
+``day`` in Europe/Paris is 23 or 25 hours around DST changes) and everything starts afresh
+when one ends. Duration windows roll (see holdfast.budget_rolling: spend counts for one window
+length after its admission); for them ``span_at`` gives *epochs* of the window's length aligned
+to the Unix epoch, which only name the generation of the fleet's quota slices. Every sidecar
+and configsvc replica computes the same span id from its clock without talking to anyone,
+which is what lets a fleet share one budget through etcd.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ def check_zone(zone: str) -> str:
 def duration_seconds(window: str) -> int | None:
     match = _DURATION_RE.fullmatch(window)
     return None if match is None else int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def is_rolling(window: str) -> bool:
+    return _DURATION_RE.fullmatch(window) is not None
 
 
 def span_at(window: str, zone: str, now: float) -> Span:

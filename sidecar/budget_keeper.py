@@ -139,14 +139,18 @@ class BudgetKeeper:
             elif now - since >= self.idle_after and meter.give_back(0):
                 log.info("budget_slice_returned", scope=scope, returned=meter.returned)
             quotas = self.quotas.get(scope)
-            if quotas is not None and quotas.window == meter.tally.span.id and quotas.share:
+            current = meter.grant_window if meter.rolling else meter.tally.span.id
+            if quotas is not None and quotas.window == current and quotas.share:
                 meter.give_back(EXCESS_SHARES * quotas.share)  # far above an equal part
             t = meter.tally
+            # Rolling windows: the report names the epoch of the slice it accounts against
+            # (what it returned is relative to that grant); ``used`` is the live window's.
+            window = meter.grant_window if meter.rolling and meter.grant_window else t.span.id
             out.append(
                 SpendReport(
                     scope=scope,
                     holder=self.holder,
-                    window=t.span.id,
+                    window=window,
                     used=t.spent + t.reserved,
                     reserved=t.reserved,
                     returned=meter.returned,

@@ -4,10 +4,16 @@ Every call here is synchronous and touches only memory, so an admission (check e
 then reserve on every scope) runs with no await in between: it is atomic with respect to every
 other request of this sidecar, however many are in flight.
 
-Invariant per scope and window: ``spent + reserved <= allowance`` after each admission, where
-the allowance is the budget's limit for a local (session) scope, and the slice this sidecar
-holds (``grant - returned``) for a fleet scope. Settling replaces a reservation by the real
-charge, which is at most the reservation unless the prompt estimate was too low.
+Invariant per scope: ``spent + reserved <= allowance`` after each admission, where the
+allowance is the budget's limit for a local (session) scope, and the slice this sidecar holds
+(``grant - returned``) for a fleet scope. ``spent`` is what was charged in the current calendar
+window, or for a rolling window what was charged to admissions of its live sub-buckets
+(holdfast.budget_rolling). Settling replaces a reservation by the real charge (in the bucket it
+was admitted in), which is at most the reservation unless the prompt estimate was too low.
+
+Fleet slices of a rolling window belong to an *epoch* (the window's length, epoch-aligned): a
+grant stays usable while this sidecar's clock is within one epoch of it, and what was given
+back starts from zero with each new epoch's grant (configsvc carried the remaining claim over).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from holdfast.budget_window import Span, span_at
+from holdfast.budget_rolling import Buckets, retry_seconds
+from holdfast.budget_window import Span, duration_seconds, span_at
 from holdfast.keyspace.budget import Budget
 
 FLEET_RETRY_AFTER = 1  # a fleet slice that is short may be topped up at the next controller tick
@@ -33,6 +40,29 @@ class Tally:
     refused: int = 0
     degraded: int = 0
     want: int = 0  # the largest need refused since the last spend report
+    buckets: Buckets | None = None  # rolling windows: spend per sub-bucket
+
+    def charge(self, bucket: int, amount: int) -> None:
+        if self.buckets is None:
+            self.spent += amount
+        else:
+            self.buckets.add(bucket, amount)
+            self.spent = self.buckets.total
+
+
+def new_tally(budget: Budget, now: float) -> Tally:
+    tally = Tally(span_at(budget.window, budget.zone, now))
+    seconds = duration_seconds(budget.window)
+    if seconds is not None:
+        tally.buckets = Buckets.for_window(seconds)
+        tally.buckets.advance(now)
+    return tally
+
+
+def epoch_of(window_id: str) -> int | None:
+    """The epoch index of a rolling window's span id (``1h@123`` -> 123)."""
+    _, sep, index = window_id.rpartition("@")
+    return int(index) if sep and index.lstrip("-").isdigit() else None
 
 
 @dataclass(slots=True)
@@ -43,6 +73,7 @@ class Meter:
     grant_window: str = ""
     returned: int = 0  # fleet scopes: tokens of the grant given back in this window
     fleet_used: int = 0  # fleet scopes: the fleet's use as of the controller's last tick
+    grant_epoch: int | None = None  # rolling fleet scopes: the epoch of ``grant_window``
 
     @property
     def scope(self) -> str:
@@ -52,9 +83,16 @@ class Meter:
     def allowance(self) -> int:
         if not self.budget.fleet:
             return self.budget.tokens
-        if self.grant_window != self.tally.span.id:
-            return 0
+        if self.tally.buckets is None:
+            if self.grant_window != self.tally.span.id:
+                return 0
+        elif self.grant_epoch is None or abs(self.grant_epoch - self._epoch()) > 1:
+            return 0  # a slice is usable within one epoch of its own (clock skew, slow ticks)
         return max(0, self.grant - self.returned)
+
+    def _epoch(self) -> int:
+        span = self.tally.span
+        return round(span.start / (span.end - span.start))
 
     @property
     def used(self) -> int:
@@ -70,8 +108,18 @@ class Meter:
     def fits(self, amount: int) -> bool:
         return self.used + amount <= self.allowance
 
+    @property
+    def rolling(self) -> bool:
+        return self.tally.buckets is not None
+
     def rotate(self, now: float) -> None:
-        if self.tally.span.start <= now < self.tally.span.end:
+        tally = self.tally
+        if tally.buckets is not None:
+            tally.spent = tally.buckets.advance(now)
+            if not tally.span.start <= now < tally.span.end:  # a new epoch: nothing resets
+                tally.span = span_at(self.budget.window, self.budget.zone, now)
+            return
+        if tally.span.start <= now < tally.span.end:
             return  # the common case: no calendar arithmetic on the request path
         span = span_at(self.budget.window, self.budget.zone, now)
         if span.id != self.tally.span.id:
@@ -105,8 +153,9 @@ class Refusal:
             spent = f"{max(m.fleet_used, m.used)} used fleet-wide, this sidecar holds {m.allowance}"
         else:
             spent = f"{m.used} used"
+        kind = " (rolling)" if m.rolling else ""
         return (
-            f"token budget {b.scope} is exhausted: limit {b.tokens} tokens per {b.window}, "
+            f"token budget {b.scope} is exhausted: limit {b.tokens} tokens per {b.window}{kind}, "
             f"{spent}; this request needs up to {self.need}. Retry after {self.retry_after}s"
         )
 
@@ -114,7 +163,7 @@ class Refusal:
 @dataclass(slots=True)
 class Reservation:
     amount: int
-    tallies: list[Tally] = field(default_factory=list)
+    tallies: list[tuple[Tally, int]] = field(default_factory=list)  # with the admission bucket
     settled: bool = False
 
 
@@ -133,8 +182,7 @@ class Ledger:
                 continue
             meter = self.meters.get(scope)
             if meter is None:
-                span = span_at(budget.window, budget.zone, now)
-                self.meters[scope] = Meter(budget, Tally(span))
+                self.meters[scope] = Meter(budget, new_tally(budget, now))
             elif meter.budget != budget:
                 same_window = (meter.budget.window, meter.budget.zone) == (
                     budget.window,
@@ -142,7 +190,7 @@ class Ledger:
                 )
                 meter.budget = budget
                 if not same_window:
-                    meter.tally = Tally(span_at(budget.window, budget.zone, now))
+                    meter.tally = new_tally(budget, now)
                     meter.returned = 0
         for scope in [s for s in self.meters if s not in budgets]:
             del self.meters[scope]
@@ -172,9 +220,10 @@ class Ledger:
             return None, refusals
         reservation = Reservation(amount)
         for m in meters:
-            m.tally.reserved += amount
-            m.tally.admitted += 1
-            reservation.tallies.append(m.tally)
+            t = m.tally
+            t.reserved += amount
+            t.admitted += 1
+            reservation.tallies.append((t, t.buckets.current if t.buckets is not None else 0))
         return reservation, []
 
     @staticmethod
@@ -182,7 +231,14 @@ class Ledger:
         b = meter.budget
         if b.fleet and max(meter.fleet_used, meter.used) + amount <= b.tokens:
             return FLEET_RETRY_AFTER  # the fleet has room: this sidecar's slice is just short
-        return meter.tally.span.retry_after(now)
+        buckets = meter.tally.buckets
+        if buckets is None:
+            return meter.tally.span.retry_after(now)
+        # Rolling: until enough of this sidecar's own spend ages out to fit the request (for a
+        # fleet scope the others' spend ages too: a hint, never later than the truth locally).
+        need = meter.used + amount - (meter.allowance if b.fleet else b.tokens)
+        wait = buckets.freed_after(need, now)
+        return retry_seconds(buckets.width if wait is None else wait)
 
     @staticmethod
     def settle(reservation: Reservation, charge: int, *, estimated: bool) -> None:
@@ -190,13 +246,17 @@ class Ledger:
         if reservation.settled:
             return
         reservation.settled = True
-        for tally in reservation.tallies:
+        for tally, bucket in reservation.tallies:
             tally.reserved -= reservation.amount
-            tally.spent += charge
+            tally.charge(bucket, charge)
             if estimated:
                 tally.estimated += charge
 
     def set_grant(self, scope: str, window: str, grant: int, fleet_used: int) -> None:
         meter = self.meters.get(scope)
         if meter is not None:
+            if meter.rolling and window != meter.grant_window:
+                # a new epoch's grant already left out what was given back before it
+                meter.returned = 0
+                meter.grant_epoch = epoch_of(window)
             meter.grant, meter.grant_window, meter.fleet_used = grant, window, fleet_used

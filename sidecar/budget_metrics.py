@@ -70,8 +70,8 @@ def meter_status(meter: Meter) -> dict[str, Any]:
     b = meter.budget
     return {
         "scope": b.scope,
-        "window": meter.tally.span.id,
-        "window_ends_at": meter.tally.span.end,
+        "window": f"rolling {b.window}" if meter.rolling else meter.tally.span.id,
+        "window_ends_at": None if meter.rolling else meter.tally.span.end,
         "fleet": b.fleet,
         "on_exhausted": b.on_exhausted,
         **_values(meter),

@@ -29,6 +29,7 @@ from sidecar.routing import Resolved
 from sidecar.session_id import session_id
 from sidecar.settings import SidecarSettings
 from sidecar.sse_events import SseEvents
+from sidecar.stream_drain import count_rest
 from sidecar.upstream import CONNECT_ERRORS, Upstream, relayed_headers
 
 log = get_logger(__name__)
@@ -220,11 +221,17 @@ class OpenAIProxy:
                 self.metrics.ttft.labels(
                     self.settings.agent, exchange.resolved.release.name
                 ).observe(exchange.elapsed())
-            # A client that went away raises here, which ends the handler and closes upstream.
-            if events is None:
-                await out.write(chunk)
-            else:
-                await self._write_events(out, events.feed(chunk), chain)
+            # A client that went away raises here, which ends the handler and closes upstream
+            # (once what the provider already sent has been counted).
+            try:
+                if events is None:
+                    await out.write(chunk)
+                else:
+                    await self._write_events(out, events.feed(chunk), chain)
+            except ConnectionResetError:
+                chain.chunk(chunk)
+                await count_rest(chunks, events, chain)
+                raise
             chain.chunk(chunk)
         if events is not None and (rest := events.rest()):
             await self._write_events(out, iter((rest,)), chain)

@@ -147,6 +147,9 @@ class Quotas:
     used: int = 0
     share: int = 0  # an equal part of what is left per live holder; hold at most ~2x that
     at: float = 0.0
+    # Rolling windows: claims of holders gone at an epoch turn, kept (holder -> (tokens, last
+    # epoch)) until whatever they may have admitted has aged out of the window.
+    tails: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         scope_kind(self.scope)
@@ -154,6 +157,10 @@ class Quotas:
             if not ID_RE.fullmatch(holder):
                 raise RecordError(f"invalid quota holder {holder!r:.140}")
             _count(grant, "grant")
+        for holder, (claim, _) in self.tails.items():
+            if not ID_RE.fullmatch(holder):
+                raise RecordError(f"invalid quota holder {holder!r:.140}")
+            _count(claim, "tail")
         # Grants only grow within a window and holders give tokens back through their spend
         # reports, so the grants alone may add up to more than the limit; what the controller
         # keeps at or below the limit is grants minus what was given back.
@@ -165,6 +172,7 @@ class Quotas:
     def decode(cls, data: bytes) -> Self:
         f = decode_record(data, kind=cls.KIND)
         grants = fields.submap(f, "grants") or {}
+        tails = fields.submap(f, "tails") or {}
         return cls(
             scope=fields.text(f, "scope"),
             window=fields.text(f, "window"),
@@ -173,7 +181,12 @@ class Quotas:
             used=_count(f.get("used", 0), "used"),
             share=_count(f.get("share", 0), "share"),
             at=fields.optional_number(f, "at", 0.0),
+            tails={str(k): _tail(v) for k, v in tails.items()},
         )
+
+    @property
+    def tail_tokens(self) -> int:
+        return sum(claim for claim, _ in self.tails.values())
 
     def public(self) -> dict[str, Any]:
         return {
@@ -184,7 +197,17 @@ class Quotas:
             "used": self.used,
             "share": self.share,
             "at": self.at,
+            "tails": {k: [claim, until] for k, (claim, until) in self.tails.items()},
         }
+
+
+def _tail(value: object) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise RecordError("a quota tail must be [tokens, last epoch]")
+    claim, until = value
+    if isinstance(until, bool) or not isinstance(until, int):
+        raise RecordError("a quota tail's last epoch must be a whole number")
+    return _count(claim, "tail"), until
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
-from tests.etcd.spine_stack import AGENT, Stack, get_json, wait_for
+from tests.etcd.spine_stack import AGENT, Stack, get_json, start_stack, wait_for
 
 SCOPE = f"agent:{AGENT}"
 LIMIT = 6000
@@ -136,10 +137,14 @@ async def test_200_streams_at_5_sidecars_charge_exactly_and_never_overspend(
             async with http.get(f"{s.url}/metrics") as resp:
                 text = await resp.text()
         charged += metric_sum(text, "holdfast_budget_charged_tokens_total", part="completion")
-    # Exact but for tokens in transit at the instant of a cut: the provider counted them as
-    # sent, the sidecar never received them (at most one per cut stream, usually none).
-    cuts = counts.get("cut", 0) + stats["models"]["model-two"]["streams_reset"]
-    assert charged <= produced <= charged + cuts, (charged, produced, cuts)
+    # Streams the agent cut are charged exactly: the sidecar counts what the provider already
+    # sent before closing (sidecar.stream_drain). A provider that resets its own stream may
+    # destroy a token it wrote in the same instant (the RST discards unread data): at most
+    # one per reset, and the fake counts it as sent.
+    resets = stats["models"]["model-two"]["streams_reset"]
+    print(f"charged={charged} produced={produced} cuts={counts.get('cut', 0)} resets={resets}")
+    assert charged <= produced <= charged + resets, (charged, produced, resets)
+    cuts = counts.get("cut", 0) + resets
     spent = sum(s["spent"] for s in scopes)
     assert spent <= LIMIT  # admitted and charged: never beyond the limit
     true_spend = spent - charged + produced
@@ -190,3 +195,80 @@ async def test_configsvc_down_sidecar_spends_only_what_it_holds(
     assert statuses[-1] == 429 and statuses.count(200) >= 10
     after = await scope_status(sidecar)
     assert after["allowance"] == allowance and after["spent"] <= allowance
+
+
+async def _spend_until_refused(sidecar: procs.ManagedProcess, tag: str) -> list[int]:
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        for i in range(400):
+            async with http.post(
+                f"{sidecar.url}/v1/chat/completions",
+                json={"model": AGENT, "messages": [{"role": "user", "content": f"{tag} {i}"}]},
+            ) as resp:
+                statuses.append(resp.status)
+                if resp.status != 200:
+                    body = await resp.json()
+                    assert body["error"]["code"] == "budget_exhausted", body
+                    assert body["error"]["param"] == SCOPE
+                    break
+    return statuses
+
+
+async def test_etcd_down_sidecars_spend_only_what_they_hold_and_nothing_is_lost(
+    tmp_path: Path, fresh_etcd: EtcdNode, etcd_env: str
+) -> None:
+    """etcd itself stops (configsvc keeps running, blind): each sidecar goes on serving from the
+    slice it holds -- a rolling window -- and refuses beyond it; when etcd returns, every
+    sidecar's spend reaches the fleet view again (new leases) and the total is within the limit."""
+    stack = start_stack(tmp_path, etcd_env, [fresh_etcd.client_url])
+    try:
+        stack.create_releases(("r1", "model-one"))
+        stack.ctl("route", "set-stable", AGENT, "r1")
+        stack.ctl(
+            "budget", "set", SCOPE, "--tokens", "6000", "--window", "1h", "--request-cap", "20"
+        )
+        sidecars = [
+            stack.start_sidecar([fresh_etcd.client_url], name=f"e{i}", args=FAST) for i in range(2)
+        ]
+        for s in sidecars:
+            await wait_for(
+                f"{s.url}/status",
+                lambda b: any(
+                    x["scope"] == SCOPE and x["allowance"] > 0
+                    for x in (b.get("budgets") or {}).get("scopes", [])
+                ),
+            )
+        fresh_etcd.stop()
+        await asyncio.sleep(0.3)  # a slice update already on its way lands before this
+        held = [(await scope_status(s))["allowance"] for s in sidecars]
+        assert (await scope_status(sidecars[0]))["window"] == "rolling 1h"
+        for s, allowance in zip(sidecars, held, strict=True):
+            statuses = await _spend_until_refused(s, s.name)
+            assert statuses[-1] == 429 and statuses.count(200) >= 5, statuses
+            after = await scope_status(s)
+            assert after["allowance"] == allowance  # nobody could grow it
+            assert 0 < after["spent"] <= allowance and after["reserved"] == 0
+        spent = [(await scope_status(s))["spent"] for s in sidecars]
+        fresh_etcd.start().wait_ready()
+        for _ in range(200):  # new leases, spend written again, controller sees it all
+            out = stack.ctl("--json", "budget", "usage", SCOPE, check=False)
+            if out.returncode == 0:
+                usage = json.loads(out.stdout)["usage"]
+                live = [h for h in usage["holders"] if h["live"]]
+                if len(live) == 2 and sorted(h["used"] for h in live) == sorted(spent):
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"spend never reached etcd again: {out.stdout} {out.stderr}")
+        assert sum(spent) <= usage["used"] <= 6000  # nothing lost, nothing beyond the limit
+        stack.ctl(
+            "budget", "set", SCOPE, "--tokens", "9000", "--window", "1h", "--request-cap", "20"
+        )
+        for attempt in range(100):  # slices grow again once the controller sees the room
+            statuses = await _spend_until_refused(sidecars[0], f"after {attempt}")
+            if statuses.count(200):
+                break
+            await asyncio.sleep(0.1)
+        assert statuses.count(200) >= 1
+    finally:
+        stack.stop()

@@ -120,6 +120,12 @@ async def settled(ledger: Ledger, scope: str = f"session:{SESSION}") -> Meter:
     return meter(ledger, scope)
 
 
+def spend_to(m: Meter, total: int) -> None:
+    """Charge the meter's current (rolling) bucket so that it has spent ``total``."""
+    buckets = m.tally.buckets
+    m.tally.charge(buckets.current if buckets is not None else 0, total - m.tally.spent)
+
+
 async def test_cap_written_usage_charged_then_refused_with_openai_shape(
     budgeted: tuple[SidecarUnderTest, Ledger],
 ) -> None:
@@ -132,14 +138,16 @@ async def test_cap_written_usage_charged_then_refused_with_openai_shape(
     body = await ok.json()
     m = await settled(ledger)
     assert m.tally.spent == body["usage"]["total_tokens"] and m.tally.estimated == 0
-    m.tally.spent = 399  # as if the window were nearly used up
+    spend_to(m, 399)  # as if the window were nearly used up
     refused = await chat(sut, max_tokens=10)
     assert refused.status == 429
     error = (await refused.json())["error"]
     assert error["code"] == "budget_exhausted" and error["type"] == "insufficient_quota"
     assert error["param"] == f"session:{SESSION}"
-    assert "limit 400 tokens per 1h" in error["message"] and "399 used" in error["message"]
-    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+    assert (
+        "limit 400 tokens per 1h (rolling)" in error["message"] and "399 used" in error["message"]
+    )
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3660  # rolling: W + one sub-bucket
     assert refused.headers["X-Holdfast-Release"] == "r1"
     bad = await chat(sut, max_tokens="lots")
     assert bad.status == 400 and (await bad.json())["error"]["param"] == "max_tokens"
@@ -213,7 +221,7 @@ async def test_soft_limit_header(budgeted: tuple[SidecarUnderTest, Ledger]) -> N
     put_budget(sut, tokens=10_000, soft=0.5)
     resp = await chat(sut, max_tokens=8)
     assert "X-Holdfast-Budget-Remaining" not in resp.headers
-    meter(ledger).tally.spent = 6000
+    spend_to(meter(ledger), 6000)
     resp = await chat(sut, max_tokens=8)
     remaining, scope = resp.headers["X-Holdfast-Budget-Remaining"].split("; scope=")
     assert scope == f"session:{SESSION}" and 3000 < int(remaining) < 4000

@@ -32,34 +32,37 @@ def test_admit_reserves_on_every_scope_or_none() -> None:
     r2, refused = ledger.admit(meters, 60, NOW)
     assert r2 is None and [r.scope for r in refused] == ["session:s1"]
     assert meters[1].tally.reserved == 60  # the tenant scope was not touched by the refusal
-    assert "limit 100 tokens per 1h" in refused[0].message()
-    assert refused[0].retry_after == 3600 - int(NOW % 3600)
+    assert "limit 100 tokens per 1h (rolling)" in refused[0].message()
+    assert refused[0].retry_after == 60  # only a reservation in flight: one sub-bucket
     Ledger.settle(r1, 25, estimated=False)
     Ledger.settle(r1, 25, estimated=False)  # idempotent
     assert (meters[0].tally.spent, meters[0].tally.reserved) == (25, 0)
     assert ledger.admit(meters, 75, NOW)[0] is not None
-    assert ledger.admit(meters, 1, NOW)[0] is None
+    r3, refused = ledger.admit(meters, 1, NOW)
+    assert r3 is None
+    # the 25 settled tokens' bucket leaves the rolling hour 61 buckets after it began
+    assert refused[0].retry_after == int((NOW // 60 + 61) * 60 - NOW)
 
 
 def test_window_turn_starts_fresh_and_old_reservations_settle_into_their_window() -> None:
-    ledger = ledger_with(Budget(scope="global", tokens=10, window="1m"))
+    ledger = ledger_with(Budget(scope="global", tokens=10, window="day"))
     [meter] = ledger.applicable(["global"], NOW)
     ledger.set_grant("global", meter.tally.span.id, 10, fleet_used=0)
     old, _ = ledger.admit([meter], 10, NOW)
     assert old is not None
-    [meter] = ledger.applicable(["global"], NOW + 60)
+    [meter] = ledger.applicable(["global"], NOW + 86400)
     assert meter.used == 0  # a fleet scope without a grant for this window admits nothing
     assert ledger.admit([meter], 1, NOW + 60)[0] is None
 
 
 def test_local_scope_new_window() -> None:
-    ledger = ledger_with(Budget(scope="session:s", tokens=10, window="1m"))
+    ledger = ledger_with(Budget(scope="session:s", tokens=10, window="month"))
     [meter] = ledger.applicable(["session:s"], NOW)
     old, _ = ledger.admit([meter], 10, NOW)
     assert old is not None
-    [meter] = ledger.applicable(["session:s"], NOW + 60)
+    [meter] = ledger.applicable(["session:s"], NOW + 31 * 86400)
     Ledger.settle(old, 10, estimated=True)
-    assert meter.used == 0 and ledger.admit([meter], 10, NOW + 60)[0] is not None
+    assert meter.used == 0 and ledger.admit([meter], 10, NOW + 31 * 86400)[0] is not None
 
 
 def test_fleet_allowance_is_the_grant_minus_what_was_given_back() -> None:
