@@ -9,6 +9,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from configsvc.access import required_role
 from configsvc.auth import Authorizer
 from configsvc.errors import (
     BodyTooLarge,
@@ -20,6 +21,7 @@ from configsvc.errors import (
 from configsvc.payloads import HistoryQuery, NewRelease, Rollback, SetAliases, SetStable, name
 from configsvc.service import ConfigService, RouteChange, Versioned
 from configsvc.settings import MAX_BODY_BYTES
+from configsvc.tokens import Identity
 from holdfast.errorshape import error_body
 from holdfast.keyspace import Release, Route
 from holdfast.logs import (
@@ -38,6 +40,7 @@ AUTH_KEY: Final = web.AppKey("authorizer", Authorizer)
 BODY_LIMIT_KEY: Final = web.AppKey("body_limit", int)
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS: Final = frozenset({"/healthz"})
+IDENTITY_KEY: Final = web.RequestKey("identity", Identity)
 
 
 def error_response(exc: ConfigsvcError) -> web.Response:
@@ -55,10 +58,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     bind_request_id(request_id)
     try:
         if request.path not in OPEN_PATHS:
-            request.app[AUTH_KEY].check(
+            resource = request.match_info.route.resource
+            pattern = resource.canonical if resource is not None else request.path
+            request[IDENTITY_KEY] = request.app[AUTH_KEY].check(
                 mutation=request.method not in READ_METHODS,
                 remote=request.remote,
                 headers=request.headers,
+                required=required_role(request.method, pattern),
             )
         response = await handler(request)
     except ConfigsvcError as exc:
@@ -112,7 +118,7 @@ def _release(request: web.Request) -> str:
 
 
 def _actor(request: web.Request) -> str:
-    return request.app[AUTH_KEY].actor(request.headers)
+    return request.app[AUTH_KEY].actor(request.headers, request.get(IDENTITY_KEY))
 
 
 def release_json(v: Versioned[Release]) -> dict[str, Any]:

@@ -1,25 +1,30 @@
-"""Who may do what: one shared bearer token for mutations (and for reads from other hosts).
+"""Who may do what: bearer tokens with roles (viewer, operator, admin; see configsvc.access).
 
-Token roles come later; until then every authenticated actor is recorded as ``token:<name>``,
-where the name is the ``X-Holdfast-Actor`` header the CLI sends (default ``$USER``). With
+The audit actor is ``<subject>:<name>``: the subject is the token's (from ``--tokens-file``, or
+``token`` for the single ``$HOLDFAST_TOKEN``) and the name the ``X-Holdfast-Actor`` header the CLI
+sends (default ``$USER``; informative only, the subject is what was authenticated). With
 ``--allow-no-token`` (loopback-only throwaway use) actors are ``unauthenticated:<name>``.
+Reads from loopback peers need no token unless ``--require-token-for-reads``.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from configsvc.errors import InvalidRequest, Unauthorized
+from configsvc.access import Role
+from configsvc.errors import Forbidden, InvalidRequest, Unauthorized
+from configsvc.tokens import LEGACY_SUBJECT, Identity, TokenBook, TokenEntry
 from holdfast.keyspace.keys import ID_RE
 
 ACTOR_HEADER: Final = "X-Holdfast-Actor"
 AUTH_HEADER: Final = "Authorization"
 DEFAULT_ACTOR: Final = "unknown"
 BEARER: Final = "bearer "
+UNAUTHENTICATED: Final = "unauthenticated"
+LOOPBACK_READER: Final = "loopback"
 
 
 def is_loopback(remote: str | None) -> bool:
@@ -54,28 +59,66 @@ def actor_name(headers: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Authorizer:
-    token: str  # empty: authentication disabled (--allow-no-token)
+    """Checks a request's bearer token against the token book and the endpoint's role.
+
+    ``token`` is the legacy single ``$HOLDFAST_TOKEN`` (role admin, subject ``token``); ``tokens``
+    come from ``--tokens-file``. Neither: authentication is off (``--allow-no-token``).
+    """
+
+    token: str = ""
+    tokens: tuple[TokenEntry, ...] = ()
+    require_token_for_reads: bool = False
+    book: TokenBook = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "book", TokenBook(self.tokens, self.token))
 
     def __repr__(self) -> str:
-        return f"Authorizer(enabled={bool(self.token)})"
+        return f"Authorizer(enabled={self.enabled}, tokens={len(self.tokens) + bool(self.token)})"
 
-    def check(self, *, mutation: bool, remote: str | None, headers: Mapping[str, str]) -> None:
-        """Raise Unauthorized unless this request may proceed."""
-        if not self.token:
-            return
-        if not mutation and is_loopback(remote):
-            return
+    @property
+    def enabled(self) -> bool:
+        return bool(self.book)
+
+    def check(
+        self,
+        *,
+        mutation: bool,
+        remote: str | None,
+        headers: Mapping[str, str],
+        required: Role | None = None,
+    ) -> Identity:
+        """The caller's identity, or Unauthorized (no/unknown token) / Forbidden (role too low)."""
+        if not self.enabled:
+            return Identity(UNAUTHENTICATED, Role.ADMIN)
+        if not mutation and not self.require_token_for_reads and is_loopback(remote):
+            return Identity(LOOPBACK_READER, Role.VIEWER)
         presented = presented_token(headers)
-        what = "changes" if mutation else "reads from other hosts"
+        what = (
+            "changes"
+            if mutation
+            else "reads"
+            if self.require_token_for_reads
+            else ("reads from other hosts")
+        )
         if not presented:
             raise Unauthorized(
                 f"{what} need the configsvc token: send 'Authorization: Bearer <token>' "
                 "(holdfastctl: --token or $HOLDFAST_TOKEN)"
             )
-        if not hmac.compare_digest(presented.encode(), self.token.encode()):
-            raise Unauthorized("wrong token")
+        identity = self.book.identify(presented)
+        if identity is None:
+            raise Unauthorized("unknown or wrong token")
+        need = required or (Role.ADMIN if mutation else Role.VIEWER)
+        if identity.role < need:
+            raise Forbidden(
+                f"the token of {identity.subject!r} has role {identity.role.label}; "
+                f"this needs {need.label} or above"
+            )
+        return identity
 
-    def actor(self, headers: Mapping[str, str]) -> str:
-        """The audit actor of a request already allowed by ``check``."""
-        prefix = "token" if self.token else "unauthenticated"
-        return f"{prefix}:{actor_name(headers)}"
+    def actor(self, headers: Mapping[str, str], identity: Identity | None = None) -> str:
+        """The audit actor: ``<subject>:<name from X-Holdfast-Actor>``."""
+        if identity is None:
+            identity = Identity(LEGACY_SUBJECT if self.enabled else UNAUTHENTICATED, Role.ADMIN)
+        return f"{identity.subject}:{actor_name(headers)}"

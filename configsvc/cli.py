@@ -22,6 +22,7 @@ from configsvc import (
     cli_traffic,
     render,
 )
+from configsvc.cli_etcd_roles import etcd_roles_main, register_etcd_roles
 from configsvc.client import Client, Refused, Unreachable
 from configsvc.commands import Command
 from configsvc.payloads import MAX_HISTORY_LIMIT
@@ -35,6 +36,7 @@ from configsvc.settings import (
     load_serve_settings,
 )
 from holdfast.cliargs import ENV_ENV, ENV_ETCD
+from holdfast.etcd_tls_args import etcd_tls_options
 
 PROG: Final = "holdfastctl"
 EXIT_OK: Final = 0
@@ -168,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--env", default=None, help=f"environment (${ENV_ENV}, default dev)")
     serve.add_argument(
+        "--tokens-file",
+        default=None,
+        help="JSON lines {subject, role, sha256} of accepted tokens ($HOLDFAST_TOKENS_FILE)",
+    )
+    serve.add_argument(
+        "--require-token-for-reads",
+        action="store_true",
+        help="reads need a token (viewer or above) from loopback peers too",
+    )
+    etcd_tls_options(serve)
+    serve.add_argument(
         "--allow-no-token",
         action="store_true",
         help="accept unauthenticated changes (throwaway local use only)",
@@ -230,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (cli_traffic, cli_rollout, cli_flags, cli_budgets, cli_contracts, cli_status):
         module.register(nouns, leaf)
+    register_etcd_roles(nouns, leaf)
 
     sp = leaf(nouns, "history", history, "audit trail, newest first")
     sp.add_argument("--agent", default=None)
@@ -256,6 +270,13 @@ def _serve(args: argparse.Namespace) -> int:
             probe_timeout=args.probe_timeout,
             rollout_tick=args.rollout_tick,
             leader_ttl=args.leader_ttl,
+            tokens_file=args.tokens_file,
+            require_token_for_reads=args.require_token_for_reads,
+            etcd_ca=args.etcd_ca,
+            etcd_cert=args.etcd_cert,
+            etcd_key=args.etcd_key,
+            etcd_user=args.etcd_user,
+            etcd_server_name=args.etcd_server_name,
         )
     except SettingsError as exc:
         print(f"{PROG} serve: {exc}", file=sys.stderr)
@@ -270,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.noun == "serve":
         return _serve(args)
+    if args.noun == "etcd-roles":
+        return etcd_roles_main(args)
     if args.noun == "route" and args.verb == "aliases" and bool(args.names) == args.clear:
         parser.error("route aliases: give the alias names, or --clear alone to remove them all")
     try:

@@ -32,6 +32,10 @@ class Unauthorized(ConfigsvcError):
     """No token, or the wrong one, where one is required."""
 
 
+class Forbidden(ConfigsvcError):
+    """A valid token whose role is too low for this endpoint."""
+
+
 class NotFound(ConfigsvcError):
     """Base of the "no such thing" errors."""
 
@@ -116,6 +120,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     InvalidRequest: ErrorSpec(400, "invalid_request_error", "invalid_request"),
     BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
     Unauthorized: ErrorSpec(401, "authentication_error", "invalid_token"),
+    Forbidden: ErrorSpec(403, "permission_error", "forbidden"),
     NotFound: ErrorSpec(404, "invalid_request_error", "not_found"),
     AgentNotFound: ErrorSpec(404, "invalid_request_error", "agent_not_found"),
     ReleaseNotFound: ErrorSpec(404, "invalid_request_error", "release_not_found"),

@@ -103,7 +103,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
         app = build_app(
             service,
-            Authorizer(settings.token),
+            Authorizer(settings.token, settings.tokens, settings.require_token_for_reads),
             max_body_bytes=settings.max_body_bytes,
             extra=[
                 RolloutApi(rollouts, election, gate),
@@ -156,7 +156,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
 def run(settings: ServeSettings) -> int:
     """Serve until signalled: 0 after a graceful stop, 1 if it cannot listen, 2 on bad --etcd."""
     try:
-        store = EtcdStore(settings.etcd_endpoints)
+        store = EtcdStore(settings.etcd_endpoints, security=settings.etcd_security)
     except ValueError as exc:
         print(f"holdfastctl serve: {exc}", file=sys.stderr)
         return 2

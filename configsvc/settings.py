@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from configsvc.tokens import TokenEntry, TokensFileError, load_tokens_file
 from holdfast import cliargs
 from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import ID_RE
+from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_security
 
 ENV_TOKEN: Final = "HOLDFAST_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_SERVER: Final = "HOLDFAST_SERVER"
 ENV_ACTOR: Final = "HOLDFAST_ACTOR"
+ENV_TOKENS_FILE: Final = "HOLDFAST_TOKENS_FILE"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8700"
 DEFAULT_SERVER: Final = "http://127.0.0.1:8700"
@@ -43,7 +47,10 @@ class ServeSettings:
     listen_port: int = 8700
     etcd_endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
     env: str = DEFAULT_ENV
-    token: str = ""
+    token: str = field(default="", repr=False)
+    tokens: tuple[TokenEntry, ...] = ()  # from --tokens-file (hashes only)
+    require_token_for_reads: bool = False
+    etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     allow_no_token: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
@@ -57,12 +64,18 @@ class ServeSettings:
             validate_name(self.env, what="environment")
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
-        if not self.token and not self.allow_no_token:
+        try:
+            self.etcd_security.check_endpoints(self.etcd_endpoints)
+        except SecurityError as exc:
+            raise SettingsError(str(exc)) from exc
+        if self.require_token_for_reads and not self.auth_required:
+            raise SettingsError("--require-token-for-reads needs a token or --tokens-file")
+        if not self.auth_required and not self.allow_no_token:
             raise SettingsError(
                 f"no token: set ${ENV_TOKEN} or pass --token so that only holders of it can "
                 "change configuration (--allow-no-token accepts anyone, for throwaway local use)"
             )
-        if not self.token and self.listen_host not in LOOPBACK_HOSTS:
+        if not self.auth_required and self.listen_host not in LOOPBACK_HOSTS:
             raise SettingsError(
                 f"--allow-no-token is only for a loopback listener, not {self.listen_host}"
             )
@@ -79,13 +92,14 @@ class ServeSettings:
 
     @property
     def auth_required(self) -> bool:
-        return bool(self.token)
+        return bool(self.token or self.tokens)
 
     def __repr__(self) -> str:  # never print the token
         return (
             f"ServeSettings(listen={self.listen_host}:{self.listen_port}, "
             f"etcd={','.join(self.etcd_endpoints)}, env={self.env}, "
-            f"auth={'token' if self.token else 'none'})"
+            f"auth={'token' if self.auth_required else 'none'}, tokens={len(self.tokens)}, "
+            f"etcd_security={self.etcd_security.describe()})"
         )
 
 
@@ -123,8 +137,28 @@ def load_serve_settings(
     probe_timeout: float | None = None,
     rollout_tick: float | None = None,
     leader_ttl: int | None = None,
+    tokens_file: str | None = None,
+    require_token_for_reads: bool = False,
+    etcd_ca: str | None = None,
+    etcd_cert: str | None = None,
+    etcd_key: str | None = None,
+    etcd_user: str | None = None,
+    etcd_server_name: str | None = None,
 ) -> ServeSettings:
     host, port = cliargs.parse_listen(listen or DEFAULT_LISTEN, error=SettingsError)
+    tokens_path = (tokens_file or environ.get(ENV_TOKENS_FILE, "")).strip()
+    try:
+        tokens = load_tokens_file(Path(tokens_path)) if tokens_path else ()
+        security = load_etcd_security(
+            ca=etcd_ca,
+            cert=etcd_cert,
+            key=etcd_key,
+            user=etcd_user,
+            server_name=etcd_server_name,
+            environ=environ,
+        )
+    except (TokensFileError, SecurityError) as exc:
+        raise SettingsError(str(exc)) from exc
     return ServeSettings(
         listen_host=host,
         listen_port=port,
@@ -133,6 +167,9 @@ def load_serve_settings(
         ),
         env=env or environ.get(ENV_ENV, "") or DEFAULT_ENV,
         token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
+        tokens=tokens,
+        require_token_for_reads=require_token_for_reads,
+        etcd_security=security,
         allow_no_token=allow_no_token,
         probe_timeout=DEFAULT_PROBE_TIMEOUT if probe_timeout is None else probe_timeout,
         probe_prompt=environ.get(ENV_PROBE_PROMPT, "") or DEFAULT_PROBE_PROMPT,

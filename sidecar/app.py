@@ -108,7 +108,7 @@ class Sidecar:
         self.config = ConfigState(self.keyspace, settings.agent, kinds=CONFIG_KINDS)
         self.metrics = SidecarMetrics(settings.agent)
         self.upstream = Upstream(settings, environ)
-        self.store = EtcdStore(settings.etcd_endpoints)
+        self.store = EtcdStore(settings.etcd_endpoints, security=settings.etcd_security)
         self.pins = PinTable(self.keyspace, settings.agent)
         config_key = wanted_key(self.keyspace, settings.agent, CONFIG_KINDS)
         self.mirror = PrefixMirror(

@@ -6,14 +6,16 @@ import argparse
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from holdfast import cliargs
 from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
+from holdfast.etcd_tls_args import etcd_security_from, etcd_tls_options
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import validate_id
+from holdfast.store.security import EtcdSecurity, SecurityError
 from sidecar.prices import PriceError, load_prices
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
@@ -74,6 +76,7 @@ class SidecarSettings:
     budget_report_interval: float = DEFAULT_BUDGET_REPORT_INTERVAL
     budget_idle_after: float = DEFAULT_BUDGET_IDLE_AFTER
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
+    etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
 
     def __post_init__(self) -> None:
         try:
@@ -83,6 +86,16 @@ class SidecarSettings:
                 validate_id(self.sidecar_id, what="sidecar id")
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
+        try:
+            self.etcd_security.check_endpoints(self.etcd_endpoints)
+        except SecurityError as exc:
+            raise SettingsError(str(exc)) from exc
+        own = f"{self.agent}."
+        if self.etcd_security.auth and self.sidecar_id and not self.sidecar_id.startswith(own):
+            raise SettingsError(
+                f"--sidecar-id {self.sidecar_id!r} must start with {own!r} under etcd auth: the "
+                f"agent's etcd role may write only health/{own}* (holdfastctl etcd-roles)"
+            )
         if self.listen_host not in LOOPBACK_HOSTS and not self.allow_non_loopback:
             raise SettingsError(
                 f"--listen {self.listen_host} is not loopback; the sidecar serves its own agent "
@@ -122,7 +135,8 @@ class SidecarSettings:
 
     @property
     def effective_sidecar_id(self) -> str:
-        return self.sidecar_id or f"{socket.gethostname()}-{os.getpid()}"[:128]
+        # <agent>.<host>-<pid>: the agent prefix keeps the health key inside the agent's etcd role.
+        return self.sidecar_id or f"{self.agent}.{socket.gethostname()}-{os.getpid()}"[:128]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
     p.add_argument("--etcd", default=None, help=f"etcd endpoints, comma-separated (${ENV_ETCD})")
     p.add_argument("--env", default=None, help=f"environment (${ENV_ENV}, default dev)")
+    etcd_tls_options(p)
     p.add_argument("--state-dir", default=None, help="last-known-good snapshot directory")
     p.add_argument("--sidecar-id", default=None, help="id in health keys (default host-pid)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
@@ -215,6 +230,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         except PriceError as exc:
             raise SettingsError(str(exc)) from exc
     host, port = cliargs.parse_listen(args.listen, error=SettingsError)
+    try:
+        security = etcd_security_from(args, environ)
+    except SecurityError as exc:
+        raise SettingsError(str(exc)) from exc
     return SidecarSettings(
         agent=args.agent,
         listen_host=host,
@@ -243,4 +262,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         budget_report_interval=args.budget_report_interval,
         budget_idle_after=args.budget_idle_after,
         prices_file=args.prices,
+        etcd_security=security,
     )

@@ -3,6 +3,9 @@
 Each node gets free ports, a temporary directory (data plus ``etcd.log``) and fast-start flags.
 Nodes and clusters are context managers; anything still running at interpreter exit is killed,
 so a crashed test run leaves no etcd behind.
+
+``tls=True`` makes a throwaway CA (``holdfast.devtools.certs``) in the node's directory and serves
+clients and peers over mutual TLS; ``enable_auth`` then turns on etcd's own auth through etcdctl.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -23,6 +27,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
+
+from holdfast import etcd_roles
+from holdfast.devtools.certs import LocalPki, make_test_pki
+from holdfast.etcdctl import EtcdctlTarget, apply
+from holdfast.store.security import EtcdSecurity
 
 ETCD_BIN_ENV: Final = "HOLDFAST_ETCD_BIN"
 HOST: Final = "127.0.0.1"
@@ -72,9 +81,17 @@ def etcd_binary() -> str:
     return found
 
 
-def _get(url: str, timeout: float) -> str | None:
+def _tls_context(pki: LocalPki | None) -> ssl.SSLContext | None:
+    if pki is None:
+        return None
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    return context
+
+
+def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> str | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             return str(response.read().decode("utf-8", "replace"))
     except (OSError, urllib.error.URLError):
         return None
@@ -117,6 +134,8 @@ class EtcdNode(_Managed):
         peer_port: int = 0,
         initial_cluster: str | None = None,
         flags: Sequence[str] = SINGLE_FLAGS,
+        tls: bool = False,
+        pki: LocalPki | None = None,
     ) -> None:
         self.name = name
         self._own_dir = base_dir is None
@@ -125,8 +144,13 @@ class EtcdNode(_Managed):
         self.log_path = self.dir / "etcd.log"
         if not client_port or not peer_port:
             client_port, peer_port = free_ports(2)
-        self.client_url = f"http://{HOST}:{client_port}"
-        self.peer_url = f"http://{HOST}:{peer_port}"
+        if tls and pki is None:
+            pki = make_test_pki(self.dir / "pki")
+        self.pki = pki if tls else None
+        scheme = "https" if tls else "http"
+        self.client_url = f"{scheme}://{HOST}:{client_port}"
+        self.peer_url = f"{scheme}://{HOST}:{peer_port}"
+        self._context = _tls_context(self.pki)
         self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
         self.flags = tuple(flags)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -148,8 +172,40 @@ class EtcdNode(_Managed):
             "--quota-backend-bytes", str(1 << 30),
             "--logger", "zap",
             "--log-level", "warn",
+            *self._tls_flags(),
             *self.flags,
         ]  # fmt: skip
+
+    def _tls_flags(self) -> list[str]:
+        if self.pki is None:
+            return []
+        ca, pair = str(self.pki.ca), self.pki.server
+        return [
+            "--cert-file", str(pair.cert), "--key-file", str(pair.key),
+            "--client-cert-auth", "--trusted-ca-file", ca,
+            "--peer-cert-file", str(pair.cert), "--peer-key-file", str(pair.key),
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+        ]  # fmt: skip
+
+    def security(self, user: str = "", password: str = "") -> EtcdSecurity:
+        """What a client needs to reach this node: the CA and a client certificate if TLS."""
+        if self.pki is None:
+            return EtcdSecurity(user=user, password=password)
+        return EtcdSecurity(
+            ca_file=self.pki.ca,
+            cert_file=self.pki.client.cert,
+            key_file=self.pki.client.key,
+            user=user,
+            password=password,
+        )
+
+    def enable_auth(
+        self, env: str, agents: list[str], passwords: dict[str, str], root_password: str
+    ) -> list[str]:
+        """Create the Holdfast role layout (holdfast.etcd_roles) and turn etcd's auth on."""
+        steps = etcd_roles.steps(env, agents, users=True, enable=True)
+        target = EtcdctlTarget(endpoints=(self.client_url,), security=self.security())
+        return apply(steps, {**passwords, etcd_roles.ROOT: root_password}, target)
 
     @property
     def is_running(self) -> bool:
@@ -168,7 +224,7 @@ class EtcdNode(_Managed):
         return self
 
     def healthy(self, timeout: float = 1.0) -> bool:
-        body = _get(f"{self.client_url}/health", timeout)
+        body = _get(f"{self.client_url}/health", timeout, self._context)
         try:
             return body is not None and json.loads(body).get("health") == "true"
         except (ValueError, AttributeError):
@@ -186,7 +242,7 @@ class EtcdNode(_Managed):
         raise EtcdError(f"etcd {self.name} not healthy after {timeout}s\n{self.tail()}")
 
     def is_leader(self) -> bool:
-        metrics = _get(f"{self.client_url}/metrics", 1.0) or ""
+        metrics = _get(f"{self.client_url}/metrics", 1.0, self._context) or ""
         return any(line.strip() == "etcd_server_is_leader 1" for line in metrics.splitlines())
 
     def tail(self, lines: int = 20) -> str:
@@ -241,14 +297,16 @@ class EtcdNode(_Managed):
 class EtcdCluster(_Managed):
     """N members (3 by default) forming one cluster on loopback."""
 
-    def __init__(self, size: int = 3, *, base_dir: Path | None = None) -> None:
+    def __init__(self, size: int = 3, *, base_dir: Path | None = None, tls: bool = False) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one member")
         self._own_dir = base_dir is None
         self.dir = _temp_dir("holdfast-etcd-cluster-") if base_dir is None else base_dir
+        self.pki = make_test_pki(self.dir / "pki") if tls else None  # one CA for all members
+        scheme = "https" if tls else "http"
         ports = free_ports(2 * size)
         names = [f"node{i}" for i in range(size)]
-        initial = ",".join(f"{n}=http://{HOST}:{ports[2 * i + 1]}" for i, n in enumerate(names))
+        initial = ",".join(f"{n}={scheme}://{HOST}:{ports[2 * i + 1]}" for i, n in enumerate(names))
         self.nodes = [
             EtcdNode(
                 name,
@@ -257,6 +315,8 @@ class EtcdCluster(_Managed):
                 peer_port=ports[2 * i + 1],
                 initial_cluster=initial,
                 flags=CLUSTER_FLAGS,
+                tls=tls,
+                pki=self.pki,
             )
             for i, name in enumerate(names)
         ]

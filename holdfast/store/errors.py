@@ -11,6 +11,14 @@ class StoreUnavailable(StoreError):
     """No endpoint answered in time (all endpoints were tried)."""
 
 
+class PermissionDenied(StoreError):
+    """etcd's auth refused the operation: this process's etcd user may not touch that key."""
+
+
+class AuthFailed(StoreError):
+    """etcd refused the credentials (unknown user or wrong password); retrying will not help."""
+
+
 class CasConflict(StoreError):
     """A compare-and-swap lost: the key changed since it was read (or exists / is missing)."""
 

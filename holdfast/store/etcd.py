@@ -4,6 +4,11 @@ Reads fail over across endpoints within one time budget. Writes fail over only w
 was sent, since a write whose reply was lost may still have been applied. Watches drive the raw
 gRPC stream so that each revision arrives as one batch and a member that lost its leader cancels
 the stream (``hasleader`` metadata, as Go's clientv3.WithRequireLeader) instead of going silent.
+
+``https://`` endpoints speak TLS (CA bundle, client certificate for mutual TLS, server name
+override). With etcd's auth on, each connection authenticates once and sends its token on every
+call; a token that expired or that a changed auth store made stale is re-obtained and the call
+retried, and a failover authenticates against the new endpoint.
 """
 
 from __future__ import annotations
@@ -19,13 +24,24 @@ from aetcd import rpc  # noqa: TID251 - the only module allowed to import aetcd
 
 from holdfast.logs import get_logger
 from holdfast.store.errors import (
+    AuthFailed,
     CasConflict,
     Compacted,
     LeaseNotFound,
+    PermissionDenied,
     StoreError,
     StoreUnavailable,
 )
-from holdfast.store.types import Change, Endpoint, KeyValue, Put, TxnResult, parse_endpoint
+from holdfast.store.security import EtcdSecurity
+from holdfast.store.types import (
+    PROBE_KEY,
+    Change,
+    Endpoint,
+    KeyValue,
+    Put,
+    TxnResult,
+    parse_endpoint,
+)
 
 DEFAULT_TIMEOUT: Final = 5.0
 # etcd answers pings sent more often than its --grpc-keepalive-min-time (5 s) with GOAWAY, so 6 s
@@ -46,6 +62,9 @@ _RETRYABLE: Final = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
 )
 _REQUIRE_LEADER: Final = (("hasleader", "true"),)
+# What etcd answers for a token it no longer knows (expired, or issued by a restarted member) and
+# for one issued before the auth store changed: both mean "authenticate again", as clientv3 does.
+_STALE_TOKEN: Final = ("invalid auth token", "revision of auth store is old", "user name is empty")
 _READY = grpc.ChannelConnectivity.READY
 _DOWN = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
 
@@ -53,13 +72,25 @@ log = get_logger(__name__)
 
 
 class _Conn:
-    def __init__(self, index: int, endpoint: Endpoint) -> None:
+    def __init__(self, index: int, endpoint: Endpoint, tls: _Tls | None) -> None:
         self.index = index
         self.endpoint = endpoint
-        self.channel: Any = rpc.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
+        if tls is None:
+            self.channel: Any = rpc.insecure_channel(endpoint.target, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = rpc.secure_channel(
+                endpoint.target, tls.credentials, options=CHANNEL_OPTIONS + tls.options
+            )
         self.kv: Any = rpc.KVStub(self.channel)
         self.lease: Any = rpc.LeaseStub(self.channel)
         self.watch: Any = rpc.WatchStub(self.channel)
+        self.auth: Any = rpc.AuthStub(self.channel)
+        self.token = ""
+        self.auth_lock = asyncio.Lock()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("token", self.token),) if self.token else ()
 
     async def wait_ready(self, budget: float) -> bool:
         """True once the channel is connected; False at once if it is failing."""
@@ -76,6 +107,21 @@ class _Conn:
                 return False
             state = self.channel.get_state(try_to_connect=True)
         return True
+
+
+class _Tls:
+    """gRPC channel credentials built once from the PEM files (read at construction)."""
+
+    def __init__(self, security: EtcdSecurity) -> None:
+        ca, key, chain = security.read_pem()
+        self.credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=chain
+        )
+        self.options: tuple[tuple[str, Any], ...] = (
+            (("grpc.ssl_target_name_override", security.server_name),)
+            if security.server_name
+            else ()
+        )
 
 
 def _b(text: str) -> bytes:
@@ -136,7 +182,19 @@ def _translate(exc: BaseException, what: str) -> StoreError:
         return StoreUnavailable(message)
     if code == grpc.StatusCode.NOT_FOUND and "lease" in message:
         return LeaseNotFound(message)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(
+            f"{message} (the etcd user's roles do not grant this key range; see the role layout: "
+            "holdfastctl etcd-roles)"
+        )
     return StoreError(message)
+
+
+def _stale_token(exc: BaseException) -> bool:
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return False
+    details = exc.details() or ""
+    return any(marker in details for marker in _STALE_TOKEN)
 
 
 _Op: TypeAlias = Callable[[_Conn, float], Awaitable[Any]]
@@ -145,7 +203,13 @@ _Op: TypeAlias = Callable[[_Conn, float], Awaitable[Any]]
 class EtcdStore:
     """A connection to one etcd cluster, failing over between its client endpoints."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: EtcdSecurity | None = None,
+    ) -> None:
         if isinstance(endpoints, str):
             raise ValueError("endpoints must be a sequence of URLs, not one string")
         if not endpoints:
@@ -153,6 +217,15 @@ class EtcdStore:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self._endpoints = [parse_endpoint(url) for url in endpoints]
+        security = security or EtcdSecurity()
+        schemes = {e.tls for e in self._endpoints}
+        if len(schemes) > 1:
+            raise ValueError("etcd endpoints mix http:// and https://; use one scheme for all")
+        tls = schemes == {True}
+        if security.tls_files and not tls:
+            raise ValueError("--etcd-ca/--etcd-cert/--etcd-key need https:// etcd endpoints")
+        self._tls = _Tls(security) if tls else None  # SecurityError (a ValueError) if unreadable
+        self._security = security
         self._timeout = timeout
         self._index = 0
         self._conns: dict[int, _Conn] = {}
@@ -182,8 +255,29 @@ class EtcdStore:
             raise StoreUnavailable("the etcd store is closed")
         conn = self._conns.get(index)
         if conn is None:
-            conn = self._conns[index] = _Conn(index, self._endpoints[index])
+            conn = self._conns[index] = _Conn(index, self._endpoints[index], self._tls)
         return conn
+
+    async def _authenticate(self, conn: _Conn, budget: float, stale: str = "") -> None:
+        """Give ``conn`` a token unless it has one other than ``stale``; one call at a time."""
+        async with conn.auth_lock:
+            if conn.token and conn.token != stale:
+                return  # another call re-authenticated meanwhile
+            conn.token = ""
+            request = rpc.AuthenticateRequest(
+                name=self._security.user, password=self._security.password
+            )
+            try:
+                response = await conn.auth.Authenticate(request, timeout=budget)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in _RETRYABLE:
+                    raise
+                raise AuthFailed(
+                    f"etcd authentication as user {self._security.user!r} at "
+                    f"{conn.endpoint.url} failed: {_detail(exc)}"
+                ) from exc
+            conn.token = str(response.token)
+            log.info("etcd_authenticated", endpoint=conn.endpoint.url, user=self._security.user)
 
     def _failover(self, index: int, reason: str) -> None:
         # Concurrent failures of one endpoint rotate once, not once per failed call.
@@ -207,6 +301,7 @@ class EtcdStore:
         count = len(self._endpoints)
         errors: list[str] = []
         last: BaseException | None = None
+        stale_retried = False
         while (remaining := deadline - loop.time()) > 0:
             index = self._index
             conn = self._conn(index)
@@ -218,11 +313,26 @@ class EtcdStore:
                 if len(errors) % count == 0:  # every endpoint is down: do not spin
                     await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
                 continue
+            if self._security.auth and not conn.token:
+                try:
+                    await self._authenticate(conn, budget)
+                except (grpc.aio.AioRpcError, TimeoutError) as exc:  # nothing was sent yet
+                    last = exc
+                    errors.append(f"{conn.endpoint.url}: authenticate: {_detail(exc)}")
+                    self._failover(index, _detail(exc))
+                    continue
+            token = conn.token
             try:
                 return await op(conn, budget if retry_sent else remaining)
             except grpc.aio.UsageError as exc:
                 raise StoreUnavailable(f"{what}: the etcd store is closed") from exc
             except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                if self._security.auth and _stale_token(exc) and not stale_retried:
+                    # etcd refused the token before applying anything: safe even for writes.
+                    stale_retried = True
+                    log.info("etcd_token_refresh", endpoint=conn.endpoint.url)
+                    await self._authenticate(conn, max(0.1, deadline - loop.time()), token)
+                    continue
                 if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _RETRYABLE:
                     raise _translate(exc, what) from exc
                 last = exc
@@ -242,7 +352,8 @@ class EtcdStore:
         stub, name = method.split(".")  # e.g. "kv.Put"
 
         def call(conn: _Conn, budget: float) -> Awaitable[Any]:
-            return getattr(getattr(conn, stub), name)(request, timeout=budget)  # type: ignore[no-any-return]
+            method = getattr(getattr(conn, stub), name)
+            return method(request, timeout=budget, metadata=conn.metadata)  # type: ignore[no-any-return]
 
         return await self._run(what, call, retry_sent=not write)
 
@@ -263,7 +374,7 @@ class EtcdStore:
 
     async def revision(self) -> int:
         # A linearizable read: it needs a leader, which makes it a liveness probe as well.
-        request = rpc.RangeRequest(key=b"\0", count_only=True)
+        request = rpc.RangeRequest(key=_b(PROBE_KEY), count_only=True)
         response = await self._unary("revision", "kv.Range", request)
         return int(response.header.revision)
 
@@ -321,7 +432,9 @@ class EtcdStore:
         request = rpc.LeaseKeepAliveRequest(ID=lease_id)
 
         async def op(conn: _Conn, budget: float) -> int:
-            call = conn.lease.LeaseKeepAlive(iter((request,)), timeout=budget)
+            call = conn.lease.LeaseKeepAlive(
+                iter((request,)), timeout=budget, metadata=conn.metadata
+            )
             try:
                 async for response in call:
                     return max(0, int(response.TTL))
@@ -367,7 +480,7 @@ class EtcdStore:
         )
 
         async def open_stream(conn: _Conn, budget: float) -> tuple[Any, Any, int]:
-            call = conn.watch.Watch(metadata=_REQUIRE_LEADER)
+            call = conn.watch.Watch(metadata=_REQUIRE_LEADER + conn.metadata)
             try:
                 await call.write(create)
                 first = await asyncio.wait_for(call.read(), budget)

@@ -7,6 +7,9 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 DEFAULT_PORT: Final = 2379
+# The one key a liveness probe reads (count only). It holds nothing; under etcd auth every
+# Holdfast role may read it (holdfast.etcd_roles), so the probe works for each of them.
+PROBE_KEY: Final = "/holdfast/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +58,14 @@ class Endpoint:
 
     url: str
     target: str  # host:port, as gRPC wants it
+    tls: bool = False  # https:// endpoints speak TLS
 
 
 def parse_endpoint(url: str) -> Endpoint:
-    """Validate one ``http://host[:port]`` endpoint; ValueError says what is wrong."""
+    """Validate one ``http(s)://host[:port]`` endpoint; ValueError says what is wrong."""
     parts = urlsplit(url.strip())
-    if parts.scheme == "https":
-        raise ValueError(f"etcd endpoint {url!r}: TLS is not supported yet; use http://")
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"etcd endpoint {url!r} is not of the form http://host[:port]")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"etcd endpoint {url!r} is not of the form http(s)://host[:port]")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise ValueError(f"etcd endpoint {url!r} must not have a path, query or credentials")
     try:
@@ -71,7 +73,8 @@ def parse_endpoint(url: str) -> Endpoint:
     except ValueError as exc:
         raise ValueError(f"etcd endpoint {url!r}: {exc}") from exc
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return Endpoint(url=f"http://{host}:{port}", target=f"{host}:{port}")
+    tls = parts.scheme == "https"
+    return Endpoint(url=f"{parts.scheme}://{host}:{port}", target=f"{host}:{port}", tls=tls)
 
 
 def kv_from_change(c: Change) -> KeyValue:

@@ -26,7 +26,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
 
 
 def test_endpoints_are_validated() -> None:
-    for bad in ([], ["junk"], ["127.0.0.1:2379"], ["https://127.0.0.1:2379"], ["http://h:99999"]):
+    mixed = ["http://127.0.0.1:2379", "https://127.0.0.1:2380"]
+    for bad in ([], ["junk"], ["127.0.0.1:2379"], ["ftp://h:2379"], ["http://h:99999"], mixed):
         with pytest.raises(ValueError):
             EtcdStore(bad)
     with pytest.raises(ValueError):
