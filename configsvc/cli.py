@@ -16,7 +16,9 @@ from typing import Any, Final
 from configsvc import (
     cli_budgets,
     cli_contracts,
+    cli_experiments,
     cli_flags,
+    cli_prompts,
     cli_rollout,
     cli_status,
     cli_traffic,
@@ -111,6 +113,8 @@ def release_create(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], st
     if a.contract or a.contract_policy:
         fields["contracts"] = dict(a.contract)
         fields["contract_policy"] = a.contract_policy
+    if a.prompt:
+        fields["prompts"] = dict(a.prompt)
     body = c.create_release(a.agent, fields)
     return body, render.release_created(body)
 
@@ -210,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--description", default="")
     sp.add_argument("--reason", default="")
     cli_contracts.release_options(sp)
+    cli_prompts.release_options(sp)
     sp = leaf(release, "list", release_list, "list an agent's releases")
     sp.add_argument("agent")
     sp = leaf(release, "show", release_show, "show one release")
@@ -241,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clear", action="store_true", help="remove every alias")
     sp.add_argument("--reason", default="")
 
-    for module in (cli_traffic, cli_rollout, cli_flags, cli_budgets, cli_contracts, cli_status):
+    for module in (
+        cli_traffic, cli_rollout, cli_flags, cli_budgets, cli_contracts, cli_status,
+        cli_prompts, cli_experiments,
+    ):  # fmt: skip
         module.register(nouns, leaf)
     register_etcd_roles(nouns, leaf)
 

@@ -48,16 +48,16 @@ class ReleaseNotFound(NotFound):
     """The release does not exist."""
 
 
+class ContractNotFound(NotFound):
+    """No such tool contract (or no such version of it)."""
+
+
 class FlagNotFound(NotFound):
     """No flag with that key."""
 
 
 class InvalidFlagFile(InvalidRequest):
     """A flag file (or flag) that fails validation; nothing of it was written."""
-
-
-class ContractNotFound(NotFound):
-    """No such tool contract (or no such version of it)."""
 
 
 class UnknownEndpoint(NotFound):
@@ -104,6 +104,34 @@ class PinNotFound(NotFound):
     """No pin for that session (never seen, or expired)."""
 
 
+class PromptNotFound(NotFound):
+    """No such prompt (or no such version of it)."""
+
+
+class ExperimentNotFound(NotFound):
+    """No experiment of that name."""
+
+
+class InvalidCases(InvalidRequest):
+    """An evaluation case file that does not parse or validate; nothing was run."""
+
+
+class PromptGateFailed(Conflict):
+    """The version's evaluation is missing or below the gate; activation needs --force."""
+
+
+class NoPreviousPrompt(Conflict):
+    """Rollback asked for, but the prompt has no active version or nothing to go back to."""
+
+
+class EvalFailed(ConfigsvcError):
+    """The model failed every case of an evaluation; nothing was recorded."""
+
+
+class ExperimentConflict(Conflict):
+    """The agent's route cannot take (or lose) the experiment in its current state."""
+
+
 class StoreDown(ConfigsvcError):
     """etcd did not answer a read; nothing was changed."""
 
@@ -124,9 +152,9 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     NotFound: ErrorSpec(404, "invalid_request_error", "not_found"),
     AgentNotFound: ErrorSpec(404, "invalid_request_error", "agent_not_found"),
     ReleaseNotFound: ErrorSpec(404, "invalid_request_error", "release_not_found"),
+    ContractNotFound: ErrorSpec(404, "invalid_request_error", "contract_not_found"),
     FlagNotFound: ErrorSpec(404, "invalid_request_error", "flag_not_found"),
     InvalidFlagFile: ErrorSpec(400, "invalid_request_error", "invalid_flag_file"),
-    ContractNotFound: ErrorSpec(404, "invalid_request_error", "contract_not_found"),
     UnknownEndpoint: ErrorSpec(404, "invalid_request_error", "unknown_url"),
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
     Conflict: ErrorSpec(409, "conflict_error", "conflict"),
@@ -138,6 +166,13 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     ProbeFailed: ErrorSpec(409, "conflict_error", "probe_failed"),
     PinNotFound: ErrorSpec(404, "invalid_request_error", "pin_not_found"),
     BudgetNotFound: ErrorSpec(404, "invalid_request_error", "budget_not_found"),
+    PromptNotFound: ErrorSpec(404, "invalid_request_error", "prompt_not_found"),
+    ExperimentNotFound: ErrorSpec(404, "invalid_request_error", "experiment_not_found"),
+    InvalidCases: ErrorSpec(400, "invalid_request_error", "invalid_cases"),
+    PromptGateFailed: ErrorSpec(409, "conflict_error", "prompt_gate_failed"),
+    NoPreviousPrompt: ErrorSpec(409, "conflict_error", "no_previous_prompt"),
+    EvalFailed: ErrorSpec(502, "upstream_error", "eval_failed"),
+    ExperimentConflict: ErrorSpec(409, "conflict_error", "experiment_conflict"),
     StoreDown: ErrorSpec(503, "holdfast_error", "store_unavailable"),
     WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
     StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),

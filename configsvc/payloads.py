@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Final
 from configsvc.errors import InvalidRequest
 from holdfast.keyspace import RecordError, validate_name
 from holdfast.keyspace.fields import MAX_TEXT
+from holdfast.keyspace.prompt import validate_release_prompts
 from holdfast.keyspace.records import (
     validate_base_url,
     validate_contracts,
@@ -88,10 +89,11 @@ class NewRelease:
     reason: str = ""
     contracts: dict[str, str] = field(default_factory=dict)  # tool -> contract version
     contract_policy: str = ""
+    prompts: dict[str, str] = field(default_factory=dict)  # name -> N | "active" | "current"
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
-        | {"contracts", "contract_policy"}
+        | {"contracts", "contract_policy", "prompts"}
     )
 
     @classmethod
@@ -111,7 +113,23 @@ class NewRelease:
             description=text(obj, "description"),
             reason=text(obj, "reason"),
             **_release_contracts(obj),
+            prompts=release_prompts(obj.get("prompts")),
         )
+
+
+def release_prompts(raw: Any) -> dict[str, str]:
+    """``{prompt: version}``: a number, "active" (follow the active version) or "current"
+    (the active version now, resolved once at creation)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise InvalidRequest("field 'prompts' must be an object {name: version}", param="prompts")
+    special = {"active", "current"}
+    try:
+        validate_release_prompts({k: "1" if v in special else v for k, v in raw.items()})
+    except RecordError as exc:
+        raise InvalidRequest(str(exc), param="prompts") from exc
+    return dict(sorted(raw.items()))
 
 
 def _release_contracts(obj: Mapping[str, Any]) -> dict[str, Any]:

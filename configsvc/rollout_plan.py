@@ -16,6 +16,7 @@ import re
 from typing import Any, Final
 
 from configsvc import errors
+from configsvc.experiments import no_experiment
 from holdfast.keyspace import RecordError, Rollout, Route
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.route import (
@@ -113,6 +114,7 @@ def start(
         )
     if release == route.stable:
         raise errors.InvalidRequest(f"{release!r} is already the stable release", param="release")
+    no_experiment(agent, route, "rollout start")
     if route.canary and route.canary != release and route.canary_percent > 0:
         raise errors.Conflict(
             f"canary {route.canary!r} takes {route.canary_percent:g}% of new sessions; "

@@ -17,6 +17,8 @@ from configsvc.budgets import BudgetOps
 from configsvc.contracts import ContractOps
 from configsvc.contracts_api import ContractsApi
 from configsvc.errors import ConfigsvcError
+from configsvc.experiments import ExperimentOps
+from configsvc.experiments_api import ExperimentsApi
 from configsvc.flag_ops import FlagOps
 from configsvc.flags_api import FlagsApi
 from configsvc.fleet_health import FleetHealth
@@ -24,6 +26,9 @@ from configsvc.health_gate import PolicyGate
 from configsvc.leader import ROLLOUT_ELECTION, Election
 from configsvc.pins import PinOps
 from configsvc.probe import Prober
+from configsvc.prompt_eval import Evaluator
+from configsvc.prompts import PromptOps
+from configsvc.prompts_api import PromptsApi
 from configsvc.rollout_api import RolloutApi
 from configsvc.rollout_controller import RolloutController
 from configsvc.rollout_ops import RolloutOps
@@ -79,6 +84,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         loop.add_signal_handler(sig, stop.set)
     # One HTTP session for every switch's warm-up probe, for the life of the process.
     prober = Prober(timeout=settings.probe_timeout, prompt=settings.probe_prompt)
+    evaluator = Evaluator()
     try:
         service = ConfigService(store, Keyspace(settings.env))
         try:
@@ -99,6 +105,8 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         )
         budget_controller = BudgetController(store, service.keyspace, budget_election)
         await prober.start()
+        await evaluator.start()
+        prompts = PromptOps(service, gate=settings.prompt_gate)
         pins = PinOps(service)
         traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
         app = build_app(
@@ -112,6 +120,8 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
                 ContractsApi(ContractOps(service)),
                 FlagsApi(FlagOps(service)),
                 BudgetApi(BudgetOps(service)),
+                PromptsApi(prompts, evaluator),
+                ExperimentsApi(ExperimentOps(service)),
             ],
         )
         try:
@@ -149,6 +159,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         await runner.cleanup()
     finally:
         await prober.close()
+        await evaluator.close()
         await store.close()
     log.info("configsvc_stopped")
 

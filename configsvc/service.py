@@ -88,6 +88,11 @@ class ConfigService:
 
     async def create_release(self, agent: str, req: NewRelease, actor: str) -> Versioned[Release]:
         key = self.keyspace.release(agent, req.release)
+        prompts: dict[str, str] = {}
+        if req.prompts:
+            from configsvc.prompts import PromptOps, resolve_release_prompts  # (import cycle)
+
+            prompts = await resolve_release_prompts(PromptOps(self), req.prompts)
         try:
             release = Release(
                 agent=agent,
@@ -101,6 +106,7 @@ class ConfigService:
                 description=req.description,
                 contracts=req.contracts,
                 contract_policy=req.contract_policy,
+                prompts=prompts,
             )
         except RecordError as exc:
             raise errors.InvalidRequest(str(exc)) from exc

@@ -34,6 +34,8 @@ DEFAULT_PROBE_TIMEOUT: Final = 10.0
 DEFAULT_PROBE_PROMPT: Final = "Reply with the single word: ready"
 DEFAULT_ROLLOUT_TICK: Final = 0.5
 DEFAULT_LEADER_TTL: Final = 5
+DEFAULT_PROMPT_GATE: Final = 0.8
+ENV_PROMPT_GATE: Final = "HOLDFAST_PROMPT_GATE"
 ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
 
 
@@ -58,6 +60,7 @@ class ServeSettings:
     probe_prompt: str = DEFAULT_PROBE_PROMPT
     rollout_tick: float = DEFAULT_ROLLOUT_TICK
     leader_ttl: int = DEFAULT_LEADER_TTL
+    prompt_gate: float = DEFAULT_PROMPT_GATE  # minimum eval pass rate to activate a prompt
 
     def __post_init__(self) -> None:
         try:
@@ -89,6 +92,8 @@ class ServeSettings:
             raise SettingsError("--rollout-tick must be between 0.05 and 60 seconds")
         if not 2 <= self.leader_ttl <= 300:
             raise SettingsError("--leader-ttl must be between 2 and 300 seconds")
+        if not 0.0 <= self.prompt_gate <= 1.0:
+            raise SettingsError(f"${ENV_PROMPT_GATE} must be a pass rate between 0 and 1")
 
     @property
     def auth_required(self) -> bool:
@@ -175,7 +180,17 @@ def load_serve_settings(
         probe_prompt=environ.get(ENV_PROBE_PROMPT, "") or DEFAULT_PROBE_PROMPT,
         rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
         leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
+        prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
     )
+
+
+def _rate(text: str, default: float) -> float:
+    if not text.strip():
+        return default
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise SettingsError(f"${ENV_PROMPT_GATE} is not a number: {text!r:.40}") from exc
 
 
 def default_actor(environ: Mapping[str, str]) -> str:

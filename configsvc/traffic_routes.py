@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from configsvc import errors
+from configsvc.experiments import no_experiment
 from configsvc.routes import require
 from holdfast.keyspace import Route, Shadow
 
@@ -30,6 +31,7 @@ def with_canary(
 ) -> Route:
     route = require(agent, current)
     _no_rollout(agent, route, "canary set")
+    no_experiment(agent, route, "canary set")
     if release == route.stable:
         raise errors.InvalidRequest(
             f"{release!r} is the stable release already; a canary must be another release",
@@ -58,6 +60,7 @@ def switched(current: Route | None, *, agent: str, release: str, actor: str, now
     stable would mirror it onto itself, so it ends too."""
     route = require(agent, current)
     _no_rollout(agent, route, "switch")
+    no_experiment(agent, route, "switch")
     if release == route.stable:
         raise errors.InvalidRequest(f"{release!r} is the stable release already", param="release")
     shadow = None if route.shadow is not None and route.shadow.release == release else route.shadow

@@ -32,7 +32,9 @@ from sidecar.contract_filter import ContractFilter
 from sidecar.contract_status import contract_status
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.exchange import ExchangeFilter
+from sidecar.feedback import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator
+from sidecar.guard import guard_middlewares
 from sidecar.health import HealthPublisher, HealthSources
 from sidecar.kinds import CONFIG_KINDS
 from sidecar.metrics import SidecarMetrics
@@ -43,11 +45,13 @@ from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
 from sidecar.prices import PriceTable, load_prices
+from sidecar.prompt_filter import PromptFilter
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowRunner
 from sidecar.shadow_filter import ShadowFilter
 from sidecar.signal_book import SignalBook, summary
 from sidecar.signals_filter import SignalsFilter
+from sidecar.tool_backend import ToolBackend
 from sidecar.tool_proxy import ToolProxy
 from sidecar.upstream import Upstream
 
@@ -131,7 +135,8 @@ class Sidecar:
         )
         self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
         self.signals = SignalBook()
-        self.prices = load_prices(settings.prices_file)
+        self.prices = load_prices(settings.prices_file).with_fleet(self.config)
+        self.experiments = ExperimentBook()
         self.health = HealthPublisher(
             self.store,
             self.keyspace,
@@ -144,6 +149,7 @@ class Sidecar:
                 shadow=self.shadow.stats,
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
+                experiments=self.experiments.outcomes,
                 tools=self.metrics.contracts.tool_signals,
             ),
         )
@@ -243,6 +249,7 @@ class Sidecar:
             prices=self.prices,
             filters=[self.budget_filter()],
             budget_status=self.budgets.status,
+            experiments=self.experiments,
         )
 
     def budget_filter(self) -> BudgetFilter:
@@ -251,7 +258,9 @@ class Sidecar:
             default_cap=self.settings.budget_max_tokens,
             estimator="chars" if self.settings.budget_estimator == "chars" else "bytes",
         )
-        return BudgetFilter(self.budget_ledger, self.config, options, self.budget_metrics)
+        return BudgetFilter(
+            self.budget_ledger, self.config, options, self.budget_metrics, prices=self.prices
+        )
 
 
 def build_http_app(
@@ -270,25 +279,30 @@ def build_http_app(
     filters: Sequence[ExchangeFilter] = (),
     routes: Sequence[web.RouteDef] = (),
     budget_status: Callable[[], dict[str, Any]] | None = None,
+    experiments: ExperimentBook | None = None,
 ) -> web.Application:
     """The HTTP surface alone, so tests can serve it over a config fed by hand.
 
     ``filters`` ride on every proxied exchange after the shadow filter (see sidecar.exchange);
     ``routes`` are further endpoints beside the OpenAI and on-call ones.
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, *guard_middlewares(settings)],  # type: ignore[list-item]
+        client_max_size=settings.max_body_bytes,
+    )
     if shadow is None:
         # Served alone (tests): the app owns its runner and cancels its calls on cleanup.
         owned = shadow = new_shadow_runner(settings, upstream, metrics)
         app.on_cleanup.append(lambda _app: owned.close())
     app[SHADOW_KEY] = shadow
-    tools = ContractBook()
-    contract_filter = ContractFilter(config, tools, metrics.contracts)
     book = signals if signals is not None else SignalBook()
     # Signals first: it must see every exchange, including a later filter's refusal.
     signals_filter = SignalsFilter(book, metrics.signals, prices)
+    tools = ContractBook()
+    contract_filter = ContractFilter(config, tools, metrics.contracts)
     chain: tuple[ExchangeFilter, ...] = (
         signals_filter,
+        PromptFilter(config, pinning.table),  # before the others: they see the final body
         contract_filter,
         ShadowFilter(shadow, config),
         *filters,
@@ -300,6 +314,8 @@ def build_http_app(
         tools,
         metrics.contracts,
         max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.limits.max_json_depth,
+        backend=ToolBackend(policy=settings.limits.host_policy()),
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
     proxy = OpenAIProxy(settings, config, upstream, metrics, pinning, filters=chain)
@@ -319,6 +335,8 @@ def build_http_app(
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
     app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])
     app.add_routes(tool_proxy.routes())
+    book_of_outcomes = experiments if experiments is not None else ExperimentBook()
+    app.add_routes(FeedbackApi(config, pinning.table, book_of_outcomes).routes())
     return app
 
 

@@ -49,6 +49,10 @@ class BudgetExhausted(SidecarError):
     """A token budget of the request's scopes cannot cover its worst case (``param``: scope)."""
 
 
+class PriceUnknown(SidecarError):
+    """A cost-limited budget applies but nothing prices the release or its model."""
+
+
 class ToolSchemaMismatch(SidecarError):
     """A tool the agent declared differs from the contract version its release pins."""
 
@@ -69,12 +73,40 @@ class ContractUnavailable(SidecarError):
     """The release pins a contract version this sidecar has not received (or refused)."""
 
 
+class PromptVariables(SidecarError):
+    """Prompt variables missing, unknown, or not a JSON object of values."""
+
+
+class PromptNotInRelease(SidecarError):
+    """The agent referred to a prompt that the session's release does not name."""
+
+
+class PromptUnavailable(SidecarError):
+    """The release names a prompt version this sidecar has not received (or refused)."""
+
+
+class UnknownSession(SidecarError):
+    """Feedback for a session that no running experiment assigned."""
+
+
 class NotFound(SidecarError):
     """No such endpoint."""
 
 
 class MethodNotAllowed(SidecarError):
     """Endpoint exists, method does not."""
+
+
+class MisdirectedRequest(SidecarError):
+    """The Host header names no host this listener serves (DNS rebinding guard)."""
+
+
+class Overloaded(SidecarError):
+    """More proxied requests in flight than --max-concurrent-requests (Retry-After set)."""
+
+
+class UpstreamHostRefused(SidecarError):
+    """The provider or tool backend host is not allowed (--allow-upstream-host, SSRF guard)."""
 
 
 ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
@@ -87,8 +119,16 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     ToolNotPinned: ErrorSpec(404, "invalid_request_error", "tool_not_pinned"),
     ToolNotProxied: ErrorSpec(400, "invalid_request_error", "tool_not_proxied"),
     ContractUnavailable: ErrorSpec(503, "holdfast_error", "contract_unavailable"),
+    PromptVariables: ErrorSpec(400, "invalid_request_error", "prompt_variables"),
+    PromptNotInRelease: ErrorSpec(400, "invalid_request_error", "prompt_not_in_release"),
+    PromptUnavailable: ErrorSpec(503, "holdfast_error", "prompt_unavailable"),
+    UnknownSession: ErrorSpec(404, "invalid_request_error", "unknown_session"),
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
+    MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),
+    Overloaded: ErrorSpec(503, "holdfast_error", "overloaded"),
+    UpstreamHostRefused: ErrorSpec(502, "upstream_error", "upstream_host_not_allowed"),
     BudgetExhausted: ErrorSpec(429, "insufficient_quota", "budget_exhausted"),
+    PriceUnknown: ErrorSpec(503, "holdfast_error", "price_unknown"),
     NotConfigured: ErrorSpec(503, "holdfast_error", "not_configured"),
     ProviderKeyMissing: ErrorSpec(503, "holdfast_error", "provider_key_missing"),
     UpstreamUnreachable: ErrorSpec(502, "upstream_error", "upstream_unreachable"),

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Final
 
 from holdfast.keyspace.contract import decode_contract
+from holdfast.keyspace.price import decode_prices
+from holdfast.keyspace.prompt import decode_prompt
 from sidecar.budget_config import decode_budget
 from sidecar.config import KindDecoder
 from sidecar.flags import decode_flag
@@ -20,4 +22,6 @@ CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {
     "budgets": decode_budget,
     "contracts": decode_contract,
     "flags": decode_flag,
+    "prices": decode_prices,
+    "prompts": decode_prompt,
 }

@@ -16,6 +16,7 @@ from holdfast.logs import get_logger
 from sidecar.config import ConfigSnapshot
 from sidecar.pin_metrics import PinMetrics
 from sidecar.pins import PinTable
+from sidecar.prompt_index import pinned_prompts
 from sidecar.routing import Resolved, resolve
 
 log = get_logger(__name__)
@@ -55,12 +56,13 @@ class Pinning:
         """``attributes`` (tenant, category) feed the route's flag for a new session."""
         resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
         if resolved.session is not None and snapshot is not None:
-            self._record(resolved.session, resolved, snapshot.revision)
+            self._record(resolved.session, resolved, snapshot)
         self.metrics.routed(resolved.release.name, resolved.kind)
         return resolved
 
-    def _record(self, session: str, resolved: Resolved, revision: int) -> None:
+    def _record(self, session: str, resolved: Resolved, snapshot: ConfigSnapshot) -> None:
         now = self._clock()
+        revision = snapshot.revision
         if resolved.kind == "new":
             pin = Pin(
                 agent=self.agent,
@@ -69,6 +71,8 @@ class Pinning:
                 pinned_at=now,
                 revision=revision,
                 touched_at=now,
+                prompts=pinned_prompts(snapshot, resolved.release),
+                experiment=resolved.experiment,
             )
             self.table.record_new(pin)
             return

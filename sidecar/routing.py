@@ -10,6 +10,7 @@ from holdfast.bucketing import CANARY, selected
 from holdfast.keyspace import Release, Route
 from sidecar.config import ConfigSnapshot, known_models
 from sidecar.errors import NotConfigured, UnknownModel
+from sidecar.experiment_routing import experiment_variant
 from sidecar.flag_routing import flag_release
 from sidecar.pins import PinTable
 
@@ -25,6 +26,7 @@ class Resolved:
     session: str | None = None
     kind: Kind = "unpinned"
     migrated_from: str | None = None
+    experiment: str = ""  # "<experiment>/<variant>" when a running experiment chose the release
 
 
 def assign(route: Route, agent: str, session: str) -> str:
@@ -77,8 +79,12 @@ def resolve(
             )
         migrated_from = entry.pin.migrated_from if entry.notice_due else None
         return Resolved(release, snapshot.revision, session, "pinned", migrated_from)
+    experiment = ""
     if session is None:
         name = route.stable
+    elif route.experiment is not None:
+        variant = experiment_variant(route.experiment, agent, session)
+        name, experiment = variant.release, f"{route.experiment.name}/{variant.label}"
     else:
         chosen = flag_release(snapshot, route, agent, session, attributes)
         name = chosen if chosen is not None else assign(route, agent, session)
@@ -88,4 +94,5 @@ def resolve(
             f"route of agent {agent!r} points to release {name!r}, which this sidecar "
             "does not know (rejected or missing record); see /status"
         )
-    return Resolved(release, snapshot.revision, session, "unpinned" if session is None else "new")
+    kind: Kind = "unpinned" if session is None else "new"
+    return Resolved(release, snapshot.revision, session, kind, experiment=experiment)

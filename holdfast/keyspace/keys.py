@@ -30,6 +30,8 @@ KINDS: Final = (
     "election",
     "quotas",
     "spend",
+    "experiments",
+    "prices",
 )
 # How many path segments follow the kind, e.g. releases/<agent>/<release> has two.
 _SEGMENTS: Final = {
@@ -45,6 +47,8 @@ _SEGMENTS: Final = {
     "election": 1,
     "quotas": 1,
     "spend": 2,
+    "experiments": 1,
+    "prices": 1,
 }
 
 
@@ -116,6 +120,12 @@ class Keyspace:
         name = validate_name(name, what="prompt")
         return f"{self.prefix}prompts/{name}/{validate_name(version, what='prompt version')}"
 
+    def prompts_of(self, name: str) -> str:
+        return f"{self.prefix}prompts/{validate_name(name, what='prompt')}/"
+
+    def experiment(self, name: str) -> str:
+        return f"{self.prefix}experiments/{validate_name(name, what='experiment')}"
+
     def contract(self, tool: str, version: str) -> str:
         tool = validate_name(tool, what="tool")
         return f"{self.prefix}contracts/{tool}/{validate_name(version, what='contract version')}"
@@ -131,6 +141,10 @@ class Keyspace:
         """One sidecar's spend against a fleet-wide budget (written by it, under its lease)."""
         scope = validate_id(scope, what="budget scope")
         return f"{self.prefix}spend/{scope}/{validate_id(holder, what='quota holder')}"
+
+    def prices(self) -> str:
+        """The fleet's one price table (holdfast.keyspace.price)."""
+        return f"{self.prefix}prices/table"
 
     def pin(self, agent: str, session: str) -> str:
         agent = validate_name(agent, what="agent")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
+from holdfast.keyspace.prompt import validate_pinned_prompts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +34,10 @@ class Pin:
     migrated_at: float = 0.0
     migrated_by: str = ""
     notified: bool = False
+    # prompt -> version resolved at the session's first turn, for prompts its release takes
+    # as "active": a version activated later never changes this session's prompt
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    experiment: str = ""  # "<experiment>/<variant>" when an experiment assigned the session
 
     def __post_init__(self) -> None:
         check_name(self.agent, what="agent name")
@@ -41,6 +47,10 @@ class Pin:
             raise RecordError(f"invalid session id {self.session!r:.140}")
         if self.revision < 0:
             raise RecordError("pin revision must be 0 or more")
+        if self.prompts:
+            object.__setattr__(self, "prompts", validate_pinned_prompts(self.prompts))
+        if len(self.experiment) > 200:
+            raise RecordError("pin experiment is limited to 200 characters")
 
     @property
     def needs_notice(self) -> bool:
@@ -76,6 +86,8 @@ class Pin:
             migrated_at=fields.optional_number(f, "migrated_at", 0.0),
             migrated_by=fields.text(f, "migrated_by", optional=True),
             notified=fields.flag(f, "notified"),
+            prompts=fields.submap(f, "prompts") or {},
+            experiment=fields.text(f, "experiment", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -90,4 +102,6 @@ class Pin:
             "migrated_at": self.migrated_at,
             "migrated_by": self.migrated_by,
             "notified": self.notified,
+            "prompts": dict(self.prompts),
+            "experiment": self.experiment,
         }

@@ -13,6 +13,7 @@ from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import MAX_TEXT
 from holdfast.keyspace.keys import NAME_RE
+from holdfast.keyspace.prompt import validate_release_prompts
 
 MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 ENV_VAR_RE: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
@@ -80,8 +81,11 @@ class Release:
     # tool -> contract version this release pins; the policy ("" = each contract's) overrides
     contracts: Mapping[str, str] = field(default_factory=dict)
     contract_policy: str = ""
+    # prompt -> version ("3"), or "active": the prompt's active version at each session's start
+    prompts: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", validate_release_prompts(dict(self.prompts)))
         object.__setattr__(
             self, "contracts", validate_contracts(self.contracts, self.contract_policy)
         )
@@ -111,6 +115,7 @@ class Release:
                 "description": self.description,
                 "contracts": dict(self.contracts),
                 "contract_policy": self.contract_policy,
+                "prompts": dict(self.prompts),
             },
         )
 
@@ -130,6 +135,7 @@ class Release:
             description=fields.text(f, "description", optional=True),
             contracts=contracts,
             contract_policy=fields.text(f, "contract_policy", optional=True),
+            prompts=fields.submap(f, "prompts") or {},
         )
 
     def public(self) -> dict[str, Any]:
@@ -146,6 +152,7 @@ class Release:
             "description": self.description,
             "contracts": dict(self.contracts),
             "contract_policy": self.contract_policy,
+            "prompts": dict(self.prompts),
         }
 
 

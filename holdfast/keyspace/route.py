@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Final, Literal, Self
 
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.experiment import RouteExperiment
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.fields import percent as check_percent
 from holdfast.keyspace.keys import FLAG_KEY_RE
@@ -178,6 +179,7 @@ class Route:
     updated_at: float = 0.0
     updated_by: str = ""
     flag: str = ""  # a string flag whose variant value names the release of a new session
+    experiment: RouteExperiment | None = None  # a running A/B experiment assigns new sessions
 
     def __post_init__(self) -> None:
         if self.flag and not FLAG_KEY_RE.fullmatch(self.flag):
@@ -207,6 +209,7 @@ class Route:
                 "updated_at": self.updated_at,
                 "updated_by": self.updated_by,
                 "flag": self.flag,
+                "experiment": self.experiment.to_map() if self.experiment else None,
             },
         )
 
@@ -217,6 +220,7 @@ class Route:
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise RecordError("field 'aliases' must be a list of strings")
         shadow, rollout = fields.submap(f, "shadow"), fields.submap(f, "rollout")
+        experiment = fields.submap(f, "experiment")
         return cls(
             agent=fields.name(f, "agent"),
             stable=fields.name(f, "stable"),
@@ -229,6 +233,7 @@ class Route:
             updated_at=fields.number(f, "updated_at"),
             updated_by=fields.text(f, "updated_by", optional=True),
             flag=fields.text(f, "flag", optional=True),
+            experiment=RouteExperiment.from_map(experiment) if experiment is not None else None,
         )
 
     def public(self) -> dict[str, Any]:
@@ -244,4 +249,5 @@ class Route:
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
             "flag": self.flag or None,
+            "experiment": self.experiment.to_map() if self.experiment else None,
         }

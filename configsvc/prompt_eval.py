@@ -1,0 +1,156 @@
+"""Run a prompt version's evaluation cases against a release's model.
+
+configsvc calls the release's provider itself, exactly as the blue-green probe does (model,
+base URL, key variable of the release; keys stay in configsvc's environment): an evaluation
+needs no running sidecar and never mixes with live traffic. Each case is one chat completion
+``[system: the rendered prompt, user: the case input]`` at temperature 0, a few at a time.
+
+A case whose call fails (HTTP error, timeout, not a completion) counts as failed with the
+reason; when every case fails that way the provider is the problem, not the prompt, and the
+run is refused (``EvalFailed``) without recording anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import aiohttp
+
+from configsvc.errors import EvalFailed, InvalidCases
+from configsvc.probe import _problem, _read_capped
+from configsvc.prompt_cases import Case, check, failed
+from holdfast.keyspace import Release
+from holdfast.keyspace.prompt import CaseResult, Evaluation, PromptVersion
+from holdfast.logs import get_logger
+from holdfast.prompts.template import TemplateError
+from sidecar.compare import AnswerError, answer_from_completion
+
+log = get_logger(__name__)
+
+DEFAULT_CASE_TIMEOUT_S: Final = 60.0
+DEFAULT_CONCURRENCY: Final = 4
+MAX_ANSWER_TOKENS: Final = 1024
+
+
+class Evaluator:
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_CASE_TIMEOUT_S,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.environ = environ
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": "holdfast-configsvc-eval"},
+            )
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def run(
+        self,
+        prompt: PromptVersion,
+        cases: Sequence[Case],
+        release: Release,
+        *,
+        actor: str,
+        now: float,
+    ) -> Evaluation:
+        rendered = []
+        for case in cases:  # every case must fit the template before anything is sent
+            try:
+                rendered.append(prompt.template.render(case.vars))
+            except TemplateError as exc:
+                raise InvalidCases(f"case {case.id!r} does not fit {prompt.ref}: {exc}") from exc
+        headers = self._headers(release)
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(case: Case, system: str) -> CaseResult:
+            async with gate:
+                return await self._case(case, system, release, headers)
+
+        results = await asyncio.gather(*(one(c, s) for c, s in zip(cases, rendered, strict=True)))
+        errored = [r for r in results if r.error]
+        if len(errored) == len(results):
+            raise EvalFailed(
+                f"the model of release {release.name!r} failed every case (first: "
+                f"{errored[0].error}); nothing was recorded"
+            )
+        passed = sum(1 for r in results if r.passed)
+        log.info(
+            "prompt_evaluated",
+            prompt=prompt.name,
+            version=prompt.version,
+            release=release.name,
+            passed=passed,
+            total=len(results),
+            errors=len(errored),
+        )
+        return Evaluation(
+            agent=release.agent,
+            release=release.name,
+            model=release.model,
+            at=now,
+            by=actor,
+            passed=passed,
+            total=len(results),
+            cases=tuple(results),
+        )
+
+    def _headers(self, release: Release) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if release.api_key_env:
+            key = self.environ.get(release.api_key_env, "")
+            if not key:
+                raise EvalFailed(
+                    f"${release.api_key_env} is not set in configsvc's environment, so release "
+                    f"{release.name!r}'s provider cannot be called; nothing was recorded"
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _case(
+        self, case: Case, system: str, release: Release, headers: dict[str, str]
+    ) -> CaseResult:
+        if self._http is None:
+            raise RuntimeError("Evaluator.start() was not called")
+        body: dict[str, Any] = {
+            "model": release.model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": case.input},
+            ],
+            "temperature": 0,
+            "max_tokens": MAX_ANSWER_TOKENS,
+            "stream": False,
+        }
+        url = release.base_url.rstrip("/") + "/chat/completions"
+        try:
+            async with self._http.post(url, json=body, headers=headers) as resp:
+                raw = await _read_capped(resp)
+                status = resp.status
+        except TimeoutError:
+            return failed(case, f"no answer within {self.timeout:g}s")
+        except aiohttp.ClientError as exc:
+            return failed(case, f"request failed: {type(exc).__name__}: {exc}")
+        problem = _problem(status, raw)
+        if problem:
+            return failed(case, problem)
+        try:
+            answer = answer_from_completion(raw)
+        except AnswerError as exc:
+            return failed(case, f"not a completion: {exc}")
+        return check(case, answer.text)

@@ -1,0 +1,365 @@
+"""Prompt versions in configsvc: create, list, show, diff, record an evaluation, activate,
+roll back.
+
+Creating takes the next integer version with a create-only put (expected revision 0), so two
+operators creating at once cannot take the same number. Activation and rollback rewrite the
+two version records involved (new -> active, old -> deprecated) and the audit entry in ONE etcd
+transaction guarded by both records' revisions: a reader never sees two active versions or
+none, and an etcd failure leaves everything as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from configsvc import errors
+from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
+from holdfast.keyspace import AuditEntry, RecordError
+from holdfast.keyspace.prompt import ACTIVE, Evaluation, PromptVersion
+from holdfast.logs import get_logger
+from holdfast.store import CasConflict, KeyValue, Put, StoreError
+
+log = get_logger(__name__)
+
+DEFAULT_GATE: Final = 0.8
+MAX_DIFF_LINES: Final = 2000
+Versions = dict[str, tuple[PromptVersion, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    active: PromptVersion
+    deactivated: PromptVersion | None
+    revision: int
+    forced: bool
+
+
+def active_of(found: Versions) -> tuple[PromptVersion, int] | None:
+    return next((pair for pair in found.values() if pair[0].status == "active"), None)
+
+
+class PromptOps:
+    def __init__(self, service: ConfigService, *, gate: float = DEFAULT_GATE) -> None:
+        self.service = service
+        self.keyspace = service.keyspace
+        self.gate = gate
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def versions(self, name: str) -> tuple[int, Versions]:
+        revision, kvs = await store_read(
+            self.service.store.list_prefix(self.keyspace.prompts_of(name))
+        )
+        found: Versions = {}
+        for kv in kvs:
+            prompt = _decode(kv)
+            found[prompt.version] = (prompt, kv.mod_revision)
+        return revision, found
+
+    async def existing(self, name: str) -> Versions:
+        _rev, found = await self.versions(name)
+        if not found:
+            raise errors.PromptNotFound(
+                f"prompt {name!r} has no versions; create one with `holdfastctl prompt create`",
+                param="name",
+            )
+        return found
+
+    async def get(self, name: str, version: str) -> tuple[PromptVersion, int]:
+        kv = await store_read(self.service.store.get(self.keyspace.prompt(name, version)))
+        if kv is None:
+            raise errors.PromptNotFound(f"prompt {name!r} has no version {version}")
+        return _decode(kv), kv.mod_revision
+
+    async def list_prompts(self) -> tuple[int, list[dict[str, Any]]]:
+        revision, kvs = await store_read(
+            self.service.store.list_prefix(self.keyspace.kind_prefix("prompts"))
+        )
+        by_name: dict[str, list[PromptVersion]] = {}
+        for kv in kvs:
+            prompt = _decode(kv)
+            by_name.setdefault(prompt.name, []).append(prompt)
+        out = []
+        for name, found in sorted(by_name.items()):
+            active = next((p.version for p in found if p.status == "active"), None)
+            out.append(
+                {
+                    "name": name,
+                    "versions": len(found),
+                    "latest": max(int(p.version) for p in found),
+                    "active": int(active) if active else None,
+                }
+            )
+        return revision, out
+
+    async def list_versions(self, name: str) -> list[dict[str, Any]]:
+        found = await self.existing(name)
+        ordered = sorted(found.values(), key=lambda pair: int(pair[0].version))
+        return [{**p.summary(), "mod_revision": rev} for p, rev in ordered]
+
+    async def diff(self, name: str, old: str, new: str) -> dict[str, Any]:
+        (a, _), (b, _) = await self.get(name, old), await self.get(name, new)
+        lines = list(
+            difflib.unified_diff(
+                a.text.splitlines(keepends=True),
+                b.text.splitlines(keepends=True),
+                fromfile=a.ref,
+                tofile=b.ref,
+            )
+        )
+        added = sorted(set(b.template.variables) - set(a.template.variables))
+        removed = sorted(set(a.template.variables) - set(b.template.variables))
+        return {
+            "name": name,
+            "from": int(old),
+            "to": int(new),
+            "identical": a.text == b.text,
+            "diff": "".join(lines[:MAX_DIFF_LINES]),
+            "truncated": len(lines) > MAX_DIFF_LINES,
+            "variables_added": added,
+            "variables_removed": removed,
+        }
+
+    # -- mutations -----------------------------------------------------------------------------
+
+    async def create(
+        self, name: str, text: str, *, description: str, reason: str, actor: str
+    ) -> tuple[PromptVersion, int]:
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            _rev, found = await self.versions(name)
+            version = str(max((int(v) for v in found), default=0) + 1)
+            try:
+                prompt = PromptVersion(
+                    name=name,
+                    version=version,
+                    text=text,
+                    author=actor,
+                    created_at=self.service.clock(),
+                    description=description,
+                )
+            except RecordError as exc:
+                raise errors.InvalidRequest(str(exc), param="text") from exc
+            key = self.keyspace.prompt(name, version)
+            entry = self._entry(actor, "prompt.create", key, reason, None, prompt.summary())
+            try:
+                revision = await self.service._write(
+                    Put(key, prompt.encode(), expected_mod_revision=0), entry
+                )
+            except CasConflict:
+                log.info("prompt_create_retry", prompt=name, version=version, attempt=attempt)
+                continue
+            log.info("prompt_created", prompt=name, version=version, revision=revision, actor=actor)
+            return prompt, revision
+        raise errors.RevisionConflict(
+            f"versions of prompt {name!r} kept changing concurrently; nothing was written"
+        )
+
+    async def record_evaluation(
+        self, name: str, version: str, evaluation: Evaluation, actor: str
+    ) -> tuple[PromptVersion, int]:
+        key = self.keyspace.prompt(name, version)
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            prompt, mod_revision = await self.get(name, version)
+            updated = _replace(prompt, evaluation=evaluation)
+            entry = self._entry(
+                actor,
+                "prompt.evaluate",
+                key,
+                "",
+                {"pass_rate": prompt.summary()["pass_rate"]},
+                {"pass_rate": round(evaluation.pass_rate, 6), "release": evaluation.release},
+            )
+            try:
+                revision = await self.service._write(
+                    Put(key, updated.encode(), expected_mod_revision=mod_revision), entry
+                )
+            except CasConflict:
+                continue
+            return updated, revision
+        raise errors.RevisionConflict(f"prompt {name}@{version} kept changing; nothing written")
+
+    async def activate(
+        self, name: str, version: str, *, actor: str, reason: str, force: bool
+    ) -> Activation:
+        if force and not reason.strip():
+            raise errors.InvalidRequest("--force needs a --reason (it is audited)", param="reason")
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            found = await self.existing(name)
+            if version not in found:
+                raise errors.PromptNotFound(f"prompt {name!r} has no version {version}")
+            target, target_rev = found[version]
+            current = active_of(found)
+            if current is not None and current[0].version == version:
+                return Activation(target, None, target_rev, forced=False)
+            gate_note = self._gate(target, force)
+            updated = _replace(
+                target,
+                status="active",
+                previous=current[0].version if current else "",
+                activated_at=self.service.clock(),
+                activated_by=actor,
+            )
+            try:
+                revision = await self._switch(
+                    updated, target_rev, current, actor, "prompt.activate", reason,
+                    {"forced": gate_note is not None, "gate": self.gate, "gate_note": gate_note},
+                )  # fmt: skip
+            except CasConflict:
+                continue
+            log.info(
+                "prompt_activated",
+                prompt=name,
+                version=version,
+                previous=current[0].version if current else None,
+                forced=gate_note is not None,
+                actor=actor,
+            )
+            return Activation(updated, current[0] if current else None, revision, force)
+        raise errors.RevisionConflict(f"prompt {name!r} kept changing; nothing was activated")
+
+    async def rollback(self, name: str, *, actor: str, reason: str) -> Activation:
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            found = await self.existing(name)
+            current = active_of(found)
+            if current is None:
+                raise errors.NoPreviousPrompt(f"prompt {name!r} has no active version to roll back")
+            back = current[0].previous
+            if not back or back not in found:
+                raise errors.NoPreviousPrompt(
+                    f"{current[0].ref} is the first version activated; there is nothing to roll "
+                    "back to (activate another version instead)"
+                )
+            target, target_rev = found[back]
+            updated = _replace(
+                target, status="active", activated_at=self.service.clock(), activated_by=actor
+            )
+            try:
+                revision = await self._switch(
+                    updated, target_rev, current, actor, "prompt.rollback", reason, {}
+                )
+            except CasConflict:
+                continue
+            log.info("prompt_rolled_back", prompt=name, version=back, was=current[0].version)
+            return Activation(updated, current[0], revision, forced=False)
+        raise errors.RevisionConflict(f"prompt {name!r} kept changing; nothing was rolled back")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _gate(self, target: PromptVersion, force: bool) -> str | None:
+        """None when the gate passes; the reason it did not when ``force`` overrides it."""
+        ev = target.evaluation
+        if ev is None:
+            problem = f"{target.ref} has not been evaluated (`holdfastctl prompt eval`)"
+        elif ev.pass_rate < self.gate:
+            problem = (
+                f"{target.ref} passed {ev.passed}/{ev.total} cases ({ev.pass_rate:.0%}) on "
+                f"release {ev.release}, below the gate of {self.gate:.0%}"
+            )
+        else:
+            return None
+        if not force:
+            raise errors.PromptGateFailed(
+                f"{problem}; nothing was activated (use --force --reason to override, audited)"
+            )
+        return problem
+
+    async def _switch(
+        self,
+        new: PromptVersion,
+        new_rev: int,
+        old: tuple[PromptVersion, int] | None,
+        actor: str,
+        action: str,
+        reason: str,
+        extra: dict[str, Any],
+    ) -> int:
+        """new -> active and old -> deprecated, with the audit entry, in one transaction."""
+        puts = [Put(self.keyspace.prompt(new.name, new.version), new.encode(), new_rev)]
+        before: dict[str, Any] = {"active": None}
+        if old is not None:
+            retired = _replace(old[0], status="deprecated")
+            puts.append(
+                Put(self.keyspace.prompt(old[0].name, old[0].version), retired.encode(), old[1])
+            )
+            before = {"active": int(old[0].version)}
+        key = self.keyspace.prompts_of(new.name).rstrip("/")
+        entry = self._entry(actor, action, key, reason, before, {"active": int(new.version)}, extra)
+        pending = self.service.audit.pending(entry)
+        try:
+            result = await self.service.store.txn([*puts, pending.put])
+        except CasConflict:
+            raise
+        except StoreError as exc:
+            raise errors.WriteOutcomeUnknown(
+                f"etcd did not confirm the switch ({exc}); it was applied whole or not at all: "
+                "check `holdfastctl prompt list` before retrying"
+            ) from exc
+        await self.service.audit.finalize(pending.key, pending.value, result.revision)
+        return result.revision
+
+    def _entry(
+        self,
+        actor: str,
+        action: str,
+        key: str,
+        reason: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        extra: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            actor=actor,
+            action=action,
+            target=key.removeprefix(self.keyspace.prefix),
+            at=self.service.clock(),
+            reason=reason,
+            before=before,
+            after=after,
+            extra=extra or {},
+        )
+
+
+async def resolve_release_prompts(ops: PromptOps, wanted: dict[str, str]) -> dict[str, str]:
+    """A new release's prompts: "current" becomes the active version's number, "active" stays
+    (the release follows the prompt), a number must exist."""
+    out: dict[str, str] = {}
+    for name, version in sorted(wanted.items()):
+        found = await ops.existing(name)
+        if version == "current":
+            active = active_of(found)
+            if active is None:
+                raise errors.NoPreviousPrompt(
+                    f"prompt {name!r} has no active version to take; name a version "
+                    f"(--prompt {name}=N) or activate one first",
+                    param="prompts",
+                )
+            out[name] = active[0].version
+        elif version == ACTIVE:
+            if active_of(found) is None:
+                raise errors.NoPreviousPrompt(
+                    f"prompt {name!r} has no active version yet; a release cannot follow it",
+                    param="prompts",
+                )
+            out[name] = ACTIVE
+        elif version not in found:
+            raise errors.PromptNotFound(
+                f"prompt {name!r} has no version {version}; see `holdfastctl prompt list {name}`",
+                param="prompts",
+            )
+        else:
+            out[name] = version
+    return out
+
+
+def _replace(prompt: PromptVersion, **changes: Any) -> PromptVersion:
+    return dataclasses.replace(prompt, **changes)
+
+
+def _decode(kv: KeyValue) -> PromptVersion:
+    try:
+        return PromptVersion.decode(kv.value)
+    except RecordError as exc:
+        raise errors.StoredRecordInvalid(f"stored record {kv.key} is unreadable: {exc}") from exc

@@ -1,0 +1,1 @@
+"""A/B experiments: mergeable outcome counts and their statistics (pure, no I/O)."""

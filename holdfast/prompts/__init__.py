@@ -1,0 +1,1 @@
+"""Prompt versions: templates, evaluation cases and their checks (pure, no I/O)."""

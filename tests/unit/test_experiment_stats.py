@@ -1,0 +1,126 @@
+"""Experiment statistics checked against SciPy on the same data (SciPy in the test only)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from scipy import stats as sp  # type: ignore[import-untyped]
+
+from configsvc.experiments import merge_snapshots
+from holdfast.experiments.stats import (
+    Counts,
+    report,
+    t_interval,
+    t_quantile,
+    two_proportion_z,
+    welch_t,
+    wilson,
+)
+from holdfast.keyspace import HealthSnapshot
+from holdfast.keyspace.experiment import OutcomeCounts, RouteExperiment, Variant
+from sidecar.experiment_routing import experiment_variant
+
+
+def _counts(values: list[float]) -> Counts:
+    c = Counts()
+    for v in values:
+        c = c.add(v)
+    return c
+
+
+def test_welch_t_matches_scipy() -> None:
+    rng = random.Random(7)
+    a = [rng.gauss(10, 2) for _ in range(40)]
+    b = [rng.gauss(11, 5) for _ in range(55)]
+    t, df, p = welch_t(_counts(a), _counts(b))
+    ref = sp.ttest_ind(b, a, equal_var=False)
+    assert t == pytest.approx(ref.statistic, rel=1e-9)
+    assert p == pytest.approx(ref.pvalue, rel=1e-7)
+    assert df == pytest.approx(ref.df, rel=1e-9)
+
+
+def test_t_quantile_and_interval_match_scipy() -> None:
+    for df in (1, 3, 9.5, 30, 400):
+        assert t_quantile(0.975, df) == pytest.approx(sp.t.ppf(0.975, df), rel=1e-7)
+    values = [1.0, 2.5, 3.0, 4.5, 2.0, 3.5, 2.2]
+    low, high = t_interval(_counts(values))
+    ref = sp.t.interval(0.95, len(values) - 1, loc=sp.tmean(values), scale=sp.sem(values))
+    assert (low, high) == pytest.approx(ref, rel=1e-7)
+
+
+def test_two_proportion_z_matches_scipy_chi2() -> None:
+    a, b = Counts(500, 120, 120), Counts(480, 150, 150)
+    z, p = two_proportion_z(a, b)
+    table = [[120, 380], [150, 330]]
+    chi2, p_ref, _dof, _exp = sp.chi2_contingency(table, correction=False)
+    assert z * z == pytest.approx(chi2, rel=1e-9)
+    assert p == pytest.approx(p_ref, rel=1e-9)
+    assert z > 0  # b's rate is higher
+
+
+def test_wilson_matches_scipy() -> None:
+    low, high = wilson(37, 120)
+    ref = sp.binomtest(37, 120).proportion_ci(0.95, method="wilson")
+    assert (low, high) == pytest.approx((ref.low, ref.high), rel=1e-9)
+
+
+def test_report_states() -> None:
+    few = report(["a", "b"], {"a": Counts(5, 2, 2), "b": Counts(3, 1, 1)}, "rate")
+    assert few["state"] == "not_enough_data"
+    assert few["comparisons"][0]["p_value"] is None
+    many = {"a": Counts(200, 40, 40), "b": Counts(200, 70, 70)}
+    ready = report(["a", "b"], many, "rate")
+    assert ready["state"] == "ready" and ready["comparisons"][0]["significant"]
+    assert ready["variants"][0]["mean"] == pytest.approx(0.2)
+    empty = report(["a", "b"], {}, "mean")
+    assert empty["variants"][0]["n"] == 0 and empty["state"] == "not_enough_data"
+
+
+def test_fleet_merge_equals_one_sidecar() -> None:
+    rng = random.Random(3)
+    values = {"a": [rng.random() for _ in range(90)], "b": [rng.random() + 0.1 for _ in range(90)]}
+    snapshots = []
+    for i in range(3):
+        parts = tuple(
+            OutcomeCounts(
+                experiment="e1",
+                variant=label,
+                metric="score",
+                n=30,
+                total=sum(vs[i * 30 : (i + 1) * 30]),
+                total_sq=sum(v * v for v in vs[i * 30 : (i + 1) * 30]),
+            )
+            for label, vs in values.items()
+        )
+        snap = HealthSnapshot(
+            sidecar_id=f"s{i}",
+            agent="bot",
+            at=1,
+            started_at=0,
+            config_revision=1,
+            experiments=parts,
+        )
+        snapshots.append(snap.encode())
+    snapshots.append(b"garbage")
+    merged, sidecars, unreadable = merge_snapshots(snapshots, "e1", "score")
+    assert (sidecars, unreadable) == (3, 1)
+    whole = _counts(values["a"])
+    assert merged["a"].n == 90 and math.isclose(merged["a"].total, whole.total)
+    t, _df, p = welch_t(merged["a"], merged["b"])
+    ref = sp.ttest_ind(values["b"], values["a"], equal_var=False)
+    assert t == pytest.approx(ref.statistic, rel=1e-9) and p == pytest.approx(ref.pvalue, rel=1e-7)
+
+
+def test_variant_assignment_is_sticky_and_follows_the_split() -> None:
+    exp = RouteExperiment(
+        name="e1",
+        metric="m",
+        metric_type="rate",
+        variants=(Variant("a", "r1", 30.0), Variant("b", "r2", 70.0)),
+        started_at=0,
+    )
+    picks = [experiment_variant(exp, "bot", f"s{i}").label for i in range(4000)]
+    assert picks == [experiment_variant(exp, "bot", f"s{i}").label for i in range(4000)]
+    assert 0.27 < picks.count("a") / 4000 < 0.33
