@@ -6,9 +6,9 @@ In one process and one run:
   version in the per-snapshot index, check and fill the variables, edit the body) for a chat
   body with ``@prompt:NAME`` and two variables, beside the same filter on a body without any
   reference (the cost every other request pays) -- 200 prompts x 5 versions are known;
-* ``merge_snapshots`` + ``report`` (configsvc's ``experiment report``): decode 500 sidecars'
-  msgpack health snapshots (each with 2 variants' counts of the experiment and of 4 others),
-  sum the counts and run the test.
+* ``merge_reports`` + ``report`` (configsvc's ``experiment report``): decode 500 sidecars'
+  outcome reports (``outcomes/<experiment>/<sidecar-id>``, 2 variants' counts each), sum the
+  counts and run the test.
 
 ``python -m bench.prompts`` replaces its section of bench/RESULTS.md.
 """
@@ -23,10 +23,10 @@ from typing import Any, Final
 
 from bench.sections import markers, replace_section
 from bench.stats import median, percentile
-from configsvc.experiments import merge_snapshots
+from configsvc.experiments import merge_reports
 from holdfast.experiments.stats import Counts, report
-from holdfast.keyspace import HealthSnapshot, Keyspace, Pin, Release, Route
-from holdfast.keyspace.experiment import OutcomeCounts
+from holdfast.keyspace import Keyspace, Pin, Release, Route
+from holdfast.keyspace.outcomes import OutcomeCounts, OutcomeReport
 from holdfast.keyspace.prompt import PromptVersion, Status
 from holdfast.store import KeyValue
 from sidecar.config import ConfigState
@@ -127,19 +127,14 @@ def snapshots() -> list[bytes]:
                 total=float(rng.randrange(n)),
                 total_sq=float(n),
             )
-            for e in ("tone", "e1", "e2", "e3", "e4")
+            for e in ("tone",)
             for v in ("a", "b")
             for n in (rng.randrange(50, 500),)
         ]
-        snap = HealthSnapshot(
-            sidecar_id=f"sc-{i}",
-            agent=AGENT,
-            at=1.0,
-            started_at=0.0,
-            config_revision=1,
-            experiments=tuple(counts),
+        report = OutcomeReport(
+            experiment="tone", sidecar_id=f"sc-{i}", at=1.0, counts=tuple(counts)
         )
-        out.append(snap.encode())
+        out.append(report.encode())
     return out
 
 
@@ -148,7 +143,7 @@ def aggregation() -> list[float]:
     samples: list[float] = []
     for _ in range(REPORTS):
         t0 = time.perf_counter_ns()
-        counts, _n, _bad = merge_snapshots(values, "tone", "resolved")
+        counts, _n, _bad = merge_reports(values, "tone", "resolved")
         report(["a", "b"], counts, "rate")
         samples.append(time.perf_counter_ns() - t0)
     assert isinstance(counts["a"], Counts)
@@ -180,7 +175,7 @@ def render(sub: dict[str, list[float]], agg: list[float]) -> str:
             f"Substituting a managed prompt costs {ref / 1000:.1f} µs per request; a request "
             f"without a reference pays {plain / 1000:.2f} µs for the check.",
             "",
-            f"`experiment report` over {SIDECARS} sidecars' health snapshots (decode, sum the "
+            f"`experiment report` over {SIDECARS} sidecars' outcome reports (decode, sum the "
             f"experiment's counts, test): p50 {median(agg) / 1e6:.1f} ms, max "
             f"{max(agg) / 1e6:.1f} ms over {REPORTS} runs (etcd's range read not included).",
             END,

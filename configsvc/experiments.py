@@ -17,9 +17,9 @@ from configsvc import errors
 from configsvc.routes import require
 from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
 from holdfast.experiments.stats import DEFAULT_MIN_SAMPLES, Counts, report
-from holdfast.keyspace import AuditEntry, HealthSnapshot, RecordError, Route
-from holdfast.keyspace.codec import decode_record
-from holdfast.keyspace.experiment import Experiment, RouteExperiment, Variant, decode_outcomes
+from holdfast.keyspace import AuditEntry, RecordError, Route
+from holdfast.keyspace.experiment import Experiment, RouteExperiment, Variant
+from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
 
@@ -183,10 +183,8 @@ class ExperimentOps:
 
     async def report(self, name: str) -> dict[str, Any]:
         record, _rev = await self.get(name)
-        _r, kvs = await store_read(
-            self.service.store.list_prefix(self.keyspace.kind_prefix("health"))
-        )
-        counts, sidecars, unreadable = merge_snapshots(
+        _r, kvs = await store_read(self.service.store.list_prefix(self.keyspace.outcomes_of(name)))
+        counts, sidecars, unreadable = merge_reports(
             (kv.value for kv in kvs), name, record.spec.metric
         )
         labels = [v.label for v in record.spec.variants]
@@ -234,31 +232,25 @@ class ExperimentOps:
         )
 
 
-def merge_snapshots(
+def merge_reports(
     values: Iterable[bytes], experiment: str, metric: str
 ) -> tuple[dict[str, Counts], int, int]:
-    """Sum the fleet's outcome counts of one experiment and metric, per variant (pure).
+    """Sum the sidecars' outcome reports of one experiment and metric, per variant (pure).
 
-    Only the experiments section of each snapshot is read (the rest -- signals, shadow
-    comparisons -- is configsvc's health aggregation's business), tolerantly: a snapshot that
-    is not a health record counts as unreadable, a bad section as empty.
+    Returns the counts per variant, how many sidecars reported, and how many reports could not
+    be read (logged and left out rather than failing the whole report).
     """
     counts: dict[str, Counts] = {}
     sidecars = unreadable = 0
     for value in values:
         try:
-            section = decode_record(value, kind=HealthSnapshot.KIND).get("experiments")
-        except RecordError:
+            report = OutcomeReport.decode(value)
+        except RecordError as exc:
+            log.warning("outcome_report_unreadable", experiment=experiment, error=str(exc))
             unreadable += 1
             continue
-        mine = [
-            m
-            for m in (section if isinstance(section, list) else ())
-            if isinstance(m, dict)
-            and m.get("experiment") == experiment
-            and m.get("metric") == metric
-        ]
-        for item in decode_outcomes(mine):
+        mine = [c for c in report.counts if c.experiment == experiment and c.metric == metric]
+        for item in mine:
             add = Counts(item.n, item.total, item.total_sq)
             prior = counts.get(item.variant)
             counts[item.variant] = prior.merged(add) if prior else add

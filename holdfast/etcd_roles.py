@@ -72,6 +72,8 @@ def layout(env: str, agents: list[str]) -> list[Principal]:
                     Grant(name, "readwrite", ks.pins_of(agent)),
                     Grant(name, "readwrite", f"{ks.prefix}health/{sidecar_id_prefix(agent)}"),
                     Grant(name, "readwrite", f"{ks.prefix}spend/"),
+                    # outcomes/<experiment>/<sidecar-id>: like spend/, keyed by what they count
+                    Grant(name, "readwrite", f"{ks.prefix}outcomes/"),
                 ),
             )
         )

@@ -41,6 +41,7 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.ofrep import OfrepApi
 from sidecar.openai_api import REQUEST_ID_KEY, OpenAIProxy
 from sidecar.ops import ControlPlane, Ops
+from sidecar.outcome_publisher import OutcomePublisher
 from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
@@ -137,6 +138,13 @@ class Sidecar:
         self.signals = SignalBook()
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
+        self.outcomes = OutcomePublisher(
+            self.store,
+            self.keyspace,
+            self.experiments,
+            sidecar_id=settings.effective_sidecar_id,
+            interval=settings.health_interval,
+        )
         self.health = HealthPublisher(
             self.store,
             self.keyspace,
@@ -149,7 +157,6 @@ class Sidecar:
                 shadow=self.shadow.stats,
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
-                experiments=self.experiments.outcomes,
                 tools=self.metrics.contracts.tool_signals,
             ),
         )
@@ -195,6 +202,7 @@ class Sidecar:
         await self.pin_saver.start()
         await self.mirror.start()  # returns at once; etcd may be down and that is fine
         await self.health.start()  # also returns at once
+        await self.outcomes.start()
         await self.budgets.start()  # likewise: slices and spend reports follow etcd when it is up
 
     def _on_update(self, update: MirrorUpdate) -> None:
@@ -226,6 +234,7 @@ class Sidecar:
     async def close(self) -> None:
         await self.shadow.close()  # before the publisher, so its last snapshot has them all
         await self.health.close()
+        await self.outcomes.close()
         await self.budgets.close()
         await self.mirror.close()
         await self.pin_writer.close()

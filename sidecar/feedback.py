@@ -17,8 +17,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from holdfast.keyspace.experiment import OutcomeCounts
 from holdfast.keyspace.keys import ID_RE
+from holdfast.keyspace.outcomes import OutcomeCounts
 from sidecar.config import ConfigState
 from sidecar.errors import BodyTooLarge, InvalidRequest, UnknownSession
 from sidecar.pins import PinTable

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
-from holdfast.keyspace.experiment import OutcomeCounts
 from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
 from holdfast.keyspace.tool_signals import ToolSignals
 from holdfast.logs import get_logger
@@ -54,10 +53,6 @@ def _no_sessions() -> tuple[SessionSpread, ...]:
     return ()
 
 
-def _no_experiments() -> tuple[OutcomeCounts, ...]:
-    return ()
-
-
 def _no_tools() -> tuple[ToolSignals, ...]:
     return ()
 
@@ -71,7 +66,6 @@ class HealthSources:
     shadow: Callable[[], tuple[ShadowStats, ...]] = _no_shadow
     signals: Callable[[], tuple[ReleaseSignals, ...]] = _no_signals
     sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
-    experiments: Callable[[], tuple[OutcomeCounts, ...]] = _no_experiments
     tools: Callable[[], tuple[ToolSignals, ...]] = _no_tools  # per release x tool
 
 
@@ -90,7 +84,6 @@ def build_snapshot(
         shadow=sources.shadow(),
         signals=sources.signals(),
         sessions=sources.sessions(),
-        experiments=sources.experiments(),
         tools=sources.tools(),
     )
 

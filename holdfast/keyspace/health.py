@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Self
 
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
-from holdfast.keyspace.experiment import OutcomeCounts, decode_outcomes
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
@@ -103,8 +102,6 @@ class HealthSnapshot:
     # Functional health per release x category, and the spread of sessions' cumulative spend.
     signals: tuple[ReleaseSignals, ...] = ()
     sessions: tuple[SessionSpread, ...] = ()
-    # A/B experiment outcome counts per (experiment, variant, metric); tolerant-decoded.
-    experiments: tuple[OutcomeCounts, ...] = ()
     # Tool-contract violations, tool calls, errors and latency per release x tool.
     tools: tuple[ToolSignals, ...] = ()
 
@@ -127,7 +124,6 @@ class HealthSnapshot:
                 "shadow": [s.to_map() for s in self.shadow],
                 "signals": [s.to_map() for s in self.signals],
                 "sessions": [s.to_map() for s in self.sessions],
-                "experiments": [e.to_map() for e in self.experiments],
                 "tools": [t.to_map() for t in self.tools],
             },
         )
@@ -146,6 +142,5 @@ class HealthSnapshot:
             shadow=tuple(ShadowStats.from_map(m) for m in fields.maps(f, "shadow")),
             signals=tuple(ReleaseSignals.from_map(m) for m in fields.maps(f, "signals")),
             sessions=tuple(SessionSpread.from_map(m) for m in fields.maps(f, "sessions")),
-            experiments=decode_outcomes(f.get("experiments")),
             tools=decode_all(fields.maps(f, "tools")),
         )

@@ -32,6 +32,7 @@ KINDS: Final = (
     "spend",
     "experiments",
     "prices",
+    "outcomes",
 )
 # How many path segments follow the kind, e.g. releases/<agent>/<release> has two.
 _SEGMENTS: Final = {
@@ -49,6 +50,7 @@ _SEGMENTS: Final = {
     "spend": 2,
     "experiments": 1,
     "prices": 1,
+    "outcomes": 2,
 }
 
 
@@ -125,6 +127,14 @@ class Keyspace:
 
     def experiment(self, name: str) -> str:
         return f"{self.prefix}experiments/{validate_name(name, what='experiment')}"
+
+    def outcome(self, experiment: str, sidecar_id: str) -> str:
+        """One sidecar's cumulative experiment outcomes; no lease: they outlive the sidecar."""
+        name = validate_name(experiment, what="experiment")
+        return f"{self.prefix}outcomes/{name}/{validate_id(sidecar_id, what='sidecar id')}"
+
+    def outcomes_of(self, experiment: str) -> str:
+        return f"{self.prefix}outcomes/{validate_name(experiment, what='experiment')}/"
 
     def contract(self, tool: str, version: str) -> str:
         tool = validate_name(tool, what="tool")

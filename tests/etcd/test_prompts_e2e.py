@@ -3,6 +3,7 @@ real configsvc, real holdfastctl, the fake LLM (and a real sidecar for feedback)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,11 @@ async def test_experiment_feedback_report_and_winner(
     assert report["state"] == "not_enough_data"  # 20 per arm is below the default 30
     human = stack.ctl("experiment", "report", "tone").stdout
     assert "not enough data" in human
+    # outcomes outlive the sidecar that gathered them: kill it, let its health lease (2 s) lapse
+    sidecar.kill()
+    await asyncio.sleep(3.0)
+    kept = await wait_for(f"{stack.svc.url}/v1/experiments/tone/report", counted, timeout=1.0)
+    assert kept["sidecars_reporting"] == 1
 
     _, stopped = ctl_json(
         stack, "experiment", "stop", "tone", "--winner", "b", "--reason", "b resolves more"

@@ -8,7 +8,7 @@ import random
 import pytest
 from scipy import stats as sp  # type: ignore[import-untyped]
 
-from configsvc.experiments import merge_snapshots
+from configsvc.experiments import merge_reports
 from holdfast.experiments.stats import (
     Counts,
     report,
@@ -18,8 +18,9 @@ from holdfast.experiments.stats import (
     welch_t,
     wilson,
 )
-from holdfast.keyspace import HealthSnapshot
-from holdfast.keyspace.experiment import OutcomeCounts, RouteExperiment, Variant
+from holdfast.keyspace import RecordError
+from holdfast.keyspace.experiment import RouteExperiment, Variant
+from holdfast.keyspace.outcomes import OutcomeCounts, OutcomeReport
 from sidecar.experiment_routing import experiment_variant
 
 
@@ -94,17 +95,11 @@ def test_fleet_merge_equals_one_sidecar() -> None:
             )
             for label, vs in values.items()
         )
-        snap = HealthSnapshot(
-            sidecar_id=f"s{i}",
-            agent="bot",
-            at=1,
-            started_at=0,
-            config_revision=1,
-            experiments=parts,
+        snapshots.append(
+            OutcomeReport(experiment="e1", sidecar_id=f"s{i}", at=1, counts=parts).encode()
         )
-        snapshots.append(snap.encode())
     snapshots.append(b"garbage")
-    merged, sidecars, unreadable = merge_snapshots(snapshots, "e1", "score")
+    merged, sidecars, unreadable = merge_reports(snapshots, "e1", "score")
     assert (sidecars, unreadable) == (3, 1)
     whole = _counts(values["a"])
     assert merged["a"].n == 90 and math.isclose(merged["a"].total, whole.total)
@@ -124,3 +119,14 @@ def test_variant_assignment_is_sticky_and_follows_the_split() -> None:
     picks = [experiment_variant(exp, "bot", f"s{i}").label for i in range(4000)]
     assert picks == [experiment_variant(exp, "bot", f"s{i}").label for i in range(4000)]
     assert 0.27 < picks.count("a") / 4000 < 0.33
+
+
+def test_outcome_reports_round_trip_and_refuse_foreign_counts() -> None:
+    mine = OutcomeCounts(experiment="e1", variant="a", metric="m", n=3, total=2.0, total_sq=2.0)
+    report = OutcomeReport(experiment="e1", sidecar_id="bot.host-1", at=5.0, counts=(mine,))
+    assert OutcomeReport.decode(report.encode()) == report
+    other = OutcomeCounts(experiment="e2", variant="a", metric="m", n=1, total=1.0, total_sq=1.0)
+    with pytest.raises(RecordError):
+        OutcomeReport(experiment="e1", sidecar_id="bot.host-1", at=5.0, counts=(other,))
+    with pytest.raises(RecordError):
+        OutcomeReport(experiment="e1", sidecar_id="bad/id", at=5.0)
