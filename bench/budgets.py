@@ -2,7 +2,9 @@
 
 1. In-process, no network: the budget filter's ``open`` + ``on_body`` + ``close`` for one
    non-streamed request with a session budget and a fleet-wide agent budget (slice held),
-   next to the same request with no budget configured (the filter's early return).
+   next to the same request with no budget configured (the filter's early return), and with
+   both budgets limiting tokens *and* cost (a second meter per scope in micro-dollars, the
+   release priced from the fleet's price table).
 2. Real processes: one etcd, configsvc (budget controller), the fake upstream and 5 sidecars
    sharing one agent budget; 200 concurrent streams, a quarter cut by the client after 6
    chunks, a quarter on a release whose provider resets the stream after 9 tokens. Spend is
@@ -31,7 +33,8 @@ from bench.stats import percentile
 from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace, Release, Route
-from holdfast.keyspace.budget import Budget
+from holdfast.keyspace.budget import Budget, meter_id
+from holdfast.keyspace.price import Price, PriceTable
 from holdfast.store import KeyValue
 from sidecar.budget_filter import BudgetFilter, BudgetOptions
 from sidecar.budget_ledger import Ledger
@@ -58,7 +61,12 @@ ANSWER: Final = json.dumps(
 ).encode()
 
 
-WINDOWS: Final = {"none": ("", ""), "calendar": ("day", "month"), "rolling": ("1h", "1d")}
+WINDOWS: Final = {
+    "none": ("", ""),
+    "calendar": ("day", "month"),
+    "rolling": ("1h", "1d"),
+    "cost": ("day", "month"),
+}
 
 
 def _config(kind: str) -> tuple[ConfigState, Release]:
@@ -69,12 +77,16 @@ def _config(kind: str) -> tuple[ConfigState, Release]:
         KS.route(AGENT): Route(agent=AGENT, stable="r1").encode(),
     }
     session_window, agent_window = WINDOWS[kind]
+    cost = 10**14 if kind == "cost" else 0
     if session_window:
         for b in (
-            Budget(scope="session:s1", tokens=10**12, window=session_window),
-            Budget(scope=f"agent:{AGENT}", tokens=10**12, window=agent_window),
+            Budget(scope="session:s1", tokens=10**12, window=session_window, cost=cost),
+            Budget(scope=f"agent:{AGENT}", tokens=10**12, window=agent_window, cost=cost),
         ):
             records[KS.budget(b.scope)] = b.encode()
+    if cost:
+        table = PriceTable(prices={"m1": Price(2_500_000, 10_000_000)})
+        records[KS.prices()] = table.encode()
     kvs = {k: KeyValue(k, v, 1, 1, 1) for k, v in records.items()}
     config.apply_reset(1, kvs, "etcd")
     return config, release
@@ -94,7 +106,8 @@ def admission_cost(kind: str) -> list[float]:
         assert config.current is not None
         ledger.sync(config.current.of_kind("budgets"), time.time())
         span = ledger.meters[f"agent:{AGENT}"].tally.span.id
-        ledger.set_grant(f"agent:{AGENT}", span, 10**12, 0)
+        for unit in ("tokens", "usd"):
+            ledger.set_grant(meter_id(f"agent:{AGENT}", unit), span, 10**12, 0)
     rounds = []
     for _ in range(ROUNDS):
         started = time.perf_counter()
@@ -269,6 +282,7 @@ def render(costs: dict[str, list[float]], fleet: dict[str, Any]) -> str:
             row("no budget configured", costs["none"]),
             row("session `day` + fleet-wide agent `month` (calendar)", costs["calendar"]),
             row("session `1h` + fleet-wide agent `1d` (rolling, 60 sub-buckets)", costs["rolling"]),
+            row("as calendar, each scope limiting tokens and cost (USD)", costs["cost"]),
             "",
             f"Fleet scenario, real processes: {SIDECARS} sidecars share `agent:{AGENT}` = {LIMIT}",
             f"tokens per rolling hour; {REQUESTS} concurrent streams: {c['done']} read to the end",
@@ -291,6 +305,9 @@ def render(costs: dict[str, list[float]], fleet: dict[str, Any]) -> str:
             "are charged exactly (the sidecar counts what the provider already sent before it",
             "closes); a provider that resets its own stream can destroy a token it wrote in the",
             "same instant, which the fake counts as produced.",
+            "",
+            "A cost limit adds a second meter per scope (micro-dollars), checked and reserved in",
+            "the same synchronous step as the tokens, plus one price lookup in the fleet table.",
             END,
         ]
     )

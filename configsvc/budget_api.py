@@ -1,4 +1,5 @@
-"""HTTP handlers of token budgets: ``/v1/budgets`` and ``/v1/budgets/{scope}[/usage]``."""
+"""HTTP handlers of budgets: ``/v1/budgets`` and ``/v1/budgets/{scope}[/usage]``, plus the
+price table their cost limits use (``/v1/prices``, configsvc.prices)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from configsvc.api import _actor, _json, read_body
 from configsvc.budget_payloads import SetBudget, budget_scope
 from configsvc.budgets import BudgetOps
 from configsvc.payloads import parse_object, text
+from configsvc.prices import PriceApi
 
 
 def _scope(request: web.Request) -> str:
@@ -48,4 +50,5 @@ class BudgetApi:
             web.put(one, self.set_budget),
             web.delete(one, self.delete),
             web.get(f"{one}/usage", self.usage),
+            *PriceApi(self.ops.service).routes(),
         ]

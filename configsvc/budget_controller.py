@@ -5,6 +5,9 @@ per scope, compare-and-swap on its mod revision) with the grants ``quota_plan.pl
 CAS makes a tick by a deposed leader fail instead of double-granting; a window that turned
 starts from empty grants, and an epoch turn of a rolling window carries the claims over
 (configsvc.quota_view). Quota records of deleted budgets are removed.
+
+A budget with both limits is two meters, sliced independently: ``quotas/<scope>`` in tokens and
+``quotas/usd:<scope>`` in micro-dollars (``Budget.meters``).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class BudgetController:
     async def run_once(self) -> int:
         """One pass over every fleet-wide budget; returns how many quota records it wrote."""
         self.ticks += 1
-        budgets: dict[str, Budget] = {}
+        budgets: dict[str, tuple[Budget, int]] = {}  # meter id -> (budget, limit)
         for kv in await self._list("budgets"):
             try:
                 budget = Budget.decode(kv.value)
@@ -85,7 +88,8 @@ class BudgetController:
                 log.warning("budget_record_unreadable", key=kv.key, reason=str(exc))
                 continue
             if budget.fleet:
-                budgets[budget.scope] = budget
+                for meter, _, limit in budget.meters():
+                    budgets[meter] = (budget, limit)
         quotas: dict[str, tuple[Quotas | None, int]] = {}
         for kv in await self._list("quotas"):
             try:
@@ -102,27 +106,35 @@ class BudgetController:
                 continue
             reports.setdefault(report.scope, []).append(report)
         written = 0
-        for scope, budget in budgets.items():
-            current, revision = quotas.get(scope, (None, 0))
-            written += await self._slice(budget, current, revision, reports.get(scope, []))
+        for meter, (budget, limit) in budgets.items():
+            current, revision = quotas.get(meter, (None, 0))
+            written += await self._slice(
+                budget, meter, limit, current, revision, reports.get(meter, [])
+            )
         for scope, (_, revision) in quotas.items():
             if scope not in budgets:
                 await self._drop(scope, revision)
         return written
 
     async def _slice(
-        self, budget: Budget, current: Quotas | None, revision: int, reports: list[SpendReport]
+        self,
+        budget: Budget,
+        meter: str,
+        limit: int,
+        current: Quotas | None,
+        revision: int,
+        reports: list[SpendReport],
     ) -> int:
         now = self.clock()
         fleet = view(budget, current, reports, now)
         window = fleet.span.id
-        grants = {k: v for k, v in fleet.plan(budget.tokens).items() if v > 0}
+        grants = {k: v for k, v in fleet.plan(limit).items() if v > 0}
         used = fleet.used()
-        fair = fleet.share(budget.tokens)
+        fair = fleet.share(limit)
         same = (
             current is not None
             and current.window == window
-            and current.limit == budget.tokens
+            and current.limit == limit
             and current.grants == grants
             and current.used == used
             and current.share == fair
@@ -132,9 +144,9 @@ class BudgetController:
             return 0
         # A lowered limit does not take grants back: sidecars may have used them already.
         new = Quotas(
-            scope=budget.scope,
+            scope=meter,
             window=window,
-            limit=budget.tokens,
+            limit=limit,
             grants=grants,
             used=used,
             share=fair,
@@ -145,14 +157,14 @@ class BudgetController:
             await self.store.txn(
                 [
                     Put(
-                        self.keyspace.quotas(budget.scope),
+                        self.keyspace.quotas(meter),
                         new.encode(),
                         expected_mod_revision=revision,
                     )
                 ]
             )
         except CasConflict:
-            log.info("budget_quotas_moved", scope=budget.scope)
+            log.info("budget_quotas_moved", scope=meter)
             return 0
         return 1
 

@@ -10,11 +10,32 @@ from configsvc.errors import InvalidRequest
 from configsvc.payloads import parse_object, text
 from holdfast.budget_window import WindowError, check_window, check_zone
 from holdfast.keyspace import RecordError, validate_name
-from holdfast.keyspace.budget import DEFAULT_SOFT, MAX_REQUEST_CAP, MAX_TOKENS_LIMIT, scope_kind
+from holdfast.keyspace.budget import (
+    DEFAULT_SOFT,
+    MAX_COST_MICROS,
+    MAX_REQUEST_CAP,
+    MAX_TOKENS_LIMIT,
+    scope_kind,
+)
+from holdfast.keyspace.price import usd_micros
 
 SET_FIELDS: Final = frozenset(
-    {"tokens", "window", "zone", "soft", "on_exhausted", "request_cap", "reason"}
+    {"tokens", "cost", "window", "zone", "soft", "on_exhausted", "request_cap", "reason"}
 )
+
+
+def cost_limit(obj: dict[str, Any]) -> int:
+    """``cost``: USD per window (a number or a decimal string, at most 6 decimals) -> micros."""
+    value = obj.get("cost")
+    if value is None:
+        return 0
+    try:
+        micros = usd_micros(value, what="field 'cost'", maximum=MAX_COST_MICROS)
+    except RecordError as exc:
+        raise InvalidRequest(str(exc), param="cost") from exc
+    if micros == 0:
+        raise InvalidRequest("field 'cost' must be at least 0.000001 USD", param="cost")
+    return micros
 
 
 def budget_scope(value: str) -> str:
@@ -55,7 +76,7 @@ def parse_action(value: str) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class SetBudget:
-    tokens: int
+    tokens: int  # 0: no token limit
     window: str
     zone: str
     soft: float
@@ -63,11 +84,15 @@ class SetBudget:
     degrade_to: str
     request_cap: int
     reason: str
+    cost: int = 0  # micro-dollars per window; 0: no cost limit
 
     @classmethod
     def parse(cls, raw: bytes) -> SetBudget:
         obj = parse_object(raw, SET_FIELDS)
-        tokens = _whole(obj, "tokens", 1, MAX_TOKENS_LIMIT, required=True)
+        tokens = _whole(obj, "tokens", 1, MAX_TOKENS_LIMIT, required=False)
+        cost = cost_limit(obj)
+        if not tokens and not cost:
+            raise InvalidRequest("a budget needs 'tokens', 'cost' or both", param="tokens")
         window = text(obj, "window", required=True)
         try:
             check_window(window)
@@ -93,4 +118,5 @@ class SetBudget:
             degrade_to=degrade_to,
             request_cap=_whole(obj, "request_cap", 1, MAX_REQUEST_CAP, required=False),
             reason=text(obj, "reason"),
+            cost=cost,
         )

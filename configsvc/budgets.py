@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from configsvc import errors
 from configsvc.budget_payloads import SetBudget
@@ -13,6 +13,7 @@ from configsvc.service import ConfigService, store_read
 from holdfast.budget_window import is_rolling
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.budget import Budget, Quotas, SpendReport, scope_kind
+from holdfast.keyspace.price import usd
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
 
@@ -28,6 +29,7 @@ class StoredBudget:
         return {
             **self.budget.public(),
             "on_exhausted": self.budget.on_exhausted,
+            "cost_usd": usd(self.budget.cost) if self.budget.cost else None,
             "fleet": self.budget.fleet,
             "mod_revision": self.mod_revision,
         }
@@ -77,6 +79,7 @@ class BudgetOps:
                 action=req.action,
                 degrade_to=req.degrade_to,
                 request_cap=req.request_cap,
+                cost=req.cost,
                 updated_at=self.service.clock(),
                 updated_by=actor,
             )
@@ -96,7 +99,14 @@ class BudgetOps:
             raise errors.RevisionConflict(
                 f"budget {scope} changed while it was being set; nothing was written, try again"
             ) from exc
-        log.info("budget_set", scope=scope, tokens=req.tokens, window=req.window, actor=actor)
+        log.info(
+            "budget_set",
+            scope=scope,
+            tokens=req.tokens,
+            cost_micros=req.cost,
+            window=req.window,
+            actor=actor,
+        )
         return StoredBudget(budget, revision), kv is None
 
     async def delete(self, scope: str, reason: str, actor: str) -> int:
@@ -117,9 +127,28 @@ class BudgetOps:
         return result.revision
 
     async def usage(self, scope: str) -> dict[str, Any]:
+        """The window's fleet use of the token limit (top level, as before cost limits
+        existed, when there is one) and of the cost limit (``cost``, amounts in USD)."""
         stored = await self.get(scope)
         budget = stored.budget
         now = time.time()
+        out: dict[str, Any] = {}
+        for meter, unit, limit in budget.meters():
+            one = await self._meter_usage(budget, meter, limit, now)
+            if unit == "usd":
+                out["cost"] = _in_usd(one)
+            else:
+                out.update(one)
+        if not budget.tokens:  # cost only: the common fields at the top, in USD
+            out.update({k: v for k, v in out["cost"].items() if k not in out})
+        out["scope"] = scope
+        out["unit"] = "tokens" if budget.tokens else "usd"
+        return out
+
+    async def _meter_usage(
+        self, budget: Budget, meter: str, limit: int, now: float
+    ) -> dict[str, Any]:
+        scope = meter
         quotas_kv = await store_read(self.store.get(self.keyspace.quotas(scope)))
         quotas: Quotas | None = None
         if quotas_kv is not None:
@@ -139,15 +168,15 @@ class BudgetOps:
         span, holders, used = fleet.span, fleet.holders, fleet.used()
         rolling = is_rolling(budget.window)
         return {
-            "scope": scope,
-            "limit": budget.tokens,
+            "scope": budget.scope,
+            "limit": limit,
             "window": f"rolling {budget.window}" if rolling else span.id,
             "window_ends_at": None if rolling else span.end,
             "rolling": rolling,
             "departed_claims": fleet.tail_tokens,
             "fleet": budget.fleet,
             "used": used,
-            "remaining": max(0, budget.tokens - used),
+            "remaining": max(0, limit - used),
             "reserved": sum(r.reserved for r in reports if rolling or r.window == span.id),
             "estimated": sum(r.estimated for r in reports if rolling or r.window == span.id),
             "holders": [
@@ -161,3 +190,16 @@ class BudgetOps:
                 for name, h in sorted(holders.items())
             ],
         }
+
+
+_MONEY: Final = ("limit", "used", "remaining", "reserved", "estimated", "departed_claims")
+
+
+def _in_usd(usage: dict[str, Any]) -> dict[str, Any]:
+    """A cost meter's usage with its micro-dollar amounts as USD strings."""
+    out = {k: usd(v) if k in _MONEY else v for k, v in usage.items()}
+    out["holders"] = [
+        {k: usd(v) if k in ("grant", "used", "returned") else v for k, v in h.items()}
+        for h in usage["holders"]
+    ]
+    return out

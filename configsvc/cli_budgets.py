@@ -1,10 +1,12 @@
-"""``holdfastctl budget set|get|list|usage|delete``: token budgets per scope and window."""
+"""``holdfastctl budget set|get|list|usage|delete``: token and cost budgets per scope and
+window (and, registered from here, ``holdfastctl price``: configsvc.cli_prices)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from configsvc import cli_prices
 from configsvc.client import Client, segment
 from configsvc.commands import Leaf
 from configsvc.render import fields, table, value, when
@@ -34,7 +36,8 @@ def _budget_lines(b: dict[str, Any]) -> str:
     return fields(
         [
             ("scope", b["scope"]),
-            ("tokens", b["tokens"]),
+            ("tokens", b["tokens"] or "no limit"),
+            ("cost", f"{b['cost_usd']} USD" if b.get("cost_usd") else "no limit"),
             ("window", b["window"] + ("" if b["zone"] == "UTC" else f" ({b['zone']})")),
             ("soft", b["soft"]),
             ("on exhausted", b["on_exhausted"]),
@@ -48,12 +51,11 @@ def _budget_lines(b: dict[str, Any]) -> str:
 
 def budget_set(c: Client, a: argparse.Namespace) -> Result:
     payload: dict[str, Any] = {
-        "tokens": a.tokens,
         "window": a.window,
         "on_exhausted": a.on_exhausted,
         "reason": a.reason,
     }
-    for name in ("zone", "soft", "request_cap"):
+    for name in ("tokens", "cost", "zone", "soft", "request_cap"):
         if getattr(a, name) is not None:
             payload[name] = getattr(a, name)
     body = c.call("PUT", _path(a.scope), payload)
@@ -69,12 +71,32 @@ def budget_get(c: Client, a: argparse.Namespace) -> Result:
 def budget_list(c: Client, a: argparse.Namespace) -> Result:
     body = c.call("GET", "/v1/budgets")
     rows = [
-        [b["scope"], str(b["tokens"]), b["window"], str(b["soft"]), b["on_exhausted"]]
+        [
+            b["scope"],
+            str(b["tokens"] or "-"),
+            value(b.get("cost_usd")) if b.get("cost_usd") else "-",
+            b["window"],
+            str(b["soft"]),
+            b["on_exhausted"],
+        ]
         for b in body["budgets"]
     ]
     if not rows:
         return body, "no budgets"
-    return body, table(["SCOPE", "TOKENS", "WINDOW", "SOFT", "ON EXHAUSTED"], rows)
+    return body, table(["SCOPE", "TOKENS", "COST USD", "WINDOW", "SOFT", "ON EXHAUSTED"], rows)
+
+
+def _usage_lines(u: dict[str, Any], unit: str) -> list[tuple[str, Any]]:
+    suffix = " USD" if unit == "usd" else ""
+    return [
+        (
+            "used" if unit == "tokens" else "cost used",
+            f"{u['used']}{suffix} of {u['limit']}{suffix} "
+            f"({u['reserved']}{suffix} reserved in flight)",
+        ),
+        ("remaining" if unit == "tokens" else "cost remaining", f"{u['remaining']}{suffix}"),
+        ("estimated" if unit == "tokens" else "cost estimated", f"{u['estimated']}{suffix}"),
+    ]
 
 
 def budget_usage(c: Client, a: argparse.Namespace) -> Result:
@@ -89,17 +111,20 @@ def budget_usage(c: Client, a: argparse.Namespace) -> Result:
                 if u.get("window_ends_at") is None
                 else f"{u['window']} (ends {when(u['window_ends_at'])})",
             ),
-            ("used", f"{u['used']} of {u['limit']} ({u['reserved']} reserved in flight)"),
-            ("remaining", u["remaining"]),
-            ("estimated", u["estimated"]),
+            *(_usage_lines(u, "tokens") if u.get("unit", "tokens") == "tokens" else []),
+            *(_usage_lines(u["cost"], "usd") if u.get("cost") else []),
         ]
     )
-    rows = [
-        [h["holder"], str(h["grant"]), str(h["used"]), str(h["returned"]), value(h["live"])]
-        for h in u["holders"]
-    ]
-    if rows:
-        head += "\n\n" + table(["SIDECAR", "SLICE", "USED", "RETURNED", "LIVE"], rows)
+    parts = [(u, "")] if u.get("unit", "tokens") == "tokens" else []
+    if u.get("cost"):
+        parts.append((u["cost"], " (USD)"))
+    for part, label in parts:
+        rows = [
+            [h["holder"], str(h["grant"]), str(h["used"]), str(h["returned"]), value(h["live"])]
+            for h in part["holders"]
+        ]
+        if rows:
+            head += "\n\n" + table(["SIDECAR", f"SLICE{label}", "USED", "RETURNED", "LIVE"], rows)
     return body, head
 
 
@@ -110,12 +135,18 @@ def budget_delete(c: Client, a: argparse.Namespace) -> Result:
 
 def register(nouns: Any, leaf: Leaf) -> None:
     """Add ``budget`` and its verbs to the parser."""
-    verbs = nouns.add_parser("budget", help="token budgets per scope and window").add_subparsers(
+    verbs = nouns.add_parser("budget", help="token and cost budgets per window").add_subparsers(
         dest="verb", required=True, metavar="VERB"
     )
     sp = leaf(verbs, "set", budget_set, "create or replace the budget of SCOPE")
     sp.add_argument("scope", help="session:ID, agent:NAME, tenant:ID or global")
-    sp.add_argument("--tokens", type=_whole, required=True, help="limit per window")
+    sp.add_argument("--tokens", type=_whole, default=None, help="token limit per window")
+    sp.add_argument(
+        "--cost",
+        default=None,
+        metavar="USD",
+        help="cost limit per window in US dollars (priced by `holdfastctl price`)",
+    )
     sp.add_argument("--window", required=True, help="1m, 1h, 1d (any N s/m/h/d), day, month")
     sp.add_argument("--zone", default=None, help="time zone of day/month windows (UTC)")
     sp.add_argument("--soft", type=_fraction, default=None, help="warn fraction (0.8)")
@@ -132,3 +163,4 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp = leaf(verbs, "delete", budget_delete, "remove the budget of SCOPE")
     sp.add_argument("scope")
     sp.add_argument("--reason", default="")
+    cli_prices.register(nouns, leaf)

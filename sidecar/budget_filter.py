@@ -11,6 +11,11 @@ or, when every exhausted scope says ``degrade:RELEASE``, the request is served b
 of the agent instead. A degraded request keeps the session's pin (it is not re-pinned: the
 session returns to its release when the window turns) and is not metered by the scopes that
 degraded it; other scopes still meter it.
+
+Cost limits: the worst case is also priced (prompt estimate x input price + completion cap x
+output price, rounded up to the micro-dollar) and reserved on every cost meter in the same
+admission; settling charges the real usage at the same price. A cost-limited scope with no
+price for the release (fleet table, then ``--prices`` file) refuses with 503 ``price_unknown``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from holdfast.keyspace.price import Price, usd
+from holdfast.keyspace.records import Release
 from holdfast.logs import get_logger
 from sidecar.budget_ledger import Ledger, Meter, Refusal, Reservation
 from sidecar.budget_metrics import BudgetMetrics
@@ -35,8 +42,9 @@ from sidecar.budget_usage import (
     reply_estimate,
 )
 from sidecar.config import ConfigState
-from sidecar.errors import BudgetExhausted, InvalidRequest
+from sidecar.errors import BudgetExhausted, InvalidRequest, PriceUnknown
 from sidecar.exchange import Exchange, Observer, Outcome
+from sidecar.prices import PriceTable
 
 log = get_logger(__name__)
 
@@ -62,7 +70,9 @@ class _Settle(Observer):
         stream: bool,
         strip_usage: bool,
         metrics: BudgetMetrics,
+        price: Price | None,
     ) -> None:
+        self.price = price
         self.ledger = ledger
         self.reservation = reservation
         self.prompt_estimate = prompt_estimate
@@ -93,8 +103,9 @@ class _Settle(Observer):
 
     def close(self, outcome: Outcome) -> None:
         prompt, completion, estimated = self._charge(outcome)
-        Ledger.settle(self.reservation, prompt + completion, estimated=estimated)
-        self.metrics.charged(prompt, completion, estimated=estimated)
+        micros = self.price.micros(prompt, completion) if self.price is not None else 0
+        Ledger.settle(self.reservation, prompt + completion, estimated=estimated, micros=micros)
+        self.metrics.charged(prompt, completion, estimated=estimated, micros=micros)
         if estimated and (prompt or completion):
             log.info(
                 "budget_charge_estimated",
@@ -125,12 +136,14 @@ class BudgetFilter:
         options: BudgetOptions,
         metrics: BudgetMetrics,
         *,
+        prices: PriceTable | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
         self.config = config
         self.options = options
         self.metrics = metrics
+        self.prices = prices if prices is not None else PriceTable(config=config)
         self.clock = clock
 
     def _scopes(self, exchange: Exchange) -> list[str]:
@@ -165,9 +178,13 @@ class BudgetFilter:
             cap *= body.get("n") or 1
         prompt = estimate_prompt(body, exchange.operation, self.options.estimator)
         amount = prompt + (cap or 0)
-        reservation, refusals = self.ledger.admit(meters, amount, now)
+        price = self._price(exchange.resolved.release, meters)
+        micros = price.micros(prompt, cap or 0) if price is not None else 0
+        reservation, refusals = self.ledger.admit(meters, amount, now, micros=micros)
         if reservation is None:
-            reservation = self._degrade(exchange, meters, refusals, amount, now)
+            reservation, price = self._degrade(
+                exchange, meters, refusals, (amount, prompt, cap or 0), now
+            )
         strip_usage = False
         if exchange.stream:
             options = body.get("stream_options")
@@ -185,16 +202,34 @@ class BudgetFilter:
             stream=exchange.stream,
             strip_usage=strip_usage,
             metrics=self.metrics,
+            price=price,
         )
+
+    def _price(self, release: Release, meters: list[Meter]) -> Price | None:
+        """The release's price when a cost meter applies (None when none does)."""
+        costed = [m for m in meters if m.cost]
+        if not costed:
+            return None
+        price = self.prices.price(release.name, release.model)
+        if price is None:
+            scope = costed[0].scope
+            log.warning("budget_price_unknown", release=release.name, scope=scope)
+            raise PriceUnknown(
+                f"cost budget {scope} applies but no price is known for release "
+                f"{release.name!r} (model {release.model!r}); set one with `holdfastctl price "
+                f"set {release.model} --input USD_PER_1M --output USD_PER_1M`",
+                param="model",
+            )
+        return price
 
     def _degrade(
         self,
         exchange: Exchange,
         meters: list[Meter],
         refusals: list[Refusal],
-        amount: int,
+        need: tuple[int, int, int],  # tokens, prompt estimate, completion cap
         now: float,
-    ) -> Reservation:
+    ) -> tuple[Reservation, Price | None]:
         snapshot = self.config.current
         first = refusals[0]
         target_name = first.meter.budget.degrade_to
@@ -208,7 +243,10 @@ class BudgetFilter:
             raise self._refuse(first)
         degrading = {r.scope for r in refusals}
         rest = [m for m in meters if m.scope not in degrading]
-        reservation, more = self.ledger.admit(rest, amount, now)
+        price = self._price(target, rest)  # the cheaper release's own price
+        amount, prompt, cap = need
+        micros = price.micros(prompt, cap) if price is not None else 0
+        reservation, more = self.ledger.admit(rest, amount, now, micros=micros)
         if reservation is None:
             raise self._refuse(more[0])
         for r in refusals:
@@ -217,7 +255,7 @@ class BudgetFilter:
         exchange.body["model"] = target.model
         exchange.response_headers[DEGRADED_HEADER] = first.scope
         log.info("budget_degraded", scope=first.scope, release=target.name)
-        return reservation
+        return reservation, price
 
     @staticmethod
     def _refuse(refusal: Refusal) -> BudgetExhausted:
@@ -228,9 +266,8 @@ class BudgetFilter:
 
     @staticmethod
     def _soft_header(exchange: Exchange, meters: list[Meter]) -> None:
-        warned = [m for m in meters if m.remaining <= m.budget.tokens * (1.0 - m.budget.soft)]
+        warned = [m for m in meters if m.remaining <= m.limit * (1.0 - m.budget.soft)]
         if warned:
-            tightest = min(warned, key=lambda m: m.remaining)
-            exchange.response_headers[REMAINING_HEADER] = (
-                f"{tightest.remaining}; scope={tightest.scope}"
-            )
+            tightest = min(warned, key=lambda m: m.remaining / m.limit)
+            left = f"{usd(tightest.remaining)} USD" if tightest.cost else str(tightest.remaining)
+            exchange.response_headers[REMAINING_HEADER] = f"{left}; scope={tightest.scope}"

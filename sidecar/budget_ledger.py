@@ -14,6 +14,10 @@ was admitted in), which is at most the reservation unless the prompt estimate wa
 Fleet slices of a rolling window belong to an *epoch* (the window's length, epoch-aligned): a
 grant stays usable while this sidecar's clock is within one epoch of it, and what was given
 back starts from zero with each new epoch's grant (configsvc carried the remaining claim over).
+
+A budget with a cost limit has a second meter, ``usd:<scope>``, counted in micro-dollars; an
+admission reserves tokens on the token meters and micro-dollars on the cost meters in the same
+synchronous step, and settling charges each meter in its own unit.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass, field
 
 from holdfast.budget_rolling import Buckets, retry_seconds
 from holdfast.budget_window import Span, duration_seconds, span_at
-from holdfast.keyspace.budget import Budget
+from holdfast.keyspace.budget import Budget, meter_id
+from holdfast.keyspace.price import usd
 
 FLEET_RETRY_AFTER = 1  # a fleet slice that is short may be topped up at the next controller tick
 
@@ -74,15 +79,28 @@ class Meter:
     returned: int = 0  # fleet scopes: tokens of the grant given back in this window
     fleet_used: int = 0  # fleet scopes: the fleet's use as of the controller's last tick
     grant_epoch: int | None = None  # rolling fleet scopes: the epoch of ``grant_window``
+    unit: str = "tokens"  # or "usd": amounts in micro-dollars
 
     @property
     def scope(self) -> str:
         return self.budget.scope
 
     @property
+    def cost(self) -> bool:
+        return self.unit == "usd"
+
+    @property
+    def limit(self) -> int:
+        return self.budget.cost if self.unit == "usd" else self.budget.tokens
+
+    def amount(self, value: int) -> str:
+        """An amount of this meter's unit, for messages (tokens: the bare number)."""
+        return f"{usd(value)} USD" if self.cost else str(value)
+
+    @property
     def allowance(self) -> int:
         if not self.budget.fleet:
-            return self.budget.tokens
+            return self.limit
         if self.tally.buckets is None:
             if self.grant_window != self.tally.span.id:
                 return 0
@@ -102,8 +120,8 @@ class Meter:
     def remaining(self) -> int:
         """Tokens left in the scope: locally exact, fleet-wide as of the controller's last tick."""
         if not self.budget.fleet:
-            return max(0, self.budget.tokens - self.used)
-        return max(0, self.budget.tokens - max(self.fleet_used, self.used))
+            return max(0, self.limit - self.used)
+        return max(0, self.limit - max(self.fleet_used, self.used))
 
     def fits(self, amount: int) -> bool:
         return self.used + amount <= self.allowance
@@ -150,21 +168,29 @@ class Refusal:
     def message(self) -> str:
         b, m = self.meter.budget, self.meter
         if b.fleet:
-            spent = f"{max(m.fleet_used, m.used)} used fleet-wide, this sidecar holds {m.allowance}"
+            spent = (
+                f"{m.amount(max(m.fleet_used, m.used))} used fleet-wide, "
+                f"this sidecar holds {m.amount(m.allowance)}"
+            )
         else:
-            spent = f"{m.used} used"
+            spent = f"{m.amount(m.used)} used"
         kind = " (rolling)" if m.rolling else ""
+        what = "cost" if m.cost else "token"
         return (
-            f"token budget {b.scope} is exhausted: limit {b.tokens} tokens per {b.window}{kind}, "
-            f"{spent}; this request needs up to {self.need}. Retry after {self.retry_after}s"
+            f"{what} budget {b.scope} is exhausted: limit {m.amount(m.limit)}"
+            f"{'' if m.cost else ' tokens'} per "
+            f"{b.window}{kind}, {spent}; this request needs up to {m.amount(self.need)}. "
+            f"Retry after {self.retry_after}s"
         )
 
 
 @dataclass(slots=True)
 class Reservation:
     amount: int
-    tallies: list[tuple[Tally, int]] = field(default_factory=list)  # with the admission bucket
+    # (tally, admission bucket, reserved on it, whether it counts micro-dollars)
+    tallies: list[tuple[Tally, int, int, bool]] = field(default_factory=list)
     settled: bool = False
+    micros: int = 0
 
 
 class Ledger:
@@ -177,80 +203,90 @@ class Ledger:
         if budgets is self._budgets:
             return
         self._budgets = budgets
-        for scope, budget in budgets.items():
+        wanted: set[str] = set()
+        for budget in budgets.values():
             if not isinstance(budget, Budget):
                 continue
-            meter = self.meters.get(scope)
-            if meter is None:
-                self.meters[scope] = Meter(budget, new_tally(budget, now))
-            elif meter.budget != budget:
-                same_window = (meter.budget.window, meter.budget.zone) == (
-                    budget.window,
-                    budget.zone,
-                )
-                meter.budget = budget
-                if not same_window:
-                    meter.tally = new_tally(budget, now)
-                    meter.returned = 0
-        for scope in [s for s in self.meters if s not in budgets]:
-            del self.meters[scope]
+            for key, unit, _ in budget.meters():
+                wanted.add(key)
+                meter = self.meters.get(key)
+                if meter is None:
+                    self.meters[key] = Meter(budget, new_tally(budget, now), unit=unit)
+                elif meter.budget != budget:
+                    same_window = (meter.budget.window, meter.budget.zone) == (
+                        budget.window,
+                        budget.zone,
+                    )
+                    meter.budget = budget
+                    if not same_window:
+                        meter.tally = new_tally(budget, now)
+                        meter.returned = 0
+        for key in [k for k in self.meters if k not in wanted]:
+            del self.meters[key]
 
     def applicable(self, scopes: Iterable[str], now: float) -> list[Meter]:
+        """The meters of these scopes: tokens, then cost, of each scope that has them."""
         found = []
         for scope in scopes:
-            meter = self.meters.get(scope)
-            if meter is not None:
-                meter.rotate(now)
-                found.append(meter)
+            for key in (scope, meter_id(scope, "usd")):
+                meter = self.meters.get(key)
+                if meter is not None:
+                    meter.rotate(now)
+                    found.append(meter)
         return found
 
     def admit(
-        self, meters: list[Meter], amount: int, now: float
+        self, meters: list[Meter], amount: int, now: float, *, micros: int = 0
     ) -> tuple[Reservation | None, list[Refusal]]:
-        """Reserve ``amount`` on every meter, or on none and say which refused."""
-        refusals = [
-            Refusal(m, amount, self._retry_after(m, amount, now))
-            for m in meters
-            if not m.fits(amount)
-        ]
+        """Reserve ``amount`` tokens on every token meter and ``micros`` micro-dollars on every
+        cost meter, or nothing anywhere and say which refused."""
+        refusals = []
+        for m in meters:
+            need = micros if m.cost else amount
+            if not m.fits(need):
+                refusals.append(Refusal(m, need, self._retry_after(m, need, now)))
         if refusals:
             for r in refusals:
                 r.meter.tally.refused += 1
-                r.meter.tally.want = max(r.meter.tally.want, amount)
+                r.meter.tally.want = max(r.meter.tally.want, r.need)
             return None, refusals
-        reservation = Reservation(amount)
+        reservation = Reservation(amount, micros=micros)
         for m in meters:
             t = m.tally
-            t.reserved += amount
+            need = micros if m.cost else amount
+            t.reserved += need
             t.admitted += 1
-            reservation.tallies.append((t, t.buckets.current if t.buckets is not None else 0))
+            bucket = t.buckets.current if t.buckets is not None else 0
+            reservation.tallies.append((t, bucket, need, m.cost))
         return reservation, []
 
     @staticmethod
     def _retry_after(meter: Meter, amount: int, now: float) -> int:
         b = meter.budget
-        if b.fleet and max(meter.fleet_used, meter.used) + amount <= b.tokens:
+        if b.fleet and max(meter.fleet_used, meter.used) + amount <= meter.limit:
             return FLEET_RETRY_AFTER  # the fleet has room: this sidecar's slice is just short
         buckets = meter.tally.buckets
         if buckets is None:
             return meter.tally.span.retry_after(now)
         # Rolling: until enough of this sidecar's own spend ages out to fit the request (for a
         # fleet scope the others' spend ages too: a hint, never later than the truth locally).
-        need = meter.used + amount - (meter.allowance if b.fleet else b.tokens)
+        need = meter.used + amount - (meter.allowance if b.fleet else meter.limit)
         wait = buckets.freed_after(need, now)
         return retry_seconds(buckets.width if wait is None else wait)
 
     @staticmethod
-    def settle(reservation: Reservation, charge: int, *, estimated: bool) -> None:
-        """Replace the reservation by the real charge, once; later calls do nothing."""
+    def settle(reservation: Reservation, charge: int, *, estimated: bool, micros: int = 0) -> None:
+        """Replace the reservation by the real charge (``charge`` tokens, ``micros``
+        micro-dollars on cost meters), once; later calls do nothing."""
         if reservation.settled:
             return
         reservation.settled = True
-        for tally, bucket in reservation.tallies:
-            tally.reserved -= reservation.amount
-            tally.charge(bucket, charge)
+        for tally, bucket, reserved, cost in reservation.tallies:
+            tally.reserved -= reserved
+            amount = micros if cost else charge
+            tally.charge(bucket, amount)
             if estimated:
-                tally.estimated += charge
+                tally.estimated += amount
 
     def set_grant(self, scope: str, window: str, grant: int, fleet_used: int) -> None:
         meter = self.meters.get(scope)

@@ -1,4 +1,8 @@
-"""Prometheus view of the budget ledger, read at scrape time, plus the charged-token counters."""
+"""Prometheus view of the budget ledger, read at scrape time, plus the charged-token counters.
+
+Token meters are ``holdfast_budget_<name>_tokens``; cost meters (``usd:<scope>`` in the
+ledger) are ``holdfast_budget_<name>_usd`` with the plain scope as label.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from holdfast.keyspace.price import MICROS, usd
 from sidecar.budget_ledger import Ledger, Meter
 
 
@@ -30,26 +35,32 @@ class _LedgerCollector(Collector):
             "estimated": "Part of the spent tokens charged from estimates (no provider usage).",
         }
         families = {
-            name: GaugeMetricFamily(
-                f"holdfast_budget_{name}_tokens", doc, labels=["agent", "scope"]
+            (name, unit): GaugeMetricFamily(
+                f"holdfast_budget_{name}_{unit}",
+                doc if unit == "tokens" else doc.replace("Tokens", "US dollars"),
+                labels=["agent", "scope"],
             )
             for name, doc in fams.items()
+            for unit in ("tokens", "usd")
         }
         requests = GaugeMetricFamily(
             "holdfast_budget_window_requests",
             "Requests in the current window by admission result.",
             labels=["agent", "scope", "result"],
         )
-        for scope, meter in sorted(self.ledger.meters.items()):
+        for _, meter in sorted(self.ledger.meters.items()):
+            scale = MICROS if meter.cost else 1
             for name, value in _values(meter).items():
-                families[name].add_metric([self.agent, scope], float(value))
+                families[(name, meter.unit)].add_metric([self.agent, meter.scope], value / scale)
+            if meter.cost and meter.budget.tokens:
+                continue  # one request count per scope: the token meter's when there is one
             t = meter.tally
             for result, count in (
                 ("admitted", t.admitted),
                 ("refused", t.refused),
                 ("degraded", t.degraded),
             ):
-                requests.add_metric([self.agent, scope, result], float(count))
+                requests.add_metric([self.agent, meter.scope, result], float(count))
         yield from families.values()
         yield requests
 
@@ -60,23 +71,29 @@ def _values(meter: Meter) -> dict[str, int]:
         "reserved": meter.tally.reserved,
         "allowance": meter.allowance,
         "remaining": meter.remaining,
-        "limit": meter.budget.tokens,
+        "limit": meter.limit,
         "estimated": meter.tally.estimated,
     }
 
 
 def meter_status(meter: Meter) -> dict[str, Any]:
-    """One scope as /status shows it."""
+    """One meter as /status shows it (cost meters: amounts as USD strings)."""
     b = meter.budget
+    values: dict[str, Any] = _values(meter)
+    if meter.cost:
+        values = {k: usd(v) for k, v in values.items()}
     return {
         "scope": b.scope,
+        "unit": meter.unit,
         "window": f"rolling {b.window}" if meter.rolling else meter.tally.span.id,
         "window_ends_at": None if meter.rolling else meter.tally.span.end,
         "fleet": b.fleet,
         "on_exhausted": b.on_exhausted,
-        **_values(meter),
-        "returned": meter.returned,
-        "fleet_used": meter.fleet_used if b.fleet else None,
+        **values,
+        "returned": usd(meter.returned) if meter.cost else meter.returned,
+        "fleet_used": (usd(meter.fleet_used) if meter.cost else meter.fleet_used)
+        if b.fleet
+        else None,
         "admitted": meter.tally.admitted,
         "refused": meter.tally.refused,
         "degraded": meter.tally.degraded,
@@ -97,9 +114,18 @@ class BudgetMetrics:
             for part in ("prompt", "completion")
             for est in (True, False)
         }
+        cost = Counter(
+            "holdfast_budget_charged_usd",
+            "US dollars charged to cost budgets, by whether they were estimated.",
+            ["agent", "estimated"],
+            registry=registry,
+        )
+        self._cost = {est: cost.labels(agent, "true" if est else "false") for est in (True, False)}
 
-    def charged(self, prompt: int, completion: int, *, estimated: bool) -> None:
+    def charged(self, prompt: int, completion: int, *, estimated: bool, micros: int = 0) -> None:
         if prompt:
             self._children[("prompt", estimated)].inc(prompt)
         if completion:
             self._children[("completion", estimated)].inc(completion)
+        if micros:
+            self._cost[estimated].inc(micros / MICROS)

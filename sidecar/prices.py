@@ -1,46 +1,68 @@
-"""The price table: US dollars per million input and output tokens, per release or per model.
+"""Prices: US dollars per million input and output tokens, per release or per model.
 
-A JSON file given with ``--prices``: ``{"r2": {"input_per_1m": 0.15, "output_per_1m": 0.6},
-"gpt-4o": {...}}``. A release's own entry wins over its model's; a release with neither costs 0
-(cost signals then say nothing, they never guess).
+One lookup serves both cost limits of budgets and the cost signals of health:
+
+1. the fleet's table, ``prices/table`` in etcd (``holdfastctl price set``), so every sidecar
+   of the environment charges the same: the release's own entry, else its model's;
+2. only when the fleet table has neither, the sidecar's ``--prices FILE`` (same rule).
+
+The file is JSON: ``{"r2": {"input_per_1m": 0.15, "output_per_1m": 0.6}, "gpt-4o": {...}}``,
+validated like the fleet table (numbers >= 0, at most 6 decimals, at most 10000 USD per 1M
+tokens, no other fields). A release with no price anywhere costs 0 for signals (they never
+guess) and cannot be admitted under a cost limit (sidecar.budget_filter).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from holdfast.keyspace import RecordError
+from holdfast.keyspace.price import TABLE, Price
+from holdfast.keyspace.price import PriceTable as FleetTable
+from sidecar.config import ConfigState
+
 MAX_PRICE_FILE_BYTES: Final = 1 << 20
-PRICE_FIELDS: Final = frozenset({"input_per_1m", "output_per_1m"})
+
+__all__ = ["MAX_PRICE_FILE_BYTES", "Price", "PriceError", "PriceTable", "load_prices"]
 
 
 class PriceError(ValueError):
     """The price file is unreadable or malformed; the message says where."""
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    input_per_1m: float
-    output_per_1m: float
-
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_per_1m + tokens_out * self.output_per_1m) / 1_000_000
-
-
 class PriceTable:
-    def __init__(self, prices: Mapping[str, Price] | None = None) -> None:
-        self._prices = dict(prices or {})
+    """The fleet table (from the sidecar's config) with the file's entries as fallback."""
+
+    def __init__(
+        self, prices: Mapping[str, Price] | None = None, *, config: ConfigState | None = None
+    ) -> None:
+        self._file = dict(prices or {})
+        self._config = config
 
     def __len__(self) -> int:
-        return len(self._prices)
+        return len(self._file)
+
+    def with_fleet(self, config: ConfigState) -> PriceTable:
+        """The same file entries, behind the fleet table of ``config``."""
+        return PriceTable(self._file, config=config)
+
+    def fleet(self) -> FleetTable | None:
+        snapshot = self._config.current if self._config is not None else None
+        table = snapshot.of_kind("prices").get(TABLE) if snapshot is not None else None
+        return table if isinstance(table, FleetTable) else None
+
+    def price(self, release: str, model: str) -> Price | None:
+        fleet = self.fleet()
+        found = fleet.lookup(release, model) if fleet is not None else None
+        return found or self._file.get(release) or self._file.get(model)
 
     def cost(self, release: str, model: str, tokens_in: int, tokens_out: int) -> float:
-        price = self._prices.get(release) or self._prices.get(model)
-        return price.cost(tokens_in, tokens_out) if price is not None else 0.0
+        """USD, or 0 when nothing prices the release (signals never guess)."""
+        price = self.price(release, model)
+        return price.usd(tokens_in, tokens_out) if price is not None else 0.0
 
 
 def parse_prices(data: object) -> PriceTable:
@@ -48,17 +70,14 @@ def parse_prices(data: object) -> PriceTable:
         raise PriceError("the price file must hold a JSON object of release or model names")
     prices: dict[str, Price] = {}
     for name, entry in data.items():
-        if not isinstance(entry, dict) or set(entry) - PRICE_FIELDS:
-            raise PriceError(f"price of {name!r:.80}: an object with {sorted(PRICE_FIELDS)}")
-        values = []
-        for field in sorted(PRICE_FIELDS):
-            v = entry.get(field, 0.0)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise PriceError(f"price of {name!r:.80}: {field} must be a number")
-            if v < 0:
-                raise PriceError(f"price of {name!r:.80}: {field} must not be negative")
-            values.append(float(v))
-        prices[name] = Price(input_per_1m=values[0], output_per_1m=values[1])
+        if not isinstance(entry, dict):
+            raise PriceError(f"price of {name!r:.80}: an object with input_per_1m, output_per_1m")
+        if any(isinstance(v, str) for v in entry.values()):
+            raise PriceError(f"price of {name!r:.80}: prices must be JSON numbers")
+        try:
+            prices[name] = Price.of_usd(entry, name=name)
+        except RecordError as exc:
+            raise PriceError(str(exc)) from exc
     return PriceTable(prices)
 
 

@@ -24,6 +24,26 @@ MAX_TOKENS_LIMIT: Final = 10**15
 MAX_REQUEST_CAP: Final = 10**7
 DEFAULT_SOFT: Final = 0.8
 ACTIONS: Final = ("reject", "degrade")
+MAX_COST_MICROS: Final = 10**15  # a cost limit: 1 micro-dollar ... 1e9 USD
+# A cost limit is metered like a token limit, under its own meter id ``usd:<scope>`` (no scope
+# starts with ``usd:``): the same ledger, rolling windows, quota slices and spend reports,
+# counted in micro-dollars (holdfast.keyspace.price).
+UNITS: Final = ("tokens", "usd")
+COST_PREFIX: Final = "usd:"
+
+
+def meter_id(scope: str, unit: str) -> str:
+    """The id of one meter of a budget: the scope itself for tokens, ``usd:<scope>`` for cost."""
+    return f"{COST_PREFIX}{scope}" if unit == "usd" else scope
+
+
+def split_meter(meter: str) -> tuple[str, str]:
+    """``(scope, unit)`` of a meter id; RecordError if the scope is not one."""
+    scope, unit = (
+        (meter[len(COST_PREFIX) :], "usd") if meter.startswith(COST_PREFIX) else (meter, "tokens")
+    )
+    scope_kind(scope)
+    return scope, unit
 
 
 def scope_kind(scope: str) -> str:
@@ -54,13 +74,14 @@ def is_fleet(scope: str) -> bool:
 class Budget:
     KIND: ClassVar[str] = "budget"
     scope: str
-    tokens: int  # limit per window: prompt + completion tokens
+    tokens: int  # limit per window: prompt + completion tokens (0: no token limit)
     window: str  # 1m, 1h, 1d... or day, month
     zone: str = "UTC"  # for calendar windows
     soft: float = DEFAULT_SOFT  # fraction at which X-Holdfast-Budget-Remaining is sent
     action: str = "reject"  # or "degrade"
     degrade_to: str = ""  # release of the requesting agent that serves once exhausted
     request_cap: int = 0  # max_tokens written into requests that carry none (0: sidecar default)
+    cost: int = 0  # limit per window in micro-dollars (0: no cost limit)
     updated_at: float = 0.0
     updated_by: str = ""
     fleet: bool = field(init=False, compare=False, repr=False)  # agent, tenant or global
@@ -68,8 +89,14 @@ class Budget:
     def __post_init__(self) -> None:
         # computed once: the request path asks for it on every admission
         object.__setattr__(self, "fleet", scope_kind(self.scope) in FLEET_KINDS)
-        if isinstance(self.tokens, bool) or not 1 <= self.tokens <= MAX_TOKENS_LIMIT:
+        if isinstance(self.tokens, bool) or not 0 <= self.tokens <= MAX_TOKENS_LIMIT:
             raise RecordError(f"token limit must be between 1 and {MAX_TOKENS_LIMIT}")
+        if isinstance(self.cost, bool) or not 0 <= self.cost <= MAX_COST_MICROS:
+            raise RecordError(f"cost limit must be between 1 and {MAX_COST_MICROS} micro-USD")
+        if not self.tokens and not self.cost:
+            raise RecordError("a budget needs a token limit, a cost limit or both")
+        if self.cost and len(meter_id(self.scope, "usd")) > 128:
+            raise RecordError("a cost-limited scope must be at most 124 characters long")
         try:
             check_window(self.window)
             if check_zone(self.zone) != self.zone:
@@ -86,6 +113,13 @@ class Budget:
         if not 0 <= self.request_cap <= MAX_REQUEST_CAP:
             raise RecordError(f"request cap must be between 0 and {MAX_REQUEST_CAP}")
 
+    def meters(self) -> list[tuple[str, str, int]]:
+        """``(meter id, unit, limit)`` of each limit this budget sets."""
+        out = [(self.scope, "tokens", self.tokens)] if self.tokens else []
+        if self.cost:
+            out.append((meter_id(self.scope, "usd"), "usd", self.cost))
+        return out
+
     @property
     def on_exhausted(self) -> str:
         return f"degrade:{self.degrade_to}" if self.action == "degrade" else "reject"
@@ -98,13 +132,14 @@ class Budget:
         f = decode_record(data, kind=cls.KIND)
         return cls(
             scope=fields.text(f, "scope"),
-            tokens=fields.integer(f, "tokens"),
+            tokens=fields.integer(f, "tokens", default=0),
             window=fields.text(f, "window"),
             zone=fields.text(f, "zone", optional=True) or "UTC",
             soft=fields.optional_number(f, "soft", DEFAULT_SOFT),
             action=fields.text(f, "action", optional=True) or "reject",
             degrade_to=fields.name(f, "degrade_to", optional=True),
             request_cap=fields.integer(f, "request_cap", default=0),
+            cost=fields.integer(f, "cost", default=0),
             updated_at=fields.optional_number(f, "updated_at", 0.0),
             updated_by=fields.text(f, "updated_by", optional=True),
         )
@@ -119,6 +154,7 @@ class Budget:
             "action": self.action,
             "degrade_to": self.degrade_to,
             "request_cap": self.request_cap,
+            "cost": self.cost,
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
         }
@@ -152,7 +188,7 @@ class Quotas:
     tails: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        scope_kind(self.scope)
+        split_meter(self.scope)
         for holder, grant in self.grants.items():
             if not ID_RE.fullmatch(holder):
                 raise RecordError(f"invalid quota holder {holder!r:.140}")
@@ -230,7 +266,7 @@ class SpendReport:
     at: float = 0.0
 
     def __post_init__(self) -> None:
-        scope_kind(self.scope)
+        split_meter(self.scope)
         if not ID_RE.fullmatch(self.holder):
             raise RecordError(f"invalid quota holder {self.holder!r:.140}")
         for name in ("used", "reserved", "returned", "estimated", "want"):
