@@ -14,6 +14,7 @@ from aiohttp import web
 from holdfast.cliargs import LOOPBACK_HOSTS
 from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure, get_logger
 from sidecar.app import Sidecar
+from sidecar.limits import server_options
 from sidecar.settings import SettingsError, SidecarSettings, load_settings
 
 log = get_logger(__name__)
@@ -27,6 +28,7 @@ async def serve(settings: SidecarSettings) -> None:
         handler_cancellation=True,  # a client that hangs up cancels its upstream call
         access_log=None,
         shutdown_timeout=settings.drain_timeout,
+        **server_options(settings.limits),
     )
     await runner.setup()
     site = web.TCPSite(runner, host=settings.listen_host, port=settings.listen_port)

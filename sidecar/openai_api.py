@@ -23,6 +23,7 @@ from sidecar.errors import (
 )
 from sidecar.exchange import Chain, Exchange, ExchangeFilter, Outcome
 from sidecar.flag_routing import CATEGORY_HEADER, TENANT_HEADER
+from sidecar.json_limits import DEFAULT_MAX_JSON_DEPTH, JsonRefused, loads_bounded
 from sidecar.metrics import SidecarMetrics
 from sidecar.pinning import Pinning
 from sidecar.routing import Resolved
@@ -48,17 +49,24 @@ def served_by(resolved: Resolved) -> dict[str, str]:
     return headers
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+def parse_body(raw: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+        body = loads_bounded(raw, max_depth)
+    except JsonRefused as exc:
+        raise InvalidRequest(f"request body is {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a string", param="model")
     return body
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\\ud800") survives json.loads
+        raise InvalidRequest("request body has a lone UTF-16 surrogate in a string") from exc
 
 
 class OpenAIProxy:
@@ -94,7 +102,7 @@ class OpenAIProxy:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise BodyTooLarge(f"request body is over the {limit}-byte limit") from exc
-        return parse_body(raw)
+        return parse_body(raw, self.settings.limits.max_json_depth)
 
     def _resolve(self, request: web.Request, body: dict[str, Any]) -> Resolved:
         session = session_id(request.headers, body)
@@ -156,8 +164,8 @@ class OpenAIProxy:
         resolved = exchange.resolved
         release = resolved.release
         outcome = Outcome("error", None, 0.0, completed=False)
-        payload = json.dumps(exchange.body, separators=(",", ":"), ensure_ascii=False).encode()
         try:
+            payload = encode_body(exchange.body)
             async with self.upstream.post(
                 release, path, payload, stream=exchange.stream, request_id=exchange.request_id
             ) as upstream:

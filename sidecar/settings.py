@@ -16,6 +16,7 @@ from holdfast.etcd_tls_args import etcd_security_from, etcd_tls_options
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import validate_id
 from holdfast.store.security import EtcdSecurity, SecurityError
+from sidecar.limits import LimitsError, LimitSettings, add_limit_options, limits_from
 from sidecar.prices import PriceError, load_prices
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
@@ -77,6 +78,7 @@ class SidecarSettings:
     budget_idle_after: float = DEFAULT_BUDGET_IDLE_AFTER
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def __post_init__(self) -> None:
         try:
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BUDGET_IDLE_AFTER,
         help="seconds without requests after which a fleet slice is given back",
     )
+    add_limit_options(p)
     return p
 
 
@@ -230,6 +233,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         except PriceError as exc:
             raise SettingsError(str(exc)) from exc
     host, port = cliargs.parse_listen(args.listen, error=SettingsError)
+    try:
+        limits = limits_from(args)
+    except LimitsError as exc:
+        raise SettingsError(str(exc)) from exc
     try:
         security = etcd_security_from(args, environ)
     except SecurityError as exc:
@@ -263,4 +270,5 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         budget_idle_after=args.budget_idle_after,
         prices_file=args.prices,
         etcd_security=security,
+        limits=limits,
     )

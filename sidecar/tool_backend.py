@@ -15,14 +15,17 @@ from typing import Any, Final
 
 import aiohttp
 
+from holdfast.guarded_resolver import guarded_connector, refused_reason
 from holdfast.logs import REQUEST_ID_HEADER
+from holdfast.netguard import HostPolicy, HostRefused
 
 DEFAULT_MAX_RESULT_BYTES: Final = 1 << 20
 READ_CHUNK: Final = 64 * 1024
 RETRYABLE: Final = frozenset({"timeout", "unreachable", "backend_error"})
 RETRY_DELAY_S: Final = 0.05
 # Outcomes that say nothing about the backend's health (the breaker neither opens nor closes).
-NEUTRAL: Final = frozenset({"backend_rejected"})
+# A refused host or a redirect is a configuration problem, not the backend's health.
+NEUTRAL: Final = frozenset({"backend_rejected", "host_not_allowed", "redirect_refused"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +37,17 @@ class BackendAnswer:
 
 
 class ToolBackend:
-    def __init__(self, *, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> None:
+    def __init__(
+        self, *, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES, policy: HostPolicy | None = None
+    ) -> None:
         self.max_result_bytes = max_result_bytes
+        self.policy = policy if policy is not None else HostPolicy()
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
+                connector=guarded_connector(self.policy, limit=256, enable_cleanup_closed=True),
                 auto_decompress=True,
             )
 
@@ -68,11 +74,17 @@ class ToolBackend:
         if self._session is None:
             await self.start()
         assert self._session is not None
+        try:
+            self.policy.check_url(url)
+        except HostRefused as exc:
+            return BackendAnswer("host_not_allowed", message=f"the tool backend {exc}")
         payload = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.post(url, data=payload, headers=headers) as resp:
+                async with self._session.post(
+                    url, data=payload, headers=headers, allow_redirects=False
+                ) as resp:
                     raw = await self._read(resp)
                     status = resp.status
         except TimeoutError:
@@ -83,8 +95,16 @@ class ToolBackend:
                 message=f"the tool backend's answer is larger than {self.max_result_bytes} bytes",
             )
         except (aiohttp.ClientError, OSError) as exc:
+            if (reason := refused_reason(exc)) is not None:
+                return BackendAnswer("host_not_allowed", message=f"the tool backend {reason}")
             return BackendAnswer(
                 "unreachable", message=f"the tool backend is unreachable ({type(exc).__name__})"
+            )
+        if 300 <= status < 400:
+            return BackendAnswer(
+                "redirect_refused",
+                message=f"the tool backend answered with a redirect (HTTP {status}); "
+                "redirects are not followed",
             )
         if status >= 500:
             return BackendAnswer(

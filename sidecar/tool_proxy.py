@@ -36,6 +36,7 @@ from sidecar.errors import (
     ToolNotPinned,
     ToolNotProxied,
 )
+from sidecar.json_limits import DEFAULT_MAX_JSON_DEPTH, JsonRefused, loads_bounded
 from sidecar.openai_api import REQUEST_ID_KEY, served_by
 from sidecar.pinning import Pinning
 from sidecar.routing import Resolved
@@ -78,6 +79,7 @@ class ToolProxy:
         stats: ContractStats,
         *,
         max_body_bytes: int,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         backend: ToolBackend | None = None,
         failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         reset_after: float = DEFAULT_RESET_AFTER_S,
@@ -89,6 +91,7 @@ class ToolProxy:
         self.book = book
         self.stats = stats
         self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
         self.backend = backend or ToolBackend()
         self.failure_threshold = failure_threshold
         self.reset_after = reset_after
@@ -114,8 +117,8 @@ class ToolProxy:
                 f"tool arguments are over the {self.max_body_bytes}-byte limit"
             ) from exc
         try:
-            arguments = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            arguments = loads_bounded(raw, self.max_json_depth)
+        except JsonRefused as exc:
             raise InvalidRequest(f"tool arguments are not valid JSON: {exc}") from exc
         if not isinstance(arguments, dict):
             raise InvalidRequest("tool arguments must be a JSON object")

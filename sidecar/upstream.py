@@ -15,8 +15,15 @@ from typing import Final
 import aiohttp
 
 from holdfast import __version__
+from holdfast.guarded_resolver import guarded_connector, refused_reason
 from holdfast.keyspace import Release
-from sidecar.errors import ProviderKeyMissing, UpstreamTimeout, UpstreamUnreachable
+from holdfast.netguard import HostRefused
+from sidecar.errors import (
+    ProviderKeyMissing,
+    UpstreamHostRefused,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from sidecar.settings import SidecarSettings
 
 USER_AGENT: Final = f"holdfast-sidecar/{__version__}"
@@ -40,9 +47,13 @@ class Upstream:
         self._settings = settings
         self._environ = environ
         self._session: aiohttp.ClientSession | None = None
+        self.policy = settings.limits.host_policy()
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
+        # DNS answers are checked against the policy on every (re)resolution: no rebinding.
+        connector = guarded_connector(
+            self.policy, limit=0, ttl_dns_cache=60, enable_cleanup_closed=True
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -96,6 +107,12 @@ class Upstream:
             head_deadline = s.request_timeout
         url = release.base_url + path
         try:
+            self.policy.check_url(url)
+        except HostRefused as exc:
+            raise UpstreamHostRefused(
+                f"the provider of release {release.name!r} is not an allowed upstream: {exc}"
+            ) from exc
+        try:
             if stream:
                 # sock_read bounds the gaps between chunks; the headers get their own deadline.
                 async with asyncio.timeout(head_deadline):
@@ -111,9 +128,20 @@ class Upstream:
                 f"provider of release {release.name!r} sent no response within {head_deadline:g}s"
             ) from exc
         except CONNECT_ERRORS as exc:
+            if (reason := refused_reason(exc)) is not None:
+                raise UpstreamHostRefused(
+                    f"the provider of release {release.name!r} is not an allowed upstream: "
+                    f"{reason}"
+                ) from exc
             raise UpstreamUnreachable(
                 f"cannot reach the provider of release {release.name!r}: {type(exc).__name__}"
             ) from exc
+        if 300 <= response.status < 400:
+            response.close()
+            raise UpstreamUnreachable(
+                f"the provider of release {release.name!r} answered with a redirect (HTTP "
+                f"{response.status}); redirects are never followed"
+            )
         try:
             yield response
         finally:

@@ -18,6 +18,7 @@ from holdfast.store.etcd import EtcdStore
 from sidecar.app import build_http_app
 from sidecar.config import ConfigState
 from sidecar.kinds import CONFIG_KINDS
+from sidecar.limits import server_options
 from sidecar.metrics import SidecarMetrics
 from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
@@ -140,7 +141,7 @@ async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
 
     app.on_cleanup.append(cleanup)
     server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    await server.start_server(**server_options(s.limits))  # header limits, idle timeout
     return SidecarUnderTest(server, config, control, fake_url, pins, writer, environ=environ)
 
 

@@ -1,0 +1,136 @@
+"""Fuzz the sidecar's request parsing: only Holdfast's own errors, each input in bounded time.
+
+hypothesis explores; the committed corpus (tests/fuzz/corpus/) replays tricky inputs on every
+run: deep nesting, huge numbers, invalid UTF-8, NaN, duplicate keys, lone surrogates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.errors import InvalidRequest
+from sidecar.openai_api import encode_body, parse_body
+from sidecar.session_id import SESSION_HEADER, session_id
+from sidecar.sse_events import EventTooLarge, SseEvents
+from sidecar.tool_calls import StreamedCalls, from_body, sse_data
+
+CORPUS = Path(__file__).parent / "corpus"
+BOUND_S = 1.0
+FAST = settings(
+    max_examples=100, deadline=500, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+bodies = st.dictionaries(
+    st.sampled_from(["model", "messages", "user", "stream", "tools", "choices", "x"])
+    | st.text(max_size=6),
+    json_values,
+    max_size=6,
+)
+
+
+def request_path(raw: bytes, header: str | None = None) -> None:
+    """Everything the sidecar does with an agent's body before it goes upstream."""
+    try:
+        body = parse_body(raw, 64)
+        encode_body(body)
+        session_id({SESSION_HEADER: header} if header is not None else {}, body)
+        list(from_body(body))
+    except InvalidRequest:
+        pass
+
+
+@FAST
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes(raw: bytes) -> None:
+    request_path(raw)
+
+
+@FAST
+@given(bodies, st.none() | st.text(max_size=40))
+def test_structured_bodies(body: dict[str, Any], header: str | None) -> None:
+    request_path(json.dumps(body).encode(), header)
+    request_path(json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass"), header)
+
+
+@FAST
+@given(st.binary(max_size=4096), st.lists(st.integers(1, 64), max_size=20))
+def test_sse_splitting_is_lossless(stream: bytes, cuts: list[int]) -> None:
+    events = SseEvents(max_event_bytes=1024)
+    out: list[bytes] = []
+    pos = 0
+    try:
+        for size in [*cuts, len(stream)]:
+            out.extend(events.feed(stream[pos : pos + size]))
+            pos += size
+        out.append(events.rest())
+    except EventTooLarge:
+        return
+    assert b"".join(out) == stream
+    for event in out:
+        sse_data(event)
+
+
+chunks = st.dictionaries(
+    st.sampled_from(["choices", "x"]),
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["delta", "index", "finish_reason"]),
+            st.dictionaries(st.sampled_from(["tool_calls", "content"]), json_values) | json_values,
+        ),
+        max_size=3,
+    )
+    | json_values,
+)
+
+
+@FAST
+@given(st.lists(chunks, max_size=8))
+def test_tool_call_assembler(stream: list[dict[str, Any]]) -> None:
+    calls = StreamedCalls(max_argument_bytes=256)
+    for chunk in stream:
+        calls.feed(chunk)
+    calls.finish()
+
+
+@pytest.mark.parametrize("path", sorted((CORPUS / "request").iterdir()), ids=lambda p: p.name)
+def test_request_corpus(path: Path) -> None:
+    started = time.perf_counter()
+    request_path(path.read_bytes(), "s-1")
+    assert time.perf_counter() - started < BOUND_S
+
+
+@pytest.mark.parametrize("path", sorted((CORPUS / "sse").iterdir()), ids=lambda p: p.name)
+def test_sse_corpus(path: Path) -> None:
+    raw = path.read_bytes()
+    events = SseEvents(max_event_bytes=4096)
+    calls = StreamedCalls()
+    if path.name == "no-terminator.sse":  # an unterminated event longer than the limit
+        with pytest.raises(EventTooLarge):
+            list(events.feed(raw))
+        return
+    for cut in range(0, len(raw), 7):
+        for event in events.feed(raw[cut : cut + 7]):
+            data = sse_data(event)
+            if data and data != b"[DONE]":
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    continue
+                if isinstance(chunk, dict):
+                    calls.feed(chunk)
+    events.rest()
+    calls.finish()
