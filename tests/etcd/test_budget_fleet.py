@@ -142,7 +142,6 @@ async def test_200_streams_at_5_sidecars_charge_exactly_and_never_overspend(
     # destroy a token it wrote in the same instant (the RST discards unread data): at most
     # one per reset, and the fake counts it as sent.
     resets = stats["models"]["model-two"]["streams_reset"]
-    print(f"charged={charged} produced={produced} cuts={counts.get('cut', 0)} resets={resets}")
     assert charged <= produced <= charged + resets, (charged, produced, resets)
     cuts = counts.get("cut", 0) + resets
     spent = sum(s["spent"] for s in scopes)

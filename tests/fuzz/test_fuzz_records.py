@@ -76,7 +76,7 @@ def test_record_decoders(cls: type[Any]) -> None:
     )
     def run(fields: dict[str, Any], junk: bytes) -> None:
         for data in (msgpack.packb({"_v": 1, "_k": cls.KIND, **fields}), junk):
-            with contextlib.suppress(OURS):
+            with contextlib.suppress(*OURS):
                 cls.decode(data)
 
     run()
@@ -89,7 +89,7 @@ def test_record_decoders(cls: type[Any]) -> None:
     st.binary(max_size=512),
 )
 def test_config_kind_decoders(kind: str, parts: list[str], data: bytes) -> None:
-    with contextlib.suppress(OURS):
+    with contextlib.suppress(*OURS):
         CONFIG_KINDS[kind](tuple(parts), data)
 
 
