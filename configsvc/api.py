@@ -15,7 +15,9 @@ from configsvc.errors import (
     BodyTooLarge,
     ConfigsvcError,
     MethodNotAllowed,
+    MisdirectedRequest,
     UnknownEndpoint,
+    UpstreamRefused,
     spec_for,
 )
 from configsvc.payloads import HistoryQuery, NewRelease, Rollback, SetAliases, SetStable, name
@@ -23,6 +25,7 @@ from configsvc.service import ConfigService, RouteChange, Versioned
 from configsvc.settings import MAX_BODY_BYTES
 from configsvc.tokens import Identity
 from holdfast.errorshape import error_body
+from holdfast.hostcheck import allowed_hosts, host_allowed
 from holdfast.keyspace import Release, Route
 from holdfast.logs import (
     REQUEST_ID_HEADER,
@@ -31,6 +34,7 @@ from holdfast.logs import (
     get_logger,
     request_id_from,
 )
+from holdfast.netguard import HostPolicy, HostRefused
 
 log = get_logger(__name__)
 
@@ -41,6 +45,8 @@ BODY_LIMIT_KEY: Final = web.AppKey("body_limit", int)
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS: Final = frozenset({"/healthz"})
 IDENTITY_KEY: Final = web.RequestKey("identity", Identity)
+HOSTS_KEY: Final = web.AppKey("hosts", frozenset[str])
+UPSTREAM_KEY: Final = web.AppKey("upstream_policy", HostPolicy)
 
 
 def error_response(exc: ConfigsvcError) -> web.Response:
@@ -57,6 +63,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
     bind_request_id(request_id)
     try:
+        host = request.headers.get("Host")
+        if not host_allowed(host, request.app[HOSTS_KEY]):
+            log.warning("host_header_refused", path=request.path[:200])
+            raise MisdirectedRequest(
+                f"Host {host!r:.100} is not served here: use a loopback name or address, or "
+                "start configsvc with --allowed-host"
+            )
         if request.path not in OPEN_PATHS:
             resource = request.match_info.route.resource
             pattern = resource.canonical if resource is not None else request.path
@@ -109,6 +122,19 @@ async def read_body(request: web.Request) -> bytes:
         raise too_large from exc
 
 
+def admit_upstream(request: web.Request, url: str, *, param: str) -> None:
+    """Refuse (400 upstream_host_refused) a URL at a host the upstream allowlist refuses."""
+    try:
+        request.app[UPSTREAM_KEY].check_url(url)
+    except HostRefused as exc:
+        log.info("upstream_host_refused", param=param, reason=str(exc))
+        raise UpstreamRefused(
+            f"{param} refused: {exc} (configsvc --allow-upstream-host decides which hosts "
+            "providers and tool backends may use)",
+            param=param,
+        ) from exc
+
+
 def _agent(request: web.Request) -> str:
     return name(request.match_info["agent"], what="agent", param="agent")
 
@@ -159,6 +185,7 @@ class Api:
     async def create_release(self, request: web.Request) -> web.Response:
         agent, actor = _agent(request), _actor(request)
         req = NewRelease.parse(await read_body(request))
+        admit_upstream(request, req.base_url, param="base_url")
         created = await self.service.create_release(agent, req, actor)
         return _json({"release": release_json(created)}, status=201)
 
@@ -216,11 +243,17 @@ def build_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     extra: Sequence[RouteSource] = (),
+    hosts: frozenset[str] | None = None,
+    upstream: HostPolicy | None = None,
 ) -> web.Application:
+    """``hosts``: accepted Host headers (default: loopback names only); ``upstream``: the
+    allowlist for release base URLs and contract backends (default: ``HostPolicy()``)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[SERVICE_KEY] = service
     app[AUTH_KEY] = authorizer
     app[BODY_LIMIT_KEY] = max_body_bytes
+    app[HOSTS_KEY] = hosts if hosts is not None else allowed_hosts("127.0.0.1")
+    app[UPSTREAM_KEY] = upstream if upstream is not None else HostPolicy()
     app.add_routes(Api(service).routes())
     for source in extra:
         app.add_routes(source.routes())

@@ -28,6 +28,7 @@ from configsvc.cli_etcd_roles import etcd_roles_main, register_etcd_roles
 from configsvc.client import Client, Refused, Unreachable
 from configsvc.commands import Command
 from configsvc.payloads import MAX_HISTORY_LIMIT
+from configsvc.serve_limits import ServeLimitsError, add_serve_limit_options, serve_limits_from
 from configsvc.settings import (
     DEFAULT_LISTEN,
     ENV_ACTOR,
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--leader-ttl", type=int, default=None, help="lease TTL of the rollout leader, seconds"
     )
+    add_serve_limit_options(serve)
 
     release = nouns.add_parser("release", help="immutable release bundles").add_subparsers(
         dest="verb", required=True, metavar="VERB"
@@ -285,8 +287,9 @@ def _serve(args: argparse.Namespace) -> int:
             etcd_key=args.etcd_key,
             etcd_user=args.etcd_user,
             etcd_server_name=args.etcd_server_name,
+            limits=serve_limits_from(args),
         )
-    except SettingsError as exc:
+    except (SettingsError, ServeLimitsError) as exc:
         print(f"{PROG} serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from configsvc.server import run  # the etcd client loads only for serve

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from configsvc.api import _actor, _json, read_body
+from configsvc.api import _actor, _json, admit_upstream, read_body
 from configsvc.contract_payloads import DiffQuery, RegisterContract, version
 from configsvc.contracts import ContractOps
 from configsvc.payloads import name
@@ -21,6 +21,8 @@ class ContractsApi:
     async def register(self, request: web.Request) -> web.Response:
         tool, actor = _tool(request), _actor(request)
         req = RegisterContract.parse(await read_body(request))
+        if req.backend:
+            admit_upstream(request, req.backend, param="backend")
         done = await self.ops.register(tool, req, actor)
         body = {
             "contract": {**done.contract.public(), "mod_revision": done.mod_revision},

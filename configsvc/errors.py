@@ -132,6 +132,14 @@ class ExperimentConflict(Conflict):
     """The agent's route cannot take (or lose) the experiment in its current state."""
 
 
+class UpstreamRefused(InvalidRequest):
+    """A base_url or backend at a host the upstream allowlist refuses (SSRF guard)."""
+
+
+class MisdirectedRequest(ConfigsvcError):
+    """The Host header names no host this listener serves (DNS rebinding guard)."""
+
+
 class StoreDown(ConfigsvcError):
     """etcd did not answer a read; nothing was changed."""
 
@@ -173,6 +181,8 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     NoPreviousPrompt: ErrorSpec(409, "conflict_error", "no_previous_prompt"),
     EvalFailed: ErrorSpec(502, "upstream_error", "eval_failed"),
     ExperimentConflict: ErrorSpec(409, "conflict_error", "experiment_conflict"),
+    UpstreamRefused: ErrorSpec(400, "invalid_request_error", "upstream_host_refused"),
+    MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),
     StoreDown: ErrorSpec(503, "holdfast_error", "store_unavailable"),
     WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
     StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),

@@ -7,7 +7,6 @@ is the hash of the operator's file and its problems are reported with their path
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Final
 
@@ -16,9 +15,10 @@ from aiohttp import web
 from configsvc import errors
 from configsvc.api import _actor, _agent, _json, change_json, read_body
 from configsvc.flag_ops import FlagOps
-from configsvc.payloads import HistoryQuery, parse_object, text
+from configsvc.payloads import MAX_JSON_DEPTH, HistoryQuery, parse_object, text
 from holdfast.keyspace import RecordError, Route
 from holdfast.keyspace.keys import FLAG_KEY_RE
+from sidecar.json_limits import JsonRefused, loads_bounded
 
 APPLY_FIELDS: Final = frozenset({"content", "source", "reason"})
 REASON_FIELDS: Final = frozenset({"reason"})
@@ -44,10 +44,10 @@ def _content(obj: dict[str, Any]) -> tuple[Any, bytes]:
         )
     raw = content.encode()
     try:
-        return json.loads(content), raw
-    except ValueError as exc:
+        return loads_bounded(content, MAX_JSON_DEPTH), raw
+    except JsonRefused as exc:
         raise errors.InvalidFlagFile(
-            f"flag file refused, nothing written: not valid JSON: {exc}", param="content"
+            f"flag file refused, nothing written: {exc}", param="content"
         ) from exc
 
 

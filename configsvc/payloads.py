@@ -21,10 +21,28 @@ from holdfast.keyspace.records import (
     validate_env_var,
     validate_model,
 )
+from sidecar.json_limits import DEFAULT_MAX_JSON_DEPTH, JsonRefused, loads_bounded
 
 MAX_ALIASES: Final = 64
 DEFAULT_HISTORY_LIMIT: Final = 50
 MAX_HISTORY_LIMIT: Final = 1000
+MAX_JSON_DEPTH: Final = DEFAULT_MAX_JSON_DEPTH  # request bodies are at most 64 KiB anyway
+
+
+def bounded_json(raw: bytes | str, *, what: str, param: str | None = None) -> Any:
+    """JSON from a client: nesting at most MAX_JSON_DEPTH deep, no NaN, no huge ints, no lone
+    surrogates (they cannot be stored), else InvalidRequest naming ``what``."""
+    try:
+        value = loads_bounded(raw, MAX_JSON_DEPTH)
+    except JsonRefused as exc:
+        raise InvalidRequest(f"{what} refused: {exc}", param=param) from exc
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            f"{what} refused: a string holds a lone UTF-16 surrogate", param=param
+        ) from exc
+    return value
 
 
 def parse_object(raw: bytes, allowed: frozenset[str], *, empty_ok: bool = False) -> dict[str, Any]:
@@ -33,10 +51,7 @@ def parse_object(raw: bytes, allowed: frozenset[str], *, empty_ok: bool = False)
         if empty_ok:
             return {}
         raise InvalidRequest("request body must be a JSON object")
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+    obj = bounded_json(raw, what="request body")
     if not isinstance(obj, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)

@@ -3,12 +3,15 @@ provider, exactly as a sidecar would send it (model, base URL, key variable of t
 
 The provider key is read from configsvc's own environment: keys never live in etcd. One HTTP
 session is owned by the server process (``start``/``close``) so probes reuse connections.
+
+Providers are reached only at hosts the upstream allowlist allows (``provider_session``: the
+URL is checked first, every DNS answer at connect time) and redirects are never followed: a
+3xx answer is a failed probe, so a release cannot bounce configsvc to a metadata address.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Mapping
 from typing import Any, Final
@@ -16,8 +19,11 @@ from typing import Any, Final
 import aiohttp
 
 from configsvc.errors import ProbeFailed
+from holdfast.guarded_resolver import guarded_connector, refused_reason
 from holdfast.keyspace import Release
 from holdfast.logs import get_logger
+from holdfast.netguard import HostPolicy, HostRefused
+from sidecar.json_limits import JsonRefused, loads_bounded
 
 log = get_logger(__name__)
 
@@ -26,21 +32,49 @@ MAX_DETAIL: Final = 200
 MAX_ANSWER_BYTES: Final = 1024 * 1024  # a probe answer has 8 tokens; more is not a completion
 
 
+def provider_session(policy: HostPolicy, timeout: float, agent: str) -> aiohttp.ClientSession:
+    """A session whose connections only reach hosts ``policy`` allows (DNS answers checked)."""
+    return aiohttp.ClientSession(
+        connector=guarded_connector(policy),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        headers={"User-Agent": agent},
+    )
+
+
+def url_refusal(policy: HostPolicy, url: str) -> str:
+    """Why ``policy`` refuses ``url`` (IP literals never reach the resolver), or ''."""
+    try:
+        policy.check_url(url)
+    except HostRefused as exc:
+        return str(exc)
+    return ""
+
+
+def connect_problem(url: str, exc: aiohttp.ClientConnectorError) -> str:
+    reason = refused_reason(exc)
+    if reason is not None:
+        return f"{url} refused by the upstream allowlist: {reason}"
+    return f"cannot connect to {url}: {exc.os_error}"
+
+
 class Prober:
     def __init__(
-        self, *, timeout: float, prompt: str, environ: Mapping[str, str] = os.environ
+        self,
+        *,
+        timeout: float,
+        prompt: str,
+        environ: Mapping[str, str] = os.environ,
+        policy: HostPolicy | None = None,
     ) -> None:
         self.timeout = timeout
         self.prompt = prompt
         self.environ = environ
+        self.policy = policy if policy is not None else HostPolicy()
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "holdfast-configsvc-probe"},
-            )
+            self._http = provider_session(self.policy, self.timeout, "holdfast-configsvc-probe")
 
     async def close(self) -> None:
         if self._http is not None:
@@ -68,16 +102,21 @@ class Prober:
             "stream": False,
         }
         url = release.base_url.rstrip("/") + "/chat/completions"
+        refusal = url_refusal(self.policy, url)
+        if refusal:
+            raise self._failed(release, f"{url} refused by the upstream allowlist: {refusal}")
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with self._http.post(url, json=body, headers=headers) as resp:
+            async with self._http.post(
+                url, json=body, headers=headers, allow_redirects=False
+            ) as resp:
                 raw = await _read_capped(resp)
                 status = resp.status
         except TimeoutError as exc:
             raise self._failed(release, f"no answer from {url} within {self.timeout:g}s") from exc
         except aiohttp.ClientConnectorError as exc:
-            raise self._failed(release, f"cannot connect to {url}: {exc.os_error}") from exc
+            raise self._failed(release, connect_problem(url, exc)) from exc
         except aiohttp.ClientError as exc:
             raise self._failed(release, f"request to {url} failed: {exc}") from exc
         elapsed_ms = round((loop.time() - started) * 1000, 1)
@@ -111,9 +150,11 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
 def _problem(status: int, raw: bytes) -> str:
     """Empty when the answer is a usable completion; else what is wrong with it."""
     try:
-        parsed: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        parsed: Any = loads_bounded(raw)
+    except JsonRefused:  # not JSON, too deep, huge ints: never an exception out of here
         parsed = None
+    if 300 <= status < 400:
+        return f"provider answered HTTP {status} (a redirect; redirects are never followed)"
     if status != 200:
         message = _error_message(parsed) or raw.decode("utf-8", "replace").strip()
         return f"provider answered HTTP {status}: {_short(message) or 'no message'}"

@@ -20,11 +20,18 @@ from typing import Any, Final
 import aiohttp
 
 from configsvc.errors import EvalFailed, InvalidCases
-from configsvc.probe import _problem, _read_capped
+from configsvc.probe import (
+    _problem,
+    _read_capped,
+    connect_problem,
+    provider_session,
+    url_refusal,
+)
 from configsvc.prompt_cases import Case, check, failed
 from holdfast.keyspace import Release
 from holdfast.keyspace.prompt import CaseResult, Evaluation, PromptVersion
 from holdfast.logs import get_logger
+from holdfast.netguard import HostPolicy
 from holdfast.prompts.template import TemplateError
 from sidecar.compare import AnswerError, answer_from_completion
 
@@ -42,18 +49,17 @@ class Evaluator:
         timeout: float = DEFAULT_CASE_TIMEOUT_S,
         concurrency: int = DEFAULT_CONCURRENCY,
         environ: Mapping[str, str] = os.environ,
+        policy: HostPolicy | None = None,
     ) -> None:
         self.timeout = timeout
         self.concurrency = concurrency
         self.environ = environ
+        self.policy = policy if policy is not None else HostPolicy()
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "holdfast-configsvc-eval"},
-            )
+        if self._http is None:  # allowlisted hosts only, no redirects (see configsvc.probe)
+            self._http = provider_session(self.policy, self.timeout, "holdfast-configsvc-eval")
 
     async def close(self) -> None:
         if self._http is not None:
@@ -138,12 +144,19 @@ class Evaluator:
             "stream": False,
         }
         url = release.base_url.rstrip("/") + "/chat/completions"
+        refusal = url_refusal(self.policy, url)
+        if refusal:
+            return failed(case, f"{url} refused by the upstream allowlist: {refusal}")
         try:
-            async with self._http.post(url, json=body, headers=headers) as resp:
+            async with self._http.post(
+                url, json=body, headers=headers, allow_redirects=False
+            ) as resp:
                 raw = await _read_capped(resp)
                 status = resp.status
         except TimeoutError:
             return failed(case, f"no answer within {self.timeout:g}s")
+        except aiohttp.ClientConnectorError as exc:
+            return failed(case, connect_problem(url, exc))
         except aiohttp.ClientError as exc:
             return failed(case, f"request failed: {type(exc).__name__}: {exc}")
         problem = _problem(status, raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -32,6 +33,7 @@ from configsvc.prompts_api import PromptsApi
 from configsvc.rollout_api import RolloutApi
 from configsvc.rollout_controller import RolloutController
 from configsvc.rollout_ops import RolloutOps
+from configsvc.serve_limits import server_options
 from configsvc.service import ConfigService
 from configsvc.settings import ServeSettings
 from configsvc.status_api import StatusApi
@@ -51,10 +53,19 @@ class ListenFailed(RuntimeError):
 
 
 async def start_site(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 10.0,
+    options: dict[str, Any] | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (0: any free port); returns the runner and the bound port."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    """Serve ``app`` on host:port (0: any free port); returns the runner and the bound port.
+
+    ``options``: aiohttp server limits (``serve_limits.server_options``)."""
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout, **(options or {})
+    )
     await runner.setup()
     site = web.TCPSite(runner, host=host, port=port)
     try:
@@ -83,8 +94,9 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # One HTTP session for every switch's warm-up probe, for the life of the process.
-    prober = Prober(timeout=settings.probe_timeout, prompt=settings.probe_prompt)
-    evaluator = Evaluator()
+    upstream = settings.limits.host_policy()
+    prober = Prober(timeout=settings.probe_timeout, prompt=settings.probe_prompt, policy=upstream)
+    evaluator = Evaluator(policy=upstream)
     try:
         service = ConfigService(store, Keyspace(settings.env))
         try:
@@ -113,6 +125,8 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             service,
             Authorizer(settings.token, settings.tokens, settings.require_token_for_reads),
             max_body_bytes=settings.max_body_bytes,
+            hosts=settings.limits.accepted_hosts(settings.listen_host),
+            upstream=upstream,
             extra=[
                 RolloutApi(rollouts, election, gate),
                 StatusApi(rollouts, fleet, gate),
@@ -130,6 +144,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
                 settings.listen_host,
                 settings.listen_port,
                 shutdown_timeout=settings.shutdown_timeout,
+                options=server_options(settings.limits),
             )
         except OSError as exc:
             where = f"{settings.listen_host}:{settings.listen_port}"

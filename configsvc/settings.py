@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from configsvc.serve_limits import ServeLimits
 from configsvc.tokens import TokenEntry, TokensFileError, load_tokens_file
 from holdfast import cliargs
 from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
@@ -61,6 +62,7 @@ class ServeSettings:
     rollout_tick: float = DEFAULT_ROLLOUT_TICK
     leader_ttl: int = DEFAULT_LEADER_TTL
     prompt_gate: float = DEFAULT_PROMPT_GATE  # minimum eval pass rate to activate a prompt
+    limits: ServeLimits = field(default_factory=ServeLimits)
 
     def __post_init__(self) -> None:
         try:
@@ -149,6 +151,7 @@ def load_serve_settings(
     etcd_key: str | None = None,
     etcd_user: str | None = None,
     etcd_server_name: str | None = None,
+    limits: ServeLimits | None = None,
 ) -> ServeSettings:
     host, port = cliargs.parse_listen(listen or DEFAULT_LISTEN, error=SettingsError)
     tokens_path = (tokens_file or environ.get(ENV_TOKENS_FILE, "")).strip()
@@ -181,6 +184,7 @@ def load_serve_settings(
         rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
         leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
         prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
+        limits=limits if limits is not None else ServeLimits(),
     )
 
 

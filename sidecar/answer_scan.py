@@ -10,11 +10,12 @@ or the first 120 characters of its text start with, or contain, one of ``REFUSAL
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from sidecar.provider_json import provider_json
 
 HEAD_CHARS: Final = 120
 _TEXT_RE: Final = re.compile(rb'"content": ?"([^"]?)')  # group 1 empty: an empty delta
@@ -93,10 +94,7 @@ def scan_body(body: bytes, request: Mapping[str, Any]) -> Answer | None:
     """A non-streaming chat answer; None when it is not one (oversized, not JSON, no choices)."""
     if len(body) > MAX_PARSED_BODY:
         return None
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        return None
+    obj = provider_json(body, "answer_scan")
     if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
         return None
     text, tools, refused = "", [], False
@@ -168,10 +166,7 @@ class StreamScan:
                 self.head += _content_text(event, text.start(1))
             return
         data = event[6:] if event.startswith(b"data: ") else event.partition(b"data:")[2]
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, ValueError):
-            return
+        obj = provider_json(data, "answer_scan_event")
         if not isinstance(obj, dict):
             return
         self.usage = _usage(obj) or self.usage

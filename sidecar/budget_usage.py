@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from sidecar.provider_json import provider_json
+
 Estimator = Literal["bytes", "chars"]
 ESTIMATORS: Final = ("bytes", "chars")
 PER_MESSAGE: Final = 4
@@ -116,10 +118,7 @@ def usage_of(obj: object) -> Usage | None:
 
 
 def body_usage(body: bytes) -> Usage | None:
-    try:
-        return usage_of(json.loads(body))
-    except (ValueError, UnicodeDecodeError):
-        return None
+    return usage_of(provider_json(body, "budget_usage"))
 
 
 def content_tokens(text: str) -> int:
@@ -129,10 +128,7 @@ def content_tokens(text: str) -> int:
 
 def reply_estimate(body: bytes) -> int:
     """Completion tokens of a non-streamed answer without usage, from its choices' text."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return 0
+    obj = provider_json(body, "budget_estimate")
     choices = obj.get("choices") if isinstance(obj, dict) else None
     if not isinstance(choices, list):
         return 0
@@ -166,10 +162,7 @@ def read_event(event: bytes) -> StreamEvent:
     payload = event[start + 5 :].strip()
     if not payload.startswith(b"{"):
         return NOTHING
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return NOTHING
+    obj = provider_json(payload, "budget_event")
     if not isinstance(obj, dict):
         return NOTHING
     choices = obj.get("choices")

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any, Final
 
+from sidecar.provider_json import provider_json
+
 MAX_WORDS: Final = 2_000
 ToolCall = tuple[str, str]  # (function name, canonical JSON arguments)
 
@@ -54,10 +56,10 @@ class AnswerError(ValueError):
 
 
 def canonical_arguments(raw: str) -> str:
-    try:
-        return json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
-    except (ValueError, RecursionError):
+    parsed = provider_json(raw, "compare_arguments")
+    if parsed is None:
         return raw
+    return json.dumps(parsed, sort_keys=True, separators=(",", ":"))
 
 
 def _token_count(usage: object, name: str) -> int:
@@ -100,10 +102,9 @@ def _tool_calls_of(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
 def answer_from_completion(body: bytes | Mapping[str, Any]) -> Answer:
     """The Answer of a non-streaming chat completion (its first choice); AnswerError if none."""
     if isinstance(body, bytes | bytearray):
-        try:
-            parsed = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise AnswerError(f"completion is not JSON: {type(exc).__name__}") from exc
+        parsed = provider_json(body, "compare_answer")
+        if parsed is None:
+            raise AnswerError("completion is not JSON (or nests too deep, or is not encodable)")
     else:
         parsed = body
     if not isinstance(parsed, Mapping):

@@ -33,6 +33,7 @@ from sidecar.contract_book import ContractBook, Pinned
 from sidecar.contract_stats import ContractStats
 from sidecar.errors import ToolCallViolation, ToolSchemaMismatch, spec_for
 from sidecar.exchange import Exchange, Observer, Outcome
+from sidecar.provider_json import provider_json
 from sidecar.tool_calls import DONE, StreamedCalls, ToolCall, from_body, sse_data
 
 log = get_logger(__name__)
@@ -70,10 +71,9 @@ def check_call(call: ToolCall, pins: dict[str, Pinned]) -> Violation | None:
         return None
     if call.truncated:
         return Violation(pinned, "call", "arguments are larger than the sidecar checks")
-    try:
-        arguments = json.loads(call.arguments) if call.arguments else {}
-    except ValueError as exc:
-        return Violation(pinned, "call", f"arguments are not JSON: {exc}")
+    arguments = provider_json(call.arguments, "contract_arguments") if call.arguments else {}
+    if arguments is None:
+        return Violation(pinned, "call", "arguments are not JSON (or nest too deep)")
     errors = pinned.compiled.args_errors(arguments)
     return Violation(pinned, "call", "; ".join(errors)) if errors else None
 
@@ -96,10 +96,7 @@ class _CallObserver(Observer):
     def on_body(self, status: int, body: bytes) -> bytes:
         if status != 200:
             return body
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            return body
+        answer = provider_json(body, "contract_answer")
         if not isinstance(answer, dict):
             return body
         found = [v for c in from_body(answer) if (v := check_call(c, self.pins))]
@@ -136,10 +133,7 @@ class _CallObserver(Observer):
         if data is not None and data.strip() == DONE:
             completed = self.calls.finish()
         elif data is not None:
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                chunk = None
+            chunk = provider_json(data, "contract_event")
             if isinstance(chunk, dict):
                 completed = self.calls.feed(chunk)
         found = [v for c in completed if (v := check_call(c, self.pins))]

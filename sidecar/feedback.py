@@ -11,7 +11,6 @@ the health snapshot; configsvc sums the fleet's counts for ``experiment report``
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Final
 
@@ -21,7 +20,9 @@ from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.outcomes import OutcomeCounts
 from sidecar.config import ConfigState
 from sidecar.errors import BodyTooLarge, InvalidRequest, UnknownSession
+from sidecar.json_limits import JsonRefused, loads_bounded
 from sidecar.pins import PinTable
+from sidecar.provider_json import lone_surrogate
 
 FEEDBACK_PATH: Final = "/v1/holdfast/feedback"
 MAX_FEEDBACK_BYTES: Final = 4096
@@ -78,9 +79,11 @@ class FeedbackApi:
         if len(raw) > MAX_FEEDBACK_BYTES:
             raise BodyTooLarge(f"feedback body is over {MAX_FEEDBACK_BYTES} bytes")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"feedback body is not JSON: {exc}") from exc
+            body = loads_bounded(raw)
+        except JsonRefused as exc:
+            raise InvalidRequest(f"feedback body refused: {exc}") from exc
+        if lone_surrogate(body):
+            raise InvalidRequest("feedback body has a lone UTF-16 surrogate in a string")
         if not isinstance(body, dict):
             raise InvalidRequest("feedback body must be a JSON object")
         unknown = sorted(set(body) - {"session", "metric", "value"})

@@ -20,6 +20,8 @@ from holdfast.flags.evaluate import Evaluation
 from holdfast.keyspace.keys import FLAG_KEY_RE
 from holdfast.logs import get_logger
 from sidecar.flags import FlagEvaluator
+from sidecar.json_limits import JsonRefused, loads_bounded
+from sidecar.provider_json import lone_surrogate
 
 log = get_logger(__name__)
 
@@ -63,9 +65,11 @@ def parse_context(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("PARSE_ERROR", f"request body is not JSON: {exc}") from exc
+        body = loads_bounded(raw)
+    except JsonRefused as exc:
+        raise BadRequest("PARSE_ERROR", f"request body refused: {exc}") from exc
+    if lone_surrogate(body):
+        raise BadRequest("PARSE_ERROR", "request body has a lone UTF-16 surrogate in a string")
     if not isinstance(body, dict):
         raise BadRequest("PARSE_ERROR", "request body must be a JSON object")
     context = body.get("context", {})

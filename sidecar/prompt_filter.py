@@ -14,7 +14,6 @@ not touched at all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -24,6 +23,7 @@ from holdfast.prompts.template import TemplateError, values_from
 from sidecar.config import ConfigState
 from sidecar.errors import PromptVariables
 from sidecar.exchange import Exchange, Observer
+from sidecar.json_limits import JsonRefused, loads_bounded
 from sidecar.pins import PinTable
 from sidecar.prompt_index import index_of, session_prompt
 
@@ -116,8 +116,8 @@ class PromptFilter:
                 if len(header) > MAX_VARS_HEADER:
                     raise PromptVariables(f"{VARS_HEADER} is over {MAX_VARS_HEADER} bytes")
                 try:
-                    parsed = json.loads(header)
-                except ValueError as exc:
+                    parsed = loads_bounded(header)
+                except JsonRefused as exc:
                     raise PromptVariables(f"{VARS_HEADER} is not JSON: {exc}") from exc
                 return values_from(parsed, what=VARS_HEADER)
             if raw_body is None:

@@ -9,11 +9,11 @@ event line longer than ``max_line`` bytes is dropped and also marks it truncated
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sidecar.compare import Answer, canonical_arguments
+from sidecar.provider_json import provider_json
 
 DEFAULT_MAX_TEXT: Final = 256 * 1024
 DEFAULT_MAX_LINE: Final = 1024 * 1024
@@ -83,10 +83,7 @@ class SseCapture:
         if data == _DONE:
             self.done = True
             return
-        try:
-            event = json.loads(data)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return
+        event = provider_json(data, "sse_capture")
         if not isinstance(event, dict):
             return
         if "error" in event:

@@ -18,6 +18,7 @@ import aiohttp
 from holdfast.guarded_resolver import guarded_connector, refused_reason
 from holdfast.logs import REQUEST_ID_HEADER
 from holdfast.netguard import HostPolicy, HostRefused
+from sidecar.provider_json import provider_json
 
 DEFAULT_MAX_RESULT_BYTES: Final = 1 << 20
 READ_CHUNK: Final = 64 * 1024
@@ -116,10 +117,10 @@ class ToolBackend:
                 message=f"the tool backend refused the call (HTTP {status}): "
                 + raw[:300].decode("utf-8", "replace"),
             )
-        try:
-            return BackendAnswer("ok", result=json.loads(raw))
-        except (ValueError, UnicodeDecodeError):
+        result = provider_json(raw, "tool_backend")
+        if result is None and raw.strip() != b"null":
             return BackendAnswer("not_json", message="the tool backend's answer is not JSON")
+        return BackendAnswer("ok", result=result)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         if resp.content_length is not None and resp.content_length > self.max_result_bytes:

@@ -153,6 +153,8 @@ class FakeLLM:
             chat, length=behaviour.length_for(chat.user_text), tool_calls_on=behaviour.tool_calls
         )
         stats.prompt_tokens += chat.prompt_tokens
+        if behaviour.raw_body:
+            return await self._raw(request, behaviour.raw_body.encode(), stream=chat.stream)
         stats.in_flight += 1
         try:
             if chat.stream:
@@ -209,6 +211,16 @@ class FakeLLM:
             stats.streams_cancelled += 1
             raise
         stats.streams_completed += 1
+        return response
+
+    async def _raw(self, request: web.Request, raw: bytes, *, stream: bool) -> web.StreamResponse:
+        if not stream:
+            return web.Response(body=raw, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + raw + b"\n\n")
+        await response.write(protocol.DONE_FRAME)
+        await response.write_eof()
         return response
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:

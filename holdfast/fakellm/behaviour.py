@@ -23,6 +23,7 @@ DEFAULT_ERROR_STATUS: Final = 500
 DEFAULT_RETRY_AFTER_S: Final = 1
 # Enough precision for any rate a person types, and it keeps the schedule in exact integers.
 _RATE_DENOMINATOR_LIMIT: Final = 1_000_000
+MAX_RAW_BODY: Final = 1024 * 1024
 
 
 class BehaviourError(ValueError):
@@ -46,6 +47,9 @@ class Behaviour:
     # gets ``drift_completion_tokens`` instead (empty marker: off).
     drift_marker: str = ""
     drift_completion_tokens: int = 1
+    # Answer chat completions with these exact bytes (hostile-provider tests): the whole body
+    # of a non-streaming reply, or the data of one SSE event before [DONE]. Empty: off.
+    raw_body: str = ""
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "first_byte_ms", "token_interval_ms"):
@@ -63,6 +67,8 @@ class Behaviour:
         _check_int(
             "drift_completion_tokens", self.drift_completion_tokens, 1, MAX_COMPLETION_TOKENS
         )
+        if not isinstance(self.raw_body, str) or len(self.raw_body) > MAX_RAW_BODY:
+            raise BehaviourError(f"raw_body must be a string of at most {MAX_RAW_BODY} characters")
         if not isinstance(self.drift_marker, str) or len(self.drift_marker) > 200:
             raise BehaviourError("drift_marker must be a string of at most 200 characters")
 

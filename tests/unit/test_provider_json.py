@@ -1,0 +1,57 @@
+"""Provider and client JSON through the bounded parser: hostile input yields None / refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from configsvc.errors import InvalidRequest
+from configsvc.payloads import parse_object
+from configsvc.probe import _problem
+from sidecar.budget_usage import body_usage, reply_estimate
+from sidecar.compare import AnswerError, answer_from_completion, canonical_arguments
+from sidecar.provider_json import REFUSED, provider_json
+
+DEEP = b"[" * 200_000 + b"]" * 200_000
+HUGE = b'{"usage": {"completion_tokens": ' + b"9" * 5000 + b"}}"
+SURROGATE = b'{"choices": [{"message": {"content": "\\uD800 x"}}]}'
+
+
+@pytest.mark.parametrize("raw", [DEEP, HUGE, SURROGATE, b"NaN", b"\xff\xfe", b"{"])
+def test_provider_json_refuses_and_counts(raw: bytes) -> None:
+    before = REFUSED["unit"]
+    assert provider_json(raw, "unit") is None
+    assert REFUSED["unit"] == before + 1
+
+
+def test_provider_json_keeps_good_json_and_paired_surrogates() -> None:
+    assert provider_json(b'{"a": "\\ud83d\\ude00"}', "unit") == {"a": "\U0001f600"}
+    assert provider_json(b"[" * 64 + b"]" * 64, "unit") is not None
+
+
+@pytest.mark.parametrize("raw", [DEEP, HUGE, SURROGATE])
+def test_filters_never_raise_on_hostile_answers(raw: bytes) -> None:
+    assert body_usage(raw) is None
+    assert reply_estimate(raw) == 0
+    with pytest.raises(AnswerError):
+        answer_from_completion(raw)
+    assert canonical_arguments(raw.decode("utf-8", "replace")) == raw.decode("utf-8", "replace")
+    if raw is not SURROGATE:  # the probe reads no text: a lone surrogate does not matter
+        assert "not a JSON object" in _problem(200, raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"a": ' + b"[" * 100 + b"]" * 100 + b"}", "deeper than 64"),
+        (b'{"a": ' + DEEP + b"}", "deeper than 64"),
+        (b'{"a": "\\udc00"}', "surrogate"),
+        (b'{"a": Infinity}', "Infinity"),
+    ],
+)
+def test_configsvc_bodies_bounded(raw: bytes, words: str) -> None:
+    with pytest.raises(InvalidRequest, match=words):
+        parse_object(raw, frozenset({"a"}))
+
+
+def test_probe_refuses_redirects() -> None:
+    assert "redirects are never followed" in _problem(302, b"")
