@@ -152,9 +152,7 @@ def evaluate(c: Client, a: argparse.Namespace) -> Result:
             r["case"],
             "pass" if r["passed"] else "FAIL",
             r["error"]
-            or "; ".join(
-                k["kind"] + ": " + k["detail"] for k in r["checks"] if not k["passed"]
-            ),
+            or "; ".join(k["kind"] + ": " + k["detail"] for k in r["checks"] if not k["passed"]),
         ]
         for r in ev["cases"]
     ]

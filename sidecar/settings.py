@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None, help=f"environment (${ENV_ENV}, default dev)")
     etcd_tls_options(p)
     p.add_argument("--state-dir", default=None, help="last-known-good snapshot directory")
-    p.add_argument("--sidecar-id", default=None, help="id in health keys (default <agent>.<host>-<pid>)")
+    p.add_argument(
+        "--sidecar-id", default=None, help="id in health keys (default <agent>.<host>-<pid>)"
+    )
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT)
     p.add_argument("--first-byte-timeout", type=float, default=DEFAULT_FIRST_BYTE_TIMEOUT)

@@ -130,8 +130,7 @@ class Upstream:
         except CONNECT_ERRORS as exc:
             if (reason := refused_reason(exc)) is not None:
                 raise UpstreamHostRefused(
-                    f"the provider of release {release.name!r} is not an allowed upstream: "
-                    f"{reason}"
+                    f"the provider of release {release.name!r} is not an allowed upstream: {reason}"
                 ) from exc
             raise UpstreamUnreachable(
                 f"cannot reach the provider of release {release.name!r}: {type(exc).__name__}"

@@ -88,9 +88,7 @@ class Stack:
             proc.stop()
 
 
-def start_stack(
-    base: Path, env: str, etcd: Sequence[str], svc_args: Sequence[str] = ()
-) -> Stack:
+def start_stack(base: Path, env: str, etcd: Sequence[str], svc_args: Sequence[str] = ()) -> Stack:
     fake = procs.fakellm(base / "logs").start()
     token = secrets.token_hex(8)
     provider_key = "sk-" + secrets.token_hex(8)
