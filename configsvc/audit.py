@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from configsvc.errors import StoreDown
+from configsvc.errors import StoreDown, WriteOutcomeUnknown
 from holdfast.keyspace import AuditEntry, Keyspace, RecordError
 from holdfast.keyspace.keys import KeyError_
 from holdfast.logs import get_logger
@@ -70,6 +70,33 @@ class AuditTrail:
     def pending(self, entry: AuditEntry) -> PendingAudit:
         """The pending entry to write in the same transaction as the mutation it describes."""
         return PendingAudit(self.keyspace.audit_pending(uuid.uuid4().hex), entry.encode())
+
+    async def write(
+        self,
+        puts: Sequence[Put],
+        entry: AuditEntry,
+        *,
+        deletes: Sequence[str] = (),
+        check: str,
+        retryable: tuple[type[StoreError], ...] = (CasConflict,),
+    ) -> int:
+        """Apply a mutation and its audit entry in one transaction, then finalize the entry.
+
+        ``retryable`` errors pass through (the caller re-reads and decides); any other store
+        failure leaves the outcome unknown, and ``check`` names what the operator reads to learn it.
+        """
+        pending = self.pending(entry)
+        try:
+            result = await self.store.txn([*puts, pending.put], deletes)
+        except retryable:
+            raise
+        except StoreError as exc:
+            raise WriteOutcomeUnknown(
+                f"etcd did not confirm the change ({exc}); it was applied whole or not at all: "
+                f"check {check} before retrying"
+            ) from exc
+        await self.finalize(pending.key, pending.value, result.revision)
+        return result.revision
 
     async def finalize(self, pending_key: str, value: bytes, revision: int) -> bool:
         """Move one pending entry to ``audit/<revision>``; False if it must wait for later.

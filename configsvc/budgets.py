@@ -15,7 +15,7 @@ from holdfast.keyspace import RecordError
 from holdfast.keyspace.budget import Budget, Quotas, SpendReport, scope_kind
 from holdfast.keyspace.price import usd
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, Put, StoreError
+from holdfast.store import CasConflict, KeyValue, Put
 
 log = get_logger(__name__)
 
@@ -115,16 +115,11 @@ class BudgetOps:
         entry = self.service._entry(
             actor, "budget.delete", key, reason, current.budget.public(), None, _agent_of(scope)
         )
-        pending = self.service.audit.pending(entry)
-        try:  # the delete and its audit entry in one transaction
-            result = await self.store.txn([pending.put], deletes=[key])
-        except StoreError as exc:
-            raise errors.WriteOutcomeUnknown(
-                f"etcd did not confirm the delete ({exc}); check `holdfastctl history`"
-            ) from exc
-        await self.service.audit.finalize(pending.key, pending.value, result.revision)
+        revision = await self.service.audit.write(
+            [], entry, deletes=[key], check="`holdfastctl budget list`"
+        )
         log.info("budget_deleted", scope=scope, actor=actor)
-        return result.revision
+        return revision
 
     async def usage(self, scope: str) -> dict[str, Any]:
         """The window's fleet use of the token limit (top level, as before cost limits

@@ -21,7 +21,7 @@ from holdfast.keyspace import AuditEntry, RecordError, Route
 from holdfast.keyspace.experiment import Experiment, RouteExperiment, Variant
 from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, Put, StoreError
+from holdfast.store import CasConflict, KeyValue, Put
 
 log = get_logger(__name__)
 
@@ -197,18 +197,7 @@ class ExperimentOps:
         }
 
     async def _txn(self, puts: list[Put], entry: AuditEntry) -> int:
-        pending = self.service.audit.pending(entry)
-        try:
-            result = await self.service.store.txn([*puts, pending.put])
-        except CasConflict:
-            raise
-        except StoreError as exc:
-            raise errors.WriteOutcomeUnknown(
-                f"etcd did not confirm the change ({exc}); it was applied whole or not at all: "
-                "check `holdfastctl experiment show` before retrying"
-            ) from exc
-        await self.service.audit.finalize(pending.key, pending.value, result.revision)
-        return result.revision
+        return await self.service.audit.write(puts, entry, check="`holdfastctl experiment show`")
 
     def _entry(
         self,

@@ -20,7 +20,7 @@ from holdfast.keyspace import AuditEntry, RecordError
 from holdfast.keyspace.flag import FlagRecord
 from holdfast.keyspace.keys import KeyError_
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, Put, StoreError
+from holdfast.store import CasConflict, KeyValue, Put
 
 log = get_logger(__name__)
 
@@ -182,19 +182,7 @@ class FlagOps:
         )
 
     async def _write(self, puts: list[Put], entry: AuditEntry) -> int:
-        audit = self.service.audit
         try:
-            pending = audit.pending(entry)
+            return await self.service.audit.write(puts, entry, check="`holdfastctl flag list`")
         except RecordError as exc:
             raise errors.InvalidFlagFile(f"the change is too large to audit: {exc}") from exc
-        try:
-            result = await self.store.txn([*puts, pending.put])
-        except CasConflict:
-            raise
-        except StoreError as exc:
-            raise errors.WriteOutcomeUnknown(
-                f"etcd did not confirm the write ({exc}); it may or may not have been applied: "
-                "check `holdfastctl flag list` before retrying"
-            ) from exc
-        await audit.finalize(pending.key, pending.value, result.revision)
-        return result.revision

@@ -19,7 +19,7 @@ from configsvc.service import ConfigService, store_read
 from holdfast import bucketing
 from holdfast.keyspace import AuditEntry, Pin, RecordError
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, LeaseNotFound, Put, StoreError
+from holdfast.store import CasConflict, KeyValue, LeaseNotFound, Put
 
 log = get_logger(__name__)
 
@@ -153,27 +153,27 @@ class PinOps:
                 )
                 for p in todo
             ]
-            pending = self.service.audit.pending(
-                self._entry(todo, selection, actor, reason, action)
-            )
+            entry = self._entry(todo, selection, actor, reason, action)
             try:
-                txn = await self.service.store.txn([*puts, pending.put])
+                revision = await self.service.audit.write(
+                    puts,
+                    entry,
+                    check=f"`holdfastctl pins list {selection.agent}` and `holdfastctl history`",
+                    retryable=(CasConflict, LeaseNotFound),
+                )
             except (CasConflict, LeaseNotFound) as exc:
                 log.info(
                     "pins_migrate_retry", agent=selection.agent, attempt=attempt + 1, error=str(exc)
                 )
                 todo = await self._reread(todo, selection, result)
                 continue
-            except StoreError as exc:
+            except errors.WriteOutcomeUnknown as exc:
                 raise errors.WriteOutcomeUnknown(
-                    f"etcd did not confirm a pin migration batch ({exc}); "
-                    f"{len(result.migrated)} pin(s) were migrated before it, this batch of "
-                    f"{len(todo)} may or may not have been: check `holdfastctl pins list` and "
-                    "`holdfastctl history`"
+                    f"{exc} ({len(result.migrated)} pin(s) were migrated before this batch of "
+                    f"{len(todo)})"
                 ) from exc
-            await self.service.audit.finalize(pending.key, pending.value, txn.revision)
             result.migrated.extend(p.pin.session for p in todo)
-            result.revisions.append(txn.revision)
+            result.revisions.append(revision)
             return
         log.warning("pins_migrate_gave_up", agent=selection.agent, sessions=len(todo))
         result.skipped.extend(p.pin.session for p in todo)

@@ -20,7 +20,7 @@ from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
 from holdfast.keyspace import AuditEntry, RecordError
 from holdfast.keyspace.prompt import ACTIVE, Evaluation, PromptVersion
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, Put, StoreError
+from holdfast.store import CasConflict, KeyValue, Put
 
 log = get_logger(__name__)
 
@@ -287,18 +287,7 @@ class PromptOps:
             before = {"active": int(old[0].version)}
         key = self.keyspace.prompts_of(new.name).rstrip("/")
         entry = self._entry(actor, action, key, reason, before, {"active": int(new.version)}, extra)
-        pending = self.service.audit.pending(entry)
-        try:
-            result = await self.service.store.txn([*puts, pending.put])
-        except CasConflict:
-            raise
-        except StoreError as exc:
-            raise errors.WriteOutcomeUnknown(
-                f"etcd did not confirm the switch ({exc}); it was applied whole or not at all: "
-                "check `holdfastctl prompt list` before retrying"
-            ) from exc
-        await self.service.audit.finalize(pending.key, pending.value, result.revision)
-        return result.revision
+        return await self.service.audit.write(puts, entry, check="`holdfastctl prompt list`")
 
     def _entry(
         self,

@@ -264,18 +264,7 @@ class ConfigService:
         )
 
     async def _write(self, target: Put, entry: AuditEntry) -> int:
-        pending = self.audit.pending(entry)
-        try:
-            result = await self.store.txn([target, pending.put])
-        except CasConflict:
-            raise
-        except StoreError as exc:
-            raise errors.WriteOutcomeUnknown(
-                f"etcd did not confirm the write ({exc}); it may or may not have been applied: "
-                "check `holdfastctl history` before retrying"
-            ) from exc
-        await self.audit.finalize(pending.key, pending.value, result.revision)
-        return result.revision
+        return await self.audit.write([target], entry, check="`holdfastctl history`")
 
     async def _get(self, key: str) -> KeyValue | None:
         return await store_read(self.store.get(key))
