@@ -12,12 +12,12 @@ A budget with both limits is two meters, sliced independently: ``quotas/<scope>`
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Final
 
 from configsvc.leader import Election
+from configsvc.leader_loop import LeaderLoop
 from configsvc.quota_view import holders_of, view
 
 __all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
@@ -48,30 +48,22 @@ class BudgetController:
         self.election = election
         self.tick = tick
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
         self.ticks = 0
+        self._loop = LeaderLoop(
+            "budget controller",
+            election,
+            self.run_once,
+            tick=tick,
+            expected=(StoreError,),
+            failed_event="budget_tick_failed",
+            crashed_event="budget_tick_crashed",
+        )
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="budget controller")
+        self._loop.start()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            if not self.election.is_leader:
-                continue
-            try:
-                await self.run_once()
-            except StoreError as exc:
-                log.warning("budget_tick_failed", error=str(exc))
-            except Exception:  # a bug must not end slicing for the life of the process
-                log.exception("budget_tick_crashed")
+        await self._loop.close()
 
     async def _list(self, kind: str) -> list[KeyValue]:
         _, kvs = await self.store.list_prefix(self.keyspace.kind_prefix(kind))

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from configsvc.health_windows import WINDOWS, FleetWindows, by_release, view
 from configsvc.tool_health import by_release as tools_by_release
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
 from holdfast.logs import get_logger
 from holdfast.store.etcd import EtcdStore
@@ -36,7 +37,7 @@ class FleetHealth:
         self._mirror.subscribe(self._on_update)
         self._seen: set[str] = set()
         self._unreadable: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("fleet health prune")
         self.updated_at: float | None = None
 
     @property
@@ -45,14 +46,10 @@ class FleetHealth:
 
     async def start(self) -> None:
         await self._mirror.start()
-        if self._task is None:
-            self._task = asyncio.create_task(self._prune(), name="fleet health prune")
+        self._task.start(self._prune)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         await self._mirror.close()
 
     async def _prune(self) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Final
 
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, Put, StoreError
@@ -41,7 +42,7 @@ class Election:
         self._lease = 0
         self._holder = False
         self._renewed_at = float("-inf")
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(f"election {self.key}")
         self.changes = 0
 
     @property
@@ -54,14 +55,10 @@ class Election:
         return kv.value.decode(errors="replace") if kv is not None else None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"election {self.key}")
+        self._task.start(self._run)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         if self._lease:
             try:  # revoking deletes the key at once: a successor need not wait out the TTL
                 await self.store.revoke_lease(self._lease)

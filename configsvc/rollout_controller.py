@@ -8,13 +8,13 @@ health snapshots; ``AlwaysProceed`` lets time alone decide.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from configsvc import rollout_plan
 from configsvc.errors import ConfigsvcError
 from configsvc.leader import Election
+from configsvc.leader_loop import LeaderLoop
 from configsvc.rollout_ops import RolloutOps
 from holdfast.keyspace import Rollout
 from holdfast.logs import get_logger
@@ -51,31 +51,23 @@ class RolloutController:
         self.election = election
         self.tick = tick
         self.gate: HealthGate = gate or AlwaysProceed()
-        self._task: asyncio.Task[None] | None = None
         self.steps_taken = 0
         self._held: dict[str, str] = {}
+        self._loop = LeaderLoop(
+            "rollout controller",
+            election,
+            self.run_once,
+            tick=tick,
+            expected=(ConfigsvcError,),
+            failed_event="rollout_controller_round_failed",
+            crashed_event="rollout_controller_round_crashed",
+        )
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rollout controller")
+        self._loop.start()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            if not self.election.is_leader:
-                continue
-            try:
-                await self.run_once()
-            except ConfigsvcError as exc:
-                log.warning("rollout_controller_round_failed", error=exc.message)
-            except Exception:
-                log.exception("rollout_controller_round_crashed")
+        await self._loop.close()
 
     async def run_once(self) -> int:
         """Judge every active rollout, act on the verdict, advance the due ones; returns how

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.budget import Quotas, SpendReport
 from holdfast.logs import get_logger
@@ -68,20 +69,17 @@ class BudgetKeeper:
         self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
         self._written: dict[str, SpendReport] = {}
         self._last_admitted: dict[str, tuple[int, float]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("budget spend reporter")
         self.report_failures = 0
 
     async def start(self) -> None:
         self.mirror.subscribe(self._on_quotas)
         await self.mirror.start()
         await self.lease.start()
-        self._task = asyncio.create_task(self._run(), name="budget spend reporter")
+        self._task.start(self._run)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         await self.mirror.close()
         await self.lease.close()  # revoking deletes the spend keys: the fleet sees us leave
 

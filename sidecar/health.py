@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
 from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
 from holdfast.keyspace.tool_signals import ToolSignals
@@ -113,7 +114,7 @@ class HealthPublisher:
         self._clock = clock
         self._started_at = clock()
         self._lease = LeaseKeeper(store, lease_ttl(interval), on_new_lease=self._on_new_lease)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("health publisher")
         self._failing = False
         self.published = 0
 
@@ -131,10 +132,8 @@ class HealthPublisher:
         )
 
     async def start(self) -> None:
-        if self._task is not None:
-            return
         # A first grant that waits on a down etcd must not hold up the sidecar's start.
-        self._task = asyncio.create_task(self._run(), name="health publisher")
+        self._task.start(self._run)
 
     async def _on_new_lease(self, lease_id: int) -> None:
         # A new lease (first, or after one expired in an outage) has no key yet: write it now.
@@ -173,10 +172,7 @@ class HealthPublisher:
 
     async def close(self) -> None:
         """Stop beating, publish the final counters once, then revoke: the key goes at once."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_BUDGET_S):
                 await self.publish_once()

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from typing import Final
 
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace
 from holdfast.keyspace.outcomes import OutcomeCounts, OutcomeReport
 from holdfast.logs import get_logger
@@ -48,18 +49,14 @@ class OutcomePublisher:
         self.sidecar_id = sidecar_id
         self.interval = interval
         self._written: dict[str, tuple[OutcomeCounts, ...]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("outcome publisher")
         self._failing = False
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outcome publisher")
+        self._task.start(self._run)
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.publish(), CLOSE_FLUSH_S)
 

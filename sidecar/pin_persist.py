@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import msgpack
 
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import Pin, RecordError
 from holdfast.logs import get_logger
 from sidecar.persist import write_atomically
@@ -94,13 +95,12 @@ class PinSaver:
         self._table = table
         self._interval = interval
         self._saved_version = table.version
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("pin saver")
         self._stop = asyncio.Event()
         self.failures = 0
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="pin saver")
+        self._task.start(self._run)
 
     async def _run(self) -> None:
         # Stopped by an event, never cancelled: a write cut short would race the final one.
@@ -128,7 +128,5 @@ class PinSaver:
 
     async def close(self) -> None:
         self._stop.set()
-        task, self._task = self._task, None
-        if task is not None:
-            await task
+        await self._task.join()
         await self.save()

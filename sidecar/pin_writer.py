@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
+from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace, Pin
 from holdfast.logs import get_logger
 from holdfast.store import Put
@@ -68,7 +69,7 @@ class PinWriter:
         self._updates: OrderedDict[str, float] = OrderedDict()
         self._inflight: dict[str, float] = {}  # taken from the queues, being written
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("pin writer")
         self.lease_id = 0
         self._lease_at = 0.0
         self.failures = 0
@@ -134,14 +135,10 @@ class PinWriter:
         queue.move_to_end(session, last=False)
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="pin writer")
+        self._task.start(self._run)
 
     async def close(self, *, flush_timeout: float = CLOSE_FLUSH_S) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         if self.pending and flush_timeout > 0:
             # A departing sidecar hands its last pins to etcd if it can; the rest stay in the
             # saved pin table and are written by its next start.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from holdfast.background import BackgroundTask
 from holdfast.logs import get_logger
 from holdfast.store.errors import StoreError
 from holdfast.store.etcd import EtcdStore
@@ -33,15 +34,15 @@ class LeaseKeeper:
         self.ttl = ttl
         self.lease_id = 0
         self._on_new_lease = on_new_lease
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(f"lease keeper ttl={ttl}")
 
     async def start(self) -> None:
         """Grant the first lease if etcd answers; otherwise the background task keeps trying."""
-        if self._task is not None:
+        if self._task.started:
             return
         with contextlib.suppress(StoreError):
             await self._grant()
-        self._task = asyncio.create_task(self._run(), name=f"lease keeper ttl={self.ttl}")
+        self._task.start(self._run)
 
     async def _grant(self) -> None:
         self.lease_id = await self.store.grant_lease(self.ttl)
@@ -67,10 +68,7 @@ class LeaseKeeper:
                 log.warning("lease_keepalive_failed", lease_id=self.lease_id, error=str(exc))
 
     async def close(self, *, revoke: bool = True) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._task.cancel()
         if revoke and self.lease_id:
             try:
                 await self.store.revoke_lease(self.lease_id)
