@@ -88,7 +88,7 @@ class BudgetOps:
         kv = await store_read(self.store.get(key))
         before = _decode(kv).public() if kv is not None else None
         found = kv.mod_revision if kv is not None else 0
-        entry = self.service._entry(
+        entry = self.service.audit_entry(
             actor, "budget.set", key, req.reason, before, budget.public(), agent
         )
         try:
@@ -112,7 +112,7 @@ class BudgetOps:
     async def delete(self, scope: str, reason: str, actor: str) -> int:
         current = await self.get(scope)
         key = self.keyspace.budget(scope)
-        entry = self.service._entry(
+        entry = self.service.audit_entry(
             actor, "budget.delete", key, reason, current.budget.public(), None, _agent_of(scope)
         )
         revision = await self.service.audit.write(

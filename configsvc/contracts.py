@@ -17,7 +17,7 @@ from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
 from holdfast.contracts import semver
 from holdfast.contracts.diff import ContractDiff, diff
 from holdfast.contracts.schema import content_hash
-from holdfast.keyspace import AuditEntry, RecordError
+from holdfast.keyspace import RecordError
 from holdfast.keyspace.contract import Contract, contract_content
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
@@ -122,14 +122,13 @@ class ContractOps:
             except RecordError as exc:
                 raise errors.InvalidRequest(str(exc)) from exc
             key = self.keyspace.contract(tool, version)
-            entry = AuditEntry(
-                actor=actor,
-                action="contract.register",
-                target=key.removeprefix(self.keyspace.prefix),
-                at=self.service.clock(),
-                reason=req.reason,
-                before=summary(previous) if previous else None,
-                after=summary(contract),
+            entry = self.service.audit_entry(
+                actor,
+                "contract.register",
+                key,
+                req.reason,
+                summary(previous) if previous else None,
+                summary(contract),
                 extra={"tool": tool, "changes": [c.to_json() for c in verdict.changes[:50]]},
             )
             try:

@@ -118,7 +118,7 @@ class ExperimentOps:
                 Put(self.keyspace.route(agent), new_route.encode(), route_rev),
                 Put(key, record.encode(), 0),
             ]
-            entry = self._entry(
+            entry = self.service.audit_entry(
                 actor, "experiment.start", key, reason, None, record.public(), agent
             )
             try:
@@ -164,7 +164,7 @@ class ExperimentOps:
                 Put(self.keyspace.route(record.agent), new_route.encode(), route_rev),
                 Put(key, stopped.encode(), record_rev),
             ]
-            entry = self._entry(
+            entry = self.service.audit_entry(
                 actor,
                 "experiment.stop",
                 key,
@@ -198,27 +198,6 @@ class ExperimentOps:
 
     async def _txn(self, puts: list[Put], entry: AuditEntry) -> int:
         return await self.service.audit.write(puts, entry, check="`holdfastctl experiment show`")
-
-    def _entry(
-        self,
-        actor: str,
-        action: str,
-        key: str,
-        reason: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        agent: str,
-    ) -> AuditEntry:
-        return AuditEntry(
-            actor=actor,
-            action=action,
-            target=key.removeprefix(self.keyspace.prefix),
-            at=self.service.clock(),
-            reason=reason,
-            before=before,
-            after=after,
-            extra={"agent": agent},
-        )
 
 
 def merge_reports(

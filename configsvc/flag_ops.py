@@ -108,7 +108,9 @@ class FlagOps:
             if not puts:
                 return Applied(0, [], unchanged)
             extra = {"flags": changed, "source": source, "source_hash": digest}
-            entry = self._entry(actor, "flag.apply", "flags", reason, before, after, extra)
+            entry = self.service.audit_entry(
+                actor, "flag.apply", "flags", reason, before, after, extra=extra
+            )
             try:
                 revision = await self._write(puts, entry)
             except CasConflict:
@@ -128,14 +130,14 @@ class FlagOps:
             record = dataclasses.replace(
                 current.record, spec=spec, applied_by=actor, applied_at=self.service.clock()
             )
-            entry = self._entry(
+            entry = self.service.audit_entry(
                 actor,
                 action,
                 f"flags/{flag}",
                 reason,
                 {"state": current.record.spec.state},
                 {"state": state},
-                {"flags": [flag]},
+                extra={"flags": [flag]},
             )
             put = Put(self._key(flag), record.encode(), expected_mod_revision=current.mod_revision)
             try:
@@ -159,27 +161,6 @@ class FlagOps:
                 if isinstance(item[side], dict) and flag in item[side]:
                     item[side] = item[side][flag]
         return revision, mine[:limit]
-
-    def _entry(
-        self,
-        actor: str,
-        action: str,
-        target: str,
-        reason: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        extra: dict[str, Any],
-    ) -> AuditEntry:
-        return AuditEntry(
-            actor=actor,
-            action=action,
-            target=target,
-            at=self.service.clock(),
-            reason=reason,
-            before=before,
-            after=after,
-            extra=extra,
-        )
 
     async def _write(self, puts: list[Put], entry: AuditEntry) -> int:
         try:

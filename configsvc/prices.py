@@ -84,7 +84,7 @@ class PriceOps:
                 table = PriceTable(prices=prices, updated_at=self.service.clock(), updated_by=actor)
             except RecordError as exc:
                 raise errors.InvalidRequest(str(exc), param="name") from exc
-            entry = self.service._entry(
+            entry = self.service.audit_entry(
                 actor,
                 "price.set" if price is not None else "price.delete",
                 self.key,

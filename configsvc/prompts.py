@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from configsvc import errors
 from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
-from holdfast.keyspace import AuditEntry, RecordError
+from holdfast.keyspace import RecordError
 from holdfast.keyspace.prompt import ACTIVE, Evaluation, PromptVersion
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
@@ -143,7 +143,9 @@ class PromptOps:
             except RecordError as exc:
                 raise errors.InvalidRequest(str(exc), param="text") from exc
             key = self.keyspace.prompt(name, version)
-            entry = self._entry(actor, "prompt.create", key, reason, None, prompt.summary())
+            entry = self.service.audit_entry(
+                actor, "prompt.create", key, reason, None, prompt.summary()
+            )
             try:
                 revision = await self.service._write(
                     Put(key, prompt.encode(), expected_mod_revision=0), entry
@@ -164,7 +166,7 @@ class PromptOps:
         for _attempt in range(MAX_CAS_ATTEMPTS):
             prompt, mod_revision = await self.get(name, version)
             updated = _replace(prompt, evaluation=evaluation)
-            entry = self._entry(
+            entry = self.service.audit_entry(
                 actor,
                 "prompt.evaluate",
                 key,
@@ -286,29 +288,9 @@ class PromptOps:
             )
             before = {"active": int(old[0].version)}
         key = self.keyspace.prompts_of(new.name).rstrip("/")
-        entry = self._entry(actor, action, key, reason, before, {"active": int(new.version)}, extra)
+        after = {"active": int(new.version)}
+        entry = self.service.audit_entry(actor, action, key, reason, before, after, extra=extra)
         return await self.service.audit.write(puts, entry, check="`holdfastctl prompt list`")
-
-    def _entry(
-        self,
-        actor: str,
-        action: str,
-        key: str,
-        reason: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        extra: dict[str, Any] | None = None,
-    ) -> AuditEntry:
-        return AuditEntry(
-            actor=actor,
-            action=action,
-            target=key.removeprefix(self.keyspace.prefix),
-            at=self.service.clock(),
-            reason=reason,
-            before=before,
-            after=after,
-            extra=extra or {},
-        )
 
 
 async def resolve_release_prompts(ops: PromptOps, wanted: dict[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from configsvc import errors, routes
 from configsvc.audit import AuditTrail, ConfigStore, HistoryItem
@@ -111,7 +111,9 @@ class ConfigService:
         except RecordError as exc:
             raise errors.InvalidRequest(str(exc)) from exc
         await self._check_contracts(req.contracts)
-        entry = self._entry(actor, "release.create", key, req.reason, None, release.public(), agent)
+        entry = self.audit_entry(
+            actor, "release.create", key, req.reason, None, release.public(), agent
+        )
         try:
             revision = await self._write(Put(key, release.encode(), expected_mod_revision=0), entry)
         except CasConflict as exc:
@@ -223,7 +225,9 @@ class ConfigService:
             if new is current:
                 return RouteChange(current, found, changed=False, before=current)
             before = current.public() if current is not None else None
-            entry = self._entry(actor, action, key, reason, before, new.public(), agent, extra)
+            entry = self.audit_entry(
+                actor, action, key, reason, before, new.public(), agent, extra=extra
+            )
             try:
                 revision = await self._write(
                     Put(key, new.encode(), expected_mod_revision=found), entry
@@ -240,27 +244,29 @@ class ConfigService:
             f"route of {agent!r} kept changing concurrently; nothing was written, try again"
         )
 
-    def _entry(
+    def audit_entry(
         self,
         actor: str,
         action: str,
         key: str,
         reason: str,
-        before: dict[str, object] | None,
-        after: dict[str, object] | None,
-        agent: str,
-        extra: dict[str, object] | None = None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        agent: str = "",
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> AuditEntry:
-        target = key.removeprefix(self.keyspace.prefix)
+        """The audit entry of one change; ``key`` is the etcd key (or keyspace path) it touches."""
+        extra = {**(extra or {}), "agent": agent} if agent else dict(extra or {})
         return AuditEntry(
             actor=actor,
             action=action,
-            target=target,
+            target=key.removeprefix(self.keyspace.prefix),
             at=self.clock(),
             reason=reason,
             before=before,
             after=after,
-            extra={**(extra or {}), "agent": agent},
+            extra=extra,
         )
 
     async def _write(self, target: Put, entry: AuditEntry) -> int:
