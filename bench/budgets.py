@@ -7,14 +7,16 @@
    release priced from the fleet's price table).
 2. Real processes: one etcd, configsvc (budget controller), the fake upstream and 5 sidecars
    sharing one agent budget; 200 concurrent streams, a quarter cut by the client after 6
-   chunks, a quarter on a release whose provider resets the stream after 9 tokens. Spend is
-   compared with the limit, and the completion tokens charged with those the fake produced.
+   chunks, a quarter on a release whose provider resets the stream after 9 tokens. What the
+   sidecars charged (prompt and completion, per release) is compared with what the fake
+   produced, and the provider-side spend with the limit and the documented bound.
 
 ``python -m bench.budgets`` replaces its section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import secrets
@@ -92,11 +94,11 @@ def _config(kind: str) -> tuple[ConfigState, Release]:
     return config, release
 
 
-def admission_cost(kind: str) -> list[float]:
+def admission_cost(kind: str, rounds: int = ROUNDS, per_round: int = PER_ROUND) -> list[float]:
     """Microseconds per request (open + body + close), one figure per round."""
     config, release = _config(kind)
     with_budgets = kind != "none"
-    ledger = Ledger()
+    ledger = Ledger(agent=AGENT)
     options = BudgetOptions(agent=AGENT, default_cap=256, estimator="bytes")
     flt = BudgetFilter(ledger, config, options, BudgetMetrics(CollectorRegistry(), AGENT, ledger))
     resolved = Resolved(release=release, revision=1, session="s1", kind="pinned")
@@ -108,10 +110,10 @@ def admission_cost(kind: str) -> list[float]:
         span = ledger.meters[f"agent:{AGENT}"].tally.span.id
         for unit in ("tokens", "usd"):
             ledger.set_grant(meter_id(f"agent:{AGENT}", unit), span, 10**12, 0)
-    rounds = []
-    for _ in range(ROUNDS):
+    figures = []
+    for _ in range(rounds):
         started = time.perf_counter()
-        for _ in range(PER_ROUND):
+        for _ in range(per_round):
             exchange = Exchange(
                 operation="chat",
                 body=dict(body),
@@ -123,8 +125,8 @@ def admission_cost(kind: str) -> list[float]:
             chain = Chain.open([flt], exchange)
             chain.body(200, ANSWER)
             chain.close(done)
-        rounds.append((time.perf_counter() - started) / PER_ROUND * 1e6)
-    return rounds
+        figures.append((time.perf_counter() - started) / per_round * 1e6)
+    return figures
 
 
 class Api:
@@ -154,13 +156,16 @@ async def stream(http: aiohttp.ClientSession, url: str, i: int, cut: int | None)
         if resp.status == 429:
             return "refused"
         seen = 0
+        result = "done"
         async for line in resp.content:
             if b'"content":' in line and b'"content":""' not in line:
                 seen += 1
                 if cut is not None and seen >= cut:
                     resp.close()
                     return "cut"
-        return "done"
+            if b'"error"' in line:
+                result = "reset"  # the provider broke the stream (reported in-band)
+        return result
 
 
 async def scenario() -> dict[str, Any]:
@@ -232,33 +237,48 @@ async def _wait_slices(http: aiohttp.ClientSession, urls: list[str]) -> None:
             await asyncio.sleep(0.05)
 
 
+def _charged(text: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("holdfast_budget_charged_tokens_total{") and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 async def _tally(
     http: aiohttp.ClientSession, fake: str, urls: list[str], results: list[str], elapsed: float
 ) -> dict[str, Any]:
-    spent = charged = 0.0
+    spent = 0.0
+    charged = {"prompt": 0.0, "completion": 0.0, "r1": 0.0, "r2": 0.0}
     for url in urls:
         async with http.get(f"{url}/status") as resp:
             scopes = (await resp.json())["budgets"]["scopes"]
         spent += sum(s["spent"] for s in scopes)
         async with http.get(f"{url}/metrics") as resp:
-            for line in (await resp.text()).splitlines():
-                if line.startswith("holdfast_budget_charged_tokens_total{") and (
-                    'part="completion"' in line
-                ):
-                    charged += float(line.rsplit(" ", 1)[1])
+            text = await resp.text()
+        for part in ("prompt", "completion"):
+            charged[part] += _charged(text, part=part)
+        for release in ("r1", "r2"):
+            charged[release] += _charged(text, release=release, part="completion")
     async with http.get(f"{fake}/_control/stats") as resp:
         models = (await resp.json())["models"]
-    produced = sum(m["completion_tokens"] for m in models.values())
-    resets = models.get("m-two", {}).get("streams_reset", 0)
-    counts = {k: results.count(k) for k in ("done", "cut", "refused")}
+    one, two = models.get("m-one", {}), models.get("m-two", {})
+    produced_prompt = sum(m["prompt_tokens"] for m in models.values())
+    produced_completion = sum(m["completion_tokens"] for m in models.values())
+    counts = {k: results.count(k) for k in ("done", "cut", "reset", "refused")}
     return {
         "spent": int(spent),
-        "charged": int(charged),
-        "produced": produced,
-        "resets": resets,
+        "charged_prompt": int(charged["prompt"]),
+        "charged_completion": int(charged["completion"]),
+        "produced_prompt": produced_prompt,
+        "produced_completion": produced_completion,
+        "r1": (int(charged["r1"]), one.get("completion_tokens", 0)),
+        "r2": (int(charged["r2"]), two.get("completion_tokens", 0)),
+        "resets": two.get("streams_reset", 0),
         "counts": counts,
         "elapsed": elapsed,
-        "true_spend": int(spent - charged + produced),
     }
 
 
@@ -267,6 +287,9 @@ def render(costs: dict[str, list[float]], fleet: dict[str, Any]) -> str:
         return f"| {label} | {statistics.median(v):.1f} | {percentile(v, 90):.1f} |"
 
     c = fleet["counts"]
+    produced = fleet["produced_prompt"] + fleet["produced_completion"]
+    (r1_charged, r1_produced), (r2_charged, r2_produced) = fleet["r1"], fleet["r2"]
+    lost = r2_produced - r2_charged
     return "\n".join(
         [
             START,
@@ -285,26 +308,34 @@ def render(costs: dict[str, list[float]], fleet: dict[str, Any]) -> str:
             row("as calendar, each scope limiting tokens and cost (USD)", costs["cost"]),
             "",
             f"Fleet scenario, real processes: {SIDECARS} sidecars share `agent:{AGENT}` = {LIMIT}",
-            f"tokens per rolling hour; {REQUESTS} concurrent streams: {c['done']} read to the end",
-            f"({fleet['resets']} of them cut by the provider's reset), {c['cut']} cut by the",
+            f"tokens per rolling hour; {REQUESTS} concurrent streams: {c['done']} read to the end,",
+            f"{c['reset']} cut by the provider's reset ({fleet['resets']} resets in all), "
+            f"{c['cut']} cut by the",
             f"client, {c['refused']} refused with 429; {fleet['elapsed']:.1f} s in all.",
             "",
             "| measure | tokens |",
             "|---|---|",
             f"| limit | {LIMIT} |",
-            f"| charged to the budget (all sidecars) | {fleet['spent']} |",
-            f"| completion tokens charged / produced by the provider | "
-            f"{fleet['charged']} / {fleet['produced']} |",
-            f"| overspend: provider-side spend - limit | {fleet['true_spend'] - LIMIT} |",
-            f"| bound: 0 admitted beyond the limit + ≤ 1 per provider reset "
-            f"({fleet['resets']} resets) | {fleet['resets']} |",
+            f"| charged to the budget (all sidecars): prompt + completion | {fleet['spent']} "
+            f"({fleet['charged_prompt']} + {fleet['charged_completion']}) |",
+            f"| produced by the provider (the fake's count): prompt + completion | {produced} "
+            f"({fleet['produced_prompt']} + {fleet['produced_completion']}) |",
+            f"| completion charged / produced, release without resets (cut streams included) | "
+            f"{r1_charged} / {r1_produced} |",
+            f"| completion charged / produced, release whose provider resets | "
+            f"{r2_charged} / {r2_produced} |",
+            f"| overspend: provider-side spend - limit | {produced - LIMIT} |",
+            f"| bound: 0 admitted beyond the limit + tokens destroyed by resets (≤ 1 each; "
+            f"{fleet['resets']} resets) | {lost} |",
             "",
-            "Reservations are worst cases (prompt as UTF-8 bytes + the written `max_tokens`), so",
-            "the budget is never over-admitted; a negative overspend is budget held back by",
-            "reservations of requests in flight when the slices ran out. Streams the client cut",
-            "are charged exactly (the sidecar counts what the provider already sent before it",
-            "closes); a provider that resets its own stream can destroy a token it wrote in the",
-            "same instant, which the fake counts as produced.",
+            "Reservations are worst cases (prompt as UTF-8 bytes + the written cap), so the",
+            "budget is never over-admitted; a negative overspend is budget held back by",
+            "reservations of requests in flight when the slices ran out, plus the prompt",
+            "estimates charged for streams without usage (the bytes estimate is an upper bound",
+            "of the provider's count). Streams the client cut are charged exactly: the sidecar",
+            "half-closes the provider connection and reads all it wrote until it stopped. A",
+            "provider that resets its own stream can destroy a token it wrote in the same",
+            "instant, which the fake counts as produced.",
             "",
             "A cost limit adds a second meter per scope (micro-dollars), checked and reserved in",
             "the same synchronous step as the tokens, plus one price lookup in the fleet table.",
@@ -313,7 +344,13 @@ def render(costs: dict[str, list[float]], fleet: dict[str, Any]) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m bench.budgets",
+        description="Token budgets: admission cost on the request path (in-process) and the "
+        f"fleet scenario ({SIDECARS} sidecars, {REQUESTS} streams, real processes); replaces "
+        "the budgets section of bench/RESULTS.md.",
+    ).parse_args(argv)
     costs = {kind: admission_cost(kind) for kind in WINDOWS}
     fleet = uvloop.run(scenario())
     section = render(costs, fleet)

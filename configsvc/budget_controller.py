@@ -1,7 +1,9 @@
 """The budget controller: on the elected leader only, slices every fleet-wide budget.
 
 Each tick reads ``budgets/``, ``quotas/`` and ``spend/`` and rewrites ``quotas/<scope>`` (one key
-per scope, compare-and-swap on its mod revision) with the grants ``quota_plan.plan`` gives. The
+per scope, compare-and-swap on its mod revision) with the grants ``quota_plan.plan`` gives, and
+what it read of each holder's report (so a holder whose report vanished still counts what it
+had given back; holders that left with a final report are folded into one entry). The
 CAS makes a tick by a deposed leader fail instead of double-granting; a window that turned
 starts from empty grants, and an epoch turn of a rolling window carries the claims over
 (configsvc.quota_view). Quota records of deleted budgets are removed.
@@ -18,11 +20,12 @@ from typing import Final
 
 from configsvc.leader import Election
 from configsvc.leader_loop import LeaderLoop
-from configsvc.quota_view import holders_of, view
+from configsvc.quota_view import holders_of, spend_report, view
 
 __all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
 from holdfast.keyspace import Keyspace, RecordError
-from holdfast.keyspace.budget import Budget, Quotas, SpendReport
+from holdfast.keyspace.budget import Budget
+from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
 from holdfast.store.etcd import EtcdStore
@@ -92,11 +95,9 @@ class BudgetController:
             quotas[scope] = (q, kv.mod_revision)
         reports: dict[str, list[SpendReport]] = {}
         for kv in await self._list("spend"):
-            try:
-                report = SpendReport.decode(kv.value)
-            except RecordError:
-                continue
-            reports.setdefault(report.scope, []).append(report)
+            report = spend_report(self.keyspace, kv)
+            if report is not None:
+                reports.setdefault(report.scope, []).append(report)
         written = 0
         for meter, (budget, limit) in budgets.items():
             current, revision = quotas.get(meter, (None, 0))
@@ -123,6 +124,7 @@ class BudgetController:
         grants = {k: v for k, v in fleet.plan(limit).items() if v > 0}
         used = fleet.used()
         fair = fleet.share(limit)
+        reported = fleet.reported()
         same = (
             current is not None
             and current.window == window
@@ -131,6 +133,7 @@ class BudgetController:
             and current.used == used
             and current.share == fair
             and current.tails == fleet.tails
+            and current.reported == reported
         )
         if same:
             return 0
@@ -144,6 +147,7 @@ class BudgetController:
             share=fair,
             at=now,
             tails=fleet.tails,
+            reported=reported,
         )
         try:
             await self.store.txn(

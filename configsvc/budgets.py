@@ -8,12 +8,13 @@ from typing import Any, Final
 
 from configsvc import errors
 from configsvc.budget_payloads import SetBudget
-from configsvc.quota_view import view
+from configsvc.quota_view import spend_report, view
 from configsvc.service import ConfigService, store_read
 from holdfast.budget_window import is_rolling
 from holdfast.keyspace import RecordError
-from holdfast.keyspace.budget import Budget, Quotas, SpendReport, scope_kind
+from holdfast.keyspace.budget import Budget, scope_kind
 from holdfast.keyspace.price import usd
+from holdfast.keyspace.quota import Quotas
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
 
@@ -151,14 +152,11 @@ class BudgetOps:
                 quotas = Quotas.decode(quotas_kv.value)
             except RecordError:
                 quotas = None
-        prefix = self.keyspace.kind_prefix("spend") + scope + "/"
-        _, kvs = await store_read(self.store.list_prefix(prefix))
-        reports = []
-        for kv in kvs:
-            try:
-                reports.append(SpendReport.decode(kv.value))
-            except RecordError:
-                continue
+        # Keys are spend/<holder>/<scope> (holder first for etcd roles): read them all.
+        _, kvs = await store_read(self.store.list_prefix(self.keyspace.kind_prefix("spend")))
+        reports = [
+            r for r in (spend_report(self.keyspace, kv) for kv in kvs) if r and r.scope == scope
+        ]
         fleet = view(budget, quotas, reports, now)
         span, holders, used = fleet.span, fleet.holders, fleet.used()
         rolling = is_rolling(budget.window)
@@ -169,10 +167,13 @@ class BudgetOps:
             "window_ends_at": None if rolling else span.end,
             "rolling": rolling,
             "departed_claims": fleet.tail_tokens,
+            "departed_used": fleet.departed,
             "fleet": budget.fleet,
             "used": used,
             "remaining": max(0, limit - used),
-            "reserved": sum(r.reserved for r in reports if rolling or r.window == span.id),
+            "reserved": sum(
+                r.reserved for r in reports if (rolling or r.window == span.id) and not r.final
+            ),
             "estimated": sum(r.estimated for r in reports if rolling or r.window == span.id),
             "holders": [
                 {
@@ -187,7 +188,15 @@ class BudgetOps:
         }
 
 
-_MONEY: Final = ("limit", "used", "remaining", "reserved", "estimated", "departed_claims")
+_MONEY: Final = (
+    "limit",
+    "used",
+    "remaining",
+    "reserved",
+    "estimated",
+    "departed_claims",
+    "departed_used",
+)
 
 
 def _in_usd(usage: dict[str, Any]) -> dict[str, Any]:

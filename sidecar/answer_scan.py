@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sidecar.provider_json import provider_json
+from sidecar.provider_json import provider_json, usage_counts
 
 HEAD_CHARS: Final = 120
 _TEXT_RE: Final = re.compile(rb'"content": ?"([^"]?)')  # group 1 empty: an empty delta
@@ -69,16 +69,6 @@ def prompt_estimate(body: Mapping[str, Any]) -> int:
     return (chars + 3) // 4
 
 
-def _usage(obj: Mapping[str, Any]) -> tuple[int, int] | None:
-    usage = obj.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if type(tin) is int and type(tout) is int and tin >= 0 and tout >= 0:
-        return tin, tout
-    return None
-
-
 def _tool_names(calls: Any) -> list[str]:
     names: list[str] = []
     if isinstance(calls, list):
@@ -105,7 +95,7 @@ def scan_body(body: bytes, request: Mapping[str, Any]) -> Answer | None:
             text = content if isinstance(content, str) else ""
             tools = _tool_names(message.get("tool_calls"))
             refused = bool(message.get("refusal"))
-    usage = _usage(obj)
+    usage = usage_counts(obj, "answer_scan")  # absurd counts: estimated, like none
     if usage is None:
         tin, tout = prompt_estimate(request), (len(text) + 3) // 4
     else:
@@ -169,7 +159,7 @@ class StreamScan:
         obj = provider_json(data, "answer_scan_event")
         if not isinstance(obj, dict):
             return
-        self.usage = _usage(obj) or self.usage
+        self.usage = usage_counts(obj, "answer_scan_event") or self.usage
         choices = obj.get("choices")
         delta = None
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):

@@ -4,7 +4,12 @@ Applicable scopes of a request: ``global``, ``agent:<this agent>``, ``tenant:<X-
 and ``session:<session>``, each only if a budget exists for it. The worst case is the prompt
 estimate plus the completion cap (``max_tokens`` / ``max_completion_tokens`` times ``n``); a
 chat request without a cap gets the tightest applicable ``request_cap`` (or the sidecar's
-default) written into its body, so the provider cannot produce more than was reserved.
+default) written into its body (one field: ``budget_usage.cap_field``), so the provider
+cannot produce more than was reserved.
+
+Settling: the provider's usage; without it, an estimate (marked so). An agent that hangs up
+before a non-streamed answer arrived is charged the whole reservation (the provider may well
+have completed it); a stream it cuts, the prompt estimate plus what the provider had sent.
 
 Exhausted scope: 429 ``budget_exhausted`` naming scope, limit and use, with ``Retry-After``;
 or, when every exhausted scope says ``degrade:RELEASE``, the request is served by that release
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,6 +45,7 @@ from sidecar.budget_usage import (
     estimate_prompt,
     read_event,
     reply_estimate,
+    write_cap,
 )
 from sidecar.config import ConfigState
 from sidecar.errors import BudgetExhausted, InvalidRequest, PriceUnknown
@@ -51,6 +57,7 @@ log = get_logger(__name__)
 TENANT_HEADER: Final = "X-Holdfast-Tenant"
 REMAINING_HEADER: Final = "X-Holdfast-Budget-Remaining"
 DEGRADED_HEADER: Final = "X-Holdfast-Budget-Degraded"
+HUNG_UP: Final = "client_disconnected"  # the outcome code of an agent that went away
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +65,7 @@ class BudgetOptions:
     agent: str
     default_cap: int
     estimator: Estimator
+    first_slice_wait: float = 0.0  # seconds; 0: refuse at once
 
 
 class _Settle(Observer):
@@ -67,15 +75,19 @@ class _Settle(Observer):
         reservation: Reservation,
         prompt_estimate: int,
         *,
+        cap: int,
         stream: bool,
         strip_usage: bool,
         metrics: BudgetMetrics,
         price: Price | None,
+        release: str,
     ) -> None:
         self.price = price
         self.ledger = ledger
         self.reservation = reservation
         self.prompt_estimate = prompt_estimate
+        self.cap = cap  # the completion tokens reserved: the most the provider may produce
+        self.release = release
         self.wants_events = stream
         self.strip_usage = strip_usage
         self.metrics = metrics
@@ -105,7 +117,9 @@ class _Settle(Observer):
         prompt, completion, estimated = self._charge(outcome)
         micros = self.price.micros(prompt, completion) if self.price is not None else 0
         Ledger.settle(self.reservation, prompt + completion, estimated=estimated, micros=micros)
-        self.metrics.charged(prompt, completion, estimated=estimated, micros=micros)
+        self.metrics.charged(
+            prompt, completion, estimated=estimated, micros=micros, release=self.release
+        )
         if estimated and (prompt or completion):
             log.info(
                 "budget_charge_estimated",
@@ -117,12 +131,25 @@ class _Settle(Observer):
     def _charge(self, outcome: Outcome) -> tuple[int, int, bool]:
         if self.usage is not None:
             return self.usage.prompt, self.usage.completion, False
-        if self.wants_events:  # a stream: what the provider produced before it ended or was cut
-            started = outcome.status == 200 or self.deltas > 0
-            return (self.prompt_estimate, self.deltas, True) if started else (0, 0, False)
+        if self.status is not None and self.status >= 400:
+            return 0, 0, False  # the provider refused it: nothing produced
+        hung_up = outcome.code == HUNG_UP
+        if self.wants_events:
+            # A stream: what the provider produced before it ended or was cut (the relay
+            # drains what it had already sent). An agent that hangs up before the first
+            # chunk still had its prompt read by the provider.
+            if outcome.status == 200 or self.deltas > 0 or hung_up:
+                return self.prompt_estimate, self.deltas, True
+            return 0, 0, False
         status = self.status if self.status is not None else outcome.status
         if status is not None and status < 400:
             return self.prompt_estimate, self.reply_tokens, True
+        if hung_up:
+            # The agent left before the answer arrived. Providers finish (and bill) a
+            # non-streamed request whoever is still listening, so the outcome is unknown:
+            # charge the whole reservation -- else an agent whose own timeout always fires
+            # would spend without limit.
+            return self.prompt_estimate, self.cap, True
         return 0, 0, False  # refused, unreachable, or a provider error: nothing produced
 
 
@@ -138,7 +165,9 @@ class BudgetFilter:
         *,
         prices: PriceTable | None = None,
         clock: Callable[[], float] = time.time,
+        first_slice: Callable[[float], Awaitable[bool]] | None = None,
     ) -> None:
+        self.first_slice = first_slice  # BudgetKeeper.wait_for_slices
         self.ledger = ledger
         self.config = config
         self.options = options
@@ -154,6 +183,35 @@ class BudgetFilter:
         if exchange.resolved.session:
             scopes.append(f"session:{exchange.resolved.session}")
         return scopes
+
+    async def await_first_slices(self, exchange: Exchange) -> None:
+        """Before ``open``: a request under a fleet-wide budget of which this sidecar holds no
+        slice yet (it just started, or the window just turned) while the fleet has room waits,
+        at most ``first_slice_wait``, for the controller's slices instead of a 429 that says
+        "this sidecar holds 0". Admission itself stays synchronous and atomic in ``open``."""
+        if self.first_slice is None or self.options.first_slice_wait <= 0:
+            return
+        snapshot = self.config.current
+        budgets = snapshot.of_kind("budgets") if snapshot is not None else {}
+        if not budgets:
+            return
+        now = self.clock()
+        self.ledger.sync(budgets, now)
+        waiting = [
+            m.scope
+            for m in self.ledger.applicable(self._scopes(exchange), now)
+            if m.budget.fleet and m.allowance == 0 and max(m.fleet_used, m.used) < m.limit
+        ]
+        if waiting:
+            started = time.monotonic()
+            granted = await self.first_slice(self.options.first_slice_wait)
+            self.metrics.first_slice_waits.inc()
+            log.info(
+                "budget_first_slice_waited",
+                scopes=waiting,
+                granted=granted,
+                ms=round((time.monotonic() - started) * 1000, 1),
+            )
 
     def open(self, exchange: Exchange) -> Observer | None:
         snapshot = self.config.current
@@ -172,10 +230,10 @@ class BudgetFilter:
             cap = completion_cap(body)
         except UsageError as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
+        written: int | None = None  # the per-choice cap this filter writes, if any
         if cap is None and exchange.operation == "chat":
-            cap = min(m.budget.request_cap or self.options.default_cap for m in meters)
-            body["max_tokens"] = cap
-            cap *= body.get("n") or 1
+            written = min(m.budget.request_cap or self.options.default_cap for m in meters)
+            cap = written * (body.get("n") or 1)
         prompt = estimate_prompt(body, exchange.operation, self.options.estimator)
         amount = prompt + (cap or 0)
         price = self._price(exchange.resolved.release, meters)
@@ -185,6 +243,8 @@ class BudgetFilter:
             reservation, price = self._degrade(
                 exchange, meters, refusals, (amount, prompt, cap or 0), now
             )
+        if written is not None:  # after a degrade: the field depends on the serving provider
+            write_cap(body, written, exchange.resolved.release.base_url)
         strip_usage = False
         if exchange.stream:
             options = body.get("stream_options")
@@ -199,10 +259,12 @@ class BudgetFilter:
             self.ledger,
             reservation,
             prompt,
+            cap=cap or 0,
             stream=exchange.stream,
             strip_usage=strip_usage,
             metrics=self.metrics,
             price=price,
+            release=exchange.resolved.release.name,
         )
 
     def _price(self, release: Release, meters: list[Meter]) -> Price | None:

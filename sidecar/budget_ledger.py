@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from holdfast.budget_rolling import Buckets, retry_seconds
 from holdfast.budget_window import Span, duration_seconds, span_at
-from holdfast.keyspace.budget import Budget, meter_id
+from holdfast.keyspace.budget import Budget, applies_to, meter_id
 from holdfast.keyspace.price import usd
 
 FLEET_RETRY_AFTER = 1  # a fleet slice that is short may be topped up at the next controller tick
@@ -194,8 +194,15 @@ class Reservation:
 
 
 class Ledger:
-    def __init__(self) -> None:
+    """The meters of the budgets that can apply to this sidecar's requests.
+
+    With ``agent`` set, another agent's ``agent:`` budget is left out: no request of this
+    sidecar is metered by it, so it must not hold a slice of it either (None: every budget,
+    for tools that look at a whole environment)."""
+
+    def __init__(self, *, agent: str | None = None) -> None:
         self.meters: dict[str, Meter] = {}
+        self.agent = agent
         self._budgets: Mapping[str, object] | None = None
 
     def sync(self, budgets: Mapping[str, object], now: float) -> None:
@@ -205,7 +212,7 @@ class Ledger:
         self._budgets = budgets
         wanted: set[str] = set()
         for budget in budgets.values():
-            if not isinstance(budget, Budget):
+            if not isinstance(budget, Budget) or not applies_to(budget.scope, self.agent):
                 continue
             for key, unit, _ in budget.meters():
                 wanted.add(key)

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from holdfast.keyspace.price import MICROS, usd
 from sidecar.budget_ledger import Ledger, Meter
+from sidecar.provider_json import USAGE_REJECTED
 
 
 class _LedgerCollector(Collector):
@@ -100,20 +101,38 @@ def meter_status(meter: Meter) -> dict[str, Any]:
     }
 
 
+class _UsageRejectedCollector(Collector):
+    """Provider usage refused as absurd (sidecar.provider_json), by where it was read."""
+
+    def __init__(self, agent: str) -> None:
+        self.agent = agent
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "holdfast_provider_usage_rejected",
+            "Provider usage counts refused as absurd (estimated instead), by where read.",
+            labels=["agent", "where"],
+        )
+        for where, count in sorted(USAGE_REJECTED.items()):
+            family.add_metric([self.agent, where], float(count))
+        yield family
+
+
 class BudgetMetrics:
     def __init__(self, registry: CollectorRegistry, agent: str, ledger: Ledger) -> None:
         registry.register(_LedgerCollector(ledger, agent))
+        registry.register(_UsageRejectedCollector(agent))
+        self.agent = agent
         self._charged = Counter(
             "holdfast_budget_charged_tokens",
-            "Tokens charged to budgets, by part and whether they were estimated.",
-            ["agent", "part", "estimated"],
+            "Tokens charged to budgets, by release, part and whether they were estimated.",
+            ["agent", "release", "part", "estimated"],
             registry=registry,
         )
-        self._children = {
-            (part, est): self._charged.labels(agent, part, "true" if est else "false")
-            for part in ("prompt", "completion")
-            for est in (True, False)
-        }
+        self._children: dict[tuple[str, str, bool], Any] = {}
         cost = Counter(
             "holdfast_budget_charged_usd",
             "US dollars charged to cost budgets, by whether they were estimated.",
@@ -121,11 +140,34 @@ class BudgetMetrics:
             registry=registry,
         )
         self._cost = {est: cost.labels(agent, "true" if est else "false") for est in (True, False)}
+        self.first_slice_waits = Counter(
+            "holdfast_budget_first_slice_waits",
+            "Requests that waited for this sidecar's first slice of a fleet-wide budget.",
+            ["agent"],
+            registry=registry,
+        ).labels(agent)
 
-    def charged(self, prompt: int, completion: int, *, estimated: bool, micros: int = 0) -> None:
+    def _child(self, release: str, part: str, estimated: bool) -> Any:
+        key = (release, part, estimated)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._charged.labels(
+                self.agent, release, part, "true" if estimated else "false"
+            )
+        return child
+
+    def charged(
+        self,
+        prompt: int,
+        completion: int,
+        *,
+        estimated: bool,
+        micros: int = 0,
+        release: str = "",
+    ) -> None:
         if prompt:
-            self._children[("prompt", estimated)].inc(prompt)
+            self._child(release, "prompt", estimated).inc(prompt)
         if completion:
-            self._children[("completion", estimated)].inc(completion)
+            self._child(release, "completion", estimated).inc(completion)
         if micros:
             self._cost[estimated].inc(micros / MICROS)

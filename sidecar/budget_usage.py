@@ -10,10 +10,14 @@ Prompt estimators (``--budget-prompt-estimator``):
   (OpenAI's rule of thumb). Closer to the truth, so less is held back near the limit; but it
   can be short for text that tokenizes badly, and that shortfall can then be overspent.
 
-Completions: the provider's ``usage`` when it sends one. Without it (a stream cut by the client
-or the provider, a provider that never reports usage) each relayed chunk that carries content,
-a refusal or a tool-call fragment counts one token -- how OpenAI-style providers stream -- and
-the charge is marked estimated.
+Completions: the provider's ``usage`` when it sends one (read by
+``sidecar.provider_json.usage_counts``: absurd counts are no usage). Without it (a stream cut
+by the client or the provider, a provider that never reports usage) each relayed chunk that
+carries content, a refusal or a tool-call fragment counts one token -- how OpenAI-style
+providers stream -- and the charge is marked estimated.
+
+Caps: ``max_completion_tokens`` and ``max_tokens`` are both read; one written cap goes into
+the field ``cap_field`` picks, and the other is dropped, so a provider never gets both.
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
-from sidecar.provider_json import provider_json
+from sidecar.provider_json import provider_json, usage_counts
 
 Estimator = Literal["bytes", "chars"]
 ESTIMATORS: Final = ("bytes", "chars")
 PER_MESSAGE: Final = 4
 REPLY_PRIMING: Final = 3
 MAX_CHOICES: Final = 128
+CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
+OPENAI_API_HOST: Final = "api.openai.com"
 _DELTA_FIELDS: Final = ("content", "refusal", "tool_calls", "function_call", "reasoning_content")
 
 
@@ -94,27 +101,52 @@ def _positive_int(body: Mapping[str, Any], name: str) -> int | None:
 
 
 def completion_cap(body: Mapping[str, Any]) -> int | None:
-    """The most completion tokens the request allows over all choices (None: no cap sent)."""
-    cap = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
+    """The most completion tokens the request allows over all choices (None: no cap sent).
+
+    With both fields sent, the larger counts: which one a provider honours is its business.
+    """
+    caps = [c for c in (_positive_int(body, name) for name in CAP_FIELDS) if c is not None]
     n = _positive_int(body, "n") or 1
     if n > MAX_CHOICES:
         raise UsageError(f"'n' must be at most {MAX_CHOICES}", "n")
-    return None if cap is None else cap * n
+    return max(caps) * n if caps else None
 
 
-def usage_of(obj: object) -> Usage | None:
-    if not isinstance(obj, dict):
+def choice_cap(body: Mapping[str, Any]) -> int | None:
+    """The per-choice completion cap the request sends, if a valid one (never raises)."""
+    try:
+        caps = [c for c in (_positive_int(body, name) for name in CAP_FIELDS) if c is not None]
+    except UsageError:
         return None
-    usage = obj.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens", 0)
-    completion = usage.get("completion_tokens", 0)
-    if not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt, completion)
-    ):
-        return None
-    return Usage(prompt, completion)
+    return max(caps) if caps else None
+
+
+def cap_field(body: Mapping[str, Any], base_url: str) -> str:
+    """The field a cap is written into: the one the agent named (even as null), else
+    ``max_completion_tokens`` for OpenAI's own API (``max_tokens`` is deprecated there and
+    refused by reasoning models) and ``max_tokens`` for other OpenAI-compatible servers,
+    many of which know no other."""
+    for name in CAP_FIELDS:
+        if name in body:
+            return name
+    return (
+        "max_completion_tokens" if urlsplit(base_url).hostname == OPENAI_API_HOST else "max_tokens"
+    )
+
+
+def write_cap(body: dict[str, Any], cap: int, base_url: str) -> str:
+    """Write the per-choice ``cap`` into one field and drop the other (never both); returns
+    the field written."""
+    name = cap_field(body, base_url)
+    for other in CAP_FIELDS:
+        body.pop(other, None)
+    body[name] = cap
+    return name
+
+
+def usage_of(obj: object, where: str = "budget_usage") -> Usage | None:
+    counts = usage_counts(obj, where)
+    return None if counts is None else Usage(*counts)
 
 
 def body_usage(body: bytes) -> Usage | None:
@@ -172,5 +204,8 @@ def read_event(event: bytes) -> StreamEvent:
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict) and any(delta.get(f) for f in _DELTA_FIELDS):
                 tokens += 1
-    usage = usage_of(obj)
-    return StreamEvent(tokens, usage, usage is not None and not choices)
+    usage = usage_of(obj, "budget_event")
+    # Rejected usage (absurd counts) still marks the chunk include_usage added: it is stripped
+    # all the same for an agent that did not ask for it.
+    usage_only = isinstance(obj.get("usage"), dict) and not choices
+    return StreamEvent(tokens, usage, usage_only)

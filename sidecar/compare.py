@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any, Final
 
-from sidecar.provider_json import provider_json
+from sidecar.provider_json import provider_json, usage_counts
 
 MAX_WORDS: Final = 2_000
 ToolCall = tuple[str, str]  # (function name, canonical JSON arguments)
@@ -60,13 +60,6 @@ def canonical_arguments(raw: str) -> str:
     if parsed is None:
         return raw
     return json.dumps(parsed, sort_keys=True, separators=(",", ":"))
-
-
-def _token_count(usage: object, name: str) -> int:
-    if not isinstance(usage, Mapping):
-        return 0
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _text_of(content: object) -> str:
@@ -115,12 +108,12 @@ def answer_from_completion(body: bytes | Mapping[str, Any]) -> Answer:
     message = choices[0].get("message")
     if not isinstance(message, dict):
         raise AnswerError("first choice has no message")
-    usage = parsed.get("usage")
+    prompt, completion = usage_counts(dict(parsed), "compare_answer") or (0, 0)
     return Answer(
         text=_text_of(message.get("content")),
         tool_calls=_tool_calls_of(message),
-        prompt_tokens=_token_count(usage, "prompt_tokens"),
-        completion_tokens=_token_count(usage, "completion_tokens"),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
     )
 
 

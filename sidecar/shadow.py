@@ -4,6 +4,12 @@ The shadow call never touches the primary path: it runs in its own task, the pri
 hands over its Answer (``Probe.complete``) or gives up (``Probe.abandon``), and every shadow
 failure ends here, logged and counted. Concurrency and a token budget of its own bound what
 shadowing may cost; a sample that does not fit is skipped and counted, never queued.
+
+A concurrency slot is taken when the call is spawned and given back when its task ends, however
+it ends -- including a task cancelled before it ever ran (the primary was refused or failed
+before it went out): no slot can leak. Each shadow call carries a completion cap: the one the
+primary sends (a budget may have written it), else ``default_cap``, and never more than the
+shadow budget's one minute of tokens, so a single call cannot run the budget far into debt.
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from holdfast.bucketing import SHADOW, selected
 from holdfast.keyspace import Release, Route, ShadowStats
 from holdfast.logs import get_logger
+from sidecar.budget_usage import choice_cap, write_cap
 from sidecar.compare import Answer, Comparison, answer_from_completion, compare, comparison_cost
 from sidecar.errors import SidecarError
-from sidecar.shadow_book import ShadowBook, StatsKey, TokenBucket
+from sidecar.settings import DEFAULT_BUDGET_MAX_TOKENS
+from sidecar.shadow_book import ShadowBook, TokenBucket
 from sidecar.shadow_metrics import ShadowMetrics
-from sidecar.sse_capture import SseCapture
+from sidecar.shadow_probe import Outcome, Probe
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -31,7 +39,6 @@ CHAT_PATH: Final = "/chat/completions"
 # Above this many characters a comparison runs in a worker thread, off the event loop.
 INLINE_COMPARE_CHARS: Final = 4_000
 MAX_DECODED_BYTES: Final = 16 * 1024 * 1024
-Outcome = Literal["compared", "skipped_busy", "skipped_budget", "error", "abandoned"]
 
 
 class ShadowCallFailed(SidecarError):
@@ -56,106 +63,6 @@ def decoded(data: bytes, encoding: str) -> bytes:
     return out
 
 
-class Probe:
-    """One sampled request: the meeting point of the primary's answer and the shadow's.
-
-    The primary calls exactly one of ``complete``, ``complete_body``, ``complete_stream`` or
-    ``abandon`` (later calls are ignored, so ``abandon`` in a ``finally`` is always safe).
-    Whichever side arrives second triggers the comparison.
-    """
-
-    __slots__ = (
-        "_capture",
-        "_counted",
-        "_runner",
-        "abandoned",
-        "key",
-        "primary",
-        "settled",
-        "shadow",
-        "task",
-    )
-
-    def __init__(self, runner: ShadowRunner, key: StatsKey) -> None:
-        self._runner = runner
-        self.key = key
-        self.settled = False  # the primary finished, one way or the other
-        self.abandoned = False  # ... without an answer to compare
-        self.primary: tuple[Answer, float] | None = None
-        self.shadow: tuple[Answer, float] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._counted = False
-        self._capture: SseCapture | None = None
-
-    def complete(self, answer: Answer, latency_s: float) -> None:
-        """The primary finished with ``answer``."""
-        if not self.settled:
-            self.settled = True
-            self._primary_ready(answer, latency_s)
-
-    def complete_body(self, body: bytes, latency_s: float) -> None:
-        """The primary's non-streaming body; it is parsed in the background, not on its path."""
-        if not self.settled:
-            self.settled = True
-            self._runner.spawn(self._parse_body(body, latency_s))
-
-    def complete_stream(self, latency_s: float) -> None:
-        """The primary's stream ended cleanly; a stream that carried an error is abandoned."""
-        capture = self._capture
-        if capture is None or capture.failed:
-            self.abandon()
-        else:
-            # A truncated capture still compares: similarity reads only the first 2,000 words.
-            self.complete(capture.answer(), latency_s)
-
-    def feed(self, chunk: bytes) -> None:
-        """A chunk of the primary's SSE stream, as relayed (after it was written to the agent)."""
-        if self.settled:
-            return
-        try:
-            if self._capture is None:
-                self._capture = SseCapture()
-            self._capture.feed(chunk)
-        except Exception as exc:  # a capture bug costs this sample, never the stream
-            log.warning("shadow_capture_failed", shadow_release=self.key[1], error=repr(exc))
-            self.abandon()
-
-    def abandon(self) -> None:
-        """The primary failed or its client went away: nothing to compare with."""
-        if not self.settled:
-            self.settled = True
-            self._give_up()
-
-    async def _parse_body(self, body: bytes, latency_s: float) -> None:
-        try:
-            answer = answer_from_completion(body)
-        except ValueError:
-            log.warning("shadow_primary_unreadable", shadow_release=self.key[1])
-            self._give_up()
-            return
-        self._primary_ready(answer, latency_s)
-
-    def _primary_ready(self, answer: Answer, latency_s: float) -> None:
-        self.primary = (answer, latency_s)
-        if self.task is None or self.task.done():
-            self._runner.finish(self)  # the shadow is back (or failed): compare now
-
-    def _give_up(self) -> None:
-        self.abandoned = True
-        if self.task is not None and not self.task.done():
-            self.task.cancel()  # its provider call is closed at once; the task counts it
-        else:
-            self.count("abandoned")
-
-    def count(self, outcome: Outcome) -> bool:
-        """Count this probe's outcome, once; False when it was counted already."""
-        if self._counted:
-            return False
-        self._counted = True
-        self._runner.outcome(self.key[1], outcome)
-        return True
-
-
 class ShadowRunner:
     def __init__(
         self,
@@ -165,6 +72,7 @@ class ShadowRunner:
         *,
         max_concurrency: int,
         tokens_per_minute: int,
+        default_cap: int = DEFAULT_BUDGET_MAX_TOKENS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.agent = agent
@@ -172,6 +80,8 @@ class ShadowRunner:
         self._metrics = metrics
         self.max_concurrency = max_concurrency
         self.budget = TokenBucket(tokens_per_minute, clock)
+        self.max_cap = tokens_per_minute
+        self.default_cap = default_cap
         self.book = ShadowBook()
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,10 +123,30 @@ class ShadowRunner:
             self.book.skipped(probe.key)
             probe.count("skipped_budget")
             return None
-        self.in_flight += 1
         # A shallow copy: the primary path may go on to change its own top-level fields.
-        probe.task = self.spawn(self._call(probe, release, dict(body), request_id))
+        shadow_body = self.shadow_body(release, body)
+        self.in_flight += 1
+        probe.task = task = self.spawn(self._call(probe, release, shadow_body, request_id))
+        task.add_done_callback(lambda done: self._call_ended(probe, done))
         return probe
+
+    def shadow_body(self, release: Release, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What the shadow release is asked: the primary's request, non-streaming, capped."""
+        shadow_body = {k: v for k, v in body.items() if k != "stream_options"}
+        shadow_body["model"] = release.model
+        shadow_body["stream"] = False
+        n = body.get("n")
+        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        sent = choice_cap(body)
+        cap = min(sent or self.default_cap, max(1, self.max_cap // choices))
+        if cap != sent:
+            write_cap(shadow_body, cap, release.base_url)
+        return shadow_body
+
+    def _call_ended(self, probe: Probe, task: asyncio.Task[None]) -> None:
+        self.in_flight -= 1
+        if task.cancelled():
+            probe.count("abandoned")  # once: a call cancelled mid-way counted itself already
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -229,10 +159,7 @@ class ShadowRunner:
     ) -> None:
         started = time.perf_counter()
         try:
-            try:
-                answer = await self._ask(release, body, request_id)
-            finally:
-                self.in_flight -= 1
+            answer = await self._ask(release, body, request_id)
         except asyncio.CancelledError:
             probe.count("abandoned")
             raise
@@ -256,10 +183,7 @@ class ShadowRunner:
         # else the primary is still running: its completion triggers the comparison
 
     async def _ask(self, release: Release, body: Mapping[str, Any], request_id: str) -> Answer:
-        shadow_body = {k: v for k, v in body.items() if k != "stream_options"}
-        shadow_body["model"] = release.model
-        shadow_body["stream"] = False
-        payload = json.dumps(shadow_body, separators=(",", ":"), ensure_ascii=False).encode()
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         async with self._upstream.post(
             release, CHAT_PATH, payload, stream=False, request_id=f"{request_id}-shadow"
         ) as response:

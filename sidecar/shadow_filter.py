@@ -2,13 +2,19 @@
 
 The probe gets chunks after they were written to the agent and the final body as relayed, so
 the primary path pays nothing beyond handing references over.
+
+This filter opens last (sidecar.app): a request another filter refuses (a budget, a contract)
+never samples a shadow, and the shadow copies the body as it goes out, completion cap included.
+The call itself starts when the primary's handler first waits (on the provider); a primary that
+fails before that cancels it unstarted, and the runner still gives its slot back.
 """
 
 from __future__ import annotations
 
 from sidecar.config import ConfigState
 from sidecar.exchange import Exchange, Observer, Outcome
-from sidecar.shadow import Probe, ShadowRunner
+from sidecar.shadow import ShadowRunner
+from sidecar.shadow_probe import Probe
 
 
 class _ShadowObserver(Observer):

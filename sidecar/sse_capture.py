@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sidecar.compare import Answer, canonical_arguments
-from sidecar.provider_json import provider_json
+from sidecar.provider_json import provider_json, usage_counts
 
 DEFAULT_MAX_TEXT: Final = 256 * 1024
 DEFAULT_MAX_LINE: Final = 1024 * 1024
@@ -89,10 +89,9 @@ class SseCapture:
         if "error" in event:
             self.failed = True
             return
-        usage = event.get("usage")
-        if isinstance(usage, dict):
-            self.prompt_tokens = _count(usage, "prompt_tokens", self.prompt_tokens)
-            self.completion_tokens = _count(usage, "completion_tokens", self.completion_tokens)
+        counts = usage_counts(event, "sse_capture")
+        if counts is not None:
+            self.prompt_tokens, self.completion_tokens = counts
         choices = event.get("choices")
         if isinstance(choices, list):
             for choice in choices:
@@ -149,8 +148,3 @@ class SseCapture:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
         )
-
-
-def _count(usage: dict[str, Any], name: str, previous: int) -> int:
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else previous

@@ -69,9 +69,9 @@ async def test_two_sidecars_share_an_agent_cost_budget_and_never_exceed_it(
         await http.put(
             f"{stack.fake.url}/_control/models/model-one", json={"completion_tokens": 20}
         )
-    sidecars = [
-        stack.start_sidecar([etcd_node.client_url], name=f"cost{i}", args=FAST) for i in range(2)
-    ]
+    sidecars = stack.start_sidecars(
+        [etcd_node.client_url], [f"cost{i}" for i in range(2)], args=FAST
+    )
     for s in sidecars:
         await wait_for(
             f"{s.url}/status",

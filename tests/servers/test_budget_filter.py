@@ -14,10 +14,10 @@ import pytest
 from holdfast.devtools import procs
 from holdfast.keyspace import Route, Shadow
 from holdfast.keyspace.budget import Budget
-from sidecar.app import build_http_app
 from sidecar.budget_filter import BudgetFilter, BudgetOptions
 from sidecar.budget_ledger import Ledger, Meter
 from sidecar.budget_metrics import BudgetMetrics
+from sidecar.http_app import build_http_app
 from sidecar.metrics import SidecarMetrics
 from tests.servers import conftest
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
@@ -26,14 +26,17 @@ SESSION = "sess-budget-1"
 MESSAGES = [{"role": "user", "content": "tell me about the weather"}]
 
 
-@pytest.fixture
-async def budgeted(
-    fakellm: procs.ManagedProcess, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[SidecarUnderTest, Ledger]]:
-    """The conftest sidecar with the budget filter in its chain (as Sidecar.build_app does)."""
+async def start_budgeted(
+    fakellm: procs.ManagedProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    app_kwargs: dict[str, Any] | None = None,
+    **over: object,
+) -> tuple[SidecarUnderTest, Ledger]:
+    """The conftest sidecar with the budget filter in its chain (as Sidecar.build_app does).
+    aiohttp's TestServer cancels a handler whose agent hangs up, as ``holdfast-sidecar`` does."""
     async with aiohttp.ClientSession() as http:
         await http.post(f"{fakellm.url}/_control/reset")
-    ledger = Ledger()
+    ledger = Ledger(agent=AGENT)
     real_build = build_http_app
 
     def build(*args: Any, **kwargs: Any) -> Any:
@@ -42,13 +45,22 @@ async def budgeted(
         options = BudgetOptions(agent=AGENT, default_cap=64, estimator="bytes")
         budget_metrics = BudgetMetrics(metrics.registry, AGENT, ledger)
         kwargs["filters"] = [BudgetFilter(ledger, config, options, budget_metrics)]
+        kwargs.update(app_kwargs or {})
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr("tests.servers.conftest.build_http_app", build)
-    sut = await conftest.start_sidecar(fakellm.url)
+    sut = await conftest.start_sidecar(fakellm.url, **over)
     sut.add_release("r1", "model-one")
     sut.add_release("r2", "model-two")
     sut.set_stable("r1")
+    return sut, ledger
+
+
+@pytest.fixture
+async def budgeted(
+    fakellm: procs.ManagedProcess, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[SidecarUnderTest, Ledger]]:
+    sut, ledger = await start_budgeted(fakellm, monkeypatch)
     yield sut, ledger
     await sut.server.close()
 

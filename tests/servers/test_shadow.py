@@ -14,8 +14,8 @@ from openai.types.chat import ChatCompletionToolParam, ChatCompletionUserMessage
 
 from holdfast.devtools import procs
 from holdfast.keyspace import Route, Shadow, ShadowStats
-from sidecar.app import SHADOW_KEY
 from sidecar.compare import answer_from_completion, similarity
+from sidecar.http_app import SHADOW_KEY
 from sidecar.shadow import ShadowRunner
 from tests.servers.conftest import AGENT, KS, PROVIDER_KEY, SidecarUnderTest, start_sidecar
 

@@ -11,9 +11,11 @@ import pytest
 from configsvc.budget_payloads import SetBudget
 from configsvc.errors import InvalidRequest
 from configsvc.prices import parse_price, price_name
+from configsvc.quota_view import spend_report
 from holdfast.keyspace import Keyspace, RecordError
-from holdfast.keyspace.budget import Budget, Quotas, SpendReport, meter_id, split_meter
+from holdfast.keyspace.budget import Budget, meter_id, split_meter
 from holdfast.keyspace.price import MICROS, Price, PriceTable, decode_prices, usd, usd_micros
+from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.store import KeyValue
 from sidecar.budget_ledger import Ledger
 from sidecar.config import ConfigState
@@ -125,7 +127,18 @@ def test_budget_payload_and_record_with_a_cost_limit() -> None:
     q = Quotas(scope="usd:agent:a", window="1h@1", limit=5_000_000, grants={"h": 10})
     assert Quotas.decode(q.encode()) == q
     r = SpendReport(scope="usd:agent:a", holder="h", window="1h@1", used=3)
-    assert KS.spend(r.scope, r.holder).endswith("/spend/usd:agent:a/h")
+    assert KS.spend(r.scope, r.holder).endswith("/spend/h/usd:agent:a")
+
+
+def test_a_spend_report_counts_only_under_its_own_key() -> None:
+    report = SpendReport(scope="agent:a", holder="a.h1.x", window="1h@1", used=3)
+    own = KeyValue(KS.spend("agent:a", "a.h1.x"), report.encode(), 2, 2, 1)
+    assert spend_report(KS, own) == report
+    # etcd roles let a sidecar write only keys of its own id: the value must not claim another
+    forged = KeyValue(KS.spend("agent:a", "b.h9.x"), report.encode(), 2, 2, 1)
+    other_scope = KeyValue(KS.spend("global", "a.h1.x"), report.encode(), 2, 2, 1)
+    garbage = KeyValue(KS.spend("agent:a", "a.h1.x"), b"\x93junk", 2, 2, 1)
+    assert [spend_report(KS, kv) for kv in (forged, other_scope, garbage)] == [None] * 3
 
 
 def test_cost_and_tokens_are_reserved_together_or_not_at_all() -> None:

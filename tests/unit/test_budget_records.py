@@ -10,7 +10,8 @@ import pytest
 from configsvc.budget_payloads import SetBudget, budget_scope, parse_action
 from configsvc.errors import InvalidRequest
 from holdfast.keyspace import Keyspace, RecordError
-from holdfast.keyspace.budget import Budget, Quotas, SpendReport, is_fleet, scope_kind
+from holdfast.keyspace.budget import Budget, is_fleet, scope_kind
+from holdfast.keyspace.quota import Quotas, SpendReport
 from sidecar.budget_config import decode_budget
 
 

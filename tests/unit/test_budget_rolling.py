@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from configsvc.quota_view import TAIL_EPOCHS, carry, view
 from holdfast.budget_rolling import Buckets
 from holdfast.budget_window import span_at
-from holdfast.keyspace.budget import Budget, Quotas, SpendReport
+from holdfast.keyspace.budget import Budget
+from holdfast.keyspace.quota import DEPARTED, Quotas, SpendReport
 from sidecar.budget_ledger import Ledger, Reservation
 
 T0 = 1_000_020.0  # 20 s into an epoch-aligned minute
@@ -113,6 +114,47 @@ def test_epoch_turn_carries_claims_and_keeps_tails_of_departed_holders() -> None
     assert carry(q2, "1m", later, reports)[1] == {}  # aged out: the claim is free again
 
 
+def test_departed_holders_fold_then_age_out_as_a_tail_of_their_own() -> None:
+    budget = Budget(scope="agent:a", tokens=1000, window="1m")
+    span = span_at("1m", "UTC", T0)
+    epoch = int(span.start // 60)
+    q = Quotas(
+        scope="agent:a",
+        window=span.id,
+        limit=1000,
+        grants={"a.1": 400, "b.1": 300, "c.1": 200},
+        reported={"c.1": (50, 120)},
+    )
+    reports = [
+        # a leaves gracefully: 140 in its live window, the rest given back
+        SpendReport(
+            scope="agent:a", holder="a.1", window=span.id, used=140, returned=260, final=True
+        ),
+        SpendReport(scope="agent:a", holder="b.1", window=span.id, used=100),
+        # c's report is gone (a crash): it counts its grant less what it was seen giving back
+    ]
+    fleet = view(budget, q, reports, T0)
+    assert fleet.departed == 140 and fleet.holders["c.1"].claim == 80
+    assert fleet.used() == 140 + 100 + 80
+    grants = {k: v for k, v in fleet.plan(1000).items() if v > 0}
+    q2 = Quotas(
+        scope="agent:a",
+        window=span.id,
+        limit=1000,
+        grants=grants,
+        reported=fleet.reported(),
+        tails=fleet.tails,
+    )
+    assert q2.grants[DEPARTED] == 140 and "a.1" not in q2.grants
+    nxt = span_at("1m", "UTC", T0 + 60)
+    carried, tails = carry(q2, "1m", nxt, reports[1:])
+    assert tails == {f"{DEPARTED}@{epoch}": (140, epoch + TAIL_EPOCHS), "c.1": (80, epoch + 4)}
+    assert "b.1" in carried and DEPARTED not in carried
+    # a final report met only at the turn goes straight to a tail, at its use
+    late = carry(q, "1m", nxt, reports)[1]
+    assert late["a.1"] == (140, epoch + TAIL_EPOCHS)
+
+
 def test_a_slice_is_usable_within_one_epoch_and_returned_restarts_with_each_epoch() -> None:
     ledger = _ledger(Budget(scope="agent:a", tokens=1000, window="1m"))
     [m] = ledger.applicable(["agent:a"], T0)
@@ -138,8 +180,9 @@ class _Node:
 
 def test_rolling_fleet_never_admits_beyond_the_limit_in_any_window() -> None:
     """Five sidecars on a rolling 1m budget over 25 epochs: random traffic and settlements,
-    give-backs, crashes, partitions during which a sidecar keeps admitting from the slice it
-    holds, reports up to three ticks stale. Every step checks the last window's admissions
+    give-backs, crashes, graceful restarts with final reports (read at once, late or never),
+    partitions during which a sidecar keeps admitting from the slice it holds, reports up to
+    three ticks stale. Every step checks the last window's admissions
     (charges once settled, reservations until then) of the whole fleet, dead or cut off."""
     rng = random.Random(11)
     limit, width = 20_000, 60.0
@@ -148,7 +191,8 @@ def test_rolling_fleet_never_admits_beyond_the_limit_in_any_window() -> None:
     nodes: dict[str, _Node] = {}
     log: deque[tuple[float, list[int]]] = deque()
     history: list[list[SpendReport]] = []
-    serial, total = 0, 0
+    finals: dict[str, tuple[SpendReport, int]] = {}  # holder -> (final report, last step read)
+    serial, total, departures = 0, 0, 0
     for step in range(1500):
         now = T0 + step
         while sum(1 for n in nodes.values() if n.cut_until < step) < 5:
@@ -194,7 +238,22 @@ def test_rolling_fleet_never_admits_beyond_the_limit_in_any_window() -> None:
             nodes.pop(rng.choice(sorted(nodes)))
         elif roll < 0.01:
             rng.choice(list(nodes.values())).cut_until = step + rng.randint(20, 200)
-        seen = history[-rng.randint(1, min(4, len(history)))]
+        elif roll < 0.025:  # a graceful restart: all unused given back, a final report
+            name = rng.choice(sorted(n for n, node in nodes.items() if node.cut_until < step))
+            [m] = nodes.pop(name).ledger.applicable(["agent:a"], now)
+            m.give_back(0)
+            final = SpendReport(
+                scope="agent:a",
+                holder=name,
+                window=m.grant_window or m.tally.span.id,
+                used=m.used,
+                returned=m.returned,
+                final=True,
+            )
+            finals[name] = (final, step + rng.choice((-1, 0, 5, 90)))  # -1: never read
+            departures += 1
+        seen = [r for r in history[-rng.randint(1, min(4, len(history)))] if r.holder in nodes]
+        seen += [r for r, last in finals.values() if last >= step]
         fleet = view(budget, quotas, seen, now)
         grants = {k: v for k, v in fleet.plan(limit).items() if v > 0}
         quotas = Quotas(
@@ -204,10 +263,12 @@ def test_rolling_fleet_never_admits_beyond_the_limit_in_any_window() -> None:
             grants=grants,
             used=fleet.used(),
             tails=fleet.tails,
+            reported=fleet.reported(),
         )
         while log and log[0][0] < now - width:
             total += log.popleft()[1][0]
         inside = sum(c[0] for _, c in log)
         assert inside <= limit, f"step {step}: {inside} > {limit}"
     total += sum(c[0] for _, c in log)
+    assert departures > 3
     assert total > 12 * limit  # the budget rolls: far more than one limit over 25 windows
