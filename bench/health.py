@@ -6,12 +6,16 @@
    HEALTHY_S the canary's fake model starts failing every request; we measure the time to the
    rollout's abort (as the API reports it) and to the last new session any sidecar sent to the
    canary, and count the requests the bad canary served.
-2. In process: the signals filter's cost per request (open, answer scan, close, metrics) beside
-   the same exchange with no filter, non-streaming and streaming (30 chunks).
-3. The encoded health snapshot of a busy sidecar (3 releases x 8 categories, tools, 10,000
-   sessions).
-4. configsvc's aggregation for 500 simulated sidecars: ingesting one beat of each, and one
-   status computation (1 min, 5 min and since-start windows plus the gate's evaluation).
+2. In process: the whole metrics path of one request (the signals filter's open, answer scan and
+   close: category, book, Prometheus tokens/outcome/shape/duration/TTFT series; and the
+   per-endpoint request counter) beside the same exchange with no filter, non-streaming and
+   streaming (30 chunks).
+3. The encoded health snapshot of a busy sidecar (3 releases x 8 categories, 8 tools per
+   release, 2 shadow comparisons, 10,000 sessions).
+4. configsvc's aggregation for 500 simulated sidecars with such snapshots: ingesting one beat of
+   each, and one status computation (what ``GET /v1/status`` computes for an agent: 1 min,
+   5 min and since-start windows of signals, tools and shadow comparisons, sessions) plus the
+   gate's evaluation.
 
 ``python -m bench.health`` replaces its section of bench/RESULTS.md.
 """
@@ -34,12 +38,14 @@ import uvloop
 from multidict import CIMultiDict
 
 from bench.sections import markers, replace_section
+from configsvc.fleet_health import releases_status
 from configsvc.health_verdict import evaluate
-from configsvc.health_windows import FleetWindows, by_release, view
+from configsvc.health_windows import FleetWindows
 from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
-from holdfast.keyspace import HealthSnapshot, Release
+from holdfast.keyspace import HealthSnapshot, Release, ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
+from holdfast.keyspace.tool_signals import HIST_LEN, ToolSignals
 from sidecar.exchange import Chain, Exchange, Outcome
 from sidecar.metrics import SidecarMetrics
 from sidecar.routing import Resolved
@@ -174,7 +180,9 @@ CHUNKS = [
      b"data: [DONE]\n\n"]  # fmt: skip
 
 
-def per_request_us(filters: list[Any], stream: bool, n: int = 20_000) -> float:
+def per_request_us(
+    filters: list[Any], stream: bool, metrics: SidecarMetrics | None = None, n: int = 20_000
+) -> float:
     headers = CIMultiDict({"X-Holdfast-Category": "billing"})
     resolved = Resolved(RELEASE, 1, "sess-1")
     request = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
@@ -189,15 +197,18 @@ def per_request_us(filters: list[Any], stream: bool, n: int = 20_000) -> float:
         else:
             chain.body(200, BODY)
         chain.close(Outcome("ok", 200, 0.1, True))
+        if metrics is not None:
+            metrics.request_finished("chat", "r1", "ok", 0.1)
     return (time.perf_counter() - t0) / n * 1e6
 
 
 def filter_cost() -> dict[str, tuple[float, float]]:
-    sig = SignalsFilter(SignalBook(), SidecarMetrics(AGENT).signals)
+    metrics = SidecarMetrics(AGENT)
+    sig = SignalsFilter(SignalBook(), metrics.signals)
     out = {}
     for label, stream in (("non-streaming", False), ("streaming, 31 chunks", True)):
         base = statistics.median(per_request_us([], stream) for _ in range(3))
-        with_filter = statistics.median(per_request_us([sig], stream) for _ in range(3))
+        with_filter = statistics.median(per_request_us([sig], stream, metrics) for _ in range(3))
         out[label] = (base, with_filter)
     return out
 
@@ -220,10 +231,35 @@ def busy_book(releases: tuple[str, ...], sessions: int) -> SignalBook:
     return book
 
 
+def tools_of(releases: tuple[str, ...], calls: int) -> tuple[ToolSignals, ...]:
+    latency = (calls // 2, calls // 4, calls // 4) + (0,) * (HIST_LEN - 3)
+    return tuple(
+        ToolSignals(release=r, tool=f"tool{t}", version="1.2.0", latency_ms=latency,
+                    latency_ms_sum=calls * 40.0,
+                    counts={"calls": calls, "outcome_timeout": calls // 50,
+                            "violation_args": calls // 100, "violation_result": calls // 200})
+        for r in releases for t in range(8)
+    )  # fmt: skip
+
+
+def shadow_of(releases: tuple[str, ...], samples: int) -> tuple[ShadowStats, ...]:
+    return tuple(
+        ShadowStats(primary=releases[0], shadow=r, epoch=1.0, samples=samples,
+                    similarity_sum=samples * 0.9, similarity_min=0.2, tool_agree=samples // 3,
+                    tool_samples=samples // 2, token_samples=samples,
+                    primary_prompt_tokens=samples * 40, primary_completion_tokens=samples * 20,
+                    shadow_prompt_tokens=samples * 40, shadow_completion_tokens=samples * 22,
+                    primary_latency_ms_sum=samples * 300.0, shadow_latency_ms_sum=samples * 320.0)
+        for r in releases[1:]
+    )  # fmt: skip
+
+
 def snapshot_of(book: SignalBook, sidecar: str, at: float) -> HealthSnapshot:
+    releases = tuple(sorted({s.release for s in book.signals()}))
     return HealthSnapshot(sidecar_id=sidecar, agent=AGENT, at=at, started_at=0.0,
                           config_revision=1, signals=book.signals(),
-                          sessions=book.spreads())  # fmt: skip
+                          sessions=book.spreads(), tools=tools_of(releases, 1000),
+                          shadow=shadow_of(releases, 300))  # fmt: skip
 
 
 def aggregation() -> dict[str, float]:
@@ -244,13 +280,10 @@ def aggregation() -> dict[str, float]:
     ingest = time.perf_counter() - t0
     now = beats * 2.0
     t0 = time.perf_counter()
-    w1 = windows.window(AGENT, 60, now)
-    w5 = windows.window(AGENT, 300, now)
-    total = windows.since_start(AGENT)
-    for w in (w1, w5, total):
-        for s in by_release(w).values():
-            view(s)
-    evaluate(HealthPolicy(max_tokens_change=0.5), w1, canary="canary", stable="stable")
+    releases_status(windows, AGENT, "stable", "canary", now)
+    policy = HealthPolicy(max_tokens_change=0.5, min_shadow_similarity=0.8)
+    evaluate(policy, windows.window(AGENT, 60, now, since=0.0), canary="canary", stable="stable",
+             shadow=windows.shadow_window(AGENT, 60, now, since=0.0))  # fmt: skip
     status = time.perf_counter() - t0
     return {"ingest_ms": ingest * 1000, "status_ms": status * 1000}
 
@@ -277,9 +310,10 @@ def render(trials: list[dict[str, float]], cost: dict[str, tuple[float, float]],
         f"`python -m bench.health`, {time.strftime('%Y-%m-%d %H:%M UTC')}. "
         f"{SIDECARS} sidecar processes (default 2 s health interval), one etcd, configsvc "
         f"(default 0.5 s controller tick, default gate: error-rate delta 0.05, p95 x1.5, 50 "
-        f"samples, 3 fresh failing evaluations), the fake upstream, all on this machine. A "
-        f"rollout at 50 % takes {RATE / 2:g} canary requests/s (every request a new session); "
-        f"after {HEALTHY_S:g} s the canary's model fails every request. {TRIALS} trials.",
+        f"samples, 3 failing evaluations on fresh canary data), the fake upstream, all on "
+        f"this machine. A rollout at 50 % takes {RATE / 2:g} canary requests/s (every request "
+        f"a new session); after {HEALTHY_S:g} s the canary's model fails every request. "
+        f"{TRIALS} trials.",
         "",
         "| from the canary going bad to | median | max |",
         "|---|---|---|",
@@ -288,25 +322,29 @@ def render(trials: list[dict[str, float]], cost: dict[str, tuple[float, float]],
         f"{col('stable_everywhere_s')} |",
         f"| requests the bad canary served meanwhile | {col('bad_requests')} |",
         "",
-        "Signals filter on the request path, in process (open, answer scan, close, Prometheus), "
-        "µs per request, median of 3 x 20,000:",
+        "Metrics on the request path, in process: the signals filter (category, answer scan, "
+        "book, Prometheus tokens/outcome/shape/duration/TTFT) and the per-endpoint request "
+        "counter, µs per request, median of 3 x 20,000:",
         "",
-        "| answer | no filter | with signals | cost |",
+        "| answer | no metrics | with metrics | cost |",
         "|---|---|---|---|",
         *(f"| {k} | {b:.1f} | {w:.1f} | {w - b:.1f} |" for k, (b, w) in cost.items()),
         "",
         f"Health snapshot of a busy sidecar (3 releases x 8 categories = {size[1]} signal "
-        f"records, tool mix, 10,000 tracked sessions): **{size[0]:,} bytes** of msgpack.",
+        f"records, tool mix, 8 tools per release, 2 shadow comparisons, 10,000 tracked "
+        f"sessions): **{size[0]:,} bytes** of msgpack.",
         "",
-        f"Aggregation for {FLEET} simulated sidecars (2 releases x 8 categories each, 5 min of "
-        f"history): ingesting one beat of all of them (decode + window bookkeeping) "
-        f"**{agg['ingest_ms']:.0f} ms**; one status computation (1 min, 5 min, since-start "
-        f"windows and the gate's evaluation) **{agg['status_ms']:.0f} ms**.",
+        f"Aggregation for {FLEET} simulated sidecars (2 releases x 8 categories, 8 tools per "
+        f"release and a shadow comparison each, 5 min of history): ingesting one beat of all "
+        f"of them (decode + window bookkeeping) **{agg['ingest_ms']:.0f} ms**; one agent's "
+        f"status (1 min, 5 min, since-start windows of signals, tools and shadow comparisons, "
+        f"sessions) and the gate's evaluation **{agg['status_ms']:.0f} ms**.",
         "",
-        "Detection needs fresh snapshots: the gate counts a failing evaluation only when new "
-        "data arrived, so the abort lands after about fails-to-abort health intervals spread "
-        "over the fleet; the route change then reaches every sidecar through its etcd watch "
-        "in milliseconds (see canary-propagation).",
+        "Detection needs fresh data: the gate counts a failing evaluation only when a snapshot "
+        "brought the canary new requests, and judges only traffic since the rollout started, "
+        "so the abort lands after about fails-to-abort health intervals spread over the fleet; "
+        "the route change then reaches every sidecar through its etcd watch in milliseconds "
+        "(see canary-propagation).",
         END,
     ])  # fmt: skip
 

@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from configsvc.health_windows import WINDOWS, FleetWindows, by_release, view
+from configsvc.health_shadow import shadow_view
+from configsvc.health_sums import by_release, view
+from configsvc.health_windows import WINDOWS, FleetWindows
 from configsvc.tool_health import by_release as tools_by_release
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
+from holdfast.keyspace.signals import SessionSpread
 from holdfast.logs import get_logger
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
@@ -68,8 +71,13 @@ class FleetHealth:
         self.updated_at = self.clock()
 
     def _read(self, key: str, value: bytes) -> None:
+        sidecar_id = key.removeprefix(self._prefix)
         try:
             snap = HealthSnapshot.decode(value)
+            if snap.sidecar_id != sidecar_id:
+                # Else one key could write into another sidecar's data, and its deletion would
+                # not retire what it wrote.
+                raise RecordError(f"snapshot names sidecar {snap.sidecar_id!r:.80}, not its key's")
         except RecordError as exc:
             if key not in self._unreadable:  # once per key, not once per beat
                 self._unreadable.add(key)
@@ -79,46 +87,56 @@ class FleetHealth:
         self.windows.observe(snap)
 
     def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
-        """Per release: each window's figures, traffic share, sessions and shadow similarity."""
         now = self.clock()
-        windows = {name: self.windows.window(agent, s, now) for name, s in WINDOWS.items()}
-        windows["since_start"] = self.windows.since_start(agent)
-        sessions = self.windows.sessions(agent)
-        tools = {name: tools_by_release(self.windows.tool_window(agent, s, now))
-                 for name, s in WINDOWS.items()}  # fmt: skip
-        tools["since_start"] = tools_by_release(self.windows.tool_since_start(agent))
-        shadow = self.windows.shadow(agent)
-        releases: dict[str, dict[str, Any]] = {}
-        names = {r for w in windows.values() for (r, _) in w} | {stable} | ({canary} - {""})
-        names |= set(tools["since_start"])
-        recent = by_release(windows["1m"])
-        total_1m = sum(s.count("requests") for s in recent.values())
-        for release in sorted(names):
-            role = "stable" if release == stable else "canary" if release == canary else "other"
-            n_1m = recent[release].count("requests") if release in recent else 0
-            sims = [s for s in shadow if s.shadow == release and s.samples]
-            samples = sum(s.samples for s in sims)
-            releases[release] = {
-                "role": role,
-                "traffic_share": n_1m / total_1m if total_1m else None,
-                "sessions": sessions[release].sessions if release in sessions else 0,
-                "shadow_similarity": sum(s.similarity_sum for s in sims) / samples
-                if samples
-                else None,
-                "shadow_samples": samples,
-                "windows": {name: view(by_release(w).get(release)) for name, w in windows.items()},
-                "categories": {
-                    cat: view(w_sig)
-                    for (rel, cat), w_sig in sorted(windows["5m"].items())
-                    if rel == release
-                },
-                # Tool contracts per tool: violations, calls through the sidecar, errors, latency.
-                "tools": {name: w.get(release, {}) for name, w in tools.items()},
-            }
         return {
             "agent": agent,
             "sidecars": self.windows.sidecars(agent),
             "etcd_connected": self.connected,
             "data_age_s": None if self.updated_at is None else round(now - self.updated_at, 3),
-            "releases": releases,
+            "releases": releases_status(self.windows, agent, stable, canary, now),
         }
+
+
+def releases_status(
+    fleet: FleetWindows, agent: str, stable: str, canary: str, now: float
+) -> dict[str, dict[str, Any]]:
+    """Per release: each window's figures, traffic share, sessions, shadow comparisons, tools."""
+    windows = {name: fleet.window(agent, s, now) for name, s in WINDOWS.items()}
+    windows["since_start"] = fleet.since_start(agent)
+    sessions = fleet.sessions(agent)
+    tools = {name: tools_by_release(fleet.tool_window(agent, s, now))
+             for name, s in WINDOWS.items()}  # fmt: skip
+    tools["since_start"] = tools_by_release(fleet.tool_since_start(agent))
+    shadow = {name: fleet.shadow_window(agent, s, now) for name, s in WINDOWS.items()}
+    shadow["since_start"] = fleet.shadow(agent)
+    releases: dict[str, dict[str, Any]] = {}
+    names = {r for w in windows.values() for (r, _) in w} | {stable} | ({canary} - {""})
+    names |= set(tools["since_start"]) | {s.shadow for s in shadow["since_start"]}
+    recent = by_release(windows["1m"])
+    total_1m = sum(s.count("requests") for s in recent.values())
+    for release in sorted(names):
+        role = "stable" if release == stable else "canary" if release == canary else "other"
+        n_1m = recent[release].count("requests") if release in recent else 0
+        spread = sessions.get(release) or SessionSpread(release=release)
+        as_shadow = {name: shadow_view(w, release) for name, w in shadow.items()}
+        whole = as_shadow["since_start"]
+        releases[release] = {
+            "role": role,
+            "traffic_share": n_1m / total_1m if total_1m else None,
+            "sessions": spread.sessions,
+            # The live sidecars' tracked sessions: cumulative tokens and latency.
+            "session_spread": spread.view(),
+            "shadow_similarity": whole["similarity"],
+            "shadow_samples": whole["samples"],
+            "shadow_tool_agreement": whole["tool_agreement"],
+            "shadow": as_shadow,
+            "windows": {name: view(by_release(w).get(release)) for name, w in windows.items()},
+            "categories": {
+                cat: view(w_sig)
+                for (rel, cat), w_sig in sorted(windows["5m"].items())
+                if rel == release
+            },
+            # Tool contracts per tool: violations, calls through the sidecar, errors, latency.
+            "tools": {name: w.get(release, {}) for name, w in tools.items()},
+        }
+    return releases

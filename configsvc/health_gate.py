@@ -1,9 +1,12 @@
 """The health gate of progressive rollouts: the policy evaluated on every controller tick.
 
-An evaluation counts towards ``fails_to_abort`` only when new snapshots arrived since the last
-one (the same data judged twice is one judgement). N consecutive failing evaluations abort the
-rollout with the evidence; inconclusive for longer than ``inconclusive_after_s`` pauses it;
-a pass lets the plan's clock advance it.
+The window never reaches back before the rollout's start (an earlier attempt of the same
+release is not judged again). An evaluation counts towards ``fails_to_abort`` only when the
+canary brought new data since the last one (the same data judged twice is one judgement, and a
+busy fleet's other agents and releases do not make it new). N consecutive failing evaluations
+abort the rollout with the evidence; inconclusive for longer than ``inconclusive_after_s`` of
+running time pauses it (a paused rollout's clock stands still, and a pause or resume restarts
+it); a pass lets the plan's clock advance it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ log = get_logger(__name__)
 @dataclass(slots=True)
 class _Track:
     rollout_key: tuple[str, float]  # (release, started_at): a new rollout starts afresh
+    state: str = "running"
     fails: int = 0
     inconclusive_since: float | None = None
     data_version: int = -1
@@ -40,14 +44,16 @@ class PolicyGate:
         policy = rollout.policy
         if policy is None:
             return None
-        now = self.fleet.clock()
-        signals = self.fleet.windows.window(agent, policy.window_s, now)
+        now, windows = self.fleet.clock(), self.fleet.windows
+        since = rollout.started_at or None
+        if since is not None and since > now - policy.window_s:
+            windows.mark(since)
         return evaluate(
             policy,
-            signals,
+            windows.window(agent, policy.window_s, now, since=since),
             canary=rollout.release,
             stable=stable,
-            shadow=self.fleet.windows.shadow(agent),
+            shadow=windows.shadow_window(agent, policy.window_s, now, since=since),
         )
 
     async def judge(self, agent: str, rollout: Rollout, stable: str = "") -> GateDecision:
@@ -57,12 +63,16 @@ class PolicyGate:
         key = (rollout.release, rollout.started_at)
         track = self._tracks.get(agent)
         if track is None or track.rollout_key != key:
-            track = self._tracks[agent] = _Track(key)
+            track = self._tracks[agent] = _Track(key, state=rollout.state)
+        if track.state != rollout.state:
+            # Paused or resumed (by anyone): waiting for data starts again from now.
+            track.state, track.inconclusive_since = rollout.state, None
         result = self.evaluate(agent, rollout, stable)
         assert result is not None
         now = self.fleet.clock()
-        fresh = self.fleet.windows.version != track.data_version
-        track.data_version = self.fleet.windows.version
+        version = self.fleet.windows.data_version(agent, rollout.release)
+        fresh = version != track.data_version
+        track.data_version = version
         track.last, track.judged_at = result, now
         if result.verdict == "fail":
             if fresh:
@@ -78,6 +88,8 @@ class PolicyGate:
         if result.verdict == "pass":
             track.fails, track.inconclusive_since = 0, None
             return GateDecision("proceed")
+        if rollout.state != "running":
+            return GateDecision("hold", f"paused; inconclusive: {result.summary()}")
         if track.inconclusive_since is None:
             track.inconclusive_since = now
         waited = now - track.inconclusive_since

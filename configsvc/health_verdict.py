@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from configsvc.health_windows import Key, by_release, view
+from configsvc.health_sums import Key, by_release, view
 from holdfast.keyspace import ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.signals import ReleaseSignals

@@ -7,32 +7,31 @@ a new *incarnation*; the old one keeps its final counts, which still belong to t
 fall in and to the totals "since the release started". A sidecar that died (lease expired)
 keeps contributing what it served until its samples age out. A replica that has just started
 watching has no history yet: a sidecar's whole cumulative count stands in for its window.
+
+A window may also be clipped to start at a moment (a rollout's start): then a sidecar's traffic
+counts from its first snapshot at or after that moment (or whole, if it started later), so
+nothing served before it, such as an earlier attempt of the same rollout, is ever judged.
+Freshness is kept per agent and release: a release's data version moves only when a snapshot
+brings that release new requests (or new shadow comparisons).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
+from configsvc import health_shadow
+from configsvc.health_shadow import Shadows, add_shadow
+from configsvc.health_sums import Signals, Total, add_into
 from configsvc.tool_health import Tools, add_tools, difference
 from holdfast.keyspace import HealthSnapshot, ShadowStats
-from holdfast.keyspace.signals import (
-    ERROR_CLASSES,
-    LATENCY_BOUNDS_MS,
-    ReleaseSignals,
-    SessionSpread,
-    quantile,
-)
+from holdfast.keyspace.signals import SessionSpread
 
 WINDOWS: Final = {"1m": 60.0, "5m": 300.0}
 KEEP_S: Final = max(WINDOWS.values()) + 30.0
 MIN_SPACING_S: Final = 5.0
-# Error classes that are the release's (provider) failures; refusals and disconnects are not.
-FAILURE_CLASSES: Final = ("upstream_4xx", "upstream_5xx", "timeout", "unreachable")
-Key = tuple[str, str]  # (release, category)
-Signals = dict[Key, ReleaseSignals]
 
 
 @dataclass(slots=True)
@@ -40,6 +39,7 @@ class _Sample:
     at: float
     signals: Signals
     tools: Tools = field(default_factory=dict)  # per (release, tool)
+    shadow: Shadows = field(default_factory=dict)  # per (primary, shadow, epoch)
 
 
 @dataclass(slots=True)
@@ -48,7 +48,6 @@ class _Incarnation:
     agent: str
     started_at: float
     samples: deque[_Sample] = field(default_factory=deque)
-    shadow: tuple[ShadowStats, ...] = ()
     sessions: tuple[SessionSpread, ...] = ()
     alive: bool = True
 
@@ -56,68 +55,22 @@ class _Incarnation:
     def latest(self) -> _Sample:
         return self.samples[-1]
 
+    def base(self, start: float, clipped: bool) -> _Sample | None:
+        """The sample a window starting at ``start`` subtracts (None: count everything).
 
-class _Sum:
-    """A mutable running sum of signals of one key: sparse adds, one record at the end."""
-
-    __slots__ = ("category", "counts", "hists", "release", "sums", "tools")
-
-    def __init__(self, release: str, category: str) -> None:
-        self.release, self.category = release, category
-        self.counts: dict[str, int] = {}
-        self.sums: dict[str, float] = {}
-        self.hists: dict[str, list[int]] = {}
-        self.tools: dict[str, int] = {}
-
-    def add(self, s: ReleaseSignals, sign: int) -> None:
-        counts, sums, tools = self.counts, self.sums, self.tools
-        for name, n in s.counts.items():
-            counts[name] = counts.get(name, 0) + sign * n
-        for name, x in s.sums.items():
-            sums[name] = sums.get(name, 0.0) + sign * x
-        for name, buckets in s.hists.items():
-            have = self.hists.get(name)
-            if have is None:
-                self.hists[name] = [sign * b for b in buckets]
-            else:
-                for i, b in enumerate(buckets):
-                    have[i] += sign * b
-        for name, n in s.tools.items():
-            tools[name] = tools.get(name, 0) + sign * n
-
-    def record(self) -> ReleaseSignals:
-        return ReleaseSignals(
-            release=self.release,
-            category=self.category,
-            counts={k: v for k, v in self.counts.items() if v},
-            sums={k: v for k, v in self.sums.items() if v},
-            hists={k: tuple(v) for k, v in self.hists.items() if any(v)},
-            tools={k: v for k, v in self.tools.items() if v},
-        )
-
-
-class _Total:
-    def __init__(self) -> None:
-        self.sums: dict[Key, _Sum] = {}
-
-    def add(self, signals: Iterable[ReleaseSignals], sign: int = 1) -> None:
-        for s in signals:
-            acc = self.sums.get(s.key)
-            if acc is None:
-                acc = self.sums[s.key] = _Sum(s.release, s.category)
-            acc.add(s, sign)
-
-    def result(self) -> Signals:
-        return {key: acc.record() for key, acc in self.sums.items()}
-
-
-def add_into(total: Signals, signals: Iterable[ReleaseSignals], sign: int = 1) -> None:
-    for s in signals:
-        have = total.get(s.key)
-        if have is None:
-            total[s.key] = s if sign == 1 else ReleaseSignals(release=s.release).combined(s, -1)
-        else:
-            total[s.key] = have.combined(s, sign)
+        Unclipped: the last sample at or before the start. Clipped (the start is a moment such
+        as a rollout's start): the first sample at or after it, so nothing from before counts.
+        """
+        if clipped:
+            if self.started_at >= start:
+                return None
+            return next((s for s in self.samples if s.at >= start), self.latest)
+        base = None
+        for sample in self.samples:
+            if sample.at > start:
+                break
+            base = sample
+        return base
 
 
 class FleetWindows:
@@ -126,9 +79,22 @@ class FleetWindows:
         self._retired: list[_Incarnation] = []
         self._folded: dict[str, Signals] = {}  # agent -> totals of incarnations aged out
         self._folded_tools: dict[str, Tools] = {}
+        self._folded_shadow: dict[str, Shadows] = {}
         self._keep = keep_s
         self._spacing = min_spacing_s
-        self.version = 0  # bumps on every accepted snapshot: "is there new data?"
+        self.version = 0  # bumps on every accepted snapshot
+        self._fresh: dict[tuple[str, str], int] = {}  # (agent, release) -> new data seen
+        self._marks: list[float] = []  # moments clipped windows start at (rollout starts)
+
+    def mark(self, at: float) -> None:
+        """Keep each sidecar's first sample at or after ``at``: a window clipped to start there
+        then counts from it (else sparse history could put it seconds later)."""
+        if at not in self._marks:
+            self._marks.append(at)
+
+    def data_version(self, agent: str, release: str) -> int:
+        """Moves when a snapshot brings ``release`` new requests or shadow comparisons."""
+        return self._fresh.get((agent, release), 0)
 
     def observe(self, snap: HealthSnapshot) -> None:
         signals = {s.key: s for s in snap.signals}
@@ -143,14 +109,27 @@ class FleetWindows:
             self._live[snap.sidecar_id] = inc
         elif inc.samples and snap.at <= inc.latest.at:
             return  # an old or repeated beat
-        sample = _Sample(snap.at, signals, {t.key: t for t in snap.tools})
+        shadow = {health_shadow.key_of(s): s for s in snap.shadow}
+        sample = _Sample(snap.at, signals, {t.key: t for t in snap.tools}, shadow)
+        self._mark_fresh(snap.agent, sample, inc.latest if inc.samples else None)
         samples = inc.samples
-        if len(samples) >= 2 and samples[-1].at - samples[-2].at < self._spacing:
+        if (
+            len(samples) >= 2
+            and samples[-1].at - samples[-2].at < self._spacing
+            and not any(samples[-2].at < m <= samples[-1].at for m in self._marks)
+        ):
             samples[-1] = sample  # keep history sparse; the newest is always kept
         else:
             samples.append(sample)
-        inc.shadow, inc.sessions = snap.shadow, snap.sessions
+        inc.sessions = snap.sessions
         self.version += 1
+
+    def _mark_fresh(self, agent: str, new: _Sample, old: _Sample | None) -> None:
+        before = _per_release(old) if old is not None else {}
+        for release, n in _per_release(new).items():
+            if n != before.get(release, (0, 0)):
+                key = (agent, release)
+                self._fresh[key] = self._fresh.get(key, 0) + 1
 
     def gone(self, sidecar_id: str) -> None:
         """The sidecar's key went away (lease expired or revoked)."""
@@ -170,9 +149,13 @@ class FleetWindows:
             if inc.latest.at < horizon:
                 add_into(self._folded.setdefault(inc.agent, {}), inc.latest.signals.values())
                 add_tools(self._folded_tools.setdefault(inc.agent, {}), inc.latest.tools.values())
+                add_shadow(
+                    self._folded_shadow.setdefault(inc.agent, {}), inc.latest.shadow.values()
+                )
             else:
                 kept.append(inc)
         self._retired = kept
+        self._marks = [m for m in self._marks if m >= horizon]
         for inc in self._live.values():
             while len(inc.samples) > 2 and inc.samples[1].at <= horizon:
                 inc.samples.popleft()
@@ -182,31 +165,38 @@ class FleetWindows:
             if inc.agent == agent and inc.samples:
                 yield inc
 
-    def window(self, agent: str, seconds: float, now: float) -> Signals:
-        """Traffic of the last ``seconds``, summed over the fleet, per (release, category)."""
+    def _spans(
+        self, agent: str, seconds: float, now: float, since: float | None
+    ) -> Iterable[tuple[_Sample, _Sample | None]]:
+        """(newest sample, base) of every incarnation with traffic in the window."""
         start = now - seconds
-        total = _Total()
+        clipped = since is not None and since > start
+        if clipped:
+            start = since  # type: ignore[assignment]  # not None when clipped
         for inc in self._incarnations(agent):
             latest = inc.latest
             if latest.at < start:
                 continue
-            base = None
-            for sample in inc.samples:
-                if sample.at <= start:
-                    base = sample
-                else:
-                    break
-            # No sample from before the window (this replica has just started watching): the
-            # whole cumulative count stands in, an overcount until a window of history exists,
-            # rather than being blind for a window's length.
+            # Unclipped, no sample from before the window (this replica has just started
+            # watching): the whole count stands in, an overcount until a window of history
+            # exists, rather than being blind for a window's length.
+            base = inc.base(start, clipped)
+            if base is not latest:  # the newest sample as the base: nothing since
+                yield latest, base
+
+    def window(self, agent: str, seconds: float, now: float, since: float | None = None) -> Signals:
+        """Traffic of the last ``seconds`` (not before ``since``), summed over the fleet, per
+        (release, category)."""
+        total = Total()
+        for latest, base in self._spans(agent, seconds, now, since):
             total.add(latest.signals.values())
-            if base is not None and base is not latest:
+            if base is not None:
                 total.add(base.signals.values(), -1)
         return total.result()
 
     def since_start(self, agent: str) -> Signals:
         """Everything every incarnation ever reported (cumulative counters need no baseline)."""
-        total = _Total()
+        total = Total()
         total.add(self._folded.get(agent, {}).values())
         for inc in self._incarnations(agent):
             total.add(inc.latest.signals.values())
@@ -214,17 +204,9 @@ class FleetWindows:
 
     def tool_window(self, agent: str, seconds: float, now: float) -> Tools:
         """Tool signals of the last ``seconds`` per (release, tool), as ``window`` does."""
-        start = now - seconds
         total: Tools = {}
-        for inc in self._incarnations(agent):
-            if inc.latest.at < start:
-                continue
-            base = None
-            for sample in inc.samples:
-                if sample.at > start:
-                    break
-                base = sample
-            add_tools(total, difference(inc.latest.tools, base.tools if base else None))
+        for latest, base in self._spans(agent, seconds, now, None):
+            add_tools(total, difference(latest.tools, base.tools if base else None))
         return total
 
     def tool_since_start(self, agent: str) -> Tools:
@@ -233,15 +215,23 @@ class FleetWindows:
             add_tools(total, inc.latest.tools.values())
         return total
 
+    def shadow_window(
+        self, agent: str, seconds: float, now: float, since: float | None = None
+    ) -> list[ShadowStats]:
+        """Shadow comparisons of the last ``seconds`` (not before ``since``)."""
+        total: Shadows = {}
+        for latest, base in self._spans(agent, seconds, now, since):
+            add_shadow(
+                total, health_shadow.difference(latest.shadow, base.shadow if base else None)
+            )
+        return list(total.values())
+
     def shadow(self, agent: str) -> list[ShadowStats]:
-        merged: dict[tuple[str, str, float], ShadowStats] = {}
-        for inc in self._live.values():
-            if inc.agent != agent:
-                continue
-            for s in inc.shadow:
-                key = (s.primary, s.shadow, s.epoch)
-                merged[key] = merged[key].merged(s) if key in merged else s
-        return list(merged.values())
+        """Every comparison ever reported, per (primary, shadow, epoch)."""
+        total = dict(self._folded_shadow.get(agent, {}))
+        for inc in self._incarnations(agent):
+            add_shadow(total, inc.latest.shadow.values())
+        return list(total.values())
 
     def sessions(self, agent: str) -> dict[str, SessionSpread]:
         merged: dict[str, SessionSpread] = {}
@@ -255,6 +245,18 @@ class FleetWindows:
         return sum(1 for inc in self._live.values() if inc.agent == agent)
 
 
+def _per_release(sample: _Sample) -> dict[str, tuple[int, int]]:
+    """Per release: (requests served, shadow comparisons made as the shadow)."""
+    out: dict[str, tuple[int, int]] = {}
+    for (release, _), s in sample.signals.items():
+        n, m = out.get(release, (0, 0))
+        out[release] = (n + s.count("requests"), m)
+    for stats in sample.shadow.values():
+        n, m = out.get(stats.shadow, (0, 0))
+        out[stats.shadow] = (n, m + stats.samples)
+    return out
+
+
 def _regressed(new: Signals, old: Signals) -> bool:
     """A key gone or a request count down: counters restarted. (Every exchange counts one
     request, so comparing that counter alone is enough and keeps ingestion cheap.)"""
@@ -263,42 +265,3 @@ def _regressed(new: Signals, old: Signals) -> bool:
         if fresh is None or fresh.count("requests") < s.count("requests"):
             return True
     return False
-
-
-def by_release(signals: Mapping[Key, ReleaseSignals]) -> dict[str, ReleaseSignals]:
-    """All categories of each release added together (category "all")."""
-    out: dict[str, ReleaseSignals] = {}
-    for (release, _), s in signals.items():
-        base = out.get(release) or ReleaseSignals(release=release, category="all")
-        out[release] = base.combined(s)
-    return out
-
-
-def view(s: ReleaseSignals | None) -> dict[str, Any]:
-    """The figures a person (and a gate) reads from one release's signals."""
-    s = s or ReleaseSignals(release="none")
-    n = s.count("requests")
-    answered = s.count("usage_requests")
-    failures = sum(s.count(f"error_{c}") for c in FAILURE_CLASSES)
-    hist = s.hist("latency_ms")
-    return {
-        "requests": n,
-        "failures": failures,
-        "error_rate": failures / n if n else None,
-        "errors": {c: s.count(f"error_{c}") for c in ERROR_CLASSES if s.count(f"error_{c}")},
-        "p50_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.5),
-        "p95_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.95),
-        "answers": answered,
-        "tokens_per_answer": s.count("tokens_out") / answered if answered else None,
-        "tokens_per_request": (s.count("tokens_in") + s.count("tokens_out")) / answered
-        if answered
-        else None,
-        "cost_per_request": s.total("cost_usd") / answered if answered else None,
-        "violations": s.count("violations"),
-        "violation_rate": s.count("violations") / n if n else None,
-        "refusal_rate": s.count("refusals") / answered if answered else None,
-        "empty_rate": s.count("empty") / answered if answered else None,
-        "estimated_answers": s.count("estimated"),
-        "budget_rejections": s.count("budget_rejections"),
-        "tool_calls": dict(s.tools),
-    }

@@ -24,6 +24,8 @@ def release_rows(body: Mapping[str, Any], window: str) -> list[list[str]]:
     rows = []
     for name, r in body["releases"].items():
         w = r["windows"][window]
+        shadow = (r.get("shadow") or {}).get(window) or {}
+        spread = r.get("session_spread") or {}
         rows.append(
             [
                 f"{name} ({r['role']})",
@@ -36,14 +38,16 @@ def release_rows(body: Mapping[str, Any], window: str) -> list[list[str]]:
                 _num(w["tokens_per_request"], "{:.1f}"),
                 _cost(w["cost_per_request"]),
                 str(w["violations"]),
-                _num(r.get("shadow_similarity"), "{:.3f}"),
+                _num(spread.get("tokens_p95")),
+                _num(shadow.get("similarity", r.get("shadow_similarity")), "{:.3f}"),
+                _pct(shadow.get("tool_agreement")),
             ]
         )
     return rows
 
 
 HEADERS = ("RELEASE", "SHARE", "SESSIONS", "REQS", "ERRORS", "P50MS", "P95MS", "TOK/REQ",
-           "COST/REQ", "VIOL", "SHADOW_SIM")  # fmt: skip
+           "COST/REQ", "VIOL", "SESS_TOK95", "SHADOW_SIM", "TOOL_AGREE")  # fmt: skip
 
 
 TOOL_HEADERS = ("RELEASE", "TOOL", "CALLS", "ERRORS", "AVG_MS", "P95_MS", "VIOL", "UNAVAIL")

@@ -1,14 +1,16 @@
 """Prometheus metrics of one sidecar, in a registry of its own (no global state between apps).
 
 Names follow the OpenTelemetry GenAI conventions where they exist
-(gen_ai.client.operation.duration -> gen_ai_client_operation_duration_seconds).
+(gen_ai.client.operation.duration -> gen_ai_client_operation_duration_seconds). Latency and time
+to first token are observed by the signals filter (sidecar.signal_metrics), which knows each
+request's category; this class counts requests by endpoint and outcome.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sidecar.contract_stats import ContractStats
@@ -17,22 +19,6 @@ from sidecar.pin_metrics import PinMetrics
 from sidecar.shadow_metrics import ShadowMetrics
 from sidecar.signal_metrics import SignalMetrics
 
-LATENCY_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-)
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 
@@ -43,20 +29,6 @@ class SidecarMetrics:
             "holdfast_requests",
             "Requests handled, by endpoint, release and outcome class.",
             ["agent", "endpoint", "release", "outcome"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "gen_ai_client_operation_duration_seconds",
-            "Time from request received to response finished.",
-            ["agent", "gen_ai_operation_name", "holdfast_release"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.ttft = Histogram(
-            "gen_ai_server_time_to_first_token_seconds",
-            "Streaming: time from request received to the first relayed chunk.",
-            ["agent", "holdfast_release"],
-            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.config_revision = Gauge(
@@ -85,20 +57,18 @@ class SidecarMetrics:
         self.contracts = ContractStats(self.registry, agent)  # .stats(): per release and tool
         self.flags = FlagMetrics(self.registry)
         self.agent = agent
-        self._finished: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._finished: dict[tuple[str, str, str], Any] = {}
 
     def request_finished(self, operation: str, release: str, outcome: str, seconds: float) -> None:
-        """Count one request; label children are cached, since labels() costs on every call."""
+        """Count one request; label children are cached, since labels() costs on every call.
+        (``seconds`` is observed with the request's category by the signals filter.)"""
         key = (operation, release, outcome)
-        children = self._finished.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(self.agent, operation, release, outcome),
-                self.duration.labels(self.agent, operation, release),
+        child = self._finished.get(key)
+        if child is None:
+            child = self._finished[key] = self.requests.labels(
+                self.agent, operation, release, outcome
             )
-            self._finished[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

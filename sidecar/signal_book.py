@@ -8,19 +8,17 @@ memory and snapshot stay small whatever its callers send.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from holdfast.keyspace.categories import CATEGORY_RE, MAX_CATEGORIES
 from holdfast.keyspace.signals import (
-    DEFAULT_CATEGORY,
     HISTOGRAMS,
     LATENCY_BOUNDS_MS,
     LENGTH_BOUNDS_TOKENS,
     MAX_TOOLS,
-    OTHER,
     SESSION_LATENCY_BOUNDS_MS,
     SESSION_TOKEN_BOUNDS,
     ReleaseSignals,
@@ -28,9 +26,10 @@ from holdfast.keyspace.signals import (
     bucket_index,
     quantile,
 )
+from sidecar.signal_categories import CategoryCap, category_of
 
-CATEGORY_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-DEFAULT_MAX_CATEGORIES: Final = 32
+__all__ = ["CATEGORY_RE", "Observation", "SignalBook", "category_of", "error_class", "summary"]
+DEFAULT_MAX_CATEGORIES: Final = MAX_CATEGORIES
 DEFAULT_MAX_SESSIONS: Final = 10_000
 # Exchange outcome codes -> error class (see holdfast.keyspace.signals.ERROR_CLASSES).
 _CLASS_OF: Final = {
@@ -50,20 +49,15 @@ def error_class(code: str) -> str | None:
     return _CLASS_OF.get(code, "refused")
 
 
-def category_of(header: str | None) -> str:
-    if not header:
-        return DEFAULT_CATEGORY
-    return header if CATEGORY_RE.fullmatch(header) else OTHER
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Observation:
     """One finished exchange, as the signals filter saw it."""
 
     release: str
-    category: str
+    category: str  # already capped (SignalBook.category)
     session: str | None
     code: str  # outcome code
+    operation: str = "chat"
     reason: str = ""  # the refusing error's code, when refused
     latency_s: float
     ttft_s: float | None = None
@@ -106,23 +100,23 @@ class SignalBook:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
     ) -> None:
         self._cells: dict[tuple[str, str], _Cell] = {}
-        self._categories: dict[str, set[str]] = {}
-        self._max_categories = max_categories
+        # Shared with the Prometheus series (through the signals filter): one cap for both.
+        self.cap = CategoryCap(max_categories)
         self._max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # most recently used last
+
+    def category(self, release: str, category: str) -> str:
+        """``category`` itself, or ``other`` once the release has its fill of categories."""
+        return self.cap.admit(release, category)
 
     def _cell(self, release: str, category: str) -> _Cell:
         cell = self._cells.get((release, category))
         if cell is not None:
             return cell
-        seen = self._categories.setdefault(release, set())
-        if category not in seen and len(seen) >= self._max_categories:
-            category = OTHER
-            cell = self._cells.get((release, category))
-            if cell is not None:
-                return cell
-        seen.add(category)
-        cell = self._cells[(release, category)] = _Cell()
+        category = self.cap.admit(release, category)
+        cell = self._cells.get((release, category))
+        if cell is None:
+            cell = self._cells[(release, category)] = _Cell()
         return cell
 
     def record(self, obs: Observation) -> None:
@@ -190,6 +184,7 @@ class SignalBook:
         counts: dict[str, int] = {}
         tokens: dict[str, list[int]] = {}
         latency: dict[str, list[int]] = {}
+        sums: dict[str, tuple[int, float]] = {}
         for entry in self._sessions.values():
             release = entry.release
             counts[release] = counts.get(release, 0) + 1
@@ -197,9 +192,16 @@ class SignalBook:
             t[bucket_index(SESSION_TOKEN_BOUNDS, entry.tokens)] += 1
             w = latency.setdefault(release, [0] * (len(SESSION_LATENCY_BOUNDS_MS) + 1))
             w[bucket_index(SESSION_LATENCY_BOUNDS_MS, entry.latency_ms)] += 1
+            n, ms = sums.get(release, (0, 0.0))
+            sums[release] = (n + entry.tokens, ms + entry.latency_ms)
         return tuple(
             SessionSpread(
-                release=r, sessions=n, tokens=tuple(tokens[r]), latency_ms=tuple(latency[r])
+                release=r,
+                sessions=n,
+                tokens=tuple(tokens[r]),
+                latency_ms=tuple(latency[r]),
+                tokens_sum=sums[r][0],
+                latency_ms_sum=sums[r][1],
             )
             for r, n in sorted(counts.items())
         )
@@ -209,22 +211,28 @@ class SignalBook:
         return len(self._sessions)
 
 
-def summary(signals: tuple[ReleaseSignals, ...]) -> dict[str, Mapping[str, object]]:
+def summary(
+    signals: tuple[ReleaseSignals, ...], spreads: tuple[SessionSpread, ...] = ()
+) -> dict[str, Mapping[str, object]]:
     """Per release, all categories together: what /status shows a person."""
     merged: dict[str, ReleaseSignals] = {}
     for s in signals:
         whole = ReleaseSignals(release=s.release, category="all")
         merged[s.release] = merged.get(s.release, whole).combined(s)
+    sessions = {s.release: s for s in spreads}
     out: dict[str, Mapping[str, object]] = {}
     for release, s in merged.items():
         n = s.count("requests")
         answered = s.count("usage_requests")
-        hist = s.hist("latency_ms")
+        hist, ttft = s.hist("latency_ms"), s.hist("ttft_ms")
+        spread = sessions.get(release) or SessionSpread(release=release)
         out[release] = {
             "requests": n,
             "errors": {k[6:]: v for k, v in s.counts.items() if k.startswith("error_")},
             "p50_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.5),
             "p95_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.95),
+            "ttft_p50_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.5),
+            "ttft_p95_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.95),
             "tokens_in": s.count("tokens_in"),
             "tokens_out": s.count("tokens_out"),
             "tokens_estimated_answers": s.count("estimated"),
@@ -233,7 +241,10 @@ def summary(signals: tuple[ReleaseSignals, ...]) -> dict[str, Mapping[str, objec
             "refusal_rate": s.count("refusals") / answered if answered else None,
             "tool_calls": dict(s.tools),
             "violations": s.count("violations"),
+            "violation_rate": s.count("violations") / n if n else None,
             "budget_rejections": s.count("budget_rejections"),
             "categories": sorted({c.category for c in signals if c.release == release}),
+            # Sessions this sidecar tracks for the release: cumulative spend (multi-step agents).
+            "sessions": spread.view(),
         }
     return out

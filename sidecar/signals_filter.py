@@ -1,23 +1,25 @@
 """Functional-health signals as a pipeline filter: one observation per proxied exchange.
 
-It runs first in the chain, so a later filter's refusal (a budget, a contract) is seen too.
-The hot path stays cheap: ``open`` reads two headers; streams are scanned with byte searches
-(sidecar.answer_scan) and only a non-streaming answer is parsed as JSON, once.
+It runs first in the chain, so a later filter's refusal (a budget, a contract) is seen too,
+and the category rules see the agent's own message. The hot path stays cheap: ``open`` reads
+two headers (and, only when the route has category rules, the head of the last user message);
+streams are scanned with byte searches (sidecar.answer_scan) and only a non-streaming answer is
+parsed as JSON, once. The category is capped per release once, for the book and the metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Final
+from collections.abc import Callable
 
+from holdfast.keyspace import Route
 from sidecar.answer_scan import Answer, StreamScan, scan_body
 from sidecar.contract_filter import VIOLATION_HEADER
 from sidecar.exchange import Exchange, Observer, Outcome
 from sidecar.prices import PriceTable
-from sidecar.signal_book import Observation, SignalBook, category_of
+from sidecar.signal_book import Observation, SignalBook
+from sidecar.signal_categories import Categorizer
 from sidecar.signal_metrics import SignalMetrics
-
-CATEGORY_HEADER: Final = "X-Holdfast-Category"
 
 
 class _SignalsObserver(Observer):
@@ -53,14 +55,22 @@ class SignalsFilter:
     name = "signals"
 
     def __init__(
-        self, book: SignalBook, metrics: SignalMetrics, prices: PriceTable | None = None
+        self,
+        book: SignalBook,
+        metrics: SignalMetrics,
+        prices: PriceTable | None = None,
+        *,
+        route: Callable[[], Route | None] | None = None,
     ) -> None:
+        """``route``: the agent's current route, whose category rules apply (None: none)."""
         self.book = book
         self.metrics = metrics
         self.prices = prices or PriceTable()
+        self.categories = Categorizer(route)
+        metrics.sessions.source = book.spreads
 
     def open(self, exchange: Exchange) -> Observer | None:
-        return _SignalsObserver(self, exchange, category_of(exchange.headers.get(CATEGORY_HEADER)))
+        return _SignalsObserver(self, exchange, self.categories.of(exchange.headers, exchange.body))
 
     def finish(
         self,
@@ -74,8 +84,9 @@ class SignalsFilter:
         violations = _violations(exchange.response_headers.get(VIOLATION_HEADER), outcome)
         obs = Observation(
             release=release.name,
-            category=category,
+            category=self.book.category(release.name, category),
             session=exchange.resolved.session,
+            operation=exchange.operation,
             code=outcome.code,
             reason=outcome.reason,
             latency_s=outcome.elapsed_s or exchange.elapsed(),

@@ -58,6 +58,14 @@ def optional_number(fields: dict[str, Any], name: str, default: float) -> float:
     return default if fields.get(name) is None else number(fields, name)
 
 
+def finite(fields: dict[str, Any], name: str, default: float | None = None) -> float:
+    """A number that is not NaN or infinite (sums that are added up and shown as JSON)."""
+    value = number(fields, name) if default is None else optional_number(fields, name, default)
+    if not math.isfinite(value):
+        raise RecordError(f"field {name!r} must be a finite number")
+    return value
+
+
 def submap(fields: dict[str, Any], name: str) -> dict[str, Any] | None:
     value = fields.get(name)
     if value is None:

@@ -14,7 +14,12 @@ from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
-from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
+from holdfast.keyspace.signals import (
+    MAX_SIGNAL_RECORDS,
+    ReleaseSignals,
+    SessionSpread,
+    decode_signals,
+)
 from holdfast.keyspace.tool_signals import ToolSignals, decode_all
 
 _SHADOW_COUNTERS = (
@@ -30,6 +35,7 @@ _SHADOW_COUNTERS = (
     "skipped",
 )
 _SHADOW_SUMS = ("similarity_sum", "primary_latency_ms_sum", "shadow_latency_ms_sum")
+MAX_SHADOW_STATS = 64  # a sidecar keeps as many (sidecar.shadow_book.MAX_ENTRIES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +68,11 @@ class ShadowStats:
         for name in _SHADOW_COUNTERS:
             if getattr(self, name) < 0:
                 raise RecordError(f"shadow counter {name} is negative")
+        for name in _SHADOW_SUMS:
+            if getattr(self, name) < 0:
+                raise RecordError(f"shadow sum {name} is negative")
+        if not 0.0 <= self.similarity_min <= 1.0 or self.similarity_sum > self.samples + 1e-6:
+            raise RecordError("shadow similarity is outside 0..1")
 
     def merged(self, other: ShadowStats) -> ShadowStats:
         """The sum of two sidecars' stats for the same (primary, shadow, epoch)."""
@@ -78,12 +89,12 @@ class ShadowStats:
     @classmethod
     def from_map(cls, f: dict[str, Any]) -> Self:
         values: dict[str, Any] = {n: fields.integer(f, n, default=0) for n in _SHADOW_COUNTERS}
-        values.update({n: fields.optional_number(f, n, 0.0) for n in _SHADOW_SUMS})
+        values.update({n: fields.finite(f, n, 0.0) for n in _SHADOW_SUMS})
         return cls(
             primary=fields.name(f, "primary"),
             shadow=fields.name(f, "shadow"),
-            epoch=fields.number(f, "epoch"),
-            similarity_min=fields.optional_number(f, "similarity_min", 1.0),
+            epoch=fields.finite(f, "epoch"),
+            similarity_min=fields.finite(f, "similarity_min", 1.0),
             **values,
         )
 
@@ -134,13 +145,22 @@ class HealthSnapshot:
         return cls(
             sidecar_id=fields.text(f, "sidecar_id"),
             agent=fields.name(f, "agent"),
-            at=fields.number(f, "at"),
-            started_at=fields.number(f, "started_at"),
+            at=fields.finite(f, "at"),
+            started_at=fields.finite(f, "started_at"),
             config_revision=fields.integer(f, "config_revision"),
             pins_cached=fields.integer(f, "pins_cached", default=0),
             pins_pending=fields.integer(f, "pins_pending", default=0),
-            shadow=tuple(ShadowStats.from_map(m) for m in fields.maps(f, "shadow")),
-            signals=tuple(ReleaseSignals.from_map(m) for m in fields.maps(f, "signals")),
-            sessions=tuple(SessionSpread.from_map(m) for m in fields.maps(f, "sessions")),
+            shadow=tuple(ShadowStats.from_map(m) for m in _capped(f, "shadow", MAX_SHADOW_STATS)),
+            signals=decode_signals(fields.maps(f, "signals")),
+            sessions=tuple(
+                SessionSpread.from_map(m) for m in _capped(f, "sessions", MAX_SIGNAL_RECORDS)
+            ),
             tools=decode_all(fields.maps(f, "tools")),
         )
+
+
+def _capped(f: dict[str, Any], name: str, most: int) -> list[dict[str, Any]]:
+    found = fields.maps(f, name)
+    if len(found) > most:
+        raise RecordError(f"a snapshot carries at most {most} {name} records")
+    return found

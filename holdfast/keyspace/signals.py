@@ -8,11 +8,13 @@ may send more), a histogram whose bucket count does not match ours is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
 
 from holdfast.keyspace import fields
+from holdfast.keyspace.categories import DEFAULT_CATEGORY, MAX_CATEGORIES, OTHER
 from holdfast.keyspace.codec import RecordError
 from holdfast.keyspace.fields import check_name
 
@@ -42,9 +44,9 @@ COUNTERS: Final = (
     "budget_rejections",
 )
 SUMS: Final = ("latency_ms_sum", "cost_usd")
-DEFAULT_CATEGORY: Final = "default"
-OTHER: Final = "other"
 MAX_TOOLS: Final = 32
+# Records one snapshot may carry (release x category); a reader refuses more outright.
+MAX_SIGNAL_RECORDS: Final = 1024
 
 
 def bucket_index(bounds: tuple[int, ...], value: float) -> int:
@@ -182,8 +184,8 @@ def _numbers(f: dict[str, Any], name: str, kind: type) -> dict[str, float]:
             raise RecordError(f"field {name!r} must map names to numbers")
         if kind is int and type(value) is not int:
             raise RecordError(f"{name}.{key:.40} must be an integer")
-        if not isinstance(value, int | float) or value < 0:
-            raise RecordError(f"{name}.{key:.40} must be a non-negative number")
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise RecordError(f"{name}.{key:.40} must be a non-negative finite number")
         out[key] = value
     return out
 
@@ -197,14 +199,36 @@ class SessionSpread:
     sessions: int = 0
     tokens: tuple[int, ...] = (0,) * (len(SESSION_TOKEN_BOUNDS) + 1)
     latency_ms: tuple[int, ...] = (0,) * (len(SESSION_LATENCY_BOUNDS_MS) + 1)
+    tokens_sum: int = 0  # over the tracked sessions (0 from sidecars that predate the sums)
+    latency_ms_sum: float = 0.0
 
     def __post_init__(self) -> None:
         check_name(self.release, what="release")
+        if self.tokens_sum < 0 or self.latency_ms_sum < 0:
+            raise RecordError("session spread sums must not be negative")
         if (
             len(self.tokens) != len(SESSION_TOKEN_BOUNDS) + 1
             or len(self.latency_ms) != len(SESSION_LATENCY_BOUNDS_MS) + 1
         ):
             raise RecordError("session spread has the wrong number of buckets")
+
+    def view(self) -> dict[str, Any]:
+        """What a person reads: tracked sessions, and quantiles of their cumulative tokens and
+        latency (bucket estimates; the open last bucket reports its lower bound)."""
+        n = self.sessions
+        return {
+            "sessions": n,
+            "tokens_mean": self.tokens_sum / n if n and self.tokens_sum else None,
+            "latency_ms_mean": self.latency_ms_sum / n if n and self.latency_ms_sum else None,
+            "tokens_p50": quantile(SESSION_TOKEN_BOUNDS, self.tokens, 0.5),
+            "tokens_p95": quantile(SESSION_TOKEN_BOUNDS, self.tokens, 0.95),
+            "latency_ms_p50": quantile(SESSION_LATENCY_BOUNDS_MS, self.latency_ms, 0.5),
+            "latency_ms_p95": quantile(SESSION_LATENCY_BOUNDS_MS, self.latency_ms, 0.95),
+            "tokens_buckets": dict(zip(_labels(SESSION_TOKEN_BOUNDS), self.tokens, strict=True)),
+            "latency_ms_buckets": dict(
+                zip(_labels(SESSION_LATENCY_BOUNDS_MS), self.latency_ms, strict=True)
+            ),
+        }
 
     def merged(self, other: SessionSpread) -> SessionSpread:
         return SessionSpread(
@@ -212,6 +236,8 @@ class SessionSpread:
             sessions=self.sessions + other.sessions,
             tokens=_add(self.tokens, other.tokens),
             latency_ms=_add(self.latency_ms, other.latency_ms),
+            tokens_sum=self.tokens_sum + other.tokens_sum,
+            latency_ms_sum=self.latency_ms_sum + other.latency_ms_sum,
         )
 
     def to_map(self) -> dict[str, Any]:
@@ -220,17 +246,29 @@ class SessionSpread:
             "sessions": self.sessions,
             "tokens": list(self.tokens),
             "latency_ms": list(self.latency_ms),
+            "tokens_sum": self.tokens_sum,
+            "latency_ms_sum": self.latency_ms_sum,
         }
 
     @classmethod
     def from_map(cls, f: dict[str, Any]) -> Self:
         tokens, latency = _counts(f, "tokens"), _counts(f, "latency_ms")
+        sessions = fields.integer(f, "sessions", default=0)
+        if sessions < 0:
+            raise RecordError("session spread sessions is negative")
         return cls(
             release=fields.name(f, "release"),
-            sessions=fields.integer(f, "sessions", default=0),
+            sessions=sessions,
             tokens=tokens,
             latency_ms=latency,
+            tokens_sum=fields.integer(f, "tokens_sum", default=0),
+            latency_ms_sum=fields.finite(f, "latency_ms_sum", 0.0),
         )
+
+
+def _labels(bounds: tuple[int, ...]) -> list[str]:
+    """Bucket names for JSON: "le_<bound>" and "gt_<last bound>"."""
+    return [*(f"le_{b}" for b in bounds), f"gt_{bounds[-1]}"]
 
 
 def _counts(f: dict[str, Any], name: str) -> tuple[int, ...]:
@@ -238,3 +276,27 @@ def _counts(f: dict[str, Any], name: str) -> tuple[int, ...]:
     if not isinstance(got, list) or not all(type(b) is int and b >= 0 for b in got):
         raise RecordError(f"session spread {name} must be a list of counts")
     return tuple(got)
+
+
+def decode_signals(raw: list[dict[str, Any]]) -> tuple[ReleaseSignals, ...]:
+    """A snapshot's signal records, with at most ``MAX_CATEGORIES`` categories per release kept
+    apart (further ones are added into ``other``, as the sidecar itself does)."""
+    if len(raw) > MAX_SIGNAL_RECORDS:
+        raise RecordError(f"a snapshot carries at most {MAX_SIGNAL_RECORDS} signal records")
+    return cap_categories(ReleaseSignals.from_map(m) for m in raw)
+
+
+def cap_categories(signals: Iterable[ReleaseSignals]) -> tuple[ReleaseSignals, ...]:
+    kept: dict[tuple[str, str], ReleaseSignals] = {}
+    seen: dict[str, set[str]] = {}
+    for s in signals:
+        cats = seen.setdefault(s.release, set())
+        key = s.key
+        if s.category not in cats and s.category != OTHER and len(cats) >= MAX_CATEGORIES:
+            key = (s.release, OTHER)
+            s = ReleaseSignals(release=s.release, category=OTHER).combined(s)
+        elif s.category != OTHER:
+            cats.add(s.category)
+        have = kept.get(key)
+        kept[key] = s if have is None else have.combined(s)
+    return tuple(kept.values())

@@ -109,7 +109,7 @@ class ToolSignals:
             tool=fields.name(f, "tool"),
             version=fields.text(f, "version", optional=True)[:32],
             counts=counts,
-            latency_ms_sum=fields.optional_number(f, "latency_ms_sum", 0.0),
+            latency_ms_sum=fields.finite(f, "latency_ms_sum", 0.0),
             latency_ms=tuple(hist),
         )
 

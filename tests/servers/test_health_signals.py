@@ -7,7 +7,9 @@ from typing import Any
 import aiohttp
 
 from holdfast.devtools import procs
-from tests.servers.conftest import AGENT, SidecarUnderTest
+from holdfast.keyspace import Route
+from holdfast.keyspace.categories import CategoryRule
+from tests.servers.conftest import AGENT, KS, SidecarUnderTest
 
 
 async def chat(
@@ -65,3 +67,36 @@ async def test_an_invalid_category_counts_as_other(sidecar: SidecarUnderTest) ->
         async with http.get(f"{sidecar.url}/status") as resp:
             status = await resp.json()
     assert status["signals"]["releases"]["r1"]["categories"] == ["other"]
+
+
+async def test_latency_ttft_and_session_spend_reach_metrics_and_status_per_category(
+    sidecar: SidecarUnderTest,
+) -> None:
+    rules = (CategoryRule(category="billing", keywords=("refund",)),)
+    sidecar._put(KS.route(AGENT), Route(agent=AGENT, stable="r1", categories=rules).encode())
+    async with aiohttp.ClientSession() as http:
+        opts = {"stream": True, "stream_options": {"include_usage": True}}
+        body = {"model": AGENT, "messages": [{"role": "user", "content": "a REFUND?"}], **opts}
+        async with http.post(
+            f"{sidecar.url}/v1/chat/completions", json=body, headers={"X-Holdfast-Session": "s-9"}
+        ) as resp:
+            assert resp.status == 200
+            await resp.read()
+        assert await chat(http, sidecar, None) == 200  # no header, no rule: default
+        async with http.get(f"{sidecar.url}/status") as resp:
+            status = await resp.json()
+        async with http.get(f"{sidecar.url}/metrics") as resp:
+            metrics = await resp.text()
+    r1 = status["signals"]["releases"]["r1"]
+    assert r1["categories"] == ["billing", "default"]
+    assert r1["ttft_p95_ms"] is not None
+    assert r1["sessions"]["sessions"] == 2 and r1["sessions"]["tokens_mean"] > 0
+    assert (
+        'gen_ai_server_time_to_first_token_seconds_count{agent="support",'
+        'holdfast_category="billing",holdfast_release="r1"} 1.0'
+    ) in metrics
+    assert (
+        'gen_ai_client_operation_duration_seconds_count{agent="support",'
+        'gen_ai_operation_name="chat",holdfast_category="default",holdfast_release="r1"} 1.0'
+    ) in metrics
+    assert 'holdfast_session_tokens_gcount{agent="support",holdfast_release="r1"} 2.0' in metrics

@@ -9,8 +9,9 @@ import pytest
 
 from configsvc.errors import InvalidRequest
 from configsvc.health_gate import PolicyGate
+from configsvc.health_sums import by_release, view
 from configsvc.health_verdict import evaluate
-from configsvc.health_windows import FleetWindows, by_release, view
+from configsvc.health_windows import FleetWindows
 from configsvc.policy_payload import parse_policy
 from configsvc.render_health import checks, status
 from holdfast.keyspace import HealthSnapshot, RecordError, Rollout, Route
@@ -198,7 +199,12 @@ def test_policy_payloads_and_records() -> None:
     assert p is not None and p.inconclusive_after_s == 300 and p.max_p95_ratio == 1.5
     assert parse_policy({"max_p95_ratio": None}).max_p95_ratio is None  # type: ignore[union-attr]
     assert parse_policy(None) is None
+    assert p.migrate_on_abort is False
+    moving = parse_policy({"migrate_on_abort": True})
+    assert moving is not None and moving.migrate_on_abort
+    assert HealthPolicy.from_map(moving.to_map()) == moving
     bads: list[Any] = [
+        {"migrate_on_abort": "yes"},
         {"max_error": 1},
         {"min_samples": 1.5},
         {"max_p95_ratio": 0.5},

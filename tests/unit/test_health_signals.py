@@ -220,3 +220,41 @@ def test_deployment_markers_follow_the_route() -> None:
     promoted = Route(agent="support", stable="r2", previous_stable="r1", updated_at=700.0)
     metrics.mark_route(promoted, models, now=701.0)
     assert markers() == {("r2", "stable"): 700.0}
+
+
+def test_a_restarted_sidecar_dates_roles_from_the_route_not_its_last_change() -> None:
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from holdfast.keyspace import Rollout, Route, Shadow
+    from sidecar.signal_metrics import SignalMetrics
+
+    registry = CollectorRegistry()
+    metrics = SignalMetrics(registry, "support")
+    done = Rollout(
+        release="r2", steps=(50.0,), interval_s=60.0, state="done", started_at=100.0,
+        ended_at=400.0,
+    )  # fmt: skip
+    route = Route(
+        agent="support",
+        stable="r2",
+        previous_stable="r1",
+        rollout=done,
+        shadow=Shadow(release="r3", percent=5.0, since=500.0),
+        updated_at=900.0,  # a later, unrelated change (the shadow's share, say)
+    )
+    metrics.mark_route(route, {}, now=1000.0)  # this sidecar starts only now
+    found = {
+        (s.labels["holdfast_release"], s.labels["role"]): s.value
+        for m in registry.collect()
+        if m.name == "holdfast_release_info"
+        for s in m.samples
+    }
+    assert found == {("r2", "stable"): 400.0, ("r3", "shadow"): 500.0}
+    running = dataclasses.replace(done, state="running", ended_at=0.0)
+    canary = dataclasses.replace(route, stable="r1", canary="r2", canary_percent=50.0,
+                                 rollout=running, shadow=None)  # fmt: skip
+    fresh = SignalMetrics(CollectorRegistry(), "support")
+    fresh.mark_route(canary, {}, now=1000.0)
+    assert fresh._markers == {("r1", "", "stable"): 900.0, ("r2", "", "canary"): 100.0}

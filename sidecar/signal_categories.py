@@ -1,0 +1,186 @@
+"""A request's query category: the agent's header, else the route's category rules; and the one
+cap on categories per release that the signal book and the Prometheus series share.
+
+Operator patterns are RE2 (linear time, bounded memory) over at most ``MAX_SCANNED_CHARS`` of
+the last user message, so no rule can make the request path slow. Rules are compiled once per
+route record (the config publishes a new ``Route`` object per revision) and shared by every
+request until the route changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import re2
+
+from holdfast.keyspace import Route
+from holdfast.keyspace.categories import (
+    DEFAULT_CATEGORY,
+    MAX_CATEGORIES,
+    MAX_SCANNED_CHARS,
+    OTHER,
+    CategoryRule,
+    valid_category,
+)
+from holdfast.logs import get_logger
+
+log = get_logger(__name__)
+
+CATEGORY_HEADER: Final = "X-Holdfast-Category"
+TENANT_HEADER: Final = "X-Holdfast-Tenant"
+PATTERN_MAX_MEM: Final = 1 << 20  # bytes RE2 may use for one compiled pattern
+
+
+class RuleError(ValueError):
+    """A category rule's pattern does not compile (its message says why)."""
+
+
+def compile_pattern(pattern: str) -> Any:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = PATTERN_MAX_MEM
+    options.never_capture = True
+    try:
+        return re2.compile(pattern, options=options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise RuleError(f"pattern {pattern!r:.80} is not valid RE2: {text}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    category: str
+    keywords: tuple[str, ...]  # lower-cased
+    pattern: Any  # a compiled RE2 pattern, or None
+    tenants: frozenset[str]
+    needs_text: bool
+
+    def matches(self, tenant: str | None, text: str, lowered: str) -> bool:
+        if self.tenants and tenant not in self.tenants:
+            return False
+        if not self.needs_text:
+            return True
+        if any(k in lowered for k in self.keywords):
+            return True
+        return self.pattern is not None and self.pattern.search(text) is not None
+
+
+def compile_rule(rule: CategoryRule) -> _Compiled:
+    pattern = compile_pattern(rule.pattern) if rule.pattern else None
+    return _Compiled(
+        category=rule.category,
+        keywords=tuple(k.lower() for k in rule.keywords),
+        pattern=pattern,
+        tenants=frozenset(rule.tenants),
+        needs_text=bool(rule.keywords or rule.pattern),
+    )
+
+
+class CategoryRules:
+    """A route's rules, compiled; a rule that does not compile here is skipped (and logged)."""
+
+    def __init__(self, rules: Sequence[CategoryRule]) -> None:
+        compiled = []
+        for rule in rules:
+            try:
+                compiled.append(compile_rule(rule))
+            except RuleError as exc:
+                log.warning("category_rule_skipped", category=rule.category, error=str(exc))
+        self.rules: tuple[_Compiled, ...] = tuple(compiled)
+        self._needs_text = any(r.needs_text for r in self.rules)
+
+    def match(self, body: Mapping[str, Any], tenant: str | None) -> str | None:
+        """The first matching rule's category, None when none matches."""
+        if not self.rules:
+            return None
+        text = last_user_text(body) if self._needs_text else ""
+        lowered = text.lower()
+        for rule in self.rules:
+            if rule.matches(tenant, text, lowered):
+                return rule.category
+        return None
+
+
+def last_user_text(body: Mapping[str, Any]) -> str:
+    """The head of the last user message's text (string content or text parts)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content[:MAX_SCANNED_CHARS]
+            if isinstance(content, list):
+                parts: list[str] = []
+                size = 0
+                for part in content:
+                    if isinstance(part, dict) and isinstance(text := part.get("text"), str):
+                        parts.append(text[: MAX_SCANNED_CHARS - size])
+                        size += len(parts[-1])
+                        if size >= MAX_SCANNED_CHARS:
+                            break
+                return "\n".join(parts)
+            return ""
+    return ""
+
+
+def category_of(header: str | None) -> str:
+    if not header:
+        return DEFAULT_CATEGORY
+    return header if valid_category(header) else OTHER
+
+
+class Categorizer:
+    """The header wins (the agent knows best); then the route's rules; then ``default``."""
+
+    def __init__(self, route: Callable[[], Route | None] | None = None) -> None:
+        self._route_of = route
+        self._route: Route | None = None
+        self._source: tuple[CategoryRule, ...] = ()
+        self._rules = CategoryRules(())
+
+    def rules_for(self, route: Route | None) -> CategoryRules:
+        """Compiled once per route record; a route change that keeps the rules keeps them."""
+        if route is not self._route:
+            self._route = route
+            rules = route.categories if route is not None else ()
+            if rules != self._source:
+                self._source, self._rules = rules, CategoryRules(rules)
+        return self._rules
+
+    def of(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
+        header = headers.get(CATEGORY_HEADER)
+        if header:
+            return category_of(header)
+        if self._route_of is None:
+            return DEFAULT_CATEGORY
+        rules = self.rules_for(self._route_of())
+        if not rules.rules:
+            return DEFAULT_CATEGORY
+        return rules.match(body, headers.get(TENANT_HEADER)) or DEFAULT_CATEGORY
+
+
+class CategoryCap:
+    """At most ``most`` categories per release (besides ``other``); later ones are ``other``.
+
+    One instance is shared by the signal book and the Prometheus series, so a caller sending
+    a thousand distinct categories makes at most ``most + 1`` series per release."""
+
+    def __init__(self, most: int = MAX_CATEGORIES) -> None:
+        self.most = most
+        self._seen: dict[str, set[str]] = {}
+
+    def admit(self, release: str, category: str) -> str:
+        seen = self._seen.get(release)
+        if seen is None:
+            seen = self._seen[release] = set()
+        if category in seen or category == OTHER:
+            return category
+        if len(seen) >= self.most:
+            return OTHER
+        seen.add(category)
+        return category

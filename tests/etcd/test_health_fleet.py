@@ -1,0 +1,145 @@
+"""configsvc's fleet view over a real etcd: the health/ watch, what it refuses, and the rollout
+controller acting on the gate (pause for want of data, audited; resume; pause again only after
+a deadline's worth of running time)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from configsvc.fleet_health import FleetHealth
+from configsvc.health_gate import PolicyGate
+from configsvc.leader import Election
+from configsvc.payloads import HistoryQuery
+from configsvc.rollout_controller import RolloutController
+from configsvc.rollout_ops import RolloutOps, StartRollout
+from configsvc.service import ConfigService
+from holdfast.keyspace import HealthSnapshot, Keyspace, Release, Route, ShadowStats
+from holdfast.keyspace.policy import HealthPolicy
+from holdfast.keyspace.signals import SessionSpread
+from holdfast.store.etcd import EtcdStore
+from tests.unit.test_health_gate import sig
+
+pytestmark = pytest.mark.etcd
+AGENT = "support"
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def snapshot(sidecar: str, at: float, requests: int) -> HealthSnapshot:
+    return HealthSnapshot(
+        sidecar_id=sidecar,
+        agent=AGENT,
+        at=at,
+        started_at=0.0,
+        config_revision=1,
+        signals=(sig("r1", requests), sig("r2", requests, category="billing")),
+        sessions=(SessionSpread(release="r1", sessions=3, tokens=(1, 2, 0, 0, 0, 0)),),
+        shadow=(
+            ShadowStats(
+                primary="r1", shadow="r2", epoch=1.0, samples=4, similarity_sum=3.0,
+                tool_agree=1, tool_samples=2,
+            ),
+        ),
+    )  # fmt: skip
+
+
+async def test_the_fleet_view_follows_the_watch_and_refuses_what_is_not_a_sidecars_own(
+    store: EtcdStore, etcd_env: str
+) -> None:
+    ks = Keyspace(etcd_env)
+    now = time.time()
+    fleet = FleetHealth(store, ks)
+    await fleet.start()
+    try:
+        await store.put(ks.health("a"), snapshot("a", now, 10).encode())
+        await store.put(ks.health("b"), snapshot("b", now, 5).encode())
+        await store.put(ks.health("junk"), b"\x00not msgpack")
+        # a key that names another sidecar must not write into (or delete) that one's data
+        await store.put(ks.health("c"), snapshot("a", now + 1, 999).encode())
+        await until(lambda: {k.rsplit("/", 1)[-1] for k in fleet._unreadable} == {"junk", "c"})
+        assert fleet.windows.sidecars(AGENT) == 2
+        body = fleet.status(AGENT, "r1", "r2")
+        r1, r2 = body["releases"]["r1"], body["releases"]["r2"]
+        assert r1["windows"]["since_start"]["requests"] == 15
+        assert body["sidecars"] == 2 and body["etcd_connected"] is True
+        assert 0 <= body["data_age_s"] < 5
+        assert r1["session_spread"]["sessions"] == 6 and r1["sessions"] == 6
+        assert r1["session_spread"]["tokens_buckets"]["le_1000"] == 4
+        assert r2["shadow_samples"] == 8 and r2["shadow_similarity"] == 0.75
+        assert r2["shadow_tool_agreement"] == 0.5
+        assert r2["shadow"]["1m"]["samples"] == 8
+        assert set(r2["categories"]) == {"billing"}
+        # deleting the impostor's key leaves a's data alone; deleting a's retires it
+        await store.delete(ks.health("c"))
+        await store.delete(ks.health("a"))
+        await until(lambda: fleet.windows.sidecars(AGENT) == 1)
+        body = fleet.status(AGENT, "r1", "r2")
+        assert body["releases"]["r1"]["windows"]["since_start"]["requests"] == 15
+        assert body["releases"]["r1"]["sessions"] == 3  # live sidecars' tracked sessions only
+    finally:
+        await fleet.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_controller_pauses_for_want_of_data_audits_it_and_a_resume_gets_a_fresh_deadline(
+    store: EtcdStore, etcd_env: str
+) -> None:
+    ks = Keyspace(etcd_env)
+    clock = Clock()
+    service = ConfigService(store, ks, clock=clock)
+    for name in ("r1", "r2"):
+        release = Release(agent=AGENT, name=name, model=f"m-{name}", base_url="http://h/v1")
+        await store.put(ks.release(AGENT, name), release.encode())
+    await store.put(ks.route(AGENT), Route(agent=AGENT, stable="r1", updated_at=1.0).encode())
+    ops = RolloutOps(service)
+    fleet = FleetHealth(store, ks, clock=clock)
+    controller = RolloutController(
+        ops, Election(store, ks, "test", ttl=5), tick=0.1, gate=PolicyGate(fleet)
+    )
+    policy = HealthPolicy(min_samples=20, inconclusive_after_s=30.0)
+    await ops.start(AGENT, StartRollout(release="r2", steps=(10.0,), interval_s=3600.0,
+                                        policy=policy), "ops")  # fmt: skip
+
+    async def state() -> str:
+        route = (await service.get_route(AGENT)).record
+        assert route.rollout is not None
+        return route.rollout.state
+
+    await controller.run_once()  # no data at all: inconclusive, the clock starts
+    clock.now += 31
+    await controller.run_once()
+    assert await state() == "paused"
+    _, history = await service.history(HistoryQuery(agent=AGENT))
+    entries = [h.to_json() for h in history]
+    pause: dict[str, Any] = next(e for e in entries if e["action"] == "rollout.pause")
+    assert pause["actor"] == "rollout-controller"
+    assert pause["reason"].startswith("health gate inconclusive for 31s")
+    assert pause["extra"]["health_gate"]["verdict"] == "inconclusive"
+    # an hour later an operator resumes: the gate waits a whole deadline again
+    clock.now += 3600
+    await controller.run_once()  # the gate sees the pause (its clock stands still)
+    await ops.act(AGENT, "resume", "ops", "looked at it")
+    for _ in range(3):
+        await controller.run_once()
+        clock.now += 9
+    assert await state() == "running"
+    clock.now += 5
+    await controller.run_once()
+    assert await state() == "paused"
