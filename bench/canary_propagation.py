@@ -5,7 +5,8 @@ the canary, waits until every sidecar has applied that, then starts one client p
 opens a brand-new session every PACE_S seconds, sets the canary to 100 % through configsvc's HTTP
 API, and records when each sidecar first serves a new session from the canary. The delay counts
 from just before the API call: configsvc's etcd write, the watch to every sidecar, and one
-request through the sidecar. ``python -m bench.canary_propagation`` replaces its section of
+request through the sidecar (a new session's first turn, which creates its pin in etcd before
+it is answered). ``python -m bench.canary_propagation`` replaces its section of
 bench/RESULTS.md.
 """
 
@@ -94,6 +95,18 @@ async def trial(api: Api, http: aiohttp.ClientSession, sidecars: list[str], n: i
     return [t - t0 for t in done]
 
 
+async def claim_counts(http: aiohttp.ClientSession, sidecars: list[str]) -> tuple[int, int]:
+    """First turns settled by etcd and first turns decided locally (etcd slower than
+    --pin-create-timeout), summed over the fleet."""
+    settled = local = 0
+    for url in sidecars:
+        async with http.get(f"{url}/status") as resp:
+            pins = (await resp.json())["pins"]
+        settled += pins["claims_created"] + pins["claims_adopted"]
+        local += pins["claims_fallback"]
+    return settled, local
+
+
 async def run() -> str:
     base = Path(tempfile.mkdtemp(prefix="bench-canary-"))
     token = secrets.token_hex(8)
@@ -107,6 +120,7 @@ async def run() -> str:
             for i in range(max(FLEETS))
         ]
         results: dict[int, list[list[float]]] = {}
+        claims = (0, 0)
         try:
             async with aiohttp.ClientSession() as http:
                 api = Api(http, svc.url, token)
@@ -122,10 +136,11 @@ async def run() -> str:
                     results[fleet] = [
                         await trial(api, http, urls, fleet * 1000 + n) for n in range(TRIALS)
                     ]
+                claims = await claim_counts(http, [s.url for s in sides])
         finally:
             for proc in [*sides, svc, fake]:
                 proc.stop()
-    return render(results)
+    return render(results, claims)
 
 
 def rows(fleet: int, trials: list[list[float]]) -> list[str]:
@@ -143,7 +158,8 @@ def rows(fleet: int, trials: list[list[float]]) -> list[str]:
     ]
 
 
-def render(results: dict[int, list[list[float]]]) -> str:
+def render(results: dict[int, list[list[float]]], claims: tuple[int, int]) -> str:
+    settled, local = claims
     return "\n".join(
         [
             START,
@@ -159,9 +175,12 @@ def render(results: dict[int, list[list[float]]]) -> str:
             *(row for fleet, trials in results.items() for row in rows(fleet, trials)),
             "",
             "Nothing polls: configsvc's compare-and-swap reaches every sidecar through its one",
-            "etcd watch, and the next new session hashes onto the canary. Every new session also",
-            "writes its pin to etcd, so the fleet is under write load while the change spreads;",
+            "etcd watch, and the next new session hashes onto the canary. Every new session's",
+            "first turn creates its pin in etcd before it is answered (so each delay includes",
+            "one such write), and the fleet is under that write load while the change spreads;",
             "with 8 sidecars, the clients, etcd and configsvc share the machine's cores.",
+            f"First turns settled by etcd: {settled:,}; decided locally because etcd took",
+            f"longer than `--pin-create-timeout`: {local:,}.",
             END,
         ]
     )

@@ -1,20 +1,26 @@
-"""What a pinned session costs on the request path: a dict hit, measured beside the etcd round
-trip it replaces.
+"""What pinning costs on the request path: a dict hit for a pinned session, beside the etcd
+round trip it replaces, and the one etcd exchange of a session's first turn on a sidecar.
 
-In one process and one run: ``Pinning.resolve`` (the sidecar's request-path call: pin-table
-lookup, release lookup, metric) for sessions already pinned among PINS pins, for brand-new
-sessions (hash, record, queue), and for requests without a session; then ``EtcdStore.get`` of
-a pin key against a real single-node etcd on loopback, which is what a design that read pins
-from etcd per request would pay at the very least. ``python -m bench.pin_lookup`` replaces its
-section of bench/RESULTS.md.
+In one process and one run: ``Pinning.lookup`` (the sidecar's request-path call: pin-table
+lookup, release lookup, metric; no await) for sessions already pinned among PINS pins and for
+requests without a session, and ``Pinning.resolve`` for brand-new sessions decided locally (hash,
+record, queue: what a first turn does when etcd does not answer within --pin-create-timeout).
+Then, against a real single-node etcd on loopback: ``EtcdStore.get`` of a pin key (what a design
+that read pins from etcd per request would pay at the very least), ``Pinning.first_turn`` of new
+sessions (one create-if-absent transaction under the pin writer's lease), and of sessions that
+another sidecar pinned first (the create loses, the stored pin is read and adopted).
+``python -m bench.pin_lookup`` replaces its section of bench/RESULTS.md; ``--quick`` runs a few
+iterations of each and only prints (a smoke run).
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import uvloop
@@ -24,23 +30,42 @@ from bench.sections import markers, replace_section
 from bench.stats import median, percentile
 from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace, Pin, Release, Route
+from holdfast.logs import configure
 from holdfast.store import KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.config import ConfigState
+from sidecar.config import ConfigSnapshot, ConfigState
+from sidecar.pin_claim import PinClaims
 from sidecar.pin_metrics import PinMetrics
+from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
+from sidecar.settings import DEFAULT_PIN_CREATE_TIMEOUT
 
 AGENT: Final = "bench"
 KS: Final = Keyspace("bench")
-PINS: Final = 100_000
-CALLS: Final = 200_000
-BATCH: Final = 1_000
-ETCD_GETS: Final = 3_000
 START, END = markers("pin-lookup")
+HIT: Final = "pinned session (dict hit)"
+LOCAL: Final = "new session decided locally (hash + local pin + queue)"
+NONE: Final = "no session (stable)"
+FIRST: Final = "`Pinning.first_turn`: new session, pin created in etcd"
+ADOPTED: Final = "`Pinning.first_turn`: session another sidecar pinned (create loses, read)"
+GET: Final = "`EtcdStore.get` of one pin key (loopback etcd)"
 
 
-def config() -> ConfigState:
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    pins: int = 100_000
+    calls: int = 200_000
+    batch: int = 1_000
+    etcd_gets: int = 3_000
+    first_turns: int = 2_000
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(pins=1_000, calls=4_000, batch=100, etcd_gets=100, first_turns=100)
+
+
+def config() -> ConfigSnapshot:
     state = ConfigState(KS, AGENT)
     kvs: dict[str, KeyValue] = {}
     for name in ("r1", "r2"):
@@ -49,21 +74,25 @@ def config() -> ConfigState:
     route = Route(agent=AGENT, stable="r1", canary="r2", canary_percent=10.0)
     kvs[KS.route(AGENT)] = KeyValue(KS.route(AGENT), route.encode(), 2, 2, 1)
     state.apply_reset(10, kvs, "etcd")
-    return state
+    assert state.current is not None
+    return state.current
 
 
-def pin_kv(i: int) -> KeyValue:
+def pin_kv(i: int, prefix: str = "s") -> KeyValue:
     now = time.time()
-    pin = Pin(agent=AGENT, session=f"s{i}", release="r1", pinned_at=now, revision=3, touched_at=now)
-    key = KS.pin(AGENT, pin.session)
+    session = f"{prefix}{i}"
+    pin = Pin(agent=AGENT, session=session, release="r1", pinned_at=now, revision=3, touched_at=now)
+    key = KS.pin(AGENT, session)
     return KeyValue(key, pin.encode(), 100 + i, 100 + i, 1)
 
 
-def per_call_ns(resolve: Callable[[str | None], object], sessions: list[str | None]) -> list[float]:
-    """Nanoseconds per call, one sample per batch of BATCH calls."""
+def per_call_ns(
+    resolve: Callable[[str | None], object], sessions: list[str | None], batch: int
+) -> list[float]:
+    """Nanoseconds per call, one sample per batch of ``batch`` calls."""
     samples = []
-    for start in range(0, len(sessions), BATCH):
-        chunk = sessions[start : start + BATCH]
+    for start in range(0, len(sessions), batch):
+        chunk = sessions[start : start + batch]
         t0 = time.perf_counter_ns()
         for session in chunk:
             resolve(session)
@@ -71,88 +100,138 @@ def per_call_ns(resolve: Callable[[str | None], object], sessions: list[str | No
     return samples
 
 
-def in_process() -> dict[str, list[float]]:
-    state = config()
+def in_process(sizes: Sizes) -> dict[str, list[float]]:
+    snapshot = config()
     table = PinTable(KS, AGENT)
-    table.apply_reset({kv.key: kv for kv in (pin_kv(i) for i in range(PINS))})
+    table.apply_reset({kv.key: kv for kv in (pin_kv(i) for i in range(sizes.pins))})
     pinning = Pinning(AGENT, table, PinMetrics(CollectorRegistry(), AGENT), ttl=86400)
-    snapshot = state.current
 
-    def resolve(session: str | None) -> object:
+    def lookup(session: str | None) -> object:
+        return pinning.lookup(snapshot, AGENT, session)
+
+    def local(session: str | None) -> object:
         return pinning.resolve(snapshot, AGENT, session)
 
     rng = random.Random(7)
-    pinned: list[str | None] = [f"s{rng.randrange(PINS)}" for _ in range(CALLS)]
-    fresh: list[str | None] = [f"new-{i}" for i in range(CALLS // 4)]
-    none: list[str | None] = [None] * CALLS
+    pinned: list[str | None] = [f"s{rng.randrange(sizes.pins)}" for _ in range(sizes.calls)]
+    fresh: list[str | None] = [f"new-{i}" for i in range(sizes.calls // 4)]
+    none: list[str | None] = [None] * sizes.calls
     return {
-        "pinned session (dict hit)": per_call_ns(resolve, pinned),
-        "new session (hash + local pin + queue)": per_call_ns(resolve, fresh),
-        "no session (stable)": per_call_ns(resolve, none),
+        HIT: per_call_ns(lookup, pinned, sizes.batch),
+        LOCAL: per_call_ns(local, fresh, sizes.batch),
+        NONE: per_call_ns(lookup, none, sizes.batch),
     }
 
 
-async def etcd_round_trips() -> list[float]:
+async def against_etcd(sizes: Sizes) -> dict[str, list[float]]:
     with EtcdNode("bench-pins") as node:
         store = EtcdStore([node.client_url])
         await store.connect()
+        metrics = PinMetrics(CollectorRegistry(), AGENT)
+        table = PinTable(KS, AGENT)
+        writer = PinWriter(store, table, KS, metrics, ttl=86400, max_pending=10_000)
+        claims = PinClaims(store, KS, writer, metrics, timeout=DEFAULT_PIN_CREATE_TIMEOUT * 20)
+        pinning = Pinning(AGENT, table, metrics, ttl=86400, claims=claims)
         try:
             keys = []
             for i in range(200):
                 kv = pin_kv(i)
                 await store.put(kv.key, kv.value)
                 keys.append(kv.key)
-            samples = []
-            for i in range(ETCD_GETS):
+            gets = []
+            for i in range(sizes.etcd_gets):
                 t0 = time.perf_counter_ns()
                 await store.get(keys[i % len(keys)])
-                samples.append(float(time.perf_counter_ns() - t0))
-            return samples
+                gets.append(float(time.perf_counter_ns() - t0))
+            snapshot = config()
+            await writer.current_lease()  # granted once, as a running sidecar has it
+            first = []
+            for i in range(sizes.first_turns):
+                t0 = time.perf_counter_ns()
+                await pinning.first_turn(snapshot, AGENT, f"first-{i}")
+                first.append(float(time.perf_counter_ns() - t0))
+            for i in range(sizes.first_turns):  # pinned by "another sidecar"
+                kv = pin_kv(i, "other-")
+                await store.put(kv.key, kv.value)
+            adopted = []
+            for i in range(sizes.first_turns):
+                t0 = time.perf_counter_ns()
+                await pinning.first_turn(snapshot, AGENT, f"other-{i}")
+                adopted.append(float(time.perf_counter_ns() - t0))
+            if claims.fallbacks or claims.adopted != sizes.first_turns:
+                raise RuntimeError(f"unexpected claim outcomes: {claims.status()}")
+            return {FIRST: first, ADOPTED: adopted, GET: gets}
         finally:
+            await writer.close(flush_timeout=0)
             await store.close()
 
 
-def render(local: dict[str, list[float]], etcd: list[float]) -> str:
-    hit = median(local["pinned session (dict hit)"])
-    extra = hit - median(local["no session (stable)"])
+def _ratio(etcd: float, this: float) -> str:
+    ratio = etcd / this
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2f}x"
+
+
+def render(local: dict[str, list[float]], etcd: dict[str, list[float]], sizes: Sizes) -> str:
+    get = median(etcd[GET])
+    hit = median(local[HIT])
+    extra = hit - median(local[NONE])
     rows = [
-        f"| `Pinning.resolve`: {name} | {median(v) / 1000:.2f} | {percentile(v, 99) / 1000:.2f} "
-        f"| {median(etcd) / median(v):,.0f}x |"
+        f"| `Pinning.lookup`: {name} | {median(v) / 1000:.2f} | {percentile(v, 99) / 1000:.2f} "
+        f"| {_ratio(get, median(v))} |"
         for name, v in local.items()
+        if name != LOCAL
     ]
+    v = local[LOCAL]
     rows.append(
-        f"| `EtcdStore.get` of one pin key (loopback etcd) | {median(etcd) / 1000:.1f} | "
-        f"{percentile(etcd, 99) / 1000:.1f} | 1x |"
+        f"| `Pinning.resolve`: {LOCAL} | {median(v) / 1000:.2f} | {percentile(v, 99) / 1000:.2f} "
+        f"| {_ratio(get, median(v))} |"
     )
+    rows += [
+        f"| {name} | {median(etcd[name]) / 1000:.1f} | {percentile(etcd[name], 99) / 1000:.1f} "
+        f"| {_ratio(get, median(etcd[name]))} |"
+        for name in (FIRST, ADOPTED, GET)
+    ]
+    first = median(etcd[FIRST])
     return "\n".join(
         [
             START,
             "## Pin lookup on the request path",
             "",
             f"`python -m bench.pin_lookup`, {time.strftime('%Y-%m-%d %H:%M UTC')}: one process, "
-            f"one run. {PINS:,} pins in the table; {CALLS:,} resolves of random pinned sessions "
-            f"(p50/p99 over batches of {BATCH:,}); {ETCD_GETS:,} sequential gets from a real "
-            "single-node etcd on loopback. Times in µs per call; the last column is how many "
-            "lookups fit in one etcd round trip.",
+            f"one run. {sizes.pins:,} pins in the table; {sizes.calls:,} lookups of random "
+            f"pinned sessions (p50/p99 over batches of {sizes.batch:,}); against a real "
+            f"single-node etcd on loopback, {sizes.etcd_gets:,} sequential gets and "
+            f"{sizes.first_turns:,} sequential first turns of each kind. Times in µs per call; "
+            "the last column is how many of them fit in one etcd get.",
             "",
             "| path | p50 µs | p99 µs | etcd get ÷ this |",
             "|---|---|---|---|",
             *rows,
             "",
             f"Resolving a pinned request takes {hit / 1000:.2f} µs, {extra / 1000:.2f} µs more "
-            "than a request without a session, and never awaits: the pin writer alone talks to "
-            "etcd, off the request path.",
+            "than a request without a session, and never awaits. Only a session's first turn on "
+            f"a sidecar talks to etcd: one create-if-absent transaction, {first / 1000:.0f} µs at "
+            "p50 here, bounded by `--pin-create-timeout` (default "
+            f"{DEFAULT_PIN_CREATE_TIMEOUT * 1000:.0f} ms) after which it is decided locally.",
             END,
         ]
     )
 
 
-def main() -> int:
-    local = in_process()
-    etcd = uvloop.run(etcd_round_trips())
-    section = render(local, etcd)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pin_lookup", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="a few iterations; print, leave RESULTS.md alone"
+    )
+    args = parser.parse_args(argv)
+    configure(level="warning", fmt="console", service="bench")  # one adoption log per call
+    sizes = Sizes.quick() if args.quick else Sizes()
+    local = in_process(sizes)
+    etcd = uvloop.run(against_etcd(sizes))
+    section = render(local, etcd, sizes)
     print(section)
-    replace_section("pin-lookup", section)
+    if not args.quick:
+        replace_section("pin-lookup", section)
     return 0
 
 

@@ -93,6 +93,11 @@ class PinOps:
     def __init__(self, service: ConfigService) -> None:
         self.service = service
 
+    async def require_agent(self, agent: str) -> None:
+        """AgentNotFound for an agent without a route (no sidecar can have pinned anything),
+        as canary, switch, shadow and rollouts say; not an empty list or a missing pin."""
+        await self.service.get_route(agent)
+
     async def list_pins(self, agent: str) -> tuple[int, list[StoredPin]]:
         prefix = self.service.keyspace.pins_of(agent)
         revision, kvs = await store_read(self.service.store.list_prefix(prefix))

@@ -50,6 +50,12 @@ def url_refusal(policy: HostPolicy, url: str) -> str:
     return ""
 
 
+def scrub(text: str, secret: str) -> str:
+    """``text`` with every copy of ``secret`` masked: a provider may echo the key it was sent
+    in an error message or an answer, and what configsvc reports can reach logs and etcd."""
+    return text.replace(secret, "[redacted]") if secret else text
+
+
 def connect_problem(url: str, exc: aiohttp.ClientConnectorError) -> str:
     reason = refused_reason(exc)
     if reason is not None:
@@ -86,6 +92,7 @@ class Prober:
         if self._http is None:
             raise RuntimeError("Prober.start() was not called")
         headers = {"Content-Type": "application/json"}
+        key = ""
         if release.api_key_env:
             key = self.environ.get(release.api_key_env, "")
             if not key:
@@ -118,9 +125,10 @@ class Prober:
         except aiohttp.ClientConnectorError as exc:
             raise self._failed(release, connect_problem(url, exc)) from exc
         except aiohttp.ClientError as exc:
-            raise self._failed(release, f"request to {url} failed: {exc}") from exc
+            # the class only: aiohttp's text may quote the provider's bytes (an echoed key)
+            raise self._failed(release, f"request to {url} failed: {type(exc).__name__}") from exc
         elapsed_ms = round((loop.time() - started) * 1000, 1)
-        problem = _problem(status, raw)
+        problem = scrub(_problem(status, raw), key)
         if problem:
             raise self._failed(release, problem)
         log.info("probe_succeeded", release=release.name, model=release.model, ms=elapsed_ms)

@@ -63,6 +63,7 @@ class TrafficApi:
     async def list_pins(self, request: web.Request) -> web.Response:
         agent = _agent(request)
         query = PinsQuery.parse(request.query)
+        await self.pins.require_agent(agent)
         revision, pins = await self.pins.list_pins(agent)
         matching = [p for p in pins if not query.release or p.pin.release == query.release]
         shown = matching[: query.limit]
@@ -79,12 +80,14 @@ class TrafficApi:
     async def show_pin(self, request: web.Request) -> web.Response:
         agent = _agent(request)
         session = session_id(request.match_info["session"])
+        await self.pins.require_agent(agent)
         return _json({"pin": (await self.pins.show(agent, session)).to_json()})
 
     async def migrate_pins(self, request: web.Request) -> web.Response:
         agent, actor = _agent(request), _actor(request)
         req = MigratePins.parse(await read_body(request))
         service = self.ops.service
+        await self.pins.require_agent(agent)
         for release in (req.source, req.target):  # releases are never deleted: check once
             await service.get_release(agent, release)
         selection = Selection(

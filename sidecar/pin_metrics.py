@@ -40,6 +40,17 @@ class PinMetrics:
             "Queued pin writes dropped because the queue reached --max-pending-pins.",
             registry=registry,
         )
+        claims = Counter(
+            "holdfast_pin_claims",
+            "First turns of sessions this sidecar had no pin for, by what etcd answered: created "
+            "(this sidecar pinned it), adopted (another sidecar had), fallback (etcd did not "
+            "answer within --pin-create-timeout: decided locally, written later).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.claims_created = claims.labels("created")
+        self.claims_adopted = claims.labels("adopted")
+        self.claims_fallback = claims.labels("fallback")
         self._routed: dict[tuple[str, str], Any] = {}
 
     def routed(self, release: str, kind: str) -> None:

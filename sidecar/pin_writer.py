@@ -5,6 +5,11 @@ refresh interval and new writes attach to the newest one, so a pin disappears ab
 its session was last used, even if this sidecar dies or hangs. Writes are compare-and-swaps:
 a create must find no key (another sidecar may have pinned the session first: adopt its pin),
 a refresh or notice must find the revision it read (a concurrent migration wins).
+
+A write dropped because the queue is over its bound is parked when etcd is still owed it (a
+create, an acknowledged notice) and queued again once the queue has drained: a dropped create
+reaches etcd eventually, even if the session is never used again. The request path's
+first-turn claims (``sidecar.pin_claim``) attach to this writer's lease as well.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class PinWriter:
         self._creates: OrderedDict[str, float] = OrderedDict()
         self._updates: OrderedDict[str, float] = OrderedDict()
         self._inflight: dict[str, float] = {}  # taken from the queues, being written
+        self._parked: OrderedDict[str, float] = OrderedDict()  # dropped, still owed to etcd
+        self._lease_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task = BackgroundTask("pin writer")
         self.lease_id = 0
@@ -87,16 +94,20 @@ class PinWriter:
         return len(self._creates) + len(self._updates)
 
     def oldest_pending_age(self) -> float | None:
-        oldest = [q[next(iter(q))] for q in (self._creates, self._updates) if q]
+        oldest = [q[next(iter(q))] for q in (self._creates, self._updates, self._parked) if q]
         oldest += self._inflight.values()
         return max(0.0, time.monotonic() - min(oldest)) if oldest else None
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
 
     def enqueue(self, session: str) -> None:
         """Queue a write of the session's entry; queued twice, it is written once (latest)."""
         entry = self._table.get(session)
         if entry is None:
             return
-        now = time.monotonic()
+        now = self._parked.pop(session, None) or time.monotonic()
         if entry.mod_revision == 0:
             queued = self._updates.pop(session, None)
             self._creates.setdefault(session, now if queued is None else queued)
@@ -108,8 +119,9 @@ class PinWriter:
 
     def _drop_oldest(self) -> None:
         queue, kind = (self._updates, "refresh") if self._updates else (self._creates, "create")
-        session, _ = queue.popitem(last=False)
-        self._table.give_up(session)
+        session, queued_at = queue.popitem(last=False)
+        if self._table.give_up(session):
+            self._parked[session] = queued_at
         self.dropped += 1
         self._metrics.dropped.inc()
         log.warning("pin_write_dropped", session=session, kind=kind, limit=self.max_pending)
@@ -152,12 +164,25 @@ class PinWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queued:
+            while self._queued or self._unpark():
                 if await self._flush_batch():
                     delay = self._retry_initial
                     continue
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
+
+    def _unpark(self) -> bool:
+        """Queue parked writes again, as many as the bound allows; False when none was."""
+        moved = False
+        while self._parked and self.pending < self.max_pending:
+            session, queued_at = self._parked.popitem(last=False)
+            entry = self._table.get(session)
+            if entry is None or not entry.pending:
+                continue  # etcd's watch settled it meanwhile
+            queue = self._creates if entry.mod_revision == 0 else self._updates
+            queue[session] = queued_at
+            moved = True
+        return moved
 
     async def _flush_batch(self) -> bool:
         """Write one batch; False when etcd did not answer (the batch is queued again)."""
@@ -170,7 +195,7 @@ class PinWriter:
 
     async def _write_batch(self, batch: list[tuple[str, float, bool]]) -> bool:
         try:
-            lease = await self._current_lease()
+            lease = await self.current_lease()
         except StoreError as exc:
             self._failed(batch, f"grant lease: {exc}")
             return False
@@ -181,7 +206,7 @@ class PinWriter:
         for (session, queued_at, create), result in retry:
             self._requeue(session, queued_at, create)
             if isinstance(result, LeaseNotFound):
-                self.lease_id = 0  # expired under us: the next batch grants a new one
+                self.lease_lost(lease)  # expired under us: the next batch grants a new one
             elif not isinstance(result, StoreError):
                 log.error("pin_write_crashed", session=session, error=repr(result))
         if retry:
@@ -196,20 +221,28 @@ class PinWriter:
         self._metrics.write_failures.inc(len(batch))
         log.warning("pin_write_failed", sessions=len(batch), pending=self.pending, error=reason)
 
-    async def _current_lease(self) -> int:
-        now = time.monotonic()
-        if not self.lease_id or now - self._lease_at >= self.refresh_s:
-            self.lease_id = await self._store.grant_lease(self.lease_ttl)
-            self._lease_at = now
-            log.info("pin_lease_granted", lease_id=self.lease_id, ttl=self.lease_ttl)
-        return self.lease_id
+    async def current_lease(self) -> int:
+        """The lease new pin writes attach to, granted anew every refresh interval."""
+        async with self._lease_lock:  # concurrent first turns must not grant one lease each
+            now = time.monotonic()
+            if not self.lease_id or now - self._lease_at >= self.refresh_s:
+                self.lease_id = await self._store.grant_lease(self.lease_ttl)
+                self._lease_at = now
+                log.info("pin_lease_granted", lease_id=self.lease_id, ttl=self.lease_ttl)
+            return self.lease_id
+
+    def lease_lost(self, lease_id: int) -> None:
+        """etcd no longer knows ``lease_id`` (it expired): the next write grants a new one."""
+        if self.lease_id == lease_id:
+            self.lease_id = 0
 
     async def _write(self, session: str, lease: int) -> BaseException | None:
         """One compare-and-swap; returns the error that warrants a retry, None when done."""
         entry = self._table.get(session)
         if entry is None or not entry.pending:
             return None
-        pin: Pin = entry.pin.touched(self._clock())
+        source = entry.pin
+        pin: Pin = source.touched(self._clock())
         if entry.notice_unwritten:
             pin = replace(pin, notified=True)
         expected = entry.mod_revision
@@ -222,7 +255,7 @@ class PinWriter:
         except StoreError as exc:
             return exc
         self.written += 1
-        self._table.written(session, pin, expected, result.revision, lease)
+        self._table.written(session, pin, expected, result.revision, lease, source)
         return None
 
     async def _reread(
@@ -237,7 +270,7 @@ class PinWriter:
         if kv is None:
             self._table.lost(session)  # gone meanwhile (expired): create it again
             return None
-        if self._table.adopt(kv) and created:
+        if self._table.adopt(kv, newer_only=True) and created:
             adopted = self._table.get(session)
             log.info(
                 "pin_conflict_adopted",
@@ -256,6 +289,7 @@ class PinWriter:
             "failures": self.failures,
             "conflicts": self.conflicts,
             "dropped": self.dropped,
+            "parked": len(self._parked),
             "written": self.written,
             "rejected": self._table.rejected,
             "lease_id": self.lease_id or None,

@@ -78,10 +78,30 @@ class PinTable:
     # -- local changes (request path) ------------------------------------------------------
 
     def record_new(self, pin: Pin) -> PinEntry:
+        """A pin decided here that etcd has not confirmed: the writer creates it."""
         entry = PinEntry(pin=pin)
         self._entries[pin.session] = entry
         self.mark_pending(pin.session)
         return entry
+
+    def record_claimed(self, pin: Pin, mod_revision: int, lease: int) -> PinEntry:
+        """A pin this sidecar created in etcd itself (at ``mod_revision``), unless the watch
+        already brought a later version of the key."""
+        entry = self._entries.get(pin.session)
+        if entry is not None and entry.mod_revision >= mod_revision:
+            return entry
+        entry = PinEntry(pin=pin, mod_revision=mod_revision, lease=lease)
+        self._entries[pin.session] = entry
+        self.version += 1
+        return entry
+
+    def record_prompts(self, session: str, prompts: Mapping[str, str]) -> None:
+        """Prompt versions the session used for the first time: they stay its versions."""
+        entry = self._entries.get(session)
+        if entry is None:
+            return
+        entry.pin = dataclasses.replace(entry.pin, prompts={**entry.pin.prompts, **prompts})
+        self.mark_pending(session)
 
     def mark_told(self, session: str) -> None:
         entry = self._entries.get(session)
@@ -102,11 +122,24 @@ class PinTable:
 
     # -- results of this sidecar's own writes ----------------------------------------------
 
-    def written(self, session: str, pin: Pin, expected: int, kv_revision: int, lease: int) -> None:
+    def written(
+        self,
+        session: str,
+        pin: Pin,
+        expected: int,
+        kv_revision: int,
+        lease: int,
+        source: Pin | None = None,
+    ) -> None:
         """A write CAS'd on ``expected`` landed at ``kv_revision``; adopt it unless etcd's
-        watch already moved the entry past it."""
+        watch already moved the entry past it. ``source`` is the entry's pin the write was made
+        from: if the entry changed locally meanwhile, that change is kept (and still queued)."""
         entry = self._entries.get(session)
         if entry is None or entry.mod_revision not in (expected, kv_revision):
+            return
+        if source is not None and entry.pin is not source:
+            entry.mod_revision, entry.lease = kv_revision, lease
+            self.version += 1
             return
         entry.pin, entry.mod_revision, entry.lease = pin, kv_revision, lease
         entry.pending = entry.notice_unwritten
@@ -119,17 +152,29 @@ class PinTable:
             entry.mod_revision = 0
             self.mark_pending(session)
 
-    def give_up(self, session: str) -> None:
-        """The writer dropped this entry's write (queue over its bound)."""
+    def give_up(self, session: str) -> bool:
+        """The writer dropped this entry's write (queue over its bound). A dropped refresh is
+        simply forgotten (the next use asks again); True when a write is still owed to etcd
+        (a create, or a notice already given), which the writer then retries later."""
         entry = self._entries.get(session)
-        if entry is not None and entry.mod_revision:
+        if entry is None:
+            return False
+        if entry.mod_revision:
             entry.pending = entry.notice_unwritten
             self.version += 1
+        return entry.pending
 
     # -- etcd's view (watch and listing) ---------------------------------------------------
 
-    def adopt(self, kv: KeyValue) -> bool:
-        """Take etcd's record for a key; a bad record is refused and the previous one kept."""
+    def adopt(self, kv: KeyValue, *, newer_only: bool = False) -> bool:
+        """Take etcd's record for a key; a bad record is refused and the previous one kept.
+
+        ``newer_only`` for a record read outside the watch (a get): the watch may already have
+        brought a later version, which must not be replaced by this older one."""
+        if newer_only:
+            held = self._entries.get(kv.key[len(self._prefix) :])
+            if held is not None and held.mod_revision >= kv.mod_revision:
+                return True
         try:
             pin = self._decode(kv)
         except (RecordError, KeyError_) as exc:

@@ -4,8 +4,11 @@ session gets (pure; the request path's lookups are dict reads).
 A release names each prompt either by version (``"3"``: every session of the release gets
 version 3) or as ``"active"``: a session gets the version that was active at its first turn,
 recorded in its pin (``Pin.prompts``), so activating or rolling back a version changes what NEW
-sessions get and never the prompt of a conversation already running. A session without an id
-(nothing to pin) gets the active version of the moment.
+sessions get and never the prompt of a conversation already running. A prompt the pin does not
+name yet (no version was active at the first turn, or a migration moved the session to a release
+that follows more prompts) is recorded the first time the session is served once a version is
+active (``unrecorded_prompts``). A session without an id (nothing to pin) gets the active
+version of the moment.
 """
 
 from __future__ import annotations
@@ -61,6 +64,18 @@ def pinned_prompts(snapshot: ConfigSnapshot, release: Release) -> dict[str, str]
         return {}
     active = index_of(snapshot).active
     return {name: active[name] for name in follows if name in active}
+
+
+def unrecorded_prompts(
+    snapshot: ConfigSnapshot, release: Release, recorded: Mapping[str, str]
+) -> dict[str, str]:
+    """Prompts ``release`` takes as "active" that a pin does not name yet, at the version active
+    now: what a session gets the first time it can use them, recorded in its pin from then on."""
+    missing = [n for n, v in release.prompts.items() if v == ACTIVE and n not in recorded]
+    if not missing:
+        return {}
+    active = index_of(snapshot).active
+    return {name: active[name] for name in missing if name in active}
 
 
 def session_prompt(

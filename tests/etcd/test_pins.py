@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 import pytest
 
 from configsvc.pins import BATCH, PinOps, Selection
@@ -166,3 +167,40 @@ async def test_migration_retries_touched_pins_and_skips_expired_ones(
     assert (b.touched_at, b.migrated_from) == (2e9, "r1")  # the sidecar's touch was kept
     assert all(kv.lease == lease for kv in now["r2"])
     await store.revoke_lease(lease)
+
+
+async def test_an_unknown_agent_is_agent_not_found_for_every_traffic_command(
+    stack: Stack,
+) -> None:
+    """Pins and rollouts answer as canary, switch and shadow do: the agent is unknown (no
+    route), never an empty list, a missing pin or a missing release."""
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    calls: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", "pins", None),
+        ("GET", "pins/s-1", None),
+        ("POST", "pins/migrate", {"from": "r1", "to": "r2"}),
+        ("POST", "rollout", {"release": "r2", "steps": "10", "interval": "1h"}),
+        ("GET", "rollout", None),
+        ("PUT", "canary", {"release": "r2", "percent": 5}),
+        ("POST", "switch", {"release": "r2", "probe": False}),
+        ("PUT", "shadow", {"release": "r2", "percent": 5}),
+        ("GET", "shadow/report", None),
+    ]
+    async with aiohttp.ClientSession(headers=headers) as http:
+        new = {"release": "r1", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+        async with http.post(f"{stack.svc.url}/v1/agents/lonely/releases", json=new) as resp:
+            assert resp.status == 201  # releases but no route: no sidecar pinned anything
+        for agent in ("nobody", "lonely"):
+            for method, path, body in calls:
+                url = f"{stack.svc.url}/v1/agents/{agent}/{path}"
+                async with http.request(method, url, json=body) as resp:
+                    error = (await resp.json())["error"]
+                    assert (resp.status, error["code"]) == (404, "agent_not_found"), (path, error)
+                    assert f"agent {agent!r} has no route" in error["message"], error
+    for args in (("pins", "list", "nobody"), ("pins", "migrate", "nobody", "--from", "r1",
+                 "--to", "r2")):  # fmt: skip
+        body = await ctl(stack, *args, check=False)
+        assert body["error"]["code"] == "agent_not_found", (args, body)
+    # a known agent still tells a missing pin from a missing agent
+    missing = await ctl(stack, "pins", "show", AGENT, "s-1", check=False)
+    assert missing["error"]["code"] == "pin_not_found"

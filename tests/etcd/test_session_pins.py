@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from openai import AsyncOpenAI
+from prometheus_client import CollectorRegistry
 
 from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdCluster, EtcdNode
-from holdfast.keyspace import Keyspace, Pin
-from holdfast.store import Put
+from holdfast.keyspace import Keyspace, Pin, Release, Route
+from holdfast.store import KeyValue, Put
 from holdfast.store.etcd import EtcdStore
+from sidecar.config import ConfigSnapshot, ConfigState
+from sidecar.pin_claim import PinClaims
+from sidecar.pin_metrics import PinMetrics
+from sidecar.pin_writer import PinWriter
+from sidecar.pinning import Pinning
+from sidecar.pins import PinTable
 from tests.etcd.spine_stack import AGENT, Stack, get_json, stable_is, start_stack, wait_for
 
 pytestmark = pytest.mark.etcd
@@ -26,7 +37,7 @@ pytestmark = pytest.mark.etcd
 def make_stack(base: Path, env: str, etcd: Sequence[str]) -> Stack:
     stack = start_stack(base, env, etcd)
     stack.create_releases(("r1", "model-one"), ("r2", "model-two"))
-    stack.ctl("route", "set-stable", AGENT, "r1")
+    stack.set_stable("r1")
     return stack
 
 
@@ -113,6 +124,34 @@ async def _notified(store: EtcdStore, env: str, session: str) -> Pin | None:
     return pin if pin is not None and pin.notified else None
 
 
+async def test_route_change_between_turns_on_two_sidecars_keeps_the_first_release(
+    stack: Stack, etcd_node: EtcdNode
+) -> None:
+    """Turns alternate between two sidecar processes while the route moves, with no wait for
+    the pins to reach the other sidecar: only the route change itself is awaited there."""
+    one = stack.start_sidecar([etcd_node.client_url], name="one")
+    two = stack.start_sidecar([etcd_node.client_url], name="two")
+    for side in (one, two):
+        await settled(side, "r1")
+    assert await chat(one.url, "hop-a") == ("r1", None)
+    assert await chat(two.url, "hop-b") == ("r1", None)
+    revision = json.loads(stack.ctl("--json", "route", "set-stable", AGENT, "r2").stdout)
+    for side in (two, one):  # each has applied the new route, and nothing else is waited for
+        await wait_for(
+            f"{side.url}/status",
+            lambda b: (b["config"]["revision"] or 0) >= revision["mod_revision"],
+        )
+    assert await chat(two.url, "hop-a") == ("r1", None)
+    assert await chat(one.url, "hop-b") == ("r1", None)
+    assert await chat(one.url, "hop-c") == ("r2", None)
+    assert await chat(two.url, "hop-c") == ("r2", None)
+    for side in (one, two):
+        _, status = await get_json(f"{side.url}/status")
+        pins = status["pins"]
+        assert pins["claims_created"] >= 1 and pins["claims_fallback"] == 0, pins
+        assert pins["conflicts"] == 0, pins  # no create lost a race and adopted afterwards
+
+
 async def test_pins_expire_ttl_after_last_use(
     stack: Stack, store: EtcdStore, etcd_node: EtcdNode
 ) -> None:
@@ -146,6 +185,8 @@ async def test_etcd_outage_pins_locally_survives_restart_and_flushes_later(
         for sid in sessions:
             assert await chat(side.url, sid) == ("r1", None)
         await wait_for(f"{side.url}/status", lambda b: b["pins"]["pending"] == 3)
+        _, status = await get_json(f"{side.url}/status")  # etcd could not be asked: local
+        assert (status["pins"]["claims_fallback"], status["pins"]["claims_created"]) == (3, 0)
 
         side.stop()  # restarted during the outage: the saved table still pins them
         side = stack.start_sidecar([fresh_etcd.client_url], name="side")
@@ -194,3 +235,150 @@ async def test_pins_survive_a_leader_kill(
     finally:
         await store.close()
         stack.stop()
+
+
+# -- first turns settled with etcd (in-process pinning over a real etcd) ---------------------
+
+
+@dataclass
+class PinSide:
+    """One sidecar's pinning pieces over its own connection to etcd, with no watch feeding its
+    table: exactly a sidecar that another sidecar's pin has not reached yet."""
+
+    store: EtcdStore
+    table: PinTable
+    writer: PinWriter
+    claims: PinClaims
+    pinning: Pinning
+
+    async def close(self) -> None:
+        await self.writer.close(flush_timeout=0)
+        await self.store.close()
+
+
+@contextlib.asynccontextmanager
+async def pin_side(
+    url: str, env: str, *, timeout: float = 5.0, max_pending: int = 1000
+) -> AsyncIterator[PinSide]:
+    keyspace = Keyspace(env)
+    store = EtcdStore([url], timeout=2.0)
+    metrics = PinMetrics(CollectorRegistry(), AGENT)
+    table = PinTable(keyspace, AGENT)
+    writer = PinWriter(store, table, keyspace, metrics, ttl=60, max_pending=max_pending)
+    claims = PinClaims(store, keyspace, writer, metrics, timeout=timeout)
+    side = PinSide(
+        store, table, writer, claims, Pinning(AGENT, table, metrics, ttl=60, claims=claims)
+    )
+    await writer.start()
+    try:
+        yield side
+    finally:
+        await side.close()
+
+
+def routed_to(stable: str) -> ConfigSnapshot:
+    """A config snapshot with releases r1 and r2 and ``stable`` as the route's stable."""
+    keyspace = Keyspace("dev")
+    state = ConfigState(keyspace, AGENT)
+    kvs = {}
+    for name in ("r1", "r2"):
+        release = Release(agent=AGENT, name=name, model=f"m-{name}", base_url="http://127.0.0.1:1")
+        key = keyspace.release(AGENT, name)
+        kvs[key] = KeyValue(key, release.encode(), 1, 1, 1)
+    route = Route(agent=AGENT, stable=stable)
+    kvs[keyspace.route(AGENT)] = KeyValue(keyspace.route(AGENT), route.encode(), 2, 2, 1)
+    state.apply_reset(10, kvs, "etcd")
+    assert state.current is not None
+    return state.current
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_a_first_turn_elsewhere_keeps_the_release_pinned_before_the_route_changed(
+    etcd_node: EtcdNode, etcd_env: str, store: EtcdStore
+) -> None:
+    """The route moves r1 -> r2 between a session's first turn on A and its next turn on B, and
+    B has not received A's pin: B's first turn finds it in etcd and serves r1."""
+    before, after = routed_to("r1"), routed_to("r2")
+    async with (
+        pin_side(etcd_node.client_url, etcd_env) as a,
+        pin_side(etcd_node.client_url, etcd_env) as b,
+    ):
+        assert a.pinning.lookup(before, AGENT, "conv") is None  # unknown here: ask etcd
+        first = await a.pinning.first_turn(before, AGENT, "conv")
+        assert (first.release.name, first.kind) == ("r1", "new")
+        stored = await stored_pin(store, etcd_env, "conv")
+        assert stored is not None and stored.release == "r1"  # in etcd before it was answered
+        assert (a.claims.created, a.writer.pending) == (1, 0)  # nothing left for the writer
+
+        second = await b.pinning.first_turn(after, AGENT, "conv")
+        assert (second.release.name, second.kind, second.migrated_from) == ("r1", "pinned", None)
+        assert (b.claims.created, b.claims.adopted, b.claims.fallbacks) == (0, 1, 0)
+        assert b.writer.pending == 0  # no losing create queued that would adopt later
+        third = b.pinning.lookup(after, AGENT, "conv")  # from now on a dict hit
+        assert third is not None and third.release.name == "r1"
+        fresh = await b.pinning.first_turn(after, AGENT, "fresh")
+        assert (fresh.release.name, fresh.kind) == ("r2", "new")  # new sessions follow r2
+        # what B would have done without asking etcd: the split this guards against
+        blind = Pinning(AGENT, PinTable(Keyspace(etcd_env), AGENT), b.pinning.metrics, ttl=60)
+        assert blind.resolve(after, AGENT, "conv").release.name == "r2"
+
+
+async def test_concurrent_first_turns_in_one_sidecar_pick_one_release_even_with_etcd_down(
+    etcd_node: EtcdNode, etcd_env: str
+) -> None:
+    snapshots = [routed_to("r1"), routed_to("r2")] * 10  # the route changes among them
+    async with pin_side(etcd_node.client_url, etcd_env) as up:
+        served = await asyncio.gather(
+            *(up.pinning.first_turn(s, AGENT, "together") for s in snapshots)
+        )
+        assert len({r.release.name for r in served}) == 1
+        assert (up.claims.created, up.claims.adopted) == (1, 0)  # one create for all twenty
+
+    dead = f"http://127.0.0.1:{closed_port()}"
+    async with pin_side(dead, etcd_env, timeout=0.3) as down:
+        started = time.monotonic()
+        served = await asyncio.gather(
+            *(down.pinning.first_turn(s, AGENT, "offline") for s in snapshots)
+        )
+        assert time.monotonic() - started < 2.0  # bounded by the timeout, not etcd's own
+        assert len({r.release.name for r in served}) == 1
+        assert down.claims.fallbacks == 1  # one decision, made locally ...
+        entry = down.table.get("offline")
+        assert entry is not None and entry.pending  # ... and queued for the writer
+        quick = time.monotonic()
+        other = await down.pinning.first_turn(snapshots[1], AGENT, "next")
+        assert other.release.name == "r2" and time.monotonic() - quick < 0.2  # no new wait
+        assert down.claims.fallbacks == 2 and down.writer.pending == 2
+
+
+async def test_a_dropped_create_reaches_etcd_once_it_is_back(
+    fresh_etcd: EtcdNode, etcd_env: str
+) -> None:
+    fresh_etcd.stop()
+    async with pin_side(fresh_etcd.client_url, etcd_env, timeout=0.2, max_pending=2) as side:
+        sessions = [f"over-{i}" for i in range(5)]
+        for sid in sessions:
+            side.pinning.resolve(routed_to("r1"), AGENT, sid)  # decided locally, queued
+        assert (side.writer.pending, side.writer.dropped, side.writer.parked) == (2, 3, 3)
+        await asyncio.to_thread(lambda: fresh_etcd.start().wait_ready())
+        store = EtcdStore([fresh_etcd.client_url])
+        try:
+            for sid in sessions:  # never used again, all five still reach etcd
+                pin = await until(
+                    functools.partial(stored_pin, store, etcd_env, sid), f"{sid} written",
+                    timeout=30,
+                )  # fmt: skip
+                assert pin.release == "r1"
+        finally:
+            await store.close()
+        await until(lambda: _drained(side), "writer drained")
+
+
+async def _drained(side: PinSide) -> bool:
+    return side.writer.pending == 0 and side.writer.parked == 0

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from holdfast.devtools.etcd_local import EtcdNode
-from sidecar.compare import answer_from_completion, similarity
+from sidecar.compare import answer_from_completion, similarity, tools_agree
 from tests.etcd.spine_stack import AGENT, Stack
 
 pytestmark = pytest.mark.etcd
@@ -105,3 +105,88 @@ async def test_shadow_report_matches_the_fake_upstreams_known_answers(
     assert any("similarity" in reason for reason in got["reasons"])
     human = stack.ctl("shadow", "report", AGENT).stdout
     assert "not_ready" in human and str(len(QUESTIONS)) in human
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_order",
+            "parameters": {
+                "type": "object",
+                "properties": {"order": {"type": "integer"}},
+                "required": ["order"],
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}},
+]
+# Without tools: both models answer in text (agree). "call:ping": both call ping with {}
+# (agree). Tools and no hint: the primary's model answers in text while the shadow's, with tool
+# calls on, calls one (disagree).
+TOOL_CASES = [(f"no tools {i}", False) for i in range(4)]
+TOOL_CASES += [(f"call:ping for order {i}", True) for i in range(4)]
+TOOL_CASES += [(f"where is order {i * 11}?", True) for i in range(4)]
+
+
+def tool_body(question: str, with_tools: bool, model: str) -> dict[str, Any]:
+    return body(question, model) | ({"tools": TOOLS} if with_tools else {})
+
+
+async def test_tool_disagreement_in_the_report_matches_the_fake_upstreams_answers(
+    stack: Stack, etcd_node: EtcdNode
+) -> None:
+    side = stack.start_sidecar(
+        [etcd_node.client_url],
+        args=("--health-interval", "0.3", "--shadow-max-concurrency", str(len(TOOL_CASES))),
+    )
+    stack.ctl(
+        "shadow", "set", AGENT, "r2", "--percent", "100", "--min-samples", str(len(TOOL_CASES)),
+        "--min-similarity", "0", "--min-agreement", "0.9",
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {stack.provider_key}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.put(
+            f"{stack.fake.url}/_control/models/model-two", json={"tool_calls": True}
+        ) as resp:
+            assert resp.status == 200
+        deadline = time.monotonic() + 10
+        while True:
+            async with http.get(f"{side.url}/status") as resp:
+                if ((await resp.json()).get("route") or {}).get("shadow"):
+                    break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        for i, (question, with_tools) in enumerate(TOOL_CASES):
+            payload = tool_body(question, with_tools, AGENT) | ({"stream": True} if i % 2 else {})
+            async with http.post(f"{side.url}/v1/chat/completions", json=payload) as resp:
+                assert resp.status == 200 and resp.headers["X-Holdfast-Release"] == "r1"
+                await resp.read()
+        agree = []
+        for question, with_tools in TOOL_CASES:  # the fake's known answers, asked directly
+            answers = []
+            for model in ("model-one", "model-two"):
+                async with http.post(
+                    f"{stack.fake.url}/v1/chat/completions",
+                    json=tool_body(question, with_tools, model),
+                    headers=headers,
+                ) as resp:
+                    answers.append(answer_from_completion(await resp.read()))
+            agree.append(tools_agree(*answers))
+            assert bool(answers[1].tool_calls) == with_tools  # the shadow's model used them
+    assert agree == [True] * 8 + [False] * 4  # the cases do what they say
+    deadline = time.monotonic() + 15
+    while (got := report(stack))["total"]["samples"] < len(TOOL_CASES):
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.2)
+    total = got["total"]
+    assert (total["samples"], total["shadow_errors"]) == (len(TOOL_CASES), 0)
+    assert total["tool_agreement"] == pytest.approx(sum(agree) / len(agree))
+    assert (got["verdict"], got["reasons"]) == (
+        "not_ready",
+        [f"tool agreement {sum(agree) / len(agree):.3f} < 0.9"],
+    )
+    lowered = json.loads(
+        stack.ctl("--json", "shadow", "report", AGENT, "--min-agreement", "0.6").stdout
+    )
+    assert (lowered["verdict"], lowered["reasons"]) == ("ready", [])  # 0.667 meets 0.6

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import threading
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,12 +20,14 @@ from configsvc.pins import PinOps
 from configsvc.probe import Prober
 from configsvc.server import start_site
 from configsvc.service import ConfigService
+from configsvc.settings import ENV_PROBE_PROMPT
 from configsvc.traffic import TrafficOps
 from configsvc.traffic_api import TrafficApi
+from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
 from holdfast.store.etcd import EtcdStore
-from tests.etcd.spine_stack import AGENT, Stack
+from tests.etcd.spine_stack import AGENT, KEY_VAR, Stack
 
 pytestmark = pytest.mark.etcd
 
@@ -347,3 +351,40 @@ async def test_etcd_down_is_503_and_nothing_changes(fresh_etcd: EtcdNode) -> Non
         await runner.cleanup()
         await prober.close()
         await store.close()
+
+
+PROBE_PROMPT = "holdfast warm-up: answer with one word"
+
+
+def test_probe_timeout_and_prompt_come_from_configsvc_settings(
+    tmp_path: Path, etcd_node: EtcdNode, etcd_env: str
+) -> None:
+    """``--probe-timeout`` bounds the warm-up (the switch is refused, naming it), and the probe
+    asks what ``HOLDFAST_PROBE_PROMPT`` says."""
+    fake = procs.fakellm(tmp_path / "logs").start()
+    token, key = secrets.token_hex(8), "sk-" + secrets.token_hex(8)
+    svc = procs.configsvc(
+        tmp_path / "logs", [etcd_node.client_url], etcd_env, token, "--probe-timeout", "0.5"
+    )
+    svc.env |= {KEY_VAR: key, ENV_PROBE_PROMPT: PROBE_PROMPT}
+    stack = Stack(base=tmp_path, env=etcd_env, fake=fake, svc=svc.start(), token=token)
+    stack.provider_key = key
+    try:
+        stack.create_releases(("r1", "model-one"), ("r2", "model-two"))
+        stack.set_stable("r1")
+        fake_control(stack, "model-two", {"latency_ms": 3000})
+        before = route(stack)["mod_revision"]
+        message = refused(stack, "switch", AGENT, "r2", code="probe_failed")  # 0.5 s < 3 s
+        assert f"no answer from {fake.url}/v1/chat/completions within 0.5s" in message
+        assert route(stack)["mod_revision"] == before
+        probes = [r for r in fake_requests(stack) if r["body"].get("model") == "model-two"]
+        assert probes and probes[-1]["body"]["messages"] == [
+            {"role": "user", "content": PROBE_PROMPT}
+        ]
+
+        fake_control(stack, "model-two", {"latency_ms": 100})  # well inside the timeout
+        body = js(stack, "switch", AGENT, "r2")
+        assert (body["route"]["stable"], body["probe"]["status"]) == ("r2", "ok")
+        assert body["probe"]["latency_ms"] >= 100
+    finally:
+        stack.stop()

@@ -9,7 +9,9 @@ import pytest
 from openai import AsyncOpenAI
 
 from holdfast import bucketing
-from tests.servers.conftest import AGENT, SidecarUnderTest
+from holdfast.keyspace import Release
+from holdfast.keyspace.prompt import PromptVersion
+from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest
 
 Json = dict[str, Any]
 
@@ -129,3 +131,50 @@ async def test_queue_is_bounded_and_sessions_stay_consistent(
             assert (await chat(sut, session=f"q-{i}"))[1]["X-Holdfast-Release"] == "r1"
     finally:
         await sut.server.close()
+
+
+def put_prompt(sut: SidecarUnderTest, version: str, status: str) -> None:
+    text = f"You are support agent v{version}."
+    record = PromptVersion(name="support", version=version, text=text, status=status)  # type: ignore[arg-type]
+    sut._put(KS.prompt("support", version), record.encode())
+
+
+async def prompt_version(sut: SidecarUnderTest, session: str) -> str:
+    body: Json = {
+        "model": AGENT,
+        "messages": [
+            {"role": "system", "content": "@prompt:support"},
+            {"role": "user", "content": "hello"},
+        ],
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{sut.url}/v1/chat/completions", json=body, headers={"X-Holdfast-Session": session}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return resp.headers["X-Holdfast-Prompt-Version"]
+
+
+async def test_a_prompt_version_is_recorded_at_first_use_not_only_at_the_first_turn(
+    sidecar: SidecarUnderTest,
+) -> None:
+    release = Release(
+        agent=AGENT,
+        name="p1",
+        model="model-one",
+        base_url=f"{sidecar.fake_url}/v1",
+        api_key_env=KEY_VAR,
+        prompts={"support": "active"},
+    )
+    sidecar._put(KS.release(AGENT, "p1"), release.encode())
+    sidecar.set_stable("p1")
+    put_prompt(sidecar, "1", "draft")
+    assert (await chat(sidecar, session="early"))[0] == 200  # no version active yet
+    put_prompt(sidecar, "1", "active")
+    assert await prompt_version(sidecar, "early") == "support@1"
+    put_prompt(sidecar, "1", "deprecated")
+    put_prompt(sidecar, "2", "active")
+    assert await prompt_version(sidecar, "early") == "support@1"  # never switches mid-way
+    assert await prompt_version(sidecar, "later") == "support@2"
+    entry = sidecar.pins.get("early")
+    assert entry is not None and entry.pin.prompts == {"support": "1"} and entry.pending

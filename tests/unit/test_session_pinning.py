@@ -8,17 +8,28 @@ import math
 
 import msgpack
 import pytest
+from prometheus_client import CollectorRegistry
 
 from holdfast import bucketing
 from holdfast.keyspace import Keyspace, Pin, Release, Route
+from holdfast.keyspace.prompt import PromptVersion
 from holdfast.store import Change, KeyValue
 from sidecar import pin_persist
 from sidecar.config import ConfigState
 from sidecar.errors import InvalidRequest, NotConfigured
+from sidecar.kinds import CONFIG_KINDS
+from sidecar.pin_metrics import PinMetrics
+from sidecar.pinning import Pinning
 from sidecar.pins import PinEntry, PinTable
+from sidecar.prompt_index import index_of, session_prompt
 from sidecar.routing import assign, resolve
 from sidecar.session_id import SESSION_HEADER, session_id
-from sidecar.settings import SettingsError, load_settings
+from sidecar.settings import (
+    DEFAULT_PIN_CREATE_TIMEOUT,
+    ENV_PIN_CREATE_TIMEOUT,
+    SettingsError,
+    load_settings,
+)
 
 KS = Keyspace("dev")
 AGENT = "support"
@@ -228,3 +239,123 @@ def test_saved_pins_round_trip_and_garbage_is_refused() -> None:
     for junk in (b"", b"\xc1", msgpack.packb({"format": 99}), msgpack.packb({"format": 1})):
         with pytest.raises(ValueError):
             pin_persist.decode(junk)
+
+
+# -- dropped writes, claimed pins, concurrent local changes ----------------------------------
+
+
+def test_a_dropped_create_stays_owed_and_a_dropped_refresh_does_not() -> None:
+    table = PinTable(KS, AGENT)
+    table.record_new(pin("fresh"))
+    assert table.give_up("fresh") is True  # its only record: the writer parks and retries it
+    assert table.get("fresh").pending  # type: ignore[union-attr]
+    table.adopt(kv(pin("old"), mod=30))
+    table.mark_pending("old")  # a refresh
+    assert table.give_up("old") is False
+    assert not table.get("old").pending  # type: ignore[union-attr]  # the next use asks again
+    told = pin("told", "r3").migrated("r1", actor="ops", now=200.0)
+    table.adopt(kv(told, mod=31))
+    table.mark_told("told")
+    assert table.give_up("told") is True  # the agent was told: etcd must learn it
+    assert table.give_up("nobody") is False
+
+
+def test_a_claimed_pin_never_replaces_a_later_watch_event() -> None:
+    table = PinTable(KS, AGENT)
+    migrated = pin("s1").migrated("r2", actor="ops", now=1.0)
+    table.adopt(kv(migrated, mod=50))  # the watch was faster than the create's reply
+    table.record_claimed(pin("s1"), 45, 9)
+    assert table.get("s1").pin.release == "r2"  # type: ignore[union-attr]
+    entry = table.record_claimed(pin("s2"), 60, 9)
+    assert (entry.mod_revision, entry.lease, entry.pending) == (60, 9, False)
+    # a pin read by a get (a lost create) is older than what the watch brought meanwhile
+    assert table.adopt(kv(pin("s1"), mod=48), newer_only=True)
+    assert table.get("s1").pin.release == "r2"  # type: ignore[union-attr]
+    assert table.adopt(kv(pin("s1", "r3"), mod=55), newer_only=True)
+    assert table.get("s1").pin.release == "r3"  # type: ignore[union-attr]
+
+
+def test_a_write_reply_keeps_a_local_change_made_while_it_was_in_flight() -> None:
+    table = PinTable(KS, AGENT)
+    queued: list[str] = []
+    table.on_pending(queued.append)
+    table.adopt(kv(pin("s1"), mod=20))
+    source = table.get("s1").pin  # type: ignore[union-attr]
+    table.record_prompts("s1", {"support": "1"})  # during the refresh's round trip
+    table.written("s1", source.touched(150.0), 20, 25, 7, source)
+    entry = table.get("s1")
+    assert entry is not None and entry.pin.prompts == {"support": "1"}
+    assert (entry.mod_revision, entry.lease, entry.pending) == (25, 7, True)
+    assert queued == ["s1"]  # still on its way to etcd, now as an update of revision 25
+
+
+# -- prompt versions recorded at first use ----------------------------------------------------
+
+
+def prompts_config(active: str | None, *, follows: str = "p1") -> ConfigState:
+    """Releases r1 (no prompts) and p1 (prompt "support" as "active"); versions 1 and 2."""
+    state = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
+    kvs = {}
+    for name, prompts in (("r1", {}), ("p1", {"support": "active"})):
+        r = Release(
+            agent=AGENT, name=name, model=f"m-{name}", base_url="http://127.0.0.1:1/v1",
+            prompts=prompts,
+        )  # fmt: skip
+        kvs[KS.release(AGENT, name)] = KeyValue(KS.release(AGENT, name), r.encode(), 1, 1, 1)
+    for version in ("1", "2"):
+        status = "active" if version == active else "draft"
+        p = PromptVersion(name="support", version=version, text=f"v{version}", status=status)  # type: ignore[arg-type]
+        key = KS.prompt("support", version)
+        kvs[key] = KeyValue(key, p.encode(), 3, 3, 1)
+    route = Route(agent=AGENT, stable=follows)
+    kvs[KS.route(AGENT)] = KeyValue(KS.route(AGENT), route.encode(), 2, 2, 1)
+    state.apply_reset(10, kvs, "etcd")
+    return state
+
+
+def served_prompt(pinning: Pinning, state: ConfigState, session: str) -> str:
+    resolved = pinning.resolve(state.current, AGENT, session)
+    entry = pinning.table.get(session)
+    pinned = entry.pin.prompts if entry is not None else None
+    return session_prompt(index_of(state.current), resolved.release, "support", pinned).version
+
+
+def test_a_prompt_first_used_after_the_first_turn_keeps_its_version() -> None:
+    pinning = Pinning(AGENT, PinTable(KS, AGENT), PinMetrics(CollectorRegistry(), AGENT), ttl=60)
+    none_active = prompts_config(None)
+    pinning.resolve(none_active.current, AGENT, "early")  # nothing active yet: nothing pinned
+    assert pinning.table.get("early").pin.prompts == {}  # type: ignore[union-attr]
+    assert served_prompt(pinning, prompts_config("1"), "early") == "1"
+    assert pinning.table.get("early").pin.prompts == {"support": "1"}  # type: ignore[union-attr]
+    assert served_prompt(pinning, prompts_config("2"), "early") == "1"  # v2 active: kept
+    assert served_prompt(pinning, prompts_config("2"), "late") == "2"  # new sessions get v2
+
+
+def test_a_session_migrated_to_a_prompt_following_release_keeps_the_first_version() -> None:
+    pinning = Pinning(AGENT, PinTable(KS, AGENT), PinMetrics(CollectorRegistry(), AGENT), ttl=60)
+    on_r1 = prompts_config("1", follows="r1")
+    pinning.resolve(on_r1.current, AGENT, "mover")
+    assert pinning.table.get("mover").pin.prompts == {}  # type: ignore[union-attr]
+    moved = pin("mover", "r1").migrated("p1", actor="ops", now=300.0)
+    pinning.table.adopt(kv(moved, mod=40))  # `pins migrate` arrives through the watch
+    resolved = pinning.resolve(on_r1.current, AGENT, "mover")
+    assert (resolved.release.name, resolved.migrated_from) == ("p1", "r1")
+    entry = pinning.table.get("mover")
+    assert entry is not None and entry.pin.prompts == {"support": "1"} and entry.pending
+    assert served_prompt(pinning, prompts_config("2", follows="r1"), "mover") == "1"
+
+
+# -- the first-turn timeout setting -----------------------------------------------------------
+
+
+def test_pin_create_timeout_flag_env_and_bounds() -> None:
+    assert load_settings(["--agent", AGENT], {}).pin_create_timeout == DEFAULT_PIN_CREATE_TIMEOUT
+    env = {ENV_PIN_CREATE_TIMEOUT: "0.5"}
+    assert load_settings(["--agent", AGENT], env).pin_create_timeout == 0.5
+    flag = ["--agent", AGENT, "--pin-create-timeout", "0"]
+    assert load_settings(flag, env).pin_create_timeout == 0.0  # the flag wins; 0 turns it off
+    for bad in ("-1", "11", "nan"):
+        with pytest.raises(SettingsError, match="--pin-create-timeout"):
+            load_settings(["--agent", AGENT, "--pin-create-timeout", bad], {})
+    with pytest.raises(SettingsError, match=ENV_PIN_CREATE_TIMEOUT):
+        load_settings(["--agent", AGENT], {ENV_PIN_CREATE_TIMEOUT: "soon"})
