@@ -24,8 +24,8 @@ from holdfast.contracts.schema import DOCUMENT_URI, compile_validator, first_err
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import KeyValue
-from sidecar.app import build_http_app
 from sidecar.config import ConfigState
+from sidecar.http_app import build_http_app
 from sidecar.kinds import CONFIG_KINDS
 from sidecar.metrics import SidecarMetrics
 from sidecar.pinning import Pinning

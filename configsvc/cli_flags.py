@@ -5,24 +5,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Final
+from typing import Any
 
 from configsvc import render
 from configsvc.client import Client, segment
 from configsvc.commands import Leaf
+from holdfast.flags.limits import MAX_FILE_BYTES
 
 Result = tuple[dict[str, Any], str]
-MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 
 
 def _read(path: str) -> str:
     try:
-        if os.path.getsize(path) > MAX_FILE_BYTES:
-            raise SystemExit(f"holdfastctl: {path}: larger than {MAX_FILE_BYTES} bytes")
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"holdfastctl: cannot read {path}: {exc}") from exc
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SystemExit(f"holdfastctl: cannot read {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise SystemExit(
+            f"holdfastctl: {path} is larger than {MAX_FILE_BYTES} bytes, the limit of one flag "
+            "file; split it into several files"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"holdfastctl: {path} is not UTF-8 text: {exc}") from exc
 
 
 def _flag_row(f: dict[str, Any]) -> list[str]:
@@ -84,8 +91,13 @@ def flag_get(c: Client, a: argparse.Namespace) -> Result:
 def flag_history(c: Client, a: argparse.Namespace) -> Result:
     query = {"limit": str(a.limit)} if a.limit else None
     body = c.call("GET", f"/v1/flags/{segment(a.key)}/history", query=query)
+    older = (
+        ""
+        if body.get("complete", True)
+        else "\n(older audit entries were not searched: the audit trail is very long)"
+    )
     if not body["entries"]:
-        return body, f"no history for flag {a.key}"
+        return body, f"no history for flag {a.key}{older}"
     rows = [
         [
             str(e["revision"]),
@@ -97,7 +109,8 @@ def flag_history(c: Client, a: argparse.Namespace) -> Result:
         ]
         for e in body["entries"]
     ]
-    return body, render.table(["REVISION", "AT", "ACTOR", "ACTION", "CHANGE", "REASON"], rows)
+    headers = ["REVISION", "AT", "ACTOR", "ACTION", "CHANGE", "REASON"]
+    return body, render.table(headers, rows) + older
 
 
 def _state(c: Client, a: argparse.Namespace, verb: str) -> Result:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
-from configsvc.api import _actor, _json, admit_upstream, read_body
+from configsvc.api import _actor, _json, admit_upstream
 from configsvc.contract_payloads import DiffQuery, RegisterContract, version
 from configsvc.contracts import ContractOps
 from configsvc.payloads import name
+from configsvc.serve_limits import read_document
+from holdfast.contracts.schema import MAX_SCHEMA_BYTES
+
+# Two schemas of up to MAX_SCHEMA_BYTES each (canonical JSON) as a client sends them: ASCII-only
+# escapes and ", "/": " separators can triple that; plus the other fields.
+REGISTER_BODY_BYTES: Final = 6 * MAX_SCHEMA_BYTES + 64 * 1024
+REGISTER_TOO_LARGE: Final = (
+    f"request body is larger than {REGISTER_BODY_BYTES} bytes: each schema may be at most "
+    f"{MAX_SCHEMA_BYTES} bytes as canonical JSON"
+)
 
 
 def _tool(request: web.Request) -> str:
@@ -20,7 +32,8 @@ class ContractsApi:
 
     async def register(self, request: web.Request) -> web.Response:
         tool, actor = _tool(request), _actor(request)
-        req = RegisterContract.parse(await read_body(request))
+        raw = await read_document(request, limit=REGISTER_BODY_BYTES, too_large=REGISTER_TOO_LARGE)
+        req = RegisterContract.parse(raw)
         if req.backend:
             admit_upstream(request, req.backend, param="backend")
         done = await self.ops.register(tool, req, actor)

@@ -25,7 +25,9 @@ from holdfast.store import CasConflict, KeyValue, Put
 log = get_logger(__name__)
 
 MAX_CAS_ATTEMPTS: Final = 5
-HISTORY_SCAN_LIMIT: Final = 5000
+HISTORY_PAGE: Final = 5000
+HISTORY_GROWTH: Final = 4
+MAX_HISTORY_SCAN: Final = 80_000  # newest audit entries decoded, at most, for one flag's history
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,13 @@ class VersionedFlag:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.record.public(), "mod_revision": self.mod_revision}
+
+
+@dataclass(frozen=True, slots=True)
+class FlagHistory:
+    revision: int
+    entries: list[dict[str, Any]]
+    complete: bool  # False: the newest MAX_HISTORY_SCAN audit entries held fewer than asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,19 +157,33 @@ class FlagOps:
             return VersionedFlag(record, revision)
         raise errors.RevisionConflict(f"flag {flag!r} kept changing concurrently; try again")
 
-    async def history(self, flag: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    async def history(
+        self, flag: str, limit: int, *, page: int = HISTORY_PAGE, most: int = MAX_HISTORY_SCAN
+    ) -> FlagHistory:
+        """The newest ``limit`` audit entries about ``flag``, newest first.
+
+        The audit trail is shared by every kind of change, so it is read back in growing pages
+        until ``limit`` entries of this flag are found or the trail is exhausted; past
+        ``most`` entries the answer says it is not complete.
+        """
         self._key(flag)
-        revision, items = await self.service.audit.history(limit=HISTORY_SCAN_LIMIT)
-        mine = [
-            i.to_json()
-            for i in items
-            if i.entry.action.startswith("flag.") and flag in (i.entry.extra.get("flags") or [])
-        ]
+        scan = min(page, most)
+        while True:
+            revision, items = await self.service.audit.history(limit=scan)
+            mine = [
+                i.to_json()
+                for i in items
+                if i.entry.action.startswith("flag.") and flag in (i.entry.extra.get("flags") or [])
+            ]
+            exhausted = len(items) < scan
+            if len(mine) >= limit or exhausted or scan >= most:
+                break
+            scan = min(scan * HISTORY_GROWTH, most)
         for item in mine:  # only this flag's part of a multi-flag apply
             for side in ("before", "after"):
                 if isinstance(item[side], dict) and flag in item[side]:
                     item[side] = item[side][flag]
-        return revision, mine[:limit]
+        return FlagHistory(revision, mine[:limit], complete=exhausted or len(mine) >= limit)
 
     async def _write(self, puts: list[Put], entry: AuditEntry) -> int:
         try:

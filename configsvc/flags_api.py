@@ -1,7 +1,9 @@
 """HTTP API of flags (``/v1/flags...``) and of the route's flag (``/v1/agents/{agent}/route/flag``).
 
 Bodies are strict (unknown fields refused by name); a flag file travels as text so that its hash
-is the hash of the operator's file and its problems are reported with their paths.
+is the hash of the operator's file and its problems are reported with their paths. A flag file
+may be up to ``MAX_FILE_BYTES`` (1 MiB), far over the API's general body limit: its route reads
+a body of up to ``APPLY_BODY_BYTES``, which any file within the limit fits once JSON-escaped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from configsvc import errors
 from configsvc.api import _actor, _agent, _json, change_json, read_body
 from configsvc.flag_ops import FlagOps
 from configsvc.payloads import MAX_JSON_DEPTH, HistoryQuery, parse_object, text
+from configsvc.serve_limits import read_document
+from holdfast.flags.limits import MAX_FILE_BYTES
 from holdfast.keyspace import RecordError, Route
 from holdfast.keyspace.keys import FLAG_KEY_RE
 from sidecar.json_limits import JsonRefused, loads_bounded
@@ -24,6 +28,12 @@ APPLY_FIELDS: Final = frozenset({"content", "source", "reason"})
 REASON_FIELDS: Final = frozenset({"reason"})
 ROUTE_FLAG_FIELDS: Final = frozenset({"flag", "reason"})
 MAX_SOURCE_CHARS: Final = 200
+# \uXXXX escaping (holdfastctl sends ASCII-only JSON) grows text up to 6x; plus the envelope.
+APPLY_BODY_BYTES: Final = 6 * MAX_FILE_BYTES + 64 * 1024
+FILE_TOO_LARGE: Final = (
+    f"a flag file may be at most {MAX_FILE_BYTES} bytes (and 100 flags); split it into "
+    "several files"
+)
 
 
 def _flag_key(value: str, param: str = "key") -> str:
@@ -43,6 +53,10 @@ def _content(obj: dict[str, Any]) -> tuple[Any, bytes]:
             "field 'content' must hold the flag file's text", param="content"
         )
     raw = content.encode()
+    if len(raw) > MAX_FILE_BYTES:
+        raise errors.BodyTooLarge(
+            f"flag file is {len(raw)} bytes: {FILE_TOO_LARGE}", param="content"
+        )
     try:
         return loads_bounded(content, MAX_JSON_DEPTH), raw
     except JsonRefused as exc:
@@ -76,7 +90,9 @@ class FlagsApi:
         return _json({"flag": found.to_json()})
 
     async def apply(self, request: web.Request) -> web.Response:
-        obj = parse_object(await read_body(request), APPLY_FIELDS)
+        too_large = f"request body is too large: {FILE_TOO_LARGE}"
+        body = await read_document(request, limit=APPLY_BODY_BYTES, too_large=too_large)
+        obj = parse_object(body, APPLY_FIELDS)
         document, raw = _content(obj)
         source = os.path.basename(text(obj, "source"))[:MAX_SOURCE_CHARS]
         applied = await self.ops.apply(
@@ -93,8 +109,15 @@ class FlagsApi:
     async def history(self, request: web.Request) -> web.Response:
         query = HistoryQuery.parse(request.query)
         key = _flag_key(request.match_info["key"])
-        revision, entries = await self.ops.history(key, query.limit)
-        return _json({"revision": revision, "flag": key, "entries": entries})
+        found = await self.ops.history(key, query.limit)
+        return _json(
+            {
+                "revision": found.revision,
+                "flag": key,
+                "entries": found.entries,
+                "complete": found.complete,
+            }
+        )
 
     async def enable(self, request: web.Request) -> web.Response:
         return await self._state(request, "ENABLED")

@@ -2,11 +2,13 @@
 
 Policies (the release's ``contract_policy``, else each contract's own):
 
-* ``enforce`` -- a declared tool whose schema differs from the pinned one is refused (400
-  ``tool_schema_mismatch``); a model tool call that breaks the pinned arguments schema is an
-  error (502 ``tool_call_contract_violation``; streaming: the call's events are held back
-  until the call is complete, then either relayed or replaced by an in-band error event and
-  the rest of the stream dropped);
+* ``enforce`` -- a declared tool whose parameters differ from the pinned schema is refused (400
+  ``tool_schema_mismatch``; annotations such as ``description`` or ``title`` may differ); a model
+  tool call that breaks the pinned arguments schema is an error (502
+  ``tool_call_contract_violation``; streaming: events are held back from a checked call's first
+  fragment until its choice finishes, then either relayed or replaced by an in-band error event
+  and the rest of the stream dropped; past ``MAX_HELD_BYTES`` held, the stream ends with that
+  error too -- a call is never relayed unchecked);
 * ``rewrite`` -- a mismatching declared tool is rewritten to the pinned schema before the
   request goes upstream (``X-Holdfast-Contract-Rewritten``); model tool calls as ``enforce``;
 * ``report`` -- nothing is changed or refused: non-streaming answers carry
@@ -21,15 +23,13 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 
-from holdfast.contracts.compat import compare
-from holdfast.contracts.schema import canonical
 from holdfast.errorshape import error_body
 from holdfast.logs import get_logger
 from sidecar.config import ConfigState
 from sidecar.contract_book import ContractBook, Pinned
+from sidecar.contract_checks import Violation, check_call, declared_mismatch
 from sidecar.contract_stats import ContractStats
 from sidecar.errors import ToolCallViolation, ToolSchemaMismatch, spec_for
 from sidecar.exchange import Exchange, Observer, Outcome
@@ -44,17 +44,6 @@ MAX_HELD_BYTES: Final = 4 << 20
 BLOCKING: Final = frozenset({"enforce", "rewrite"})
 
 
-@dataclass(frozen=True, slots=True)
-class Violation:
-    pinned: Pinned
-    kind: str  # declared | call
-    detail: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.pinned.ref} {self.kind}"
-
-
 def _header(violations: Iterable[Violation]) -> str:
     return ", ".join(dict.fromkeys(v.label for v in violations))
 
@@ -62,20 +51,6 @@ def _header(violations: Iterable[Violation]) -> str:
 def _add_header(exchange: Exchange, found: Iterable[Violation]) -> None:
     earlier = exchange.response_headers.get(VIOLATION_HEADER)
     exchange.response_headers[VIOLATION_HEADER] = ", ".join(filter(None, (earlier, _header(found))))
-
-
-def check_call(call: ToolCall, pins: dict[str, Pinned]) -> Violation | None:
-    """The violation of one model tool call against its pinned contract, if any."""
-    pinned = pins.get(call.name)
-    if pinned is None or pinned.compiled is None:
-        return None
-    if call.truncated:
-        return Violation(pinned, "call", "arguments are larger than the sidecar checks")
-    arguments = provider_json(call.arguments, "contract_arguments") if call.arguments else {}
-    if arguments is None:
-        return Violation(pinned, "call", "arguments are not JSON (or nest too deep)")
-    errors = pinned.compiled.args_errors(arguments)
-    return Violation(pinned, "call", "; ".join(errors)) if errors else None
 
 
 class _CallObserver(Observer):
@@ -149,24 +124,62 @@ class _CallObserver(Observer):
             prefix = f": holdfast-contract-violation {_header(found)}\n\n".encode()
         if self._holding():
             self.held.append(prefix + event)
-            self.held_bytes += len(event)
+            self.held_bytes += len(prefix) + len(event)
             if self.held_bytes <= MAX_HELD_BYTES:
                 return None
-        out = b"".join(self.held) + (b"" if self._holding() else prefix + event)
+            return self._give_up()
+        out = b"".join(self.held) + prefix + event
         self.held.clear()
         self.held_bytes = 0
         return out
 
+    def _blocking(self, name: str) -> Pinned | None:
+        pinned = self.pins.get(name)
+        if pinned is not None and pinned.compiled is not None and pinned.policy in BLOCKING:
+            return pinned
+        return None
+
     def _holding(self) -> bool:
-        """Is a call under a blocking policy still arriving? Its events wait for its verdict."""
+        """Is a call under a blocking policy still arriving? Its events wait for its verdict.
+        A call whose name has not arrived yet may be one: held too, if any pinned tool is."""
         for name in self.calls.open_names:
-            pinned = self.pins.get(name)
-            if pinned is not None and pinned.compiled is not None and pinned.policy in BLOCKING:
+            if self._blocking(name) is not None:
+                return True
+            if not name and any(self._blocking(tool) for tool in self.pins):
                 return True
         return False
 
+    def _give_up(self) -> bytes:
+        """Too much held to wait for a verdict: end the stream, never relay a call unchecked."""
+        self.failed = True
+        self.held.clear()
+        names = [n for n in self.calls.open_names if self._blocking(n)] or [
+            t for t in self.pins if self._blocking(t)
+        ]
+        detail = (
+            f"its stream passed the {MAX_HELD_BYTES}-byte limit of events the sidecar holds "
+            "while a call is checked, before the call was complete"
+        )
+        found = [
+            Violation(p, "call", detail) for n in dict.fromkeys(names) if (p := self._blocking(n))
+        ]
+        for v in found:
+            self.owner.count(self.exchange, v, "rejected")
+        refs = ", ".join(v.pinned.ref for v in found)
+        err = ToolCallViolation(
+            f"the model's tool call ({refs}) streamed more than {MAX_HELD_BYTES} bytes before "
+            "it was complete; the sidecar checks a call before relaying it and holds at most "
+            "that much, so the stream was ended. Ask for a smaller output, or use policy "
+            "report for this tool"
+        )
+        return f"data: {json.dumps(error_body(err.message, spec_for(err)))}\n\n".encode()
+
     def close(self, outcome: Outcome) -> None:
-        # A stream cut before its end: count what arrived, there is no one left to tell.
+        # A stream that ended whole but without [DONE]: check what is left (the agent has what
+        # was relayed; nobody is left to tell). A cut stream's calls were never complete, so
+        # they are not the model's violations.
+        if not outcome.completed or self.failed:
+            return
         for call in self.calls.finish():
             violation = check_call(call, self.pins)
             if violation is not None:
@@ -217,14 +230,9 @@ class ContractFilter:
             pinned = pins.get(function.get("name"))  # type: ignore[arg-type]
             if pinned is None or pinned.compiled is None:
                 continue
-            declared = function.get("parameters", {})
-            if canonical(declared) == pinned.compiled.args_canonical:
+            detail = declared_mismatch(pinned.compiled, function.get("parameters", {}))
+            if detail is None:
                 continue
-            changes = compare(pinned.compiled.contract.args_schema, declared, "input")
-            worst = sorted(changes, key=lambda c: c.severity != "breaking")
-            detail = (
-                f"{worst[0].path}: {worst[0].detail}" if worst else "parameters differ"
-            ) + f" (and {len(changes) - 1} more)" * (len(changes) > 1)
             violation = Violation(pinned, "declared", detail)
             found.append(violation)
             if pinned.policy == "rewrite":

@@ -94,8 +94,16 @@ class ContractStats:
         )
         self.circuit = Gauge(
             "holdfast_tool_circuit_state",
-            "Circuit breaker of each tool backend: 0 closed, 1 half-open, 2 open.",
+            "Circuit breaker of each tool backend (transport failures): 0 closed, 1 half-open, "
+            "2 open.",
             ["backend"],
+            registry=registry,
+        )
+        self.result_circuit = Gauge(
+            "holdfast_tool_result_circuit_state",
+            "Circuit breaker of each contract version (results breaking its schema): 0 closed, "
+            "1 half-open, 2 open.",
+            ["tool", "version"],
             registry=registry,
         )
         self.unavailable = Counter(
@@ -139,6 +147,9 @@ class ContractStats:
 
     def circuit_state(self, backend: str, state: State) -> None:
         self.circuit.labels(backend).set(STATE_VALUE[state])
+
+    def result_circuit_state(self, tool: str, version: str, state: State) -> None:
+        self.result_circuit.labels(tool, version).set(STATE_VALUE[state])
 
     def stats(self) -> list[dict[str, Any]]:
         """Cumulative counters per (release, tool) since start, as plain dicts."""

@@ -2,19 +2,20 @@
 
 Per release that pins contracts (stable, canary and shadow first; older releases too, since
 pinned sessions may still use them): each tool's pinned version, whether this sidecar holds
-that version (and compiled it), the policy in force and the backend. Then every tool backend's
-circuit breaker, and the cumulative counters per release and tool.
+that version (and compiled it), the policy in force and the backend. Then the circuit breakers
+(per backend URL, and per contract version for results that break it), and the cumulative
+counters per release and tool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from holdfast.contracts.breaker import CircuitBreaker
 from holdfast.keyspace import Route
 from sidecar.config import ConfigState
 from sidecar.contract_book import ContractBook
+from sidecar.contract_breakers import ToolBreakers
 from sidecar.contract_stats import ContractStats
 
 
@@ -30,20 +31,11 @@ def role_of(route: Route | None, release: str) -> str:
     return "other"
 
 
-def breaker_view(breaker: CircuitBreaker, now: float) -> dict[str, Any]:
-    return {
-        "state": breaker.state,
-        "failures_in_a_row": breaker.failures,
-        "times_opened": breaker.times_opened,
-        "retry_in_s": round(breaker.retry_in(now), 3),
-    }
-
-
 def contract_status(
     config: ConfigState,
     book: ContractBook,
     stats: ContractStats,
-    breakers: Mapping[str, CircuitBreaker],
+    breakers: ToolBreakers,
     clock: Callable[[], float],
 ) -> dict[str, Any]:
     snapshot = config.current
@@ -70,11 +62,12 @@ def contract_status(
             if compiled is None:
                 unavailable.append(f"{release.name}:{pinned.ref}")
         releases[release.name] = {"role": role_of(route, release.name), "tools": tools}
-    now = clock()
+    backends, contracts = breakers.view(clock())
     return {
         "releases": releases,
         "unavailable": unavailable,
         "uncompilable": [f"{tool}@{version}" for tool, version, _ in book.uncompilable],
-        "breakers": {url: breaker_view(b, now) for url, b in sorted(breakers.items())},
+        "breakers": backends,
+        "result_breakers": contracts,
         "stats": stats.stats(),
     }

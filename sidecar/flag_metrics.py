@@ -11,7 +11,8 @@ class FlagMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.evaluations = Counter(
             "holdfast_flag_evaluations",
-            "Flag evaluations (OFREP and routing), by flag and reason (error code on errors).",
+            "Flag evaluations served over OFREP, by flag and reason (error code on errors); "
+            "routing's evaluations are not counted here.",
             ["flag", "reason"],
             registry=registry,
         )

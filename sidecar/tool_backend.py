@@ -24,8 +24,8 @@ DEFAULT_MAX_RESULT_BYTES: Final = 1 << 20
 READ_CHUNK: Final = 64 * 1024
 RETRYABLE: Final = frozenset({"timeout", "unreachable", "backend_error"})
 RETRY_DELAY_S: Final = 0.05
-# Outcomes that say nothing about the backend's health (the breaker neither opens nor closes).
-# A refused host or a redirect is a configuration problem, not the backend's health.
+# Outcomes that say nothing about the backend's health (no breaker opens nor closes on them,
+# see sidecar.contract_breakers). A refused host or a redirect is a configuration problem.
 NEUTRAL: Final = frozenset({"backend_rejected", "host_not_allowed", "redirect_refused"})
 
 

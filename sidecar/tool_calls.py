@@ -1,9 +1,11 @@
 """The tool calls a model returns, whole (non-streaming) or in fragments (streaming). Pure.
 
 Streaming chat completions send each call's ``id`` and ``function.name`` in its first delta and
-its ``function.arguments`` in fragments, keyed by the call's ``index`` within its choice. A call
-is complete when a later index of the same choice starts, when the choice reports a
-``finish_reason``, or when the stream ends.
+its ``function.arguments`` in fragments, keyed by the call's ``index`` within its choice.
+Providers may interleave the fragments of parallel calls (index 0, 1, 0, 1...), so a call is
+complete only when its choice reports a ``finish_reason`` or the stream ends -- never merely
+because another index started. A new ``id`` at an index already in use (providers that number
+every call 0) does complete the earlier call.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def sse_data(event: bytes) -> bytes | None:
 
 @dataclass(slots=True)
 class _Open:
+    id: str = ""
     name: str = ""
     parts: list[str] = field(default_factory=list)
     size: int = 0
@@ -70,6 +73,7 @@ class StreamedCalls:
 
     @property
     def open_names(self) -> list[str]:
+        """The names of the calls still arriving ("" while a call's name has not come yet)."""
         return [call.name for call in self._open.values()]
 
     def feed(self, chunk: Mapping[str, Any]) -> list[ToolCall]:
@@ -83,24 +87,36 @@ class StreamedCalls:
             delta = choice.get("delta")
             calls = delta.get("tool_calls") if isinstance(delta, dict) else None
             for position, call in enumerate(calls if isinstance(calls, list) else ()):
-                if not isinstance(call, dict):
-                    continue
-                i = _int(call.get("index"), position)
-                done.extend(self._close(lambda key, c=c, i=i: key[0] == c and key[1] < i))
-                entry = self._open.setdefault((c, i), _Open())
-                function = call.get("function")
-                if isinstance(function, dict):
-                    if isinstance(function.get("name"), str) and not entry.name:
-                        entry.name = function["name"]
-                    fragment = function.get("arguments")
-                    if isinstance(fragment, str) and fragment and not entry.truncated:
-                        entry.size += len(fragment)
-                        if entry.size > self._max:
-                            entry.truncated = True
-                        else:
-                            entry.parts.append(fragment)
+                if isinstance(call, dict):
+                    done.extend(self._take(c, _int(call.get("index"), position), call))
             if choice.get("finish_reason") is not None:
                 done.extend(self._close(lambda key, c=c: key[0] == c))
+        return done
+
+    def _take(self, c: int, i: int, call: dict[str, Any]) -> list[ToolCall]:
+        done: list[ToolCall] = []
+        raw_id = call.get("id")
+        call_id = raw_id if isinstance(raw_id, str) else ""
+        entry = self._open.get((c, i))
+        if entry is not None and call_id and entry.id and call_id != entry.id:
+            done.append(_whole(c, i, self._open.pop((c, i))))  # a new call at a reused index
+            entry = None
+        if entry is None:
+            entry = self._open[(c, i)] = _Open(id=call_id)
+        elif call_id and not entry.id:
+            entry.id = call_id
+        function = call.get("function")
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str) and not entry.name:
+                entry.name = function["name"]
+            fragment = function.get("arguments")
+            if isinstance(fragment, str) and fragment and not entry.truncated:
+                entry.size += len(fragment)
+                if entry.size > self._max:
+                    entry.truncated = True
+                    entry.parts.clear()
+                else:
+                    entry.parts.append(fragment)
         return done
 
     def finish(self) -> list[ToolCall]:
@@ -109,13 +125,11 @@ class StreamedCalls:
 
     def _close(self, which: Any) -> list[ToolCall]:
         keys = sorted(k for k in self._open if which(k))
-        calls = []
-        for key in keys:
-            entry = self._open.pop(key)
-            calls.append(
-                ToolCall(key[0], key[1], entry.name, "".join(entry.parts), entry.truncated)
-            )
-        return calls
+        return [_whole(key[0], key[1], self._open.pop(key)) for key in keys]
+
+
+def _whole(c: int, i: int, entry: _Open) -> ToolCall:
+    return ToolCall(c, i, entry.name, "".join(entry.parts), entry.truncated)
 
 
 def _int(value: Any, default: int) -> int:

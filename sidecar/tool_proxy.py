@@ -17,15 +17,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from holdfast.contracts.breaker import (
-    DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_RESET_AFTER_S,
-    CircuitBreaker,
-)
+from holdfast.contracts.breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RESET_AFTER_S
 from holdfast.keyspace.keys import NAME_RE
 from holdfast.logs import get_logger
 from sidecar.config import ConfigState
 from sidecar.contract_book import Compiled, ContractBook
+from sidecar.contract_breakers import Refusal, ToolBreakers
 from sidecar.contract_filter import VIOLATION_HEADER
 from sidecar.contract_stats import ContractStats
 from sidecar.errors import (
@@ -41,7 +38,7 @@ from sidecar.openai_api import REQUEST_ID_KEY, served_by
 from sidecar.pinning import Pinning
 from sidecar.routing import Resolved
 from sidecar.session_id import session_id
-from sidecar.tool_backend import NEUTRAL, BackendAnswer, ToolBackend
+from sidecar.tool_backend import BackendAnswer, ToolBackend
 
 log = get_logger(__name__)
 
@@ -93,10 +90,8 @@ class ToolProxy:
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
         self.backend = backend or ToolBackend()
-        self.failure_threshold = failure_threshold
-        self.reset_after = reset_after
         self.clock = clock
-        self.breakers: dict[str, CircuitBreaker] = {}
+        self.breakers = ToolBreakers(failure_threshold, reset_after)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/tools/{tool}", self.call)]
@@ -151,9 +146,10 @@ class ToolProxy:
         if not NAME_RE.fullmatch(tool):
             raise NotFound(f"no tool {tool!r:.80}")
         arguments = await self._arguments(request)
-        resolved = self.pinning.resolve(
-            self.config.current, self.agent, session_id(request.headers, {})
-        )
+        snapshot, session = self.config.current, session_id(request.headers, {})
+        resolved = self.pinning.lookup(snapshot, self.agent, session)
+        if resolved is None:  # a first turn: settled with etcd (sidecar.pin_claim)
+            resolved = await self.pinning.first_turn(snapshot, self.agent, session)
         compiled = self._contract(tool, resolved)
         contract = compiled.contract
         headers = served_by(resolved) | {CONTRACT_HEADER: contract.ref}
@@ -183,17 +179,11 @@ class ToolProxy:
         if errors := compiled.args_errors(arguments):
             text = f"the arguments do not match the {ref} contract: " + "; ".join(errors)
             return "invalid_args", tool_error(text, outcome="invalid_args", ref=ref)
-        breaker = self.breakers.get(contract.backend)
-        if breaker is None:
-            breaker = self.breakers[contract.backend] = CircuitBreaker(
-                self.failure_threshold, self.reset_after
-            )
-        if not breaker.allow(self.clock()):
-            wait = breaker.retry_in(self.clock())
-            text = (
-                f"the {contract.tool} backend is failing and is not being called for now "
-                f"(circuit open; next try in {wait:.0f}s)"
-            )
+        admission = self.breakers.admit(
+            contract.backend, contract.tool, contract.version, self.clock()
+        )
+        if isinstance(admission, Refusal):
+            text = _circuit_open_text(compiled, admission)
             return "circuit_open", tool_error(text, outcome="circuit_open", ref=ref)
         try:
             answer = await self.backend.call(
@@ -204,16 +194,12 @@ class ToolProxy:
                 request_id=request_id,
             )
         except BaseException:
-            breaker.release_probe()
+            self.breakers.release(admission)
             raise
         outcome, body = self._judge(compiled, answer)
-        if outcome == "ok":
-            breaker.success()
-        elif outcome in NEUTRAL:
-            breaker.release_probe()
-        else:
-            breaker.failure(self.clock())
-        self.stats.circuit_state(contract.backend, breaker.state)
+        self.breakers.record(admission, outcome, self.clock())
+        self.stats.circuit_state(contract.backend, admission.backend.state)
+        self.stats.result_circuit_state(contract.tool, contract.version, admission.contract.state)
         return outcome, body
 
     @staticmethod
@@ -228,3 +214,15 @@ class ToolProxy:
             )
             return "invalid_result", tool_error(text, outcome="invalid_result", ref=ref)
         return "ok", tool_result(answer.result)
+
+
+def _circuit_open_text(compiled: Compiled, refusal: Refusal) -> str:
+    contract = compiled.contract
+    wait = f"circuit open; next try in {refusal.retry_in:.0f}s"
+    if refusal.by == "backend":
+        return f"the {contract.tool} backend is failing and is not being called for now ({wait})"
+    return (
+        f"the {contract.tool} backend's last {refusal.failures} results broke the {contract.ref} "
+        f"contract, so it is not being called for this contract version for now ({wait}); "
+        "sessions pinned to other versions are not affected"
+    )

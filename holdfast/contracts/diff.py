@@ -7,13 +7,18 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from holdfast.contracts import semver
-from holdfast.contracts.compat import Change, compare
+from holdfast.contracts.compat import Change, Severity, compare
 
 CompatClass = Literal["initial", "identical", "breaking", "compatible", "cosmetic"]
 BUMP: Final[dict[str, semver.Bump]] = {
     "breaking": "major", "compatible": "minor", "cosmetic": "patch"
 }  # fmt: skip
 SETTINGS: Final = ("backend", "timeout_s", "idempotent", "policy")
+# Settings that change what the sidecar does with the same calls: ``idempotent`` turns retries
+# on or off, ``policy`` decides whether a violation is refused, rewritten or only reported: more
+# than a patch to whoever reads the version number, so a minor bump. Where the backend runs and
+# how long it may take are operational tuning (patch).
+BEHAVIOUR: Final = frozenset({"idempotent", "policy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,10 @@ def diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> ContractDiff:
     for name in SETTINGS:
         if old.get(name) != new.get(name):
             detail = f"{old.get(name)!r:.100} -> {new.get(name)!r:.100}"
-            changes.append(Change(name, "setting", "cosmetic", detail))
+            if name in BEHAVIOUR:
+                detail += " (changes what the sidecar does)"
+            severity: Severity = "compatible" if name in BEHAVIOUR else "cosmetic"
+            changes.append(Change(name, "setting", severity, detail))
     severities = {c.severity for c in changes}
     if "breaking" in severities:
         return ContractDiff("breaking", tuple(changes))

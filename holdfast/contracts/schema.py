@@ -28,7 +28,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-# Both schemas travel in one configsvc request (64 KiB) and one etcd record.
+# Both schemas travel in one configsvc request (its own body limit) and one etcd record.
 MAX_SCHEMA_BYTES: Final = 28 * 1024
 MAX_SCHEMA_DEPTH: Final = 16
 DOCUMENT_URI: Final = "urn:holdfast:contract"

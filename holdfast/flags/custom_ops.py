@@ -44,7 +44,9 @@ def _weight(entry: list[Any]) -> int | None:
     if isinstance(raw, float) and not raw.is_integer():
         return None
     weight = int(raw)
-    return weight if 0 <= weight <= MAX_WEIGHT_SUM else None
+    if weight > MAX_WEIGHT_SUM:
+        return None
+    return max(0, weight)  # as flagd >= 0.15: a computed negative weight (a rollout) counts 0
 
 
 def fractional(data: Any, *args: Any) -> Any:

@@ -1,9 +1,11 @@
 """flagd flag-definition files: the whole file is validated, ``$ref``s resolved, or refused.
 
-The structural checks are a JSON Schema equivalent to flagd's published one (``flags`` map,
-``state``, ``variants``, ``defaultVariant``, ``targeting``, ``metadata``, ``$evaluators``);
-the semantic ones (one value type per flag, the default among the variants, known operations,
-every ``$ref`` defined) follow. Every problem of the file is reported, with its path.
+A file first passes checks equivalent to flagd's published schema (``flagd_schema``), then the
+semantic ones (one value type per flag, the default among the variants, every ``$ref`` defined,
+no cycles). Every problem of the file is reported, with its path.
+
+``FlagSpec`` itself only re-runs what evaluation needs (types, known operations, no ``$ref``):
+it also decodes stored records, which must stay readable when a later file check is stricter.
 """
 
 from __future__ import annotations
@@ -15,59 +17,20 @@ from typing import Any, Final, Literal
 
 import jsonschema
 
+from holdfast.flags.flagd_schema import FILE_SCHEMA, STATES, targeting_problems
 from holdfast.flags.rules import RuleError, check_rule, resolve_refs
 from holdfast.keyspace.keys import FLAG_KEY_RE
 
 FlagType = Literal["boolean", "string", "number", "object"]
 State = Literal["ENABLED", "DISABLED"]
-STATES: Final = ("ENABLED", "DISABLED")
-FLAG_KEY_PATTERN: Final = FLAG_KEY_RE.pattern
-MAX_FLAGS_PER_FILE: Final = 100  # one etcd transaction; etcd's default --max-txn-ops is 128
-MAX_VARIANTS: Final = 200
 MAX_ERRORS_REPORTED: Final = 20
+# A flag file as holdfastctl sends it; larger ones could not be written (and audited) in one
+# etcd transaction anyway (records and requests are capped near 1 MiB).
+KEY_RULE: Final = (
+    "a Holdfast flag key is 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or "
+    "digit, because it names an etcd key and an OFREP URL segment (flagd allows any non-empty key)"
+)
 
-_METADATA: Final = {
-    "type": "object",
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
-}
-FILE_SCHEMA: Final[dict[str, Any]] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["flags"],
-    "additionalProperties": False,
-    "properties": {
-        "$schema": {"type": "string"},
-        "flags": {
-            "type": "object",
-            "maxProperties": MAX_FLAGS_PER_FILE,
-            "propertyNames": {"pattern": FLAG_KEY_PATTERN},
-            "additionalProperties": {"$ref": "#/$defs/flag"},
-        },
-        "$evaluators": {"type": "object", "additionalProperties": {"type": "object"}},
-        "metadata": _METADATA,
-    },
-    "$defs": {
-        "flag": {
-            "type": "object",
-            "required": ["variants"],
-            "additionalProperties": False,
-            "properties": {
-                "state": {"enum": list(STATES)},
-                "variants": {
-                    "type": "object",
-                    "minProperties": 1,
-                    "maxProperties": MAX_VARIANTS,
-                    "additionalProperties": {
-                        "type": ["boolean", "string", "number", "object", "array"]
-                    },
-                },
-                "defaultVariant": {"type": ["string", "null"]},
-                "targeting": {"type": "object"},
-                "metadata": _METADATA,
-            },
-        }
-    },
-}
 _VALIDATOR: Final = jsonschema.Draft202012Validator(FILE_SCHEMA)
 
 
@@ -130,7 +93,7 @@ def flag_problems(spec: FlagSpec) -> list[str]:
     where = f"flags.{spec.key}"
     problems: list[str] = []
     if not FLAG_KEY_RE.fullmatch(spec.key):
-        problems.append(f"{where}: flag key must match {FLAG_KEY_PATTERN}")
+        problems.append(f"{where}: {KEY_RULE}")
     if spec.state not in STATES:
         problems.append(f"{where}.state: must be ENABLED or DISABLED")
     if not spec.variants:
@@ -163,6 +126,7 @@ def parse_file(document: Any) -> tuple[list[FlagSpec], dict[str, Any]]:
 
     Raises FlagFileError listing every problem; nothing is returned for a partly valid file.
     """
+    document = _flags_as_map(document)
     problems = [
         f"{_path(err.absolute_path)}: {err.message}"
         for err in sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
@@ -171,18 +135,27 @@ def parse_file(document: Any) -> tuple[list[FlagSpec], dict[str, Any]]:
         raise FlagFileError(problems)
     evaluators: dict[str, Any] = document.get("$evaluators", {})
     file_metadata: dict[str, Any] = document.get("metadata", {})
+    for name, rule in evaluators.items():
+        problems.extend(targeting_problems(rule, where=f"$evaluators.{name}"))
     specs: list[FlagSpec] = []
     for key, raw in document["flags"].items():
+        where = f"flags.{key}"
+        shape = targeting_problems(raw.get("targeting", {}), where=f"{where}.targeting")
+        if not FLAG_KEY_RE.fullmatch(key):
+            shape.insert(0, f"{where}: {KEY_RULE}")
+        if shape:
+            problems.extend(shape)
+            continue
         try:
             targeting = raw.get("targeting")
             if targeting:
-                targeting = resolve_refs(targeting, evaluators, where=f"flags.{key}.targeting")
+                targeting = resolve_refs(targeting, evaluators, where=f"{where}.targeting")
             specs.append(
                 FlagSpec(
                     key=key,
-                    state=raw.get("state", "ENABLED"),
+                    state=raw["state"],
                     variants=raw["variants"],
-                    default_variant=raw.get("defaultVariant"),
+                    default_variant=raw.get("defaultVariant") or None,  # flagd: "" is no default
                     targeting=targeting or None,
                     metadata={**file_metadata, **raw.get("metadata", {})},
                 )
@@ -196,6 +169,25 @@ def parse_file(document: Any) -> tuple[list[FlagSpec], dict[str, Any]]:
     if not specs:
         raise FlagFileError(["flags: the file defines no flags"])
     return specs, file_metadata
+
+
+def _flags_as_map(document: Any) -> Any:
+    """flagd's daemon also reads ``flags`` as an array of flags with a ``key`` each."""
+    if not isinstance(document, dict) or not isinstance(document.get("flags"), list):
+        return document
+    flags: dict[str, Any] = {}
+    problems: list[str] = []
+    for i, item in enumerate(document["flags"]):
+        key = item.get("key") if isinstance(item, dict) else None
+        if not isinstance(key, str) or not key:
+            problems.append(f"flags[{i}]: a flag in a flags array needs a non-empty string 'key'")
+        elif key in flags:
+            problems.append(f"flags[{i}]: flag key {key!r:.130} appears twice")
+        else:
+            flags[key] = {k: v for k, v in item.items() if k != "key"}
+    if problems:
+        raise FlagFileError(problems)
+    return {**document, "flags": flags}
 
 
 def _path(parts: Any) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from holdfast.flags.definition import STATES, FlagFileError, FlagSpec
+from holdfast.flags.definition import FlagFileError, FlagSpec
+from holdfast.flags.flagd_schema import STATES
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 

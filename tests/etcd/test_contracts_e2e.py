@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from holdfast.contracts.schema import MAX_SCHEMA_BYTES, canonical
 from holdfast.devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, stable_is, wait_for
 from tests.servers.contract_stack import SEARCH_ARGS, SEARCH_V1, SEARCH_V2, backend_server
@@ -57,6 +58,20 @@ async def test_register_classify_pin_and_call_through_a_real_sidecar(
             "2.0.0",
             "3",
         ]
+
+        # schemas at their size limit, non-ASCII: the request is far over the API's general
+        # 64 KiB once escaped, within the registration route's own limit
+        wide = {"type": "object", "description": "é" * 14_000}
+        assert 27_000 < len(canonical(wide)) <= MAX_SCHEMA_BYTES
+        docs = ctl_json(stack, "contract", "register", "docs", "--args",
+                        write(tmp_path / "wa.json", wide), "--result",
+                        write(tmp_path / "wr.json", wide))  # fmt: skip
+        assert docs["created"] and docs["contract"]["args_schema"] == wide
+        over = {"type": "object", "description": "é" * 15_000}
+        refused = stack.ctl("--json", "contract", "register", "docs", "--args",
+                            write(tmp_path / "wo.json", over), "--result",
+                            write(tmp_path / "wr.json", wide), check=False)  # fmt: skip
+        assert refused.returncode == 1 and f"the limit is {MAX_SCHEMA_BYTES}" in refused.stdout
 
         bad = write(tmp_path / "bad.json", {"$ref": "https://evil.example/s.json"})
         refused = stack.ctl("contract", "register", "search", "--args", bad, "--result", v1,

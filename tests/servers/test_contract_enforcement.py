@@ -88,6 +88,20 @@ async def test_declared_tools_enforce_rewrite_report(sut: ContractSidecar) -> No
     }
 
 
+async def test_declared_tool_worded_differently_is_not_a_mismatch(sut: ContractSidecar) -> None:
+    """Descriptions are the agent's to word: only what the parameters accept must match."""
+    worded = {**SEARCH_ARGS, "description": "Search our docs",
+              "properties": {**SEARCH_ARGS["properties"],
+                             "query": {"type": "string", "minLength": 1,
+                                       "description": "what the user asked about"}}}  # fmt: skip
+    for release in ("enf", "rew", "rep"):
+        status, headers, raw = await chat(sut, release, [tool("search", worded)], "hi")
+        assert status == 200, raw
+        assert "X-Holdfast-Contract-Violation" not in headers
+        assert "X-Holdfast-Contract-Rewritten" not in headers
+    assert violations(sut) == {}
+
+
 async def test_model_tool_call_violation_non_streaming(sut: ContractSidecar) -> None:
     status, headers, raw = await chat(sut, "enf", [tool("airport", CODE_ARGS)], "call:airport")
     assert status == 502 and b"tool_call_contract_violation" in raw and b"airport@1.0.0" in raw

@@ -118,6 +118,29 @@ async def test_bad_requests(
     assert body["errorDetails"]
 
 
+async def test_rule_failing_at_run_time_is_400_general(sidecar: SidecarUnderTest) -> None:
+    """OFREP: an evaluation failure is 400 with errorCode GENERAL, in bulk one failed item."""
+    ratio = {"/": [100, {"var": "seats"}]}
+    put_flags(sidecar, {"flags": {"per-seat": {
+        "state": "ENABLED", "variants": {"big": "big", "small": "small"}, "defaultVariant": "small",
+        "targeting": {"if": [{">": [ratio, 10]}, "big", "small"]}}}})  # fmt: skip
+    base = f"{sidecar.url}/ofrep/v1/evaluate/flags"
+    status, body, _ = await post(f"{base}/per-seat", {"context": {"seats": 5}})
+    assert (status, body["variant"]) == (200, "big")
+    status, body, _ = await post(f"{base}/per-seat", {"context": {"seats": 0}})
+    assert (status, body["key"], body["errorCode"]) == (400, "per-seat", "GENERAL")
+    assert "ZeroDivisionError" in body["errorDetails"]
+    status, body, _ = await post(base, {"context": {"seats": 0}})
+    assert status == 200
+    assert body["flags"] == [{"key": "per-seat", "errorCode": "GENERAL",
+                              "errorDetails": body["flags"][0]["errorDetails"]}]  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{sidecar.url}/metrics") as r:
+            text = await r.text()
+    assert 'holdfast_flag_evaluations_total{flag="per-seat",reason="GENERAL"} 2.0' in text
+    assert 'holdfast_ofrep_requests_total{endpoint="single",status="400"} 1.0' in text
+
+
 async def test_poison_record_keeps_previous(sidecar: SidecarUnderTest) -> None:
     put_flags(sidecar)
     sidecar._put(KS.flag("new-prompt"), b"\x93garbage")

@@ -138,6 +138,26 @@ def test_whole_contract_verdicts_and_versions() -> None:
     assert {c.severity for c in mixed.changes} == {"breaking", "compatible"}
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "compat", "version"),
+    [
+        ("idempotent", True, "compatible", "2.1.0"),  # retries turned on: a behaviour change
+        ("policy", "report", "compatible", "2.1.0"),
+        ("backend", "http://tools.internal/w2", "cosmetic", "2.0.1"),
+        ("timeout_s", 3.0, "cosmetic", "2.0.1"),
+    ],
+)
+def test_settings_changes_bump_by_what_they_change(
+    setting: str, value: Any, compat: str, version: str
+) -> None:
+    base = content(WEATHER, RESULT_OLD)
+    verdict = diff(base, {**base, setting: value})
+    assert (verdict.compat, verdict.next_version("2.0.0")) == (compat, version)
+    (change,) = verdict.changes
+    assert (change.path, change.what) == (setting, "setting")
+    assert ("changes what the sidecar does" in change.detail) == (compat == "compatible")
+
+
 def test_recursive_refs_terminate() -> None:
     tree = {"type": "object", "properties": {"kids": {"type": "array",
             "items": {"$ref": "#"}}}}  # fmt: skip

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from configsvc.render import release as render_release
-from holdfast.contracts.breaker import CircuitBreaker
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import KeyValue
 from sidecar.config import ConfigState
 from sidecar.contract_book import ContractBook
+from sidecar.contract_breakers import Refusal, ToolBreakers
 from sidecar.contract_stats import ContractStats
 from sidecar.contract_status import contract_status
 from sidecar.kinds import CONFIG_KINDS
@@ -45,10 +45,14 @@ def config() -> ConfigState:
 def test_status_lists_pins_unavailable_versions_breakers_and_counters() -> None:
     stats = ContractStats(CollectorRegistry(), "support")
     stats.violation("r1", "search", "1.0.0", "args", "rejected")
-    breaker = CircuitBreaker(failure_threshold=1, reset_after=10.0)
-    breaker.failure(100.0)
-    body = contract_status(config(), ContractBook(), stats,
-                           {"http://127.0.0.1:9/search": breaker}, lambda: 104.0)  # fmt: skip
+    breakers = ToolBreakers(failure_threshold=1, reset_after=10.0)
+    called = breakers.admit("http://127.0.0.1:9/search", "search", "1.0.0", 100.0)
+    assert not isinstance(called, Refusal)
+    breakers.record(called, "invalid_result", 100.0)
+    called = breakers.admit("http://127.0.0.1:9/search", "search", "2.0.0", 101.0)
+    assert not isinstance(called, Refusal)
+    breakers.record(called, "timeout", 101.0)
+    body = contract_status(config(), ContractBook(), stats, breakers, lambda: 104.0)
     assert list(body["releases"]) == ["r1"]  # r0 pins nothing
     r1 = body["releases"]["r1"]
     assert r1["role"] == "stable"
@@ -57,7 +61,12 @@ def test_status_lists_pins_unavailable_versions_breakers_and_counters() -> None:
     assert r1["tools"]["weather"]["held"] is False
     assert body["unavailable"] == ["r1:weather@3.0.0"]
     assert body["breakers"]["http://127.0.0.1:9/search"] == {
-        "state": "open", "failures_in_a_row": 1, "times_opened": 1, "retry_in_s": 6.0}  # fmt: skip
+        "state": "open", "failures_in_a_row": 1, "times_opened": 1, "retry_in_s": 7.0}  # fmt: skip
+    assert body["result_breakers"] == {
+        "search@1.0.0": {"backend": "http://127.0.0.1:9/search", "state": "open",
+                         "failures_in_a_row": 1, "times_opened": 1, "retry_in_s": 6.0},
+        "search@2.0.0": {"backend": "http://127.0.0.1:9/search", "state": "closed",
+                         "failures_in_a_row": 0, "times_opened": 0, "retry_in_s": 0.0}}  # fmt: skip
     assert body["stats"][0]["violations"] == {"args": 1}
 
 

@@ -146,6 +146,17 @@ def test_fractional_targeting_key_and_literal_bucket_like_flagd() -> None:
 def test_fractional_bad_weights_serve_default() -> None:
     s = spec({"fractional": [["on", 1.5], ["off", 1]]})
     assert evaluate(s, {"targetingKey": "k"}, now=0).reason == "DEFAULT"
+    too_heavy = spec({"fractional": [["on", 2**31], ["off", 1]]})
+    assert evaluate(too_heavy, {"targetingKey": "k"}, now=0).reason == "DEFAULT"
+
+
+def test_fractional_computed_weights_clamp_negative_to_zero() -> None:
+    # flagd >= 0.15: a weight computed by a rule (a time-based rollout) may go below zero
+    s = spec({"fractional": [["on", {"-": [{"var": "pct"}, 10]}], ["off", {"var": "rest"}]]})
+    early = [evaluate(s, {"targetingKey": f"u{i}", "pct": 5, "rest": 9}, now=0) for i in range(50)]
+    assert {(r.variant, r.reason) for r in early} == {("off", "SPLIT")}
+    later = [variant(s, {"targetingKey": f"u{i}", "pct": 60, "rest": 50}) for i in range(50)]
+    assert set(later) == {"on", "off"}
 
 
 def test_fractional_distribution_chi_square() -> None:
