@@ -7,8 +7,8 @@ In one process and one run:
   body with ``@prompt:NAME`` and two variables, beside the same filter on a body without any
   reference (the cost every other request pays) -- 200 prompts x 5 versions are known;
 * ``merge_reports`` + ``report`` (configsvc's ``experiment report``): decode 500 sidecars'
-  outcome reports (``outcomes/<experiment>/<sidecar-id>``, 2 variants' counts each), sum the
-  counts and run the test.
+  outcome reports (``outcomes/<sidecar-id>/<experiment>``, 2 variants' counts each, with M2
+  as sidecars write them), merge the counts (Chan's parallel formula) and run the test.
 
 ``python -m bench.prompts`` replaces its section of bench/RESULTS.md.
 """
@@ -24,9 +24,10 @@ from typing import Any, Final
 from bench.sections import markers, replace_section
 from bench.stats import median, percentile
 from configsvc.experiments import merge_reports
+from holdfast.experiments.series import to_records
 from holdfast.experiments.stats import Counts, report
 from holdfast.keyspace import Keyspace, Pin, Release, Route
-from holdfast.keyspace.outcomes import OutcomeCounts, OutcomeReport
+from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.keyspace.prompt import PromptVersion, Status
 from holdfast.store import KeyValue
 from sidecar.config import ConfigState
@@ -118,21 +119,16 @@ def snapshots() -> list[bytes]:
     rng = random.Random(1)
     out = []
     for i in range(SIDECARS):
-        counts = [
-            OutcomeCounts(
-                experiment=e,
-                variant=v,
-                metric="resolved",
-                n=n,
-                total=float(rng.randrange(n)),
-                total_sq=float(n),
-            )
-            for e in ("tone",)
-            for v in ("a", "b")
-            for n in (rng.randrange(50, 500),)
-        ]
+        series = []
+        for v in ("a", "b"):
+            n = rng.randrange(50, 500)
+            successes = rng.randrange(n)
+            series.append(((v, "resolved"), Counts.from_sums(n, successes, successes)))
         report = OutcomeReport(
-            experiment="tone", sidecar_id=f"sc-{i}", at=1.0, counts=tuple(counts)
+            experiment="tone",
+            sidecar_id=f"sc-{i}",
+            at=1.0,
+            counts=tuple(to_records("tone", series)),
         )
         out.append(report.encode())
     return out

@@ -100,7 +100,8 @@ def report(c: Client, a: argparse.Namespace) -> Result:
     for cmp in body["comparisons"]:
         head = f"{cmp['variant']} vs {cmp['control']}: "
         if cmp["state"] == "not_enough_data":
-            lines.append(head + f"not enough data (each variant needs n >= {body['min_samples']})")
+            why = cmp.get("reason") or f"each variant needs n >= {body['min_samples']}"
+            lines.append(head + f"not enough data ({why})")
             continue
         verdict = "significant" if cmp["significant"] else "not significant"
         lines.append(

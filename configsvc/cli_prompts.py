@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from configsvc import render
-from configsvc.client import Client, segment
+from configsvc.client import Client, Refused, segment
 from configsvc.commands import Leaf
+from configsvc.prompt_settings import client_wait
 
 Result = tuple[dict[str, Any], str]
 MAX_FILE_BYTES: Final = 1 << 20
@@ -145,7 +146,8 @@ def evaluate(c: Client, a: argparse.Namespace) -> Result:
     if not agent:
         raise SystemExit("holdfastctl prompt eval: give --release AGENT/RELEASE or --agent")
     payload = {"agent": agent, "release": release, "cases": a.cases}
-    body = c.call("POST", f"{_base(name)}/{segment(version)}/eval", payload)
+    path = f"{_base(name)}/{segment(version)}/eval"
+    body = c.call("POST", path, payload, timeout=_eval_wait(c, path, a.cases))
     ev = body["evaluation"]
     rows = [
         [
@@ -157,11 +159,27 @@ def evaluate(c: Client, a: argparse.Namespace) -> Result:
         for r in ev["cases"]
     ]
     verdict = "passes" if body["passes_gate"] else "does NOT pass"
+    minimum = body.get("min_cases")
     summary = (
         f"{name}@{version} on {agent}/{ev['release']} ({ev['model']}): {ev['passed']}/"
         f"{ev['total']} passed ({ev['pass_rate']:.0%}); {verdict} the gate of {body['gate']:.0%}"
+        + (f" with at least {minimum} cases" if minimum else "")
     )
     return body, render.table(("CASE", "RESULT", "WHY"), rows) + "\n" + summary
+
+
+def _eval_wait(c: Client, path: str, cases: Any) -> float:
+    """An evaluation answers when every case ran: wait as long as the server may take for this
+    many cases (it advertises its bounds), not just --timeout."""
+    count = len(cases.get("cases") or []) if isinstance(cases, dict) else len(cases or [])
+    try:
+        limits = c.call("GET", path).get("limits")
+    except Refused as exc:
+        error = exc.body.get("error")
+        if not isinstance(error, dict) or error.get("code") != "unknown_url":
+            raise  # e.g. no such prompt version: said now, before the cases are sent
+        limits = None  # a configsvc older than the endpoint: its defaults
+    return client_wait(limits if isinstance(limits, dict) else None, count, c.settings.timeout)
 
 
 def activate(c: Client, a: argparse.Namespace) -> Result:
@@ -179,8 +197,15 @@ def rollback(c: Client, a: argparse.Namespace) -> Result:
 def _activation(verb: str, body: dict[str, Any]) -> str:
     was = body["deactivated"]
     tail = f" (was {was}, now deprecated)" if was else ""
-    forced = " -- FORCED past the gate" if body["forced"] else ""
-    return f"{verb} {body['name']}@{body['active']}{tail}{forced}"
+    forced = f" -- FORCED past the gate: {body.get('gate_note')}" if body["forced"] else ""
+    ev = body.get("evaluation")
+    line = f"{verb} {body['name']}@{body['active']}{tail}{forced}"
+    if ev:
+        line += (
+            f"\nevaluation: {ev['passed']}/{ev['total']} passed ({ev['pass_rate']:.0%}) on "
+            f"release {ev['agent']}/{ev['release']} ({ev['model']})"
+        )
+    return line
 
 
 def register(nouns: Any, leaf: Leaf) -> None:

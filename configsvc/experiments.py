@@ -10,15 +10,17 @@ and a canary, rollout or route flag never split the same agent's new sessions at
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from configsvc import errors
 from configsvc.routes import require
 from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
+from holdfast.experiments.series import counts_of
 from holdfast.experiments.stats import DEFAULT_MIN_SAMPLES, Counts, report
-from holdfast.keyspace import AuditEntry, RecordError, Route
+from holdfast.keyspace import AuditEntry, Keyspace, RecordError, Route
 from holdfast.keyspace.experiment import Experiment, RouteExperiment, Variant
+from holdfast.keyspace.keys import KeyError_
 from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
@@ -183,9 +185,15 @@ class ExperimentOps:
 
     async def report(self, name: str) -> dict[str, Any]:
         record, _rev = await self.get(name)
-        _r, kvs = await store_read(self.service.store.list_prefix(self.keyspace.outcomes_of(name)))
+        # outcomes/<sidecar-id>/<experiment>: sidecar first for etcd roles, so read them all
+        prefix = self.keyspace.kind_prefix("outcomes")
+        _r, kvs = await store_read(self.service.store.list_prefix(prefix))
+        mine = [(kv, parts) for kv in kvs if (parts := _outcome_key(self.keyspace, kv))]
         counts, sidecars, unreadable = merge_reports(
-            (kv.value for kv in kvs), name, record.spec.metric
+            (kv.value for kv, parts in mine if parts[1] == name),
+            name,
+            record.spec.metric,
+            sidecar_ids=[parts[0] for _, parts in mine if parts[1] == name],
         )
         labels = [v.label for v in record.spec.variants]
         stats = report(labels, counts, record.spec.metric_type, min_samples=self.min_samples)
@@ -201,29 +209,45 @@ class ExperimentOps:
 
 
 def merge_reports(
-    values: Iterable[bytes], experiment: str, metric: str
+    values: Iterable[bytes],
+    experiment: str,
+    metric: str,
+    *,
+    sidecar_ids: Sequence[str] | None = None,
 ) -> tuple[dict[str, Counts], int, int]:
     """Sum the sidecars' outcome reports of one experiment and metric, per variant (pure).
 
+    ``sidecar_ids``, when given, are the ids in the reports' keys, in the same order: a report
+    that claims another sidecar than its key is refused (etcd roles guard keys, not values).
     Returns the counts per variant, how many sidecars reported, and how many reports could not
     be read (logged and left out rather than failing the whole report).
     """
     counts: dict[str, Counts] = {}
     sidecars = unreadable = 0
-    for value in values:
+    for i, value in enumerate(values):
         try:
             report = OutcomeReport.decode(value)
+            if sidecar_ids is not None and report.sidecar_id != sidecar_ids[i]:
+                raise RecordError(f"report of {report.sidecar_id!r:.140} under another's key")
         except RecordError as exc:
             log.warning("outcome_report_unreadable", experiment=experiment, error=str(exc))
             unreadable += 1
             continue
         mine = [c for c in report.counts if c.experiment == experiment and c.metric == metric]
         for item in mine:
-            add = Counts(item.n, item.total, item.total_sq)
+            add = counts_of(item)
             prior = counts.get(item.variant)
             counts[item.variant] = prior.merged(add) if prior else add
         sidecars += bool(mine)
     return counts, sidecars, unreadable
+
+
+def _outcome_key(keyspace: Keyspace, kv: KeyValue) -> tuple[str, ...]:
+    """(sidecar id, experiment) of an outcomes key, or () for a key that does not parse."""
+    try:
+        return keyspace.parse(kv.key).parts
+    except KeyError_:
+        return ()
 
 
 def _decode(kv: KeyValue) -> Experiment:

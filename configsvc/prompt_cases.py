@@ -8,7 +8,7 @@ A case file is JSON: ``{"cases": [CASE, ...]}`` (or the list alone), each case
      "expect": {                              # every expectation given must hold
         "contains": ["30 days"],              # substrings (case-sensitive), all of them
         "not_contains": ["sorry"],            # substrings that must not appear
-        "regex": "\\b30 days\\b",             # Python regex, searched
+        "regex": "\\b30 days\\b",             # RE2 regex (no backreferences/lookaround)
         "json_schema": {...},                 # the answer parses as JSON and validates (2020-12)
         "similar_to": "reference answer",     # word-sequence similarity (the shadow comparison's)
         "min_similarity": 0.8}}               # ... at least this (default 0.8)
@@ -22,16 +22,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from configsvc.errors import InvalidCases
+from configsvc.prompt_regex import (
+    RegexRefused,
+    SchemaValidator,
+    Searcher,
+    check_schema_patterns,
+    compile_re2,
+)
 from holdfast.keyspace.prompt import MAX_CASES, CaseResult
 from holdfast.prompts.template import TemplateError, values_from
 from sidecar.compare import similarity
+from sidecar.json_limits import JsonRefused, loads_bounded
 
 MAX_CASE_FILE_BYTES: Final = 1 << 20
 MAX_INPUT_CHARS: Final = 32 * 1024
+# A 1024-token answer is a few KiB; only a misbehaving provider sends more, and the checks'
+# cost grows with the answer, so a longer one fails its case unchecked.
+MAX_CHECKED_CHARS: Final = 128 * 1024
 DEFAULT_MIN_SIMILARITY: Final = 0.8
 CASE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 CASE_FIELDS: Final = frozenset({"id", "input", "vars", "expect"})
@@ -47,7 +57,7 @@ class Case:
     vars: dict[str, str] = field(default_factory=dict)
     contains: tuple[str, ...] = ()
     not_contains: tuple[str, ...] = ()
-    regex: re.Pattern[str] | None = None
+    regex: Searcher | None = None
     json_schema: dict[str, Any] | None = None
     similar_to: str | None = None
     min_similarity: float = DEFAULT_MIN_SIMILARITY
@@ -93,17 +103,20 @@ def _case(raw: Any, index: int) -> Case:
         if not isinstance(expect["regex"], str):
             raise InvalidCases(f"{where}: 'regex' must be a string")
         try:
-            regex = re.compile(expect["regex"])
-        except re.error as exc:
-            raise InvalidCases(f"{where}: 'regex' does not compile: {exc}") from exc
+            regex = compile_re2(expect["regex"])
+        except RegexRefused as exc:
+            raise InvalidCases(f"{where}: 'regex' refused: {exc}") from exc
     schema = expect.get("json_schema")
     if schema is not None:
         if not isinstance(schema, dict):
             raise InvalidCases(f"{where}: 'json_schema' must be an object")
         try:
-            Draft202012Validator.check_schema(schema)
+            SchemaValidator.check_schema(schema)
+            check_schema_patterns(schema)
         except SchemaError as exc:
             raise InvalidCases(f"{where}: 'json_schema' is invalid: {exc.message}") from exc
+        except RegexRefused as exc:
+            raise InvalidCases(f"{where}: 'json_schema' refused: {exc}") from exc
     reference = expect.get("similar_to")
     if reference is not None and not isinstance(reference, str):
         raise InvalidCases(f"{where}: 'similar_to' must be a string")
@@ -156,7 +169,9 @@ def parse_case_bytes(data: bytes) -> tuple[Case, ...]:
     if len(data) > MAX_CASE_FILE_BYTES:
         raise InvalidCases(f"case file is over {MAX_CASE_FILE_BYTES} bytes")
     try:
-        return parse_cases(json.loads(data))
+        return parse_cases(loads_bounded(data))
+    except JsonRefused as exc:
+        raise InvalidCases(f"case file is not acceptable JSON: {exc}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, InvalidCases):
             raise
@@ -168,7 +183,15 @@ def _check(kind: str, passed: bool, detail: str = "") -> dict[str, Any]:
 
 
 def check(case: Case, answer: str) -> CaseResult:
-    """Every expectation of ``case`` against the model's ``answer``."""
+    """Every expectation of ``case`` against the model's ``answer`` (CPU-bound: callers on an
+    event loop run it in a thread)."""
+    if len(answer) > MAX_CHECKED_CHARS:
+        return CaseResult(
+            case=case.id,
+            passed=False,
+            error=f"the answer has {len(answer)} characters, over {MAX_CHECKED_CHARS}; not checked",
+            answer=answer,
+        )
     checks: list[dict[str, Any]] = []
     for needle in case.contains:
         checks.append(_check("contains", needle in answer, "" if needle in answer else
@@ -197,7 +220,7 @@ def _schema_check(schema: Mapping[str, Any], answer: str) -> dict[str, Any]:
         value = json.loads(answer)
     except ValueError:
         return _check("json_schema", False, "the answer is not JSON")
-    error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+    error = next(iter(SchemaValidator(schema).iter_errors(value)), None)
     if error is None:
         return _check("json_schema", True)
     where = "/".join(str(p) for p in error.path) or "(root)"

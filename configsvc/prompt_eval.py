@@ -1,13 +1,22 @@
 """Run a prompt version's evaluation cases against a release's model.
 
-configsvc calls the release's provider itself, exactly as the blue-green probe does (model,
-base URL, key variable of the release; keys stay in configsvc's environment): an evaluation
-needs no running sidecar and never mixes with live traffic. Each case is one chat completion
-``[system: the rendered prompt, user: the case input]`` at temperature 0, a few at a time.
+The issue asked for cases to run "through a sidecar"; configsvc calls the release's provider
+itself instead, exactly as the blue-green probe does (model, base URL, key variable of the
+release; keys stay in configsvc's environment). A sidecar is one agent process's proxy on its
+loopback: configsvc cannot reach one, may run where none exists, and evaluation traffic would
+then count against that agent's budgets, health signals, shadow and experiments. What a sidecar
+adds on the way (substituting the pinned prompt) is done here the same way: the version's
+template rendered with the case's variables is the system message sent upstream.
+
+Each case is one chat completion ``[system: the rendered prompt, user: the case input]`` at
+temperature 0, ``concurrency`` at a time, each within ``case_timeout`` and the whole run within
+``EvalSettings.bound``. Checking an answer (RE2 regex, JSON Schema, similarity) runs in a worker
+thread on a bounded excerpt, so a hostile case file cannot stall configsvc's event loop (and
+with it the leader's rollout controller and lease keep-alive).
 
 A case whose call fails (HTTP error, timeout, not a completion) counts as failed with the
 reason; when every case fails that way the provider is the problem, not the prompt, and the
-run is refused (``EvalFailed``) without recording anything.
+run is refused (``EvalFailed``) without recording anything; so is a run over its bound.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
@@ -25,9 +35,11 @@ from configsvc.probe import (
     _read_capped,
     connect_problem,
     provider_session,
+    scrub,
     url_refusal,
 )
 from configsvc.prompt_cases import Case, check, failed
+from configsvc.prompt_settings import EvalSettings
 from holdfast.keyspace import Release
 from holdfast.keyspace.prompt import CaseResult, Evaluation, PromptVersion
 from holdfast.logs import get_logger
@@ -37,8 +49,6 @@ from sidecar.compare import AnswerError, answer_from_completion
 
 log = get_logger(__name__)
 
-DEFAULT_CASE_TIMEOUT_S: Final = 60.0
-DEFAULT_CONCURRENCY: Final = 4
 MAX_ANSWER_TOKENS: Final = 1024
 
 
@@ -46,13 +56,13 @@ class Evaluator:
     def __init__(
         self,
         *,
-        timeout: float = DEFAULT_CASE_TIMEOUT_S,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        settings: EvalSettings | None = None,
         environ: Mapping[str, str] = os.environ,
         policy: HostPolicy | None = None,
     ) -> None:
-        self.timeout = timeout
-        self.concurrency = concurrency
+        self.settings = settings if settings is not None else EvalSettings()
+        self.timeout = self.settings.case_timeout
+        self.concurrency = self.settings.concurrency
         self.environ = environ
         self.policy = policy if policy is not None else HostPolicy()
         self._http: aiohttp.ClientSession | None = None
@@ -88,7 +98,19 @@ class Evaluator:
             async with gate:
                 return await self._case(case, system, release, headers)
 
-        results = await asyncio.gather(*(one(c, s) for c, s in zip(cases, rendered, strict=True)))
+        bound = self.settings.bound(len(cases))
+        try:
+            async with asyncio.timeout(bound):
+                results = await asyncio.gather(
+                    *(one(c, s) for c, s in zip(cases, rendered, strict=True))
+                )
+        except TimeoutError:
+            log.warning("prompt_eval_timed_out", prompt=prompt.ref, bound_s=bound)
+            raise EvalFailed(
+                f"the evaluation of {prompt.ref} did not finish within {bound:g}s ({len(cases)} "
+                f"cases, {self.concurrency} at a time, {self.timeout:g}s each at most); nothing "
+                "was recorded"
+            ) from None
         errored = [r for r in results if r.error]
         if len(errored) == len(results):
             raise EvalFailed(
@@ -158,12 +180,21 @@ class Evaluator:
         except aiohttp.ClientConnectorError as exc:
             return failed(case, connect_problem(url, exc))
         except aiohttp.ClientError as exc:
-            return failed(case, f"request failed: {type(exc).__name__}: {exc}")
-        problem = _problem(status, raw)
+            # the class only: aiohttp's text may quote the provider's bytes (an echoed key)
+            return failed(case, f"request failed: {type(exc).__name__}")
+        key = _bearer(headers)
+        problem = scrub(_problem(status, raw), key)
         if problem:
             return failed(case, problem)
         try:
             answer = answer_from_completion(raw)
         except AnswerError as exc:
-            return failed(case, f"not a completion: {exc}")
-        return check(case, answer.text)
+            return failed(case, scrub(f"not a completion: {exc}", key))
+        # Off the event loop: a slow check must not stall the leader's controllers.
+        result = await asyncio.to_thread(check, case, answer.text)
+        # The excerpt is stored in etcd: never with a key the provider echoed.
+        return replace(result, answer=scrub(result.answer, key)) if key else result
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    return headers.get("Authorization", "").removeprefix("Bearer ")

@@ -11,21 +11,21 @@ none, and an etcd failure leaves everything as it was.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc import errors
+from configsvc.prompt_gate import gate_problem, text_diff
+from configsvc.prompt_settings import DEFAULT_MIN_CASES
 from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
 from holdfast.keyspace import RecordError
-from holdfast.keyspace.prompt import ACTIVE, Evaluation, PromptVersion
+from holdfast.keyspace.prompt import Evaluation, PromptVersion
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
 
 log = get_logger(__name__)
 
 DEFAULT_GATE: Final = 0.8
-MAX_DIFF_LINES: Final = 2000
 Versions = dict[str, tuple[PromptVersion, int]]
 
 
@@ -34,7 +34,8 @@ class Activation:
     active: PromptVersion
     deactivated: PromptVersion | None
     revision: int
-    forced: bool
+    forced: bool  # the gate was really overridden (not merely --force on a passing version)
+    gate_note: str | None = None  # why the version did not pass, when forced
 
 
 def active_of(found: Versions) -> tuple[PromptVersion, int] | None:
@@ -42,10 +43,20 @@ def active_of(found: Versions) -> tuple[PromptVersion, int] | None:
 
 
 class PromptOps:
-    def __init__(self, service: ConfigService, *, gate: float = DEFAULT_GATE) -> None:
+    def __init__(
+        self,
+        service: ConfigService,
+        *,
+        gate: float = DEFAULT_GATE,
+        min_cases: int = DEFAULT_MIN_CASES,
+    ) -> None:
         self.service = service
         self.keyspace = service.keyspace
         self.gate = gate
+        self.min_cases = min_cases
+
+    def passes(self, evaluation: Evaluation | None) -> bool:
+        return self._problem(evaluation, "") is None
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -102,26 +113,7 @@ class PromptOps:
 
     async def diff(self, name: str, old: str, new: str) -> dict[str, Any]:
         (a, _), (b, _) = await self.get(name, old), await self.get(name, new)
-        lines = list(
-            difflib.unified_diff(
-                a.text.splitlines(keepends=True),
-                b.text.splitlines(keepends=True),
-                fromfile=a.ref,
-                tofile=b.ref,
-            )
-        )
-        added = sorted(set(b.template.variables) - set(a.template.variables))
-        removed = sorted(set(a.template.variables) - set(b.template.variables))
-        return {
-            "name": name,
-            "from": int(old),
-            "to": int(new),
-            "identical": a.text == b.text,
-            "diff": "".join(lines[:MAX_DIFF_LINES]),
-            "truncated": len(lines) > MAX_DIFF_LINES,
-            "variables_added": added,
-            "variables_removed": removed,
-        }
+        return text_diff(name, a, b)
 
     # -- mutations -----------------------------------------------------------------------------
 
@@ -207,7 +199,9 @@ class PromptOps:
             try:
                 revision = await self._switch(
                     updated, target_rev, current, actor, "prompt.activate", reason,
-                    {"forced": gate_note is not None, "gate": self.gate, "gate_note": gate_note},
+                    {"forced": gate_note is not None, "gate": self.gate,
+                     "min_cases": self.min_cases, "gate_note": gate_note,
+                     "evaluated_release": _evaluated_on(target.evaluation)},
                 )  # fmt: skip
             except CasConflict:
                 continue
@@ -219,7 +213,13 @@ class PromptOps:
                 forced=gate_note is not None,
                 actor=actor,
             )
-            return Activation(updated, current[0] if current else None, revision, force)
+            return Activation(
+                updated,
+                current[0] if current else None,
+                revision,
+                forced=gate_note is not None,
+                gate_note=gate_note,
+            )
         raise errors.RevisionConflict(f"prompt {name!r} kept changing; nothing was activated")
 
     async def rollback(self, name: str, *, actor: str, reason: str) -> Activation:
@@ -250,17 +250,13 @@ class PromptOps:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _problem(self, ev: Evaluation | None, ref: str) -> str | None:
+        return gate_problem(ev, ref, gate=self.gate, min_cases=self.min_cases)
+
     def _gate(self, target: PromptVersion, force: bool) -> str | None:
         """None when the gate passes; the reason it did not when ``force`` overrides it."""
-        ev = target.evaluation
-        if ev is None:
-            problem = f"{target.ref} has not been evaluated (`holdfastctl prompt eval`)"
-        elif ev.pass_rate < self.gate:
-            problem = (
-                f"{target.ref} passed {ev.passed}/{ev.total} cases ({ev.pass_rate:.0%}) on "
-                f"release {ev.release}, below the gate of {self.gate:.0%}"
-            )
-        else:
+        problem = self._problem(target.evaluation, target.ref)
+        if problem is None:
             return None
         if not force:
             raise errors.PromptGateFailed(
@@ -293,36 +289,8 @@ class PromptOps:
         return await self.service.audit.write(puts, entry, check="`holdfastctl prompt list`")
 
 
-async def resolve_release_prompts(ops: PromptOps, wanted: dict[str, str]) -> dict[str, str]:
-    """A new release's prompts: "current" becomes the active version's number, "active" stays
-    (the release follows the prompt), a number must exist."""
-    out: dict[str, str] = {}
-    for name, version in sorted(wanted.items()):
-        found = await ops.existing(name)
-        if version == "current":
-            active = active_of(found)
-            if active is None:
-                raise errors.NoPreviousPrompt(
-                    f"prompt {name!r} has no active version to take; name a version "
-                    f"(--prompt {name}=N) or activate one first",
-                    param="prompts",
-                )
-            out[name] = active[0].version
-        elif version == ACTIVE:
-            if active_of(found) is None:
-                raise errors.NoPreviousPrompt(
-                    f"prompt {name!r} has no active version yet; a release cannot follow it",
-                    param="prompts",
-                )
-            out[name] = ACTIVE
-        elif version not in found:
-            raise errors.PromptNotFound(
-                f"prompt {name!r} has no version {version}; see `holdfastctl prompt list {name}`",
-                param="prompts",
-            )
-        else:
-            out[name] = version
-    return out
+def _evaluated_on(ev: Evaluation | None) -> str | None:
+    return f"{ev.agent}/{ev.release}" if ev else None
 
 
 def _replace(prompt: PromptVersion, **changes: Any) -> PromptVersion:

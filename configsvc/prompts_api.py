@@ -13,7 +13,7 @@ from configsvc.api import _actor, _json, read_body
 from configsvc.payloads import name, parse_object, text
 from configsvc.prompt_cases import parse_cases
 from configsvc.prompt_eval import Evaluator
-from configsvc.prompts import PromptOps
+from configsvc.prompts import Activation, PromptOps
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.prompt import MAX_PROMPT_CHARS, validate_version
 
@@ -123,13 +123,25 @@ class PromptsApi:
             prompt, cases, release, actor=actor, now=self.ops.service.clock()
         )
         updated, revision = await self.ops.record_evaluation(prompt_name, wanted, evaluation, actor)
-        passes = evaluation.pass_rate >= self.ops.gate
         return _json(
             {
                 "prompt": {**updated.summary(), "mod_revision": revision},
                 "evaluation": evaluation.to_map(),
                 "gate": self.ops.gate,
-                "passes_gate": passes,
+                "min_cases": self.ops.min_cases,
+                "passes_gate": self.ops.passes(evaluation),
+            }
+        )
+
+    async def eval_limits(self, request: web.Request) -> web.Response:
+        """How an evaluation of this version is bounded (the CLI sizes its wait from it)."""
+        prompt, _rev = await self.ops.get(_name(request), version(request.match_info["version"]))
+        return _json(
+            {
+                "prompt": prompt.summary(),
+                "gate": self.ops.gate,
+                "min_cases": self.ops.min_cases,
+                "limits": self.evaluator.settings.public(),
             }
         )
 
@@ -148,14 +160,29 @@ class PromptsApi:
         done = await self.ops.rollback(prompt_name, actor=actor, reason=text(obj, "reason"))
         return _json(self._activation(done))
 
-    def _activation(self, done: Any) -> dict[str, Any]:
+    def _activation(self, done: Activation) -> dict[str, Any]:
+        ev = done.active.evaluation
         return {
             "name": done.active.name,
             "active": int(done.active.version),
             "deactivated": int(done.deactivated.version) if done.deactivated else None,
             "forced": done.forced,
+            "gate_note": done.gate_note,
             "revision": done.revision,
             "gate": self.ops.gate,
+            "min_cases": self.ops.min_cases,
+            "evaluation": None
+            if ev is None
+            else {
+                "agent": ev.agent,
+                "release": ev.release,
+                "model": ev.model,
+                "passed": ev.passed,
+                "total": ev.total,
+                "pass_rate": round(ev.pass_rate, 6),
+                "at": ev.at,
+                "by": ev.by,
+            },
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -167,6 +194,7 @@ class PromptsApi:
             web.get(f"{base}/{{name}}/diff", self.diff),
             web.post(f"{base}/{{name}}/rollback", self.rollback),
             web.get(f"{base}/{{name}}/{{version}}", self.show),
+            web.get(f"{base}/{{name}}/{{version}}/eval", self.eval_limits),
             web.post(f"{base}/{{name}}/{{version}}/eval", self.evaluate),
             web.post(f"{base}/{{name}}/{{version}}/activate", self.activate),
         ]

@@ -2,24 +2,31 @@
 
 The agent reports an outcome of a session, ``{"session": ID, "metric": NAME, "value": V}``;
 the sidecar attributes it to the experiment variant recorded in the session's pin (the one
-that really served it) and adds it to cumulative counts (n, sum, sum of squares) that ride in
-the health snapshot; configsvc sums the fleet's counts for ``experiment report``.
+that really served it) and keeps counts (n, sum, M2) per (experiment, variant, metric) that
+sidecar.outcome_publisher writes to etcd; configsvc merges the fleet's for ``experiment report``.
 
 * a rate metric takes ``0``/``1`` (or ``false``/``true``); a mean metric any finite number;
-* each call is one observation: report a session's outcome once if the unit is the session.
+* one outcome per (experiment, session, metric): the tests assume independent observations, so
+  a repeat (a retried POST, a corrected value) REPLACES the session's earlier value instead of
+  adding one. The sidecar remembers the last ``MAX_REMEMBERED`` sessions' values (LRU); a repeat
+  for a session it has forgotten (evicted, or reported before a restart) counts as a new
+  observation, and so does the same session reported to two different sidecars.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any, Final
 
 from aiohttp import web
 
+from holdfast.experiments.series import Series, SeriesKey, to_records
+from holdfast.experiments.stats import Counts
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.outcomes import OutcomeCounts
 from sidecar.config import ConfigState
-from sidecar.errors import BodyTooLarge, InvalidRequest, UnknownSession
+from sidecar.errors import BodyTooLarge, InvalidRequest, Overloaded, UnknownSession
 from sidecar.json_limits import JsonRefused, loads_bounded
 from sidecar.pins import PinTable
 from sidecar.provider_json import lone_surrogate
@@ -27,32 +34,75 @@ from sidecar.provider_json import lone_surrogate
 FEEDBACK_PATH: Final = "/v1/holdfast/feedback"
 MAX_FEEDBACK_BYTES: Final = 4096
 MAX_SERIES: Final = 1024  # (experiment, variant, metric) triples kept; far above real use
+# Sessions whose last value is remembered for replacement: ~150 bytes each, so ~8 MB at most;
+# an agent process rarely has this many sessions reporting within one experiment.
+MAX_REMEMBERED: Final = 50_000
 
 
 class ExperimentBook:
-    """Cumulative outcome counts since this sidecar started (pure state)."""
+    """Outcome counts since this sidecar started, one value per session (pure state)."""
 
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str, str], list[float]] = {}
+    def __init__(self, *, remember: int = MAX_REMEMBERED) -> None:
+        self._counts: dict[str, Series] = {}
+        self._series = 0
+        self._last: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
+        self._remember = remember
         self.dropped = 0
+        self.replaced = 0
+        self.forgotten = 0  # remembered values evicted by the LRU bound
 
     def add(self, experiment: str, variant: str, metric: str, value: float) -> bool:
-        key = (experiment, variant, metric)
-        counts = self._counts.get(key)
+        """One more observation, not tied to a session (no replacement)."""
+        return self._put(experiment, (variant, metric), value)
+
+    def record(
+        self, experiment: str, variant: str, session: str, metric: str, value: float
+    ) -> str | None:
+        """The session's outcome: "recorded", "replaced" (its earlier value), or None when
+        the series cannot be kept (too many series)."""
+        who = (experiment, session, metric)
+        earlier = self._last.get(who)
+        if earlier is not None:
+            old_variant, old_value = earlier
+            series = self._counts[experiment]
+            key = (old_variant, metric)
+            series[key] = series[key].remove(old_value)
+            self._put(experiment, (variant, metric), value)
+            self._last[who] = (variant, value)
+            self._last.move_to_end(who)
+            self.replaced += 1
+            return "replaced"
+        if not self._put(experiment, (variant, metric), value):
+            return None
+        self._last[who] = (variant, value)
+        if len(self._last) > self._remember:
+            self._last.popitem(last=False)
+            self.forgotten += 1
+        return "recorded"
+
+    def _put(self, experiment: str, key: SeriesKey, value: float) -> bool:
+        series = self._counts.setdefault(experiment, {})
+        counts = series.get(key)
         if counts is None:
-            if len(self._counts) >= MAX_SERIES:
+            if self._series >= MAX_SERIES:
                 self.dropped += 1
                 return False
-            counts = self._counts[key] = [0, 0.0, 0.0]
-        counts[0] += 1
-        counts[1] += value
-        counts[2] += value * value
+            self._series += 1
+            counts = Counts()
+        series[key] = counts.add(value)
         return True
+
+    def series(self, experiment: str) -> Series:
+        return dict(self._counts.get(experiment, {}))
+
+    def experiments(self) -> list[str]:
+        return sorted(self._counts)
 
     def outcomes(self) -> tuple[OutcomeCounts, ...]:
         return tuple(
-            OutcomeCounts(experiment=e, variant=v, metric=m, n=int(c[0]), total=c[1], total_sq=c[2])
-            for (e, v, m), c in sorted(self._counts.items())
+            item
+            for experiment in self.experiments()
+            for item in to_records(experiment, self._counts[experiment].items())
         )
 
 
@@ -119,9 +169,20 @@ class FeedbackApi:
                 param="metric",
             )
         value = _value(body["value"], running.metric_type)
-        self.book.add(experiment, variant, metric, value)
+        outcome = self.book.record(experiment, variant, session, metric, value)
+        if outcome is None:
+            raise Overloaded(
+                f"this sidecar keeps at most {MAX_SERIES} outcome series; the outcome of "
+                f"{experiment!r}/{variant!r} was not recorded"
+            )
         return web.json_response(
-            {"recorded": True, "experiment": experiment, "variant": variant, "metric": metric},
+            {
+                "recorded": True,
+                "replaced": outcome == "replaced",
+                "experiment": experiment,
+                "variant": variant,
+                "metric": metric,
+            },
             status=202,
         )
 

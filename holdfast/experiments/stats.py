@@ -1,8 +1,11 @@
 """Experiment statistics: mergeable counts, confidence intervals and significance tests.
 
-Counts are (n, sum, sum of squares) per (experiment, variant, metric); for a rate metric every
-value is 0 or 1, so ``sum`` is the number of successes. Sidecars publish cumulative counts and
-the report sums them over the fleet (addition is all the merge needs).
+Counts are (n, sum, M2) per (experiment, variant, metric), M2 being the sum of squared
+deviations from the mean; for a rate metric every value is 0 or 1, so ``sum`` is the number of
+successes. Observations are added (and removed, when the agent replaces a session's outcome)
+with Welford's update and counts are merged with Chan et al.'s parallel formula, so the variance
+keeps its precision where ``sum of squares - sum**2 / n`` would cancel catastrophically (large
+values with a small spread). Sidecars publish their counts and the report merges the fleet's.
 
 * rate: Wilson score interval; pooled two-proportion z-test, two-sided.
 * mean: Student-t interval; Welch's unequal-variance t-test with Welch-Satterthwaite degrees of
@@ -11,7 +14,7 @@ the report sums them over the fleet (addition is all the merge needs).
 
 Each variant is compared with the first (the control). Below ``min_samples`` observations in a
 variant (or, for rates, without at least ``MIN_OUTCOMES`` successes and failures) the report
-says "not enough data" instead of a p-value that would mean nothing.
+says "not enough data", and why, instead of a p-value that would mean nothing.
 """
 
 from __future__ import annotations
@@ -33,13 +36,54 @@ _NORMAL: Final = NormalDist()
 class Counts:
     n: int = 0
     total: float = 0.0
-    total_sq: float = 0.0
+    m2: float = 0.0  # sum of squared deviations from the mean
+
+    @classmethod
+    def from_sums(cls, n: int, total: float, total_sq: float) -> Counts:
+        """From (n, sum, sum of squares): what records written before M2 was kept carry."""
+        if n <= 0:
+            return cls()
+        return cls(n, total, max(0.0, total_sq - total * total / n))
+
+    @property
+    def total_sq(self) -> float:
+        """Sum of squares, for readers of the older record field (lossy for large values)."""
+        return self.m2 + (self.total * self.total / self.n if self.n else 0.0)
 
     def add(self, value: float) -> Counts:
-        return Counts(self.n + 1, self.total + value, self.total_sq + value * value)
+        n = self.n + 1
+        mean = self.mean if self.n else 0.0
+        new_mean = mean + (value - mean) / n
+        return Counts(n, self.total + value, self.m2 + (value - mean) * (value - new_mean))
+
+    def remove(self, value: float) -> Counts:
+        """The counts without one earlier observation ``value`` (Welford's update, reversed)."""
+        if self.n <= 1:
+            return Counts()
+        n = self.n - 1
+        total = self.total - value
+        new_mean = total / n
+        return Counts(n, total, max(0.0, self.m2 - (value - self.mean) * (value - new_mean)))
 
     def merged(self, other: Counts) -> Counts:
-        return Counts(self.n + other.n, self.total + other.total, self.total_sq + other.total_sq)
+        if not other.n:
+            return self
+        if not self.n:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
+        return Counts(n, self.total + other.total, m2)
+
+    def without(self, part: Counts) -> Counts:
+        """``self`` less ``part``, which must be a sub-multiset of it (``merged`` reversed)."""
+        n = self.n - part.n
+        if n <= 0 or not part.n:
+            return Counts() if n <= 0 else self
+        total = self.total - part.total
+        delta = total / n - part.mean
+        m2 = self.m2 - part.m2 - delta * delta * part.n * n / self.n
+        return Counts(n, total, max(0.0, m2))
 
     @property
     def mean(self) -> float:
@@ -50,7 +94,7 @@ class Counts:
         """Sample variance (n - 1 in the denominator)."""
         if self.n < 2:
             return math.nan
-        return max(0.0, (self.total_sq - self.total * self.total / self.n) / (self.n - 1))
+        return max(0.0, self.m2 / (self.n - 1))
 
 
 def merge(parts: Iterable[Mapping[str, Counts]]) -> dict[str, Counts]:
@@ -161,12 +205,20 @@ def welch_t(a: Counts, b: Counts) -> tuple[float, float, float]:
     return t, df, t_sf2(t, df)
 
 
-def _enough(c: Counts, metric_type: str, min_samples: int) -> bool:
-    if c.n < max(min_samples, 2):
-        return False
+def shortfall(c: Counts, metric_type: str, min_samples: int) -> str:
+    """Why a variant's counts cannot be tested yet; empty when they can."""
+    needed = max(min_samples, 2)
+    if c.n < needed:
+        return f"n = {c.n}, needs n >= {needed}"
     if metric_type == "rate":
-        return MIN_OUTCOMES <= c.total <= c.n - MIN_OUTCOMES
-    return True
+        successes = round(c.total)
+        failures = c.n - successes
+        if min(successes, failures) < MIN_OUTCOMES:
+            return (
+                f"{successes} successes and {failures} failures, needs at least "
+                f"{MIN_OUTCOMES} of each"
+            )
+    return ""
 
 
 def report(
@@ -186,16 +238,27 @@ def report(
         if c.n >= 2:
             low, high = wilson(c.total, c.n) if metric_type == "rate" else t_interval(c)
             row["ci95"] = [low, high]
-        row["enough_data"] = _enough(c, metric_type, min_samples)
+        why = shortfall(c, metric_type, min_samples)
+        row["enough_data"] = not why
+        row["not_enough_data"] = why or None
         rows.append(row)
     control = counts.get(variants[0], Counts())
     comparisons: list[dict[str, Any]] = []
     for label in variants[1:]:
         other = counts.get(label, Counts())
         item: dict[str, Any] = {"control": variants[0], "variant": label}
-        if not (_enough(control, metric_type, min_samples) and
-                _enough(other, metric_type, min_samples)):  # fmt: skip
-            item |= {"state": "not_enough_data", "test": None, "p_value": None}
+        reasons = [
+            f"{name}: {why}"
+            for name, c in ((variants[0], control), (label, other))
+            if (why := shortfall(c, metric_type, min_samples))
+        ]
+        if reasons:
+            item |= {
+                "state": "not_enough_data",
+                "test": None,
+                "p_value": None,
+                "reason": "; ".join(reasons),
+            }
         elif metric_type == "rate":
             z, p = two_proportion_z(control, other)
             item |= {"state": "tested", "test": "two_proportion_z", "statistic": z, "p_value": p}

@@ -9,6 +9,10 @@ and check a proxy's token accounting exactly.
   without the per-message 3.
 - Reply: piece 1 is ``[<model>]``, the rest are words from ``WORDS`` picked by blake2b of the
   model and the last user message. Each piece is one completion token and one streamed chunk.
+- System-prompt marker: when a system (or developer) message contains ``[[fakellm:json]]``,
+  the text reply is the same pieces as a JSON object ``{"reply": "<pieces joined>"}`` (the
+  first piece opens it, the last closes it: same piece count, tokens and chunks). A test can
+  tell a prompt that asks for JSON from one that does not, as a real model would.
 - Tool call: one call; its arguments are built from the tool's JSON Schema (``schema_value``)
   and stream in ``ARG_FRAGMENT_CHARS``-sized fragments; completion tokens = 1 (the chunk that
   names the function) + the number of fragments.
@@ -39,6 +43,8 @@ MAX_SCHEMA_DEPTH: Final = 4
 _TOKEN_RE: Final = re.compile(r"\w+|[^\w\s]")
 _CALL_RE: Final = re.compile(r"call:([\w-]+)")
 _SPACED_WORDS: Final = tuple(" " + word for word in WORDS)
+JSON_MARKER: Final = "[[fakellm:json]]"
+_SYSTEM_ROLES: Final = frozenset({"system", "developer"})
 
 
 def count_tokens(text: str) -> int:
@@ -60,6 +66,22 @@ def message_text(content: object) -> str:
 
 def prompt_tokens(messages: Sequence[Mapping[str, object]]) -> int:
     return sum(count_tokens(message_text(m.get("content"))) + PER_MESSAGE_TOKENS for m in messages)
+
+
+def asks_for_json(messages: Sequence[Mapping[str, object]]) -> bool:
+    """Whether a system or developer message carries ``JSON_MARKER``."""
+    return any(
+        m.get("role") in _SYSTEM_ROLES and JSON_MARKER in message_text(m.get("content"))
+        for m in messages
+    )
+
+
+def as_json_pieces(pieces: tuple[str, ...]) -> tuple[str, ...]:
+    """``pieces`` rewritten so that they concatenate to ``{"reply": "<pieces joined>"}``."""
+    escaped = [json.dumps(p)[1:-1] for p in pieces]
+    escaped[0] = '{"reply": "' + escaped[0]
+    escaped[-1] += '"}'
+    return tuple(escaped)
 
 
 def _key(parts: tuple[str, ...]) -> bytes:
@@ -180,6 +202,7 @@ class ChatRequest:
     max_tokens: int | None
     tools: Mapping[str, object]  # declared function name -> its parameters schema
     tool_choice: str | None  # "none", "auto", "required", or a forced function's name
+    reply_json: bool = False  # a system message carries JSON_MARKER
 
 
 def pick_tool(request: ChatRequest, tool_calls_on: bool) -> str | None:
@@ -224,6 +247,8 @@ def compose_reply(request: ChatRequest, *, length: int, tool_calls_on: bool) -> 
     if request.max_tokens is not None and request.max_tokens < length:
         length, finish = request.max_tokens, "length"
     pieces = reply_pieces(request.model, request.user_text, length)
+    if request.reply_json:
+        pieces = as_json_pieces(pieces)
     message = {"role": "assistant", "content": "".join(pieces)}
     return Reply(
         deltas=tuple({"content": p} for p in pieces), message=message, finish_reason=finish

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from holdfast.fakellm.behaviour import Behaviour
-from holdfast.fakellm.generate import ChatRequest, Reply, count_tokens, message_text, prompt_tokens
+from holdfast.fakellm.generate import (
+    ChatRequest,
+    Reply,
+    asks_for_json,
+    count_tokens,
+    message_text,
+    prompt_tokens,
+)
 
 DEFAULT_EMBEDDING_DIMENSIONS: Final = 16
 MAX_EMBEDDING_DIMENSIONS: Final = 4096
@@ -95,6 +102,7 @@ def parse_chat(body: object) -> ChatRequest:
         max_tokens=max_completion if max_completion is not None else _opt_int(body, "max_tokens"),
         tools=_tools(body.get("tools")),
         tool_choice=_tool_choice(body.get("tool_choice")),
+        reply_json=asks_for_json(messages),
     )
 
 

@@ -1,8 +1,10 @@
 """Experiment outcomes: each sidecar's cumulative counts, durable in etcd.
 
-A sidecar writes ``outcomes/<experiment>/<sidecar-id>`` (no lease) every health interval while
-its counts change. The key outlives the sidecar: a sidecar that crashes or restarts (a new id)
-loses at most the feedback of its last interval, and ``experiment report`` sums every key.
+A sidecar writes ``outcomes/<sidecar-id>/<experiment>`` (no lease) every health interval while
+its counts change, read-modify-write under compare-and-swap: a restarted sidecar with the same
+id continues from what the key holds (see sidecar.outcome_publisher). The key outlives the
+sidecar; ``experiment report`` merges every key. ``m2`` (sum of squared deviations) is the
+precise spread; ``sum_sq`` stays for readers from before it was added.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ class OutcomeCounts:
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0
+    m2: float | None = None  # None: a record written before m2 existed
 
     def __post_init__(self) -> None:
         check_name(self.experiment, what="experiment name")
         check_name(self.variant, what="variant label")
         check_name(self.metric, what="metric name")
-        if self.n < 0 or not math.isfinite(self.total) or not math.isfinite(self.total_sq):
+        numbers = (self.total, self.total_sq, 0.0 if self.m2 is None else self.m2)
+        if self.n < 0 or not all(math.isfinite(v) for v in numbers):
             raise RecordError("outcome counts must be finite and n >= 0")
+        if self.m2 is not None and self.m2 < 0:
+            raise RecordError("outcome m2 must be >= 0")
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,7 @@ class OutcomeCounts:
             "n": self.n,
             "sum": self.total,
             "sum_sq": self.total_sq,
+            **({} if self.m2 is None else {"m2": self.m2}),
         }
 
     @classmethod
@@ -56,6 +63,7 @@ class OutcomeCounts:
             n=fields.integer(f, "n"),
             total=fields.number(f, "sum"),
             total_sq=fields.number(f, "sum_sq"),
+            m2=fields.number(f, "m2") if f.get("m2") is not None else None,
         )
 
 

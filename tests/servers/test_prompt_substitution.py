@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -10,7 +11,9 @@ from holdfast.keyspace import Pin, Release, Route
 from holdfast.keyspace.experiment import RouteExperiment, Variant
 from holdfast.keyspace.prompt import PromptVersion
 from sidecar.feedback import FEEDBACK_PATH, ExperimentBook
-from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest
+from sidecar.limits import LimitSettings
+from sidecar.prompt_filter import MAX_VARS_HEADER
+from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest, start_sidecar
 
 Json = dict[str, Any]
 V1 = "You are a careful support agent for {{shop}}."
@@ -185,3 +188,74 @@ async def test_feedback_is_counted_per_variant(sidecar: SidecarUnderTest) -> Non
     for release in releases.values():
         by_variant["a" if release == "r1" else "b"] += 1
     assert counts == by_variant
+
+
+async def test_feedback_is_one_outcome_per_session_and_bounded(sidecar: SidecarUnderTest) -> None:
+    experiment = RouteExperiment(
+        name="csat",
+        metric="score",
+        metric_type="mean",
+        variants=(Variant("a", "r1", 50.0), Variant("b", "r2", 50.0)),
+        started_at=1.0,
+    )
+    sidecar._put(KS.route(AGENT), Route(agent=AGENT, stable="r1", experiment=experiment).encode())
+    for session in ("y1", "y2"):
+        status, _, _, _ = await chat(sidecar, [REF[1]], session=session)
+        assert status == 200
+
+    async def post(data: bytes, headers: dict[str, str] | None = None) -> tuple[int, Json]:
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{sidecar.url}{FEEDBACK_PATH}", data=data, headers=hdrs) as r:
+                return r.status, await r.json()
+
+    def body(session: str, value: float) -> bytes:
+        return json.dumps({"session": session, "metric": "score", "value": value}).encode()
+
+    first = await post(body("y1", 3.0))
+    retried = await post(body("y1", 3.0))  # the agent retried: the same outcome, once
+    corrected = await post(body("y1", 5.0))  # a corrected value replaces the earlier one
+    assert first == (202, {**first[1], "recorded": True, "replaced": False})
+    assert retried[1]["replaced"] and corrected[1]["replaced"]
+    assert (await post(body("y2", 9.0)))[0] == 202
+    totals = {(o.variant, o.n, o.total) for o in _book(sidecar).outcomes()}
+    n = sum(o.n for o in _book(sidecar).outcomes())
+    assert n == 2 and sum(t for _, _, t in totals) == 14.0
+
+    # the body limit: 4 KiB, refused whole (413, OpenAI shape) with or without a length header
+    padded = json.dumps({"session": "y2", "metric": "score", "value": 1, "x": "p" * 5000})
+    status, answer = await post(padded.encode())
+    assert status == 413 and answer["error"]["code"] == "request_too_large"
+
+    async def chunks() -> Any:
+        yield padded.encode()[:3000]
+        yield padded.encode()[3000:]
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{sidecar.url}{FEEDBACK_PATH}", data=chunks()) as r:
+            assert r.status == 413 and (await r.json())["error"]["code"] == "request_too_large"
+    assert sum(o.n for o in _book(sidecar).outcomes()) == 2  # nothing half-counted
+
+
+async def test_prompt_vars_header_limit(fakellm: Any) -> None:
+    # the server's own header limit (8 KiB by default) would answer first: raise it past 16 KiB
+    sut = await start_sidecar(fakellm.url, limits=LimitSettings(max_header_bytes=40_000))
+    try:
+        sut.add_release("r1", "model-one")
+        put_prompt(sut, "1", V1, "active")
+        put_release(sut, "p1", {"support": "active"})
+        sut.set_stable("p1")
+        fits = json.dumps({"shop": "A" * (MAX_VARS_HEADER - 20)})
+        status, headers, _, sent = await chat(
+            sut, REF, session="h1", headers={"X-Holdfast-Prompt-Vars": fits}
+        )
+        assert status == 200 and headers["X-Holdfast-Prompt-Version"] == "support@1"
+        assert sent is not None and "A" * 100 in sent["messages"][0]["content"]
+        over = json.dumps({"shop": "A" * (MAX_VARS_HEADER + 10)})
+        status, _, answer, _ = await chat(
+            sut, REF, session="h2", headers={"X-Holdfast-Prompt-Vars": over}
+        )
+        assert status == 400 and answer["error"]["code"] == "prompt_variables"
+        assert f"over {MAX_VARS_HEADER} bytes" in answer["error"]["message"]
+    finally:
+        await sut.server.close()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 from scipy import stats as sp  # type: ignore[import-untyped]
 
 from configsvc.experiments import merge_reports
+from holdfast.experiments.series import counts_of, to_records
 from holdfast.experiments.stats import (
     Counts,
     report,
@@ -52,7 +54,7 @@ def test_t_quantile_and_interval_match_scipy() -> None:
 
 
 def test_two_proportion_z_matches_scipy_chi2() -> None:
-    a, b = Counts(500, 120, 120), Counts(480, 150, 150)
+    a, b = Counts.from_sums(500, 120, 120), Counts.from_sums(480, 150, 150)
     z, p = two_proportion_z(a, b)
     table = [[120, 380], [150, 330]]
     chi2, p_ref, _dof, _exp = sp.chi2_contingency(table, correction=False)
@@ -68,10 +70,10 @@ def test_wilson_matches_scipy() -> None:
 
 
 def test_report_states() -> None:
-    few = report(["a", "b"], {"a": Counts(5, 2, 2), "b": Counts(3, 1, 1)}, "rate")
+    few = report(["a", "b"], {"a": _counts([1, 1, 0, 0, 0]), "b": _counts([1, 0, 0])}, "rate")
     assert few["state"] == "not_enough_data"
     assert few["comparisons"][0]["p_value"] is None
-    many = {"a": Counts(200, 40, 40), "b": Counts(200, 70, 70)}
+    many = {"a": Counts.from_sums(200, 40, 40), "b": Counts.from_sums(200, 70, 70)}
     ready = report(["a", "b"], many, "rate")
     assert ready["state"] == "ready" and ready["comparisons"][0]["significant"]
     assert ready["variants"][0]["mean"] == pytest.approx(0.2)
@@ -101,6 +103,10 @@ def test_fleet_merge_equals_one_sidecar() -> None:
     snapshots.append(b"garbage")
     merged, sidecars, unreadable = merge_reports(snapshots, "e1", "score")
     assert (sidecars, unreadable) == (3, 1)
+    # under the keys they were read from: a report under another sidecar's key is refused
+    ids = ["s0", "s1", "s9", "s3"]
+    _m, sidecars, unreadable = merge_reports(snapshots, "e1", "score", sidecar_ids=ids)
+    assert (sidecars, unreadable) == (2, 2)
     whole = _counts(values["a"])
     assert merged["a"].n == 90 and math.isclose(merged["a"].total, whole.total)
     t, _df, p = welch_t(merged["a"], merged["b"])
@@ -130,3 +136,65 @@ def test_outcome_reports_round_trip_and_refuse_foreign_counts() -> None:
         OutcomeReport(experiment="e1", sidecar_id="bot.host-1", at=5.0, counts=(other,))
     with pytest.raises(RecordError):
         OutcomeReport(experiment="e1", sidecar_id="bad/id", at=5.0)
+
+
+def test_variance_keeps_precision_with_large_values() -> None:
+    # sum of squares minus sum**2 / n cancels catastrophically here; Welford / Chan do not
+    rng = random.Random(11)
+    values = [1e9 + rng.gauss(0, 1) for _ in range(500)]
+    ref = statistics.variance(values)
+    whole = _counts(values)
+    assert whole.variance == pytest.approx(ref, rel=1e-6)
+    naive = Counts.from_sums(len(values), sum(values), sum(v * v for v in values))
+    assert naive.variance != pytest.approx(ref, rel=1e-2)  # the old formula really loses it
+    parts = [_counts(values[i : i + 70]) for i in range(0, len(values), 70)]
+    merged = Counts()
+    for part in parts:
+        merged = merged.merged(part)
+    assert merged.n == 500 and merged.variance == pytest.approx(ref, rel=1e-6)
+    t, _df, p = welch_t(whole, _counts([v + 0.3 for v in values]))
+    ref_t = sp.ttest_ind([v + 0.3 for v in values], values, equal_var=False)
+    # the means themselves carry float64's rounding at 1e9 (~1e-7 absolute): looser here
+    assert t == pytest.approx(ref_t.statistic, rel=1e-5)
+    assert p == pytest.approx(ref_t.pvalue, rel=1e-4)
+
+
+def test_remove_and_without_undo_add_and_merge() -> None:
+    rng = random.Random(5)
+    values = [rng.uniform(-50, 50) for _ in range(60)]
+    whole = _counts(values)
+    less = whole.remove(values[7])
+    rest = values[:7] + values[8:]
+    assert less.n == 59 and less.total == pytest.approx(sum(rest))
+    assert less.variance == pytest.approx(statistics.variance(rest), rel=1e-9)
+    head, tail = _counts(values[:25]), _counts(values[25:])
+    back = whole.without(head)
+    assert back.n == tail.n and back.mean == pytest.approx(tail.mean, rel=1e-9)
+    assert back.variance == pytest.approx(tail.variance, rel=1e-9)
+    assert whole.without(whole) == Counts() and _counts([3.0]).remove(3.0) == Counts()
+
+
+def test_not_enough_data_says_why() -> None:
+    rate = report(["a", "b"], {"a": _counts([1.0] * 40), "b": _counts([1.0, 0.0] * 20)}, "rate")
+    assert rate["state"] == "not_enough_data"
+    reason = rate["comparisons"][0]["reason"]
+    assert reason == "a: 40 successes and 0 failures, needs at least 5 of each"
+    assert rate["variants"][1]["enough_data"] and not rate["variants"][0]["enough_data"]
+    small = report(["a", "b"], {"a": _counts([1.0, 2.0] * 20), "b": _counts([1.0] * 4)}, "mean")
+    assert small["comparisons"][0]["reason"] == "b: n = 4, needs n >= 30"
+
+
+def test_old_outcome_records_without_m2_still_read() -> None:
+    values = [2.0, 4.0, 9.0, 1.0]
+    old = OutcomeCounts(experiment="e1", variant="a", metric="m", n=4, total=16.0, total_sq=102.0)
+    assert "m2" not in old.to_map()
+    assert counts_of(OutcomeCounts.from_map(old.to_map())).variance == pytest.approx(
+        statistics.variance(values)
+    )
+    new = to_records("e1", [(("a", "m"), _counts(values))])[0]
+    decoded = OutcomeCounts.from_map(new.to_map())
+    assert decoded.m2 == pytest.approx(_counts(values).m2) and decoded.total_sq == 102.0
+    # a newer writer's extra fields are ignored, a negative spread refused
+    assert OutcomeCounts.from_map({**new.to_map(), "future": 1}) == decoded
+    with pytest.raises(RecordError):
+        OutcomeCounts.from_map({**new.to_map(), "m2": -1.0})

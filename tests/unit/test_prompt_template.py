@@ -161,7 +161,20 @@ def test_case_checks() -> None:
         (b"[]", "non-empty list"),
         (b'{"cases": [{"input": "x"}]}', "'expect' must be an object"),
         (b'{"cases": [{"input": "x", "expect": {"smells": 1}}]}', "unknown expectation"),
-        (b'{"cases": [{"input": "x", "expect": {"regex": "("}}]}', "does not compile"),
+        (b'{"cases": [{"input": "x", "expect": {"regex": "("}}]}', "'regex' refused: missing"),
+        # RE2 only: no backreferences, no lookaround (refused at load, never run)
+        (b'{"cases": [{"input": "x", "expect": {"regex": "(a)\\\\1"}}]}', "under RE2"),
+        (b'{"cases": [{"input": "x", "expect": {"regex": "(?=a)b"}}]}', "under RE2"),
+        (
+            b'{"cases": [{"input": "x", "expect": {"json_schema": {"type": "string",'
+            b' "pattern": "(?<!a)b"}}}]}',
+            "'json_schema' refused.*RE2",
+        ),
+        (
+            b'{"cases": [{"input": "x", "expect": {"json_schema":'
+            b' {"patternProperties": {"^a": {}}}}}]}',
+            "'patternProperties' is not supported",
+        ),
         (b'{"cases": [{"input": "x", "expect": {"json_schema": {"type": 3}}}]}', "is invalid"),
         (
             b'{"cases": [{"id": "a", "input": "x", "expect": {"contains": "a"}},'
