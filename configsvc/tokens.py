@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from configsvc.access import Role
-from holdfast.keyspace.keys import ID_RE
+from holdfast.names import ID_RE
+from sidecar.json_limits import JsonRefused, loads_bounded
 
 MAX_FILE_BYTES: Final = 1 << 20
 MAX_TOKEN_CHARS: Final = 4096
+LINE_DEPTH: Final = 8  # a line is one flat object; deeper is refused before it can recurse
 LEGACY_SUBJECT: Final = "token"  # the single $HOLDFAST_TOKEN: admin, audited as token:<actor>
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _FIELDS: Final = frozenset({"subject", "role", "sha256"})
@@ -62,9 +63,9 @@ def parse_tokens(text: str, *, source: str = "tokens file") -> tuple[TokenEntry,
             continue
         where = f"{source} line {number}"
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TokensFileError(f"{where}: not a JSON object ({exc.msg})") from None
+            obj = loads_bounded(line, LINE_DEPTH)
+        except JsonRefused as exc:  # bad syntax, nesting, NaN, a 4300-digit number
+            raise TokensFileError(f"{where}: not a JSON object ({exc})") from None
         if not isinstance(obj, dict):
             raise TokensFileError(f"{where}: not a JSON object")
         unknown = sorted(set(obj) - _FIELDS)

@@ -105,6 +105,10 @@ class Overloaded(SidecarError):
     """More proxied requests in flight than --max-concurrent-requests (Retry-After set)."""
 
 
+class ShuttingDown(SidecarError):
+    """SIGTERM's drain timeout ran out while this request was still in flight (retry it)."""
+
+
 class UpstreamHostRefused(SidecarError):
     """The provider or tool backend host is not allowed (--allow-upstream-host, SSRF guard)."""
 
@@ -126,6 +130,7 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
     MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),
     Overloaded: ErrorSpec(503, "holdfast_error", "overloaded"),
+    ShuttingDown: ErrorSpec(503, "holdfast_error", "shutting_down"),
     UpstreamHostRefused: ErrorSpec(502, "upstream_error", "upstream_host_not_allowed"),
     BudgetExhausted: ErrorSpec(429, "insufficient_quota", "budget_exhausted"),
     PriceUnknown: ErrorSpec(503, "holdfast_error", "price_unknown"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ USER: ChatCompletionUserMessageParam = {"role": "user", "content": "hello"}
 def stack(tmp_path: Path, fresh_etcd: EtcdNode, etcd_env: str) -> Iterator[Stack]:
     s = start_stack(tmp_path, etcd_env, [fresh_etcd.client_url])
     s.create_releases(("r1", "model-one"), ("r2", "model-two"))
-    s.ctl("route", "set-stable", AGENT, "r1")
+    s.set_stable("r1")
     yield s
     s.stop()
 
@@ -153,6 +154,123 @@ async def test_sigterm_drains_an_in_flight_stream_and_exits_zero(
     assert side.proc.wait(10) == 0
 
 
+async def model_stats(fake_url: str, model: str) -> dict[str, int]:
+    _, body = await get_json(f"{fake_url}/_control/stats")
+    stats: dict[str, int] = body["models"].get(model, {})
+    return stats
+
+
+async def until_in_flight(fake_url: str, model: str, count: int) -> None:
+    """Wait until the provider is serving ``count`` requests: they are truly in flight."""
+    deadline = time.monotonic() + 10
+    while (await model_stats(fake_url, model)).get("in_flight", 0) < count:
+        assert time.monotonic() < deadline, await model_stats(fake_url, model)
+        await asyncio.sleep(0.02)
+
+
+async def refuses_connections(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def test_sigterm_under_load_drains_every_request_in_flight_and_exits_zero(
+    stack: Stack, fresh_etcd: EtcdNode
+) -> None:
+    """Streams and plain requests in flight when SIGTERM lands all complete in full; the
+    listener closes at once; the process exits 0 well inside --drain-timeout."""
+    drain_timeout = 6.0
+    side = stack.start_sidecar(
+        [fresh_etcd.client_url], args=("--drain-timeout", str(drain_timeout))
+    )
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    async with aiohttp.ClientSession() as http:
+        behaviour = {"token_interval_ms": 60, "completion_tokens": 20, "latency_ms": 1200}
+        await http.put(f"{stack.fake.url}/_control/models/model-one", json=behaviour)
+
+        async def stream(n: int) -> tuple[int, bytes]:
+            body = {"model": AGENT, "messages": [USER], "stream": True, "user": f"s{n}"}
+            async with http.post(f"{side.url}/v1/chat/completions", json=body) as resp:
+                return resp.status, await resp.content.read()
+
+        async def plain(n: int) -> tuple[int, bytes]:
+            body = {"model": AGENT, "messages": [USER], "user": f"p{n}"}
+            async with http.post(f"{side.url}/v1/chat/completions", json=body) as resp:
+                return resp.status, await resp.read()
+
+        load = asyncio.gather(*(stream(n) for n in range(4)), *(plain(n) for n in range(4)))
+        await until_in_flight(stack.fake.url, "model-one", 8)
+        assert side.proc is not None
+        side.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while not await refuses_connections(side.url):  # the listener closes at once...
+            assert time.monotonic() - signalled < 1.0
+            await asyncio.sleep(0.02)
+        assert not load.done()  # ...while the requests in flight are still being served
+        results = await load
+    assert [status for status, _ in results] == [200] * 8
+    for _, raw in results[:4]:
+        assert raw.rstrip().endswith(b"data: [DONE]") and b'"error"' not in raw, raw[-200:]
+    for _, raw in results[4:]:
+        assert json.loads(raw)["choices"][0]["message"]["content"]
+    code = await asyncio.to_thread(side.proc.wait, drain_timeout)
+    assert code == 0 and time.monotonic() - signalled < drain_timeout
+    events = [e["event"] for e in side.log_events()]
+    assert "sidecar_drained" in events and "sidecar_drain_timeout_cut" not in events
+
+
+async def test_requests_that_outlast_the_drain_timeout_are_cut_and_the_exit_is_in_time(
+    stack: Stack, fresh_etcd: EtcdNode
+) -> None:
+    """A stream still running at --drain-timeout ends with an in-band error event; a request
+    still waiting for its provider gets 503 with Retry-After; the process exits 0 on time."""
+    drain_timeout = 1.5
+    side = stack.start_sidecar(
+        [fresh_etcd.client_url], args=("--drain-timeout", str(drain_timeout))
+    )
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    async with aiohttp.ClientSession() as http:
+        behaviour = {"token_interval_ms": 100, "completion_tokens": 100, "latency_ms": 20_000}
+        await http.put(f"{stack.fake.url}/_control/models/model-one", json=behaviour)
+        body = {"model": AGENT, "messages": [USER]}
+
+        async def plain() -> tuple[int, str, dict[str, Any], float]:
+            async with http.post(f"{side.url}/v1/chat/completions", json=body) as resp:
+                answer = await resp.json()
+                return resp.status, resp.headers.get("Retry-After", ""), answer, time.monotonic()
+
+        waiting = asyncio.ensure_future(plain())
+        async with http.post(
+            f"{side.url}/v1/chat/completions", json=body | {"stream": True}
+        ) as sse:
+            assert sse.status == 200
+            assert (await sse.content.readline()).startswith(b"data: ")
+            await until_in_flight(stack.fake.url, "model-one", 2)
+            assert side.proc is not None
+            side.proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            rest = await sse.content.read()
+            stream_cut = time.monotonic() - signalled
+        status, retry_after, answer, answered = await waiting
+    assert status == 503 and retry_after == "1", answer
+    refused, plain_cut = answer["error"], answered - signalled
+    events = [json.loads(e[6:]) for e in rest.split(b"\n\n") if e.startswith(b"data: {")]
+    assert events and events[-1]["error"]["code"] == "shutting_down", rest[-300:]
+    assert "drain timeout" in events[-1]["error"]["message"]
+    assert b"[DONE]" not in rest and any(e.get("choices") for e in events[:-1])
+    assert refused["code"] == "shutting_down" and "drain timeout" in refused["message"]
+    assert drain_timeout - 0.1 <= stream_cut < drain_timeout + 1.0
+    assert plain_cut < drain_timeout + 1.0
+    code = await asyncio.to_thread(side.proc.wait, drain_timeout + 5)
+    assert code == 0 and time.monotonic() - signalled < drain_timeout + 2.5
+    assert "sidecar_drain_timeout_cut" in [e["event"] for e in side.log_events()]
+
+
 def watching(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     """The initial list arrives before the watch exists; cut etcd off only once both did."""
     return lambda body: bool(body["etcd"]["connected"]) and check(body)
@@ -163,7 +281,7 @@ def cluster_stack(tmp_path: Path, etcd_cluster: EtcdCluster, etcd_env: str) -> I
     # configsvc talks to members 1 and 2; the sidecar under test only to member 0.
     s = start_stack(tmp_path, etcd_env, etcd_cluster.endpoints[1:])
     s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
-    s.ctl("route", "set-stable", AGENT, "r1")
+    s.set_stable("r1")
     yield s
     s.stop()
 

@@ -1,4 +1,5 @@
-"""Fuzz every record decoder and the flagd file parser: only RecordError/KeyError_/FlagFileError."""
+"""Fuzz every record decoder and the flagd file parser: only RecordError/KeyError_/FlagFileError,
+each input in bounded time and memory (tests/fuzz/bounds.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import importlib
 import inspect
 import json
 import pkgutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from holdfast.flags.definition import FlagFileError, parse_file
 from holdfast.keyspace.codec import RecordError
 from holdfast.keyspace.keys import KeyError_
 from sidecar.kinds import CONFIG_KINDS
+from tests.fuzz.bounds import bounded
 
 CORPUS = Path(__file__).parent / "corpus"
 OURS = (RecordError, KeyError_)
@@ -76,7 +77,7 @@ def test_record_decoders(cls: type[Any]) -> None:
     )
     def run(fields: dict[str, Any], junk: bytes) -> None:
         for data in (msgpack.packb({"_v": 1, "_k": cls.KIND, **fields}), junk):
-            with contextlib.suppress(*OURS):
+            with contextlib.suppress(*OURS), bounded(data):
                 cls.decode(data)
 
     run()
@@ -89,41 +90,38 @@ def test_record_decoders(cls: type[Any]) -> None:
     st.binary(max_size=512),
 )
 def test_config_kind_decoders(kind: str, parts: list[str], data: bytes) -> None:
-    with contextlib.suppress(*OURS):
+    with contextlib.suppress(*OURS), bounded(data):
         CONFIG_KINDS[kind](tuple(parts), data)
 
 
 @pytest.mark.parametrize("path", sorted((CORPUS / "records").iterdir()), ids=lambda p: p.name)
 def test_record_corpus(path: Path) -> None:
     data = path.read_bytes()
-    started = time.perf_counter()
     for cls in RECORDS:
-        with pytest.raises(OURS):
+        with pytest.raises(OURS), bounded((cls.__name__, path.name)):
             cls.decode(data)
     for kind, decode in CONFIG_KINDS.items():
-        with pytest.raises(OURS):
+        with pytest.raises(OURS), bounded((kind, path.name)):
             decode((kind,), data)
-    assert time.perf_counter() - started < 1.0
 
 
 def flag_document(raw: bytes) -> None:
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):
-        return
-    with contextlib.suppress(FlagFileError):
-        parse_file(document)
+    with bounded(raw):
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError):
+            return
+        with contextlib.suppress(FlagFileError):
+            parse_file(document)
 
 
 @FAST
 @given(PACKABLE.filter(lambda v: not isinstance(v, bytes)))
 def test_flag_files(document: Any) -> None:
-    with contextlib.suppress(FlagFileError):
+    with contextlib.suppress(FlagFileError), bounded(document):
         parse_file({"flags": {"f": document}} if isinstance(document, dict) else document)
 
 
 @pytest.mark.parametrize("path", sorted((CORPUS / "flags").iterdir()), ids=lambda p: p.name)
 def test_flag_corpus(path: Path) -> None:
-    started = time.perf_counter()
     flag_document(path.read_bytes())
-    assert time.perf_counter() - started < 1.0

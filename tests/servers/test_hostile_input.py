@@ -140,6 +140,35 @@ async def test_deep_and_hostile_json_refused(fakellm: procs.ManagedProcess) -> N
         await sut.server.close()
 
 
+@pytest.mark.parametrize("path", [CHAT, "/v1/embeddings", "/tools/search"])
+async def test_chunked_body_over_the_limit_is_413_and_nothing_forwarded(
+    fakellm: procs.ManagedProcess, path: str
+) -> None:
+    """No Content-Length to check up front: the limit holds while the body streams in."""
+    sut = await start(fakellm)  # max_body_bytes 64 KiB in this tier
+    filler = json.dumps(BODY)[:-1].encode() + b', "pad": "'
+
+    async def body() -> AsyncIterator[bytes]:
+        yield filler
+        for _ in range(64):  # 256 KiB in 4 KiB chunks, four times the limit
+            yield b"a" * 4096
+        yield b'"}'
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            await http.post(f"{fakellm.url}/_control/reset")
+            hdr = {"Content-Type": "application/json"}
+            async with http.post(sut.url + path, data=body(), headers=hdr) as resp:
+                assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+                assert resp.status == 413
+                err = (await resp.json())["error"]
+                assert err["code"] == "request_too_large" and "65536" in err["message"]
+            async with http.get(f"{fakellm.url}/_control/requests") as resp:
+                assert (await resp.json())["requests"] == []
+    finally:
+        await sut.server.close()
+
+
 async def test_header_count_and_size_limits(fakellm: procs.ManagedProcess) -> None:
     sut = await start(fakellm, max_headers=20, max_header_bytes=2048)
     try:
@@ -256,6 +285,31 @@ async def test_hop_by_hop_and_agent_credentials_not_forwarded(
         ):
             assert name not in got, name
         assert all("\r" not in v and "\n" not in v and "\x00" not in v for v in got.values())
+    finally:
+        await sut.server.close()
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r\nX-Injected: 1", " ", "\x00"])
+async def test_provider_key_with_whitespace_or_control_characters_is_never_sent(
+    fakellm: procs.ManagedProcess, bad: str
+) -> None:
+    """A key read from a secret file with its trailing newline: refused naming the variable,
+    never the key, and nothing reaches the provider (no header injection, no traceback)."""
+    sut = await start(fakellm)
+    sut.environ["BAD_KEY_VAR"] = PROVIDER_KEY + bad
+    sut.add_release("nl", "model-one", key_var="BAD_KEY_VAR")
+    sut.set_stable("nl")
+    try:
+        async with aiohttp.ClientSession() as http:
+            await http.post(f"{fakellm.url}/_control/reset")
+            async with http.post(sut.url + CHAT, json=BODY) as resp:
+                assert resp.status == 503
+                raw = await resp.text()
+            async with http.get(f"{fakellm.url}/_control/requests") as got:
+                assert (await got.json())["requests"] == []
+        err = json.loads(raw)["error"]
+        assert err["code"] == "provider_key_missing" and "BAD_KEY_VAR" in err["message"]
+        assert PROVIDER_KEY not in raw
     finally:
         await sut.server.close()
 

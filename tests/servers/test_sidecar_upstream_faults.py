@@ -141,3 +141,32 @@ async def test_client_disconnect_cancels_the_provider_stream_within_a_second(
     assert s["streams_cancelled"] == 1
     assert s["streams_completed"] == 0
     assert s["in_flight"] == 0
+
+
+async def test_client_disconnect_cancels_a_plain_provider_call_within_a_second(
+    sidecar: SidecarUnderTest, fakellm: procs.ManagedProcess
+) -> None:
+    """Non-streaming: the agent hangs up while the provider is still thinking; the sidecar's
+    call to the provider is cancelled, so the provider stops working for nobody."""
+    await behave(fakellm, "model-one", latency_ms=5000)
+    port = sidecar.server.port
+    assert port is not None
+    body = json.dumps({"model": "support", "messages": [USER]}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    deadline = time.monotonic() + 5
+    while (await stats(fakellm, "model-one")).get("in_flight") != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    writer.close()  # hang up mid-request
+    hung_up = time.monotonic()
+    while (await stats(fakellm, "model-one")).get("in_flight") != 0:
+        assert time.monotonic() - hung_up < 1.0, "the provider call outlived the agent"
+        await asyncio.sleep(0.02)
+    s = await stats(fakellm, "model-one")
+    assert s["requests"] == 1 and s["completion_tokens"] == 0  # cut short, never answered

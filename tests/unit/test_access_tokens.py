@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def test_no_token_mode_records_unauthenticated() -> None:
     ("text", "error"),
     [
         ("not json", "line 1: not a JSON object"),
+        ('{"subject": ' + "[" * 5000, "line 1: not a JSON object"),  # never a RecursionError
+        ('{"subject": ' + "9" * 5000 + "}", "line 1: not a JSON object"),  # nor int overflow
         ('{"subject": "a", "role": "admin"}', "missing field"),
         ('{"subject": "a", "role": "admin", "sha256": "ab", "x": 1}', "unknown field"),
         (line("a", "root", "t"), "unknown role"),
@@ -106,6 +109,42 @@ def test_tokens_file_loading(tmp_path: Path) -> None:
         environ={"HOLDFAST_TOKENS_FILE": str(path)},
     )  # fmt: skip
     assert settings.auth_required and "secret-canary" not in repr(settings)
+
+
+def test_token_lookup_compares_every_entry_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every presented token is hashed, then compared with every entry's hash through
+    hmac.compare_digest, whether it matches the first entry, the last or none: neither the
+    number of comparisons nor their operands (always two 32-byte digests, never the token
+    itself) depend on which token, if any, matched."""
+    tokens = [f"token-{i}-" + "x" * (i * 7) for i in range(5)]  # different lengths on purpose
+    text = "\n".join(line(f"s{i}", "viewer", t) for i, t in enumerate(tokens))
+    auth = Authorizer("legacy-token", parse_tokens(text))
+    digests = {hashlib.sha256(t.encode()).digest() for t in [*tokens, "legacy-token"]}
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr("configsvc.tokens.hmac.compare_digest", spy)
+    for presented, subject in [
+        (tokens[0], "s0"), (tokens[-1], "s4"), ("legacy-token", "token"),
+        ("token-1-", None), ("wrong", None), ("y" * 4000, None),
+    ]:  # fmt: skip
+        calls.clear()
+        identity = auth.book.identify(presented)
+        assert (identity.subject if identity else None) == subject
+        assert len(calls) == len(digests), presented[:20]
+        assert {b for _, b in calls} == digests  # every entry, each once
+        assert {a for a, _ in calls} == {hashlib.sha256(presented.encode()).digest()}
+        assert all(len(a) == len(b) == 32 for a, b in calls)
+    calls.clear()
+    with pytest.raises(Unauthorized):
+        auth.check(mutation=True, remote=REMOTE, headers=bearer("nope"))
+    assert len(calls) == len(digests)  # the HTTP path goes through the same comparison
 
 
 def test_every_mutation_in_the_table_is_a_mutation() -> None:
