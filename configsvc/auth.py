@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from configsvc.access import Role
+from configsvc.client_settings import ACTOR_HEADER as ACTOR_HEADER
 from configsvc.errors import Forbidden, InvalidRequest, Unauthorized
 from configsvc.tokens import LEGACY_SUBJECT, Identity, TokenBook, TokenEntry
 from holdfast.keyspace.keys import ID_RE
 
-ACTOR_HEADER: Final = "X-Holdfast-Actor"
 AUTH_HEADER: Final = "Authorization"
 DEFAULT_ACTOR: Final = "unknown"
 BEARER: Final = "bearer "

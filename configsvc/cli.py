@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
 from configsvc import (
     cli_budgets,
+    cli_categories,
     cli_contracts,
     cli_experiments,
     cli_flags,
@@ -24,22 +24,18 @@ from configsvc import (
     cli_traffic,
     render,
 )
+from configsvc.api_limits import MAX_HISTORY_LIMIT
 from configsvc.cli_etcd_roles import etcd_roles_main, register_etcd_roles
+from configsvc.cli_serve import register_serve, serve_main
 from configsvc.client import Client, Refused, Unreachable
-from configsvc.commands import Command
-from configsvc.payloads import MAX_HISTORY_LIMIT
-from configsvc.serve_limits import ServeLimitsError, add_serve_limit_options, serve_limits_from
-from configsvc.settings import (
-    DEFAULT_LISTEN,
+from configsvc.client_settings import (
     ENV_ACTOR,
     ENV_SERVER,
     ENV_TOKEN,
     SettingsError,
     load_client_settings,
-    load_serve_settings,
 )
-from holdfast.cliargs import ENV_ENV, ENV_ETCD
-from holdfast.etcd_tls_args import etcd_tls_options
+from configsvc.commands import Command
 
 PROG: Final = "holdfastctl"
 EXIT_OK: Final = 0
@@ -132,7 +128,8 @@ def release_show(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]
 
 def route_show(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
     body = c.show_route(a.agent)
-    return body, render.route(body)
+    rules = cli_categories.rules_text(body["route"])
+    return body, render.route(body) + (f"\n{rules}" if rules else "")
 
 
 def route_set_stable(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -168,41 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(p, suppress=False)
     nouns = p.add_subparsers(dest="noun", required=True, metavar="COMMAND")
 
-    serve = leaf(nouns, "serve", None, "run the config service")
-    serve.add_argument("--listen", default=None, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
-    serve.add_argument(
-        "--etcd", default=None, help=f"etcd endpoints, comma-separated (${ENV_ETCD})"
-    )
-    serve.add_argument("--env", default=None, help=f"environment (${ENV_ENV}, default dev)")
-    serve.add_argument(
-        "--tokens-file",
-        default=None,
-        help="JSON lines {subject, role, sha256} of accepted tokens ($HOLDFAST_TOKENS_FILE)",
-    )
-    serve.add_argument(
-        "--require-token-for-reads",
-        action="store_true",
-        help="reads need a token (viewer or above) from loopback peers too",
-    )
-    etcd_tls_options(serve)
-    serve.add_argument(
-        "--allow-no-token",
-        action="store_true",
-        help="accept unauthenticated changes (throwaway local use only)",
-    )
-    serve.add_argument(
-        "--probe-timeout",
-        type=float,
-        default=None,
-        help="seconds a switch's warm-up may take",
-    )
-    serve.add_argument(
-        "--rollout-tick", type=float, default=None, help="seconds between rollout controller checks"
-    )
-    serve.add_argument(
-        "--leader-ttl", type=int, default=None, help="lease TTL of the rollout leader, seconds"
-    )
-    add_serve_limit_options(serve)
+    register_serve(nouns, leaf)
 
     release = nouns.add_parser("release", help="immutable release bundles").add_subparsers(
         dest="verb", required=True, metavar="VERB"
@@ -250,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (
         cli_traffic, cli_rollout, cli_flags, cli_budgets, cli_contracts, cli_status,
-        cli_prompts, cli_experiments,
+        cli_prompts, cli_experiments, cli_categories,
     ):  # fmt: skip
         module.register(nouns, leaf)
     register_etcd_roles(nouns, leaf)
@@ -261,47 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure
-
-    configure(
-        level=os.environ.get(LOG_LEVEL_ENV, "info"),
-        fmt=os.environ.get(LOG_FORMAT_ENV, "json"),
-        service="configsvc",
-    )
-    try:
-        settings = load_serve_settings(
-            listen=args.listen,
-            etcd=args.etcd,
-            env=args.env,
-            token=args.token,
-            allow_no_token=args.allow_no_token,
-            environ=os.environ,
-            probe_timeout=args.probe_timeout,
-            rollout_tick=args.rollout_tick,
-            leader_ttl=args.leader_ttl,
-            tokens_file=args.tokens_file,
-            require_token_for_reads=args.require_token_for_reads,
-            etcd_ca=args.etcd_ca,
-            etcd_cert=args.etcd_cert,
-            etcd_key=args.etcd_key,
-            etcd_user=args.etcd_user,
-            etcd_server_name=args.etcd_server_name,
-            limits=serve_limits_from(args),
-        )
-    except (SettingsError, ServeLimitsError) as exc:
-        print(f"{PROG} serve: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    from configsvc.server import run  # the etcd client loads only for serve
-
-    return run(settings)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.noun == "serve":
-        return _serve(args)
+        return serve_main(args)
     if args.noun == "etcd-roles":
         return etcd_roles_main(args)
     if args.noun == "route" and args.verb == "aliases" and bool(args.names) == args.clear:

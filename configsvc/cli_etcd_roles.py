@@ -16,11 +16,9 @@ import sys
 from typing import Any, Final
 
 from configsvc.commands import Leaf
-from holdfast import etcd_roles
 from holdfast.cliargs import DEFAULT_ETCD, ENV_ETCD, parse_endpoints
 from holdfast.etcd_tls_args import etcd_security_from, etcd_tls_options
-from holdfast.etcdctl import EtcdctlError, EtcdctlTarget, apply
-from holdfast.keyspace import validate_name
+from holdfast.names import validate_name
 
 PROG: Final = "holdfastctl etcd-roles"
 MAX_PASSWORDS_BYTES: Final = 64 * 1024
@@ -66,6 +64,10 @@ def _passwords(path: str | None) -> dict[str, str]:
 
 
 def etcd_roles_main(args: argparse.Namespace) -> int:
+    # the role layout builds keys: the records load only for this command
+    from holdfast import etcd_roles
+    from holdfast.etcdctl import EtcdctlError, EtcdctlTarget, apply
+
     try:
         validate_name(args.env, what="environment")
         for agent in args.agents:

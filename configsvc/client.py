@@ -7,8 +7,7 @@ import json
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
-from configsvc.auth import ACTOR_HEADER
-from configsvc.settings import ClientSettings
+from configsvc.client_settings import ACTOR_HEADER, ClientSettings
 
 USER_AGENT: Final = "holdfastctl"
 
@@ -51,7 +50,11 @@ class Client:
         path: str,
         body: dict[str, Any] | None = None,
         query: dict[str, str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
+        """One request; ``timeout`` (seconds) overrides --timeout for a call known to be long."""
+        wait = self.settings.timeout if timeout is None else timeout
         url = self._base + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         headers[ACTOR_HEADER] = self.settings.actor
@@ -62,22 +65,22 @@ class Client:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = conn_cls(self._host, self._port, timeout=self.settings.timeout)
+        conn = conn_cls(self._host, self._port, timeout=wait)
         mutation = method != "GET"
         try:
             conn.request(method, url, body=data, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except TimeoutError as exc:
-            raise Unreachable(self._timeout_message(mutation)) from exc
+            raise Unreachable(self._timeout_message(mutation, wait)) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise Unreachable(f"cannot reach configsvc at {self.settings.server}: {exc}") from exc
         finally:
             conn.close()
         return self._decode(response.status, raw)
 
-    def _timeout_message(self, mutation: bool) -> str:
-        text = f"configsvc at {self.settings.server} did not answer in {self.settings.timeout}s"
+    def _timeout_message(self, mutation: bool, wait: float) -> str:
+        text = f"configsvc at {self.settings.server} did not answer in {wait:g}s"
         if mutation:
             text += "; the change may or may not have been applied: check `holdfastctl history`"
         return text

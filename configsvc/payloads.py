@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from configsvc.api_limits import MAX_HISTORY_LIMIT
 from configsvc.errors import InvalidRequest
 from holdfast.keyspace import RecordError, validate_name
 from holdfast.keyspace.fields import MAX_TEXT
@@ -25,7 +26,6 @@ from sidecar.json_limits import DEFAULT_MAX_JSON_DEPTH, JsonRefused, loads_bound
 
 MAX_ALIASES: Final = 64
 DEFAULT_HISTORY_LIMIT: Final = 50
-MAX_HISTORY_LIMIT: Final = 1000
 MAX_JSON_DEPTH: Final = DEFAULT_MAX_JSON_DEPTH  # request bodies are at most 64 KiB anyway
 
 

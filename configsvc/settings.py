@@ -5,30 +5,30 @@ Command-line values win over environment variables, which win over the defaults 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
+from configsvc.cli_serve import DEFAULT_LISTEN as DEFAULT_LISTEN
+
+# re-exported: the client's settings live apart so that a command imports little
+from configsvc.client_settings import ENV_ACTOR as ENV_ACTOR
+from configsvc.client_settings import ENV_SERVER as ENV_SERVER
+from configsvc.client_settings import ENV_TOKEN as ENV_TOKEN
+from configsvc.client_settings import ClientSettings as ClientSettings
+from configsvc.client_settings import SettingsError as SettingsError
+from configsvc.client_settings import load_client_settings as load_client_settings
+from configsvc.prompt_settings import EvalSettings, PromptSettingsError
 from configsvc.serve_limits import ServeLimits
 from configsvc.tokens import TokenEntry, TokensFileError, load_tokens_file
 from holdfast import cliargs
 from holdfast.cliargs import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
-from holdfast.keyspace import DEFAULT_ENV, validate_name
-from holdfast.keyspace.keys import ID_RE
+from holdfast.names import DEFAULT_ENV, validate_name
 from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_security
 
-ENV_TOKEN: Final = "HOLDFAST_TOKEN"  # noqa: S105 - a variable name, not a secret
-ENV_SERVER: Final = "HOLDFAST_SERVER"
-ENV_ACTOR: Final = "HOLDFAST_ACTOR"
 ENV_TOKENS_FILE: Final = "HOLDFAST_TOKENS_FILE"
 
-DEFAULT_LISTEN: Final = "127.0.0.1:8700"
-DEFAULT_SERVER: Final = "http://127.0.0.1:8700"
-DEFAULT_ACTOR: Final = "unknown"
-DEFAULT_CLIENT_TIMEOUT: Final = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
 MAX_BODY_BYTES: Final = 64 * 1024
 DEFAULT_PROBE_TIMEOUT: Final = 10.0
@@ -38,10 +38,6 @@ DEFAULT_LEADER_TTL: Final = 5
 DEFAULT_PROMPT_GATE: Final = 0.8
 ENV_PROMPT_GATE: Final = "HOLDFAST_PROMPT_GATE"
 ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
-
-
-class SettingsError(ValueError):
-    """A setting that cannot be used; the message names it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +58,7 @@ class ServeSettings:
     rollout_tick: float = DEFAULT_ROLLOUT_TICK
     leader_ttl: int = DEFAULT_LEADER_TTL
     prompt_gate: float = DEFAULT_PROMPT_GATE  # minimum eval pass rate to activate a prompt
+    evaluation: EvalSettings = field(default_factory=EvalSettings)  # HOLDFAST_EVAL_*, min cases
     limits: ServeLimits = field(default_factory=ServeLimits)
 
     def __post_init__(self) -> None:
@@ -110,29 +107,6 @@ class ServeSettings:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClientSettings:
-    server: str = DEFAULT_SERVER
-    token: str = ""
-    actor: str = DEFAULT_ACTOR
-    json_output: bool = False
-    timeout: float = DEFAULT_CLIENT_TIMEOUT
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.server)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SettingsError(f"--server {self.server!r}: need http(s)://host[:port]")
-        if not ID_RE.fullmatch(self.actor):
-            raise SettingsError(
-                f"actor {self.actor!r}: use 1-128 characters of letters, digits and ._:@-"
-            )
-        if self.timeout <= 0:
-            raise SettingsError("--timeout must be positive")
-
-    def __repr__(self) -> str:
-        return f"ClientSettings(server={self.server}, actor={self.actor})"
-
-
 def load_serve_settings(
     *,
     listen: str | None,
@@ -165,7 +139,8 @@ def load_serve_settings(
             server_name=etcd_server_name,
             environ=environ,
         )
-    except (TokensFileError, SecurityError) as exc:
+        evaluation = EvalSettings.from_environ(environ)
+    except (TokensFileError, SecurityError, PromptSettingsError) as exc:
         raise SettingsError(str(exc)) from exc
     return ServeSettings(
         listen_host=host,
@@ -184,6 +159,7 @@ def load_serve_settings(
         rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
         leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
         prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
+        evaluation=evaluation,
         limits=limits if limits is not None else ServeLimits(),
     )
 
@@ -195,25 +171,3 @@ def _rate(text: str, default: float) -> float:
         return float(text)
     except ValueError as exc:
         raise SettingsError(f"${ENV_PROMPT_GATE} is not a number: {text!r:.40}") from exc
-
-
-def default_actor(environ: Mapping[str, str]) -> str:
-    return environ.get(ENV_ACTOR) or environ.get("USER") or DEFAULT_ACTOR
-
-
-def load_client_settings(
-    *,
-    server: str | None,
-    token: str | None,
-    actor: str | None,
-    json_output: bool,
-    timeout: float | None,
-    environ: Mapping[str, str] = os.environ,
-) -> ClientSettings:
-    return ClientSettings(
-        server=(server or environ.get(ENV_SERVER, "") or DEFAULT_SERVER).rstrip("/"),
-        token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
-        actor=actor or default_actor(environ),
-        json_output=json_output,
-        timeout=DEFAULT_CLIENT_TIMEOUT if timeout is None else timeout,
-    )

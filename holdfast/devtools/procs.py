@@ -41,8 +41,13 @@ class ManagedProcess:
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     _log: IO[bytes] | None = None
+    _offset: int = 0
 
     def start(self, timeout: float = 20.0) -> ManagedProcess:
+        return self.spawn().ready(timeout)
+
+    def spawn(self) -> ManagedProcess:
+        """Start the process without waiting (``ready`` waits): several can boot at once."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         offset = self.log_path.stat().st_size
@@ -56,7 +61,11 @@ class ManagedProcess:
             env={**os.environ, **self.env},
             start_new_session=True,
         )
-        event = self._wait_for(self.ready_event, offset, timeout)
+        self._offset = offset
+        return self
+
+    def ready(self, timeout: float = 20.0) -> ManagedProcess:
+        event = self._wait_for(self.ready_event, self._offset, timeout)
         self.port = int(event.get("port", 0))
         return self
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final
 
-ROOT: Final = "/holdfast"
-DEFAULT_ENV: Final = "dev"
+# re-exported: the rest of the code base names them here
+from holdfast.names import DEFAULT_ENV as DEFAULT_ENV
+from holdfast.names import FLAG_KEY_RE as FLAG_KEY_RE
+from holdfast.names import ID_RE as ID_RE
+from holdfast.names import NAME_RE as NAME_RE
+from holdfast.names import KeyError_ as KeyError_
+from holdfast.names import validate_id as validate_id
+from holdfast.names import validate_name as validate_name
 
-# Names end up inside etcd keys, URLs and Prometheus labels; one conservative alphabet for all.
-NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-# Sessions and sidecar ids come from agents and hosts: wider alphabet, still no "/".
-ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-# Flag keys follow flagd files (camelCase is common there): no "/", 1-128 characters.
-FLAG_KEY_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ROOT: Final = "/holdfast"
+
 AUDIT_REVISION_DIGITS: Final = 20
 
 KINDS: Final = (
@@ -52,28 +53,6 @@ _SEGMENTS: Final = {
     "prices": 1,
     "outcomes": 2,
 }
-
-
-class KeyError_(ValueError):
-    """A name or key that does not fit the keyspace."""
-
-
-def validate_name(value: str, *, what: str) -> str:
-    if not NAME_RE.fullmatch(value):
-        raise KeyError_(
-            f"invalid {what} {value!r}: use 1-63 characters of a-z, 0-9, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return value
-
-
-def validate_id(value: str, *, what: str) -> str:
-    if not ID_RE.fullmatch(value):
-        raise KeyError_(
-            f"invalid {what} {value!r}: use 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', "
-            "'@' or '-', starting with a letter or digit"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +108,11 @@ class Keyspace:
         return f"{self.prefix}experiments/{validate_name(name, what='experiment')}"
 
     def outcome(self, experiment: str, sidecar_id: str) -> str:
-        """One sidecar's cumulative experiment outcomes; no lease: they outlive the sidecar."""
+        """One sidecar's cumulative experiment outcomes; no lease: they outlive the sidecar.
+        The sidecar id comes first so that an etcd role can grant an agent's sidecars
+        ``outcomes/<agent>.`` and nothing else (holdfast.etcd_roles)."""
         name = validate_name(experiment, what="experiment")
-        return f"{self.prefix}outcomes/{name}/{validate_id(sidecar_id, what='sidecar id')}"
-
-    def outcomes_of(self, experiment: str) -> str:
-        return f"{self.prefix}outcomes/{validate_name(experiment, what='experiment')}/"
+        return f"{self.prefix}outcomes/{validate_id(sidecar_id, what='sidecar id')}/{name}"
 
     def contract(self, tool: str, version: str) -> str:
         tool = validate_name(tool, what="tool")
@@ -148,9 +126,10 @@ class Keyspace:
         return f"{self.prefix}quotas/{validate_id(scope, what='budget scope')}"
 
     def spend(self, scope: str, holder: str) -> str:
-        """One sidecar's spend against a fleet-wide budget (written by it, under its lease)."""
+        """One sidecar's spend against a fleet-wide budget (written by it, under its lease).
+        Holder first, like outcomes: an agent's sidecars may write ``spend/<agent>.`` only."""
         scope = validate_id(scope, what="budget scope")
-        return f"{self.prefix}spend/{scope}/{validate_id(holder, what='quota holder')}"
+        return f"{self.prefix}spend/{validate_id(holder, what='quota holder')}/{scope}"
 
     def prices(self) -> str:
         """The fleet's one price table (holdfast.keyspace.price)."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from configsvc.client import Client
+from configsvc.client_settings import ClientSettings
 from holdfast.devtools import procs
 
 AGENT = "support"
@@ -43,20 +45,26 @@ class Stack:
             raise AssertionError(f"holdfastctl {args} -> {result.returncode}: {result.stderr}")
         return result
 
+    def api(self) -> Client:
+        """configsvc's HTTP API in process: set-up that is not itself under test skips the
+        CLI's process start (tests of the CLI call ``ctl``)."""
+        return Client(ClientSettings(server=self.svc.url, token=self.token, actor="e2e"))
+
     def create_releases(self, *names_models: tuple[str, str]) -> None:
+        api = self.api()
         for name, model in names_models:
-            self.ctl(
-                "release",
-                "create",
+            api.create_release(
                 AGENT,
-                name,
-                "--model",
-                model,
-                "--base-url",
-                f"{self.fake.url}/v1",
-                "--api-key-env",
-                KEY_VAR,
+                {
+                    "release": name,
+                    "model": model,
+                    "base_url": f"{self.fake.url}/v1",
+                    "api_key_env": KEY_VAR,
+                },
             )
+
+    def set_stable(self, release: str) -> None:
+        self.api().set_stable(AGENT, release, "", None)
 
     def start_sidecar(
         self,
@@ -66,6 +74,7 @@ class Stack:
         state_dir: Path | None = None,
         port: int = 0,
         args: Sequence[str] = (),
+        wait: bool = True,
     ) -> procs.ManagedProcess:
         proc = procs.sidecar(
             self.base / "logs",
@@ -79,9 +88,16 @@ class Stack:
             name=name,
             port=port,
             extra_env={KEY_VAR: self.provider_key},
-        ).start()
+        ).spawn()
         self.sidecars.append(proc)
-        return proc
+        return proc.ready() if wait else proc
+
+    def start_sidecars(
+        self, etcd: Sequence[str], names: Sequence[str], *, args: Sequence[str] = ()
+    ) -> list[procs.ManagedProcess]:
+        """Several sidecars booting at once (each is ready when this returns)."""
+        started = [self.start_sidecar(etcd, name=n, args=args, wait=False) for n in names]
+        return [p.ready() for p in started]
 
     def stop(self) -> None:
         for proc in [*self.sidecars, self.svc, self.fake]:
@@ -89,12 +105,14 @@ class Stack:
 
 
 def start_stack(base: Path, env: str, etcd: Sequence[str], svc_args: Sequence[str] = ()) -> Stack:
-    fake = procs.fakellm(base / "logs").start()
+    fake = procs.fakellm(base / "logs").spawn()
     token = secrets.token_hex(8)
     provider_key = "sk-" + secrets.token_hex(8)
     svc = procs.configsvc(base / "logs", etcd, env, token, *svc_args)
     svc.env[KEY_VAR] = provider_key  # configsvc calls the provider too: a switch's probe
-    svc.start()
+    svc.spawn()
+    fake.ready()
+    svc.ready()
     return Stack(base=base, env=env, fake=fake, svc=svc, token=token, provider_key=provider_key)
 
 

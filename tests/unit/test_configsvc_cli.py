@@ -6,8 +6,8 @@ import pytest
 
 from configsvc import cli
 from configsvc.client import Client, Refused, Unreachable
+from configsvc.client_settings import DEFAULT_SERVER
 from configsvc.settings import (
-    DEFAULT_SERVER,
     MAX_BODY_BYTES,
     ClientSettings,
     ServeSettings,
