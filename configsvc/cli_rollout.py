@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from configsvc import render_health
+from configsvc.api_limits import ROLLOUT_ACTIONS as ACTIONS
 from configsvc.client import Client, segment
 from configsvc.commands import Leaf
 from configsvc.render import fields, value, when
-from configsvc.rollout_ops import ACTIONS
 
 
 def _path(agent: str) -> str:
@@ -80,7 +80,11 @@ POLICY_FLAGS = {
 
 
 def policy(a: argparse.Namespace) -> dict[str, Any] | None:
-    given = {k: getattr(a, k) for k in POLICY_FLAGS if getattr(a, k, None) is not None}
+    given: dict[str, Any] = {
+        k: getattr(a, k) for k in POLICY_FLAGS if getattr(a, k, None) is not None
+    }
+    if a.migrate_on_abort:
+        given["migrate_on_abort"] = True
     if not given and not a.health_gate:
         return None
     return given
@@ -101,8 +105,20 @@ def status(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def _action(name: str) -> Any:
     def run(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
-        body = c.call("POST", f"{_path(a.agent)}/{name}", {"reason": a.reason})
-        return body, render_change(name, body)
+        payload: dict[str, Any] = {"reason": a.reason}
+        if getattr(a, "migrate", False):
+            payload["migrate"] = True
+        body = c.call("POST", f"{_path(a.agent)}/{name}", payload)
+        text = render_change(name, body)
+        moved = body.get("migration")
+        if moved:
+            text += "\n" + (
+                f"migration: {moved['error']}"
+                if "error" in moved
+                else f"migrated {moved['migrated']} session(s) from {moved['from']} to "
+                f"{moved['to']}, skipped {moved['skipped']}"
+            )
+        return body, text
 
     return run
 
@@ -124,6 +140,11 @@ def register(nouns: Any, leaf: Leaf) -> None:
         "defaults: error-rate delta 0.05, p95 ratio 1.5) turns automatic rollback on",
     )
     gate.add_argument("--health-gate", action="store_true", help="use the default thresholds")
+    gate.add_argument(
+        "--migrate-on-abort",
+        action="store_true",
+        help="when the gate aborts, also move the canary's pinned sessions to stable",
+    )
     for flag, kind in POLICY_FLAGS.items():
         gate.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, default=None)
     sp = leaf(verbs, "status", status, "show an agent's rollout")
@@ -132,9 +153,15 @@ def register(nouns: Any, leaf: Leaf) -> None:
         "pause": "stop the clock; the canary keeps its share",
         "resume": "restart the clock where it stopped",
         "promote": "make the rollout's release stable now",
-        "abort": "canary to 0% at once; pinned sessions stay where they are",
+        "abort": "canary to 0% at once; pinned sessions stay where they are (or --migrate)",
     }
     for verb in ACTIONS:
         sp = leaf(verbs, verb, _action(verb), helps[verb])
         sp.add_argument("agent")
         sp.add_argument("--reason", default="")
+        if verb == "abort":
+            sp.add_argument(
+                "--migrate",
+                action="store_true",
+                help="also move the aborted release's pinned sessions to stable",
+            )

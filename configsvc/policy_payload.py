@@ -15,7 +15,14 @@ from holdfast.keyspace import RecordError
 from holdfast.keyspace.policy import THRESHOLDS, HealthPolicy
 
 POLICY_FIELDS: Final = frozenset(
-    {*THRESHOLDS, "min_samples", "fails_to_abort", "inconclusive_after", "window"}
+    {
+        *THRESHOLDS,
+        "min_samples",
+        "fails_to_abort",
+        "inconclusive_after",
+        "window",
+        "migrate_on_abort",
+    }
 )
 
 
@@ -70,6 +77,12 @@ def parse_policy(raw: Any) -> HealthPolicy | None:
         given["inconclusive_after_s"] = after
     if (window := _seconds(raw, "window")) is not None:
         given["window_s"] = window
+    if "migrate_on_abort" in raw:
+        if not isinstance(raw["migrate_on_abort"], bool):
+            raise InvalidRequest(
+                "policy.migrate_on_abort must be true or false", param="policy.migrate_on_abort"
+            )
+        given["migrate_on_abort"] = raw["migrate_on_abort"]
     try:
         return HealthPolicy(**given)
     except RecordError as exc:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from configsvc import rollout_plan
 from configsvc.api import _actor, _agent, _json, change_json, read_body
-from configsvc.errors import InvalidRequest, StoreDown
+from configsvc.errors import ConfigsvcError, InvalidRequest, StoreDown
 from configsvc.health_gate import PolicyGate
 from configsvc.leader import Election
 from configsvc.payloads import name, parse_object, text
@@ -91,9 +91,24 @@ class RolloutApi:
                 f"unknown rollout action {action!r:.30}; one of: {', '.join(ACTIONS)}",
                 param="action",
             )
-        obj = parse_object(await read_body(request), frozenset({"reason"}), empty_ok=True)
-        change = await self.ops.act(agent, action, actor, text(obj, "reason"))
-        return _json(change_json(change))
+        obj = parse_object(
+            await read_body(request), frozenset({"reason", "migrate"}), empty_ok=True
+        )
+        migrate = obj.get("migrate", False)
+        if not isinstance(migrate, bool) or (migrate and action != "abort"):
+            raise InvalidRequest("'migrate' is true or false, and only for abort", param="migrate")
+        reason = text(obj, "reason")
+        change = await self.ops.act(agent, action, actor, reason)
+        body = change_json(change)
+        if migrate:
+            try:
+                body["migration"] = await self.ops.migrate_aborted(change, actor, reason)
+            except ConfigsvcError as exc:  # the abort stands: say what is left to do
+                body["migration"] = {
+                    "error": f"{exc.message}; the abort is done, rerun the migration with "
+                    f"`holdfastctl pins migrate {agent} --from RELEASE --to STABLE`"
+                }
+        return _json(body)
 
     def routes(self) -> list[web.RouteDef]:
         base = "/v1/agents/{agent}/rollout"

@@ -16,6 +16,7 @@ from configsvc.errors import ConfigsvcError
 from configsvc.leader import Election
 from configsvc.leader_loop import LeaderLoop
 from configsvc.rollout_ops import RolloutOps
+from configsvc.service import RouteChange
 from holdfast.keyspace import Rollout
 from holdfast.logs import get_logger
 
@@ -69,6 +70,18 @@ class RolloutController:
     async def close(self) -> None:
         await self._loop.close()
 
+    async def _migrate(self, change: RouteChange, reason: str) -> None:
+        """The policy asked for it: the aborted canary's sessions to stable. Once: a failure
+        is logged for an operator (`pins migrate`), the rollout is over either way."""
+        try:
+            moved = await self.ops.migrate_aborted(change, rollout_plan.CONTROLLER, reason)
+        except ConfigsvcError as exc:
+            log.warning(
+                "rollout_abort_migration_failed", agent=change.route.agent, error=exc.message
+            )
+            return
+        log.warning("rollout_abort_migrated", agent=change.route.agent, migrated=moved["migrated"])
+
     async def run_once(self) -> int:
         """Judge every active rollout, act on the verdict, advance the due ones; returns how
         many routes changed."""
@@ -93,6 +106,9 @@ class RolloutController:
                         decision.reason,
                         extra={"health_gate": decision.evidence} if decision.evidence else None,
                     )
+                    wants_migration = rollout.policy is not None and rollout.policy.migrate_on_abort
+                    if decision.action == "abort" and change.changed and wants_migration:
+                        await self._migrate(change, decision.reason)
                 elif decision.action == "hold":
                     if self._held.get(route.agent) != decision.reason:
                         log.info("rollout_gate_hold", agent=route.agent, reason=decision.reason)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc import errors, rollout_plan
+from configsvc.api_limits import ROLLOUT_ACTIONS
+from configsvc.pins import PinOps, Selection
 from configsvc.service import ConfigService, RouteChange, RouteEdit, store_read
 from holdfast.keyspace import RecordError, Route
 from holdfast.keyspace.policy import HealthPolicy
@@ -13,7 +15,7 @@ from holdfast.logs import get_logger
 
 log = get_logger(__name__)
 
-ACTIONS: Final = ("pause", "resume", "promote", "abort")
+ACTIONS: Final = ROLLOUT_ACTIONS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,10 +28,12 @@ class StartRollout:
 
 
 class RolloutOps:
-    def __init__(self, service: ConfigService) -> None:
+    def __init__(self, service: ConfigService, pins: PinOps | None = None) -> None:
         self.service = service
+        self.pins = pins if pins is not None else PinOps(service)
 
     async def start(self, agent: str, req: StartRollout, actor: str) -> RouteChange:
+        await self.service.get_route(agent)  # an unknown agent says so, not "no such release"
         await self.service.get_release(agent, req.release)
 
         def edit(current: Route | None) -> Route:
@@ -89,6 +93,19 @@ class RolloutOps:
             actor=actor,
         )
         return change
+
+    async def migrate_aborted(self, change: RouteChange, actor: str, reason: str) -> dict[str, Any]:
+        """After an abort: the aborted release's pinned sessions to stable (audited as
+        ``rollout.abort_migrate``; each session is told by X-Holdfast-Migrated-From); what
+        moved, as ``pins migrate`` reports it."""
+        route, rollout = change.route, change.route.rollout
+        if rollout is None or rollout.state != "aborted":
+            raise errors.InvalidRequest("only an aborted rollout's sessions can be migrated")
+        selection = Selection(agent=route.agent, source=rollout.release, target=route.stable)
+        migration = await self.pins.migrate(
+            selection, actor, reason or "rollout abort --migrate", action="rollout.abort_migrate"
+        )
+        return migration.to_json(selection)
 
     async def advance(self, agent: str) -> RouteChange:
         def edit(current: Route | None) -> Route:

@@ -15,6 +15,7 @@ from configsvc.auth import Authorizer
 from configsvc.budget_api import BudgetApi
 from configsvc.budget_controller import BUDGET_ELECTION, BudgetController
 from configsvc.budgets import BudgetOps
+from configsvc.category_api import CategoryApi
 from configsvc.contracts import ContractOps
 from configsvc.contracts_api import ContractsApi
 from configsvc.errors import ConfigsvcError
@@ -40,6 +41,7 @@ from configsvc.status_api import StatusApi
 from configsvc.traffic import TrafficOps
 from configsvc.traffic_api import TrafficApi
 from holdfast.cliargs import LOOPBACK_HOSTS
+from holdfast.http_logs import redact_parse_errors
 from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
 from holdfast.store import StoreError
@@ -96,7 +98,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
     # One HTTP session for every switch's warm-up probe, for the life of the process.
     upstream = settings.limits.host_policy()
     prober = Prober(timeout=settings.probe_timeout, prompt=settings.probe_prompt, policy=upstream)
-    evaluator = Evaluator(policy=upstream)
+    evaluator = Evaluator(settings=settings.evaluation, policy=upstream)
     try:
         service = ConfigService(store, Keyspace(settings.env))
         try:
@@ -107,7 +109,8 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             await finalize_leftovers(service)
         if not settings.auth_required:
             log.warning("configsvc_auth_disabled", hint="anyone on this host can change config")
-        rollouts = RolloutOps(service)
+        pins = PinOps(service)
+        rollouts = RolloutOps(service, pins)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
         fleet = FleetHealth(store, service.keyspace)
         gate = PolicyGate(fleet)
@@ -118,8 +121,9 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
         budget_controller = BudgetController(store, service.keyspace, budget_election)
         await prober.start()
         await evaluator.start()
-        prompts = PromptOps(service, gate=settings.prompt_gate)
-        pins = PinOps(service)
+        prompts = PromptOps(
+            service, gate=settings.prompt_gate, min_cases=settings.evaluation.min_cases
+        )
         traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
         app = build_app(
             service,
@@ -133,6 +137,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
                 traffic,
                 ContractsApi(ContractOps(service)),
                 FlagsApi(FlagOps(service)),
+                CategoryApi(service),
                 BudgetApi(BudgetOps(service)),
                 PromptsApi(prompts, evaluator),
                 ExperimentsApi(ExperimentOps(service)),
@@ -181,6 +186,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
 
 def run(settings: ServeSettings) -> int:
     """Serve until signalled: 0 after a graceful stop, 1 if it cannot listen, 2 on bad --etcd."""
+    redact_parse_errors()  # a malformed request's bytes (its token too) stay out of logs
     try:
         store = EtcdStore(settings.etcd_endpoints, security=settings.etcd_security)
     except ValueError as exc:

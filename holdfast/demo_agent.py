@@ -78,7 +78,10 @@ async def converse(
             )
             messages.append({"role": "assistant", "content": text})
         except openai.OpenAIError as exc:
-            convo.turns.append(Turn(at, "-", ok=False, error=f"{type(exc).__name__}: {exc}"))
+            served = "-"
+            if isinstance(exc, openai.APIStatusError):  # the sidecar says which release failed
+                served = exc.response.headers.get("x-holdfast-release", "-")
+            convo.turns.append(Turn(at, served, ok=False, error=f"{type(exc).__name__}: {exc}"))
         await asyncio.sleep(THINK_S)
 
 
@@ -97,7 +100,11 @@ async def worker(
         await converse(client, agent, f"w{number}-c{count:03d}", t0, log)
 
 
-def report(log: list[Conversation], marks: list[tuple[float, str]]) -> int:
+def report(
+    log: list[Conversation], marks: list[tuple[float, str]], *, bad: tuple[str, float] | None = None
+) -> int:
+    """Print what happened; 0 when it kept its promises. ``bad``: a release whose provider was
+    broken on purpose at that time -- its failed turns are the incident, every other one a bug."""
     say("\nNew conversations per second, by the release they were given:")
     by_second: dict[int, Counter[str]] = {}
     for c in log:
@@ -110,11 +117,14 @@ def report(log: list[Conversation], marks: list[tuple[float, str]]) -> int:
         say(f"  [{at:5.2f}s] {what}")
     turns = [t for c in log for t in c.turns]
     failures = [t for t in turns if not t.ok]
+    expected = [
+        t for t in failures if bad is not None and (t.release, True) == (bad[0], t.at >= bad[1])
+    ]
     flipped, migrated = [], []
     for c in log:
-        releases = [t.release for t in c.turns if t.ok]
-        changes = [i for i in range(1, len(releases)) if releases[i] != releases[i - 1]]
-        told = all(c.turns[i].migrated_from == releases[i - 1] for i in changes)
+        served = [t for t in c.turns if t.ok]  # a failed turn was served by nothing
+        changes = [i for i in range(1, len(served)) if served[i].release != served[i - 1].release]
+        told = all(served[i].migrated_from == served[i - 1].release for i in changes)
         if changes and told:
             migrated.append(c)
         elif changes:
@@ -122,15 +132,23 @@ def report(log: list[Conversation], marks: list[tuple[float, str]]) -> int:
     say(
         f"\nConversations: {len(log)}, turns: {len(turns)}, failed turns: {len(failures)}"
         f"\nConversations that changed release on their own: {len(flipped)}"
-        f"\nConversations moved by the operator's migration (and told so): {len(migrated)}"
+        f"\nConversations moved by a migration (and told so): {len(migrated)}"
     )
-    for c in migrated[:3]:
+    if bad is not None:
+        say(
+            f"Failed turns on {bad[0]} after its provider broke at {bad[1]:.1f}s, before the "
+            f"rollback moved its conversations: {len(expected)}; any other failure: "
+            f"{len(failures) - len(expected)}"
+        )
+    # one example per release the migrations moved conversations away from
+    examples = {next(t.migrated_from for t in c.turns if t.migrated_from): c for c in migrated}
+    for c in list(examples.values())[:3]:
         path = " → ".join(
             t.release + (f" (told: from {t.migrated_from})" if t.migrated_from else "")
             for t in c.turns
         )
         say(f"  {c.session}: {path}")
-    for f in failures[:5]:
+    for f in [t for t in failures if t not in expected][:5]:
         say(f"  failed at {f.at:5.2f}s: {f.error}")
-    ok = not failures and not flipped and len({t.release for t in turns}) >= 2
+    ok = len(failures) == len(expected) and not flipped and len({t.release for t in turns}) >= 2
     return 0 if ok else 1

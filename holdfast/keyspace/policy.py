@@ -18,6 +18,8 @@ DEFAULT_MAX_P95_RATIO: Final = 1.5
 DEFAULT_MIN_SAMPLES: Final = 50
 DEFAULT_FAILS_TO_ABORT: Final = 3
 DEFAULT_WINDOW_S: Final = 60.0
+# Waiting this long (running time) for enough data pauses the rollout and says why.
+DEFAULT_INCONCLUSIVE_AFTER_S: Final = 600.0
 MAX_FAILS_TO_ABORT: Final = 100
 MAX_DEADLINE_S: Final = 7 * 24 * 3600.0
 # threshold name -> (lowest, highest) accepted value
@@ -41,8 +43,11 @@ class HealthPolicy:
     min_shadow_similarity: float | None = None
     min_samples: int = DEFAULT_MIN_SAMPLES  # per side, per scope (overall or one category)
     fails_to_abort: int = DEFAULT_FAILS_TO_ABORT  # consecutive failing evaluations
-    inconclusive_after_s: float = 0.0  # 0: wait for data for ever (the step just holds)
+    inconclusive_after_s: float = DEFAULT_INCONCLUSIVE_AFTER_S  # 0: wait for ever (step holds)
     window_s: float = DEFAULT_WINDOW_S
+    # The operator's say-so in advance: when the gate aborts, the canary's pinned sessions are
+    # migrated to stable too (each told by X-Holdfast-Migrated-From); otherwise they stay.
+    migrate_on_abort: bool = False
 
     def __post_init__(self) -> None:
         for name, (low, high) in THRESHOLDS.items():
@@ -68,6 +73,7 @@ class HealthPolicy:
             "fails_to_abort": self.fails_to_abort,
             "inconclusive_after_s": self.inconclusive_after_s,
             "window_s": self.window_s,
+            "migrate_on_abort": self.migrate_on_abort,
         }
 
     @classmethod
@@ -82,6 +88,9 @@ class HealthPolicy:
             **values,
             min_samples=fields.integer(f, "min_samples", default=DEFAULT_MIN_SAMPLES),
             fails_to_abort=fields.integer(f, "fails_to_abort", default=DEFAULT_FAILS_TO_ABORT),
-            inconclusive_after_s=fields.optional_number(f, "inconclusive_after_s", 0.0),
+            inconclusive_after_s=fields.optional_number(
+                f, "inconclusive_after_s", DEFAULT_INCONCLUSIVE_AFTER_S
+            ),
             window_s=fields.optional_number(f, "window_s", DEFAULT_WINDOW_S),
+            migrate_on_abort=fields.flag(f, "migrate_on_abort"),
         )

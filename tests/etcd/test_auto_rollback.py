@@ -35,7 +35,7 @@ SIDECAR_ARGS = ("--health-interval", "0.5")
 def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]:
     s = start_stack(tmp_path, etcd_env, [etcd_node.client_url], svc_args=("--rollout-tick", "0.1"))
     s.create_releases(("r1", "model-one"), ("r2", "model-two"))
-    s.ctl("route", "set-stable", AGENT, "r1")
+    s.set_stable("r1")
     yield s
     s.stop()
 
@@ -44,7 +44,8 @@ def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]
 class Load:
     urls: list[str]
     category_of: Any  # i -> category
-    served: list[tuple[float, str, int, str]] = field(default_factory=list)  # at, release, st, cat
+    # at, release, status, category, session
+    served: list[tuple[float, str, int, str, str]] = field(default_factory=list)
     running: bool = True
 
     async def one(self, http: aiohttp.ClientSession, i: int) -> None:
@@ -57,7 +58,7 @@ class Load:
         ) as resp:
             await resp.read()
             release = resp.headers.get("X-Holdfast-Release", "?")
-            self.served.append((time.monotonic(), release, resp.status, category))
+            self.served.append((time.monotonic(), release, resp.status, category, f"s-{i}"))
 
     async def run(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
@@ -99,10 +100,9 @@ async def wait_state(stack: Stack, state: str, timeout: float) -> dict[str, Any]
 async def scenario(
     stack: Stack, etcd_node: EtcdNode, policy: list[str], category_of: Any, go_bad: dict[str, Any]
 ) -> dict[str, Any]:
-    sidecars = [
-        stack.start_sidecar([etcd_node.client_url], name=f"sc{i}", args=SIDECAR_ARGS)
-        for i in range(2)
-    ]
+    sidecars = stack.start_sidecars(
+        [etcd_node.client_url], [f"sc{i}" for i in range(2)], args=SIDECAR_ARGS
+    )
     stack.ctl("rollout", "start", AGENT, "r2", "--steps", "50,100", "--interval", "1h", *policy)
     load = Load([s.url for s in sidecars], category_of)
     runner = asyncio.create_task(load.run())
@@ -117,7 +117,7 @@ async def scenario(
         # every sidecar serves stable to new sessions: wait for a run of answers all from r1
         while True:
             await asyncio.sleep(0.2)
-            recent = [r for at, r, _, _ in load.served if at > time.monotonic() - 0.5]
+            recent = [r for at, r, *_ in load.served if at > time.monotonic() - 0.5]
             if len(recent) > 10 and all(r == "r1" for r in recent):
                 break
             assert time.monotonic() - aborted_at < 10, "sidecars kept sending new sessions to r2"
@@ -126,7 +126,10 @@ async def scenario(
         load.running = False
         await runner
     bad_served = [s for s in load.served if s[0] >= bad_at and s[1] == "r2"]
+    early = [sess for at, r, st, _, sess in load.served if at < bad_at and r == "r2" and st == 200]
     return {
+        "early_canary_sessions": early,
+        "urls": [s.url for s in sidecars],
         "detect_to_abort_s": aborted_at - bad_at,
         "bad_to_all_stable_s": max(0.0, stable_at - bad_at),
         "bad_canary_requests": len(bad_served),
@@ -135,17 +138,46 @@ async def scenario(
     }
 
 
+def audit(stack: Stack) -> list[dict[str, Any]]:
+    return list(ctl_json(stack, "history", "--agent", AGENT, "--limit", "50")["entries"])
+
+
+async def eventually_served(
+    urls: list[str], session: str, *, release: str, migrated_from: str
+) -> None:
+    """Every sidecar serves ``session`` from ``release`` and says it moved (once the migrated
+    pin has reached each one through its watch)."""
+    body = {"model": AGENT, "messages": [{"role": "user", "content": "next turn"}]}
+    async with aiohttp.ClientSession() as http:
+        for url in urls:
+            for _ in range(50):
+                async with http.post(
+                    f"{url}/v1/chat/completions",
+                    json=body,
+                    headers={"X-Holdfast-Session": session},
+                ) as resp:
+                    await resp.read()
+                    served = (resp.status, resp.headers.get("X-Holdfast-Release"))
+                    told = resp.headers.get("X-Holdfast-Migrated-From")
+                if served == (200, release):
+                    break
+                await asyncio.sleep(0.1)
+            assert served == (200, release), (url, served)
+            # the first sidecar to serve the migrated session tells the agent; the pin records it
+            assert told in (migrated_from, None), told
+
+
 def audit_abort(stack: Stack) -> dict[str, Any]:
-    history = ctl_json(stack, "history", "--agent", AGENT, "--limit", "50")
-    aborts = [e for e in history["entries"] if e["action"] == "rollout.abort"]
-    assert len(aborts) == 1, history
-    return aborts[0]  # type: ignore[no-any-return]
+    aborts = [e for e in audit(stack) if e["action"] == "rollout.abort"]
+    assert len(aborts) == 1, aborts
+    return aborts[0]
 
 
 async def test_a_failing_canary_is_rolled_back_within_seconds(
     stack: Stack, etcd_node: EtcdNode
 ) -> None:
     policy = ["--max-error-rate-delta", "0.1", "--min-samples", "20", "--fails-to-abort", "2"]
+    policy.append("--migrate-on-abort")  # the canary's own conversations come back too
     got = await scenario(stack, etcd_node, policy, lambda i: "default", {"error_rate": 1.0})
     print(
         f"\nerrors: canary bad -> aborted {got['detect_to_abort_s']:.2f}s, -> all new sessions "
@@ -167,6 +199,13 @@ async def test_a_failing_canary_is_rolled_back_within_seconds(
     body = ctl_json(stack, "status", AGENT)["agents"][0]
     assert body["releases"]["r2"]["windows"]["1m"]["error_rate"] > 0.1
     assert body["releases"]["r1"]["windows"]["1m"]["error_rate"] == 0
+    # --migrate-on-abort: a conversation the canary had before it went bad is moved to stable,
+    # audited, and its next turn says so
+    moved = [e for e in audit(stack) if e["action"] == "rollout.abort_migrate"]
+    # one entry per batch of migrated pins
+    assert moved and {e["actor"] for e in moved} == {"rollout-controller"}, moved
+    session = got["early_canary_sessions"][0]
+    await eventually_served(got["urls"], session, release="r1", migrated_from="r2")
 
 
 async def test_a_drift_in_one_category_only_is_rolled_back(

@@ -23,7 +23,7 @@ FAST = ("--rollout-tick", "0.1", "--leader-ttl", "2")
 def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]:
     s = start_stack(tmp_path, etcd_env, [etcd_node.client_url], svc_args=FAST)
     s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
-    s.ctl("route", "set-stable", AGENT, "r1")
+    s.set_stable("r1")
     yield s
     s.stop()
 
@@ -103,7 +103,8 @@ def test_pause_resume_promote_abort_and_refusals(stack: Stack) -> None:
     assert blocked.returncode == 1
     resumed = ctl_json(stack, "rollout", "resume", AGENT)
     assert resumed["route"]["rollout"]["state"] == "running"
-    aborted = ctl_json(stack, "rollout", "abort", AGENT, "--reason", "errors up")
+    aborted = ctl_json(stack, "rollout", "abort", AGENT, "--reason", "errors up", "--migrate")
+    assert aborted["migration"]["from"] == "r2" and aborted["migration"]["to"] == "r1"
     route = aborted["route"]
     assert route["canary_percent"] == 0.0 and route["stable"] == "r1"
     assert route["rollout"]["state"] == "aborted" and route["rollout"]["reason"] == "errors up"
@@ -131,7 +132,7 @@ def test_rollout_commands_when_etcd_is_down(tmp_path: Path, fresh_etcd: EtcdNode
     stack = start_stack(tmp_path, "dev", [fresh_etcd.client_url])
     try:
         stack.create_releases(("r1", "model-one"), ("r2", "model-two"))
-        stack.ctl("route", "set-stable", AGENT, "r1")
+        stack.set_stable("r1")
         fresh_etcd.stop()
         down = stack.ctl(
             "rollout", "start", AGENT, "r2", "--steps", "5", "--interval", "1m", check=False
