@@ -5,9 +5,11 @@ Every role may read the single key ``/holdfast/`` (empty): the store's liveness 
 * ``holdfast-<env>-configsvc`` (role and user): readwrite on ``/holdfast/<env>/`` — configsvc
   does every write of configuration, audit and elections.
 * ``holdfast-<env>-sidecar-<agent>`` (role and user), one per agent: read on
-  ``/holdfast/<env>/`` (config, watches), readwrite on its own agent's ``pins/<agent>/``, on
-  ``health/<agent>.`` (its sidecars' ids start with ``<agent>.``) and on ``spend/`` (fleet budget
-  reports; their keys start with the scope, so they cannot be split per agent).
+  ``/holdfast/<env>/`` (config, watches), readwrite on its own agent's ``pins/<agent>/`` and,
+  because its sidecars' ids start with ``<agent>.``, on ``health/<agent>.``, ``spend/<agent>.``
+  (fleet budget reports, ``spend/<holder>/<scope>``) and ``outcomes/<agent>.`` (experiment
+  outcomes, ``outcomes/<sidecar-id>/<experiment>``). configsvc checks that a spend or outcome
+  record names the holder of its key, so a sidecar cannot report in another's name.
 
 etcd grants permissions per key range, so "only its own health key" is per agent, not per
 sidecar process: every sidecar of an agent shares the agent's user. A per-sidecar user would pin
@@ -70,10 +72,12 @@ def layout(env: str, agents: list[str]) -> list[Principal]:
                     Grant(name, "read", PROBE_KEY, exact=True),
                     Grant(name, "read", ks.prefix),
                     Grant(name, "readwrite", ks.pins_of(agent)),
-                    Grant(name, "readwrite", f"{ks.prefix}health/{sidecar_id_prefix(agent)}"),
-                    Grant(name, "readwrite", f"{ks.prefix}spend/"),
-                    # outcomes/<experiment>/<sidecar-id>: like spend/, keyed by what they count
-                    Grant(name, "readwrite", f"{ks.prefix}outcomes/"),
+                    *(
+                        Grant(
+                            name, "readwrite", f"{ks.kind_prefix(kind)}{sidecar_id_prefix(agent)}"
+                        )
+                        for kind in ("health", "spend", "outcomes")
+                    ),
                 ),
             )
         )

@@ -44,6 +44,10 @@ from holdfast.store.types import (
 )
 
 DEFAULT_TIMEOUT: Final = 5.0
+# Every endpoint refusing connections for this long ends a call early (like etcdctl's dial
+# timeout): a blip rides through, an etcd that is down is reported in seconds, not at the
+# end of the whole call budget. A hanging endpoint still gets the full budget.
+DOWN_GRACE_S: Final = 2.0
 # etcd answers pings sent more often than its --grpc-keepalive-min-time (5 s) with GOAWAY, so 6 s
 # plus a 3 s ack timeout is as quick as dead-peer detection gets against a default server.
 CHANNEL_OPTIONS: Final = (
@@ -302,6 +306,8 @@ class EtcdStore:
         errors: list[str] = []
         last: BaseException | None = None
         stale_retried = False
+        refused = 0  # endpoints in a row that refused to connect
+        down_since: float | None = None
         while (remaining := deadline - loop.time()) > 0:
             index = self._index
             conn = self._conn(index)
@@ -310,9 +316,15 @@ class EtcdStore:
             if not await conn.wait_ready(budget):
                 errors.append(f"{conn.endpoint.url}: not connected")
                 self._failover(index, "not connected")
-                if len(errors) % count == 0:  # every endpoint is down: do not spin
-                    await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+                refused += 1
+                if refused >= count:  # every endpoint is down: do not spin, nor wait for ever
+                    now = loop.time()
+                    down_since = now if down_since is None else down_since
+                    if now - down_since >= DOWN_GRACE_S:
+                        break
+                    await asyncio.sleep(min(0.1, max(0.0, deadline - now)))
                 continue
+            refused, down_since = 0, None
             if self._security.auth and not conn.token:
                 try:
                     await self._authenticate(conn, budget)
@@ -344,8 +356,9 @@ class EtcdStore:
             errors.append(f"{conn.endpoint.url}: {_detail(last)}")
             self._failover(index, _detail(last))
         tried = "; ".join(errors[-count:]) or "no attempt"
+        waited = loop.time() - (deadline - self._timeout)
         raise StoreUnavailable(
-            f"{what}: no etcd endpoint answered within {self._timeout}s ({tried})"
+            f"{what}: no etcd endpoint answered within {waited:.1f}s ({tried})"
         ) from last
 
     async def _unary(self, what: str, method: str, request: Any, *, write: bool = False) -> Any:

@@ -81,7 +81,9 @@ async def test_sidecar_user_writes_only_its_own_keys(secure_etcd: EtcdNode) -> N
         await store.put(ks.pin(AGENT, "s-1"), b"x")
         lease = await store.grant_lease(5)
         await store.put(ks.health(f"{AGENT}.host-1"), b"x", lease=lease)
+        await store.put(ks.spend("global", f"{AGENT}.host-1.ab12"), b"x", lease=lease)
         await store.revoke_lease(lease)
+        await store.put(ks.outcome("exp", f"{AGENT}.host-1"), b"x")
         for key in (
             ks.release(AGENT, "r9"),
             ks.route(AGENT),
@@ -89,6 +91,9 @@ async def test_sidecar_user_writes_only_its_own_keys(secure_etcd: EtcdNode) -> N
             ks.pin("other", "s-1"),
             ks.health("other.host-1"),
             ks.health("host-without-agent-prefix"),
+            ks.spend(f"agent:{AGENT}", "other.host-1.ab12"),  # another agent's report
+            ks.outcome("exp", "other.host-1"),
+            ks.quotas(f"agent:{AGENT}"),  # only configsvc hands out slices
         ):
             with pytest.raises(PermissionDenied, match="permission denied"):
                 await store.put(key, b"x")
@@ -111,7 +116,7 @@ async def test_configsvc_and_sidecar_run_as_their_etcd_users(
     stack = Stack(base=tmp_path, env=ENV, fake=fake, svc=svc, token=token)
     try:
         stack.create_releases(("r1", "model-one"))
-        stack.ctl("route", "set-stable", AGENT, "r1")
+        stack.set_stable("r1")
         side = procs.sidecar(
             tmp_path / "logs", AGENT, etcd, ENV, tmp_path / "state",
             *tls_args(secure_etcd, side_user),

@@ -11,7 +11,7 @@ import pytest
 from holdfast.devtools.etcd_local import EtcdNode, free_port
 from holdfast.keyspace import Keyspace
 from holdfast.store import CasConflict, Change, Compacted, LeaseNotFound, Put, StoreUnavailable
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.etcd import DOWN_GRACE_S, EtcdStore
 from holdfast.store.lease import LeaseKeeper
 
 pytestmark = pytest.mark.etcd
@@ -240,6 +240,15 @@ async def test_unreachable_endpoints_fail_fast_and_fail_over(etcd_node: EtcdNode
         await both.close()
     with pytest.raises(StoreUnavailable):
         await both.get("/failover/probe")
+
+    # With the default 5 s budget, endpoints that all refuse connections end a call after the
+    # short down grace, not at the end of the budget.
+    two_dead = EtcdStore([dead, f"http://127.0.0.1:{free_port()}"])
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="no etcd endpoint answered"):
+        await two_dead.get("/failover/probe")
+    assert DOWN_GRACE_S <= time.monotonic() - started < DOWN_GRACE_S + 1.5
+    await two_dead.close()
 
 
 async def test_write_to_hung_etcd_has_unknown_outcome(fresh_etcd: EtcdNode) -> None:

@@ -75,6 +75,10 @@ def test_kubernetes_commands_parse_and_the_sidecar_stays_on_loopback() -> None:
                     seen.append(validate(args))
                     if args[0] == "holdfast-sidecar":
                         assert container["restartPolicy"] == "Always"  # a native sidecar
+                        agent = args[args.index("--agent") + 1]
+                        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                        # inside the agent's key range of the etcd role layout
+                        assert str(env["HOLDFAST_SIDECAR_ID"]).startswith(f"{agent}.")
     assert sorted(seen) == ["holdfast-sidecar", "holdfastctl"]
 
 
