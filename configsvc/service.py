@@ -90,7 +90,8 @@ class ConfigService:
         key = self.keyspace.release(agent, req.release)
         prompts: dict[str, str] = {}
         if req.prompts:
-            from configsvc.prompts import PromptOps, resolve_release_prompts  # (import cycle)
+            from configsvc.prompt_release import resolve_release_prompts  # (import cycle)
+            from configsvc.prompts import PromptOps
 
             prompts = await resolve_release_prompts(PromptOps(self), req.prompts)
         try:

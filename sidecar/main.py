@@ -12,8 +12,10 @@ import uvloop
 from aiohttp import web
 
 from holdfast.cliargs import LOOPBACK_HOSTS
+from holdfast.http_logs import redact_parse_errors
 from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure, get_logger
 from sidecar.app import Sidecar
+from sidecar.drain import drain, runner_shutdown_timeout
 from sidecar.limits import server_options
 from sidecar.settings import SettingsError, SidecarSettings, load_settings
 
@@ -27,7 +29,7 @@ async def serve(settings: SidecarSettings) -> None:
         sidecar.build_app(),
         handler_cancellation=True,  # a client that hangs up cancels its upstream call
         access_log=None,
-        shutdown_timeout=settings.drain_timeout,
+        shutdown_timeout=runner_shutdown_timeout(settings.drain_timeout),
         **server_options(settings.limits),
     )
     await runner.setup()
@@ -50,7 +52,8 @@ async def serve(settings: SidecarSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("sidecar_draining", timeout_seconds=settings.drain_timeout)
-    await runner.cleanup()  # stops accepting, waits for in-flight requests up to the timeout
+    # stops accepting, lets requests in flight finish, cuts what outlasts the drain timeout
+    await drain(runner, sidecar.upstream, settings.drain_timeout)
     await sidecar.close()
     log.info("sidecar_stopped")
 
@@ -61,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fmt=os.environ.get(LOG_FORMAT_ENV, "json"),
         service="sidecar",
     )
+    redact_parse_errors()  # a malformed request's bytes (its Authorization too) stay out of logs
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
     except SettingsError as exc:

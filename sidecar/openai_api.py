@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -16,6 +16,7 @@ from sidecar.config import ConfigState, known_models
 from sidecar.errors import (
     BodyTooLarge,
     InvalidRequest,
+    ShuttingDown,
     SidecarError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -30,8 +31,8 @@ from sidecar.routing import Resolved
 from sidecar.session_id import session_id
 from sidecar.settings import SidecarSettings
 from sidecar.sse_events import SseEvents
-from sidecar.stream_drain import count_rest
-from sidecar.upstream import CONNECT_ERRORS, Upstream, relayed_headers
+from sidecar.stream_drain import GRACE, HALF_CLOSED_GRACE, QUIET, count_rest, hang_up
+from sidecar.upstream import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
 
 log = get_logger(__name__)
 
@@ -79,7 +80,9 @@ class OpenAIProxy:
         pinning: Pinning,
         *,
         filters: Sequence[ExchangeFilter] = (),
+        prepare: Sequence[Callable[[Exchange], Awaitable[None]]] = (),
     ) -> None:
+        self.prepare = tuple(prepare)  # awaited before the filters open (they cannot await)
         self.settings = settings
         self.config = config
         self.upstream = upstream
@@ -104,14 +107,19 @@ class OpenAIProxy:
             raise BodyTooLarge(f"request body is over the {limit}-byte limit") from exc
         return parse_body(raw, self.settings.limits.max_json_depth)
 
-    def _resolve(self, request: web.Request, body: dict[str, Any]) -> Resolved:
+    async def _resolve(self, request: web.Request, body: dict[str, Any]) -> Resolved:
         session = session_id(request.headers, body)
         attributes = {
             name: value
             for name, header in (("tenant", TENANT_HEADER), ("category", CATEGORY_HEADER))
             if (value := request.headers.get(header))
         }
-        return self.pinning.resolve(self.config.current, body["model"], session, attributes)
+        snapshot, model = self.config.current, body["model"]
+        # A pinned session is a dict hit with no await; only a first turn asks etcd.
+        resolved = self.pinning.lookup(snapshot, model, session, attributes)
+        if resolved is None:
+            resolved = await self.pinning.first_turn(snapshot, model, session, attributes)
+        return resolved
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._forward(request, "/chat/completions", "chat")
@@ -141,7 +149,7 @@ class OpenAIProxy:
     async def _forward(self, request: web.Request, path: str, operation: str) -> web.StreamResponse:
         started = time.perf_counter()
         body = await self._read(request)
-        resolved = self._resolve(request, body)
+        resolved = await self._resolve(request, body)
         release = resolved.release
         body["model"] = release.model
         exchange = Exchange(
@@ -153,6 +161,8 @@ class OpenAIProxy:
             stream=operation == "chat" and body.get("stream") is True,
             started=started,
         )
+        for wait in self.prepare:
+            await wait(exchange)
         try:
             chain = Chain.open(self.filters, exchange)
         except SidecarError as exc:
@@ -211,39 +221,46 @@ class OpenAIProxy:
         out = web.StreamResponse(
             status=200, headers=SSE_HEADERS | self._headers(exchange, upstream.headers)
         )
-        await out.prepare(request)
         events = SseEvents() if chain.wants_events else None
         chunks = upstream.content.iter_any().__aiter__()
-        first = True
         broken: str | None = None
-        while True:
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except (TimeoutError, *CONNECT_ERRORS) as exc:
-                broken = await self._report_broken_stream(out, exchange.resolved, exc)
-                break
-            if first:
-                first = False
-                self.metrics.ttft.labels(
-                    self.settings.agent, exchange.resolved.release.name
-                ).observe(exchange.elapsed())
-            # A client that went away raises here, which ends the handler and closes upstream
-            # (once what the provider already sent has been counted).
-            try:
+        unseen: bytes | None = None  # read, not yet handed to the raw-chunk observers
+        try:
+            await out.prepare(request)
+            while True:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except (TimeoutError, *CONNECT_ERRORS) as exc:
+                    broken = await self._report_broken_stream(out, exchange.resolved, exc)
+                    break
+                unseen = chunk
                 if events is None:
                     await out.write(chunk)
                 else:
                     await self._write_events(out, events.feed(chunk), chain)
-            except ConnectionResetError:
+                unseen = None
                 chain.chunk(chunk)
-                await count_rest(chunks, events, chain)
-                raise
-            chain.chunk(chunk)
-        if events is not None and (rest := events.rest()):
-            await self._write_events(out, iter((rest,)), chain)
-        await out.write_eof()
+            if events is not None and (rest := events.rest()):
+                await self._write_events(out, iter((rest,)), chain)
+            await out.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The agent went away (a write failed, or its hang-up cancelled this handler, even
+            # before the first chunk): count what the provider already sent, then let the
+            # handler end, which closes the upstream connection.
+            if unseen is not None:
+                chain.chunk(unseen)
+            wait = HALF_CLOSED_GRACE if hang_up(upstream) else None
+            await count_rest(
+                chunks,
+                events,
+                chain,
+                content=upstream.content,
+                grace=wait or GRACE,
+                quiet=wait or QUIET,
+            )
+            raise
         return out, broken
 
     @staticmethod
@@ -256,11 +273,18 @@ class OpenAIProxy:
         self, out: web.StreamResponse, resolved: Resolved, exc: BaseException
     ) -> str:
         # Headers are gone already: report the failure in-band, the way OpenAI does.
-        err: SidecarError = (
-            UpstreamTimeout(f"provider stalled for over {self.settings.stream_idle_timeout:g}s")
-            if isinstance(exc, TimeoutError)
-            else UpstreamUnreachable(f"provider broke the stream: {type(exc).__name__}")
-        )
+        err: SidecarError
+        if isinstance(exc, TimeoutError):
+            err = UpstreamTimeout(
+                f"provider stalled for over {self.settings.stream_idle_timeout:g}s"
+            )
+        elif isinstance(exc, SidecarShutdown):
+            err = ShuttingDown(
+                "the sidecar is shutting down and its drain timeout "
+                f"({self.settings.drain_timeout:g}s) ran out mid-stream; retry"
+            )
+        else:
+            err = UpstreamUnreachable(f"provider broke the stream: {type(exc).__name__}")
         log.warning("upstream_stream_broken", release=resolved.release.name, reason=err.message)
         spec = spec_for(err)
         await out.write(f"data: {json.dumps(error_body(err.message, spec))}\n\n".encode())

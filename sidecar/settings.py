@@ -40,10 +40,15 @@ MIN_HEALTH_INTERVAL: Final = 0.2
 DEFAULT_PIN_TTL: Final = 86400
 MIN_PIN_TTL: Final = 2  # etcd rounds shorter leases up to about this anyway
 DEFAULT_MAX_PENDING_PINS: Final = 100_000
+ENV_PIN_CREATE_TIMEOUT: Final = "HOLDFAST_PIN_CREATE_TIMEOUT"
+DEFAULT_PIN_CREATE_TIMEOUT: Final = 0.25  # a new session's first turn waits at most this on etcd
+MAX_PIN_CREATE_TIMEOUT: Final = 10.0
 DEFAULT_BUDGET_MAX_TOKENS: Final = 4096
 DEFAULT_BUDGET_ESTIMATOR: Final = "bytes"
 DEFAULT_BUDGET_REPORT_INTERVAL: Final = 0.5
 DEFAULT_BUDGET_IDLE_AFTER: Final = 30.0
+# A fresh sidecar (or a new window) holds no fleet slice yet: a request waits this long for one.
+DEFAULT_BUDGET_FIRST_SLICE_WAIT: Final = 2.0
 
 
 class SettingsError(ValueError):
@@ -68,6 +73,7 @@ class SidecarSettings:
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     pin_ttl: int = DEFAULT_PIN_TTL
     max_pending_pins: int = DEFAULT_MAX_PENDING_PINS
+    pin_create_timeout: float = DEFAULT_PIN_CREATE_TIMEOUT  # 0: first turns never ask etcd
     allow_non_loopback: bool = False
     shadow_max_concurrency: int = DEFAULT_SHADOW_MAX_CONCURRENCY
     shadow_tokens_per_minute: int = DEFAULT_SHADOW_TOKENS_PER_MINUTE
@@ -76,6 +82,7 @@ class SidecarSettings:
     budget_estimator: str = DEFAULT_BUDGET_ESTIMATOR
     budget_report_interval: float = DEFAULT_BUDGET_REPORT_INTERVAL
     budget_idle_after: float = DEFAULT_BUDGET_IDLE_AFTER
+    budget_first_slice_wait: float = DEFAULT_BUDGET_FIRST_SLICE_WAIT
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -128,12 +135,18 @@ class SidecarSettings:
             raise SettingsError(f"--pin-ttl must be at least {MIN_PIN_TTL} seconds")
         if self.max_pending_pins < 1:
             raise SettingsError("--max-pending-pins must be at least 1")
+        if not 0 <= self.pin_create_timeout <= MAX_PIN_CREATE_TIMEOUT:
+            raise SettingsError(
+                f"--pin-create-timeout must be 0 (off) to {MAX_PIN_CREATE_TIMEOUT:g} seconds"
+            )
         if self.budget_max_tokens < 1:
             raise SettingsError("--budget-max-tokens must be at least 1")
         if self.budget_estimator not in ("bytes", "chars"):
             raise SettingsError("--budget-prompt-estimator must be bytes or chars")
         if not 0.05 <= self.budget_report_interval <= 60 or self.budget_idle_after <= 0:
             raise SettingsError("--budget-report-interval must be 0.05-60s, idle-after positive")
+        if not 0 <= self.budget_first_slice_wait <= 30:
+            raise SettingsError("--budget-first-slice-wait must be 0-30 seconds")
 
     @property
     def effective_sidecar_id(self) -> str:
@@ -173,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_PENDING_PINS,
         help="pin writes queued while etcd is unreachable (default %(default)s)",
+    )
+    p.add_argument(
+        "--pin-create-timeout",
+        type=float,
+        default=None,
+        help="seconds a new session's first turn waits for etcd to create or return its pin "
+        f"before deciding locally; 0: never ask (${ENV_PIN_CREATE_TIMEOUT}, "
+        f"default {DEFAULT_PIN_CREATE_TIMEOUT:g})",
     )
     p.add_argument("--allow-non-loopback", action="store_true")
     p.add_argument(
@@ -223,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BUDGET_IDLE_AFTER,
         help="seconds without requests after which a fleet slice is given back",
     )
+    p.add_argument(
+        "--budget-first-slice-wait",
+        type=float,
+        default=DEFAULT_BUDGET_FIRST_SLICE_WAIT,
+        help="seconds a request waits for this sidecar's first slice of a fleet-wide budget "
+        "(at start, at a window turn) before it is refused (default %(default)s; 0: refuse)",
+    )
     add_limit_options(p)
     return p
 
@@ -262,6 +290,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         drain_timeout=args.drain_timeout,
         pin_ttl=args.pin_ttl,
         max_pending_pins=args.max_pending_pins,
+        pin_create_timeout=_pin_create_timeout(args.pin_create_timeout, environ),
         allow_non_loopback=args.allow_non_loopback,
         shadow_max_concurrency=args.shadow_max_concurrency,
         shadow_tokens_per_minute=args.shadow_tokens_per_minute,
@@ -270,7 +299,20 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         budget_estimator=args.budget_prompt_estimator,
         budget_report_interval=args.budget_report_interval,
         budget_idle_after=args.budget_idle_after,
+        budget_first_slice_wait=args.budget_first_slice_wait,
         prices_file=args.prices,
         etcd_security=security,
         limits=limits,
     )
+
+
+def _pin_create_timeout(flag: float | None, environ: Mapping[str, str]) -> float:
+    if flag is not None:
+        return flag
+    raw = environ.get(ENV_PIN_CREATE_TIMEOUT, "")
+    if not raw:
+        return DEFAULT_PIN_CREATE_TIMEOUT
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"${ENV_PIN_CREATE_TIMEOUT} is not a number: {raw!r:.40}") from exc

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self
 
 from holdfast.keyspace import fields
+from holdfast.keyspace.categories import CategoryRule, decode_rules
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.experiment import RouteExperiment
 from holdfast.keyspace.fields import check_name
@@ -180,6 +181,8 @@ class Route:
     updated_by: str = ""
     flag: str = ""  # a string flag whose variant value names the release of a new session
     experiment: RouteExperiment | None = None  # a running A/B experiment assigns new sessions
+    # Categorise requests without X-Holdfast-Category: first match wins (records ignore it if old).
+    categories: tuple[CategoryRule, ...] = ()
 
     def __post_init__(self) -> None:
         if self.flag and not FLAG_KEY_RE.fullmatch(self.flag):
@@ -210,6 +213,7 @@ class Route:
                 "updated_by": self.updated_by,
                 "flag": self.flag,
                 "experiment": self.experiment.to_map() if self.experiment else None,
+                "categories": [r.to_map() for r in self.categories],
             },
         )
 
@@ -234,6 +238,7 @@ class Route:
             updated_by=fields.text(f, "updated_by", optional=True),
             flag=fields.text(f, "flag", optional=True),
             experiment=RouteExperiment.from_map(experiment) if experiment is not None else None,
+            categories=decode_rules(fields.maps(f, "categories")),
         )
 
     def public(self) -> dict[str, Any]:
@@ -250,4 +255,5 @@ class Route:
             "updated_by": self.updated_by,
             "flag": self.flag or None,
             "experiment": self.experiment.to_map() if self.experiment else None,
+            "categories": [r.to_map() for r in self.categories],
         }

@@ -15,8 +15,8 @@ from holdfast.devtools import procs
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.store import Change, KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.app import build_http_app
 from sidecar.config import ConfigState
+from sidecar.http_app import build_http_app
 from sidecar.kinds import CONFIG_KINDS
 from sidecar.limits import server_options
 from sidecar.metrics import SidecarMetrics

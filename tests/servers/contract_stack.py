@@ -16,13 +16,14 @@ from holdfast.keyspace import Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import Change, KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.app import build_http_app
 from sidecar.config import ConfigState
+from sidecar.http_app import build_http_app
 from sidecar.kinds import CONFIG_KINDS
 from sidecar.metrics import SidecarMetrics
 from sidecar.pin_writer import PinWriter
 from sidecar.pinning import Pinning
 from sidecar.pins import PinTable
+from sidecar.tool_proxy import ToolProxy
 from sidecar.upstream import Upstream
 from tests.servers.conftest import AGENT, KEY_VAR, KS, PROVIDER_KEY, closed_port, settings
 
@@ -53,6 +54,7 @@ class Backend:
     fault: str = ""
     delay: float = 0.0
     calls: int = 0
+    chunks_sent: int = 0
     seen: list[Any] = field(default_factory=list)
     server: TestServer | None = None
 
@@ -74,6 +76,20 @@ class Backend:
             return web.Response(text="<html>oops</html>")
         if self.fault == "huge":
             return web.json_response({"hits": [{"title": "x" * 1000, "url": "u"}] * 2000})
+        if self.fault == "huge_chunked":  # no Content-Length: the reader must stop by itself
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            await resp.write(b'{"hits": [')
+            try:
+                for _ in range(64):  # 4 MiB if nobody stops reading
+                    await resp.write(b'{"title": "' + b"x" * (64 * 1024 - 32) + b'", "url": "u"},')
+                    self.chunks_sent += 1
+                    await asyncio.sleep(0.01)
+            except (ConnectionResetError, RuntimeError):
+                return resp
+            await resp.write(b"{}]}")
+            return resp
         if self.fault == "dribble":
             resp = web.StreamResponse(headers={"Content-Type": "application/json"})
             await resp.prepare(request)
@@ -110,6 +126,15 @@ class ContractSidecar:
     @property
     def url(self) -> str:
         return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def proxy(self) -> ToolProxy:
+        """The app's ``POST /tools`` handler object (tests set its clock)."""
+        for route in self.server.app.router.routes():
+            owner = getattr(route.handler, "__self__", None)
+            if isinstance(owner, ToolProxy):
+                return owner
+        raise LookupError("the app serves no POST /tools/{tool}")
 
     def put(self, key: str, value: bytes) -> None:
         self.revision += 1
