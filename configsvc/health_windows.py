@@ -25,7 +25,7 @@ from typing import Final
 from configsvc import health_shadow
 from configsvc.health_shadow import Shadows, add_shadow
 from configsvc.health_sums import Signals, Total, add_into
-from configsvc.tool_health import Tools, add_tools, difference
+from configsvc.tool_health import Tools, ToolTotal, add_tools
 from holdfast.keyspace import HealthSnapshot, ShadowStats
 from holdfast.keyspace.signals import SessionSpread
 
@@ -204,16 +204,19 @@ class FleetWindows:
 
     def tool_window(self, agent: str, seconds: float, now: float) -> Tools:
         """Tool signals of the last ``seconds`` per (release, tool), as ``window`` does."""
-        total: Tools = {}
+        total = ToolTotal()
         for latest, base in self._spans(agent, seconds, now, None):
-            add_tools(total, difference(latest.tools, base.tools if base else None))
-        return total
+            total.add_difference(latest.tools, base.tools if base else None)
+        return total.result()
 
     def tool_since_start(self, agent: str) -> Tools:
-        total = dict(self._folded_tools.get(agent, {}))
+        total = ToolTotal()
+        for folded in self._folded_tools.get(agent, {}).values():
+            total.add(folded)
         for inc in self._incarnations(agent):
-            add_tools(total, inc.latest.tools.values())
-        return total
+            for signals in inc.latest.tools.values():
+                total.add(signals)
+        return total.result()
 
     def shadow_window(
         self, agent: str, seconds: float, now: float, since: float | None = None

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from holdfast.keyspace.signals import LATENCY_BOUNDS_MS, quantile
-from holdfast.keyspace.tool_signals import ERROR_PREFIX, VIOLATION_PREFIX, ToolSignals
+from holdfast.keyspace.tool_signals import ERROR_PREFIX, HIST_LEN, VIOLATION_PREFIX, ToolSignals
 
 ToolKey = tuple[str, str]  # (release, tool)
 Tools = dict[ToolKey, ToolSignals]
@@ -22,6 +22,61 @@ def add_tools(total: Tools, signals: Iterable[ToolSignals]) -> None:
     for s in signals:
         have = total.get(s.key)
         total[s.key] = s if have is None else have.combined(s)
+
+
+class _Sum:
+    __slots__ = ("counts", "hist", "latency", "version")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.hist = [0] * HIST_LEN
+        self.latency = 0.0
+        self.version = ""
+
+
+class ToolTotal:
+    """Tool signals summed over a fleet in place: a window over hundreds of sidecars builds one
+    record per (release, tool) at the end instead of one per sidecar and step."""
+
+    def __init__(self) -> None:
+        self._sums: dict[ToolKey, _Sum] = {}
+
+    def add(self, s: ToolSignals, sign: int = 1) -> None:
+        acc = self._sums.get(s.key)
+        if acc is None:
+            acc = self._sums[s.key] = _Sum()
+        counts = acc.counts
+        for name, n in s.counts.items():
+            counts[name] = counts.get(name, 0) + sign * n
+        hist = acc.hist
+        for i, n in enumerate(s.latency_ms):
+            hist[i] += sign * n
+        acc.latency += sign * s.latency_ms_sum
+        if sign == 1 and s.version:
+            acc.version = s.version  # the version last seen
+
+    def add_difference(
+        self, latest: Mapping[ToolKey, ToolSignals], base: Mapping[ToolKey, ToolSignals] | None
+    ) -> None:
+        """One sidecar's traffic between two of its snapshots, as ``difference`` gives it."""
+        for key, new in latest.items():
+            self.add(new)
+            old = base.get(key) if base is not None else None
+            if old is not None and not _regressed(new, old):
+                self.add(old, -1)
+
+    def result(self) -> Tools:
+        return {
+            key: ToolSignals(
+                release=key[0],
+                tool=key[1],
+                version=acc.version,
+                counts={k: v for k, v in acc.counts.items() if v},
+                latency_ms_sum=acc.latency,
+                latency_ms=tuple(acc.hist),
+            )
+            for key, acc in self._sums.items()
+        }
 
 
 def _regressed(new: ToolSignals, old: ToolSignals) -> bool:

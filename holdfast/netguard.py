@@ -56,6 +56,8 @@ FORBIDDEN_NETWORKS: Final[tuple[IPNetwork, ...]] = tuple(
 )
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 MAX_PATTERNS: Final = 256
+# URLs whose verdict is remembered: releases and contracts name few, and every request asks.
+MAX_CACHED_URLS: Final = 1024
 
 
 class HostRefused(ValueError):
@@ -89,6 +91,7 @@ class HostPolicy:
     _suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
     _any_name: bool = field(init=False, repr=False, compare=False)
+    _verdicts: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.patterns) > MAX_PATTERNS:
@@ -122,6 +125,7 @@ class HostPolicy:
         object.__setattr__(self, "_suffixes", tuple(suffixes))
         object.__setattr__(self, "_networks", tuple(networks))
         object.__setattr__(self, "_any_name", any_name)
+        object.__setattr__(self, "_verdicts", {})
 
     def _named(self, host: str) -> bool:
         return host in self._names or host.endswith(self._suffixes)
@@ -162,11 +166,26 @@ class HostPolicy:
         raise HostRefused(f"{host!r:.80} resolves to {ip}, which is not an allowed address")
 
     def check_url(self, url: str) -> None:
-        try:
-            host = urlsplit(url).hostname
-        except ValueError as exc:
-            raise HostRefused(f"URL {url!r:.120} cannot be parsed") from exc
-        self.check_host(host or "")
+        """The URL's host, before any DNS lookup (remembered per URL: the policy never changes,
+        and a name's addresses are checked again at every connect)."""
+        verdict = self._verdicts.get(url)
+        if verdict is None:
+            try:
+                host = urlsplit(url).hostname
+                self.check_host(host or "")
+            except ValueError as exc:  # HostRefused is a ValueError too
+                verdict = (
+                    str(exc)
+                    if isinstance(exc, HostRefused)
+                    else (f"URL {url!r:.120} cannot be parsed")
+                )
+            else:
+                verdict = ""
+            if len(self._verdicts) >= MAX_CACHED_URLS:
+                self._verdicts.clear()
+            self._verdicts[url] = verdict
+        if verdict:
+            raise HostRefused(verdict)
 
 
 def _valid_name(text: str) -> bool:

@@ -1,9 +1,9 @@
-"""Middlewares that refuse hostile traffic before any handler runs.
+"""The middleware that refuses hostile traffic before any handler runs.
 
-``host_check``: Host header against DNS rebinding (421 misdirected_request) on every endpoint,
-the admin ones (/status, /metrics, /healthz, /readyz, OFREP) included.
-``concurrency_cap``: proxied requests (/v1/*, /tools/*) in flight beyond the limit get 503
-``overloaded`` with Retry-After; the on-call endpoints stay reachable under overload.
+The Host header is checked against DNS rebinding (421 misdirected_request) on every endpoint,
+the admin ones (/status, /metrics, /healthz, /readyz, OFREP) included; proxied requests
+(/v1/*, /tools/*) in flight beyond the limit get 503 ``overloaded`` with Retry-After, while the
+on-call endpoints stay reachable under overload.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def guard_middlewares(settings: SidecarSettings, in_flight: InFlight | None = No
     gauge = in_flight if in_flight is not None else InFlight(limits.max_concurrent)
     retry_after = str(limits.retry_after)
 
+    # One middleware for both checks: every layer is a coroutine frame on each request.
     @web.middleware
-    async def host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Host")
         if not host_allowed(header, hosts):
             log.warning("host_header_refused", path=request.path[:200])
@@ -48,10 +49,6 @@ def guard_middlewares(settings: SidecarSettings, in_flight: InFlight | None = No
                 f"Host {header!r:.100} is not served here: use a loopback name or address, or "
                 "start the sidecar with --allowed-host"
             )
-        return await handler(request)
-
-    @web.middleware
-    async def concurrency_cap(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(CAPPED_PREFIXES):
             return await handler(request)
         if gauge.current >= gauge.limit:
@@ -67,4 +64,4 @@ def guard_middlewares(settings: SidecarSettings, in_flight: InFlight | None = No
         finally:
             gauge.current -= 1
 
-    return [host_check, concurrency_cap]
+    return [guard]

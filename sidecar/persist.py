@@ -24,6 +24,10 @@ from holdfast.store import KeyValue
 log = get_logger(__name__)
 
 FORMAT: Final = 1
+# A burst of changes is saved once, this long after its first: each save fsyncs, and a whole
+# fleet of sidecars saving at the moment a change lands competes with applying the next one.
+# A crash inside the delay restarts (during an outage) from the snapshot before the burst.
+SAVE_DELAY_S: Final = 0.25
 MAX_SNAPSHOT_BYTES: Final = 64 * MAX_RECORD_BYTES
 
 
@@ -107,10 +111,12 @@ def load(path: Path) -> SavedSnapshot | None:
 class SnapshotWriter:
     """Coalesces saves: at most one write in flight, the newest state always written last."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, delay: float = SAVE_DELAY_S) -> None:
         self.path = path
+        self.delay = delay
         self._pending: tuple[int, Mapping[str, KeyValue]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._now = asyncio.Event()  # close: save what is pending without waiting
         self.saved_revision = 0
         self.failures = 0
 
@@ -121,6 +127,9 @@ class SnapshotWriter:
 
     async def _drain(self) -> None:
         while self._pending is not None:
+            if self.delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._now.wait(), self.delay)
             revision, kvs = self._pending
             self._pending = None
             try:
@@ -133,6 +142,7 @@ class SnapshotWriter:
                 log.debug("snapshot_saved", path=str(self.path), revision=revision)
 
     async def close(self) -> None:
+        self._now.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

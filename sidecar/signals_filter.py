@@ -9,8 +9,8 @@ parsed as JSON, once. The category is capped per release once, for the book and 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import Final
 
 from holdfast.keyspace import Route
 from sidecar.answer_scan import Answer, StreamScan, scan_body
@@ -81,7 +81,8 @@ class SignalsFilter:
         ttft: float | None,
     ) -> None:
         release = exchange.resolved.release
-        violations = _violations(exchange.response_headers.get(VIOLATION_HEADER), outcome)
+        # One construction on the request path (not one plus a dataclasses.replace).
+        a = answer if answer is not None else _NO_ANSWER
         obs = Observation(
             release=release.name,
             category=self.book.category(release.name, category),
@@ -91,24 +92,27 @@ class SignalsFilter:
             reason=outcome.reason,
             latency_s=outcome.elapsed_s or exchange.elapsed(),
             ttft_s=ttft if exchange.stream else None,
-            violations=violations,
+            violations=_violations(exchange.response_headers.get(VIOLATION_HEADER), outcome),
+            tokens_in=a.tokens_in,
+            tokens_out=a.tokens_out,
+            usage_known=a.usage_known,
+            answered=answer is not None,
+            empty=a.empty,
+            refusal=a.refusal,
+            tools=a.tools,
+            cost_usd=(
+                self.prices.cost(release.name, release.model, a.tokens_in, a.tokens_out)
+                if answer is not None
+                else 0.0
+            ),
         )
-        if answer is not None:
-            obs = dataclasses.replace(
-                obs,
-                tokens_in=answer.tokens_in,
-                tokens_out=answer.tokens_out,
-                usage_known=answer.usage_known,
-                answered=True,
-                empty=answer.empty,
-                refusal=answer.refusal,
-                tools=answer.tools,
-                cost_usd=self.prices.cost(
-                    release.name, release.model, answer.tokens_in, answer.tokens_out
-                ),
-            )
         self.book.record(obs)
         self.metrics.observe(obs)
+
+
+_NO_ANSWER: Final = Answer(
+    tokens_in=0, tokens_out=0, usage_known=False, empty=False, refusal=False, tools=()
+)
 
 
 def _violations(header: str | None, outcome: Outcome) -> int:

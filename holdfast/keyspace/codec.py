@@ -35,19 +35,25 @@ def encode_record(kind: str, fields: dict[str, Any]) -> bytes:
     return data
 
 
-def _check_depth(obj: object) -> None:
-    stack: list[tuple[object, int]] = [(obj, 1)]
+def _check_depth(obj: dict[Any, Any]) -> None:
+    # Only containers are walked (records are mostly numbers: health histograms); a container
+    # at the limit may hold nothing, since what it holds would be one level deeper.
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(obj, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise RecordError(f"record nests deeper than {MAX_DEPTH} levels")
-        if isinstance(node, dict):
+        if type(node) is dict:
             for key in node:
-                if not isinstance(key, str):
+                if type(key) is not str:
                     raise RecordError(f"record has a non-string map key {key!r:.40}")
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
+            children: Any = node.values()
+        else:
+            children = node
+        if node and depth >= MAX_DEPTH:
+            raise RecordError(f"record nests deeper than {MAX_DEPTH} levels")
+        for value in children:
+            kind = type(value)
+            if kind is dict or kind is list:
+                stack.append((value, depth + 1))
 
 
 def decode_record(data: bytes, *, kind: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from holdfast.netguard import HostPolicy, HostRefused, policy_from
+from holdfast.netguard import MAX_CACHED_URLS, HostPolicy, HostRefused, policy_from
 
 DEFAULT = HostPolicy()
 
@@ -84,3 +84,16 @@ def test_loopback_pattern() -> None:
 def test_bad_patterns_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         policy_from([bad])
+
+
+def test_url_verdicts_are_remembered_and_bounded() -> None:
+    policy = HostPolicy()
+    for _ in range(2):  # the second answer comes from the cache, and is the same
+        policy.check_url("http://127.0.0.1:9900/v1/chat/completions")
+        with pytest.raises(HostRefused, match="metadata"):
+            policy.check_url("http://169.254.169.254/latest")
+        with pytest.raises(HostRefused, match="cannot be parsed"):
+            policy.check_url("http://[::1/v1")
+    for i in range(MAX_CACHED_URLS + 5):
+        policy.check_url(f"http://127.0.0.1:{1000 + i}/v1")
+    assert len(policy._verdicts) <= MAX_CACHED_URLS
