@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import uvloop
 
-from bench.sections import markers, replace_section
+from bench.fleet import AGENT, Api, fleet, status
+from bench.sections import markers, publish
 from bench.stats import percentile
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
 
-AGENT: Final = "bench"
 FLEETS: Final = (1, 8)
 TRIALS: Final = 20
 PACE_S: Final = 0.002
@@ -38,24 +33,8 @@ START, END = markers("canary-propagation")
 _ids = itertools.count()
 
 
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
-        self.http, self.url = http, url
-        self.headers = {"Authorization": f"Bearer {token}", "X-Holdfast-Actor": "bench"}
-
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.http.request(
-            method, self.url + path, json=body, headers=self.headers
-        ) as resp:
-            data = await resp.json()
-            if resp.status >= 400:
-                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
-            return data
-
-
 async def revision_of(http: aiohttp.ClientSession, sidecar: str) -> int:
-    async with http.get(f"{sidecar}/status") as resp:
-        return int((await resp.json())["config"]["revision"] or 0)
+    return int((await status(http, sidecar))["config"]["revision"] or 0)
 
 
 async def converge(http: aiohttp.ClientSession, sidecars: list[str], revision: int) -> None:
@@ -100,59 +79,39 @@ async def claim_counts(http: aiohttp.ClientSession, sidecars: list[str]) -> tupl
     --pin-create-timeout), summed over the fleet."""
     settled = local = 0
     for url in sidecars:
-        async with http.get(f"{url}/status") as resp:
-            pins = (await resp.json())["pins"]
+        pins = (await status(http, url))["pins"]
         settled += pins["claims_created"] + pins["claims_adopted"]
         local += pins["claims_fallback"]
     return settled, local
 
 
 async def run() -> str:
-    base = Path(tempfile.mkdtemp(prefix="bench-canary-"))
-    token = secrets.token_hex(8)
-    with EtcdNode("bench-canary") as node:
-        fake = procs.fakellm(base / "logs").start()
-        svc = procs.configsvc(base / "logs", [node.client_url], "dev", token).start()
-        sides = [
-            procs.sidecar(
-                base / "logs", AGENT, [node.client_url], "dev", base / f"s{i}", name=f"s{i}"
-            ).start()
-            for i in range(max(FLEETS))
-        ]
-        results: dict[int, list[list[float]]] = {}
-        claims = (0, 0)
-        try:
-            async with aiohttp.ClientSession() as http:
-                api = Api(http, svc.url, token)
-                for name in ("stable", "canary"):
-                    await api.call(
-                        "POST",
-                        f"/v1/agents/{AGENT}/releases",
-                        {"release": name, "model": f"m-{name}", "base_url": f"{fake.url}/v1"},
-                    )
-                await api.call("PUT", f"/v1/agents/{AGENT}/route/stable", {"release": "stable"})
-                for fleet in FLEETS:
-                    urls = [s.url for s in sides[:fleet]]
-                    results[fleet] = [
-                        await trial(api, http, urls, fleet * 1000 + n) for n in range(TRIALS)
-                    ]
-                claims = await claim_counts(http, [s.url for s in sides])
-        finally:
-            for proc in [*sides, svc, fake]:
-                proc.stop()
+    results: dict[int, list[list[float]]] = {}
+    with fleet("bench-canary", max(FLEETS)) as running:
+        async with aiohttp.ClientSession() as http:
+            api = running.api(http)
+            for name in ("stable", "canary"):
+                await api.create_release(name, f"m-{name}", f"{running.fake_url}/v1")
+            await api.set_stable("stable")
+            for size in FLEETS:
+                urls = running.urls[:size]
+                results[size] = [
+                    await trial(api, http, urls, size * 1000 + n) for n in range(TRIALS)
+                ]
+            claims = await claim_counts(http, running.urls)
     return render(results, claims)
 
 
-def rows(fleet: int, trials: list[list[float]]) -> list[str]:
+def rows(size: int, trials: list[list[float]]) -> list[str]:
     every = [max(t) * 1000 for t in trials]  # the last sidecar of each trial
     first = [min(t) * 1000 for t in trials]
     each = [d * 1000 for t in trials for d in t]
     measures = [("each sidecar", each)]
-    if fleet > 1:
+    if size > 1:
         measures = [("first sidecar of a trial", first), *measures]
         measures.append(("every sidecar (last of a trial)", every))
     return [
-        f"| {fleet} | {label} | {statistics.median(v):.1f} | {percentile(v, 90):.1f} | "
+        f"| {size} | {label} | {statistics.median(v):.1f} | {percentile(v, 90):.1f} | "
         f"{max(v):.1f} |"
         for label, v in measures
     ]
@@ -172,7 +131,7 @@ def render(results: dict[int, list[list[float]]], claims: tuple[int, int]) -> st
             "",
             "| sidecars | measure | p50 | p90 | max |",
             "|---|---|---|---|---|",
-            *(row for fleet, trials in results.items() for row in rows(fleet, trials)),
+            *(row for size, trials in results.items() for row in rows(size, trials)),
             "",
             "Nothing polls: configsvc's compare-and-swap reaches every sidecar through its one",
             "etcd watch, and the next new session hashes onto the canary. Every new session's",
@@ -187,10 +146,7 @@ def render(results: dict[int, list[list[float]]], claims: tuple[int, int]) -> st
 
 
 def main() -> int:
-    section = uvloop.run(run())
-    print(section)
-    replace_section("canary-propagation", section)
-    return 0
+    return publish("canary-propagation", uvloop.run(run()))
 
 
 if __name__ == "__main__":

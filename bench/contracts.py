@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from bench.sections import markers, replace_section
+from bench.sections import markers, publish
 from holdfast.contracts.schema import DOCUMENT_URI, compile_validator, first_errors
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.contract import Contract
@@ -228,10 +228,7 @@ def render(rows: list[str], direct: list[float], proxied: list[float]) -> str:
 def main() -> int:
     rows = validation_rows()
     direct, proxied = uvloop.run(proxy_overhead())
-    section = render(rows, direct, proxied)
-    print(section)
-    replace_section("contracts", section)
-    return 0
+    return publish("contracts", render(rows, direct, proxied))
 
 
 if __name__ == "__main__":

@@ -20,24 +20,21 @@ import asyncio
 import datetime as dt
 import json
 import os
-import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import uvloop
 
-from bench.sections import markers, replace_section
+from bench.fleet import Api, fleet
+from bench.sections import markers, publish
 from bench.stats import median, percentile
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast.devtools.procs import ManagedProcess
 from holdfast.flags.definition import parse_file
 from holdfast.flags.evaluate import evaluate
 
-AGENT: Final = "bench"
 FLEETS: Final = (20, 50)
 TRIALS: Final = 15
 EVALS: Final = 100_000
@@ -132,9 +129,7 @@ def applied_at(log_path: Path, revision: int, offsets: dict[Path, int]) -> float
     return None
 
 
-async def propagation(
-    http: aiohttp.ClientSession, api: Any, sides: list[Any], done: int
-) -> list[list[float]]:
+async def propagation(api: Api, sides: list[ManagedProcess], done: int) -> list[list[float]]:
     """``done``: trials run before (the flag must really change: kill after enable, and so on;
     a kill of a killed flag is no change, and no sidecar would log one)."""
     trials = []
@@ -144,7 +139,7 @@ async def propagation(
     for n in range(TRIALS):
         verb = "kill" if (done + n) % 2 == 0 else "enable"
         t0 = time.time()
-        body = await api("POST", f"/v1/flags/static/{verb}", {})
+        body = await api.call("POST", f"/v1/flags/static/{verb}", {})
         revision = body["flag"]["mod_revision"]
         deadline = time.monotonic() + 30
         found: dict[Path, float] = {}
@@ -163,70 +158,34 @@ async def propagation(
 
 
 async def run() -> str:
-    base = Path(tempfile.mkdtemp(prefix="bench-flags-"))
-    token = secrets.token_hex(8)
     evals = in_process()
     fleets: dict[int, list[list[float]]] = {}
-    with EtcdNode("bench-flags") as node:
-        svc = procs.configsvc(base / "logs", [node.client_url], "dev", token).start()
-        headers = {"Authorization": f"Bearer {token}", "X-Holdfast-Actor": "bench"}
-        sides: list[Any] = []
-        try:
-            async with aiohttp.ClientSession() as http:
-
-                async def api(method: str, path: str, body: Any) -> Any:
-                    async with http.request(
-                        method, svc.url + path, json=body, headers=headers
-                    ) as r:
-                        data = await r.json()
-                        assert r.status < 400, data
-                        return data
-
-                await api("POST", "/v1/flags/apply", {"content": json.dumps(FLAG_FILE)})
-                ofrep_side = procs.sidecar(
-                    base / "logs",
-                    AGENT,
-                    [node.client_url],
-                    "dev",
-                    base / "ofrep",
-                    name="ofrep",
-                    cpu=0,
-                ).start()
-                sides.append(ofrep_side)
-                os.sched_setaffinity(0, {1})
-                ofrep = await ofrep_rate(http, ofrep_side.url)
-                os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-                ofrep_side.stop()
-                sides.clear()
-                for fleet in FLEETS:
-                    while len(sides) < fleet:
-                        i = len(sides)
-                        sides.append(
-                            procs.sidecar(
-                                base / "logs",
-                                AGENT,
-                                [node.client_url],
-                                "dev",
-                                base / f"s{i}",
-                                name=f"s{i}",
-                            ).start(timeout=60)
-                        )
-                    await asyncio.sleep(1.0)  # let start-up settle before timing
-                    done = sum(len(t) for t in fleets.values())
-                    fleets[fleet] = await propagation(http, api, sides, done)
-        finally:
-            for proc in [*sides, svc]:
-                proc.stop()
+    with fleet("bench-flags", fake=False) as running:
+        async with aiohttp.ClientSession() as http:
+            api = running.api(http)
+            await api.call("POST", "/v1/flags/apply", {"content": json.dumps(FLAG_FILE)})
+            ofrep_side = running.add_sidecar("ofrep", cpu=0)
+            os.sched_setaffinity(0, {1})
+            ofrep = await ofrep_rate(http, ofrep_side.url)
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            ofrep_side.stop()
+            running.sidecars.clear()
+            for size in FLEETS:
+                while len(running.sidecars) < size:
+                    running.add_sidecar(f"s{len(running.sidecars)}", timeout=60)
+                await asyncio.sleep(1.0)  # let start-up settle before timing
+                done = sum(len(t) for t in fleets.values())
+                fleets[size] = await propagation(api, running.sidecars, done)
     return render(evals, ofrep, fleets)
 
 
 def render(evals: dict[str, float], ofrep: float, fleets: dict[int, list[list[float]]]) -> str:
     rows = []
-    for fleet, trials in fleets.items():
+    for size, trials in fleets.items():
         each = [d * 1000 for t in trials for d in t]
         last = [max(t) * 1000 for t in trials]
         rows.append(
-            f"| {fleet} | {median(each):.1f} | {percentile(each, 99):.1f} | "
+            f"| {size} | {median(each):.1f} | {percentile(each, 99):.1f} | "
             f"{median(last):.1f} | {percentile(last, 99):.1f} | {max(last):.1f} |"
         )
     return "\n".join(
@@ -259,10 +218,7 @@ def render(evals: dict[str, float], ofrep: float, fleets: dict[int, list[list[fl
 
 
 def main() -> int:
-    section = uvloop.run(run())
-    print(section)
-    replace_section("flags", section)
-    return 0
+    return publish("flags", uvloop.run(run()))
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class ResponseParser:
                 self._state = "size" if self._chunked else "length"
                 if not self._chunked and self._remaining == 0:
                     self._state = "done"
-            elif state == "length":
+            elif state in ("length", "data"):  # a sized body, or one chunk's data
                 take = min(len(buf), self._remaining)
                 if take:
                     self._body(bytes(buf[:take]), now)
@@ -141,7 +141,7 @@ class ResponseParser:
                     self._remaining -= take
                 if self._remaining:
                     return False
-                self._state = "done"
+                self._state = "done" if state == "length" else "data_crlf"
             elif state == "size":
                 end = buf.find(CRLF)
                 if end < 0:
@@ -152,15 +152,6 @@ class ResponseParser:
                 self._state = "data" if size else "trailer"
                 if size:
                     self.chunks += 1
-            elif state == "data":
-                take = min(len(buf), self._remaining)
-                if take:
-                    self._body(bytes(buf[:take]), now)
-                    del buf[:take]
-                    self._remaining -= take
-                if self._remaining:
-                    return False
-                self._state = "data_crlf"
             elif state == "data_crlf":
                 if len(buf) < 2:
                     return False

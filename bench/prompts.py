@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from bench.sections import markers, replace_section
+from bench.sections import markers, publish
 from bench.stats import median, percentile
 from configsvc.experiments import merge_reports
 from holdfast.experiments.series import to_records
@@ -182,10 +182,7 @@ def render(sub: dict[str, list[float]], agg: list[float]) -> str:
 def main() -> int:
     sub = substitution()
     agg = aggregation()
-    section = render(sub, agg)
-    print(section)
-    replace_section("prompts", section)
-    return 0
+    return publish("prompts", render(sub, agg))
 
 
 if __name__ == "__main__":

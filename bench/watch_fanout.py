@@ -16,7 +16,7 @@ from typing import Final
 
 import uvloop
 
-from bench.sections import markers, replace_section
+from bench.sections import markers, publish
 from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
@@ -133,10 +133,7 @@ async def run() -> str:
 
 
 def main() -> int:
-    section = uvloop.run(run())
-    print(section)
-    replace_section("watch-fanout", section)
-    return 0
+    return publish("watch-fanout", uvloop.run(run()))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from configsvc import release_create
 from configsvc.access import required_role
 from configsvc.auth import Authorizer
 from configsvc.errors import (
@@ -186,7 +187,7 @@ class Api:
         agent, actor = _agent(request), _actor(request)
         req = NewRelease.parse(await read_body(request))
         admit_upstream(request, req.base_url, param="base_url")
-        created = await self.service.create_release(agent, req, actor)
+        created = await release_create.create_release(self.service, agent, req, actor)
         return _json({"release": release_json(created)}, status=201)
 
     async def show_release(self, request: web.Request) -> web.Response:

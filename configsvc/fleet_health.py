@@ -19,7 +19,7 @@ from configsvc.health_windows import WINDOWS, FleetWindows
 from configsvc.tool_health import by_release as tools_by_release
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
-from holdfast.keyspace.signals import SessionSpread
+from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.logs import get_logger
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror

@@ -27,7 +27,7 @@ from configsvc.health_shadow import Shadows, add_shadow
 from configsvc.health_sums import Signals, Total, add_into
 from configsvc.tool_health import Tools, ToolTotal, add_tools
 from holdfast.keyspace import HealthSnapshot, ShadowStats
-from holdfast.keyspace.signals import SessionSpread
+from holdfast.keyspace.session_spread import SessionSpread
 
 WINDOWS: Final = {"1m": 60.0, "5m": 300.0}
 KEEP_S: Final = max(WINDOWS.values()) + 30.0

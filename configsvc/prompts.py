@@ -1,5 +1,5 @@
-"""Prompt versions in configsvc: create, list, show, diff, record an evaluation, activate,
-roll back.
+"""Prompt versions in configsvc: create, record an evaluation, activate, roll back (the reads
+are configsvc.prompt_reads).
 
 Creating takes the next integer version with a create-only put (expected revision 0), so two
 operators creating at once cannot take the same number. Activation and rollback rewrite the
@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc import errors
-from configsvc.prompt_gate import gate_problem, text_diff
+from configsvc.prompt_gate import gate_problem
+from configsvc.prompt_reads import PromptReads, active_of
 from configsvc.prompt_settings import DEFAULT_MIN_CASES
-from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService, store_read
+from configsvc.service import MAX_CAS_ATTEMPTS, ConfigService
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.prompt import Evaluation, PromptVersion
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, Put
+from holdfast.store import CasConflict, Put
 
 log = get_logger(__name__)
 
 DEFAULT_GATE: Final = 0.8
-Versions = dict[str, tuple[PromptVersion, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +38,7 @@ class Activation:
     gate_note: str | None = None  # why the version did not pass, when forced
 
 
-def active_of(found: Versions) -> tuple[PromptVersion, int] | None:
-    return next((pair for pair in found.values() if pair[0].status == "active"), None)
-
-
-class PromptOps:
+class PromptOps(PromptReads):
     def __init__(
         self,
         service: ConfigService,
@@ -50,70 +46,12 @@ class PromptOps:
         gate: float = DEFAULT_GATE,
         min_cases: int = DEFAULT_MIN_CASES,
     ) -> None:
-        self.service = service
-        self.keyspace = service.keyspace
+        super().__init__(service)
         self.gate = gate
         self.min_cases = min_cases
 
     def passes(self, evaluation: Evaluation | None) -> bool:
         return self._problem(evaluation, "") is None
-
-    # -- reads ---------------------------------------------------------------------------------
-
-    async def versions(self, name: str) -> tuple[int, Versions]:
-        revision, kvs = await store_read(
-            self.service.store.list_prefix(self.keyspace.prompts_of(name))
-        )
-        found: Versions = {}
-        for kv in kvs:
-            prompt = _decode(kv)
-            found[prompt.version] = (prompt, kv.mod_revision)
-        return revision, found
-
-    async def existing(self, name: str) -> Versions:
-        _rev, found = await self.versions(name)
-        if not found:
-            raise errors.PromptNotFound(
-                f"prompt {name!r} has no versions; create one with `holdfastctl prompt create`",
-                param="name",
-            )
-        return found
-
-    async def get(self, name: str, version: str) -> tuple[PromptVersion, int]:
-        kv = await store_read(self.service.store.get(self.keyspace.prompt(name, version)))
-        if kv is None:
-            raise errors.PromptNotFound(f"prompt {name!r} has no version {version}")
-        return _decode(kv), kv.mod_revision
-
-    async def list_prompts(self) -> tuple[int, list[dict[str, Any]]]:
-        revision, kvs = await store_read(
-            self.service.store.list_prefix(self.keyspace.kind_prefix("prompts"))
-        )
-        by_name: dict[str, list[PromptVersion]] = {}
-        for kv in kvs:
-            prompt = _decode(kv)
-            by_name.setdefault(prompt.name, []).append(prompt)
-        out = []
-        for name, found in sorted(by_name.items()):
-            active = next((p.version for p in found if p.status == "active"), None)
-            out.append(
-                {
-                    "name": name,
-                    "versions": len(found),
-                    "latest": max(int(p.version) for p in found),
-                    "active": int(active) if active else None,
-                }
-            )
-        return revision, out
-
-    async def list_versions(self, name: str) -> list[dict[str, Any]]:
-        found = await self.existing(name)
-        ordered = sorted(found.values(), key=lambda pair: int(pair[0].version))
-        return [{**p.summary(), "mod_revision": rev} for p, rev in ordered]
-
-    async def diff(self, name: str, old: str, new: str) -> dict[str, Any]:
-        (a, _), (b, _) = await self.get(name, old), await self.get(name, new)
-        return text_diff(name, a, b)
 
     # -- mutations -----------------------------------------------------------------------------
 
@@ -295,10 +233,3 @@ def _evaluated_on(ev: Evaluation | None) -> str | None:
 
 def _replace(prompt: PromptVersion, **changes: Any) -> PromptVersion:
     return dataclasses.replace(prompt, **changes)
-
-
-def _decode(kv: KeyValue) -> PromptVersion:
-    try:
-        return PromptVersion.decode(kv.value)
-    except RecordError as exc:
-        raise errors.StoredRecordInvalid(f"stored record {kv.key} is unreadable: {exc}") from exc

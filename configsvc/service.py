@@ -15,7 +15,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from configsvc import errors, routes
 from configsvc.audit import AuditTrail, ConfigStore, HistoryItem
-from configsvc.payloads import HistoryQuery, NewRelease, Rollback, SetAliases, SetStable
+from configsvc.payloads import HistoryQuery, Rollback, SetAliases, SetStable
 from holdfast.keyspace import AuditEntry, Keyspace, RecordError, Release, Route
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
@@ -86,53 +86,6 @@ class ConfigService:
 
     # -- mutations -----------------------------------------------------------------------------
 
-    async def create_release(self, agent: str, req: NewRelease, actor: str) -> Versioned[Release]:
-        key = self.keyspace.release(agent, req.release)
-        prompts: dict[str, str] = {}
-        if req.prompts:
-            from configsvc.prompt_release import resolve_release_prompts  # (import cycle)
-            from configsvc.prompts import PromptOps
-
-            prompts = await resolve_release_prompts(PromptOps(self), req.prompts)
-        try:
-            release = Release(
-                agent=agent,
-                name=req.release,
-                model=req.model,
-                base_url=req.base_url,
-                api_key_env=req.api_key_env,
-                provider=req.provider,
-                created_at=self.clock(),
-                created_by=actor,
-                description=req.description,
-                contracts=req.contracts,
-                contract_policy=req.contract_policy,
-                prompts=prompts,
-            )
-        except RecordError as exc:
-            raise errors.InvalidRequest(str(exc)) from exc
-        await self._check_contracts(req.contracts)
-        entry = self.audit_entry(
-            actor, "release.create", key, req.reason, None, release.public(), agent
-        )
-        try:
-            revision = await self._write(Put(key, release.encode(), expected_mod_revision=0), entry)
-        except CasConflict as exc:
-            raise errors.ReleaseExists(
-                f"release exists; releases are immutable: {agent}/{req.release} was created "
-                "already, create the new bundle under a new release name",
-                param="release",
-            ) from exc
-        log.info(
-            "release_created",
-            agent=agent,
-            release=req.release,
-            model=req.model,
-            revision=revision,
-            actor=actor,
-        )
-        return Versioned(release, revision)
-
     async def set_stable(self, agent: str, req: SetStable, actor: str) -> RouteChange:
         await self.get_release(agent, req.release)  # releases are never deleted: check once
 
@@ -187,16 +140,6 @@ class ConfigService:
         return change
 
     # -- helpers -------------------------------------------------------------------------------
-
-    async def _check_contracts(self, contracts: dict[str, str]) -> None:
-        """A release may name only registered contract versions (never deleted: check once)."""
-        for tool, version in contracts.items():
-            if await self._get(self.keyspace.contract(tool, version)) is None:
-                raise errors.ContractNotFound(
-                    f"tool {tool!r} has no contract version {version!r}; see "
-                    f"`holdfastctl contract list {tool}`",
-                    param="contracts",
-                )
 
     async def update_route(
         self,

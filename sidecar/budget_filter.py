@@ -7,9 +7,8 @@ chat request without a cap gets the tightest applicable ``request_cap`` (or the 
 default) written into its body (one field: ``budget_usage.cap_field``), so the provider
 cannot produce more than was reserved.
 
-Settling: the provider's usage; without it, an estimate (marked so). An agent that hangs up
-before a non-streamed answer arrived is charged the whole reservation (the provider may well
-have completed it); a stream it cuts, the prompt estimate plus what the provider had sent.
+Settling: the provider's usage, or an estimate without it; what an agent that hangs up is
+charged is in sidecar.budget_settle.
 
 Exhausted scope: 429 ``budget_exhausted`` naming scope, limit and use, with ``Retry-After``;
 or, when every exhausted scope says ``degrade:RELEASE``, the request is served by that release
@@ -34,22 +33,14 @@ from typing import Final
 from holdfast.keyspace.price import Price, usd
 from holdfast.keyspace.records import Release
 from holdfast.logs import get_logger
-from sidecar.budget_ledger import Ledger, Meter, Refusal, Reservation
+from sidecar.budget_ledger import Ledger, Refusal, Reservation
+from sidecar.budget_meter import Meter
 from sidecar.budget_metrics import BudgetMetrics
-from sidecar.budget_usage import (
-    Estimator,
-    Usage,
-    UsageError,
-    body_usage,
-    completion_cap,
-    estimate_prompt,
-    read_event,
-    reply_estimate,
-    write_cap,
-)
+from sidecar.budget_settle import Settle
+from sidecar.budget_usage import Estimator, UsageError, completion_cap, estimate_prompt, write_cap
 from sidecar.config import ConfigState
 from sidecar.errors import BudgetExhausted, InvalidRequest, PriceUnknown
-from sidecar.exchange import Exchange, Observer, Outcome
+from sidecar.exchange import Exchange, Observer
 from sidecar.prices import PriceTable
 
 log = get_logger(__name__)
@@ -57,7 +48,6 @@ log = get_logger(__name__)
 TENANT_HEADER: Final = "X-Holdfast-Tenant"
 REMAINING_HEADER: Final = "X-Holdfast-Budget-Remaining"
 DEGRADED_HEADER: Final = "X-Holdfast-Budget-Degraded"
-HUNG_UP: Final = "client_disconnected"  # the outcome code of an agent that went away
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,91 +56,6 @@ class BudgetOptions:
     default_cap: int
     estimator: Estimator
     first_slice_wait: float = 0.0  # seconds; 0: refuse at once
-
-
-class _Settle(Observer):
-    def __init__(
-        self,
-        ledger: Ledger,
-        reservation: Reservation,
-        prompt_estimate: int,
-        *,
-        cap: int,
-        stream: bool,
-        strip_usage: bool,
-        metrics: BudgetMetrics,
-        price: Price | None,
-        release: str,
-    ) -> None:
-        self.price = price
-        self.ledger = ledger
-        self.reservation = reservation
-        self.prompt_estimate = prompt_estimate
-        self.cap = cap  # the completion tokens reserved: the most the provider may produce
-        self.release = release
-        self.wants_events = stream
-        self.strip_usage = strip_usage
-        self.metrics = metrics
-        self.usage: Usage | None = None
-        self.deltas = 0
-        self.status: int | None = None
-        self.reply_tokens = 0
-
-    def on_body(self, status: int, body: bytes) -> bytes:
-        self.status = status
-        if status < 400:
-            self.usage = body_usage(body)
-            if self.usage is None:
-                self.reply_tokens = reply_estimate(body)
-        return body
-
-    def on_event(self, event: bytes) -> bytes | None:
-        parsed = read_event(event)
-        self.deltas += parsed.tokens
-        if parsed.usage is not None:
-            self.usage = parsed.usage
-            if parsed.usage_only and self.strip_usage:
-                return None  # the agent did not ask for it: it sees what it would have seen
-        return event
-
-    def close(self, outcome: Outcome) -> None:
-        prompt, completion, estimated = self._charge(outcome)
-        micros = self.price.micros(prompt, completion) if self.price is not None else 0
-        Ledger.settle(self.reservation, prompt + completion, estimated=estimated, micros=micros)
-        self.metrics.charged(
-            prompt, completion, estimated=estimated, micros=micros, release=self.release
-        )
-        if estimated and (prompt or completion):
-            log.info(
-                "budget_charge_estimated",
-                outcome=outcome.code,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-            )
-
-    def _charge(self, outcome: Outcome) -> tuple[int, int, bool]:
-        if self.usage is not None:
-            return self.usage.prompt, self.usage.completion, False
-        if self.status is not None and self.status >= 400:
-            return 0, 0, False  # the provider refused it: nothing produced
-        hung_up = outcome.code == HUNG_UP
-        if self.wants_events:
-            # A stream: what the provider produced before it ended or was cut (the relay
-            # drains what it had already sent). An agent that hangs up before the first
-            # chunk still had its prompt read by the provider.
-            if outcome.status == 200 or self.deltas > 0 or hung_up:
-                return self.prompt_estimate, self.deltas, True
-            return 0, 0, False
-        status = self.status if self.status is not None else outcome.status
-        if status is not None and status < 400:
-            return self.prompt_estimate, self.reply_tokens, True
-        if hung_up:
-            # The agent left before the answer arrived. Providers finish (and bill) a
-            # non-streamed request whoever is still listening, so the outcome is unknown:
-            # charge the whole reservation -- else an agent whose own timeout always fires
-            # would spend without limit.
-            return self.prompt_estimate, self.cap, True
-        return 0, 0, False  # refused, unreachable, or a provider error: nothing produced
 
 
 class BudgetFilter:
@@ -191,27 +96,42 @@ class BudgetFilter:
         "this sidecar holds 0". Admission itself stays synchronous and atomic in ``open``."""
         if self.first_slice is None or self.options.first_slice_wait <= 0:
             return
+        waiting = self._waiting(exchange)
+        if not waiting:
+            return
+        # New slices for other sidecars (or a tick that came before this sidecar's first report)
+        # wake the wait too: it ends only when this sidecar's own slices arrive or time runs out.
+        started = time.monotonic()
+        deadline = started + self.options.first_slice_wait
+        granted = False
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not await self.first_slice(remaining):
+                break
+            if not self._waiting(exchange):
+                granted = True
+                break
+        self.metrics.first_slice_waits.inc()
+        log.info(
+            "budget_first_slice_waited",
+            scopes=waiting,
+            granted=granted,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+    def _waiting(self, exchange: Exchange) -> list[str]:
+        """The fleet scopes of this request that have room but of which this sidecar holds
+        nothing yet."""
         snapshot = self.config.current
         budgets = snapshot.of_kind("budgets") if snapshot is not None else {}
         if not budgets:
-            return
+            return []
         now = self.clock()
         self.ledger.sync(budgets, now)
-        waiting = [
+        return [
             m.scope
             for m in self.ledger.applicable(self._scopes(exchange), now)
             if m.budget.fleet and m.allowance == 0 and max(m.fleet_used, m.used) < m.limit
         ]
-        if waiting:
-            started = time.monotonic()
-            granted = await self.first_slice(self.options.first_slice_wait)
-            self.metrics.first_slice_waits.inc()
-            log.info(
-                "budget_first_slice_waited",
-                scopes=waiting,
-                granted=granted,
-                ms=round((time.monotonic() - started) * 1000, 1),
-            )
 
     def open(self, exchange: Exchange) -> Observer | None:
         snapshot = self.config.current
@@ -255,7 +175,7 @@ class BudgetFilter:
             }
             strip_usage = not asked
         self._soft_header(exchange, meters)
-        return _Settle(
+        return Settle(
             self.ledger,
             reservation,
             prompt,

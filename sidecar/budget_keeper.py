@@ -34,7 +34,8 @@ from holdfast.store import StoreError
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.lease import LeaseKeeper
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar.budget_ledger import Ledger, Meter
+from sidecar.budget_ledger import Ledger
+from sidecar.budget_meter import Meter
 from sidecar.budget_metrics import meter_status
 from sidecar.config import ConfigState
 
@@ -88,7 +89,6 @@ class BudgetKeeper:
     async def start(self) -> None:
         self.mirror.subscribe(self._on_quotas)
         await self.mirror.start()
-        await self.lease.start()
         self._task.start(self._run)
 
     async def close(self) -> None:
@@ -96,9 +96,14 @@ class BudgetKeeper:
         lease (call it once no request is in flight any more)."""
         await self._task.cancel()
         self._closing = True  # a lease granted meanwhile must not rewrite a live report
-        await self._hand_back()
+        # One bound for both: with etcd away the lease expires on its own anyway.
+        try:
+            async with asyncio.timeout(FINAL_REPORT_TIMEOUT):
+                await self._hand_back()
+                await self.lease.close(revoke=True)
+        except TimeoutError:
+            await self.lease.close(revoke=False)
         await self.mirror.close()
-        await self.lease.close()
 
     def _on_quotas(self, update: MirrorUpdate) -> None:
         quotas: dict[str, Quotas] = {}
@@ -143,6 +148,8 @@ class BudgetKeeper:
     async def _run(self) -> None:
         # The first report goes out at once: the controller hands out slices only to sidecars
         # that reported, so a fresh sidecar gets its first slices one controller tick later.
+        # The lease is granted here, not in start: a down etcd must not hold up the sidecar.
+        await self.lease.start()
         while True:
             try:
                 await self.report()

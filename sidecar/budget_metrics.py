@@ -14,7 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from holdfast.keyspace.price import MICROS, usd
-from sidecar.budget_ledger import Ledger, Meter
+from sidecar.budget_ledger import Ledger
+from sidecar.budget_meter import Meter
 from sidecar.provider_json import USAGE_REJECTED
 
 

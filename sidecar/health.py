@@ -12,7 +12,6 @@ touching the publishing loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from typing import Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
-from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
+from holdfast.keyspace.session_spread import SessionSpread
+from holdfast.keyspace.signals import ReleaseSignals
 from holdfast.keyspace.tool_signals import ToolSignals
 from holdfast.logs import get_logger
 from holdfast.store.errors import StoreError
@@ -173,11 +173,11 @@ class HealthPublisher:
     async def close(self) -> None:
         """Stop beating, publish the final counters once, then revoke: the key goes at once."""
         await self._task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_BUDGET_S):
-                await self.publish_once()
+        # One budget for both: with etcd away the lease expires on its own anyway.
         try:
             async with asyncio.timeout(CLOSE_BUDGET_S):
+                await self.publish_once()
                 await self._lease.close(revoke=True)
         except TimeoutError:
+            await self._lease.close(revoke=False)
             log.warning("health_lease_not_revoked", key=self.key)

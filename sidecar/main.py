@@ -15,9 +15,10 @@ from holdfast.cliargs import LOOPBACK_HOSTS
 from holdfast.http_logs import redact_parse_errors
 from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure, get_logger
 from sidecar.app import Sidecar
+from sidecar.cli_args import load_settings
 from sidecar.drain import drain, runner_shutdown_timeout
 from sidecar.limits import server_options
-from sidecar.settings import SettingsError, SidecarSettings, load_settings
+from sidecar.settings import SettingsError, SidecarSettings
 
 log = get_logger(__name__)
 

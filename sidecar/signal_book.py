@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import Final
 
 from holdfast.keyspace.categories import CATEGORY_RE, MAX_CATEGORIES
+from holdfast.keyspace.session_spread import (
+    SESSION_LATENCY_BOUNDS_MS,
+    SESSION_TOKEN_BOUNDS,
+    SessionSpread,
+)
 from holdfast.keyspace.signals import (
     HISTOGRAMS,
     LATENCY_BOUNDS_MS,
     LENGTH_BOUNDS_TOKENS,
     MAX_TOOLS,
-    SESSION_LATENCY_BOUNDS_MS,
-    SESSION_TOKEN_BOUNDS,
     ReleaseSignals,
-    SessionSpread,
     bucket_index,
     quantile,
 )

@@ -19,7 +19,11 @@ from prometheus_client.core import GaugeHistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from holdfast.keyspace import Route
-from holdfast.keyspace.signals import SESSION_LATENCY_BOUNDS_MS, SESSION_TOKEN_BOUNDS, SessionSpread
+from holdfast.keyspace.session_spread import (
+    SESSION_LATENCY_BOUNDS_MS,
+    SESSION_TOKEN_BOUNDS,
+    SessionSpread,
+)
 from sidecar.signal_book import Observation, error_class
 
 TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdCluster, EtcdError, EtcdNode, etcd_binary
+from holdfast.devtools.etcd_cluster import EtcdCluster
+from holdfast.devtools.etcd_host import EtcdError, etcd_binary
+from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.store.etcd import EtcdStore
 
 

@@ -1,8 +1,8 @@
-"""Real etcd processes on loopback for tests, the demo and benchmarks.
+"""One real etcd process on loopback for tests, the demo and benchmarks.
 
 Each node gets free ports, a temporary directory (data plus ``etcd.log``) and fast-start flags.
-Nodes and clusters are context managers; anything still running at interpreter exit is killed,
-so a crashed test run leaves no etcd behind.
+Nodes are context managers; anything still running at interpreter exit is killed, so a crashed
+test run leaves no etcd behind. Clusters of them are ``holdfast.devtools.etcd_cluster``.
 
 ``tls=True`` makes a throwaway CA (``holdfast.devtools.certs``) in the node's directory and serves
 clients and peers over mutual TLS; ``enable_auth`` then turns on etcd's own auth through etcdctl.
@@ -12,73 +12,33 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Final, Self
 
 from holdfast import etcd_roles
 from holdfast.devtools.certs import LocalPki, make_test_pki
+from holdfast.devtools.etcd_host import (
+    HOST,
+    EtcdError,
+    Managed,
+    etcd_binary,
+    free_ports,
+    temp_dir,
+)
 from holdfast.etcdctl import EtcdctlTarget, apply
 from holdfast.store.security import EtcdSecurity
 
-ETCD_BIN_ENV: Final = "HOLDFAST_ETCD_BIN"
-HOST: Final = "127.0.0.1"
 SINGLE_FLAGS: Final = ("--heartbeat-interval", "50", "--election-timeout", "500")
-# Slower than SINGLE_FLAGS so that a busy 2-core test machine does not look like a dead leader.
-CLUSTER_FLAGS: Final = ("--heartbeat-interval", "100", "--election-timeout", "1000")
 
 _live: set[EtcdNode] = set()  # strong references: a dropped node is still killed at exit
-
-
-def _temp_dir(prefix: str) -> Path:
-    # tmpfs makes etcd's fsyncs free, which keeps a loaded test machine from missing heartbeats.
-    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it
-    root = os.environ.get("HOLDFAST_ETCD_TMP") or (str(shm) if os.access(shm, os.W_OK) else None)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-
-
-class EtcdError(RuntimeError):
-    """etcd is missing, exited early or never became ready; the message has its log tail."""
-
-
-def free_port(host: str = HOST) -> int:
-    return free_ports(1, host)[0]
-
-
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """Distinct free ports: all sockets stay bound until every port is chosen."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
-def etcd_binary() -> str:
-    """``$HOLDFAST_ETCD_BIN``, else ``etcd`` on PATH."""
-    configured = os.environ.get(ETCD_BIN_ENV)
-    if configured:
-        if not os.access(configured, os.X_OK):
-            raise EtcdError(f"{ETCD_BIN_ENV}={configured} is not an executable file")
-        return configured
-    found = shutil.which("etcd")
-    if found is None:
-        raise EtcdError(
-            f"no etcd binary: run scripts/bootstrap.sh to install one, or set {ETCD_BIN_ENV}"
-        )
-    return found
 
 
 def _tls_context(pki: LocalPki | None) -> ssl.SSLContext | None:
@@ -97,32 +57,7 @@ def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> str
         return None
 
 
-class _Managed:
-    """Context-manager plumbing shared by nodes and clusters: start and wait, always clean up."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def wait_ready(self, timeout: float = 30.0) -> Self:
-        raise NotImplementedError
-
-    def cleanup(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start().wait_ready()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.cleanup()
-
-
-class EtcdNode(_Managed):
+class EtcdNode(Managed):
     """One etcd member on loopback. Ports are fixed at construction, so restarts keep them."""
 
     def __init__(
@@ -139,7 +74,7 @@ class EtcdNode(_Managed):
     ) -> None:
         self.name = name
         self._own_dir = base_dir is None
-        self.dir = _temp_dir(f"holdfast-etcd-{name}-") if base_dir is None else base_dir
+        self.dir = temp_dir(f"holdfast-etcd-{name}-") if base_dir is None else base_dir
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "etcd.log"
         if not client_port or not peer_port:
@@ -290,91 +225,6 @@ class EtcdNode(_Managed):
     def cleanup(self) -> None:
         self.kill()
         _live.discard(self)
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class EtcdCluster(_Managed):
-    """N members (3 by default) forming one cluster on loopback."""
-
-    def __init__(self, size: int = 3, *, base_dir: Path | None = None, tls: bool = False) -> None:
-        if size < 1:
-            raise ValueError("a cluster needs at least one member")
-        self._own_dir = base_dir is None
-        self.dir = _temp_dir("holdfast-etcd-cluster-") if base_dir is None else base_dir
-        self.pki = make_test_pki(self.dir / "pki") if tls else None  # one CA for all members
-        scheme = "https" if tls else "http"
-        ports = free_ports(2 * size)
-        names = [f"node{i}" for i in range(size)]
-        initial = ",".join(f"{n}={scheme}://{HOST}:{ports[2 * i + 1]}" for i, n in enumerate(names))
-        self.nodes = [
-            EtcdNode(
-                name,
-                base_dir=self.dir / name,
-                client_port=ports[2 * i],
-                peer_port=ports[2 * i + 1],
-                initial_cluster=initial,
-                flags=CLUSTER_FLAGS,
-                tls=tls,
-                pki=self.pki,
-            )
-            for i, name in enumerate(names)
-        ]
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [node.client_url for node in self.nodes]
-
-    def start(self) -> Self:
-        for node in self.nodes:
-            node.start()
-        return self
-
-    def wait_ready(self, timeout: float = 30.0) -> Self:
-        deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            if node.is_running:
-                node.wait_ready(max(0.1, deadline - time.monotonic()))
-        return self
-
-    def leader(self, timeout: float = 10.0) -> EtcdNode:
-        """The running member that reports itself leader (waits out an election)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            leaders = [n for n in self.nodes if n.is_running and n.is_leader()]
-            if len(leaders) == 1:
-                return leaders[0]
-            if time.monotonic() > deadline:
-                raise EtcdError(f"no single leader after {timeout}s (saw {len(leaders)})")
-            time.sleep(0.05)
-
-    def kill_leader(self) -> EtcdNode:
-        node = self.leader()
-        node.kill()
-        return node
-
-    @property
-    def is_running(self) -> bool:
-        return all(node.is_running for node in self.nodes)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def kill(self) -> None:
-        for node in self.nodes:
-            node.kill()
-
-    def restart(self, timeout: float = 30.0) -> Self:
-        """Start every member that is down (all of them after stop or kill) and wait for all."""
-        for node in self.nodes:
-            if not node.is_running:
-                node.start()
-        return self.wait_ready(timeout)
-
-    def cleanup(self) -> None:
-        for node in self.nodes:
-            node.cleanup()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""aiohttp handlers of the fake upstream: the OpenAI endpoints (``/v1``) and ``/_control``.
+"""aiohttp app of the fake upstream: the OpenAI endpoints (``/v1``), plus ``/_control``
+(holdfast.fakellm.control).
 
 Request handling stays cheap (one JSON parse, one hash, pre-encoded chunk heads) because the
 same process is the upstream of throughput benchmarks; nothing here logs per request.
@@ -10,7 +11,7 @@ import asyncio
 import hmac
 import json
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -18,9 +19,9 @@ from aiohttp import web
 
 from holdfast.fakellm import protocol
 from holdfast.fakellm.behaviour import Behaviour, BehaviourTable, ModelStats
+from holdfast.fakellm.control import Control, json_response
 from holdfast.fakellm.generate import ChatRequest, Reply, compose_reply, embedding
 from holdfast.fakellm.protocol import ApiError
-from holdfast.logs import get_logger
 
 DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 DEFAULT_REQUEST_LOG_SIZE: Final = 200
@@ -35,7 +36,6 @@ RECORDED_HEADER_PREFIX: Final = "x-holdfast-"
 OWNER: Final = "holdfast-fakellm"
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
-log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -47,26 +47,17 @@ class FakeSettings:
     request_log_size: int = DEFAULT_REQUEST_LOG_SIZE
 
 
-def _json(
-    body: object, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    payload = json.dumps(body).encode()
-    return web.Response(
-        body=payload, status=status, headers=headers, content_type="application/json"
-    )
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves in OpenAI's shape, aiohttp's own 404/405/413 included."""
     try:
         return await handler(request)
     except ApiError as exc:
-        return _json(exc.body(), status=exc.status, headers=exc.headers)
+        return json_response(exc.body(), status=exc.status, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json(ApiError(exc.reason, code=None).body(), status=exc.status)
+        return json_response(ApiError(exc.reason, code=None).body(), status=exc.status)
 
 
 class FakeLLM:
@@ -98,12 +89,7 @@ class FakeLLM:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.list_models)
-        app.router.add_get("/_control/models/{model}", self.get_behaviour)
-        app.router.add_put("/_control/models/{model}", self.put_behaviour)
-        app.router.add_delete("/_control/models/{model}", self.delete_behaviour)
-        app.router.add_get("/_control/stats", self.get_stats)
-        app.router.add_get("/_control/requests", self.get_requests)
-        app.router.add_post("/_control/reset", self.reset)
+        Control(self.behaviours, self.requests).add_routes(app.router)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -166,7 +152,7 @@ class FakeLLM:
             body = protocol.completion_body(
                 self._next_id("chatcmpl"), chat, reply, with_usage=with_usage
             )
-            return _json(body)
+            return json_response(body)
         finally:
             stats.in_flight -= 1
 
@@ -230,54 +216,14 @@ class FakeLLM:
         if behaviour.latency_ms:
             await asyncio.sleep(behaviour.latency_ms / 1000)
         vectors = [embedding(parsed.model, text, parsed.dimensions) for text in parsed.inputs]
-        return _json(protocol.embeddings_body(parsed, vectors, with_usage=not behaviour.omit_usage))
+        return json_response(
+            protocol.embeddings_body(parsed, vectors, with_usage=not behaviour.omit_usage)
+        )
 
     async def list_models(self, request: web.Request) -> web.StreamResponse:
         await self._admit(request)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": OWNER} for m in self.models]
-        return _json({"object": "list", "data": data})
-
-    async def get_behaviour(self, request: web.Request) -> web.StreamResponse:
-        return self._behaviour_response(request.match_info["model"])
-
-    async def put_behaviour(self, request: web.Request) -> web.StreamResponse:
-        model = request.match_info["model"]
-        try:
-            behaviour = self.behaviours.set(model, json.loads(await request.read()))
-        except ValueError as exc:  # BehaviourError, or JSON that does not parse
-            raise ApiError(f"bad behaviour for {model}: {exc}", code="invalid_behaviour") from exc
-        log.info("fakellm_behaviour_set", model=model, behaviour=behaviour.to_json())
-        return self._behaviour_response(model)
-
-    async def delete_behaviour(self, request: web.Request) -> web.StreamResponse:
-        model = request.match_info["model"]
-        if self.behaviours.clear(model):
-            log.info("fakellm_behaviour_cleared", model=model)
-        return self._behaviour_response(model)
-
-    def _behaviour_response(self, model: str) -> web.Response:
-        behaviour = self.behaviours.get(model).to_json()
-        overridden = self.behaviours.is_overridden(model)
-        return _json({"model": model, "overridden": overridden, "behaviour": behaviour})
-
-    async def get_stats(self, request: web.Request) -> web.StreamResponse:
-        stats = {model: s.to_json() for model, s in self.behaviours.stats.items()}
-        return _json({"models": stats})
-
-    async def get_requests(self, request: web.Request) -> web.StreamResponse:
-        """The last ``limit`` recorded /v1 requests (default: all kept), oldest first."""
-        limit_text = request.query.get("limit", str(len(self.requests)))
-        if not limit_text.isdigit():
-            raise ApiError("limit must be a non-negative integer", param="limit")
-        limit = int(limit_text)
-        recent = list(self.requests)[max(0, len(self.requests) - limit) :] if limit else []
-        return _json({"requests": recent})
-
-    async def reset(self, request: web.Request) -> web.StreamResponse:
-        self.behaviours.reset()
-        self.requests.clear()
-        log.info("fakellm_reset")
-        return _json({"reset": True})
+        return json_response({"object": "list", "data": data})
 
 
 def _recorded_headers(request: web.Request) -> dict[str, str]:

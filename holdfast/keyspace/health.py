@@ -14,12 +14,8 @@ from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
-from holdfast.keyspace.signals import (
-    MAX_SIGNAL_RECORDS,
-    ReleaseSignals,
-    SessionSpread,
-    decode_signals,
-)
+from holdfast.keyspace.session_spread import SessionSpread
+from holdfast.keyspace.signals import MAX_SIGNAL_RECORDS, ReleaseSignals, decode_signals
 from holdfast.keyspace.tool_signals import ToolSignals, decode_all
 
 _SHADOW_COUNTERS = (

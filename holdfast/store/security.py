@@ -1,8 +1,9 @@
 """How a process proves itself to etcd: TLS material and etcd's own user/password auth.
 
-Pure settings, shared by the sidecar and configsvc; ``holdfast.store.etcd`` turns them into gRPC
-credentials and auth tokens. The password is read from the environment only (a flag would show in
-``ps``) and never appears in ``repr`` or in any error message.
+Pure settings, shared by the sidecar and configsvc; ``holdfast.store.grpc_channel`` turns them into
+gRPC credentials and ``holdfast.store.etcd`` into auth tokens. The password is read from the
+environment only (a flag would show in ``ps``) and never appears in ``repr`` or in any error
+message.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdCluster, EtcdNode
+from holdfast.devtools.etcd_cluster import EtcdCluster
+from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store import StoreUnavailable
 from holdfast.store.etcd import EtcdStore

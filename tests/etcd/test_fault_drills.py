@@ -24,7 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdCluster, EtcdNode
+from holdfast.devtools.etcd_cluster import EtcdCluster
+from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store.etcd import EtcdStore
 from tests.etcd.spine_stack import AGENT, Stack, get_json, start_stack, wait_for

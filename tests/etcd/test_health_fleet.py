@@ -20,7 +20,7 @@ from configsvc.rollout_ops import RolloutOps, StartRollout
 from configsvc.service import ConfigService
 from holdfast.keyspace import HealthSnapshot, Keyspace, Release, Route, ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
-from holdfast.keyspace.signals import SessionSpread
+from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.store.etcd import EtcdStore
 from tests.unit.test_health_gate import sig
 

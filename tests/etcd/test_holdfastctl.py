@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode, free_port
+from holdfast.devtools.etcd_host import free_port
+from holdfast.devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

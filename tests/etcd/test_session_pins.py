@@ -19,7 +19,8 @@ from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 
 from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdCluster, EtcdNode
+from holdfast.devtools.etcd_cluster import EtcdCluster
+from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.store import KeyValue, Put
 from holdfast.store.etcd import EtcdStore

@@ -15,7 +15,8 @@ from holdfast.devtools import procs
 from holdfast.keyspace import Route, Shadow
 from holdfast.keyspace.budget import Budget
 from sidecar.budget_filter import BudgetFilter, BudgetOptions
-from sidecar.budget_ledger import Ledger, Meter
+from sidecar.budget_ledger import Ledger
+from sidecar.budget_meter import Meter
 from sidecar.budget_metrics import BudgetMetrics
 from sidecar.http_app import build_http_app
 from sidecar.metrics import SidecarMetrics

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.budgets import END, START, WINDOWS, admission_cost, main, render
+from bench.budget_admission import WINDOWS, admission_cost
+from bench.budgets import END, START, main, render
 
 
 def test_admission_cost_runs_on_every_configuration() -> None:

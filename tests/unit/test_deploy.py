@@ -18,7 +18,7 @@ import yaml
 from configsvc.cli import build_parser as configsvc_parser
 from configsvc.settings import load_serve_settings
 from holdfast.fakellm.cli import load_settings as fakellm_settings
-from sidecar.settings import load_settings as sidecar_settings
+from sidecar.cli_args import load_settings as sidecar_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SECRET_ENV = {"HOLDFAST_TOKEN": "test-token-0123456789"}

@@ -18,7 +18,8 @@ from holdfast.keyspace import HealthSnapshot, RecordError, Rollout, ShadowStats
 from holdfast.keyspace.categories import MAX_CATEGORIES
 from holdfast.keyspace.codec import decode_record, encode_record
 from holdfast.keyspace.policy import DEFAULT_INCONCLUSIVE_AFTER_S, HealthPolicy
-from holdfast.keyspace.signals import ReleaseSignals, SessionSpread
+from holdfast.keyspace.session_spread import SessionSpread
+from holdfast.keyspace.signals import ReleaseSignals
 from tests.unit.test_health_gate import FakeFleet, sig, snap
 
 

@@ -9,12 +9,8 @@ import pytest
 
 from holdfast.keyspace import HealthSnapshot, RecordError
 from holdfast.keyspace.codec import encode_record
-from holdfast.keyspace.signals import (
-    LATENCY_BOUNDS_MS,
-    ReleaseSignals,
-    SessionSpread,
-    quantile,
-)
+from holdfast.keyspace.session_spread import SessionSpread
+from holdfast.keyspace.signals import LATENCY_BOUNDS_MS, ReleaseSignals, quantile
 from sidecar.answer_scan import StreamScan, looks_like_refusal, scan_body
 from sidecar.prices import PriceError, load_prices, parse_prices
 from sidecar.signal_book import Observation, SignalBook, category_of, error_class

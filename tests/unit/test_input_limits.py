@@ -8,12 +8,13 @@ import pytest
 
 from holdfast.hostcheck import allowed_hosts, host_allowed
 from holdfast.logs import request_id_from
+from sidecar.cli_args import load_settings
 from sidecar.errors import InvalidRequest
 from sidecar.json_limits import JsonRefused, depth_over, loads_bounded
 from sidecar.limits import LimitsError, LimitSettings, server_options
 from sidecar.openai_api import encode_body, parse_body
 from sidecar.session_id import session_id
-from sidecar.settings import SettingsError, load_settings
+from sidecar.settings import SettingsError
 from sidecar.upstream import relayed_headers
 
 

@@ -15,6 +15,7 @@ from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.keyspace.prompt import PromptVersion
 from holdfast.store import Change, KeyValue
 from sidecar import pin_persist
+from sidecar.cli_args import load_settings
 from sidecar.config import ConfigState
 from sidecar.errors import InvalidRequest, NotConfigured
 from sidecar.kinds import CONFIG_KINDS
@@ -24,12 +25,7 @@ from sidecar.pins import PinEntry, PinTable
 from sidecar.prompt_index import index_of, session_prompt
 from sidecar.routing import assign, resolve
 from sidecar.session_id import SESSION_HEADER, session_id
-from sidecar.settings import (
-    DEFAULT_PIN_CREATE_TIMEOUT,
-    ENV_PIN_CREATE_TIMEOUT,
-    SettingsError,
-    load_settings,
-)
+from sidecar.settings import DEFAULT_PIN_CREATE_TIMEOUT, ENV_PIN_CREATE_TIMEOUT, SettingsError
 
 KS = Keyspace("dev")
 AGENT = "support"

@@ -9,11 +9,12 @@ import pytest
 from holdfast.keyspace import Keyspace, RecordError, Release, Route
 from holdfast.store import Change, KeyValue
 from sidecar import persist
+from sidecar.cli_args import load_settings
 from sidecar.config import ConfigState
 from sidecar.errors import NotConfigured, UnknownModel
 from sidecar.ops import staleness
 from sidecar.routing import resolve
-from sidecar.settings import SettingsError, load_settings
+from sidecar.settings import SettingsError
 
 KS = Keyspace("dev")
 AGENT = "support"

@@ -1,0 +1,84 @@
+"""What a local etcd needs from this host: the binary, free loopback ports and a scratch dir.
+
+Also the start-wait-clean-up lifecycle that single nodes (``holdfast.devtools.etcd_local``) and
+clusters (``holdfast.devtools.etcd_cluster``) share as context managers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+ETCD_BIN_ENV: Final = "HOLDFAST_ETCD_BIN"
+HOST: Final = "127.0.0.1"
+
+
+class EtcdError(RuntimeError):
+    """etcd is missing, exited early or never became ready; the message has its log tail."""
+
+
+def temp_dir(prefix: str) -> Path:
+    """A new private directory for etcd data and logs, on tmpfs when there is one."""
+    # tmpfs makes etcd's fsyncs free, which keeps a loaded test machine from missing heartbeats.
+    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp below it
+    root = os.environ.get("HOLDFAST_ETCD_TMP") or (str(shm) if os.access(shm, os.W_OK) else None)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def free_port(host: str = HOST) -> int:
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """Distinct free ports: all sockets stay bound until every port is chosen."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def etcd_binary() -> str:
+    """``$HOLDFAST_ETCD_BIN``, else ``etcd`` on PATH."""
+    configured = os.environ.get(ETCD_BIN_ENV)
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise EtcdError(f"{ETCD_BIN_ENV}={configured} is not an executable file")
+        return configured
+    found = shutil.which("etcd")
+    if found is None:
+        raise EtcdError(
+            f"no etcd binary: run scripts/bootstrap.sh to install one, or set {ETCD_BIN_ENV}"
+        )
+    return found
+
+
+class Managed:
+    """Context-manager plumbing shared by nodes and clusters: start and wait, always clean up."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start().wait_ready()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
