@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
+from abc import ABC, abstractmethod
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -59,17 +60,20 @@ def etcd_binary() -> str:
     return found
 
 
-class Managed:
+class Managed(ABC):
     """Context-manager plumbing shared by nodes and clusters: start and wait, always clean up."""
 
+    @abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Launch the process(es); returns at once."""
 
+    @abstractmethod
     def wait_ready(self, timeout: float = 30.0) -> Self:
-        raise NotImplementedError
+        """Block until etcd answers, or raise EtcdError after ``timeout`` seconds."""
 
+    @abstractmethod
     def cleanup(self) -> None:
-        raise NotImplementedError
+        """Stop every process and remove the data directories."""
 
     def __enter__(self) -> Self:
         try:
