@@ -9,5 +9,5 @@ BIN_DIR=$(dirname "$PYTHON")
 
 if [ ! -x "$BIN_DIR/py-spy" ]; then
   echo "bench/setup.sh: installing py-spy into $BIN_DIR" >&2
-  "$PYTHON" -m pip install -q "py-spy>=0.3.14"
+  "$PYTHON" -m pip install -q -e ".[bench]"  # the project's `bench` extra
 fi
