@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
 from holdfast.errorshape import error_body
@@ -64,6 +65,10 @@ def parse_body(raw: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str,
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        pass  # an integer beyond 64 bits (kept exact by the parser) or a lone surrogate
     try:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     except UnicodeEncodeError as exc:  # a lone surrogate ("\\ud800") survives json.loads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -32,6 +33,24 @@ def test_hostile_json_refused_fast() -> None:
         with pytest.raises(JsonRefused):
             loads_bounded(raw, 64)
     assert time.perf_counter() - started < 2.0
+
+
+def test_integers_beyond_64_bits_stay_exact_and_floats_stay_finite() -> None:
+    # orjson (the fast path) would read these as floats: they take the exact path instead
+    for big in (-9223372036854775809, 18446744073709551616, 10**40):
+        raw = b'{"model":"m","seed":%d,"n":1.5}' % big
+        body = loads_bounded(raw)
+        assert body["seed"] == big and isinstance(body["seed"], int)
+        assert encode_body(body) == raw  # re-encoded to the same bytes
+    assert loads_bounded('{"seed": -9223372036854775809}')["seed"] == -9223372036854775809
+    digits_in_text = b'{"model":"m","user":"id-12345678901234567890"}'
+    assert encode_body(loads_bounded(digits_in_text)) == digits_in_text
+    fast = rb'{"model":"m","temperature":0.2,"max_tokens":4096,"stop":["\u00e9", "\n"]}'
+    assert loads_bounded(fast) == json.loads(fast)
+    long_too = b'{"t":1e999,"seed":12345678901234567890}'  # the exact path refuses it as well
+    for overflow in (b'{"t":1e999}', b'{"t":-1e400}', long_too):  # never sent on as "Infinity"
+        with pytest.raises(JsonRefused, match="infinity"):
+            loads_bounded(overflow)
 
 
 def test_parse_body_errors_are_invalid_request() -> None:
