@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,11 @@ import pytest
 
 from holdfast.devtools import procs
 from holdfast.devtools.etcd_local import EtcdNode
-from tests.etcd.spine_stack import AGENT, Stack, start_stack
+from tests.etcd.spine_stack import AGENT, Stack
 
 pytestmark = pytest.mark.etcd
 
 ROUNDS = 5
-
-
-@pytest.fixture
-def stack(tmp_path: Path, etcd_node: EtcdNode, etcd_env: str) -> Iterator[Stack]:
-    s = start_stack(tmp_path, etcd_env, [etcd_node.client_url])
-    s.create_releases(("r1", "model-one"), ("r2", "model-two"), ("r3", "model-three"))
-    s.set_stable("r1")
-    yield s
-    s.stop()
 
 
 async def start_rollout(
