@@ -52,7 +52,6 @@ class RolloutController:
         self.election = election
         self.tick = tick
         self.gate: HealthGate = gate or AlwaysProceed()
-        self.steps_taken = 0
         self._held: dict[str, str] = {}
         self._loop = LeaderLoop(
             "rollout controller",
@@ -124,5 +123,4 @@ class RolloutController:
                 continue
             if change.changed:
                 changed += 1
-                self.steps_taken += 1
         return changed

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 from sidecar.provider_json import provider_json, usage_counts
 
 Estimator = Literal["bytes", "chars"]
-ESTIMATORS: Final = ("bytes", "chars")
 PER_MESSAGE: Final = 4
 REPLY_PRIMING: Final = 3
 MAX_CHOICES: Final = 128

@@ -75,7 +75,6 @@ class ConfigState:
         self.current: ConfigSnapshot | None = None
         self._records: dict[str, Record] = {}  # decoded twin of current.raw
         self.rejections: list[Rejection] = []
-        self.updates_applied = 0
         self._listeners: list[Callable[[ConfigSnapshot], None]] = []
 
     def on_change(self, listener: Callable[[ConfigSnapshot], None]) -> None:
@@ -171,7 +170,6 @@ class ConfigState:
             raw=raw,
         )
         self.current = snapshot
-        self.updates_applied += 1
         log.info(
             "config_applied",
             revision=revision,

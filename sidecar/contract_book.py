@@ -53,7 +53,6 @@ class ContractBook:
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str, str], Compiled] = {}
         self.uncompilable: dict[tuple[str, str, str], str] = {}  # key -> why
-        self.compiled_count = 0
 
     def compiled(self, snapshot: ConfigSnapshot | None, tool: str, version: str) -> Compiled | None:
         if snapshot is None:
@@ -79,7 +78,6 @@ class ContractBook:
             found = self._cache[key] = Compiled(
                 contract, args, result, canonical(contract.args_schema)
             )
-            self.compiled_count += 1
         return found
 
     def pinned(self, snapshot: ConfigSnapshot | None, release: Release) -> dict[str, Pinned]:

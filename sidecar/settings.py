@@ -17,7 +17,6 @@ from sidecar.limits import LimitSettings
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
-ENV_LOG_LEVEL: Final = "HOLDFAST_LOG_LEVEL"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8787"
 DEFAULT_STATE_DIR: Final = "./state"

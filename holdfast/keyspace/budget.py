@@ -20,7 +20,6 @@ from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.keys import ID_RE, NAME_RE
 
-SCOPE_KINDS: Final = ("session", "agent", "tenant", "global")
 FLEET_KINDS: Final = frozenset({"agent", "tenant", "global"})
 MAX_TOKENS_LIMIT: Final = 10**15
 MAX_REQUEST_CAP: Final = 10**7
@@ -30,7 +29,6 @@ MAX_COST_MICROS: Final = 10**15  # a cost limit: 1 micro-dollar ... 1e9 USD
 # A cost limit is metered like a token limit, under its own meter id ``usd:<scope>`` (no scope
 # starts with ``usd:``): the same ledger, rolling windows, quota slices and spend reports,
 # counted in micro-dollars (holdfast.keyspace.price).
-UNITS: Final = ("tokens", "usd")
 COST_PREFIX: Final = "usd:"
 
 

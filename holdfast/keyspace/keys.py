@@ -18,23 +18,6 @@ ROOT: Final = "/holdfast"
 
 AUDIT_REVISION_DIGITS: Final = 20
 
-KINDS: Final = (
-    "flags",
-    "releases",
-    "routes",
-    "prompts",
-    "contracts",
-    "budgets",
-    "pins",
-    "health",
-    "audit",
-    "election",
-    "quotas",
-    "spend",
-    "experiments",
-    "prices",
-    "outcomes",
-)
 # How many path segments follow the kind, e.g. releases/<agent>/<release> has two.
 _SEGMENTS: Final = {
     "flags": 1,

@@ -9,7 +9,6 @@ The evaluation of the version against cases is stored on the record (``evaluatio
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Literal, Self
@@ -169,9 +168,6 @@ class PromptVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
-
-    def with_status(self, status: Status, **changes: Any) -> PromptVersion:
-        return dataclasses.replace(self, status=status, **changes)
 
     def summary(self) -> dict[str, Any]:
         ev = self.evaluation
