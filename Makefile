@@ -8,7 +8,7 @@ setup:
 	@scripts/bootstrap.sh
 
 demo: setup
-	@$(PY) -m holdfast.demo
+	@$(PY) -m holdfast_devtools.demo
 
 test: setup
 	@$(PY) -m pytest -q

@@ -23,13 +23,13 @@ from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.budget import Budget, meter_id
 from holdfast.keyspace.price import Price, PriceTable
 from holdfast.store import KeyValue
-from sidecar.budget_filter import BudgetFilter, BudgetOptions
-from sidecar.budget_ledger import Ledger
-from sidecar.budget_metrics import BudgetMetrics
-from sidecar.config import ConfigState
-from sidecar.exchange import Chain, Exchange, Outcome
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.routing import Resolved
+from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.metrics import BudgetMetrics
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.pipeline.exchange import Chain, Exchange, Outcome
+from sidecar.routing.resolve import Resolved
 
 KS: Final = Keyspace("dev")
 ROUNDS: Final = 30

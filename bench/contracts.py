@@ -24,14 +24,14 @@ from holdfast.contracts.schema import DOCUMENT_URI, compile_validator, first_err
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import KeyValue
-from sidecar.config import ConfigState
-from sidecar.http_app import build_http_app
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.metrics import SidecarMetrics
-from sidecar.pinning import Pinning
-from sidecar.pins import PinTable
-from sidecar.settings import SidecarSettings
-from sidecar.upstream import Upstream
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.http.app import build_http_app
+from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinTable
+from sidecar.settings.model import SidecarSettings
+from sidecar.upstream.client import Upstream
 
 START, END = markers("contracts")
 VALIDATIONS: Final = 20_000

@@ -31,9 +31,9 @@ import uvloop
 from bench.fleet import Api, fleet
 from bench.sections import markers, publish
 from bench.stats import median, percentile
-from holdfast.devtools.procs import ManagedProcess
 from holdfast.flags.definition import parse_file
 from holdfast.flags.evaluate import evaluate
+from holdfast_devtools.procs import ManagedProcess
 
 FLEETS: Final = (20, 50)
 TRIALS: Final = 15

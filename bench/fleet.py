@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import aiohttp
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 
 AGENT: Final = "bench"
 ENV: Final = "dev"

@@ -23,17 +23,17 @@ from typing import Any, Final
 from multidict import CIMultiDict
 
 from bench.fleet import AGENT
-from configsvc.fleet_health import releases_status
-from configsvc.health_verdict import evaluate
-from configsvc.health_windows import FleetWindows
+from configsvc.health.fleet import releases_status
+from configsvc.health.verdict import evaluate
+from configsvc.health.windows import FleetWindows
 from holdfast.keyspace import HealthSnapshot, Release, ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.tool_signals import HIST_LEN, ToolSignals
-from sidecar.exchange import Chain, Exchange, Outcome
-from sidecar.metrics import SidecarMetrics
-from sidecar.routing import Resolved
-from sidecar.signal_book import Observation, SignalBook
-from sidecar.signals_filter import SignalsFilter
+from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pipeline.exchange import Chain, Exchange, Outcome
+from sidecar.routing.resolve import Resolved
+from sidecar.signals.book import Observation, SignalBook
+from sidecar.signals.filter import SignalsFilter
 
 FLEET: Final = 500
 

@@ -28,18 +28,18 @@ from prometheus_client import CollectorRegistry
 
 from bench.sections import markers, replace_section
 from bench.stats import median, percentile
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.logs import configure
 from holdfast.store import KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.config import ConfigSnapshot, ConfigState
-from sidecar.pin_claim import PinClaims
-from sidecar.pin_metrics import PinMetrics
-from sidecar.pin_writer import PinWriter
-from sidecar.pinning import Pinning
-from sidecar.pins import PinTable
-from sidecar.settings import DEFAULT_PIN_CREATE_TIMEOUT
+from holdfast_devtools.etcd_local import EtcdNode
+from sidecar.config.state import ConfigSnapshot, ConfigState
+from sidecar.pins.claim import PinClaims
+from sidecar.pins.metrics import PinMetrics
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinTable
+from sidecar.pins.writer import PinWriter
+from sidecar.settings.model import DEFAULT_PIN_CREATE_TIMEOUT
 
 AGENT: Final = "bench"
 KS: Final = Keyspace("bench")

@@ -23,19 +23,19 @@ from typing import Any, Final
 
 from bench.sections import markers, publish
 from bench.stats import median, percentile
-from configsvc.experiments import merge_reports
+from configsvc.experiments.ops import merge_reports
 from holdfast.experiments.series import to_records
 from holdfast.experiments.stats import Counts, report
 from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.keyspace.prompt import PromptVersion, Status
 from holdfast.store import KeyValue
-from sidecar.config import ConfigState
-from sidecar.exchange import Exchange
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.pins import PinTable
-from sidecar.prompt_filter import PromptFilter
-from sidecar.routing import Resolved
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.pins.table import PinTable
+from sidecar.pipeline.exchange import Exchange
+from sidecar.prompts.filter import PromptFilter
+from sidecar.routing.resolve import Resolved
 
 AGENT: Final = "bench"
 KS: Final = Keyspace("bench")

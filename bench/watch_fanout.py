@@ -17,10 +17,10 @@ from typing import Final
 import uvloop
 
 from bench.sections import markers, publish
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from holdfast.store.types import Change
+from holdfast_devtools.etcd_local import EtcdNode
 
 PREFIX: Final = "/bench/watch/"
 WRITES: Final = 60

@@ -29,14 +29,14 @@ MSG
 fi
 
 stamp="$VENV/.holdfast-installed"
-want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml devtools/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log="$VENV/install.log"
   if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
-         && "$VENV/bin/python" -m pip install -q -e ".[dev]"; } >"$log" 2>&1; then
+         && "$VENV/bin/python" -m pip install -q -e ".[dev]" -e ./devtools; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "bootstrap: installing the package failed (log above, kept in $log)" >&2
     exit 1

@@ -14,27 +14,28 @@ from holdfast.logs import (
 )
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar import persist, pin_persist
-from sidecar.budget_filter import BudgetFilter, BudgetOptions
-from sidecar.budget_keeper import BudgetKeeper
-from sidecar.budget_ledger import Ledger
-from sidecar.budget_metrics import BudgetMetrics
-from sidecar.config import ConfigSnapshot, ConfigState, wanted_key
-from sidecar.feedback import ExperimentBook
-from sidecar.health import HealthPublisher, HealthSources
-from sidecar.http_app import build_http_app, new_shadow_runner
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.metrics import SidecarMetrics
-from sidecar.ops import ControlPlane
-from sidecar.outcome_publisher import OutcomePublisher
-from sidecar.pin_claim import PinClaims
-from sidecar.pin_writer import PinWriter
-from sidecar.pinning import Pinning
-from sidecar.pins import PinTable
-from sidecar.prices import load_prices
-from sidecar.settings import SidecarSettings
-from sidecar.signal_book import SignalBook
-from sidecar.upstream import Upstream
+from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.keeper import BudgetKeeper
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.metrics import BudgetMetrics
+from sidecar.budgets.prices import load_prices
+from sidecar.config import persist
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigSnapshot, ConfigState, wanted_key
+from sidecar.experiments.feedback import ExperimentBook
+from sidecar.experiments.outcomes import OutcomePublisher
+from sidecar.http.app import build_http_app, new_shadow_runner
+from sidecar.ops.endpoints import ControlPlane
+from sidecar.ops.health import HealthPublisher, HealthSources
+from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pins import persist as pin_persist
+from sidecar.pins.claim import PinClaims
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinTable
+from sidecar.pins.writer import PinWriter
+from sidecar.settings.model import SidecarSettings
+from sidecar.signals.book import SignalBook
+from sidecar.upstream.client import Upstream
 
 log = get_logger(__name__)
 

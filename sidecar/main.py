@@ -11,14 +11,14 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from holdfast.cliargs import LOOPBACK_HOSTS
-from holdfast.http_logs import redact_parse_errors
 from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure, get_logger
+from holdfast.net.http_logs import redact_parse_errors
+from holdfast.options.common import LOOPBACK_HOSTS
 from sidecar.app import Sidecar
-from sidecar.cli_args import load_settings
-from sidecar.drain import drain, runner_shutdown_timeout
-from sidecar.limits import server_options
-from sidecar.settings import SettingsError, SidecarSettings
+from sidecar.http.drain import drain, runner_shutdown_timeout
+from sidecar.settings.cli import load_settings
+from sidecar.settings.limits import server_options
+from sidecar.settings.model import SettingsError, SidecarSettings
 
 log = get_logger(__name__)
 

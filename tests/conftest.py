@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from holdfast.devtools.etcd_cluster import EtcdCluster
-from holdfast.devtools.etcd_host import EtcdError, etcd_binary
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_cluster import EtcdCluster
+from holdfast_devtools.etcd_host import EtcdError, etcd_binary
+from holdfast_devtools.etcd_local import EtcdNode
 
 
 def _require_etcd() -> None:

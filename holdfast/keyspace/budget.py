@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
-from holdfast.budget_window import WindowError, check_window, check_zone
+from holdfast.budgets.window import WindowError, check_window, check_zone
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.keys import ID_RE, NAME_RE

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import Stack, start_stack
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from configsvc.client import Client
-from configsvc.client_settings import ClientSettings
-from holdfast.devtools import procs
+from configsvc.cli.client import Client
+from configsvc.cli.settings import ClientSettings
+from holdfast_devtools import procs
 
 AGENT = "support"
 KEY_VAR = "E2E_PROVIDER_KEY"

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, start_stack
 
 pytestmark = pytest.mark.etcd

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, get_json, wait_for
 
 SCOPE = f"agent:{AGENT}"

@@ -13,10 +13,10 @@ from typing import Any
 
 import aiohttp
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
-from holdfast.fakellm.generate import prompt_tokens
-from sidecar.budget_usage import estimate_prompt
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
+from holdfast_devtools.fakellm.generate import prompt_tokens
+from sidecar.budgets.usage import estimate_prompt
 from tests.etcd.spine_stack import AGENT, Stack, get_json, start_stack, wait_for
 
 SCOPE = f"agent:{AGENT}"

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, KEY_VAR, Stack, get_json, stable_is, wait_for
 
 SCOPE = f"agent:{AGENT}"

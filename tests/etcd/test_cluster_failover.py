@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from holdfast.devtools.etcd_cluster import EtcdCluster
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store import StoreUnavailable
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_cluster import EtcdCluster
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.test_mirror import Recorder, fast_mirror, listed, until
 
 pytestmark = pytest.mark.etcd

@@ -13,16 +13,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from configsvc.api import build_app
 from configsvc.audit import ConfigStore
-from configsvc.auth import Authorizer
-from configsvc.payloads import SetStable
-from configsvc.server import finalize_leftovers, start_site
-from configsvc.service import ConfigService
-from holdfast.devtools.etcd_local import EtcdNode
+from configsvc.http.auth import Authorizer
+from configsvc.http.payloads import SetStable
+from configsvc.releases.ops import ConfigService
+from configsvc.server.app import build_app
+from configsvc.server.run import finalize_leftovers, start_site
 from holdfast.keyspace import AuditEntry, Keyspace
 from holdfast.store import KeyValue, Put, StoreUnavailable, TxnResult
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

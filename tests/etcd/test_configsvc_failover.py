@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from configsvc.leader import ROLLOUT_ELECTION
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from configsvc.leader.election import ROLLOUT_ELECTION
 from holdfast.keyspace import Keyspace, Rollout, Route
 from holdfast.store import Change
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, start_stack
 
 pytestmark = pytest.mark.etcd

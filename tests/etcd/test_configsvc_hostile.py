@@ -14,16 +14,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from configsvc.api import build_app
-from configsvc.auth import Authorizer
-from configsvc.contracts import ContractOps
-from configsvc.contracts_api import ContractsApi
-from configsvc.serve_limits import ServeLimits, server_options
-from configsvc.server import start_site
-from configsvc.service import ConfigService
-from holdfast.devtools.etcd_local import EtcdNode
+from configsvc.contracts.api import ContractsApi
+from configsvc.contracts.ops import ContractOps
+from configsvc.http.auth import Authorizer
+from configsvc.releases.ops import ConfigService
+from configsvc.server.app import build_app
+from configsvc.server.limits import ServeLimits, server_options
+from configsvc.server.run import start_site
 from holdfast.keyspace import Keyspace
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

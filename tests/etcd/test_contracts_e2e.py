@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from holdfast.contracts.schema import MAX_SCHEMA_BYTES, canonical
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, stable_is, wait_for
 from tests.servers.contract_stack import SEARCH_ARGS, SEARCH_V1, SEARCH_V2, backend_server
 

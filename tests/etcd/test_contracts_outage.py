@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, get_json, stable_is, start_stack, wait_for
 from tests.servers.contract_stack import SEARCH_ARGS, SEARCH_V1, SEARCH_V2, backend_server
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from holdfast import etcd_roles
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast.etcdauth import roles as etcd_roles
 from holdfast.keyspace import Keyspace
 from holdfast.store import AuthFailed, PermissionDenied
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, KEY_VAR, Stack, stable_is, wait_for
 
 ENV = "tlsauth"

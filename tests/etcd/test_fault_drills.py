@@ -24,10 +24,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools.etcd_cluster import EtcdCluster
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_cluster import EtcdCluster
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, get_json, start_stack, wait_for
 
 pytestmark = pytest.mark.etcd

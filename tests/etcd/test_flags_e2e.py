@@ -16,14 +16,14 @@ import aiohttp
 import pytest
 
 from configsvc import errors
-from configsvc.flag_ops import MAX_CAS_ATTEMPTS, FlagOps
-from configsvc.flags_api import APPLY_BODY_BYTES
-from configsvc.service import ConfigService
-from holdfast.devtools.etcd_local import EtcdNode
+from configsvc.flags.api import APPLY_BODY_BYTES
+from configsvc.flags.ops import MAX_CAS_ATTEMPTS, FlagOps
+from configsvc.releases.ops import ConfigService
 from holdfast.flags.limits import MAX_FILE_BYTES
 from holdfast.keyspace import Keyspace
 from holdfast.store import KeyValue, Put, TxnResult
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, start_stack, wait_for
 
 FLAGS: dict[str, Any] = {

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from configsvc.fleet_health import FleetHealth
-from configsvc.health_gate import PolicyGate
-from configsvc.leader import Election
-from configsvc.payloads import HistoryQuery
-from configsvc.rollout_controller import RolloutController
-from configsvc.rollout_ops import RolloutOps, StartRollout
-from configsvc.service import ConfigService
+from configsvc.health.fleet import FleetHealth
+from configsvc.health.gate import PolicyGate
+from configsvc.http.payloads import HistoryQuery
+from configsvc.leader.election import Election
+from configsvc.releases.ops import ConfigService
+from configsvc.rollouts.controller import RolloutController
+from configsvc.rollouts.ops import RolloutOps, StartRollout
 from holdfast.keyspace import HealthSnapshot, Keyspace, Release, Route, ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.session_spread import SessionSpread

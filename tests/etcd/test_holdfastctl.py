@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_host import free_port
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_host import free_port
+from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

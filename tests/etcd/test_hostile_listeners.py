@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

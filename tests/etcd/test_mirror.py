@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store import Put
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from configsvc.pins import BATCH, PinOps, Selection
-from configsvc.service import ConfigService
+from configsvc.releases.ops import ConfigService
+from configsvc.traffic.pins import BATCH, PinOps, Selection
 from holdfast import bucketing
 from holdfast.keyspace import Keyspace, Pin
 from holdfast.store import KeyValue, Put, TxnResult

@@ -12,14 +12,14 @@ from typing import Any
 
 import aiohttp
 
-from configsvc.prompts_api import MAX_PROMPT_BODY_BYTES
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from configsvc.prompts.api import MAX_PROMPT_BODY_BYTES
 from holdfast.keyspace import Keyspace
 from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.store.etcd import EtcdStore
-from sidecar.feedback import ExperimentBook
-from sidecar.outcome_publisher import OutcomePublisher
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
+from sidecar.experiments.feedback import ExperimentBook
+from sidecar.experiments.outcomes import OutcomePublisher
 from tests.etcd.spine_stack import AGENT, KEY_VAR, Stack, get_json, start_stack, wait_for
 
 Json = dict[str, Any]

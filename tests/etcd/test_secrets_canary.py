@@ -24,10 +24,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import ROOT
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.servers import hostile_echo
 
 pytestmark = pytest.mark.etcd

@@ -18,18 +18,18 @@ import pytest
 from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_cluster import EtcdCluster
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.store import KeyValue, Put
 from holdfast.store.etcd import EtcdStore
-from sidecar.config import ConfigSnapshot, ConfigState
-from sidecar.pin_claim import PinClaims
-from sidecar.pin_metrics import PinMetrics
-from sidecar.pin_writer import PinWriter
-from sidecar.pinning import Pinning
-from sidecar.pins import PinTable
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_cluster import EtcdCluster
+from holdfast_devtools.etcd_local import EtcdNode
+from sidecar.config.state import ConfigSnapshot, ConfigState
+from sidecar.pins.claim import PinClaims
+from sidecar.pins.metrics import PinMetrics
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinTable
+from sidecar.pins.writer import PinWriter
 from tests.etcd.spine_stack import AGENT, Stack, get_json, stable_is, start_stack, wait_for
 
 pytestmark = pytest.mark.etcd

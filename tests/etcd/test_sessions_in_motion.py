@@ -27,8 +27,8 @@ import aiohttp
 import pytest
 
 from holdfast import bucketing
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, get_json, start_stack
 
 pytestmark = pytest.mark.etcd

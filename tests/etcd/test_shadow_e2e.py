@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools.etcd_local import EtcdNode
-from sidecar.compare import answer_from_completion, similarity, tools_agree
+from holdfast.compare import answer_from_completion, similarity, tools_agree
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack
 
 pytestmark = pytest.mark.etcd

@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import HealthSnapshot, Keyspace, Release, Route, Shadow
 from holdfast.store.errors import StoreError
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import stable_is, wait_for
 
 AGENT = "support"

@@ -15,10 +15,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionUserMessageParam
 
-from holdfast.devtools.etcd_cluster import EtcdCluster
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools.etcd_cluster import EtcdCluster
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, Stack, get_json, stable_is, start_stack, wait_for
 
 pytestmark = pytest.mark.etcd

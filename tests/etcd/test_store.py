@@ -8,13 +8,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from holdfast.devtools.etcd_host import free_port
-from holdfast.devtools.etcd_local import EtcdNode
 from holdfast.keyspace import Keyspace
 from holdfast.store import CasConflict, Change, Compacted, LeaseNotFound, Put, StoreUnavailable
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.failover import DOWN_GRACE_S
 from holdfast.store.lease import LeaseKeeper
+from holdfast_devtools.etcd_host import free_port
+from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
 

@@ -14,19 +14,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from configsvc.api import build_app
-from configsvc.auth import Authorizer
-from configsvc.pins import PinOps
-from configsvc.probe import Prober
-from configsvc.server import start_site
-from configsvc.service import ConfigService
-from configsvc.settings import ENV_PROBE_PROMPT
-from configsvc.traffic import TrafficOps
-from configsvc.traffic_api import TrafficApi
-from holdfast.devtools import procs
-from holdfast.devtools.etcd_local import EtcdNode
+from configsvc.http.auth import Authorizer
+from configsvc.releases.ops import ConfigService
+from configsvc.releases.probe import Prober
+from configsvc.server.app import build_app
+from configsvc.server.run import start_site
+from configsvc.server.settings import ENV_PROBE_PROMPT
+from configsvc.traffic.api import TrafficApi
+from configsvc.traffic.ops import TrafficOps
+from configsvc.traffic.pins import PinOps
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
 from holdfast.store.etcd import EtcdStore
+from holdfast_devtools import procs
+from holdfast_devtools.etcd_local import EtcdNode
 from tests.etcd.spine_stack import AGENT, KEY_VAR, Stack
 
 pytestmark = pytest.mark.etcd

@@ -25,16 +25,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import configsvc
+from configsvc.budgets.prices import parse_price
 from configsvc.errors import ConfigsvcError
-from configsvc.experiments_api import parse_variants
-from configsvc.flags_api import APPLY_FIELDS, _content
-from configsvc.payloads import parse_object
-from configsvc.policy_payload import parse_policy
-from configsvc.prices import parse_price
-from configsvc.prompt_cases import parse_cases
-from configsvc.rollout_api import parse_start
-from configsvc.rollout_plan import parse_interval, parse_steps
-from configsvc.tokens import TokensFileError, parse_tokens
+from configsvc.experiments.api import parse_variants
+from configsvc.flags.api import APPLY_FIELDS, _content
+from configsvc.http.payloads import parse_object
+from configsvc.http.tokens import TokensFileError, parse_tokens
+from configsvc.prompts.cases import parse_cases
+from configsvc.rollouts.api import parse_start
+from configsvc.rollouts.plan import parse_interval, parse_steps
+from configsvc.rollouts.policy import parse_policy
 from holdfast.flags.definition import FlagFileError, parse_file
 from tests.fuzz.bounds import bounded
 
@@ -55,8 +55,8 @@ def discover() -> tuple[dict[str, tuple[Callable[..., Any], frozenset[str]]], di
     """``parse`` classmethods of configsvc: (bodies, queries), by qualified name."""
     bodies: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {}
     queries: dict[str, Any] = {}
-    for info in pkgutil.iter_modules(configsvc.__path__):
-        module = importlib.import_module(f"configsvc.{info.name}")
+    for info in pkgutil.walk_packages(configsvc.__path__, "configsvc."):
+        module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             parse = getattr(cls, "parse", None)
             if cls.__module__ != module.__name__ or not inspect.ismethod(parse):

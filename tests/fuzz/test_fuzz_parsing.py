@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecar.contracts.tool_calls import StreamedCalls, from_body, sse_data
 from sidecar.errors import InvalidRequest
-from sidecar.openai_api import encode_body, parse_body
-from sidecar.session_id import SESSION_HEADER, session_id
-from sidecar.sse_events import EventTooLarge, SseEvents
-from sidecar.tool_calls import StreamedCalls, from_body, sse_data
+from sidecar.pipeline.proxy import encode_body, parse_body
+from sidecar.pipeline.sse import EventTooLarge, SseEvents
+from sidecar.routing.session import SESSION_HEADER, session_id
 from tests.fuzz.bounds import bounded
 
 CORPUS = Path(__file__).parent / "corpus"

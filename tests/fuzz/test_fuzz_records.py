@@ -21,7 +21,7 @@ import holdfast.keyspace
 from holdfast.flags.definition import FlagFileError, parse_file
 from holdfast.keyspace.codec import RecordError
 from holdfast.keyspace.keys import KeyError_
-from sidecar.kinds import CONFIG_KINDS
+from sidecar.config.kinds import CONFIG_KINDS
 from tests.fuzz.bounds import bounded
 
 CORPUS = Path(__file__).parent / "corpus"

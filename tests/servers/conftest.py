@@ -11,20 +11,20 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from holdfast.devtools import procs
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.store import Change, KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.config import ConfigState
-from sidecar.http_app import build_http_app
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.limits import server_options
-from sidecar.metrics import SidecarMetrics
-from sidecar.pin_writer import PinWriter
-from sidecar.pinning import Pinning
-from sidecar.pins import PinTable
-from sidecar.settings import SidecarSettings
-from sidecar.upstream import Upstream
+from holdfast_devtools import procs
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.http.app import build_http_app
+from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinTable
+from sidecar.pins.writer import PinWriter
+from sidecar.settings.limits import server_options
+from sidecar.settings.model import SidecarSettings
+from sidecar.upstream.client import Upstream
 
 AGENT = "support"
 PROVIDER_KEY = "sk-provider-canary-7f3a"

@@ -16,15 +16,15 @@ from holdfast.keyspace import Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import Change, KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.config import ConfigState
-from sidecar.http_app import build_http_app
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.metrics import SidecarMetrics
-from sidecar.pin_writer import PinWriter
-from sidecar.pinning import Pinning
-from sidecar.pins import PinTable
-from sidecar.tool_proxy import ToolProxy
-from sidecar.upstream import Upstream
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.contracts.tool_proxy import ToolProxy
+from sidecar.http.app import build_http_app
+from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinTable
+from sidecar.pins.writer import PinWriter
+from sidecar.upstream.client import Upstream
 from tests.servers.conftest import AGENT, KEY_VAR, KS, PROVIDER_KEY, closed_port, settings
 
 SEARCH_ARGS: dict[str, Any] = {

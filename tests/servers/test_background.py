@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from configsvc.leader_loop import LeaderLoop
+from configsvc.leader.loop import LeaderLoop
 from holdfast.background import BackgroundTask
 from holdfast.store import StoreError
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.price import MICROS, Price, PriceTable
-from sidecar.budget_ledger import Ledger
+from sidecar.budgets.ledger import Ledger
 from tests.servers.conftest import KS, SidecarUnderTest
 from tests.servers.test_budget_filter import SESSION, budgeted, chat, fake, put_budget, settled
 

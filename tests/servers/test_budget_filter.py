@@ -11,15 +11,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools import procs
 from holdfast.keyspace import Route, Shadow
 from holdfast.keyspace.budget import Budget
-from sidecar.budget_filter import BudgetFilter, BudgetOptions
-from sidecar.budget_ledger import Ledger
-from sidecar.budget_meter import Meter
-from sidecar.budget_metrics import BudgetMetrics
-from sidecar.http_app import build_http_app
-from sidecar.metrics import SidecarMetrics
+from holdfast_devtools import procs
+from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.meter import Meter
+from sidecar.budgets.metrics import BudgetMetrics
+from sidecar.http.app import build_http_app
+from sidecar.ops.metrics import SidecarMetrics
 from tests.servers import conftest
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
 

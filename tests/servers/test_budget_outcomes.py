@@ -13,17 +13,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools import procs
 from holdfast.keyspace import Route, Shadow
 from holdfast.keyspace.health import HealthSnapshot
 from holdfast.store import Change
-from sidecar.budget_ledger import Ledger
-from sidecar.budget_usage import estimate_prompt
-from sidecar.health import HealthSources, build_snapshot
-from sidecar.http_app import SHADOW_KEY
-from sidecar.provider_json import MAX_USAGE_TOKENS, USAGE_REJECTED
-from sidecar.shadow import ShadowRunner
-from sidecar.signal_book import SignalBook
+from holdfast_devtools import procs
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.usage import estimate_prompt
+from sidecar.http.app import SHADOW_KEY
+from sidecar.ops.health import HealthSources, build_snapshot
+from sidecar.shadow.runner import ShadowRunner
+from sidecar.signals.book import SignalBook
+from sidecar.upstream.provider_json import MAX_USAGE_TOKENS, USAGE_REJECTED
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
 from tests.servers.test_budget_filter import (  # noqa: F401 - a fixture is used by name
     MESSAGES,
@@ -278,7 +278,7 @@ async def test_a_cut_stream_is_charged_what_the_provider_sent(
     exact for a provider whose tokens come further apart than that pause (10 ms)."""
     sut, ledger = budgeted
     if not half_close:
-        monkeypatch.setattr("sidecar.openai_api.hang_up", lambda _response: False)
+        monkeypatch.setattr("sidecar.pipeline.proxy.hang_up", lambda _response: False)
     put_budget(sut, tokens=100_000)
     await fake(
         sut, "PUT", "/_control/models/model-one", {"token_interval_ms": 40, "completion_tokens": 50}

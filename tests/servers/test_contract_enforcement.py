@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from holdfast.devtools import procs
+from holdfast_devtools import procs
 from tests.servers.conftest import AGENT
 from tests.servers.contract_stack import (
     SEARCH_ARGS,

@@ -19,7 +19,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionUserMessageParam
 
-from holdfast.fakellm.app import FakeLLM, FakeSettings, start
+from holdfast_devtools.fakellm.app import FakeLLM, FakeSettings, start
 
 KEY = "sk-fake-test-key"
 USER: ChatCompletionUserMessageParam = {"role": "user", "content": "Where should we hike?"}

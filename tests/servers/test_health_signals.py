@@ -6,9 +6,9 @@ from typing import Any
 
 import aiohttp
 
-from holdfast.devtools import procs
 from holdfast.keyspace import Route
 from holdfast.keyspace.categories import CategoryRule
+from holdfast_devtools import procs
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
 
 

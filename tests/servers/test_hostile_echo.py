@@ -15,12 +15,12 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from configsvc.errors import EvalFailed, ProbeFailed
-from configsvc.probe import Prober
-from configsvc.prompt_cases import parse_cases
-from configsvc.prompt_eval import Evaluator
-from holdfast.devtools import procs
+from configsvc.prompts.cases import parse_cases
+from configsvc.prompts.eval import Evaluator
+from configsvc.releases.probe import Prober
 from holdfast.keyspace import Release
 from holdfast.keyspace.prompt import PromptVersion
+from holdfast_devtools import procs
 from tests.servers.conftest import AGENT, PROVIDER_KEY, start_sidecar
 from tests.servers.hostile_echo import echo_provider
 

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from holdfast.devtools import procs
-from sidecar.limits import LimitSettings
+from holdfast_devtools import procs
+from sidecar.settings.limits import LimitSettings
 from tests.servers.conftest import PROVIDER_KEY, SidecarUnderTest, start_sidecar
 
 CHAT = "/v1/chat/completions"

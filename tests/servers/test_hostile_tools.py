@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from holdfast.devtools import procs
+from holdfast_devtools import procs
 from tests.servers.contract_stack import SEARCH_V1, ContractSidecar, contract_sidecar
 
 FORBIDDEN_BACKENDS = [

@@ -10,9 +10,9 @@ import aiohttp
 from holdfast.keyspace import Pin, Release, Route
 from holdfast.keyspace.experiment import RouteExperiment, Variant
 from holdfast.keyspace.prompt import PromptVersion
-from sidecar.feedback import FEEDBACK_PATH, ExperimentBook
-from sidecar.limits import LimitSettings
-from sidecar.prompt_filter import MAX_VARS_HEADER
+from sidecar.experiments.feedback import FEEDBACK_PATH, ExperimentBook
+from sidecar.prompts.filter import MAX_VARS_HEADER
+from sidecar.settings.limits import LimitSettings
 from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest, start_sidecar
 
 Json = dict[str, Any]

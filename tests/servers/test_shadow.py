@@ -12,11 +12,11 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionToolParam, ChatCompletionUserMessageParam
 
-from holdfast.devtools import procs
+from holdfast.compare import answer_from_completion, similarity
 from holdfast.keyspace import Route, Shadow, ShadowStats
-from sidecar.compare import answer_from_completion, similarity
-from sidecar.http_app import SHADOW_KEY
-from sidecar.shadow import ShadowRunner
+from holdfast_devtools import procs
+from sidecar.http.app import SHADOW_KEY
+from sidecar.shadow.runner import ShadowRunner
 from tests.servers.conftest import AGENT, KS, PROVIDER_KEY, SidecarUnderTest, start_sidecar
 
 USER: ChatCompletionUserMessageParam = {"role": "user", "content": "how is the weather"}

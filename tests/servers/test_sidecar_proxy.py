@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionUserMessageParam
 
-from holdfast.devtools import procs
+from holdfast_devtools import procs
 from tests.servers.conftest import PROVIDER_KEY, SidecarUnderTest, start_sidecar
 
 USER: ChatCompletionUserMessageParam = {"role": "user", "content": "hello there"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from holdfast.store import KeyValue
-from sidecar import persist
+from sidecar.config import persist
 
 
 def kvs(n: int) -> dict[str, KeyValue]:

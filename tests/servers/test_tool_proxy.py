@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from holdfast.contracts.breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RESET_AFTER_S
-from holdfast.devtools import procs
-from sidecar.tool_backend import DEFAULT_MAX_RESULT_BYTES
+from holdfast_devtools import procs
+from sidecar.contracts.backend import DEFAULT_MAX_RESULT_BYTES
 from tests.servers.contract_stack import (
     SEARCH_V1,
     SEARCH_V2,

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from configsvc.access import ADMIN_MUTATIONS, OPERATOR_MUTATIONS, Role, required_role
-from configsvc.auth import Authorizer
 from configsvc.errors import Forbidden, Unauthorized, spec_for
-from configsvc.settings import load_serve_settings
-from configsvc.tokens import TokensFileError, load_tokens_file, parse_tokens
-from holdfast import etcd_roles
+from configsvc.http.access import ADMIN_MUTATIONS, OPERATOR_MUTATIONS, Role, required_role
+from configsvc.http.auth import Authorizer
+from configsvc.http.tokens import TokensFileError, load_tokens_file, parse_tokens
+from configsvc.server.settings import load_serve_settings
+from holdfast.etcdauth import roles as etcd_roles
 from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_security
-from sidecar.settings import SettingsError as SidecarSettingsError
-from sidecar.settings import SidecarSettings
+from sidecar.settings.model import SettingsError as SidecarSettingsError
+from sidecar.settings.model import SidecarSettings
 
 REMOTE = "10.0.0.9"
 
@@ -129,7 +129,7 @@ def test_token_lookup_compares_every_entry_in_constant_time(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("configsvc.tokens.hmac.compare_digest", spy)
+    monkeypatch.setattr("configsvc.http.tokens.hmac.compare_digest", spy)
     for presented, subject in [
         (tokens[0], "s0"), (tokens[-1], "s4"), ("legacy-token", "token"),
         ("token-1-", None), ("wrong", None), ("y" * 4000, None),

@@ -8,19 +8,19 @@ from decimal import Decimal
 
 import pytest
 
-from configsvc.budget_payloads import SetBudget
+from configsvc.budgets.payloads import SetBudget
+from configsvc.budgets.prices import parse_price, price_name
+from configsvc.budgets.quota_view import spend_report
 from configsvc.errors import InvalidRequest
-from configsvc.prices import parse_price, price_name
-from configsvc.quota_view import spend_report
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.budget import Budget, meter_id, split_meter
 from holdfast.keyspace.price import MICROS, Price, PriceTable, decode_prices, usd, usd_micros
 from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.store import KeyValue
-from sidecar.budget_ledger import Ledger
-from sidecar.config import ConfigState
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.prices import PriceError, parse_prices
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.prices import PriceError, parse_prices
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
 
 NOW = 1_000_000.0
 KS = Keyspace("dev")

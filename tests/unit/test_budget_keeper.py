@@ -8,10 +8,10 @@ from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.quota import Quotas
 from holdfast.store import KeyValue
 from holdfast.store.etcd import EtcdStore
-from sidecar.budget_keeper import BudgetKeeper
-from sidecar.budget_ledger import Ledger
-from sidecar.config import ConfigState
-from sidecar.kinds import CONFIG_KINDS
+from sidecar.budgets.keeper import BudgetKeeper
+from sidecar.budgets.ledger import Ledger
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
 
 KS = Keyspace("dev")
 NOW = 1_000_000.0

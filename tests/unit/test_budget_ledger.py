@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from configsvc.budget_controller import holders_of
-from configsvc.quota_plan import Holder, plan
-from configsvc.quota_view import view
+from configsvc.budgets.controller import holders_of
+from configsvc.budgets.quota_plan import Holder, plan
+from configsvc.budgets.quota_view import view
 from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.quota import DEPARTED, Quotas, SpendReport
-from sidecar.budget_ledger import Ledger
+from sidecar.budgets.ledger import Ledger
 
 NOW = 1_000_000.0
 

@@ -7,12 +7,12 @@ import json
 import msgpack
 import pytest
 
-from configsvc.budget_payloads import SetBudget, budget_scope, parse_action
+from configsvc.budgets.payloads import SetBudget, budget_scope, parse_action
 from configsvc.errors import InvalidRequest
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.budget import Budget, is_fleet, scope_kind
 from holdfast.keyspace.quota import Quotas, SpendReport
-from sidecar.budget_config import decode_budget
+from sidecar.budgets.config import decode_budget
 
 
 def test_scopes() -> None:

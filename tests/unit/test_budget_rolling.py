@@ -8,12 +8,12 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from configsvc.quota_view import TAIL_EPOCHS, carry, view
-from holdfast.budget_rolling import Buckets
-from holdfast.budget_window import span_at
+from configsvc.budgets.quota_view import TAIL_EPOCHS, carry, view
+from holdfast.budgets.rolling import Buckets
+from holdfast.budgets.window import span_at
 from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.quota import DEPARTED, Quotas, SpendReport
-from sidecar.budget_ledger import Ledger, Reservation
+from sidecar.budgets.ledger import Ledger, Reservation
 
 T0 = 1_000_020.0  # 20 s into an epoch-aligned minute
 

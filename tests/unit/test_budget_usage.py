@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from holdfast.fakellm.generate import prompt_tokens
-from sidecar.budget_usage import (
+from holdfast_devtools.fakellm.generate import prompt_tokens
+from sidecar.budgets.usage import (
     Usage,
     UsageError,
     body_usage,
@@ -19,7 +19,7 @@ from sidecar.budget_usage import (
     reply_estimate,
     write_cap,
 )
-from sidecar.provider_json import MAX_USAGE_TOKENS, USAGE_REJECTED, usage_counts
+from sidecar.upstream.provider_json import MAX_USAGE_TOKENS, USAGE_REJECTED, usage_counts
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

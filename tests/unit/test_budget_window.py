@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from holdfast.budget_window import WindowError, check_window, check_zone, span_at
+from holdfast.budgets.window import WindowError, check_window, check_zone, span_at
 
 
 @pytest.mark.parametrize("window", ["1m", "1h", "1d", "15m", "30s", "day", "month", "7d"])

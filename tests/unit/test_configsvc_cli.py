@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from configsvc import cli
-from configsvc.client import Client, Refused, Unreachable
-from configsvc.client_settings import DEFAULT_SERVER
-from configsvc.settings import (
+from configsvc.cli import main as cli
+from configsvc.cli.client import Client, Refused, Unreachable
+from configsvc.cli.settings import DEFAULT_SERVER
+from configsvc.server.settings import (
     MAX_BODY_BYTES,
     ClientSettings,
     ServeSettings,
@@ -15,7 +15,7 @@ from configsvc.settings import (
     load_client_settings,
     load_serve_settings,
 )
-from holdfast.cliargs import DEFAULT_ETCD
+from holdfast.options.common import DEFAULT_ETCD
 
 
 def serve(environ: dict[str, str], **kw: object) -> ServeSettings:

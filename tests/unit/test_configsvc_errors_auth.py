@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from configsvc import errors
-from configsvc.auth import ACTOR_HEADER, Authorizer, actor_name, is_loopback, presented_token
 from configsvc.errors import ERROR_TABLE, ConfigsvcError, spec_for
+from configsvc.http.auth import ACTOR_HEADER, Authorizer, actor_name, is_loopback, presented_token
 from holdfast.errorshape import INTERNAL, error_body
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from configsvc.errors import InvalidRequest
-from configsvc.payloads import (
+from configsvc.http.payloads import (
     MAX_ALIASES,
     HistoryQuery,
     NewRelease,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from configsvc import render
+from configsvc.cli.render import tables as render
 
 ROUTE_BEFORE: dict[str, Any] = {
     "agent": "support",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from configsvc import routes
 from configsvc.errors import AgentNotFound, NoPreviousRelease
+from configsvc.releases import route_edits as routes
 from holdfast.keyspace import Route
 
 AGENT = "support"

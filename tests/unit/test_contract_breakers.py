@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.contract_breakers import (
+from sidecar.contracts.backend import NEUTRAL, RETRYABLE
+from sidecar.contracts.breakers import (
     CONTRACT_FAILURES,
     TRANSPORT_FAILURES,
     Admission,
     Refusal,
     ToolBreakers,
 )
-from sidecar.tool_backend import NEUTRAL, RETRYABLE
 
 URL = "http://tools.internal/search"
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from configsvc.cli_contracts import MAX_SCHEMA_FILE_BYTES, _schema_file
-from configsvc.contract_payloads import RegisterContract
+from configsvc.cli.contracts import MAX_SCHEMA_FILE_BYTES, _schema_file
+from configsvc.contracts.payloads import RegisterContract
 from configsvc.errors import InvalidRequest
 from holdfast.contracts.schema import MAX_SCHEMA_BYTES
 from holdfast.keyspace.contract import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S

@@ -13,16 +13,16 @@ from prometheus_client import CollectorRegistry
 from holdfast.contracts.schema import canonical, compile_validator
 from holdfast.keyspace import Keyspace, Release
 from holdfast.keyspace.contract import Contract
-from sidecar import contract_filter
-from sidecar.config import ConfigState
-from sidecar.contract_book import Compiled, ContractBook, Pinned
-from sidecar.contract_checks import check_call, declared_mismatch
-from sidecar.contract_filter import ContractFilter, _CallObserver
-from sidecar.contract_stats import ContractStats
-from sidecar.exchange import Exchange, Outcome
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.routing import Resolved
-from sidecar.tool_calls import MAX_ARGUMENT_BYTES, StreamedCalls, ToolCall
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.contracts import filter as contract_filter
+from sidecar.contracts.book import Compiled, ContractBook, Pinned
+from sidecar.contracts.checks import check_call, declared_mismatch
+from sidecar.contracts.filter import ContractFilter, _CallObserver
+from sidecar.contracts.stats import ContractStats
+from sidecar.contracts.tool_calls import MAX_ARGUMENT_BYTES, StreamedCalls, ToolCall
+from sidecar.pipeline.exchange import Exchange, Outcome
+from sidecar.routing.resolve import Resolved
 
 ARGS: dict[str, Any] = {
     "type": "object",

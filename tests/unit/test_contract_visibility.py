@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from configsvc.render import release as render_release
+from configsvc.cli.render.tables import release as render_release
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import KeyValue
-from sidecar.config import ConfigState
-from sidecar.contract_book import ContractBook
-from sidecar.contract_breakers import Refusal, ToolBreakers
-from sidecar.contract_stats import ContractStats
-from sidecar.contract_status import contract_status
-from sidecar.kinds import CONFIG_KINDS
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
+from sidecar.contracts.book import ContractBook
+from sidecar.contracts.breakers import Refusal, ToolBreakers
+from sidecar.contracts.stats import ContractStats
+from sidecar.contracts.status import contract_status
 
 KS = Keyspace("dev")
 ARGS = {"type": "object", "properties": {"q": {"type": "string"}}}

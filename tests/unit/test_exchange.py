@@ -6,9 +6,9 @@ import pytest
 
 from holdfast.keyspace import Release
 from sidecar.errors import InvalidRequest
-from sidecar.exchange import Chain, Exchange, Observer, Outcome
-from sidecar.routing import Resolved
-from sidecar.sse_events import EventTooLarge, SseEvents
+from sidecar.pipeline.exchange import Chain, Exchange, Observer, Outcome
+from sidecar.pipeline.sse import EventTooLarge, SseEvents
+from sidecar.routing.resolve import Resolved
 
 STREAM = (
     b'data: {"a":1}\n\n'

@@ -8,7 +8,7 @@ import pytest
 
 from holdfast.experiments.series import combine, subtract
 from holdfast.experiments.stats import Counts
-from sidecar.feedback import ExperimentBook
+from sidecar.experiments.feedback import ExperimentBook
 
 
 def _only(book: ExperimentBook, metric: str = "score") -> dict[str, Counts]:

@@ -9,7 +9,7 @@ import statistics
 import pytest
 from scipy import stats as sp  # type: ignore[import-untyped]
 
-from configsvc.experiments import merge_reports
+from configsvc.experiments.ops import merge_reports
 from holdfast.experiments.series import counts_of, to_records
 from holdfast.experiments.stats import (
     Counts,
@@ -23,7 +23,7 @@ from holdfast.experiments.stats import (
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.experiment import RouteExperiment, Variant
 from holdfast.keyspace.outcomes import OutcomeCounts, OutcomeReport
-from sidecar.experiment_routing import experiment_variant
+from sidecar.routing.experiments import experiment_variant
 
 
 def _counts(values: list[float]) -> Counts:

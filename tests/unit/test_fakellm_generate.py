@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from holdfast.fakellm import protocol
-from holdfast.fakellm.behaviour import (
+from holdfast_devtools.fakellm import protocol
+from holdfast_devtools.fakellm.behaviour import (
     Behaviour,
     BehaviourError,
     BehaviourTable,
     behaviour_from_json,
     error_due,
 )
-from holdfast.fakellm.generate import ChatRequest, compose_reply, count_tokens, embedding
-from holdfast.fakellm.protocol import ApiError, parse_chat, parse_embeddings
+from holdfast_devtools.fakellm.generate import ChatRequest, compose_reply, count_tokens, embedding
+from holdfast_devtools.fakellm.protocol import ApiError, parse_chat, parse_embeddings
 
 WEATHER_SCHEMA: dict[str, Any] = {
     "type": "object",

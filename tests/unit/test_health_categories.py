@@ -9,18 +9,18 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client import generate_latest
 
-from configsvc.category_api import SetCategories, with_categories
 from configsvc.errors import InvalidRequest
+from configsvc.traffic.categories import SetCategories, with_categories
 from holdfast.keyspace import RecordError, Release, Route
 from holdfast.keyspace.categories import MAX_CATEGORIES, MAX_SCANNED_CHARS, CategoryRule
 from holdfast.keyspace.codec import decode_record, encode_record
-from sidecar.contract_filter import VIOLATION_HEADER
-from sidecar.exchange import Chain, Exchange, Outcome
-from sidecar.metrics import SidecarMetrics
-from sidecar.routing import Resolved
-from sidecar.signal_book import SignalBook, summary
-from sidecar.signal_categories import Categorizer, CategoryRules, RuleError, compile_rule
-from sidecar.signals_filter import SignalsFilter
+from sidecar.contracts.filter import VIOLATION_HEADER
+from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pipeline.exchange import Chain, Exchange, Outcome
+from sidecar.routing.resolve import Resolved
+from sidecar.signals.book import SignalBook, summary
+from sidecar.signals.categories import Categorizer, CategoryRules, RuleError, compile_rule
+from sidecar.signals.filter import SignalsFilter
 
 RULES = (
     CategoryRule(category="billing", keywords=("Refund", "invoice")),

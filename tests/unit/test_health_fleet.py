@@ -9,11 +9,11 @@ import math
 
 import pytest
 
-from configsvc.health_gate import PolicyGate
-from configsvc.health_shadow import shadow_view
-from configsvc.health_sums import by_release
-from configsvc.health_verdict import evaluate
-from configsvc.health_windows import FleetWindows
+from configsvc.health.gate import PolicyGate
+from configsvc.health.shadow import shadow_view
+from configsvc.health.sums import by_release
+from configsvc.health.verdict import evaluate
+from configsvc.health.windows import FleetWindows
 from holdfast.keyspace import HealthSnapshot, RecordError, Rollout, ShadowStats
 from holdfast.keyspace.categories import MAX_CATEGORIES
 from holdfast.keyspace.codec import decode_record, encode_record

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from configsvc.cli.render.health import checks, status
 from configsvc.errors import InvalidRequest
-from configsvc.health_gate import PolicyGate
-from configsvc.health_sums import by_release, view
-from configsvc.health_verdict import evaluate
-from configsvc.health_windows import FleetWindows
-from configsvc.policy_payload import parse_policy
-from configsvc.render_health import checks, status
+from configsvc.health.gate import PolicyGate
+from configsvc.health.sums import by_release, view
+from configsvc.health.verdict import evaluate
+from configsvc.health.windows import FleetWindows
+from configsvc.rollouts.policy import parse_policy
 from holdfast.keyspace import HealthSnapshot, RecordError, Rollout, Route
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.signals import ReleaseSignals

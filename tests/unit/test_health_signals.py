@@ -11,9 +11,9 @@ from holdfast.keyspace import HealthSnapshot, RecordError
 from holdfast.keyspace.codec import encode_record
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import LATENCY_BOUNDS_MS, ReleaseSignals, quantile
-from sidecar.answer_scan import StreamScan, looks_like_refusal, scan_body
-from sidecar.prices import PriceError, load_prices, parse_prices
-from sidecar.signal_book import Observation, SignalBook, category_of, error_class
+from sidecar.budgets.prices import PriceError, load_prices, parse_prices
+from sidecar.signals.answer_scan import StreamScan, looks_like_refusal, scan_body
+from sidecar.signals.book import Observation, SignalBook, category_of, error_class
 
 REQUEST = {"messages": [{"role": "user", "content": "x" * 40}]}
 
@@ -195,7 +195,7 @@ def test_deployment_markers_follow_the_route() -> None:
     from prometheus_client import CollectorRegistry
 
     from holdfast.keyspace import Route
-    from sidecar.signal_metrics import SignalMetrics
+    from sidecar.signals.metrics import SignalMetrics
 
     registry = CollectorRegistry()
     metrics = SignalMetrics(registry, "support")
@@ -224,7 +224,7 @@ def test_a_restarted_sidecar_dates_roles_from_the_route_not_its_last_change() ->
     from prometheus_client import CollectorRegistry
 
     from holdfast.keyspace import Rollout, Route, Shadow
-    from sidecar.signal_metrics import SignalMetrics
+    from sidecar.signals.metrics import SignalMetrics
 
     registry = CollectorRegistry()
     metrics = SignalMetrics(registry, "support")

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-from holdfast.http_logs import SERVER_LOGGER, RedactParseErrors, redact_parse_errors
+from holdfast.net.http_logs import SERVER_LOGGER, RedactParseErrors, redact_parse_errors
 
 SECRET = "sk-agent-secret-0123"
 

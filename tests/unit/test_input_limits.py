@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from holdfast.hostcheck import allowed_hosts, host_allowed
+from holdfast.json_limits import JsonRefused, depth_over, loads_bounded
 from holdfast.logs import request_id_from
-from sidecar.cli_args import load_settings
+from holdfast.net.hostcheck import allowed_hosts, host_allowed
 from sidecar.errors import InvalidRequest
-from sidecar.json_limits import JsonRefused, depth_over, loads_bounded
-from sidecar.limits import LimitsError, LimitSettings, server_options
-from sidecar.openai_api import encode_body, parse_body
-from sidecar.session_id import session_id
-from sidecar.settings import SettingsError
-from sidecar.upstream import relayed_headers
+from sidecar.pipeline.proxy import encode_body, parse_body
+from sidecar.routing.session import session_id
+from sidecar.settings.cli import load_settings
+from sidecar.settings.limits import LimitsError, LimitSettings, server_options
+from sidecar.settings.model import SettingsError
+from sidecar.upstream.client import relayed_headers
 
 
 def test_depth_limit() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from holdfast.netguard import MAX_CACHED_URLS, HostPolicy, HostRefused, policy_from
+from holdfast.net.guard import MAX_CACHED_URLS, HostPolicy, HostRefused, policy_from
 
 DEFAULT = HostPolicy()
 

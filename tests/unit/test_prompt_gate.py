@@ -8,19 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from configsvc.prompt_cases import MAX_CHECKED_CHARS, check, parse_cases
-from configsvc.prompt_settings import (
+from configsvc.prompts.cases import MAX_CHECKED_CHARS, check, parse_cases
+from configsvc.prompts.ops import PromptOps
+from configsvc.prompts.settings import (
     CLIENT_MARGIN_S,
     WAVE_SLACK_S,
     EvalSettings,
     PromptSettingsError,
     client_wait,
 )
-from configsvc.prompts import PromptOps
-from holdfast.fakellm.generate import JSON_MARKER, compose_reply
-from holdfast.fakellm.protocol import parse_chat
 from holdfast.keyspace import Keyspace
 from holdfast.keyspace.prompt import Evaluation
+from holdfast_devtools.fakellm.generate import JSON_MARKER, compose_reply
+from holdfast_devtools.fakellm.protocol import parse_chat
 
 
 def _ops(gate: float = 0.8, min_cases: int = 5) -> PromptOps:

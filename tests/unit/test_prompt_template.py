@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from configsvc.errors import InvalidCases
-from configsvc.prompt_cases import check, parse_case_bytes, parse_cases
+from configsvc.prompts.cases import check, parse_case_bytes, parse_cases
 from holdfast.keyspace import Pin, RecordError, Release
 from holdfast.keyspace.prompt import CaseResult, Evaluation, PromptVersion, decode_prompt
 from holdfast.prompts.template import TemplateError, parse, values_from

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from configsvc.errors import InvalidRequest
-from configsvc.payloads import parse_object
-from configsvc.probe import _problem
-from sidecar.budget_usage import body_usage, reply_estimate
-from sidecar.compare import AnswerError, answer_from_completion, canonical_arguments
-from sidecar.provider_json import REFUSED, provider_json
+from configsvc.http.payloads import parse_object
+from configsvc.releases.probe import _problem
+from holdfast.compare import AnswerError, answer_from_completion, canonical_arguments
+from sidecar.budgets.usage import body_usage, reply_estimate
+from sidecar.upstream.provider_json import REFUSED, provider_json
 
 DEEP = b"[" * 200_000 + b"]" * 200_000
 HUGE = b'{"usage": {"completion_tokens": ' + b"9" * 5000 + b"}}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from configsvc import render_traffic as show
+from configsvc.cli.render import traffic as show
 
 ROUTE: dict[str, Any] = {"agent": "support", "stable": "r2", "canary": None, "shadow": None}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from configsvc import errors, rollout_plan
+from configsvc import errors
+from configsvc.rollouts import plan as rollout_plan
 from holdfast.keyspace import Route
 
 AGENT = "support"

@@ -14,18 +14,18 @@ from holdfast import bucketing
 from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.keyspace.prompt import PromptVersion
 from holdfast.store import Change, KeyValue
-from sidecar import pin_persist
-from sidecar.cli_args import load_settings
-from sidecar.config import ConfigState
+from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.state import ConfigState
 from sidecar.errors import InvalidRequest, NotConfigured
-from sidecar.kinds import CONFIG_KINDS
-from sidecar.pin_metrics import PinMetrics
-from sidecar.pinning import Pinning
-from sidecar.pins import PinEntry, PinTable
-from sidecar.prompt_index import index_of, session_prompt
-from sidecar.routing import assign, resolve
-from sidecar.session_id import SESSION_HEADER, session_id
-from sidecar.settings import DEFAULT_PIN_CREATE_TIMEOUT, ENV_PIN_CREATE_TIMEOUT, SettingsError
+from sidecar.pins import persist as pin_persist
+from sidecar.pins.metrics import PinMetrics
+from sidecar.pins.pinning import Pinning
+from sidecar.pins.table import PinEntry, PinTable
+from sidecar.prompts.index import index_of, session_prompt
+from sidecar.routing.resolve import assign, resolve
+from sidecar.routing.session import SESSION_HEADER, session_id
+from sidecar.settings.cli import load_settings
+from sidecar.settings.model import DEFAULT_PIN_CREATE_TIMEOUT, ENV_PIN_CREATE_TIMEOUT, SettingsError
 
 KS = Keyspace("dev")
 AGENT = "support"

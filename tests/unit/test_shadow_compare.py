@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sidecar.compare import (
+from holdfast.compare import (
     MAX_WORDS,
     Answer,
     answer_from_completion,
@@ -15,7 +15,7 @@ from sidecar.compare import (
     similarity,
     tools_agree,
 )
-from sidecar.shadow_book import ShadowBook, TokenBucket
+from sidecar.shadow.book import ShadowBook, TokenBucket
 
 
 def test_identical_and_empty_texts_are_fully_similar() -> None:

@@ -8,13 +8,13 @@ import pytest
 
 from holdfast.keyspace import Keyspace, RecordError, Release, Route
 from holdfast.store import Change, KeyValue
-from sidecar import persist
-from sidecar.cli_args import load_settings
-from sidecar.config import ConfigState
+from sidecar.config import persist
+from sidecar.config.state import ConfigState
 from sidecar.errors import NotConfigured, UnknownModel
-from sidecar.ops import staleness
-from sidecar.routing import resolve
-from sidecar.settings import SettingsError
+from sidecar.ops.endpoints import staleness
+from sidecar.routing.resolve import resolve
+from sidecar.settings.cli import load_settings
+from sidecar.settings.model import SettingsError
 
 KS = Keyspace("dev")
 AGENT = "support"

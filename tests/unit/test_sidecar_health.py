@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from holdfast.keyspace import HealthSnapshot, ShadowStats
-from sidecar.cli_args import load_settings
-from sidecar.health import HealthSources, build_snapshot, lease_ttl
-from sidecar.settings import SettingsError, SidecarSettings
+from sidecar.ops.health import HealthSources, build_snapshot, lease_ttl
+from sidecar.settings.cli import load_settings
+from sidecar.settings.model import SettingsError, SidecarSettings
 
 
 def test_snapshot_is_built_from_its_sources_and_round_trips() -> None:

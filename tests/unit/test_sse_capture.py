@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sidecar.compare import Answer
-from sidecar.sse_capture import SseCapture
+from holdfast.compare import Answer
+from sidecar.shadow.sse_capture import SseCapture
 
 
 def frame(payload: object, newline: bytes = b"\n") -> bytes:

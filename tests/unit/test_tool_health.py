@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from configsvc.health_windows import FleetWindows
-from configsvc.render_health import status as render_status
-from configsvc.tool_health import by_release, difference
+from configsvc.cli.render.health import status as render_status
+from configsvc.health.tools import by_release, difference
+from configsvc.health.windows import FleetWindows
 from holdfast.keyspace import HealthSnapshot, RecordError
 from holdfast.keyspace.tool_signals import HIST_LEN, ToolSignals
-from sidecar.contract_stats import ContractStats
+from sidecar.contracts.stats import ContractStats
 
 
 def stats_with_traffic() -> ContractStats:

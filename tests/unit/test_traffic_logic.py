@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from configsvc import traffic_routes as tr
 from configsvc.errors import InvalidRequest, NoPreviousRelease, RolloutActive
-from configsvc.pins import Selection
-from configsvc.traffic_payloads import (
+from configsvc.traffic import edits as tr
+from configsvc.traffic.payloads import (
     MigratePins,
     PinsQuery,
     Reason,
@@ -20,6 +19,7 @@ from configsvc.traffic_payloads import (
     SetShadow,
     Switch,
 )
+from configsvc.traffic.pins import Selection
 from holdfast import bucketing
 from holdfast.keyspace import Pin, Rollout, Route, Shadow
 

@@ -1,0 +1,172 @@
+"""The budget controller: on the elected leader only, slices every fleet-wide budget.
+
+Each tick reads ``budgets/``, ``quotas/`` and ``spend/`` and rewrites ``quotas/<scope>`` (one key
+per scope, compare-and-swap on its mod revision) with the grants ``quota_plan.plan`` gives, and
+what it read of each holder's report (so a holder whose report vanished still counts what it
+had given back; holders that left with a final report are folded into one entry). The
+CAS makes a tick by a deposed leader fail instead of double-granting; a window that turned
+starts from empty grants, and an epoch turn of a rolling window carries the claims over
+(configsvc.quota_view). Quota records of deleted budgets are removed.
+
+A budget with both limits is two meters, sliced independently: ``quotas/<scope>`` in tokens and
+``quotas/usd:<scope>`` in micro-dollars (``Budget.meters``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+from configsvc.budgets.quota_view import holders_of, spend_report, view
+from configsvc.leader.election import Election
+from configsvc.leader.loop import LeaderLoop
+
+__all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
+from holdfast.keyspace import Keyspace, RecordError
+from holdfast.keyspace.budget import Budget
+from holdfast.keyspace.quota import Quotas, SpendReport
+from holdfast.logs import get_logger
+from holdfast.store import CasConflict, KeyValue, Put, StoreError
+from holdfast.store.etcd import EtcdStore
+
+log = get_logger(__name__)
+
+BUDGET_ELECTION: Final = "budget-controller"
+DEFAULT_BUDGET_TICK: Final = 0.5
+
+
+class BudgetController:
+    def __init__(
+        self,
+        store: EtcdStore,
+        keyspace: Keyspace,
+        election: Election,
+        *,
+        tick: float = DEFAULT_BUDGET_TICK,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.keyspace = keyspace
+        self.election = election
+        self.tick = tick
+        self.clock = clock
+        self.ticks = 0
+        self._loop = LeaderLoop(
+            "budget controller",
+            election,
+            self.run_once,
+            tick=tick,
+            expected=(StoreError,),
+            failed_event="budget_tick_failed",
+            crashed_event="budget_tick_crashed",
+        )
+
+    def start(self) -> None:
+        self._loop.start()
+
+    async def close(self) -> None:
+        await self._loop.close()
+
+    async def _list(self, kind: str) -> list[KeyValue]:
+        _, kvs = await self.store.list_prefix(self.keyspace.kind_prefix(kind))
+        return kvs
+
+    async def run_once(self) -> int:
+        """One pass over every fleet-wide budget; returns how many quota records it wrote."""
+        self.ticks += 1
+        budgets: dict[str, tuple[Budget, int]] = {}  # meter id -> (budget, limit)
+        for kv in await self._list("budgets"):
+            try:
+                budget = Budget.decode(kv.value)
+            except RecordError as exc:
+                log.warning("budget_record_unreadable", key=kv.key, reason=str(exc))
+                continue
+            if budget.fleet:
+                for meter, _, limit in budget.meters():
+                    budgets[meter] = (budget, limit)
+        quotas: dict[str, tuple[Quotas | None, int]] = {}
+        for kv in await self._list("quotas"):
+            try:
+                q: Quotas | None = Quotas.decode(kv.value)
+            except RecordError:
+                q = None  # unreadable: replaced below (CAS on its revision)
+            scope = self.keyspace.parse(kv.key).parts[0]
+            quotas[scope] = (q, kv.mod_revision)
+        reports: dict[str, list[SpendReport]] = {}
+        for kv in await self._list("spend"):
+            report = spend_report(self.keyspace, kv)
+            if report is not None:
+                reports.setdefault(report.scope, []).append(report)
+        written = 0
+        for meter, (budget, limit) in budgets.items():
+            current, revision = quotas.get(meter, (None, 0))
+            written += await self._slice(
+                budget, meter, limit, current, revision, reports.get(meter, [])
+            )
+        for scope, (_, revision) in quotas.items():
+            if scope not in budgets:
+                await self._drop(scope, revision)
+        return written
+
+    async def _slice(
+        self,
+        budget: Budget,
+        meter: str,
+        limit: int,
+        current: Quotas | None,
+        revision: int,
+        reports: list[SpendReport],
+    ) -> int:
+        now = self.clock()
+        fleet = view(budget, current, reports, now)
+        window = fleet.span.id
+        grants = {k: v for k, v in fleet.plan(limit).items() if v > 0}
+        used = fleet.used()
+        fair = fleet.share(limit)
+        reported = fleet.reported()
+        same = (
+            current is not None
+            and current.window == window
+            and current.limit == limit
+            and current.grants == grants
+            and current.used == used
+            and current.share == fair
+            and current.tails == fleet.tails
+            and current.reported == reported
+        )
+        if same:
+            return 0
+        # A lowered limit does not take grants back: sidecars may have used them already.
+        new = Quotas(
+            scope=meter,
+            window=window,
+            limit=limit,
+            grants=grants,
+            used=used,
+            share=fair,
+            at=now,
+            tails=fleet.tails,
+            reported=reported,
+        )
+        try:
+            await self.store.txn(
+                [
+                    Put(
+                        self.keyspace.quotas(meter),
+                        new.encode(),
+                        expected_mod_revision=revision,
+                    )
+                ]
+            )
+        except CasConflict:
+            log.info("budget_quotas_moved", scope=meter)
+            return 0
+        return 1
+
+    async def _drop(self, scope: str, revision: int) -> None:
+        key = self.keyspace.quotas(scope)
+        kv = await self.store.get(key)
+        if kv is not None and kv.mod_revision == revision:
+            await self.store.delete(key)
+            log.info("budget_quotas_dropped", scope=scope)

@@ -1,0 +1,2 @@
+"""``holdfastctl``: the operator commands (stdlib and the HTTP client only, so they start fast)
+and ``serve``, which loads the server only when asked."""

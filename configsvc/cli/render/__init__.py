@@ -1,0 +1,1 @@
+"""Human output of ``holdfastctl``: pure functions of the API's JSON."""

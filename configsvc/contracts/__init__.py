@@ -1,0 +1,1 @@
+"""Tool contracts in configsvc: register with the compatibility classifier, list, show, diff."""

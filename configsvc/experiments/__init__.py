@@ -1,0 +1,1 @@
+"""A/B experiments in configsvc: start, stop, report."""

@@ -1,0 +1,1 @@
+"""Feature flags in configsvc: flagd files applied in one transaction, kill switches, history."""

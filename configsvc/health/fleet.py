@@ -1,0 +1,142 @@
+"""The fleet's health as configsvc sees it: a watch on ``health/`` feeding ``FleetWindows``.
+
+Every replica keeps its own view (the watch is cheap and the windows are rebuilt from the
+sidecars' cumulative counters within a minute of a restart), so ``GET /v1/status`` answers on
+any replica; the rollout controller that acts on it runs on the elected leader only. With etcd
+away the view keeps the last snapshots it had and says how old they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from configsvc.health.shadow import shadow_view
+from configsvc.health.sums import by_release, view
+from configsvc.health.tools import by_release as tools_by_release
+from configsvc.health.windows import WINDOWS, FleetWindows
+from holdfast.background import BackgroundTask
+from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
+from holdfast.keyspace.session_spread import SessionSpread
+from holdfast.logs import get_logger
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+
+log = get_logger(__name__)
+
+PRUNE_EVERY_S: Final = 5.0
+
+
+class FleetHealth:
+    def __init__(
+        self, store: EtcdStore, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.windows = FleetWindows()
+        self.clock = clock
+        self._prefix = keyspace.kind_prefix("health")
+        self._mirror = PrefixMirror(store, self._prefix)
+        self._mirror.subscribe(self._on_update)
+        self._seen: set[str] = set()
+        self._unreadable: set[str] = set()
+        self._task = BackgroundTask("fleet health prune")
+        self.updated_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._mirror.connected
+
+    async def start(self) -> None:
+        await self._mirror.start()
+        self._task.start(self._prune)
+
+    async def close(self) -> None:
+        await self._task.cancel()
+        await self._mirror.close()
+
+    async def _prune(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            self.windows.prune(self.clock())
+
+    def _on_update(self, update: MirrorUpdate) -> None:
+        keys = set(update.kvs)
+        for key in self._seen - keys:
+            self.windows.gone(key.removeprefix(self._prefix))
+        changed = keys if update.reset else {c.key for c in update.changes} & keys
+        for key in changed:
+            self._read(key, update.kvs[key].value)
+        self._seen = keys
+        self.updated_at = self.clock()
+
+    def _read(self, key: str, value: bytes) -> None:
+        sidecar_id = key.removeprefix(self._prefix)
+        try:
+            snap = HealthSnapshot.decode(value)
+            if snap.sidecar_id != sidecar_id:
+                # Else one key could write into another sidecar's data, and its deletion would
+                # not retire what it wrote.
+                raise RecordError(f"snapshot names sidecar {snap.sidecar_id!r:.80}, not its key's")
+        except RecordError as exc:
+            if key not in self._unreadable:  # once per key, not once per beat
+                self._unreadable.add(key)
+                log.warning("health_snapshot_unreadable", key=key, error=str(exc))
+            return
+        self._unreadable.discard(key)
+        self.windows.observe(snap)
+
+    def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
+        now = self.clock()
+        return {
+            "agent": agent,
+            "sidecars": self.windows.sidecars(agent),
+            "etcd_connected": self.connected,
+            "data_age_s": None if self.updated_at is None else round(now - self.updated_at, 3),
+            "releases": releases_status(self.windows, agent, stable, canary, now),
+        }
+
+
+def releases_status(
+    fleet: FleetWindows, agent: str, stable: str, canary: str, now: float
+) -> dict[str, dict[str, Any]]:
+    """Per release: each window's figures, traffic share, sessions, shadow comparisons, tools."""
+    windows = {name: fleet.window(agent, s, now) for name, s in WINDOWS.items()}
+    windows["since_start"] = fleet.since_start(agent)
+    sessions = fleet.sessions(agent)
+    tools = {name: tools_by_release(fleet.tool_window(agent, s, now))
+             for name, s in WINDOWS.items()}  # fmt: skip
+    tools["since_start"] = tools_by_release(fleet.tool_since_start(agent))
+    shadow = {name: fleet.shadow_window(agent, s, now) for name, s in WINDOWS.items()}
+    shadow["since_start"] = fleet.shadow(agent)
+    releases: dict[str, dict[str, Any]] = {}
+    names = {r for w in windows.values() for (r, _) in w} | {stable} | ({canary} - {""})
+    names |= set(tools["since_start"]) | {s.shadow for s in shadow["since_start"]}
+    recent = by_release(windows["1m"])
+    total_1m = sum(s.count("requests") for s in recent.values())
+    for release in sorted(names):
+        role = "stable" if release == stable else "canary" if release == canary else "other"
+        n_1m = recent[release].count("requests") if release in recent else 0
+        spread = sessions.get(release) or SessionSpread(release=release)
+        as_shadow = {name: shadow_view(w, release) for name, w in shadow.items()}
+        whole = as_shadow["since_start"]
+        releases[release] = {
+            "role": role,
+            "traffic_share": n_1m / total_1m if total_1m else None,
+            "sessions": spread.sessions,
+            # The live sidecars' tracked sessions: cumulative tokens and latency.
+            "session_spread": spread.view(),
+            "shadow_similarity": whole["similarity"],
+            "shadow_samples": whole["samples"],
+            "shadow_tool_agreement": whole["tool_agreement"],
+            "shadow": as_shadow,
+            "windows": {name: view(by_release(w).get(release)) for name, w in windows.items()},
+            "categories": {
+                cat: view(w_sig)
+                for (rel, cat), w_sig in sorted(windows["5m"].items())
+                if rel == release
+            },
+            # Tool contracts per tool: violations, calls through the sidecar, errors, latency.
+            "tools": {name: w.get(release, {}) for name, w in tools.items()},
+        }
+    return releases

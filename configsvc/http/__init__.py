@@ -1,0 +1,1 @@
+"""What every configsvc handler shares: request parsing helpers, token auth and roles."""

@@ -1,0 +1,1 @@
+"""Leader election through etcd and the loop every leader-only controller runs."""

@@ -1,0 +1,1 @@
+"""Managed prompt versions: create, evaluate against cases, activate behind the gate, roll back."""

@@ -1,0 +1,201 @@
+"""``holdfastctl serve``: run the config service until SIGTERM/SIGINT, then stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from configsvc.budgets.api import BudgetApi
+from configsvc.budgets.controller import BUDGET_ELECTION, BudgetController
+from configsvc.budgets.ops import BudgetOps
+from configsvc.contracts.api import ContractsApi
+from configsvc.contracts.ops import ContractOps
+from configsvc.errors import ConfigsvcError
+from configsvc.experiments.api import ExperimentsApi
+from configsvc.experiments.ops import ExperimentOps
+from configsvc.flags.api import FlagsApi
+from configsvc.flags.ops import FlagOps
+from configsvc.health.api import StatusApi
+from configsvc.health.fleet import FleetHealth
+from configsvc.health.gate import PolicyGate
+from configsvc.http.auth import Authorizer
+from configsvc.leader.election import ROLLOUT_ELECTION, Election
+from configsvc.prompts.api import PromptsApi
+from configsvc.prompts.eval import Evaluator
+from configsvc.prompts.ops import PromptOps
+from configsvc.releases.ops import ConfigService
+from configsvc.releases.probe import Prober
+from configsvc.rollouts.api import RolloutApi
+from configsvc.rollouts.controller import RolloutController
+from configsvc.rollouts.ops import RolloutOps
+from configsvc.server.app import build_app
+from configsvc.server.limits import server_options
+from configsvc.server.settings import ServeSettings
+from configsvc.traffic.api import TrafficApi
+from configsvc.traffic.categories import CategoryApi
+from configsvc.traffic.ops import TrafficOps
+from configsvc.traffic.pins import PinOps
+from holdfast.keyspace import Keyspace
+from holdfast.logs import get_logger
+from holdfast.net.http_logs import redact_parse_errors
+from holdfast.options.common import LOOPBACK_HOSTS
+from holdfast.store import StoreError
+from holdfast.store.etcd import EtcdStore
+
+log = get_logger(__name__)
+
+
+class ListenFailed(RuntimeError):
+    """The listening socket could not be opened (port in use, bad address)."""
+
+
+async def start_site(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 10.0,
+    options: dict[str, Any] | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0: any free port); returns the runner and the bound port.
+
+    ``options``: aiohttp server limits (``serve_limits.server_options``)."""
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout, **(options or {})
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host=host, port=port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)
+
+
+async def finalize_leftovers(service: ConfigService) -> None:
+    """Finish audit entries a previous process left pending; etcd being down is not fatal."""
+    try:
+        moved = await service.finalize_pending()
+    except (ConfigsvcError, StoreError) as exc:
+        log.warning("audit_startup_finalize_skipped", error=str(exc))
+        return
+    if moved:
+        log.info("audit_startup_finalized", count=moved)
+
+
+async def serve(settings: ServeSettings, store: EtcdStore) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # One HTTP session for every switch's warm-up probe, for the life of the process.
+    upstream = settings.limits.host_policy()
+    prober = Prober(timeout=settings.probe_timeout, prompt=settings.probe_prompt, policy=upstream)
+    evaluator = Evaluator(settings=settings.evaluation, policy=upstream)
+    try:
+        service = ConfigService(store, Keyspace(settings.env))
+        try:
+            await store.connect()
+        except StoreError as exc:  # answer 503 until etcd is back, rather than not start at all
+            log.warning("etcd_unavailable_at_start", error=str(exc))
+        else:
+            await finalize_leftovers(service)
+        if not settings.auth_required:
+            log.warning("configsvc_auth_disabled", hint="anyone on this host can change config")
+        pins = PinOps(service)
+        rollouts = RolloutOps(service, pins)
+        election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
+        fleet = FleetHealth(store, service.keyspace)
+        gate = PolicyGate(fleet)
+        controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
+        budget_election = Election(
+            store, service.keyspace, BUDGET_ELECTION, ttl=settings.leader_ttl
+        )
+        budget_controller = BudgetController(store, service.keyspace, budget_election)
+        await prober.start()
+        await evaluator.start()
+        prompts = PromptOps(
+            service, gate=settings.prompt_gate, min_cases=settings.evaluation.min_cases
+        )
+        traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
+        app = build_app(
+            service,
+            Authorizer(settings.token, settings.tokens, settings.require_token_for_reads),
+            max_body_bytes=settings.max_body_bytes,
+            hosts=settings.limits.accepted_hosts(settings.listen_host),
+            upstream=upstream,
+            extra=[
+                RolloutApi(rollouts, election, gate),
+                StatusApi(rollouts, fleet, gate),
+                traffic,
+                ContractsApi(ContractOps(service)),
+                FlagsApi(FlagOps(service)),
+                CategoryApi(service),
+                BudgetApi(BudgetOps(service)),
+                PromptsApi(prompts, evaluator),
+                ExperimentsApi(ExperimentOps(service)),
+            ],
+        )
+        try:
+            runner, port = await start_site(
+                app,
+                settings.listen_host,
+                settings.listen_port,
+                shutdown_timeout=settings.shutdown_timeout,
+                options=server_options(settings.limits),
+            )
+        except OSError as exc:
+            where = f"{settings.listen_host}:{settings.listen_port}"
+            raise ListenFailed(f"cannot listen on {where}: {exc}") from exc
+        if settings.listen_host not in LOOPBACK_HOSTS:
+            log.warning("configsvc_non_loopback_listener", host=settings.listen_host)
+        log.info(
+            "configsvc_listening",
+            host=settings.listen_host,
+            port=port,
+            env=settings.env,
+            etcd=",".join(settings.etcd_endpoints),
+            auth="token" if settings.auth_required else "none",
+        )
+        await fleet.start()  # returns at once; etcd may be down
+        election.start()
+        controller.start()
+        budget_election.start()
+        budget_controller.start()
+        await stop.wait()
+        log.info("configsvc_stopping")
+        await controller.close()
+        await budget_controller.close()
+        await budget_election.close()
+        await fleet.close()
+        await election.close()
+        await runner.cleanup()
+    finally:
+        await prober.close()
+        await evaluator.close()
+        await store.close()
+    log.info("configsvc_stopped")
+
+
+def run(settings: ServeSettings) -> int:
+    """Serve until signalled: 0 after a graceful stop, 1 if it cannot listen, 2 on bad --etcd."""
+    redact_parse_errors()  # a malformed request's bytes (its token too) stay out of logs
+    try:
+        store = EtcdStore(settings.etcd_endpoints, security=settings.etcd_security)
+    except ValueError as exc:
+        print(f"holdfastctl serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        uvloop.run(serve(settings, store))
+    except ListenFailed as exc:
+        log.error("configsvc_listen_failed", error=str(exc))
+        print(f"holdfastctl serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

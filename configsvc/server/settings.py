@@ -1,0 +1,173 @@
+"""Settings of ``holdfastctl serve`` and of the operator commands: frozen, loaded once.
+
+Command-line values win over environment variables, which win over the defaults below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from configsvc.cli.serve import DEFAULT_LISTEN as DEFAULT_LISTEN
+
+# re-exported: the client's settings live apart so that a command imports little
+from configsvc.cli.settings import ENV_ACTOR as ENV_ACTOR
+from configsvc.cli.settings import ENV_SERVER as ENV_SERVER
+from configsvc.cli.settings import ENV_TOKEN as ENV_TOKEN
+from configsvc.cli.settings import ClientSettings as ClientSettings
+from configsvc.cli.settings import SettingsError as SettingsError
+from configsvc.cli.settings import load_client_settings as load_client_settings
+from configsvc.http.tokens import TokenEntry, TokensFileError, load_tokens_file
+from configsvc.prompts.settings import EvalSettings, PromptSettingsError
+from configsvc.server.limits import ServeLimits
+from holdfast.names import DEFAULT_ENV, validate_name
+from holdfast.options import common as cliargs
+from holdfast.options.common import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS
+from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_security
+
+ENV_TOKENS_FILE: Final = "HOLDFAST_TOKENS_FILE"
+
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+MAX_BODY_BYTES: Final = 64 * 1024
+DEFAULT_PROBE_TIMEOUT: Final = 10.0
+DEFAULT_PROBE_PROMPT: Final = "Reply with the single word: ready"
+DEFAULT_ROLLOUT_TICK: Final = 0.5
+DEFAULT_LEADER_TTL: Final = 5
+DEFAULT_PROMPT_GATE: Final = 0.8
+ENV_PROMPT_GATE: Final = "HOLDFAST_PROMPT_GATE"
+ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8700
+    etcd_endpoints: tuple[str, ...] = (DEFAULT_ETCD,)
+    env: str = DEFAULT_ENV
+    token: str = field(default="", repr=False)
+    tokens: tuple[TokenEntry, ...] = ()  # from --tokens-file (hashes only)
+    require_token_for_reads: bool = False
+    etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
+    allow_no_token: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+    probe_prompt: str = DEFAULT_PROBE_PROMPT
+    rollout_tick: float = DEFAULT_ROLLOUT_TICK
+    leader_ttl: int = DEFAULT_LEADER_TTL
+    prompt_gate: float = DEFAULT_PROMPT_GATE  # minimum eval pass rate to activate a prompt
+    evaluation: EvalSettings = field(default_factory=EvalSettings)  # HOLDFAST_EVAL_*, min cases
+    limits: ServeLimits = field(default_factory=ServeLimits)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name(self.env, what="environment")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+        try:
+            self.etcd_security.check_endpoints(self.etcd_endpoints)
+        except SecurityError as exc:
+            raise SettingsError(str(exc)) from exc
+        if self.require_token_for_reads and not self.auth_required:
+            raise SettingsError("--require-token-for-reads needs a token or --tokens-file")
+        if not self.auth_required and not self.allow_no_token:
+            raise SettingsError(
+                f"no token: set ${ENV_TOKEN} or pass --token so that only holders of it can "
+                "change configuration (--allow-no-token accepts anyone, for throwaway local use)"
+            )
+        if not self.auth_required and self.listen_host not in LOOPBACK_HOSTS:
+            raise SettingsError(
+                f"--allow-no-token is only for a loopback listener, not {self.listen_host}"
+            )
+        if self.shutdown_timeout <= 0:
+            raise SettingsError("shutdown timeout must be positive")
+        if not 0 < self.probe_timeout <= 300:
+            raise SettingsError("--probe-timeout must be between 0 and 300 seconds")
+        if not self.probe_prompt.strip() or len(self.probe_prompt) > 4096:
+            raise SettingsError("the probe prompt must be 1-4096 characters")
+        if not 0.05 <= self.rollout_tick <= 60:
+            raise SettingsError("--rollout-tick must be between 0.05 and 60 seconds")
+        if not 2 <= self.leader_ttl <= 300:
+            raise SettingsError("--leader-ttl must be between 2 and 300 seconds")
+        if not 0.0 <= self.prompt_gate <= 1.0:
+            raise SettingsError(f"${ENV_PROMPT_GATE} must be a pass rate between 0 and 1")
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.token or self.tokens)
+
+    def __repr__(self) -> str:  # never print the token
+        return (
+            f"ServeSettings(listen={self.listen_host}:{self.listen_port}, "
+            f"etcd={','.join(self.etcd_endpoints)}, env={self.env}, "
+            f"auth={'token' if self.auth_required else 'none'}, tokens={len(self.tokens)}, "
+            f"etcd_security={self.etcd_security.describe()})"
+        )
+
+
+def load_serve_settings(
+    *,
+    listen: str | None,
+    etcd: str | None,
+    env: str | None,
+    token: str | None,
+    allow_no_token: bool,
+    environ: Mapping[str, str],
+    probe_timeout: float | None = None,
+    rollout_tick: float | None = None,
+    leader_ttl: int | None = None,
+    tokens_file: str | None = None,
+    require_token_for_reads: bool = False,
+    etcd_ca: str | None = None,
+    etcd_cert: str | None = None,
+    etcd_key: str | None = None,
+    etcd_user: str | None = None,
+    etcd_server_name: str | None = None,
+    limits: ServeLimits | None = None,
+) -> ServeSettings:
+    host, port = cliargs.parse_listen(listen or DEFAULT_LISTEN, error=SettingsError)
+    tokens_path = (tokens_file or environ.get(ENV_TOKENS_FILE, "")).strip()
+    try:
+        tokens = load_tokens_file(Path(tokens_path)) if tokens_path else ()
+        security = load_etcd_security(
+            ca=etcd_ca,
+            cert=etcd_cert,
+            key=etcd_key,
+            user=etcd_user,
+            server_name=etcd_server_name,
+            environ=environ,
+        )
+        evaluation = EvalSettings.from_environ(environ)
+    except (TokensFileError, SecurityError, PromptSettingsError) as exc:
+        raise SettingsError(str(exc)) from exc
+    return ServeSettings(
+        listen_host=host,
+        listen_port=port,
+        etcd_endpoints=cliargs.parse_endpoints(
+            etcd or environ.get(ENV_ETCD, "") or DEFAULT_ETCD, error=SettingsError
+        ),
+        env=env or environ.get(ENV_ENV, "") or DEFAULT_ENV,
+        token=(token if token is not None else environ.get(ENV_TOKEN, "")).strip(),
+        tokens=tokens,
+        require_token_for_reads=require_token_for_reads,
+        etcd_security=security,
+        allow_no_token=allow_no_token,
+        probe_timeout=DEFAULT_PROBE_TIMEOUT if probe_timeout is None else probe_timeout,
+        probe_prompt=environ.get(ENV_PROBE_PROMPT, "") or DEFAULT_PROBE_PROMPT,
+        rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
+        leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
+        prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
+        evaluation=evaluation,
+        limits=limits if limits is not None else ServeLimits(),
+    )
+
+
+def _rate(text: str, default: float) -> float:
+    if not text.strip():
+        return default
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise SettingsError(f"${ENV_PROMPT_GATE} is not a number: {text!r:.40}") from exc

@@ -1,0 +1,1 @@
+"""Budget windows, calendar and rolling: pure arithmetic both processes share."""

@@ -1,0 +1,1 @@
+"""Holdfast's etcd role layout, and applying it with ``etcdctl``."""

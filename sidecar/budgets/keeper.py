@@ -1,0 +1,287 @@
+"""The sidecar's side of fleet-wide budgets: follow its slices, report its spend.
+
+* ``quotas/<scope>`` (written by configsvc's budget controller) is mirrored; this sidecar's
+  entry becomes its meter's grant for that window.
+* ``spend/<holder>/<scope>`` is written every ``interval`` (when it changed) under this
+  sidecar's own lease: while the key exists the controller knows the sidecar is alive and may
+  grow its slice. Tokens of a slice it has not used for ``idle_after`` seconds are given back
+  (``returned`` only grows), so the controller can hand them to busier sidecars.
+
+The holder id is the sidecar id plus a per-process suffix: a restarted sidecar starts with an
+empty slice instead of re-using one its previous incarnation may have spent already. With etcd
+or configsvc unreachable, nothing here blocks requests; the sidecar keeps admitting from the
+slices it holds, and only from those.
+
+On a graceful shutdown (``close``) the sidecar gives back everything it has not used and writes
+a *final* report of each fleet scope under a short lease of its own, so the controller frees
+the rest of its slices at once instead of counting them until the window ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from holdfast.background import BackgroundTask
+from holdfast.keyspace import Keyspace, RecordError
+from holdfast.keyspace.quota import Quotas, SpendReport
+from holdfast.logs import get_logger
+from holdfast.store import StoreError
+from holdfast.store.etcd import EtcdStore
+from holdfast.store.lease import LeaseKeeper
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.meter import Meter
+from sidecar.budgets.metrics import meter_status
+from sidecar.config.state import ConfigState
+
+log = get_logger(__name__)
+
+SPEND_LEASE_TTL: Final = 6
+# A final report outlives its sidecar this long, so that a controller that is slow, or being
+# re-elected, still reads it; the claims it states stay exact after it has gone.
+FINAL_REPORT_TTL: Final = 60
+FINAL_REPORT_TIMEOUT: Final = 2.0  # shutdown does not wait on a down etcd for longer
+EXCESS_SHARES: Final = 2  # headroom above this many equal shares is given back
+
+
+def holder_id(sidecar_id: str) -> str:
+    return f"{sidecar_id[:110]}.{secrets.token_hex(4)}"
+
+
+class BudgetKeeper:
+    def __init__(
+        self,
+        store: EtcdStore,
+        keyspace: Keyspace,
+        ledger: Ledger,
+        config: ConfigState,
+        *,
+        sidecar_id: str,
+        interval: float,
+        idle_after: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.keyspace = keyspace
+        self.ledger = ledger
+        self.config = config
+        self.holder = holder_id(sidecar_id)
+        self.interval = interval
+        self.idle_after = idle_after
+        self.clock = clock
+        self.quotas: dict[str, Quotas] = {}
+        self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"))
+        self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
+        self._written: dict[str, SpendReport] = {}
+        self._last_admitted: dict[str, tuple[int, float]] = {}
+        self._task = BackgroundTask("budget spend reporter")
+        self._closing = False
+        self._writing = asyncio.Lock()  # a final report is never overtaken by a live one
+        self._wake = asyncio.Event()  # a request found no slice: report now, not next interval
+        self._slices = asyncio.Event()  # set (and replaced) whenever new slices arrive
+        self.report_failures = 0
+
+    async def start(self) -> None:
+        self.mirror.subscribe(self._on_quotas)
+        await self.mirror.start()
+        self._task.start(self._run)
+
+    async def close(self) -> None:
+        """Stop reporting, hand back every unused slice with a final report, then revoke the
+        lease (call it once no request is in flight any more)."""
+        await self._task.cancel()
+        self._closing = True  # a lease granted meanwhile must not rewrite a live report
+        # One bound for both: with etcd away the lease expires on its own anyway.
+        try:
+            async with asyncio.timeout(FINAL_REPORT_TIMEOUT):
+                await self._hand_back()
+                await self.lease.close(revoke=True)
+        except TimeoutError:
+            await self.lease.close(revoke=False)
+        await self.mirror.close()
+
+    def _on_quotas(self, update: MirrorUpdate) -> None:
+        quotas: dict[str, Quotas] = {}
+        for kv in update.kvs.values():
+            try:
+                q = Quotas.decode(kv.value)
+            except RecordError as exc:
+                log.warning("budget_quotas_rejected", key=kv.key, reason=str(exc))
+                continue
+            quotas[q.scope] = q
+        self.quotas = quotas
+        self._apply_quotas()
+        arrived, self._slices = self._slices, asyncio.Event()
+        arrived.set()
+
+    async def wait_for_slices(self, seconds: float) -> bool:
+        """Report this sidecar's want at once and wait, at most ``seconds``, for the
+        controller's next slices; False when none came (configsvc or etcd away)."""
+        arrived = self._slices
+        self._wake.set()
+        try:
+            async with asyncio.timeout(seconds):
+                await arrived.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _apply_quotas(self) -> None:
+        for scope, meter in self.ledger.meters.items():
+            if not meter.budget.fleet:
+                continue
+            q = self.quotas.get(scope)
+            if q is None:
+                self.ledger.set_grant(scope, "", 0, 0)
+            else:
+                self.ledger.set_grant(scope, q.window, q.grants.get(self.holder, 0), q.used)
+
+    async def _new_lease(self, lease_id: int) -> None:
+        self._written.clear()  # the old lease took our keys with it: write them all again
+        await self.report()
+
+    async def _run(self) -> None:
+        # The first report goes out at once: the controller hands out slices only to sidecars
+        # that reported, so a fresh sidecar gets its first slices one controller tick later.
+        # The lease is granted here, not in start: a down etcd must not hold up the sidecar.
+        await self.lease.start()
+        while True:
+            try:
+                await self.report()
+            except StoreError as exc:
+                self.report_failures += 1
+                log.warning("budget_spend_report_failed", error=str(exc))
+            except Exception:  # a bug must not end reporting for the life of the process
+                self.report_failures += 1
+                log.exception("budget_spend_report_crashed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    def reports(self) -> list[SpendReport]:
+        """Bring the ledger up to date and describe this sidecar's spend (pure).
+
+        Fleet scopes are always reported (the report is how the controller knows this sidecar
+        holds or wants a slice); a session scope only once this sidecar has seen the session
+        in the window, for ``budget usage`` -- nobody slices those.
+        """
+        now = self.clock()
+        snapshot = self.config.current
+        if snapshot is not None:
+            self.ledger.sync(snapshot.of_kind("budgets"), now)
+        self._apply_quotas()
+        out = []
+        for scope, meter in self.ledger.meters.items():
+            meter.rotate(now)
+            t = meter.tally
+            if not meter.budget.fleet and not (t.admitted or t.refused or t.spent or t.reserved):
+                continue
+            self._give_back_idle(scope, meter, now)
+            report = self._report(scope, meter, now)
+            if report is not None:
+                out.append(report)
+            t.want = 0
+        return out
+
+    def _give_back_idle(self, scope: str, meter: Meter, now: float) -> None:
+        admitted, since = self._last_admitted.get(scope, (-1, now))
+        if meter.tally.admitted != admitted:
+            self._last_admitted[scope] = (meter.tally.admitted, now)
+        elif now - since >= self.idle_after and meter.give_back(0):
+            log.info("budget_slice_returned", scope=scope, returned=meter.returned)
+        quotas = self.quotas.get(scope)
+        current = meter.grant_window if meter.rolling else meter.tally.span.id
+        if quotas is not None and quotas.window == current and quotas.share:
+            meter.give_back(EXCESS_SHARES * quotas.share)  # far above an equal part
+
+    def _report(
+        self, scope: str, meter: Meter, now: float, *, final: bool = False
+    ) -> SpendReport | None:
+        t = meter.tally
+        # Rolling windows: the report names the epoch of the slice it accounts against
+        # (what it returned is relative to that grant); ``used`` is the live window's.
+        window = meter.grant_window if meter.rolling and meter.grant_window else t.span.id
+        try:
+            return SpendReport(
+                scope=scope,
+                holder=self.holder,
+                window=window,
+                used=t.spent + t.reserved,
+                reserved=t.reserved,
+                returned=meter.returned,
+                estimated=t.estimated,
+                want=t.want,
+                at=now,
+                final=final,
+            )
+        except RecordError as exc:  # one broken meter must not stop the others' reports
+            log.warning("budget_spend_report_invalid", scope=scope, reason=str(exc))
+            return None
+
+    def final_reports(self) -> list[SpendReport]:
+        """Give back every unused part of every fleet slice and describe, for good, what this
+        sidecar used (pure). Afterwards each fleet meter's allowance is what it used, so it
+        admits nothing more."""
+        now = self.clock()
+        out = []
+        for scope, meter in self.ledger.meters.items():
+            if not meter.budget.fleet:
+                continue
+            meter.rotate(now)
+            meter.give_back(0)
+            if not (meter.grant or meter.used):
+                continue  # never held anything: nothing to account for
+            report = self._report(scope, meter, now, final=True)
+            if report is not None:
+                out.append(report)
+        return out
+
+    async def report(self) -> None:
+        async with self._writing:
+            lease = self.lease.lease_id
+            if not lease or self._closing:
+                return
+            for report in self.reports():
+                last = self._written.get(report.scope)
+                if last is not None and last.public() | {"at": 0} == report.public() | {"at": 0}:
+                    continue
+                await self.store.put(
+                    self.keyspace.spend(report.scope, self.holder), report.encode(), lease=lease
+                )
+                self._written[report.scope] = report
+
+    async def _hand_back(self) -> None:
+        """Final reports under a short lease of their own: the controller folds them into the
+        fleet view (this sidecar's unused slices become free at once) before they expire."""
+        finals = self.final_reports()
+        if not finals:
+            return
+        try:
+            async with asyncio.timeout(FINAL_REPORT_TIMEOUT), self._writing:
+                lease = await self.store.grant_lease(FINAL_REPORT_TTL)
+                for report in finals:
+                    key = self.keyspace.spend(report.scope, self.holder)
+                    await self.store.put(key, report.encode(), lease=lease)
+        except (StoreError, TimeoutError) as exc:
+            # The controller counts our claims as of our last report: safe, less usable.
+            log.warning("budget_final_report_failed", scopes=len(finals), error=str(exc))
+            return
+        log.info(
+            "budget_slices_handed_back",
+            scopes=len(finals),
+            used=sum(r.used for r in finals),
+            returned=sum(r.returned for r in finals),
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "holder": self.holder,
+            "report_failures": self.report_failures,
+            "slices_connected": self.mirror.connected,
+            "scopes": [meter_status(m) for _, m in sorted(self.ledger.meters.items())],
+        }

@@ -1,0 +1,1 @@
+"""Managed prompts on the request path: which version a session uses, substituted into its request."""

@@ -1,0 +1,57 @@
+"""Shadow traffic as a pipeline filter: sample at open, hand the primary's answer over at the end.
+
+The probe gets chunks after they were written to the agent and the final body as relayed, so
+the primary path pays nothing beyond handing references over.
+
+This filter opens last (sidecar.app): a request another filter refuses (a budget, a contract)
+never samples a shadow, and the shadow copies the body as it goes out, completion cap included.
+The call itself starts when the primary's handler first waits (on the provider); a primary that
+fails before that cancels it unstarted, and the runner still gives its slot back.
+"""
+
+from __future__ import annotations
+
+from sidecar.config.state import ConfigState
+from sidecar.pipeline.exchange import Exchange, Observer, Outcome
+from sidecar.shadow.probe import Probe
+from sidecar.shadow.runner import ShadowRunner
+
+
+class _ShadowObserver(Observer):
+    def __init__(self, probe: Probe, exchange: Exchange) -> None:
+        self.probe = probe
+        self.exchange = exchange
+
+    def on_body(self, status: int, body: bytes) -> bytes:
+        if status == 200:
+            self.probe.complete_body(body, self.exchange.elapsed())
+        return body
+
+    def on_chunk(self, chunk: bytes) -> None:
+        self.probe.feed(chunk)
+
+    def close(self, outcome: Outcome) -> None:
+        if self.exchange.stream and outcome.completed:
+            self.probe.complete_stream(outcome.elapsed_s)
+        self.probe.abandon()  # no-op once completed: an error or a client gone has no answer
+
+
+class ShadowFilter:
+    name = "shadow"
+
+    def __init__(self, runner: ShadowRunner, config: ConfigState) -> None:
+        self.runner = runner
+        self.config = config
+
+    def open(self, exchange: Exchange) -> Observer | None:
+        snapshot = self.config.current
+        if exchange.operation != "chat" or snapshot is None:
+            return None
+        probe = self.runner.probe(
+            snapshot.route,
+            exchange.resolved.release,
+            snapshot.releases,
+            exchange.body,
+            exchange.request_id,
+        )
+        return _ShadowObserver(probe, exchange) if probe is not None else None

@@ -1,0 +1,1 @@
+"""Functional-health signals per release and query category, measured on every exchange."""

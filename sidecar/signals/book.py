@@ -1,0 +1,252 @@
+"""Pure accumulation of functional-health signals per release x category, and per session.
+
+``SignalBook.record`` is called once per finished exchange (no I/O, no parsing); the health
+publisher reads ``signals()`` and ``spreads()`` at every beat. Categories are bounded per
+release (further ones count as "other") and sessions are an LRU of bounded size, so a sidecar's
+memory and snapshot stay small whatever its callers send.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from holdfast.keyspace.categories import CATEGORY_RE, MAX_CATEGORIES
+from holdfast.keyspace.session_spread import (
+    SESSION_LATENCY_BOUNDS_MS,
+    SESSION_TOKEN_BOUNDS,
+    SessionSpread,
+)
+from holdfast.keyspace.signals import (
+    HISTOGRAMS,
+    LATENCY_BOUNDS_MS,
+    LENGTH_BOUNDS_TOKENS,
+    MAX_TOOLS,
+    ReleaseSignals,
+    bucket_index,
+    quantile,
+)
+from sidecar.signals.categories import CategoryCap, category_of
+
+__all__ = ["CATEGORY_RE", "Observation", "SignalBook", "category_of", "error_class", "summary"]
+DEFAULT_MAX_CATEGORIES: Final = MAX_CATEGORIES
+DEFAULT_MAX_SESSIONS: Final = 10_000
+# Exchange outcome codes -> error class (see holdfast.keyspace.signals.ERROR_CLASSES).
+_CLASS_OF: Final = {
+    "upstream_4xx": "upstream_4xx",
+    "upstream_5xx": "upstream_5xx",
+    "upstream_timeout": "timeout",
+    "upstream_unreachable": "unreachable",
+    "client_disconnected": "disconnected",
+}
+
+
+def error_class(code: str) -> str | None:
+    """None for a success; a provider-side class, "disconnected", or "refused" (Holdfast said no:
+    a budget, a contract, a missing key -- anything else)."""
+    if code == "ok":
+        return None
+    return _CLASS_OF.get(code, "refused")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observation:
+    """One finished exchange, as the signals filter saw it."""
+
+    release: str
+    category: str  # already capped (SignalBook.category)
+    session: str | None
+    code: str  # outcome code
+    operation: str = "chat"
+    reason: str = ""  # the refusing error's code, when refused
+    latency_s: float
+    ttft_s: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    usage_known: bool = False
+    answered: bool = False  # a whole answer was seen (shape signals apply)
+    empty: bool = False
+    refusal: bool = False
+    tools: tuple[str, ...] = ()
+    violations: int = 0
+    cost_usd: float = 0.0
+
+
+class _Cell:
+    __slots__ = ("counts", "hists", "sums", "tools")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.sums: dict[str, float] = {}
+        self.hists: dict[str, list[int]] = {n: [0] * (len(b) + 1) for n, b in HISTOGRAMS.items()}
+        self.tools: dict[str, int] = {}
+
+    def inc(self, name: str, by: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + by
+
+
+@dataclass(slots=True)
+class _Session:
+    release: str
+    tokens: int
+    latency_ms: float
+
+
+class SignalBook:
+    def __init__(
+        self,
+        *,
+        max_categories: int = DEFAULT_MAX_CATEGORIES,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:
+        self._cells: dict[tuple[str, str], _Cell] = {}
+        # Shared with the Prometheus series (through the signals filter): one cap for both.
+        self.cap = CategoryCap(max_categories)
+        self._max_sessions = max_sessions
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # most recently used last
+
+    def category(self, release: str, category: str) -> str:
+        """``category`` itself, or ``other`` once the release has its fill of categories."""
+        return self.cap.admit(release, category)
+
+    def _cell(self, release: str, category: str) -> _Cell:
+        cell = self._cells.get((release, category))
+        if cell is not None:
+            return cell
+        category = self.cap.admit(release, category)
+        cell = self._cells.get((release, category))
+        if cell is None:
+            cell = self._cells[(release, category)] = _Cell()
+        return cell
+
+    def record(self, obs: Observation) -> None:
+        cell = self._cell(obs.release, obs.category)
+        cell.inc("requests")
+        klass = error_class(obs.code)
+        if klass is not None:
+            cell.inc(f"error_{klass}")
+            if klass == "refused" and "budget" in obs.reason:
+                cell.inc("budget_rejections")
+        latency_ms = obs.latency_s * 1000
+        cell.sums["latency_ms_sum"] = cell.sums.get("latency_ms_sum", 0.0) + latency_ms
+        cell.hists["latency_ms"][bucket_index(LATENCY_BOUNDS_MS, latency_ms)] += 1
+        if obs.ttft_s is not None:
+            cell.hists["ttft_ms"][bucket_index(LATENCY_BOUNDS_MS, obs.ttft_s * 1000)] += 1
+        if obs.violations:
+            cell.inc("violations", obs.violations)
+        if obs.answered:
+            cell.inc("usage_requests")
+            cell.inc("tokens_in", obs.tokens_in)
+            cell.inc("tokens_out", obs.tokens_out)
+            if not obs.usage_known:
+                cell.inc("estimated")
+            cell.hists["length_tokens"][bucket_index(LENGTH_BOUNDS_TOKENS, obs.tokens_out)] += 1
+            if obs.empty:
+                cell.inc("empty")
+            if obs.refusal:
+                cell.inc("refusals")
+            if obs.tools:
+                cell.inc("tool_answers")
+            for tool in obs.tools:
+                if tool in cell.tools or len(cell.tools) < MAX_TOOLS:
+                    cell.tools[tool] = cell.tools.get(tool, 0) + 1
+            if obs.cost_usd:
+                cell.sums["cost_usd"] = cell.sums.get("cost_usd", 0.0) + obs.cost_usd
+        if obs.session is not None:
+            self._session(obs.session, obs.release, obs.tokens_in + obs.tokens_out, latency_ms)
+
+    def _session(self, session: str, release: str, tokens: int, latency_ms: float) -> None:
+        entry = self._sessions.get(session)
+        if entry is None:
+            self._sessions[session] = _Session(release, tokens, latency_ms)
+            if len(self._sessions) > self._max_sessions:
+                self._sessions.popitem(last=False)
+            return
+        self._sessions.move_to_end(session)
+        entry.release = release
+        entry.tokens += tokens
+        entry.latency_ms += latency_ms
+
+    def signals(self) -> tuple[ReleaseSignals, ...]:
+        return tuple(
+            ReleaseSignals(
+                release=release,
+                category=category,
+                counts={k: v for k, v in cell.counts.items() if v},
+                sums={k: v for k, v in cell.sums.items() if v},
+                hists={n: tuple(b) for n, b in cell.hists.items() if any(b)},
+                tools=dict(cell.tools),
+            )
+            for (release, category), cell in sorted(self._cells.items())
+        )
+
+    def spreads(self) -> tuple[SessionSpread, ...]:
+        counts: dict[str, int] = {}
+        tokens: dict[str, list[int]] = {}
+        latency: dict[str, list[int]] = {}
+        sums: dict[str, tuple[int, float]] = {}
+        for entry in self._sessions.values():
+            release = entry.release
+            counts[release] = counts.get(release, 0) + 1
+            t = tokens.setdefault(release, [0] * (len(SESSION_TOKEN_BOUNDS) + 1))
+            t[bucket_index(SESSION_TOKEN_BOUNDS, entry.tokens)] += 1
+            w = latency.setdefault(release, [0] * (len(SESSION_LATENCY_BOUNDS_MS) + 1))
+            w[bucket_index(SESSION_LATENCY_BOUNDS_MS, entry.latency_ms)] += 1
+            n, ms = sums.get(release, (0, 0.0))
+            sums[release] = (n + entry.tokens, ms + entry.latency_ms)
+        return tuple(
+            SessionSpread(
+                release=r,
+                sessions=n,
+                tokens=tuple(tokens[r]),
+                latency_ms=tuple(latency[r]),
+                tokens_sum=sums[r][0],
+                latency_ms_sum=sums[r][1],
+            )
+            for r, n in sorted(counts.items())
+        )
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+
+def summary(
+    signals: tuple[ReleaseSignals, ...], spreads: tuple[SessionSpread, ...] = ()
+) -> dict[str, Mapping[str, object]]:
+    """Per release, all categories together: what /status shows a person."""
+    merged: dict[str, ReleaseSignals] = {}
+    for s in signals:
+        whole = ReleaseSignals(release=s.release, category="all")
+        merged[s.release] = merged.get(s.release, whole).combined(s)
+    sessions = {s.release: s for s in spreads}
+    out: dict[str, Mapping[str, object]] = {}
+    for release, s in merged.items():
+        n = s.count("requests")
+        answered = s.count("usage_requests")
+        hist, ttft = s.hist("latency_ms"), s.hist("ttft_ms")
+        spread = sessions.get(release) or SessionSpread(release=release)
+        out[release] = {
+            "requests": n,
+            "errors": {k[6:]: v for k, v in s.counts.items() if k.startswith("error_")},
+            "p50_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.5),
+            "p95_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.95),
+            "ttft_p50_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.5),
+            "ttft_p95_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.95),
+            "tokens_in": s.count("tokens_in"),
+            "tokens_out": s.count("tokens_out"),
+            "tokens_estimated_answers": s.count("estimated"),
+            "cost_usd": round(s.total("cost_usd"), 6),
+            "empty_rate": s.count("empty") / answered if answered else None,
+            "refusal_rate": s.count("refusals") / answered if answered else None,
+            "tool_calls": dict(s.tools),
+            "violations": s.count("violations"),
+            "violation_rate": s.count("violations") / n if n else None,
+            "budget_rejections": s.count("budget_rejections"),
+            "categories": sorted({c.category for c in signals if c.release == release}),
+            # Sessions this sidecar tracks for the release: cumulative spend (multi-step agents).
+            "sessions": spread.view(),
+        }
+    return out

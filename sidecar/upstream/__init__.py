@@ -1,0 +1,1 @@
+"""Talking to providers: the pooled HTTP client, credentials, typed errors."""
