@@ -19,6 +19,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry
 
 from bench.fleet import AGENT
+from holdfast.dialects import openai_chat
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.keyspace.budget import Budget, meter_id
 from holdfast.keyspace.price import Price, PriceTable
@@ -34,6 +35,7 @@ from sidecar.routing.resolve import Resolved
 KS: Final = Keyspace("dev")
 ROUNDS: Final = 30
 PER_ROUND: Final = 2000
+CHAT: Final = openai_chat.DIALECT
 ANSWER: Final = json.dumps(
     {
         "choices": [{"message": {"role": "assistant", "content": "fine weather"}}],
@@ -110,16 +112,15 @@ def admission_cost(kind: str, rounds: int = ROUNDS, per_round: int = PER_ROUND) 
         started = time.perf_counter()
         for _ in range(per_round):
             exchange = Exchange(
-                operation="chat",
-                body=dict(body),
+                dialect=CHAT,
+                request=CHAT.parse(dict(body)),
                 resolved=resolved,
                 request_id="r",
                 headers={},
-                stream=False,
             )
             _run_ready(flt.await_first_slices(exchange))
             chain = Chain.open([flt], exchange)
-            chain.body(200, ANSWER)
+            chain.answer(200, CHAT.decode_body(ANSWER))
             chain.close(done)
         figures.append((time.perf_counter() - started) / per_round * 1e6)
     return figures

@@ -26,7 +26,7 @@ from holdfast.keyspace.contract import Contract
 from holdfast.store import KeyValue
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
-from sidecar.http.app import build_http_app
+from sidecar.http.app import Parts, build_http_app
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pins.pinning import Pinning
 from sidecar.pins.table import PinTable
@@ -169,7 +169,17 @@ async def proxy_overhead() -> tuple[list[float], list[float]]:
     metrics = SidecarMetrics(AGENT)
     pinning = Pinning(AGENT, PinTable(KS, AGENT), metrics.pins, ttl=settings.pin_ttl)
     upstream = Upstream(settings, {})
-    app = build_http_app(settings, config, upstream, metrics, _Control(), lambda: "-", pinning)
+    app = build_http_app(
+        Parts(
+            settings=settings,
+            config=config,
+            upstream=upstream,
+            metrics=metrics,
+            control=_Control(),
+            etcd_endpoint=lambda: "-",
+            pinning=pinning,
+        )
+    )
     sidecar, sidecar_url = await serve(app)
     try:
         async with aiohttp.ClientSession() as http:

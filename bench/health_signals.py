@@ -26,11 +26,13 @@ from bench.fleet import AGENT
 from configsvc.health.fleet import releases_status
 from configsvc.health.verdict import evaluate
 from configsvc.health.windows import FleetWindows
+from holdfast.dialects import openai_chat
 from holdfast.keyspace import HealthSnapshot, Release, ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.tool_signals import HIST_LEN, ToolSignals
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pipeline.exchange import Chain, Exchange, Outcome
+from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.routing.resolve import Resolved
 from sidecar.signals.book import Observation, SignalBook
 from sidecar.signals.filter import SignalsFilter
@@ -57,17 +59,23 @@ def per_request_us(
 ) -> float:
     headers = CIMultiDict({"X-Holdfast-Category": "billing"})
     resolved = Resolved(RELEASE, 1, "sess-1")
-    request = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "m1", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    chat = openai_chat.DIALECT
     t0 = time.perf_counter()
     for i in range(n):
-        ex = Exchange(operation="chat", body=request, resolved=resolved, request_id=str(i),
-                      headers=headers, stream=stream)  # fmt: skip
+        # What the relay does per request: one decode by the dialect, shared by the filters.
+        ex = Exchange(dialect=chat, request=chat.parse(body), resolved=resolved,
+                      request_id=str(i), headers=headers,
+                      decoder=chat.stream_decoder() if stream else None)  # fmt: skip
         chain = Chain.open(filters, ex)
         if stream:
+            assert ex.decoder is not None
+            feed = StreamFeed(chain, ex.decoder)
             for chunk in CHUNKS:
-                chain.chunk(chunk)
+                feed.feed(chunk)
+            feed.end()
         else:
-            chain.body(200, BODY)
+            chain.answer(200, chat.decode_body(BODY))
         chain.close(Outcome("ok", 200, 0.1, True))
         if metrics is not None:
             metrics.request_finished("chat", "r1", "ok", 0.1)

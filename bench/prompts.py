@@ -24,6 +24,7 @@ from typing import Any, Final
 from bench.sections import markers, publish
 from bench.stats import median, percentile
 from configsvc.experiments.ops import merge_reports
+from holdfast.dialects import openai_chat
 from holdfast.experiments.series import to_records
 from holdfast.experiments.stats import Counts, report
 from holdfast.keyspace import Keyspace, Pin, Release, Route
@@ -95,13 +96,13 @@ def substitution() -> dict[str, list[float]]:
         }
         if first["content"].startswith("@prompt:"):
             body["holdfast_prompt_vars"] = vars_
+        chat = openai_chat.DIALECT
         return Exchange(
-            operation="chat",
-            body=body,
+            dialect=chat,
+            request=chat.parse(body),
             resolved=resolved,
             request_id="r",
             headers={},
-            stream=False,
         )
 
     with_ref = {"role": "system", "content": "@prompt:p7"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from holdfast.errorshape import ErrorSpec, lookup
+from holdfast.errorshape import INTERNAL, ErrorSpec, lookup
 
 
 class ConfigsvcError(Exception):
@@ -191,4 +191,4 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
 
 def spec_for(exc: ConfigsvcError) -> ErrorSpec:
     """The most specific entry of the table for ``exc`` (its class, else its nearest base)."""
-    return lookup(ERROR_TABLE, exc)
+    return lookup(ERROR_TABLE, exc, INTERNAL)

@@ -2,7 +2,7 @@
 
 Definitions (the README quotes them):
 
-- **Answer**: the first choice of a chat completion: its text content, its tool calls as
+- **Answer**: the first choice of an answer (any dialect): its text content, its tool calls as
   ``(function name, canonical arguments)`` pairs, and the ``usage`` token counts (0 when the
   provider reports none).
 - **Text similarity** of two texts: ``difflib.SequenceMatcher(None, a, b, autojunk=False)
@@ -30,7 +30,11 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any, Final
 
-from sidecar.upstream.provider_json import provider_json, usage_counts
+import orjson
+
+from holdfast import dialects
+from holdfast.dialects import openai_chat
+from holdfast.json_limits import provider_json
 
 MAX_WORDS: Final = 2_000
 ToolCall = tuple[str, str]  # (function name, canonical JSON arguments)
@@ -62,59 +66,30 @@ def canonical_arguments(raw: str) -> str:
     return json.dumps(parsed, sort_keys=True, separators=(",", ":"))
 
 
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts, as some providers answer
-        return "".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
-def _tool_calls_of(message: Mapping[str, Any]) -> tuple[ToolCall, ...]:
-    calls = message.get("tool_calls")
-    if not isinstance(calls, list):
-        return ()
-    out: list[ToolCall] = []
-    for call in calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
-        name = function.get("name")
-        arguments = function.get("arguments")
-        out.append(
-            (
-                name if isinstance(name, str) else "",
-                canonical_arguments(arguments) if isinstance(arguments, str) else "",
-            )
-        )
-    return tuple(out)
-
-
-def answer_from_completion(body: bytes | Mapping[str, Any]) -> Answer:
-    """The Answer of a non-streaming chat completion (its first choice); AnswerError if none."""
-    if isinstance(body, bytes | bytearray):
-        parsed = provider_json(body, "compare_answer")
-        if parsed is None:
-            raise AnswerError("completion is not JSON (or nests too deep, or is not encodable)")
-    else:
-        parsed = body
-    if not isinstance(parsed, Mapping):
-        raise AnswerError("completion is not a JSON object")
-    choices = parsed.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise AnswerError("completion has no choices")
-    message = choices[0].get("message")
-    if not isinstance(message, dict):
-        raise AnswerError("first choice has no message")
-    prompt, completion = usage_counts(dict(parsed), "compare_answer") or (0, 0)
+def from_answer(answer: dialects.Answer) -> Answer:
+    """What is compared of a decoded answer (its first choice); AnswerError if it has none."""
+    if answer.choices == 0:
+        raise AnswerError("the answer has no choice with a message")
+    usage = answer.usage
     return Answer(
-        text=_text_of(message.get("content")),
-        tool_calls=_tool_calls_of(message),
-        prompt_tokens=prompt,
-        completion_tokens=completion,
+        text=answer.text,
+        tool_calls=tuple(
+            (c.name, canonical_arguments(c.arguments)) for c in answer.tool_calls if c.choice == 0
+        ),
+        prompt_tokens=usage.prompt if usage is not None else 0,
+        completion_tokens=usage.completion if usage is not None else 0,
     )
+
+
+def answer_from_completion(
+    body: bytes | Mapping[str, Any], dialect: dialects.Dialect = openai_chat.DIALECT
+) -> Answer:
+    """The Answer of a whole answer in ``dialect`` (its first choice); AnswerError if none."""
+    raw = body if isinstance(body, bytes | bytearray) else orjson.dumps(body)
+    decoded = dialect.decode_body(bytes(raw))
+    if decoded is None:
+        raise AnswerError("not an answer: not JSON, nested too deep, or no choices")
+    return from_answer(decoded)
 
 
 def words(text: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,13 +17,16 @@ class ErrorSpec:
 INTERNAL: Final = ErrorSpec(500, "holdfast_error", "internal_error")
 
 
-def lookup(table: Mapping[Any, ErrorSpec], exc: Exception) -> ErrorSpec:
+S = TypeVar("S")
+
+
+def lookup(table: Mapping[Any, S], exc: Exception, default: S) -> S:
     """The most specific entry for ``exc``: its class, else its nearest base in the table."""
     for cls in type(exc).__mro__:
         spec = table.get(cls)
         if spec is not None:
             return spec
-    return INTERNAL
+    return default
 
 
 def error_body(message: str, spec: ErrorSpec, param: str | None = None) -> dict[str, Any]:

@@ -18,9 +18,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from typing import Any, Final
 
 import orjson
+
+from holdfast.logs import get_logger
+
+log = get_logger(__name__)
 
 DEFAULT_MAX_JSON_DEPTH: Final = 64
 MIN_JSON_DEPTH: Final = 8
@@ -32,6 +37,10 @@ _LONG_DIGITS: Final = 19
 _DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"0" * 9)
 _ZEROS: Final = b"0" * _LONG_DIGITS
 _LONG_DIGITS_TEXT: Final = re.compile(rf"\d{{{_LONG_DIGITS}}}", re.ASCII)
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+# Provider and tool-backend bodies refused by ``provider_json`` since start, by call site.
+REFUSED: Counter[str] = Counter()
 
 
 class JsonRefused(ValueError):
@@ -99,4 +108,35 @@ def loads_bounded(raw: bytes | str, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> 
         raise JsonRefused(f"not valid JSON: {str(reason)[:200]}") from exc
     if opens > max_depth and depth_over(value, max_depth):
         raise JsonRefused(f"JSON nests deeper than {max_depth} levels")
+    return value
+
+
+def lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def provider_json(raw: bytes | str, where: str) -> Any | None:
+    """JSON from a provider or a tool backend, for code that only observes it: the value, or
+    None (logged and counted by ``where``) when the body is not safe JSON.
+
+    A hostile or broken upstream may answer with JSON nested a million levels deep, integers
+    past Python's conversion limit, NaN, or lone UTF-16 surrogates (they parse, then fail
+    whoever encodes the text again). The caller then treats the answer as "not one it can read"
+    and passes it through untouched: an observer never raises because of an upstream's body.
+    """
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        value = loads_bounded(data, DEFAULT_MAX_JSON_DEPTH)
+    except JsonRefused as exc:
+        REFUSED[where] += 1
+        log.info("provider_json_refused", where=where, reason=str(exc)[:120])
+        return None
+    if _SURROGATE_ESCAPE.search(data) and lone_surrogate(value):
+        REFUSED[where] += 1
+        log.info("provider_json_refused", where=where, reason="lone UTF-16 surrogate")
+        return None
     return value

@@ -24,7 +24,7 @@ from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigSnapshot, ConfigState, wanted_key
 from sidecar.experiments.feedback import ExperimentBook
 from sidecar.experiments.outcomes import OutcomePublisher
-from sidecar.http.app import build_http_app, new_shadow_runner
+from sidecar.http.app import Parts, build_http_app, new_shadow_runner
 from sidecar.ops.endpoints import ControlPlane
 from sidecar.ops.health import HealthPublisher, HealthSources
 from sidecar.ops.metrics import SidecarMetrics
@@ -202,21 +202,22 @@ class Sidecar:
 
     def build_app(self) -> web.Application:
         return build_http_app(
-            self.settings,
-            self.config,
-            self.upstream,
-            self.metrics,
-            self.control,
-            lambda: self.store.endpoint,
-            self.pinning,
-            lambda: self.pin_writer.status() | self.pin_claims.status(),
-            shadow=self.shadow,
-            signals=self.signals,
-            prices=self.prices,
-            filters=[budgets := self.budget_filter()],
-            prepare=[budgets.await_first_slices],
-            budget_status=self.budgets.status,
-            experiments=self.experiments,
+            Parts(
+                settings=self.settings,
+                config=self.config,
+                upstream=self.upstream,
+                metrics=self.metrics,
+                control=self.control,
+                etcd_endpoint=lambda: self.store.endpoint,
+                pinning=self.pinning,
+                pins_status=lambda: self.pin_writer.status() | self.pin_claims.status(),
+                shadow=self.shadow,
+                signals=self.signals,
+                prices=self.prices,
+                experiments=self.experiments,
+                budget=self.budget_filter(),
+                budget_status=self.budgets.status,
+            )
         )
 
     def budget_filter(self) -> BudgetFilter:

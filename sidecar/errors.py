@@ -1,10 +1,27 @@
-"""The sidecar's exception tree and the one table that turns each into an OpenAI-shaped error."""
+"""The sidecar's exception tree and the one table that gives each its status, class and code.
+
+The table is neutral: the dialect a request came in renders it in its own error shape
+(holdfast.dialects: OpenAI's ``{"error": {"message", "type", "code", "param"}}``, ...), and
+endpoints of no dialect (on-call, OFREP, tools, feedback) use the default one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
-from holdfast.errorshape import ErrorSpec, lookup
+from holdfast.dialects import ErrorKind
+from holdfast.errorshape import lookup
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    status: int
+    kind: ErrorKind
+    code: str
+
+
+INTERNAL: Final = ErrorSpec(500, "service", "internal_error")
 
 
 class SidecarError(Exception):
@@ -114,32 +131,32 @@ class UpstreamHostRefused(SidecarError):
 
 
 ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
-    InvalidRequest: ErrorSpec(400, "invalid_request_error", "invalid_request"),
-    BodyTooLarge: ErrorSpec(413, "invalid_request_error", "request_too_large"),
-    UnknownModel: ErrorSpec(404, "invalid_request_error", "model_not_found"),
-    NotFound: ErrorSpec(404, "invalid_request_error", "unknown_url"),
-    ToolSchemaMismatch: ErrorSpec(400, "invalid_request_error", "tool_schema_mismatch"),
-    ToolCallViolation: ErrorSpec(502, "upstream_error", "tool_call_contract_violation"),
-    ToolNotPinned: ErrorSpec(404, "invalid_request_error", "tool_not_pinned"),
-    ToolNotProxied: ErrorSpec(400, "invalid_request_error", "tool_not_proxied"),
-    ContractUnavailable: ErrorSpec(503, "holdfast_error", "contract_unavailable"),
-    PromptVariables: ErrorSpec(400, "invalid_request_error", "prompt_variables"),
-    PromptNotInRelease: ErrorSpec(400, "invalid_request_error", "prompt_not_in_release"),
-    PromptUnavailable: ErrorSpec(503, "holdfast_error", "prompt_unavailable"),
-    UnknownSession: ErrorSpec(404, "invalid_request_error", "unknown_session"),
-    MethodNotAllowed: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
-    MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),
-    Overloaded: ErrorSpec(503, "holdfast_error", "overloaded"),
-    ShuttingDown: ErrorSpec(503, "holdfast_error", "shutting_down"),
-    UpstreamHostRefused: ErrorSpec(502, "upstream_error", "upstream_host_not_allowed"),
-    BudgetExhausted: ErrorSpec(429, "insufficient_quota", "budget_exhausted"),
-    PriceUnknown: ErrorSpec(503, "holdfast_error", "price_unknown"),
-    NotConfigured: ErrorSpec(503, "holdfast_error", "not_configured"),
-    ProviderKeyMissing: ErrorSpec(503, "holdfast_error", "provider_key_missing"),
-    UpstreamUnreachable: ErrorSpec(502, "upstream_error", "upstream_unreachable"),
-    UpstreamTimeout: ErrorSpec(504, "upstream_error", "upstream_timeout"),
+    InvalidRequest: ErrorSpec(400, "invalid_request", "invalid_request"),
+    BodyTooLarge: ErrorSpec(413, "invalid_request", "request_too_large"),
+    UnknownModel: ErrorSpec(404, "not_found", "model_not_found"),
+    NotFound: ErrorSpec(404, "not_found", "unknown_url"),
+    ToolSchemaMismatch: ErrorSpec(400, "invalid_request", "tool_schema_mismatch"),
+    ToolCallViolation: ErrorSpec(502, "upstream", "tool_call_contract_violation"),
+    ToolNotPinned: ErrorSpec(404, "not_found", "tool_not_pinned"),
+    ToolNotProxied: ErrorSpec(400, "invalid_request", "tool_not_proxied"),
+    ContractUnavailable: ErrorSpec(503, "service", "contract_unavailable"),
+    PromptVariables: ErrorSpec(400, "invalid_request", "prompt_variables"),
+    PromptNotInRelease: ErrorSpec(400, "invalid_request", "prompt_not_in_release"),
+    PromptUnavailable: ErrorSpec(503, "service", "prompt_unavailable"),
+    UnknownSession: ErrorSpec(404, "not_found", "unknown_session"),
+    MethodNotAllowed: ErrorSpec(405, "invalid_request", "method_not_allowed"),
+    MisdirectedRequest: ErrorSpec(421, "invalid_request", "misdirected_request"),
+    Overloaded: ErrorSpec(503, "service", "overloaded"),
+    ShuttingDown: ErrorSpec(503, "service", "shutting_down"),
+    UpstreamHostRefused: ErrorSpec(502, "upstream", "upstream_host_not_allowed"),
+    BudgetExhausted: ErrorSpec(429, "quota", "budget_exhausted"),
+    PriceUnknown: ErrorSpec(503, "service", "price_unknown"),
+    NotConfigured: ErrorSpec(503, "service", "not_configured"),
+    ProviderKeyMissing: ErrorSpec(503, "service", "provider_key_missing"),
+    UpstreamUnreachable: ErrorSpec(502, "upstream", "upstream_unreachable"),
+    UpstreamTimeout: ErrorSpec(504, "upstream", "upstream_timeout"),
 }
 
 
 def spec_for(exc: SidecarError) -> ErrorSpec:
-    return lookup(ERROR_TABLE, exc)
+    return lookup(ERROR_TABLE, exc, INTERNAL)

@@ -2,10 +2,16 @@
 
 Applicable scopes of a request: ``global``, ``agent:<this agent>``, ``tenant:<X-Holdfast-Tenant>``
 and ``session:<session>``, each only if a budget exists for it. The worst case is the prompt
-estimate plus the completion cap (``max_tokens`` / ``max_completion_tokens`` times ``n``); a
-chat request without a cap gets the tightest applicable ``request_cap`` (or the sidecar's
-default) written into its body (one field: ``budget_usage.cap_field``), so the provider
-cannot produce more than was reserved.
+estimate plus the output cap times the number of choices (each read by the request's dialect:
+OpenAI chat's ``max_completion_tokens`` / ``max_tokens`` and ``n``...); a chat request without
+a cap gets the tightest applicable ``request_cap`` (or the sidecar's default) written into the
+one field its provider honours, so the provider cannot produce more than was reserved.
+
+Prompt estimators (``--budget-prompt-estimator``, implemented by each dialect): ``bytes``
+(default) is the UTF-8 size of the JSON of the prompt's parts, an upper bound -- BPE tokenizers
+never make a token of less than one byte -- so reservations are never short and a fleet never
+over-admits; ``chars`` is closer to the truth, so less is held back near the limit, but it can
+be short for text that tokenizes badly, and that shortfall can then be overspent.
 
 Settling: the provider's usage, or an estimate without it; what an agent that hangs up is
 charged is in sidecar.budget_settle.
@@ -30,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from holdfast.dialects import Estimator, RequestRefused
 from holdfast.keyspace.price import Price, usd
 from holdfast.keyspace.records import Release
 from holdfast.logs import get_logger
@@ -38,7 +45,6 @@ from sidecar.budgets.meter import Meter
 from sidecar.budgets.metrics import BudgetMetrics
 from sidecar.budgets.prices import PriceTable
 from sidecar.budgets.settle import Settle
-from sidecar.budgets.usage import Estimator, UsageError, completion_cap, estimate_prompt, write_cap
 from sidecar.config.state import ConfigState
 from sidecar.errors import BudgetExhausted, InvalidRequest, PriceUnknown
 from sidecar.pipeline.exchange import Exchange, Observer
@@ -145,16 +151,17 @@ class BudgetFilter:
         meters = self.ledger.applicable(self._scopes(exchange), now)
         if not meters:
             return None
-        body = exchange.body
+        request = exchange.request
         try:
-            cap = completion_cap(body)
-        except UsageError as exc:
+            per_choice, choices = request.output_cap()
+        except RequestRefused as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
+        cap = per_choice * choices if per_choice is not None else None
         written: int | None = None  # the per-choice cap this filter writes, if any
         if cap is None and exchange.operation == "chat":
             written = min(m.budget.request_cap or self.options.default_cap for m in meters)
-            cap = written * (body.get("n") or 1)
-        prompt = estimate_prompt(body, exchange.operation, self.options.estimator)
+            cap = written * choices
+        prompt = request.prompt_estimate(self.options.estimator)
         amount = prompt + (cap or 0)
         price = self._price(exchange.resolved.release, meters)
         micros = price.micros(prompt, cap or 0) if price is not None else 0
@@ -164,16 +171,9 @@ class BudgetFilter:
                 exchange, meters, refusals, (amount, prompt, cap or 0), now
             )
         if written is not None:  # after a degrade: the field depends on the serving provider
-            write_cap(body, written, exchange.resolved.release.base_url)
-        strip_usage = False
-        if exchange.stream:
-            options = body.get("stream_options")
-            asked = isinstance(options, dict) and options.get("include_usage") is True
-            body["stream_options"] = {
-                **(options if isinstance(options, dict) else {}),
-                "include_usage": True,
-            }
-            strip_usage = not asked
+            request.write_output_cap(written, exchange.resolved.release.base_url)
+        # A stream must end with usage to be settled on it; the agent sees it only if it asked.
+        strip_usage = exchange.stream and not request.ask_stream_usage()
         self._soft_header(exchange, meters)
         return Settle(
             self.ledger,
@@ -234,7 +234,7 @@ class BudgetFilter:
         for r in refusals:
             r.meter.tally.degraded += 1
         exchange.resolved = dataclasses.replace(exchange.resolved, release=target)
-        exchange.body["model"] = target.model
+        exchange.request.set_model(target.model)
         exchange.response_headers[DEGRADED_HEADER] = first.scope
         log.info("budget_degraded", scope=first.scope, release=target.name)
         return reservation, price

@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from holdfast.dialects.base import USAGE_REJECTED
 from holdfast.keyspace.price import MICROS, usd
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.meter import Meter
-from sidecar.upstream.provider_json import USAGE_REJECTED
 
 
 class _LedgerCollector(Collector):
@@ -103,7 +103,7 @@ def meter_status(meter: Meter) -> dict[str, Any]:
 
 
 class _UsageRejectedCollector(Collector):
-    """Provider usage refused as absurd (sidecar.provider_json), by where it was read."""
+    """Provider usage refused as absurd (holdfast.dialects.checked_usage), by where it was read."""
 
     def __init__(self, agent: str) -> None:
         self.agent = agent

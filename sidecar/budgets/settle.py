@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from holdfast.dialects import Answer, EventView, Usage
 from holdfast.keyspace.price import Price
 from holdfast.logs import get_logger
 from sidecar.budgets.ledger import Ledger, Reservation
 from sidecar.budgets.metrics import BudgetMetrics
-from sidecar.budgets.usage import Usage, body_usage, read_event, reply_estimate
 from sidecar.pipeline.exchange import Observer, Outcome
 
 log = get_logger(__name__)
@@ -43,7 +43,8 @@ class Settle(Observer):
         self.prompt_estimate = prompt_estimate
         self.cap = cap  # the completion tokens reserved: the most the provider may produce
         self.release = release
-        self.wants_events = stream
+        self.stream = stream
+        self.rewrites = stream and strip_usage
         self.strip_usage = strip_usage
         self.metrics = metrics
         self.usage: Usage | None = None
@@ -51,22 +52,22 @@ class Settle(Observer):
         self.status: int | None = None
         self.reply_tokens = 0
 
-    def on_body(self, status: int, body: bytes) -> bytes:
+    def on_answer(self, status: int, answer: Answer | None) -> None:
         self.status = status
-        if status < 400:
-            self.usage = body_usage(body)
+        if status < 400 and answer is not None:
+            self.usage = answer.usage
             if self.usage is None:
-                self.reply_tokens = reply_estimate(body)
-        return body
+                self.reply_tokens = answer.completion_estimate
 
-    def on_event(self, event: bytes) -> bytes | None:
-        parsed = read_event(event)
-        self.deltas += parsed.tokens
-        if parsed.usage is not None:
-            self.usage = parsed.usage
-            if parsed.usage_only and self.strip_usage:
-                return None  # the agent did not ask for it: it sees what it would have seen
-        return event
+    def on_event(self, view: EventView, data: bytes | None) -> bytes | None:
+        # Without usage, each content-bearing delta counts one token -- how OpenAI-style
+        # providers stream -- and the charge is marked estimated.
+        self.deltas += view.content
+        if view.usage is not None:
+            self.usage = view.usage
+        if view.usage_only and self.strip_usage:
+            return None  # the agent did not ask for it: it sees what it would have seen
+        return data
 
     def close(self, outcome: Outcome) -> None:
         prompt, completion, estimated = self._charge(outcome)
@@ -89,7 +90,7 @@ class Settle(Observer):
         if self.status is not None and self.status >= 400:
             return 0, 0, False  # the provider refused it: nothing produced
         hung_up = outcome.code == HUNG_UP
-        if self.wants_events:
+        if self.stream:
             # A stream: what the provider produced before it ended or was cut (the relay
             # drains what it had already sent). An agent that hangs up before the first
             # chunk still had its prompt read by the provider.

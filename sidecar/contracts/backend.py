@@ -15,10 +15,10 @@ from typing import Any, Final
 
 import aiohttp
 
+from holdfast.json_limits import provider_json
 from holdfast.logs import REQUEST_ID_HEADER
 from holdfast.net.guard import HostPolicy, HostRefused
 from holdfast.net.resolver import guarded_connector, refused_reason
-from sidecar.upstream.provider_json import provider_json
 
 DEFAULT_MAX_RESULT_BYTES: Final = 1 << 20
 READ_CHUNK: Final = 64 * 1024

@@ -14,9 +14,9 @@ from typing import Any
 
 from holdfast.contracts.compat import compare
 from holdfast.contracts.schema import canonical
+from holdfast.dialects import ToolCall
+from holdfast.json_limits import provider_json
 from sidecar.contracts.book import Compiled, Pinned
-from sidecar.contracts.tool_calls import ToolCall
-from sidecar.upstream.provider_json import provider_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,20 +21,17 @@ Every violation is counted per release and tool, whatever the policy.
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-from holdfast.errorshape import error_body
+from holdfast.dialects import Answer, EventView, ToolCall
 from holdfast.logs import get_logger
 from sidecar.config.state import ConfigState
 from sidecar.contracts.book import ContractBook, Pinned
 from sidecar.contracts.checks import Violation, check_call, declared_mismatch
 from sidecar.contracts.stats import ContractStats
-from sidecar.contracts.tool_calls import DONE, StreamedCalls, ToolCall, from_body, sse_data
 from sidecar.errors import ToolCallViolation, ToolSchemaMismatch, spec_for
-from sidecar.pipeline.exchange import Exchange, Observer, Outcome
-from sidecar.upstream.provider_json import provider_json
+from sidecar.pipeline.exchange import Exchange, Observer
 
 log = get_logger(__name__)
 
@@ -60,25 +57,22 @@ class _CallObserver(Observer):
         self.owner = owner
         self.exchange = exchange
         self.pins = pins
-        self.wants_events = stream
-        self.calls = StreamedCalls()
+        self.rewrites = stream
+        # The relay's decoder: which calls are still arriving, after each event it decoded.
+        self.decoder = exchange.decoder or exchange.dialect.stream_decoder()
         self.held: list[bytes] = []
         self.held_bytes = 0
         self.failed = False
 
     # -- non-streaming -------------------------------------------------------------------------
 
-    def on_body(self, status: int, body: bytes) -> bytes:
-        if status != 200:
-            return body
-        answer = provider_json(body, "contract_answer")
-        if not isinstance(answer, dict):
-            return body
-        found = [v for c in from_body(answer) if (v := check_call(c, self.pins))]
+    def on_answer(self, status: int, answer: Answer | None) -> None:
+        if status != 200 or answer is None:
+            return
+        found = [v for c in answer.tool_calls if (v := check_call(c, self.pins))]
         if found:
             self._judge(found)  # raises under a blocking policy
             _add_header(self.exchange, found)
-        return body
 
     def _judge(self, found: list[Violation]) -> None:
         blocking = [v for v in found if v.pinned.policy in BLOCKING]
@@ -100,18 +94,11 @@ class _CallObserver(Observer):
 
     # -- streaming -----------------------------------------------------------------------------
 
-    def on_event(self, event: bytes) -> bytes | None:
+    def on_event(self, view: EventView, data: bytes | None) -> bytes | None:
         if self.failed:
             return None
-        data = sse_data(event)
-        completed: list[ToolCall] = []
-        if data is not None and data.strip() == DONE:
-            completed = self.calls.finish()
-        elif data is not None:
-            chunk = provider_json(data, "contract_event")
-            if isinstance(chunk, dict):
-                completed = self.calls.feed(chunk)
-        found = [v for c in completed if (v := check_call(c, self.pins))]
+        event = data or b""
+        found = [v for c in view.calls if (v := check_call(c, self.pins))]
         prefix = b""
         if found:
             try:
@@ -119,8 +106,7 @@ class _CallObserver(Observer):
             except ToolCallViolation as exc:
                 self.failed = True
                 self.held.clear()
-                spec = spec_for(exc)
-                return f"data: {json.dumps(error_body(exc.message, spec))}\n\n".encode()
+                return self._error_event(exc)
             prefix = f": holdfast-contract-violation {_header(found)}\n\n".encode()
         if self._holding():
             self.held.append(prefix + event)
@@ -131,7 +117,11 @@ class _CallObserver(Observer):
         out = b"".join(self.held) + prefix + event
         self.held.clear()
         self.held_bytes = 0
-        return out
+        return out or None
+
+    def _error_event(self, exc: ToolCallViolation) -> bytes:
+        spec = spec_for(exc)
+        return self.exchange.dialect.stream_error(exc.message, spec.kind, spec.code)
 
     def _blocking(self, name: str) -> Pinned | None:
         pinned = self.pins.get(name)
@@ -142,7 +132,7 @@ class _CallObserver(Observer):
     def _holding(self) -> bool:
         """Is a call under a blocking policy still arriving? Its events wait for its verdict.
         A call whose name has not arrived yet may be one: held too, if any pinned tool is."""
-        for name in self.calls.open_names:
+        for name in self.decoder.open_calls:
             if self._blocking(name) is not None:
                 return True
             if not name and any(self._blocking(tool) for tool in self.pins):
@@ -153,7 +143,7 @@ class _CallObserver(Observer):
         """Too much held to wait for a verdict: end the stream, never relay a call unchecked."""
         self.failed = True
         self.held.clear()
-        names = [n for n in self.calls.open_names if self._blocking(n)] or [
+        names = [n for n in self.decoder.open_calls if self._blocking(n)] or [
             t for t in self.pins if self._blocking(t)
         ]
         detail = (
@@ -172,15 +162,15 @@ class _CallObserver(Observer):
             "that much, so the stream was ended. Ask for a smaller output, or use policy "
             "report for this tool"
         )
-        return f"data: {json.dumps(error_body(err.message, spec_for(err)))}\n\n".encode()
+        return self._error_event(err)
 
-    def close(self, outcome: Outcome) -> None:
-        # A stream that ended whole but without [DONE]: check what is left (the agent has what
-        # was relayed; nobody is left to tell). A cut stream's calls were never complete, so
-        # they are not the model's violations.
-        if not outcome.completed or self.failed:
+    def on_end(self, calls: Sequence[ToolCall]) -> None:
+        # A stream that ended whole but without its end marker: check what is left (the agent
+        # has what was relayed; nobody is left to tell). A cut stream never gets here: its
+        # calls were never complete, so they are not the model's violations.
+        if self.failed:
             return
-        for call in self.calls.finish():
+        for call in calls:
             violation = check_call(call, self.pins)
             if violation is not None:
                 self.owner.count(self.exchange, violation, "reported")
@@ -220,23 +210,19 @@ class ContractFilter:
         return _CallObserver(self, exchange, pins, exchange.stream)
 
     def _declared(self, exchange: Exchange, pins: dict[str, Pinned]) -> None:
-        tools = exchange.body.get("tools")
         found: list[Violation] = []
         rewritten: list[str] = []
-        for tool in tools if isinstance(tools, list) else ():
-            function = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(function, dict):
-                continue
-            pinned = pins.get(function.get("name"))  # type: ignore[arg-type]
+        for tool in exchange.request.declared_tools():
+            pinned = pins.get(tool.name)
             if pinned is None or pinned.compiled is None:
                 continue
-            detail = declared_mismatch(pinned.compiled, function.get("parameters", {}))
+            detail = declared_mismatch(pinned.compiled, tool.parameters)
             if detail is None:
                 continue
             violation = Violation(pinned, "declared", detail)
             found.append(violation)
             if pinned.policy == "rewrite":
-                function["parameters"] = copy.deepcopy(pinned.compiled.contract.args_schema)
+                tool.replace(copy.deepcopy(pinned.compiled.contract.args_schema))
                 rewritten.append(pinned.ref)
         if not found:
             return

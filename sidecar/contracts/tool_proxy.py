@@ -146,7 +146,7 @@ class ToolProxy:
         if not NAME_RE.fullmatch(tool):
             raise NotFound(f"no tool {tool!r:.80}")
         arguments = await self._arguments(request)
-        snapshot, session = self.config.current, session_id(request.headers, {})
+        snapshot, session = self.config.current, session_id(request.headers, None)
         resolved = self.pinning.lookup(snapshot, self.agent, session)
         if resolved is None:  # a first turn: settled with etcd (sidecar.pin_claim)
             resolved = await self.pinning.first_turn(snapshot, self.agent, session)

@@ -23,13 +23,12 @@ from aiohttp import web
 
 from holdfast.experiments.series import Series, SeriesKey, to_records
 from holdfast.experiments.stats import Counts
-from holdfast.json_limits import JsonRefused, loads_bounded
+from holdfast.json_limits import JsonRefused, loads_bounded, lone_surrogate
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.outcomes import OutcomeCounts
 from sidecar.config.state import ConfigState
 from sidecar.errors import BodyTooLarge, InvalidRequest, Overloaded, UnknownSession
 from sidecar.pins.table import PinTable
-from sidecar.upstream.provider_json import lone_surrogate
 
 FEEDBACK_PATH: Final = "/v1/holdfast/feedback"
 MAX_FEEDBACK_BYTES: Final = 4096

@@ -17,11 +17,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from holdfast.flags.evaluate import Evaluation
-from holdfast.json_limits import JsonRefused, loads_bounded
+from holdfast.json_limits import JsonRefused, loads_bounded, lone_surrogate
 from holdfast.keyspace.keys import FLAG_KEY_RE
 from holdfast.logs import get_logger
 from sidecar.flags.evaluator import FlagEvaluator
-from sidecar.upstream.provider_json import lone_surrogate
 
 log = get_logger(__name__)
 

@@ -1,19 +1,22 @@
-"""The sidecar's HTTP surface: the OpenAI proxy with its filter chain, the on-call, OFREP,
-tools and feedback endpoints, and the error middleware that gives every failure OpenAI's shape.
+"""The sidecar's HTTP surface: every dialect's endpoints behind the one filter chain, the model
+list, the on-call, OFREP, tools and feedback endpoints, and the error middleware.
 
-Apart from the process wiring (``sidecar.app``) so that tests serve it over a config fed by hand.
+Apart from the process wiring (``sidecar.app``) so that tests serve it over a config fed by hand:
+both build it from the same ``Parts``, and the filter chain is assembled here only, in the order
+``sidecar.pipeline.chain.ORDER`` gives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
-from holdfast.errorshape import error_body
+from holdfast import dialects
 from holdfast.logs import (
     REQUEST_ID_HEADER,
     bind_request_id,
@@ -21,6 +24,7 @@ from holdfast.logs import (
     get_logger,
     request_id_from,
 )
+from sidecar.budgets.filter import BudgetFilter
 from sidecar.budgets.prices import PriceTable
 from sidecar.config.state import ConfigState
 from sidecar.contracts.backend import ToolBackend
@@ -33,11 +37,13 @@ from sidecar.experiments.feedback import ExperimentBook, FeedbackApi
 from sidecar.flags.evaluator import FlagEvaluator
 from sidecar.flags.ofrep import OfrepApi
 from sidecar.http.guard import guard_middlewares
+from sidecar.http.models import Models
 from sidecar.ops.endpoints import ControlPlane, Ops
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pins.pinning import Pinning
+from sidecar.pipeline.chain import assemble
 from sidecar.pipeline.exchange import Exchange, ExchangeFilter
-from sidecar.pipeline.proxy import REQUEST_ID_KEY, OpenAIProxy
+from sidecar.pipeline.proxy import DIALECT_KEY, REQUEST_ID_KEY, Proxy
 from sidecar.prompts.filter import PromptFilter
 from sidecar.settings.model import SidecarSettings
 from sidecar.shadow.filter import ShadowFilter
@@ -50,13 +56,43 @@ log = get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SHADOW_KEY: Final = web.AppKey("holdfast_shadow", ShadowRunner)
+# Errors raised before a dialect's handler ran (the guard, a wrong method) still speak its shape.
+PATH_DIALECTS: Final[dict[str, dialects.Dialect]] = {
+    path: d for d in dialects.DIALECTS for path in d.paths
+}
 
 
-def _json_error(exc: SidecarError) -> web.Response:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parts:
+    """What the HTTP surface serves, built once by the process wiring or by a test."""
+
+    settings: SidecarSettings
+    config: ConfigState
+    upstream: Upstream
+    metrics: SidecarMetrics
+    control: ControlPlane
+    etcd_endpoint: Callable[[], str]
+    pinning: Pinning
+    pins_status: Callable[[], dict[str, Any]] | None = None
+    shadow: ShadowRunner | None = None  # None: the app owns one (served alone, in tests)
+    signals: SignalBook = field(default_factory=SignalBook)
+    prices: PriceTable | None = None
+    experiments: ExperimentBook = field(default_factory=ExperimentBook)
+    budget: BudgetFilter | None = None  # None: no budgets on this surface
+    budget_status: Callable[[], dict[str, Any]] | None = None
+
+
+def _dialect_of(request: web.Request) -> dialects.Dialect:
+    chosen: dialects.Dialect | None = request.get(DIALECT_KEY)
+    return chosen or PATH_DIALECTS.get(request.path, dialects.DEFAULT)
+
+
+def error_response(request: web.Request, exc: SidecarError) -> web.Response:
     spec = spec_for(exc)
+    body = _dialect_of(request).error_body(exc.message, spec.kind, spec.code, exc.param)
     return web.Response(
         status=spec.status,
-        text=json.dumps(error_body(exc.message, spec, exc.param)),
+        body=orjson.dumps(body),
         content_type="application/json",
         headers=exc.headers,
     )
@@ -64,7 +100,7 @@ def _json_error(exc: SidecarError) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, and every failure turned into the OpenAI error shape."""
+    """Request ids, and every failure turned into the error shape of the request's dialect."""
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
     request[REQUEST_ID_KEY] = request_id
     bind_request_id(request_id)
@@ -73,20 +109,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except SidecarError as exc:
         spec = spec_for(exc)
         log.info("request_refused", path=request.path, code=spec.code, status=spec.status)
-        response = _json_error(exc)
+        response = error_response(request, exc)
     except web.HTTPMethodNotAllowed as exc:
-        response = _json_error(
-            MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        response = error_response(
+            request, MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
         )
         response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
     except web.HTTPNotFound:
-        response = _json_error(NotFound(f"no endpoint {request.method} {request.path:.200}"))
+        response = error_response(
+            request, NotFound(f"no endpoint {request.method} {request.path:.200}")
+        )
     except (ConnectionResetError, asyncio.CancelledError):
         log.info("client_disconnected", path=request.path)
         raise
     except Exception:
         log.exception("request_failed", path=request.path)
-        response = _json_error(SidecarError("internal error in the sidecar; see its log"))
+        response = error_response(
+            request, SidecarError("internal error in the sidecar; see its log")
+        )
     finally:
         clear_request_id()
     if not response.prepared:
@@ -94,92 +134,91 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def build_http_app(
-    settings: SidecarSettings,
-    config: ConfigState,
-    upstream: Upstream,
-    metrics: SidecarMetrics,
-    control: ControlPlane,
-    etcd_endpoint: Callable[[], str],
-    pinning: Pinning,
-    pins_status: Callable[[], dict[str, Any]] | None = None,
-    *,
-    shadow: ShadowRunner | None = None,
-    signals: SignalBook | None = None,
-    prices: PriceTable | None = None,
-    filters: Sequence[ExchangeFilter] = (),
-    prepare: Sequence[Callable[[Exchange], Awaitable[None]]] = (),
-    routes: Sequence[web.RouteDef] = (),
-    budget_status: Callable[[], dict[str, Any]] | None = None,
-    experiments: ExperimentBook | None = None,
-) -> web.Application:
-    """The HTTP surface alone, so tests can serve it over a config fed by hand.
+def filter_chain(
+    parts: Parts, shadow: ShadowRunner, contracts: ContractBook
+) -> tuple[ExchangeFilter, ...]:
+    """Every filter of the proxied path, each from its concern's package, in chain order."""
+    config = parts.config
+    filters: list[ExchangeFilter] = [
+        SignalsFilter(
+            parts.signals,
+            parts.metrics.signals,
+            parts.prices,
+            route=lambda: config.current.route if config.current is not None else None,
+        ),
+        PromptFilter(config, parts.pinning.table),
+        ContractFilter(config, contracts, parts.metrics.contracts),
+        ShadowFilter(shadow, config),
+    ]
+    if parts.budget is not None:
+        filters.append(parts.budget)
+    return assemble(filters)
 
-    ``filters`` ride on every proxied exchange before the shadow filter (see sidecar.exchange);
-    ``routes`` are further endpoints beside the OpenAI and on-call ones.
-    """
+
+def build_http_app(parts: Parts) -> web.Application:
+    settings, config, metrics = parts.settings, parts.config, parts.metrics
     app = web.Application(
         middlewares=[error_middleware, *guard_middlewares(settings)],  # type: ignore[list-item]
         client_max_size=settings.max_body_bytes,
     )
+    shadow = parts.shadow
     if shadow is None:
         # Served alone (tests): the app owns its runner and cancels its calls on cleanup.
-        owned = shadow = new_shadow_runner(settings, upstream, metrics)
+        owned = shadow = new_shadow_runner(settings, parts.upstream, metrics)
         app.on_cleanup.append(lambda _app: owned.close())
     app[SHADOW_KEY] = shadow
-    book = signals if signals is not None else SignalBook()
-    # Signals first: it must see every exchange, including a later filter's refusal.
-    signals_filter = SignalsFilter(
-        book,
-        metrics.signals,
-        prices,
-        route=lambda: config.current.route if config.current is not None else None,
-    )
-    tools = ContractBook()
-    contract_filter = ContractFilter(config, tools, metrics.contracts)
-    chain: tuple[ExchangeFilter, ...] = (
-        signals_filter,
-        PromptFilter(config, pinning.table),  # before the others: they see the final body
-        contract_filter,
-        *filters,
-        # Last: only a request no filter refused is shadowed, with the body as it goes out.
-        ShadowFilter(shadow, config),
+    contracts = ContractBook()
+    prepare: list[Callable[[Exchange], Awaitable[None]]] = []
+    if parts.budget is not None:
+        prepare.append(parts.budget.await_first_slices)
+    proxy = Proxy(
+        settings,
+        config,
+        parts.upstream,
+        metrics,
+        parts.pinning,
+        filters=filter_chain(parts, shadow, contracts),
+        prepare=prepare,
     )
     tool_proxy = ToolProxy(
         settings.agent,
         config,
-        pinning,
-        tools,
+        parts.pinning,
+        contracts,
         metrics.contracts,
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.limits.max_json_depth,
         backend=ToolBackend(policy=settings.limits.host_policy()),
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
-    proxy = OpenAIProxy(
-        settings, config, upstream, metrics, pinning, filters=chain, prepare=prepare
-    )
+    book = parts.signals
     ops = Ops(
         settings,
         config,
-        control,
+        parts.control,
         metrics,
-        etcd_endpoint,
-        pins_status,
+        parts.etcd_endpoint,
+        parts.pins_status,
         signals=lambda: {
             "releases": summary(book.signals(), book.spreads()),
             "sessions_tracked": book.sessions,
         },
-        budgets=budget_status,
+        budgets=parts.budget_status,
         contracts=lambda: contract_status(
-            config, tools, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
+            config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
         ),
     )
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
-    app.add_routes([*proxy.routes(), *ops.routes(), *OfrepApi(flags).routes(), *routes])
-    app.add_routes(tool_proxy.routes())
-    book_of_outcomes = experiments if experiments is not None else ExperimentBook()
-    app.add_routes(FeedbackApi(config, pinning.table, book_of_outcomes).routes())
+    app.add_routes(
+        [
+            *proxy.routes(),
+            *Models(config, settings.agent).routes(),
+            *ops.routes(),
+            *OfrepApi(flags).routes(),
+            *tool_proxy.routes(),
+            *FeedbackApi(config, parts.pinning.table, parts.experiments).routes(),
+        ]
+    )
     return app
 
 

@@ -1,15 +1,19 @@
 """The request pipeline's extension point: filters that see one proxied exchange end to end.
 
 Like Envoy's HTTP filters, each concern that rides on the data path (shadow traffic, budgets,
-tool contracts, health signals...) is a filter with one ``open`` per request, in a fixed order.
-``open`` may edit the body before it goes upstream, add response headers, or refuse the request
-with a ``SidecarError``; it returns an observer (or None when it has nothing to do for this
-request, which keeps the path free of per-chunk calls). Observers see the answer:
+tool contracts, health signals...) is a filter with one ``open`` per request, in the order of
+``sidecar.pipeline.chain.ORDER``. ``open`` reads the request through its dialect's neutral view
+(``exchange.request``), may edit it before it goes upstream, add response headers, or refuse the
+request with a ``SidecarError``; it returns an observer (or None when it has nothing to do for
+this request). The answer is decoded once, by the dialect, for every observer:
 
-* ``on_body`` -- a non-streaming answer (any status); it may return a replacement body;
-* ``on_chunk`` -- streaming, raw chunks as relayed, observe only (zero parsing cost);
-* ``on_event`` -- streaming, whole SSE events (``data: ...\\n\\n``), only for observers with
-  ``wants_events``; it may rewrite an event or drop it (return None);
+* ``on_answer`` -- a non-streamed answer (any status) and its neutral view (None when it is
+  not one the dialect can read, e.g. an error body);
+* ``on_event`` -- streaming: each whole SSE event's neutral view, and the bytes about to be
+  written for it. Observers run in reverse filter order on the way back, as Envoy's encoder
+  filters do, and one with ``rewrites`` may replace those bytes, hold them (return b"") or
+  drop them (return None); the others return them unchanged;
+* ``on_end`` -- the stream ended whole: the tool calls still open are complete;
 * ``close`` -- exactly once, whatever happened, with the outcome.
 """
 
@@ -20,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from holdfast.dialects import Answer, Dialect, EventView, RequestView, StreamDecoder, ToolCall
 from holdfast.logs import get_logger
 from sidecar.errors import SidecarError, spec_for
 from sidecar.routing.resolve import Resolved
@@ -31,14 +36,28 @@ log = get_logger(__name__)
 class Exchange:
     """One proxied request as the filters see it."""
 
-    operation: str  # "chat" | "embeddings"
-    body: dict[str, Any]  # what goes upstream (model already rewritten); editable in open()
+    dialect: Dialect
+    request: RequestView  # the body that goes upstream (model already rewritten), editable
     resolved: Resolved
     request_id: str
     headers: Mapping[str, str]  # the agent's request headers
-    stream: bool
+    decoder: StreamDecoder | None = None  # a stream's, shared by the relay and the filters
     started: float = field(default_factory=time.perf_counter)
+    first_byte: float | None = None  # seconds from start to the answer's first byte (streams)
     response_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def operation(self) -> str:
+        """The neutral kind of request: "chat" (generation) or "embeddings"."""
+        return self.dialect.operation
+
+    @property
+    def stream(self) -> bool:
+        return self.request.stream
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.request.body
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -60,16 +79,16 @@ class Outcome:
 class Observer:
     """Base observer: every hook does nothing, so a filter overrides only what it needs."""
 
-    wants_events: bool = False
+    rewrites: bool = False
 
-    def on_body(self, status: int, body: bytes) -> bytes:
-        return body
-
-    def on_chunk(self, chunk: bytes) -> None:
+    def on_answer(self, status: int, answer: Answer | None) -> None:
         return None
 
-    def on_event(self, event: bytes) -> bytes | None:
-        return event
+    def on_event(self, view: EventView, data: bytes | None) -> bytes | None:
+        return data
+
+    def on_end(self, calls: Sequence[ToolCall]) -> None:
+        return None
 
     def close(self, outcome: Outcome) -> None:
         return None
@@ -82,11 +101,13 @@ class ExchangeFilter(Protocol):
 
 
 class Chain:
-    """The observers one request opened, driven in filter order."""
+    """The observers one request opened, driven in filter order (events in reverse)."""
+
+    __slots__ = ("_closed", "_observers", "_reverse")
 
     def __init__(self, observers: Sequence[tuple[str, Observer]]) -> None:
         self._observers = list(observers)
-        self._eventful = [o for _, o in self._observers if o.wants_events]
+        self._reverse = [o for _, o in reversed(self._observers)]
         self._closed = False
 
     @classmethod
@@ -104,26 +125,22 @@ class Chain:
                 opened.append((f.name, observer))
         return cls(opened)
 
-    @property
-    def wants_events(self) -> bool:
-        return bool(self._eventful)
+    def __bool__(self) -> bool:
+        return bool(self._observers)
 
-    def body(self, status: int, body: bytes) -> bytes:
+    def answer(self, status: int, answer: Answer | None) -> None:
         for _, observer in self._observers:
-            body = observer.on_body(status, body)
-        return body
+            observer.on_answer(status, answer)
 
-    def chunk(self, chunk: bytes) -> None:
+    def event(self, view: EventView, data: bytes) -> bytes | None:
+        out: bytes | None = data
+        for observer in self._reverse:
+            out = observer.on_event(view, out)
+        return out
+
+    def end(self, calls: Sequence[ToolCall]) -> None:
         for _, observer in self._observers:
-            observer.on_chunk(chunk)
-
-    def event(self, event: bytes) -> bytes | None:
-        for observer in self._eventful:
-            kept = observer.on_event(event)
-            if kept is None:
-                return None
-            event = kept
-        return event
+            observer.on_end(calls)
 
     def close(self, outcome: Outcome) -> None:
         if self._closed:

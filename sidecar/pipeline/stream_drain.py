@@ -29,8 +29,7 @@ from typing import Final
 
 import aiohttp
 
-from sidecar.pipeline.exchange import Chain
-from sidecar.pipeline.sse import SseEvents
+from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.upstream.client import CONNECT_ERRORS
 
 GRACE: Final = 0.05
@@ -56,8 +55,7 @@ def hang_up(response: aiohttp.ClientResponse) -> bool:
 
 async def count_rest(
     chunks: AsyncIterator[bytes],
-    events: SseEvents | None,
-    chain: Chain,
+    stream: StreamFeed,
     *,
     content: aiohttp.StreamReader | None = None,
     grace: float = GRACE,
@@ -74,10 +72,7 @@ async def count_rest(
     def feed(chunk: bytes) -> None:
         nonlocal read
         read += len(chunk)
-        if events is not None:
-            for event in events.feed(chunk):
-                chain.event(event)  # observers count it; nothing is written
-        chain.chunk(chunk)
+        stream.feed(chunk)  # observers count it; nothing is written
 
     cancelled = False
     try:
@@ -99,8 +94,7 @@ async def count_rest(
             with contextlib.suppress(RuntimeError):  # a reader still waiting: nothing to add
                 if last := content.read_nowait():
                     feed(last)
-        if events is not None and (rest := events.rest()):
-            chain.event(rest)
+        stream.rest()
     except CONNECT_ERRORS:
         pass  # the provider went too: what was read is all there is
     if cancelled:

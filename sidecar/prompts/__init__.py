@@ -1,1 +1,2 @@
-"""Managed prompts on the request path: which version a session uses, substituted into its request."""
+"""Managed prompts on the request path: which version a session uses, substituted into its
+request."""

@@ -1,9 +1,9 @@
 """Prompt substitution on the request path, as an exchange filter.
 
-An agent refers to a managed prompt in one of two ways (chat completions only):
+An agent refers to a managed prompt in one of two ways (chat requests of any dialect):
 
-* a system message whose whole content is ``@prompt:NAME`` -- replaced in place;
-* the header ``X-Holdfast-Prompt: NAME`` -- a system message with the text is put first.
+* a system instruction whose whole text is ``@prompt:NAME`` -- replaced in place;
+* the header ``X-Holdfast-Prompt: NAME`` -- a system instruction with the text is put first.
 
 Variables come from the header ``X-Holdfast-Prompt-Vars`` (a JSON object) or the body field
 ``holdfast_prompt_vars`` (the same object; never sent upstream), not both. Every variable of
@@ -15,8 +15,9 @@ not touched at all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
+from holdfast.dialects import RequestRefused, RequestView
 from holdfast.json_limits import JsonRefused, loads_bounded
 from holdfast.keyspace.keys import NAME_RE
 from holdfast.keyspace.prompt import PromptVersion
@@ -35,19 +36,17 @@ MARKER: Final = "@prompt:"
 MAX_VARS_HEADER: Final = 16 * 1024
 
 
-def _reference(message: Any) -> str | None:
-    if not isinstance(message, dict) or message.get("role") != "system":
-        return None
-    content = message.get("content")
-    if isinstance(content, str) and content.startswith(MARKER):
-        return content[len(MARKER) :].strip()
-    return None
-
-
-def _checked_name(name: str, where: str) -> str:
+def _checked_name(name: str, where: str, param: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise PromptVariables(f"{where}: {name!r:.70} is not a prompt name", param="messages")
+        raise PromptVariables(f"{where}: {name!r:.70} is not a prompt name", param=param)
     return name
+
+
+def _insert(request: RequestView, text: str) -> None:
+    try:
+        request.insert_system(text)
+    except RequestRefused as exc:
+        raise PromptVariables(str(exc), param=exc.param) from exc
 
 
 class PromptFilter:
@@ -69,13 +68,13 @@ class PromptFilter:
         if exchange.operation != "chat":
             return None
         header = exchange.headers.get(PROMPT_HEADER)
-        messages = body.get("messages")
-        refs: list[tuple[int, str]] = []
-        if isinstance(messages, list):
-            for i, message in enumerate(messages):
-                ref = _reference(message)
-                if ref is not None:
-                    refs.append((i, _checked_name(ref, f"messages[{i}]")))
+        request = exchange.request
+        field = request.system_field
+        refs = [
+            (slot.position, _checked_name(slot.text[len(MARKER) :].strip(), slot.where, field))
+            for slot in request.system_slots()
+            if slot.text.startswith(MARKER)
+        ]
         if header is None and not refs:
             if raw_vars is not None or exchange.headers.get(VARS_HEADER) is not None:
                 raise PromptVariables(
@@ -87,19 +86,17 @@ class PromptFilter:
             raise PromptVariables(
                 f"refer to a prompt either with {PROMPT_HEADER} or with a '{MARKER}NAME' system "
                 "message, not both",
-                param="messages",
+                param=field,
             )
-        if not isinstance(messages, list):
-            raise PromptVariables("'messages' must be a list", param="messages")
         values = self._values(exchange, raw_vars)
-        names = [_checked_name(header.strip(), PROMPT_HEADER)] if header is not None else []
+        names = [_checked_name(header.strip(), PROMPT_HEADER, field)] if header is not None else []
         names += [n for _, n in refs]
         prompts = self._versions(exchange, names)
         texts = self._render(prompts, values)
-        if header is not None:
-            messages.insert(0, {"role": "system", "content": texts[names[0]]})
         for i, ref in refs:
-            messages[i] = {**messages[i], "content": texts[ref]}
+            request.set_system(i, texts[ref])
+        if header is not None:
+            _insert(request, texts[names[0]])
         used = ", ".join(prompts[n].ref for n in dict.fromkeys(names))
         exchange.response_headers[VERSION_HEADER] = used
         if self.on_substituted is not None:

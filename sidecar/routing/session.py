@@ -1,14 +1,15 @@
-"""Which session a request belongs to: the ``X-Holdfast-Session`` header, else OpenAI's ``user``.
+"""Which session a request belongs to: the ``X-Holdfast-Session`` header, else the session hint
+its dialect finds in the body (OpenAI's ``user``...).
 
-Pure: no I/O. A malformed header is the agent's bug and is refused; a ``user`` field is often
-an email or a display name, so one that does not fit the id alphabet is hashed instead.
+Pure: no I/O. A malformed header is the agent's bug and is refused; a hint is often an email or
+a display name, so one that does not fit the id alphabet is hashed instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 from holdfast.keyspace.keys import ID_RE
 from sidecar.errors import InvalidRequest
@@ -23,7 +24,7 @@ def hashed_user(user: str) -> str:
     return HASHED_USER_PREFIX + digest[:HASHED_USER_HEX]
 
 
-def session_id(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
+def session_id(headers: Mapping[str, str], hint: str | None) -> str | None:
     """The request's session id, or None when it has none (it is then served unpinned)."""
     header = headers.get(SESSION_HEADER)
     if header is not None:
@@ -35,7 +36,6 @@ def session_id(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | Non
                 param=SESSION_HEADER,
             )
         return header
-    user = body.get("user")
-    if not isinstance(user, str) or not user:
+    if not hint:
         return None
-    return user if ID_RE.fullmatch(user) else hashed_user(user)
+    return hint if ID_RE.fullmatch(hint) else hashed_user(hint)

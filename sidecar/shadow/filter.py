@@ -1,7 +1,7 @@
 """Shadow traffic as a pipeline filter: sample at open, hand the primary's answer over at the end.
 
-The probe gets chunks after they were written to the agent and the final body as relayed, so
-the primary path pays nothing beyond handing references over.
+The probe gets the neutral view of each event and of the final answer, decoded once by the
+dialect for every filter, so the primary path pays nothing beyond handing references over.
 
 This filter opens last (sidecar.app): a request another filter refuses (a budget, a contract)
 never samples a shadow, and the shadow copies the body as it goes out, completion cap included.
@@ -11,6 +11,9 @@ fails before that cancels it unstarted, and the runner still gives its slot back
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from holdfast.dialects import Answer, EventView, ToolCall
 from sidecar.config.state import ConfigState
 from sidecar.pipeline.exchange import Exchange, Observer, Outcome
 from sidecar.shadow.probe import Probe
@@ -22,13 +25,19 @@ class _ShadowObserver(Observer):
         self.probe = probe
         self.exchange = exchange
 
-    def on_body(self, status: int, body: bytes) -> bytes:
+    def on_answer(self, status: int, answer: Answer | None) -> None:
         if status == 200:
-            self.probe.complete_body(body, self.exchange.elapsed())
-        return body
+            if answer is None:
+                self.probe.abandon()
+            else:
+                self.probe.complete_answer(answer, self.exchange.elapsed())
 
-    def on_chunk(self, chunk: bytes) -> None:
-        self.probe.feed(chunk)
+    def on_event(self, view: EventView, data: bytes | None) -> bytes | None:
+        self.probe.feed(view)
+        return data
+
+    def on_end(self, calls: Sequence[ToolCall]) -> None:
+        self.probe.end(calls)
 
     def close(self, outcome: Outcome) -> None:
         if self.exchange.stream and outcome.completed:
@@ -51,7 +60,8 @@ class ShadowFilter:
             snapshot.route,
             exchange.resolved.release,
             snapshot.releases,
-            exchange.body,
+            exchange.dialect,
+            exchange.request,
             exchange.request_id,
         )
         return _ShadowObserver(probe, exchange) if probe is not None else None

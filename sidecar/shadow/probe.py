@@ -7,12 +7,14 @@ shadow call, and compares once both sides are in.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from holdfast.compare import Answer, answer_from_completion
+from holdfast import dialects
+from holdfast.compare import Answer, AnswerError, from_answer
 from holdfast.logs import get_logger
 from sidecar.shadow.book import StatsKey
-from sidecar.shadow.sse_capture import SseCapture
+from sidecar.shadow.capture import StreamCapture
 
 if TYPE_CHECKING:
     from sidecar.shadow.runner import ShadowRunner
@@ -25,7 +27,7 @@ Outcome = Literal["compared", "skipped_busy", "skipped_budget", "error", "abando
 class Probe:
     """One sampled request: the meeting point of the primary's answer and the shadow's.
 
-    The primary calls exactly one of ``complete``, ``complete_body``, ``complete_stream`` or
+    The primary calls exactly one of ``complete``, ``complete_answer``, ``complete_stream`` or
     ``abandon`` (later calls are ignored, so ``abandon`` in a ``finally`` is always safe).
     Whichever side arrives second triggers the comparison.
     """
@@ -51,7 +53,7 @@ class Probe:
         self.shadow: tuple[Answer, float] | None = None
         self.task: asyncio.Task[None] | None = None
         self._counted = False
-        self._capture: SseCapture | None = None
+        self._capture: StreamCapture | None = None
 
     def complete(self, answer: Answer, latency_s: float) -> None:
         """The primary finished with ``answer``."""
@@ -59,11 +61,17 @@ class Probe:
             self.settled = True
             self._primary_ready(answer, latency_s)
 
-    def complete_body(self, body: bytes, latency_s: float) -> None:
-        """The primary's non-streaming body; it is parsed in the background, not on its path."""
-        if not self.settled:
-            self.settled = True
-            self._runner.spawn(self._parse_body(body, latency_s))
+    def complete_answer(self, answer: dialects.Answer, latency_s: float) -> None:
+        """The primary's whole answer, as its dialect decoded it for every filter."""
+        if self.settled:
+            return
+        try:
+            compared = from_answer(answer)
+        except AnswerError:
+            log.warning("shadow_primary_unreadable", shadow_release=self.key[1])
+            self.abandon()
+            return
+        self.complete(compared, latency_s)
 
     def complete_stream(self, latency_s: float) -> None:
         """The primary's stream ended cleanly; a stream that carried an error is abandoned."""
@@ -74,32 +82,28 @@ class Probe:
             # A truncated capture still compares: similarity reads only the first 2,000 words.
             self.complete(capture.answer(), latency_s)
 
-    def feed(self, chunk: bytes) -> None:
-        """A chunk of the primary's SSE stream, as relayed (after it was written to the agent)."""
+    def feed(self, view: dialects.EventView) -> None:
+        """One event of the primary's stream, as relayed."""
         if self.settled:
             return
         try:
             if self._capture is None:
-                self._capture = SseCapture()
-            self._capture.feed(chunk)
+                self._capture = StreamCapture()
+            self._capture.feed(view)
         except Exception as exc:  # a capture bug costs this sample, never the stream
             log.warning("shadow_capture_failed", shadow_release=self.key[1], error=repr(exc))
             self.abandon()
+
+    def end(self, calls: Sequence[dialects.ToolCall]) -> None:
+        """The primary's stream ended whole: the calls still open are complete."""
+        if not self.settled and self._capture is not None:
+            self._capture.calls(calls)
 
     def abandon(self) -> None:
         """The primary failed or its client went away: nothing to compare with."""
         if not self.settled:
             self.settled = True
             self._give_up()
-
-    async def _parse_body(self, body: bytes, latency_s: float) -> None:
-        try:
-            answer = answer_from_completion(body)
-        except ValueError:
-            log.warning("shadow_primary_unreadable", shadow_release=self.key[1])
-            self._give_up()
-            return
-        self._primary_ready(answer, latency_s)
 
     def _primary_ready(self, answer: Answer, latency_s: float) -> None:
         self.primary = (answer, latency_s)

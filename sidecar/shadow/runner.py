@@ -1,4 +1,4 @@
-"""Shadow traffic: send a sample of chat requests to the shadow release too, compare the answers.
+"""Shadow traffic: send a sample of requests to the shadow release too, compare the answers.
 
 The shadow call never touches the primary path: it runs in its own task, the primary only
 hands over its Answer (``Probe.complete``) or gives up (``Probe.abandon``), and every shadow
@@ -23,9 +23,9 @@ from typing import Any, Final
 
 from holdfast.bucketing import SHADOW, selected
 from holdfast.compare import Answer, Comparison, answer_from_completion, compare, comparison_cost
+from holdfast.dialects import Dialect, RequestRefused, RequestView
 from holdfast.keyspace import Release, Route, ShadowStats
 from holdfast.logs import get_logger
-from sidecar.budgets.usage import choice_cap, write_cap
 from sidecar.errors import SidecarError
 from sidecar.settings.model import DEFAULT_BUDGET_MAX_TOKENS
 from sidecar.shadow.book import ShadowBook, TokenBucket
@@ -35,14 +35,13 @@ from sidecar.upstream.client import Upstream
 
 log = get_logger(__name__)
 
-CHAT_PATH: Final = "/chat/completions"
 # Above this many characters a comparison runs in a worker thread, off the event loop.
 INLINE_COMPARE_CHARS: Final = 4_000
 MAX_DECODED_BYTES: Final = 16 * 1024 * 1024
 
 
 class ShadowCallFailed(SidecarError):
-    """The shadow release answered, but not with a chat completion we can compare."""
+    """The shadow release answered, but not with an answer we can compare."""
 
 
 def decoded(data: bytes, encoding: str) -> bytes:
@@ -96,7 +95,8 @@ class ShadowRunner:
         route: Route | None,
         primary: Release,
         releases: Mapping[str, Release],
-        body: Mapping[str, Any],
+        dialect: Dialect,
+        request: RequestView,
         request_id: str,
     ) -> Probe | None:
         """Start a shadow call for this request when the route samples it; None otherwise.
@@ -124,23 +124,25 @@ class ShadowRunner:
             probe.count("skipped_budget")
             return None
         # A shallow copy: the primary path may go on to change its own top-level fields.
-        shadow_body = self.shadow_body(release, body)
+        shadow_body = self.shadow_body(release, dialect, request)
         self.in_flight += 1
-        probe.task = task = self.spawn(self._call(probe, release, shadow_body, request_id))
+        call = self._call(probe, release, dialect, shadow_body, request_id)
+        probe.task = task = self.spawn(call)
         task.add_done_callback(lambda done: self._call_ended(probe, done))
         return probe
 
-    def shadow_body(self, release: Release, body: Mapping[str, Any]) -> dict[str, Any]:
+    def shadow_body(
+        self, release: Release, dialect: Dialect, request: RequestView
+    ) -> dict[str, Any]:
         """What the shadow release is asked: the primary's request, non-streaming, capped."""
-        shadow_body = {k: v for k, v in body.items() if k != "stream_options"}
-        shadow_body["model"] = release.model
-        shadow_body["stream"] = False
-        n = body.get("n")
-        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-        sent = choice_cap(body)
+        shadow_body = request.shadow_copy(release.model)
+        try:
+            sent, choices = request.output_cap()
+        except RequestRefused:
+            sent, choices = None, 1
         cap = min(sent or self.default_cap, max(1, self.max_cap // choices))
         if cap != sent:
-            write_cap(shadow_body, cap, release.base_url)
+            dialect.parse(shadow_body).write_output_cap(cap, release.base_url)
         return shadow_body
 
     def _call_ended(self, probe: Probe, task: asyncio.Task[None]) -> None:
@@ -155,11 +157,16 @@ class ShadowRunner:
         return task
 
     async def _call(
-        self, probe: Probe, release: Release, body: Mapping[str, Any], request_id: str
+        self,
+        probe: Probe,
+        release: Release,
+        dialect: Dialect,
+        body: Mapping[str, Any],
+        request_id: str,
     ) -> None:
         started = time.perf_counter()
         try:
-            answer = await self._ask(release, body, request_id)
+            answer = await self._ask(release, dialect, body, request_id)
         except asyncio.CancelledError:
             probe.count("abandoned")
             raise
@@ -182,17 +189,23 @@ class ShadowRunner:
             probe.count("abandoned")
         # else the primary is still running: its completion triggers the comparison
 
-    async def _ask(self, release: Release, body: Mapping[str, Any], request_id: str) -> Answer:
+    async def _ask(
+        self, release: Release, dialect: Dialect, body: Mapping[str, Any], request_id: str
+    ) -> Answer:
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         async with self._upstream.post(
-            release, CHAT_PATH, payload, stream=False, request_id=f"{request_id}-shadow"
+            release,
+            dialect.upstream_path,
+            payload,
+            stream=False,
+            request_id=f"{request_id}-shadow",
         ) as response:
             data = await self._upstream.read_body(release, response)
             if response.status != 200:
                 raise ShadowCallFailed(f"shadow release answered HTTP {response.status}")
             encoding = response.headers.get("Content-Encoding", "identity")
         try:
-            return answer_from_completion(decoded(data, encoding))
+            return answer_from_completion(decoded(data, encoding), dialect)
         except ValueError as exc:
             raise ShadowCallFailed(f"shadow answer unreadable: {exc}") from exc
 

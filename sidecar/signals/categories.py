@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import re2
 
+from holdfast.dialects import RequestView
 from holdfast.keyspace import Route
 from holdfast.keyspace.categories import (
     DEFAULT_CATEGORY,
@@ -92,40 +93,16 @@ class CategoryRules:
         self.rules: tuple[_Compiled, ...] = tuple(compiled)
         self._needs_text = any(r.needs_text for r in self.rules)
 
-    def match(self, body: Mapping[str, Any], tenant: str | None) -> str | None:
+    def match(self, request: RequestView, tenant: str | None) -> str | None:
         """The first matching rule's category, None when none matches."""
         if not self.rules:
             return None
-        text = last_user_text(body) if self._needs_text else ""
+        text = request.last_user_text(MAX_SCANNED_CHARS) if self._needs_text else ""
         lowered = text.lower()
         for rule in self.rules:
             if rule.matches(tenant, text, lowered):
                 return rule.category
         return None
-
-
-def last_user_text(body: Mapping[str, Any]) -> str:
-    """The head of the last user message's text (string content or text parts)."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return ""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content[:MAX_SCANNED_CHARS]
-            if isinstance(content, list):
-                parts: list[str] = []
-                size = 0
-                for part in content:
-                    if isinstance(part, dict) and isinstance(text := part.get("text"), str):
-                        parts.append(text[: MAX_SCANNED_CHARS - size])
-                        size += len(parts[-1])
-                        if size >= MAX_SCANNED_CHARS:
-                            break
-                return "\n".join(parts)
-            return ""
-    return ""
 
 
 def category_of(header: str | None) -> str:
@@ -152,7 +129,7 @@ class Categorizer:
                 self._source, self._rules = rules, CategoryRules(rules)
         return self._rules
 
-    def of(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    def of(self, headers: Mapping[str, str], request: RequestView) -> str:
         header = headers.get(CATEGORY_HEADER)
         if header:
             return category_of(header)
@@ -161,7 +138,7 @@ class Categorizer:
         rules = self.rules_for(self._route_of())
         if not rules.rules:
             return DEFAULT_CATEGORY
-        return rules.match(body, headers.get(TENANT_HEADER)) or DEFAULT_CATEGORY
+        return rules.match(request, headers.get(TENANT_HEADER)) or DEFAULT_CATEGORY
 
 
 class CategoryCap:

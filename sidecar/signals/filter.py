@@ -3,52 +3,53 @@
 It runs first in the chain, so a later filter's refusal (a budget, a contract) is seen too,
 and the category rules see the agent's own message. The hot path stays cheap: ``open`` reads
 two headers (and, only when the route has category rules, the head of the last user message);
-streams are scanned with byte searches (sidecar.answer_scan) and only a non-streaming answer is
-parsed as JSON, once. The category is capped per release once, for the book and the metrics.
+the answer is read from the neutral view the dialect decoded once for every filter
+(sidecar.signals.answer). The category is capped per release once, for the book and the metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Sequence
 
+from holdfast.dialects import Answer, EventView, ToolCall
 from holdfast.keyspace import Route
 from sidecar.budgets.prices import PriceTable
 from sidecar.contracts.filter import VIOLATION_HEADER
 from sidecar.pipeline.exchange import Exchange, Observer, Outcome
-from sidecar.signals.answer_scan import Answer, StreamScan, scan_body
+from sidecar.signals.answer import NO_ANSWER, StreamSummary, Summary, of_answer
 from sidecar.signals.book import Observation, SignalBook
 from sidecar.signals.categories import Categorizer
 from sidecar.signals.metrics import SignalMetrics
 
 
 class _SignalsObserver(Observer):
-    __slots__ = ("answer", "category", "exchange", "owner", "scan", "ttft")
+    __slots__ = ("category", "exchange", "owner", "stream", "summary")
 
     def __init__(self, owner: SignalsFilter, exchange: Exchange, category: str) -> None:
         self.owner = owner
         self.exchange = exchange
         self.category = category
-        self.scan: StreamScan | None = StreamScan() if exchange.stream else None
-        self.answer: Answer | None = None
-        self.ttft: float | None = None
+        self.stream: StreamSummary | None = StreamSummary() if exchange.stream else None
+        self.summary: Summary | None = None
 
-    def on_body(self, status: int, body: bytes) -> bytes:
-        if status == 200 and self.exchange.operation == "chat":
-            self.answer = scan_body(body, self.exchange.body)
-        return body
+    def on_answer(self, status: int, answer: Answer | None) -> None:
+        if status == 200 and answer is not None and self.exchange.operation == "chat":
+            self.summary = of_answer(answer, self.exchange.request)
 
-    def on_chunk(self, chunk: bytes) -> None:
-        if self.ttft is None:
-            self.ttft = self.exchange.elapsed()
-        if self.scan is not None:
-            self.scan.feed(chunk)
+    def on_event(self, view: EventView, data: bytes | None) -> bytes | None:
+        if self.stream is not None:
+            self.stream.feed(view)
+        return data
+
+    def on_end(self, calls: Sequence[ToolCall]) -> None:
+        if self.stream is not None:
+            self.stream.calls(calls)
 
     def close(self, outcome: Outcome) -> None:
-        answer = self.answer
-        if answer is None and self.scan is not None and outcome.completed:
-            answer = self.scan.answer(self.exchange.body)
-        self.owner.finish(self.exchange, self.category, outcome, answer, self.ttft)
+        summary = self.summary
+        if summary is None and self.stream is not None and outcome.completed:
+            summary = self.stream.summary(self.exchange.request)
+        self.owner.finish(self.exchange, self.category, outcome, summary)
 
 
 class SignalsFilter:
@@ -70,19 +71,19 @@ class SignalsFilter:
         metrics.sessions.source = book.spreads
 
     def open(self, exchange: Exchange) -> Observer | None:
-        return _SignalsObserver(self, exchange, self.categories.of(exchange.headers, exchange.body))
+        category = self.categories.of(exchange.headers, exchange.request)
+        return _SignalsObserver(self, exchange, category)
 
     def finish(
         self,
         exchange: Exchange,
         category: str,
         outcome: Outcome,
-        answer: Answer | None,
-        ttft: float | None,
+        answer: Summary | None,
     ) -> None:
         release = exchange.resolved.release
         # One construction on the request path (not one plus a dataclasses.replace).
-        a = answer if answer is not None else _NO_ANSWER
+        a = answer if answer is not None else NO_ANSWER
         obs = Observation(
             release=release.name,
             category=self.book.category(release.name, category),
@@ -91,7 +92,7 @@ class SignalsFilter:
             code=outcome.code,
             reason=outcome.reason,
             latency_s=outcome.elapsed_s or exchange.elapsed(),
-            ttft_s=ttft if exchange.stream else None,
+            ttft_s=exchange.first_byte if exchange.stream else None,
             violations=_violations(exchange.response_headers.get(VIOLATION_HEADER), outcome),
             tokens_in=a.tokens_in,
             tokens_out=a.tokens_out,
@@ -108,11 +109,6 @@ class SignalsFilter:
         )
         self.book.record(obs)
         self.metrics.observe(obs)
-
-
-_NO_ANSWER: Final = Answer(
-    tokens_in=0, tokens_out=0, usage_known=False, empty=False, refusal=False, tools=()
-)
 
 
 def _violations(header: str | None, outcome: Outcome) -> int:

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 
 from holdfast.bucketing import CANARY, selected
+from holdfast.dialects import openai_chat
 from holdfast_devtools import procs
 from holdfast_devtools.etcd_local import EtcdNode
 from holdfast_devtools.fakellm.generate import prompt_tokens
-from sidecar.budgets.usage import estimate_prompt
 from tests.etcd.spine_stack import AGENT, Stack, get_json, start_stack, wait_for
 
 SCOPE = f"agent:{AGENT}"
@@ -212,7 +212,7 @@ async def test_200_streams_at_5_sidecars_charge_exactly_and_never_overspend(
         number = int(body["messages"][0]["content"].split()[2].rstrip(","))
         by_number[number] = (
             prompt_tokens(body["messages"]),
-            estimate_prompt(body, "chat", "bytes"),
+            openai_chat.DIALECT.parse(body).prompt_estimate("bytes"),
         )
     forwarded = [x for x in sent if x.result != "refused"]
     assert sorted(by_number) == sorted(x.i for x in forwarded)  # each went out exactly once

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.contracts.tool_calls import StreamedCalls, from_body, sse_data
+from holdfast.dialects import RequestRefused, openai_chat
+from holdfast.dialects.sse import sse_data
 from sidecar.errors import InvalidRequest
-from sidecar.pipeline.proxy import encode_body, parse_body
+from sidecar.pipeline.body import encode_body, parse_body
 from sidecar.pipeline.sse import EventTooLarge, SseEvents
 from sidecar.routing.session import SESSION_HEADER, session_id
 from tests.fuzz.bounds import bounded
@@ -49,9 +50,16 @@ def request_path(raw: bytes, header: str | None = None) -> None:
         try:
             body = parse_body(raw, 64)
             encode_body(body)
-            session_id({SESSION_HEADER: header} if header is not None else {}, body)
-            list(from_body(body))
-        except InvalidRequest:
+            openai_chat.DIALECT.decode_body(raw)  # the same bytes, read as a provider's answer
+            view = openai_chat.DIALECT.parse(body)
+            session_id({SESSION_HEADER: header} if header is not None else {}, view.session_hint)
+            view.output_cap()
+            view.prompt_estimate("chars")
+            view.prompt_estimate("bytes")
+            view.declared_tools()
+            view.system_slots()
+            view.last_user_text(100)
+        except (InvalidRequest, RequestRefused):
             pass
 
 
@@ -102,12 +110,12 @@ chunks = st.dictionaries(
 
 @FAST
 @given(st.lists(chunks, max_size=8))
-def test_tool_call_assembler(stream: list[dict[str, Any]]) -> None:
-    calls = StreamedCalls(max_argument_bytes=256)
+def test_stream_decoder(stream: list[dict[str, Any]]) -> None:
+    decoder = openai_chat.DIALECT.stream_decoder()
     with bounded(stream):
         for chunk in stream:
-            calls.feed(chunk)
-        calls.finish()
+            decoder.feed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        decoder.finish()
 
 
 @pytest.mark.parametrize("path", sorted((CORPUS / "request").iterdir()), ids=lambda p: p.name)
@@ -119,7 +127,7 @@ def test_request_corpus(path: Path) -> None:
 def test_sse_corpus(path: Path) -> None:
     raw = path.read_bytes()
     events = SseEvents(max_event_bytes=4096)
-    calls = StreamedCalls()
+    decoder = openai_chat.DIALECT.stream_decoder()
     if path.name == "no-terminator.sse":  # an unterminated event longer than the limit
         with pytest.raises(EventTooLarge), bounded(path.name):
             list(events.feed(raw))
@@ -127,13 +135,7 @@ def test_sse_corpus(path: Path) -> None:
     with bounded(path.name):
         for cut in range(0, len(raw), 7):
             for event in events.feed(raw[cut : cut + 7]):
-                data = sse_data(event)
-                if data and data != b"[DONE]":
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        continue
-                    if isinstance(chunk, dict):
-                        calls.feed(chunk)
-        events.rest()
-        calls.finish()
+                sse_data(event)
+                decoder.feed(event)
+        decoder.feed(events.rest())
+        decoder.finish()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,9 +16,10 @@ from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.store import Change, KeyValue
 from holdfast.store.etcd import EtcdStore
 from holdfast_devtools import procs
+from sidecar.budgets.filter import BudgetFilter
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
-from sidecar.http.app import build_http_app
+from sidecar.http.app import Parts, build_http_app
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pins.pinning import Pinning
 from sidecar.pins.table import PinTable
@@ -115,7 +117,18 @@ def closed_port() -> int:
     return port
 
 
-async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
+BudgetFactory = Callable[[ConfigState, SidecarMetrics], BudgetFilter]
+
+
+async def start_sidecar(
+    fake_url: str,
+    *,
+    budget: BudgetFactory | None = None,
+    parts: dict[str, Any] | None = None,
+    **over: object,
+) -> SidecarUnderTest:
+    """The HTTP surface as ``Sidecar.build_app`` makes it, over a config fed by hand; ``budget``
+    builds the budget filter (none by default), ``parts`` overrides further ``Parts``."""
     s = settings(**over)
     config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
     environ = {KEY_VAR: PROVIDER_KEY}
@@ -131,7 +144,18 @@ async def start_sidecar(fake_url: str, **over: object) -> SidecarUnderTest:
     metrics.pins.bind(lambda: len(pins), lambda: writer.pending)
     await writer.start()
     app = build_http_app(
-        s, config, upstream, metrics, control, lambda: "none", pinning, writer.status
+        Parts(
+            settings=s,
+            config=config,
+            upstream=upstream,
+            metrics=metrics,
+            control=control,
+            etcd_endpoint=lambda: "none",
+            pinning=pinning,
+            pins_status=writer.status,
+            budget=budget(config, metrics) if budget is not None else None,
+            **(parts or {}),
+        )
     )
 
     async def cleanup(_app: object) -> None:

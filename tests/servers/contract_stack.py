@@ -19,7 +19,7 @@ from holdfast.store.etcd import EtcdStore
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.contracts.tool_proxy import ToolProxy
-from sidecar.http.app import build_http_app
+from sidecar.http.app import Parts, build_http_app
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pins.pinning import Pinning
 from sidecar.pins.table import PinTable
@@ -182,7 +182,17 @@ async def contract_sidecar(fake_url: str) -> AsyncIterator[ContractSidecar]:
     pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
     from tests.servers.conftest import StaticControl
 
-    app = build_http_app(s, config, upstream, metrics, StaticControl(), lambda: "none", pinning)
+    app = build_http_app(
+        Parts(
+            settings=s,
+            config=config,
+            upstream=upstream,
+            metrics=metrics,
+            control=StaticControl(),
+            etcd_endpoint=lambda: "none",
+            pinning=pinning,
+        )
+    )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

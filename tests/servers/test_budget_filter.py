@@ -18,7 +18,7 @@ from sidecar.budgets.filter import BudgetFilter, BudgetOptions
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.meter import Meter
 from sidecar.budgets.metrics import BudgetMetrics
-from sidecar.http.app import build_http_app
+from sidecar.config.state import ConfigState
 from sidecar.ops.metrics import SidecarMetrics
 from tests.servers import conftest
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
@@ -29,8 +29,7 @@ MESSAGES = [{"role": "user", "content": "tell me about the weather"}]
 
 async def start_budgeted(
     fakellm: procs.ManagedProcess,
-    monkeypatch: pytest.MonkeyPatch,
-    app_kwargs: dict[str, Any] | None = None,
+    parts: dict[str, Any] | None = None,
     **over: object,
 ) -> tuple[SidecarUnderTest, Ledger]:
     """The conftest sidecar with the budget filter in its chain (as Sidecar.build_app does).
@@ -38,19 +37,13 @@ async def start_budgeted(
     async with aiohttp.ClientSession() as http:
         await http.post(f"{fakellm.url}/_control/reset")
     ledger = Ledger(agent=AGENT)
-    real_build = build_http_app
 
-    def build(*args: Any, **kwargs: Any) -> Any:
-        config, metrics = args[1], args[3]
-        assert isinstance(metrics, SidecarMetrics)
+    def budget(config: ConfigState, metrics: SidecarMetrics) -> BudgetFilter:
         options = BudgetOptions(agent=AGENT, default_cap=64, estimator="bytes")
         budget_metrics = BudgetMetrics(metrics.registry, AGENT, ledger)
-        kwargs["filters"] = [BudgetFilter(ledger, config, options, budget_metrics)]
-        kwargs.update(app_kwargs or {})
-        return real_build(*args, **kwargs)
+        return BudgetFilter(ledger, config, options, budget_metrics)
 
-    monkeypatch.setattr("tests.servers.conftest.build_http_app", build)
-    sut = await conftest.start_sidecar(fakellm.url, **over)
+    sut = await conftest.start_sidecar(fakellm.url, budget=budget, parts=parts, **over)
     sut.add_release("r1", "model-one")
     sut.add_release("r2", "model-two")
     sut.set_stable("r1")
@@ -59,9 +52,9 @@ async def start_budgeted(
 
 @pytest.fixture
 async def budgeted(
-    fakellm: procs.ManagedProcess, monkeypatch: pytest.MonkeyPatch
+    fakellm: procs.ManagedProcess,
 ) -> AsyncIterator[tuple[SidecarUnderTest, Ledger]]:
-    sut, ledger = await start_budgeted(fakellm, monkeypatch)
+    sut, ledger = await start_budgeted(fakellm)
     yield sut, ledger
     await sut.server.close()
 

@@ -13,17 +13,17 @@ from typing import Any
 import aiohttp
 import pytest
 
+from holdfast.dialects import openai_chat
+from holdfast.dialects.base import MAX_USAGE_TOKENS, USAGE_REJECTED
 from holdfast.keyspace import Route, Shadow
 from holdfast.keyspace.health import HealthSnapshot
 from holdfast.store import Change
 from holdfast_devtools import procs
 from sidecar.budgets.ledger import Ledger
-from sidecar.budgets.usage import estimate_prompt
 from sidecar.http.app import SHADOW_KEY
 from sidecar.ops.health import HealthSources, build_snapshot
 from sidecar.shadow.runner import ShadowRunner
 from sidecar.signals.book import SignalBook
-from sidecar.upstream.provider_json import MAX_USAGE_TOKENS, USAGE_REJECTED
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
 from tests.servers.test_budget_filter import (  # noqa: F401 - a fixture is used by name
     MESSAGES,
@@ -36,7 +36,7 @@ from tests.servers.test_budget_filter import (  # noqa: F401 - a fixture is used
     start_budgeted,
 )
 
-PROMPT = estimate_prompt({"messages": MESSAGES}, "chat", "bytes")
+PROMPT = openai_chat.DIALECT.parse({"model": AGENT, "messages": MESSAGES}).prompt_estimate("bytes")
 HUGE = 10**19  # parses, and is past what a spend report or a health snapshot can hold
 
 
@@ -45,7 +45,7 @@ async def budgeted_book(
     fakellm: procs.ManagedProcess, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[SidecarUnderTest, Ledger, SignalBook]]:
     book = SignalBook()
-    sut, ledger = await start_budgeted(fakellm, monkeypatch, {"signals": book})
+    sut, ledger = await start_budgeted(fakellm, {"signals": book})
     yield sut, ledger, book
     await sut.server.close()
 
@@ -258,7 +258,9 @@ async def test_a_shadow_call_cancelled_before_it_ran_gives_its_slot_back(
     route = Route(agent=AGENT, stable="r1", shadow=Shadow(release="r2", percent=100.0, since=1.0))
     r1 = snapshot.releases["r1"]
     for i in range(run.max_concurrency + 2):
-        probe = run.probe(route, r1, snapshot.releases, {"messages": MESSAGES}, f"req-{i}")
+        chat = openai_chat.DIALECT
+        request = chat.parse({"model": AGENT, "messages": MESSAGES})
+        probe = run.probe(route, r1, snapshot.releases, chat, request, f"req-{i}")
         assert probe is not None and run.in_flight == 1
         probe.abandon()  # the primary failed before its handler ever waited
         for _ in range(5):  # the task is cancelled at its first step, its callbacks run next

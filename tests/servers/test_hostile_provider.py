@@ -9,8 +9,8 @@ import logging
 import aiohttp
 import pytest
 
+from holdfast.json_limits import REFUSED
 from sidecar.budgets.ledger import Ledger
-from sidecar.upstream.provider_json import REFUSED
 from tests.servers.conftest import SidecarUnderTest
 from tests.servers.test_budget_filter import (  # noqa: F401 - the fixture is used by name
     MESSAGES,

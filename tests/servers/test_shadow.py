@@ -95,7 +95,7 @@ async def tuned(fakellm: procs.ManagedProcess) -> AsyncIterator[Callable[..., An
     """Start a sidecar with its own settings; closed at the end of the test."""
     started: list[SidecarUnderTest] = []
 
-    async def start(**over: object) -> SidecarUnderTest:
+    async def start(**over: Any) -> SidecarUnderTest:
         sut = await start_sidecar(fakellm.url, **over)
         sut.add_release("r1", "model-one")
         sut.add_release("r2", "model-two")

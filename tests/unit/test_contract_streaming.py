@@ -11,6 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from holdfast.contracts.schema import canonical, compile_validator
+from holdfast.dialects import ToolCall, openai_chat
+from holdfast.dialects.openai_chat import ChatStream
+from holdfast.dialects.tool_calls import MAX_ARGUMENT_BYTES
 from holdfast.keyspace import Keyspace, Release
 from holdfast.keyspace.contract import Contract
 from sidecar.config.kinds import CONFIG_KINDS
@@ -20,7 +23,6 @@ from sidecar.contracts.book import Compiled, ContractBook, Pinned
 from sidecar.contracts.checks import check_call, declared_mismatch
 from sidecar.contracts.filter import ContractFilter, _CallObserver
 from sidecar.contracts.stats import ContractStats
-from sidecar.contracts.tool_calls import MAX_ARGUMENT_BYTES, StreamedCalls, ToolCall
 from sidecar.pipeline.exchange import Exchange, Outcome
 from sidecar.routing.resolve import Resolved
 
@@ -85,11 +87,28 @@ INTERLEAVED = [
 ]
 
 
-# -- StreamedCalls ------------------------------------------------------------------------------
+# -- the chat dialect's stream decoder: tool calls assembled from fragments --------------------
+
+
+class Calls:
+    """The decoder as the relay drives it: one SSE event per chunk given."""
+
+    def __init__(self, max_argument_bytes: int = MAX_ARGUMENT_BYTES) -> None:
+        self.decoder = ChatStream(max_argument_bytes)
+
+    def feed(self, chunk: dict[str, Any]) -> list[ToolCall]:
+        return self.decoder.feed(sse(chunk)).calls
+
+    @property
+    def open_names(self) -> list[str]:
+        return self.decoder.open_calls
+
+    def finish(self) -> list[ToolCall]:
+        return self.decoder.finish()
 
 
 def test_interleaved_parallel_calls_complete_only_when_the_choice_finishes() -> None:
-    calls = StreamedCalls()
+    calls = Calls()
     done = [c for chunk in INTERLEAVED[:-1] for c in calls.feed(chunk)]
     assert done == [] and calls.open_names == ["search", "lookup"]
     assert calls.feed(INTERLEAVED[-1]) == [
@@ -100,7 +119,7 @@ def test_interleaved_parallel_calls_complete_only_when_the_choice_finishes() -> 
 
 
 def test_several_choices_and_the_end_of_the_stream() -> None:
-    calls = StreamedCalls()
+    calls = Calls()
     calls.feed(delta([part(0, '{"query": "a"}', name="search")], choice=0))
     calls.feed(delta([part(0, '{"query":', name="lookup")], choice=1))
     assert calls.feed(delta(choice=0, finish="tool_calls")) == [
@@ -111,7 +130,7 @@ def test_several_choices_and_the_end_of_the_stream() -> None:
 
 
 def test_a_new_id_at_a_reused_index_completes_the_earlier_call() -> None:
-    calls = StreamedCalls()
+    calls = Calls()
     calls.feed(delta([part(0, '{"query": "a"}', name="search", call_id="c1")]))
     done = calls.feed(delta([part(0, '{"query": "b"}', name="lookup", call_id="c2")]))
     assert done == [ToolCall(0, 0, "search", '{"query": "a"}')]
@@ -119,12 +138,19 @@ def test_a_new_id_at_a_reused_index_completes_the_earlier_call() -> None:
 
 
 def test_arguments_over_the_cap_are_truncated_not_kept() -> None:
-    calls = StreamedCalls(max_argument_bytes=10)
+    calls = Calls(max_argument_bytes=10)
     calls.feed(delta([part(0, '{"query": ', name="search")]))
     calls.feed(delta([part(0, '"0123456789"}')]))
     (call,) = calls.finish()
     assert call.truncated and call.arguments == ""
     assert MAX_ARGUMENT_BYTES == 1 << 20
+
+
+def test_done_completes_every_open_call() -> None:
+    calls = Calls()
+    calls.feed(delta([part(0, '{"query": "a"}', name="search")]))
+    view = calls.decoder.feed(sse("[DONE]"))
+    assert view.done and view.calls == [ToolCall(0, 0, "search", '{"query": "a"}')]
 
 
 # -- check_call -----------------------------------------------------------------------------------
@@ -152,7 +178,7 @@ def test_check_call(call: ToolCall, detail: str | None) -> None:
 
 
 def test_arguments_over_one_mib_are_a_violation() -> None:
-    calls = StreamedCalls()
+    calls = Calls()
     calls.feed(delta([part(0, '{"query": "', name="search")]))
     calls.feed(delta([part(0, "x" * MAX_ARGUMENT_BYTES)]))
     calls.feed(delta([part(0, '"}')]))
@@ -169,13 +195,30 @@ def observer(policy: str = "enforce") -> tuple[_CallObserver, ContractStats]:
     owner = ContractFilter(ConfigState(Keyspace("dev"), "support", kinds=CONFIG_KINDS),
                            ContractBook(), stats)  # fmt: skip
     release = Release(agent="support", name="r1", model="m", base_url="http://127.0.0.1:9/v1")
-    exchange = Exchange(operation="chat", body={}, resolved=Resolved(release, 1),
-                        request_id="req", headers={}, stream=True)  # fmt: skip
+    chat = openai_chat.DIALECT
+    exchange = Exchange(dialect=chat, request=chat.parse({"model": "m", "stream": True}),
+                        resolved=Resolved(release, 1), request_id="req", headers={},
+                        decoder=chat.stream_decoder())  # fmt: skip
     return _CallObserver(owner, exchange, pins(policy), stream=True), stats
 
 
+def push(obs: _CallObserver, chunk: dict[str, Any] | str) -> bytes | None:
+    """One event as the relay hands it over: decoded by the exchange's decoder, then observed."""
+    event = sse(chunk)
+    assert obs.exchange.decoder is not None
+    return obs.on_event(obs.exchange.decoder.feed(event), event)
+
+
+def end(obs: _CallObserver, outcome: Outcome) -> None:
+    """How the relay ends a stream: the calls still open, if it ended whole; then close."""
+    assert obs.exchange.decoder is not None
+    if outcome.completed:
+        obs.on_end(obs.exchange.decoder.finish())
+    obs.close(outcome)
+
+
 def run(obs: _CallObserver, chunks: list[dict[str, Any] | str]) -> bytes:
-    return b"".join(out for c in chunks if (out := obs.on_event(sse(c))) is not None)
+    return b"".join(out for c in chunks if (out := push(obs, c)) is not None)
 
 
 def violations(stats: ContractStats) -> dict[tuple[str, str], int]:
@@ -184,11 +227,11 @@ def violations(stats: ContractStats) -> dict[tuple[str, str], int]:
 
 def test_valid_interleaved_calls_are_held_then_relayed_whole() -> None:
     obs, stats = observer()
-    relayed = [obs.on_event(sse(c)) for c in INTERLEAVED[:-1]]
+    relayed = [push(obs, c) for c in INTERLEAVED[:-1]]
     assert relayed == [None] * 6  # held: neither call is complete
-    out = obs.on_event(sse(INTERLEAVED[-1]))
+    out = push(obs, INTERLEAVED[-1])
     assert out == b"".join(sse(c) for c in INTERLEAVED)
-    assert obs.on_event(sse("[DONE]")) == sse("[DONE]") and violations(stats) == {}
+    assert push(obs, "[DONE]") == sse("[DONE]") and violations(stats) == {}
 
 
 def test_first_valid_second_invalid_shows_only_the_error() -> None:
@@ -218,14 +261,14 @@ def test_stream_cut_mid_call_relays_nothing_and_counts_nothing() -> None:
     obs, stats = observer()
     out = run(obs, [delta([part(0, '{"query": "ha', name="search")])])
     assert out == b""
-    obs.close(Outcome("upstream_unreachable", 200, 0.1, completed=False))
+    end(obs, Outcome("upstream_unreachable", 200, 0.1, completed=False))
     assert violations(stats) == {}
 
 
 def test_stream_ended_without_done_checks_what_is_left() -> None:
     obs, stats = observer("report")
     run(obs, [delta([part(0, "{not json", name="search")])])
-    obs.close(Outcome("ok", 200, 0.1, completed=True))
+    end(obs, Outcome("ok", 200, 0.1, completed=True))
     assert violations(stats) == {("search", "call"): 1}
 
 
@@ -247,7 +290,7 @@ def test_hold_limit_ends_the_stream_instead_of_leaking_the_call(
 def test_a_call_whose_name_comes_late_is_held() -> None:
     obs, _ = observer()
     nameless = delta([{"index": 0, "id": "c", "function": {"arguments": ""}}])
-    assert obs.on_event(sse(nameless)) is None
+    assert push(obs, nameless) is None
     out = run(obs, [delta([part(0, '{"query": 5}', name="search")]), delta(finish="stop")])
     assert b"tool_call_contract_violation" in out and b"tool_calls" not in out
 

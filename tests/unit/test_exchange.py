@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from holdfast.dialects import Answer, EventView, ToolCall, openai_chat
 from holdfast.keyspace import Release
 from sidecar.errors import InvalidRequest
 from sidecar.pipeline.exchange import Chain, Exchange, Observer, Outcome
@@ -21,13 +24,14 @@ STREAM = (
 
 def exchange() -> Exchange:
     release = Release(agent="a", name="r1", model="m", base_url="http://127.0.0.1:1")
+    chat = openai_chat.DIALECT
     return Exchange(
-        operation="chat",
-        body={"model": "m"},
+        dialect=chat,
+        request=chat.parse({"model": "m", "stream": True}),
         resolved=Resolved(release=release, revision=1),
         request_id="req-1",
         headers={},
-        stream=True,
+        decoder=chat.stream_decoder(),
     )
 
 
@@ -52,16 +56,20 @@ def test_a_cut_stream_leaves_its_tail_and_a_runaway_event_is_refused() -> None:
 
 
 class Recorder(Observer):
-    def __init__(self, name: str, log: list[str], *, drop: bytes = b"", events: bool = False):
-        self.name, self.log, self.drop, self.wants_events = name, log, drop, events
+    def __init__(self, name: str, log: list[str], *, drop: bool = False, events: bool = False):
+        self.name, self.log, self.drop, self.rewrites = name, log, drop, events
 
-    def on_body(self, status: int, body: bytes) -> bytes:
-        self.log.append(f"{self.name}.body")
-        return body + self.name.encode()
+    def on_answer(self, status: int, answer: Answer | None) -> None:
+        self.log.append(f"{self.name}.answer:{answer.text if answer else None}")
 
-    def on_event(self, event: bytes) -> bytes | None:
-        self.log.append(f"{self.name}.event")
-        return None if self.drop and self.drop in event else event.upper()
+    def on_event(self, view: EventView, data: bytes | None) -> bytes | None:
+        self.log.append(f"{self.name}.event:{data!r}")
+        if not self.rewrites or data is None:
+            return data
+        return None if self.drop and view.usage_only else data.upper()
+
+    def on_end(self, calls: Sequence[ToolCall]) -> None:
+        self.log.append(f"{self.name}.end:{len(calls)}")
 
     def close(self, outcome: Outcome) -> None:
         self.log.append(f"{self.name}.close:{outcome.code}")
@@ -82,20 +90,28 @@ class Filter:
 
 def test_chain_order_rewrites_drops_and_closes_once() -> None:
     log: list[str] = []
+    ex = exchange()
     chain = Chain.open(
-        [Filter("a", log, events=True, drop=b"usage"), Filter("s", log, skip=True),
-         Filter("b", log, events=True)],
-        exchange(),
+        [Filter("a", log, events=True), Filter("s", log, skip=True),
+         Filter("b", log, events=True, drop=True)],
+        ex,
     )  # fmt: skip
-    assert chain.wants_events
-    assert chain.body(200, b"x") == b"xab"  # in filter order, each sees the previous result
-    assert chain.event(b'data: {"a":1}\n\n') == b'DATA: {"A":1}\n\n'
-    assert chain.event(b'data: {"usage":{}}\n\n') is None  # dropped by a: b never sees it
+    assert chain
+    chain.answer(200, Answer("hi", (), None, False, 1))  # in filter order
+    assert ex.decoder is not None
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    # on the way back in reverse filter order, each sees what the later one left
+    assert chain.event(ex.decoder.feed(event), event) == event.upper()
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    assert chain.event(ex.decoder.feed(usage), usage) is None  # dropped by b: a sees None
+    chain.end(ex.decoder.finish())
     chain.close(Outcome("ok", 200, 0.1, True))
     chain.close(Outcome("ok", 200, 0.1, True))
     assert log == [
-        "a.open", "s.open", "b.open", "a.body", "b.body", "a.event", "b.event", "a.event",
-        "a.close:ok", "b.close:ok",
+        "a.open", "s.open", "b.open", "a.answer:hi", "b.answer:hi",
+        f"b.event:{event!r}", f"a.event:{event.upper()!r}",
+        f"b.event:{usage!r}", "a.event:None",
+        "a.end:0", "b.end:0", "a.close:ok", "b.close:ok",
     ]  # fmt: skip
 
 

@@ -11,12 +11,14 @@ from prometheus_client import generate_latest
 
 from configsvc.errors import InvalidRequest
 from configsvc.traffic.categories import SetCategories, with_categories
+from holdfast.dialects import RequestView, openai_chat
 from holdfast.keyspace import RecordError, Release, Route
 from holdfast.keyspace.categories import MAX_CATEGORIES, MAX_SCANNED_CHARS, CategoryRule
 from holdfast.keyspace.codec import decode_record, encode_record
 from sidecar.contracts.filter import VIOLATION_HEADER
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pipeline.exchange import Chain, Exchange, Outcome
+from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.routing.resolve import Resolved
 from sidecar.signals.book import SignalBook, summary
 from sidecar.signals.categories import Categorizer, CategoryRules, RuleError, compile_rule
@@ -30,8 +32,12 @@ RULES = (
 )
 
 
-def ask(text: Any, *earlier: dict[str, Any]) -> dict[str, Any]:
-    return {"messages": [*earlier, {"role": "user", "content": text}]}
+CHAT = openai_chat.DIALECT
+
+
+def ask(text: Any, *earlier: dict[str, Any], stream: bool = False) -> RequestView:
+    messages = [*earlier, {"role": "user", "content": text}]
+    return CHAT.parse({"model": "m", "stream": stream, "messages": messages})
 
 
 def test_rules_match_keywords_patterns_and_tenants_first_match_wins() -> None:
@@ -49,7 +55,7 @@ def test_rules_match_keywords_patterns_and_tenants_first_match_wins() -> None:
     assert rules.match(ask(parts), None) == "billing"
     # only the head of a huge message is scanned
     assert rules.match(ask("x" * MAX_SCANNED_CHARS + " refund"), None) is None
-    assert rules.match({"messages": "nope"}, None) is None
+    assert rules.match(CHAT.parse({"model": "m", "messages": "nope"}), None) is None
 
 
 def test_the_header_wins_then_rules_then_default_and_rules_compile_once_per_route() -> None:
@@ -140,22 +146,26 @@ CHUNKS = [
 
 def exchange(headers: dict[str, str], *, stream: bool = False, session: str = "s1") -> Exchange:
     return Exchange(
-        operation="chat",
-        body=ask("hello"),
+        dialect=CHAT,
+        request=ask("hello", stream=stream),
         resolved=Resolved(RELEASE, 1, session),
         request_id="r",
         headers=CIMultiDict(headers),
-        stream=stream,
+        decoder=CHAT.stream_decoder() if stream else None,
     )
 
 
 def run(filt: SignalsFilter, ex: Exchange, outcome: Outcome | None = None) -> None:
     chain = Chain.open([filt], ex)
-    if ex.stream:
+    if ex.stream:  # as the relay does: the first byte's time, then each chunk's whole events
+        assert ex.decoder is not None
+        ex.first_byte = ex.elapsed()
+        feed = StreamFeed(chain, ex.decoder)
         for chunk in CHUNKS:
-            chain.chunk(chunk)
+            feed.feed(chunk)
+        feed.end()
     else:
-        chain.body(200, ANSWER)
+        chain.answer(200, CHAT.decode_body(ANSWER))
     chain.close(outcome or Outcome("ok", 200, 0.3, True))
 
 

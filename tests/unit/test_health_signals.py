@@ -7,15 +7,41 @@ from pathlib import Path
 
 import pytest
 
+from holdfast.dialects import openai_chat
 from holdfast.keyspace import HealthSnapshot, RecordError
 from holdfast.keyspace.codec import encode_record
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import LATENCY_BOUNDS_MS, ReleaseSignals, quantile
 from sidecar.budgets.prices import PriceError, load_prices, parse_prices
-from sidecar.signals.answer_scan import StreamScan, looks_like_refusal, scan_body
+from sidecar.pipeline.sse import SseEvents
+from sidecar.signals.answer import StreamSummary, Summary, looks_like_refusal, of_answer
 from sidecar.signals.book import Observation, SignalBook, category_of, error_class
 
-REQUEST = {"messages": [{"role": "user", "content": "x" * 40}]}
+CHAT = openai_chat.DIALECT
+REQUEST = CHAT.parse({"model": "m", "messages": [{"role": "user", "content": "x" * 40}]})
+
+
+def scan_body(raw: bytes) -> Summary | None:
+    """A whole answer as the signals filter sees it: decoded by the dialect, then summarised."""
+    answer = CHAT.decode_body(raw)
+    return of_answer(answer, REQUEST) if answer is not None else None
+
+
+class StreamScan:
+    """A stream as the relay hands it to the signals filter: cut into events, each decoded."""
+
+    def __init__(self) -> None:
+        self.events = SseEvents()
+        self.decoder = CHAT.stream_decoder()
+        self.summary = StreamSummary()
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self.events.feed(chunk):
+            self.summary.feed(self.decoder.feed(event))
+
+    def answer(self) -> Summary:
+        self.summary.calls(self.decoder.finish())
+        return self.summary.summary(REQUEST)
 
 
 def body(content: str | None, *, usage: bool = True, tools: list[str] = ()) -> bytes:  # type: ignore[assignment]
@@ -42,7 +68,7 @@ def delta(d: dict[str, object]) -> dict[str, object]:
 
 
 def test_a_non_streaming_answer_gives_usage_shape_and_tools() -> None:
-    a = scan_body(body("Paris is the capital."), REQUEST)
+    a = scan_body(body("Paris is the capital."))
     assert a is not None
     assert (a.tokens_in, a.tokens_out, a.usage_known, a.empty, a.refusal) == (
         7,
@@ -51,14 +77,14 @@ def test_a_non_streaming_answer_gives_usage_shape_and_tools() -> None:
         False,
         False,
     )
-    t = scan_body(body(None, tools=["lookup", "refund"]), REQUEST)
+    t = scan_body(body(None, tools=["lookup", "refund"]))
     assert t is not None and t.tools == ("lookup", "refund") and not t.empty
-    e = scan_body(body("  ", usage=False), REQUEST)
+    e = scan_body(body("  ", usage=False))
     assert e is not None and e.empty and not e.usage_known and e.tokens_in == 10  # 40 chars / 4
-    r = scan_body(body("I\u2019m sorry, but I can\u2019t help with that."), REQUEST)
+    r = scan_body(body("I\u2019m sorry, but I can\u2019t help with that."))
     assert r is not None and r.refusal
-    assert scan_body(b"not json", REQUEST) is None
-    assert scan_body(b'{"error": {}}', REQUEST) is None
+    assert scan_body(b"not json") is None
+    assert scan_body(b'{"error": {}}') is None
 
 
 def test_a_stream_is_scanned_across_arbitrary_chunk_cuts() -> None:
@@ -73,20 +99,20 @@ def test_a_stream_is_scanned_across_arbitrary_chunk_cuts() -> None:
         scan = StreamScan()
         for i in range(0, len(raw), size):
             scan.feed(raw[i : i + size])
-        a = scan.answer(REQUEST)
+        a = scan.answer()
         assert (a.tokens_in, a.tokens_out, a.usage_known, a.tools) == (5, 2, True, ("lookup",))
-        assert scan.deltas == 2 and scan.head == "Hello there"
+        assert scan.summary.texts == 2 and scan.summary.head == "Hello there"
 
 
 def test_a_stream_without_usage_is_estimated_and_runaway_input_stops_the_scan() -> None:
     scan = StreamScan()
     scan.feed(sse(delta({"content": "a"}), delta({"content": "b"}), delta({"content": "c"})))
-    a = scan.answer(REQUEST)
+    a = scan.answer()
     assert (a.tokens_out, a.usage_known, a.tokens_in) == (3, False, 10)
     runaway = StreamScan()
     runaway.feed(b"x" * 70_000)  # no event boundary: not SSE as we know it
     runaway.feed(sse(delta({"content": "late"})))
-    assert runaway.deltas == 0
+    assert runaway.summary.texts == 0 and runaway.summary.content == 0
     assert looks_like_refusal("As an AI, I cannot do that") and not looks_like_refusal("Sure!")
 
 

@@ -8,8 +8,8 @@ from configsvc.errors import InvalidRequest
 from configsvc.http.payloads import parse_object
 from configsvc.releases.probe import _problem
 from holdfast.compare import AnswerError, answer_from_completion, canonical_arguments
-from sidecar.budgets.usage import body_usage, reply_estimate
-from sidecar.upstream.provider_json import REFUSED, provider_json
+from holdfast.dialects import openai_chat, openai_embeddings
+from holdfast.json_limits import REFUSED, provider_json
 
 DEEP = b"[" * 200_000 + b"]" * 200_000
 HUGE = b'{"usage": {"completion_tokens": ' + b"9" * 5000 + b"}}"
@@ -30,8 +30,12 @@ def test_provider_json_keeps_good_json_and_paired_surrogates() -> None:
 
 @pytest.mark.parametrize("raw", [DEEP, HUGE, SURROGATE])
 def test_filters_never_raise_on_hostile_answers(raw: bytes) -> None:
-    assert body_usage(raw) is None
-    assert reply_estimate(raw) == 0
+    for dialect in (openai_chat.DIALECT, openai_embeddings.DIALECT):
+        answer = dialect.decode_body(raw)  # what budgets, contracts, signals and shadow read
+        assert answer is None or (answer.usage is None and answer.completion_estimate == 0)
+    decoder = openai_chat.DIALECT.stream_decoder()
+    view = decoder.feed(b"data: " + raw + b"\n\n")
+    assert view.usage is None and view.content == 0 and view.calls == [] and not view.error
     with pytest.raises(AnswerError):
         answer_from_completion(raw)
     assert canonical_arguments(raw.decode("utf-8", "replace")) == raw.decode("utf-8", "replace")

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from holdfast import bucketing
+from holdfast.dialects import openai_chat
 from holdfast.keyspace import Keyspace, Pin, Release, Route
 from holdfast.keyspace.prompt import PromptVersion
 from holdfast.store import Change, KeyValue
@@ -63,27 +64,32 @@ def config(stable: str = "r1", canary: str = "", percent: float = 0.0) -> Config
 # -- session id ---------------------------------------------------------------------------
 
 
+def hint(**body: object) -> str | None:
+    """The session hint the chat dialect reads from a body (OpenAI's ``user``)."""
+    return openai_chat.DIALECT.parse({"model": "m", **body}).session_hint
+
+
 def test_header_wins_over_user_field() -> None:
-    assert session_id({SESSION_HEADER: "s-1"}, {"user": "u-2"}) == "s-1"
-    assert session_id({}, {"user": "alice.smith"}) == "alice.smith"
-    assert session_id({}, {}) is None
-    assert session_id({}, {"user": ""}) is None
-    assert session_id({}, {"user": 42}) is None
+    assert session_id({SESSION_HEADER: "s-1"}, hint(user="u-2")) == "s-1"
+    assert session_id({}, hint(user="alice.smith")) == "alice.smith"
+    assert session_id({}, hint()) is None
+    assert session_id({}, hint(user="")) is None
+    assert session_id({}, hint(user=42)) is None
 
 
 def test_bad_header_is_refused_naming_the_header() -> None:
     with pytest.raises(InvalidRequest) as err:
-        session_id({SESSION_HEADER: "a/b"}, {})
+        session_id({SESSION_HEADER: "a/b"}, None)
     assert err.value.param == SESSION_HEADER
     with pytest.raises(InvalidRequest):
-        session_id({SESSION_HEADER: ""}, {})
+        session_id({SESSION_HEADER: ""}, None)
 
 
 def test_user_outside_the_id_alphabet_is_hashed() -> None:
     user = "Jane Doe <jane@example.com>"
     expected = "u-" + hashlib.sha256(user.encode()).hexdigest()[:32]
-    assert session_id({}, {"user": user}) == expected
-    assert session_id({}, {"user": "x" * 200}).startswith("u-")  # type: ignore[union-attr]
+    assert session_id({}, hint(user=user)) == expected
+    assert session_id({}, hint(user="x" * 200)).startswith("u-")  # type: ignore[union-attr]
 
 
 # -- assignment -----------------------------------------------------------------------------

@@ -1,11 +1,16 @@
-"""SseCapture: the Answer of a streamed completion, whatever the chunk boundaries."""
+"""StreamCapture: the Answer of a streamed completion, whatever the chunk boundaries (the relay
+cuts chunks into events, the chat dialect decodes each, the capture keeps what compares)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from holdfast.compare import Answer
-from sidecar.shadow.sse_capture import SseCapture
+from holdfast.dialects import openai_chat
+from sidecar.pipeline.sse import EventTooLarge, SseEvents
+from sidecar.shadow.capture import StreamCapture
 
 
 def frame(payload: object, newline: bytes = b"\n") -> bytes:
@@ -62,17 +67,40 @@ TOOL_STREAM = b"".join(
 )
 
 
-def capture(*chunks: bytes) -> SseCapture:
-    c = SseCapture()
+class Relayed:
+    """A stream as the relay hands it to the shadow filter: events decoded, the end told."""
+
+    def __init__(self, max_text: int = 256 * 1024) -> None:
+        self.events = SseEvents()
+        self.decoder = openai_chat.DIALECT.stream_decoder()
+        self.capture = StreamCapture(max_text=max_text)
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self.events.feed(chunk):
+            view = self.decoder.feed(event)
+            self.done = self.done or view.done
+            self.capture.feed(view)
+
+    def end(self) -> StreamCapture:
+        self.capture.feed(self.decoder.feed(self.events.rest()))
+        self.capture.calls(self.decoder.finish())
+        return self.capture
+
+
+def capture(*chunks: bytes) -> StreamCapture:
+    relayed = Relayed()
     for chunk in chunks:
-        c.feed(chunk)
-    return c
+        relayed.feed(chunk)
+    return relayed.end()
 
 
 def test_text_stream_gives_content_of_first_choice_and_usage() -> None:
-    c = capture(TEXT_STREAM)
+    relayed = Relayed()
+    relayed.feed(TEXT_STREAM)
+    c = relayed.end()
     assert c.answer() == Answer("[m] h\u00e9llo \u2603 snow", (), 9, 3)
-    assert c.done and not c.truncated and not c.failed
+    assert relayed.done and not c.truncated and not c.failed
 
 
 def test_every_split_point_gives_the_same_answer() -> None:
@@ -90,20 +118,20 @@ def test_tool_call_fragments_are_joined_by_index_and_canonicalised() -> None:
 
 
 def test_text_beyond_the_cap_is_dropped_and_marked() -> None:
-    c = SseCapture(max_text=10)
-    c.feed(delta({"content": "12345"}) + delta({"content": "6789abc"}) + delta({"content": "d"}))
+    relayed = Relayed(max_text=10)
+    relayed.feed(
+        delta({"content": "12345"}) + delta({"content": "6789abc"}) + delta({"content": "d"})
+    )
+    c = relayed.end()
     assert c.truncated
     assert c.answer().text == "12345"  # nothing after the first piece that did not fit
 
 
-def test_an_over_long_line_is_skipped_without_growing_memory() -> None:
-    c = SseCapture(max_line=100)
-    c.feed(b"data: " + b"x" * 80)
-    c.feed(b"y" * 80)  # over the line cap: dropped until its newline
-    c.feed(b"z" * 1000 + b"\n\n")
-    assert c.truncated and len(c._pending) == 0
-    c.feed(frame({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}))
-    assert (c.answer().prompt_tokens, c.answer().completion_tokens) == (1, 2)
+def test_an_over_long_event_is_refused_without_growing_memory() -> None:
+    events = SseEvents(max_event_bytes=100)
+    list(events.feed(b"data: " + b"x" * 80))
+    with pytest.raises(EventTooLarge):
+        list(events.feed(b"y" * 80))  # the relay ends such a stream: it is not SSE as we know
 
 
 def test_in_band_error_marks_the_capture_failed() -> None:

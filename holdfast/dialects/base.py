@@ -1,0 +1,267 @@
+"""The dialect seam: what every provider API tells the sidecar, and the neutral view filters read.
+
+A *dialect* is one HTTP API that agents speak and providers serve (OpenAI chat completions, OpenAI
+embeddings, ...). Everything protocol-specific lives in its module: the endpoint paths, where a
+request keeps its model, messages, tools, output cap and session hint, how usage, text and tool
+calls appear in an answer and in stream events, and the error shape. Filters (budgets, contracts,
+prompts, signals, shadow) read only the neutral types here and never name a wire field.
+
+Pure: no I/O. A request view edits its own body in place (the body is what goes upstream).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+from holdfast.logs import get_logger
+
+log = get_logger(__name__)
+
+Estimator = Literal["bytes", "chars"]
+# A neutral error class; each dialect names it in its own error shape (see ``error_body``).
+ErrorKind = Literal["invalid_request", "not_found", "quota", "upstream", "service"]
+
+# No single answer comes near this; a count above it is a broken or hostile provider, and
+# taken at face value it would overflow spend reports (limit 10^15) and health snapshots.
+MAX_USAGE_TOKENS: Final = 10**9
+# Provider usage refused as absurd since start, by dialect and where it was read (/metrics).
+USAGE_REJECTED: Counter[str] = Counter()
+
+
+class RequestRefused(ValueError):
+    """The request cannot be served as sent (``param`` names the field); a 400 to the agent."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens the provider says an answer took (both 0..MAX_USAGE_TOKENS)."""
+
+    prompt: int
+    completion: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
+def checked_usage(prompt: object, completion: object, where: str) -> Usage | None:
+    """``Usage`` when both counts are whole numbers in range; else None, counted and logged, so
+    callers fall back to their estimate instead of charging or publishing an absurd number.
+    A missing count (None) is 0, but at least one must be there."""
+    if prompt is None and completion is None:
+        return None
+    p = 0 if prompt is None else prompt
+    c = 0 if completion is None else completion
+    if all(
+        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_USAGE_TOKENS
+        for n in (p, c)
+    ):
+        return Usage(p, c)  # type: ignore[arg-type]
+    USAGE_REJECTED[where] += 1
+    log.info(
+        "provider_usage_rejected",
+        where=where,
+        prompt_tokens=repr(p)[:24],
+        completion_tokens=repr(c)[:24],
+    )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One complete tool call a model made: ``choice`` and ``index`` place it in the answer."""
+
+    choice: int
+    index: int
+    name: str
+    arguments: str  # the JSON text as the model wrote it
+    truncated: bool = False  # arguments grew past the dialect's bound and were cut
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole (non-streamed) answer, decoded once for every filter."""
+
+    text: str  # the first choice's text
+    tool_calls: tuple[ToolCall, ...]  # every choice's
+    usage: Usage | None
+    refusal: bool  # the provider flagged the first choice as a refusal
+    completion_estimate: int  # tokens of every choice's text and calls, for when usage is None
+    choices: int = 1  # choices that carried a message (0: the provider answered none)
+
+
+@dataclass(slots=True)
+class EventView:
+    """What one stream event carried, decoded once for every filter."""
+
+    text: str = ""  # text of the first choice in this event
+    content: int = 0  # choices whose delta carried content, a refusal or a tool-call fragment
+    refusal: bool = False
+    calls: list[ToolCall] = field(default_factory=list)  # tool calls this event completed
+    usage: Usage | None = None
+    usage_only: bool = False  # added only to carry usage (see ``RequestView.ask_stream_usage``)
+    error: bool = False  # an in-band error from the provider
+    done: bool = False  # the dialect's end-of-stream marker
+
+
+NO_EVENT: Final = EventView()
+
+
+class StreamDecoder(Protocol):
+    """Decodes one streamed answer, event by event, as the sidecar relays it."""
+
+    def feed(self, event: bytes) -> EventView:
+        """One whole SSE event (its blank line included); NO_EVENT-like when it carries nothing."""
+        ...
+
+    @property
+    def open_calls(self) -> list[str]:
+        """Names of the tool calls still arriving ("" while a call's name has not come yet)."""
+        ...
+
+    def finish(self) -> list[ToolCall]:
+        """The stream ended: every call still open is complete."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredTool:
+    """A tool the agent declares in its request; ``replace`` swaps in another parameters schema."""
+
+    name: str
+    parameters: Any
+    replace: Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSlot:
+    """A system instruction of the request whose whole text is ``text``; ``where`` names it for
+    a person (e.g. ``messages[2]``)."""
+
+    position: int
+    text: str
+    where: str
+
+
+class RequestView(Protocol):
+    """A request in the dialect's shape, seen and edited through neutral questions."""
+
+    body: dict[str, Any]  # what goes upstream; edited in place
+
+    @property
+    def model(self) -> str: ...
+
+    def set_model(self, model: str) -> None: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def session_hint(self) -> str | None:
+        """A session id the body itself carries (e.g. OpenAI's ``user``), if any."""
+        ...
+
+    def output_cap(self) -> tuple[int | None, int]:
+        """(the per-choice output cap sent, or None; the number of choices asked for).
+
+        Raises RequestRefused when a cap or the choice count is not a usable number."""
+        ...
+
+    def write_output_cap(self, cap: int, base_url: str) -> str:
+        """Write a per-choice cap into the one field the provider honours; returns its name."""
+        ...
+
+    def ask_stream_usage(self) -> bool:
+        """Make a stream end with usage; True when the agent had asked for it itself (else the
+        decoder marks the event that only carries it ``usage_only``, to be dropped)."""
+        ...
+
+    def prompt_estimate(self, estimator: Estimator) -> int:
+        """Tokens the prompt may take: an upper bound with ``bytes``, closer with ``chars``."""
+        ...
+
+    def text_chars(self) -> int:
+        """Characters of the conversation's text (a rough size when nothing else is known)."""
+        ...
+
+    def last_user_text(self, limit: int) -> str:
+        """The head (``limit`` characters) of the last user turn's text."""
+        ...
+
+    def declared_tools(self) -> list[DeclaredTool]: ...
+
+    @property
+    def system_field(self) -> str:
+        """The body field that holds system instructions (an error's ``param``)."""
+        ...
+
+    def system_slots(self) -> list[SystemSlot]:
+        """Every system instruction whose content is one text (prompt references live there)."""
+        ...
+
+    def set_system(self, position: int, text: str) -> None: ...
+
+    def insert_system(self, text: str) -> None:
+        """Put a system instruction with ``text`` before everything else."""
+        ...
+
+    def shadow_copy(self, model: str) -> dict[str, Any]:
+        """The body a shadow release is sent: this request, for ``model``, not streamed."""
+        ...
+
+
+class Dialect(Protocol):
+    """One provider API. See holdfast.dialects for the registry."""
+
+    name: str  # e.g. "openai.chat"
+    operation: str  # the neutral kind: "chat" (generation) or "embeddings"
+    provider_api: str  # which provider kind serves it (``Release.provider``)
+    paths: tuple[str, ...]  # where agents send it on the sidecar (aiohttp route paths)
+    upstream_path: str  # where it goes, relative to a release's ``base_url``
+    sse_errors: bool  # streams report errors in-band
+
+    def parse(self, body: dict[str, Any]) -> RequestView:
+        """A view over a parsed JSON object; RequestRefused when it is not this API's request."""
+        ...
+
+    def decode_body(self, body: bytes) -> Answer | None:
+        """A whole answer; None when ``body`` is not one this dialect can read."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    def error_body(
+        self, message: str, kind: ErrorKind, code: str, param: str | None = None
+    ) -> dict[str, Any]:
+        """The dialect's error object for a refusal or failure."""
+        ...
+
+    def stream_error(self, message: str, kind: ErrorKind, code: str) -> bytes:
+        """An in-band error event for a stream whose headers are already sent."""
+        ...
+
+
+def text_of(content: object) -> str:
+    """Text of a content value: a string, or the ``text`` of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def as_int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def mapping_or_empty(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}

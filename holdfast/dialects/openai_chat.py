@@ -1,0 +1,393 @@
+"""OpenAI chat completions (``POST /v1/chat/completions``), plain and streamed.
+
+Requests: ``model``, ``messages`` (``system``/``user``/... roles; content a string or text
+parts), ``tools`` (``{"type": "function", "function": {name, parameters}}``), the output cap in
+``max_completion_tokens`` or the older ``max_tokens`` (times ``n`` choices), ``user`` as the
+session hint, ``stream_options.include_usage`` to end a stream with usage.
+
+Answers: ``choices[].message`` (``content``, ``refusal``, ``tool_calls``) and ``usage``
+(``prompt_tokens``, ``completion_tokens``). Streams: ``data: {chat.completion.chunk}`` events
+whose ``choices[].delta`` carries content and tool-call fragments keyed by ``index``, a
+``finish_reason`` per choice, a usage-only chunk when asked, and ``data: [DONE]``.
+
+Prompt estimators: ``bytes`` is the UTF-8 size of the JSON of the messages and tool
+definitions -- BPE tokenizers never make a token of less than one byte, and the JSON syntax
+around each message outweighs the few formatting tokens a provider adds, so it is an upper
+bound. ``chars`` is the text's characters / 4, plus 4 per message and 3 for the reply's priming
+(OpenAI's rule of thumb): closer, but it can be short for text that tokenizes badly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from holdfast.dialects.base import (
+    NO_EVENT,
+    Answer,
+    DeclaredTool,
+    ErrorKind,
+    Estimator,
+    EventView,
+    RequestRefused,
+    SystemSlot,
+    ToolCall,
+    Usage,
+    as_int,
+    checked_usage,
+    text_of,
+)
+from holdfast.dialects.sse import data_event, sse_data
+from holdfast.dialects.tool_calls import MAX_ARGUMENT_BYTES, CallAssembler
+from holdfast.json_limits import provider_json
+
+NAME: Final = "openai.chat"
+PER_MESSAGE: Final = 4
+REPLY_PRIMING: Final = 3
+MAX_CHOICES: Final = 128
+CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
+OPENAI_API_HOST: Final = "api.openai.com"
+_DELTA_FIELDS: Final = ("content", "refusal", "tool_calls", "function_call", "reasoning_content")
+_DONE: Final = b"[DONE]"
+ERROR_TYPES: Final[dict[str, str]] = {
+    "invalid_request": "invalid_request_error",
+    "not_found": "invalid_request_error",
+    "quota": "insufficient_quota",
+    "upstream": "upstream_error",
+    "service": "holdfast_error",
+}
+
+
+def usage_of(obj: object, where: str) -> Usage | None:
+    """The ``usage`` object's counts; None when there is none or it is absurd."""
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return checked_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"), where)
+
+
+def _positive_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestRefused(f"{name!r} must be a positive integer", name)
+    return value
+
+
+def _chars(content: object) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(
+            len(p["text"])
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return 0
+
+
+class ChatRequest:
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    def set_model(self, model: str) -> None:
+        self.body["model"] = model
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def session_hint(self) -> str | None:
+        user = self.body.get("user")
+        return user if isinstance(user, str) and user else None
+
+    def output_cap(self) -> tuple[int | None, int]:
+        # With both fields sent, the larger counts: which one a provider honours is its business.
+        caps = [c for c in (_positive_int(self.body, n) for n in CAP_FIELDS) if c is not None]
+        n = _positive_int(self.body, "n") or 1
+        if n > MAX_CHOICES:
+            raise RequestRefused(f"'n' must be at most {MAX_CHOICES}", "n")
+        return (max(caps) if caps else None), n
+
+    def write_output_cap(self, cap: int, base_url: str) -> str:
+        # The field the agent named (even as null); else max_completion_tokens for OpenAI's own
+        # API (max_tokens is deprecated there and refused by reasoning models) and max_tokens
+        # for other OpenAI-compatible servers, many of which know no other. Never both.
+        name = next((n for n in CAP_FIELDS if n in self.body), None)
+        if name is None:
+            openai = urlsplit(base_url).hostname == OPENAI_API_HOST
+            name = "max_completion_tokens" if openai else "max_tokens"
+        for other in CAP_FIELDS:
+            self.body.pop(other, None)
+        self.body[name] = cap
+        return name
+
+    def ask_stream_usage(self) -> bool:
+        options = self.body.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        self.body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        return asked
+
+    def _messages(self) -> list[Any]:
+        messages = self.body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    def prompt_estimate(self, estimator: Estimator) -> int:
+        if estimator == "bytes":
+            parts = [
+                self.body.get("messages", []),
+                self.body.get("tools"),
+                self.body.get("functions"),
+            ]
+            return len(
+                json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode(
+                    "utf-8", "surrogatepass"
+                )
+            )
+        messages = self._messages()
+        chars = sum(_chars(m.get("content")) for m in messages if isinstance(m, dict))
+        tools = self.body.get("tools")
+        chars += len(json.dumps(tools)) if tools else 0
+        return math.ceil(chars / 4) + PER_MESSAGE * len(messages) + REPLY_PRIMING
+
+    def text_chars(self) -> int:
+        return sum(_chars(m.get("content")) for m in self._messages() if isinstance(m, dict))
+
+    def last_user_text(self, limit: int) -> str:
+        for message in reversed(self._messages()):
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                if isinstance(content, str):
+                    return content[:limit]
+                if isinstance(content, list):
+                    parts: list[str] = []
+                    size = 0
+                    for part in content:
+                        if isinstance(part, dict) and isinstance(text := part.get("text"), str):
+                            parts.append(text[: limit - size])
+                            size += len(parts[-1])
+                            if size >= limit:
+                                break
+                    return "\n".join(parts)
+                return ""
+        return ""
+
+    def declared_tools(self) -> list[DeclaredTool]:
+        tools = self.body.get("tools")
+        out: list[DeclaredTool] = []
+        for tool in tools if isinstance(tools, list) else ():
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(function, dict) and isinstance(name := function.get("name"), str):
+                out.append(DeclaredTool(name, function.get("parameters", {}), _setter(function)))
+        return out
+
+    @property
+    def system_field(self) -> str:
+        return "messages"
+
+    def system_slots(self) -> list[SystemSlot]:
+        return [
+            SystemSlot(i, m["content"], f"messages[{i}]")
+            for i, m in enumerate(self._messages())
+            if isinstance(m, dict)
+            and m.get("role") == "system"
+            and isinstance(m.get("content"), str)
+        ]
+
+    def set_system(self, position: int, text: str) -> None:
+        messages = self._messages()
+        messages[position] = {**messages[position], "content": text}
+
+    def insert_system(self, text: str) -> None:
+        messages = self.body.get("messages")
+        if not isinstance(messages, list):
+            raise RequestRefused("'messages' must be a list", "messages")
+        messages.insert(0, {"role": "system", "content": text})
+
+    def shadow_copy(self, model: str) -> dict[str, Any]:
+        body = {k: v for k, v in self.body.items() if k != "stream_options"}
+        body["model"] = model
+        body["stream"] = False
+        return body
+
+
+def _setter(function: dict[str, Any]) -> Callable[[Any], None]:
+    def replace(schema: Any) -> None:
+        function["parameters"] = schema
+
+    return replace
+
+
+def _estimate(message: dict[str, Any]) -> int:
+    tokens = math.ceil(len(str(message.get("content") or "")) / 4)
+    if message.get("tool_calls"):
+        tokens += math.ceil(len(json.dumps(message["tool_calls"])) / 4)
+    return tokens
+
+
+def _calls(choice: dict[str, Any], message: dict[str, Any]) -> list[ToolCall]:
+    calls = message.get("tool_calls")
+    out: list[ToolCall] = []
+    for i, call in enumerate(calls if isinstance(calls, list) else ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        name, arguments = function.get("name"), function.get("arguments")
+        out.append(
+            ToolCall(
+                choice=as_int(choice.get("index"), 0),
+                index=i,
+                name=name if isinstance(name, str) else "",
+                arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+        )
+    return out
+
+
+def decode_body(body: bytes) -> Answer | None:
+    obj = provider_json(body, "openai.chat.body")
+    if not isinstance(obj, dict) or not isinstance(choices := obj.get("choices"), list):
+        return None
+    text, refusal, estimate, answered = "", False, 0, 0
+    calls: list[ToolCall] = []
+    for n, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        answered += 1
+        if n == 0:
+            text = text_of(message.get("content"))
+            refusal = bool(message.get("refusal"))
+        estimate += _estimate(message)
+        calls.extend(_calls(choice, message))
+    usage = usage_of(obj, "openai.chat.body")
+    return Answer(text, tuple(calls), usage, refusal, estimate, answered)
+
+
+class ChatStream:
+    """Decodes ``chat.completion.chunk`` events; assembles tool calls across them."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self, max_argument_bytes: int = MAX_ARGUMENT_BYTES) -> None:
+        self._calls = CallAssembler(max_argument_bytes)
+
+    @property
+    def open_calls(self) -> list[str]:
+        return self._calls.open_names
+
+    def finish(self) -> list[ToolCall]:
+        return self._calls.finish()
+
+    def feed(self, event: bytes) -> EventView:
+        data = sse_data(event)
+        if data is None:
+            return NO_EVENT
+        data = data.strip()
+        if data == _DONE:
+            return EventView(done=True, calls=self._calls.finish())
+        if not data.startswith(b"{"):
+            return NO_EVENT
+        obj = provider_json(data, "openai.chat.event")
+        if not isinstance(obj, dict):
+            return NO_EVENT
+        view = EventView()
+        if "error" in obj:
+            view.error = True
+        choices = obj.get("choices")
+        raw_usage = obj.get("usage")
+        if isinstance(raw_usage, dict):
+            view.usage = usage_of(obj, "openai.chat.event")
+            # Rejected usage (absurd counts) still marks the chunk include_usage added.
+            view.usage_only = not choices
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict):
+                self._choice(choice, view)
+        return view
+
+    def _choice(self, choice: dict[str, Any], view: EventView) -> None:
+        c = as_int(choice.get("index"), 0)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if any(delta.get(f) for f in _DELTA_FIELDS):
+                view.content += 1
+            if c == 0:
+                content = delta.get("content")
+                if isinstance(content, str):
+                    view.text += content
+                if delta.get("refusal"):
+                    view.refusal = True
+            calls = delta.get("tool_calls")
+            for position, call in enumerate(calls if isinstance(calls, list) else ()):
+                if isinstance(call, dict):
+                    view.calls.extend(self._fragment(c, as_int(call.get("index"), position), call))
+        if choice.get("finish_reason") is not None:
+            view.calls.extend(self._calls.end_choice(c))
+
+    def _fragment(self, c: int, i: int, call: dict[str, Any]) -> list[ToolCall]:
+        function = call.get("function")
+        name = arguments = ""
+        if isinstance(function, dict):
+            name = function["name"] if isinstance(function.get("name"), str) else ""
+            fragment = function.get("arguments")
+            arguments = fragment if isinstance(fragment, str) else ""
+        call_id = call.get("id")
+        return self._calls.fragment(
+            c, i, call_id if isinstance(call_id, str) else "", name, arguments
+        )
+
+
+def error_body(
+    message: str, kind: ErrorKind, code: str, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": ERROR_TYPES[kind], "code": code, "param": param}}
+
+
+def require_model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestRefused("'model' is required and must be a string", "model")
+
+
+class ChatCompletions:
+    name = NAME
+    operation = "chat"
+    provider_api = "openai"
+    paths: tuple[str, ...] = ("/v1/chat/completions",)
+    upstream_path = "/chat/completions"
+    sse_errors = True
+
+    def parse(self, body: dict[str, Any]) -> ChatRequest:
+        require_model(body)
+        return ChatRequest(body)
+
+    def decode_body(self, body: bytes) -> Answer | None:
+        return decode_body(body)
+
+    def stream_decoder(self) -> ChatStream:
+        return ChatStream()
+
+    def error_body(
+        self, message: str, kind: ErrorKind, code: str, param: str | None = None
+    ) -> dict[str, Any]:
+        return error_body(message, kind, code, param)
+
+    def stream_error(self, message: str, kind: ErrorKind, code: str) -> bytes:
+        return data_event(error_body(message, kind, code))
+
+
+DIALECT: Final = ChatCompletions()

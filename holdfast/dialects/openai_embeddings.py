@@ -1,0 +1,126 @@
+"""OpenAI embeddings (``POST /v1/embeddings``): ``model`` and ``input`` in, vectors and usage out.
+
+Never streamed, no output cap, no tools or system text. The prompt estimate is the ``input``'s
+JSON bytes (``bytes``, an upper bound) or 1 token per 4 characters plus 1 per item (``chars``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final
+
+from holdfast.dialects.base import (
+    Answer,
+    DeclaredTool,
+    ErrorKind,
+    Estimator,
+    RequestRefused,
+    SystemSlot,
+)
+from holdfast.dialects.openai_chat import ChatStream, error_body, require_model, usage_of
+from holdfast.dialects.sse import data_event
+from holdfast.json_limits import provider_json
+
+NAME: Final = "openai.embeddings"
+
+
+class EmbeddingsRequest:
+    __slots__ = ("body",)
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    def set_model(self, model: str) -> None:
+        self.body["model"] = model
+
+    @property
+    def stream(self) -> bool:
+        return False
+
+    @property
+    def session_hint(self) -> str | None:
+        user = self.body.get("user")
+        return user if isinstance(user, str) and user else None
+
+    def output_cap(self) -> tuple[int | None, int]:
+        return None, 1
+
+    def write_output_cap(self, cap: int, base_url: str) -> str:
+        raise RequestRefused("embeddings take no output cap")
+
+    def ask_stream_usage(self) -> bool:
+        return True
+
+    def prompt_estimate(self, estimator: Estimator) -> int:
+        parts: object = self.body.get("input", "")
+        if estimator == "bytes":
+            return len(
+                json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode(
+                    "utf-8", "surrogatepass"
+                )
+            )
+        items = parts if isinstance(parts, list) else [parts]
+        return sum(math.ceil(len(str(i)) / 4) + 1 for i in items)
+
+    def text_chars(self) -> int:
+        return 0
+
+    def last_user_text(self, limit: int) -> str:
+        return ""
+
+    def declared_tools(self) -> list[DeclaredTool]:
+        return []
+
+    @property
+    def system_field(self) -> str:
+        return "input"
+
+    def system_slots(self) -> list[SystemSlot]:
+        return []
+
+    def set_system(self, position: int, text: str) -> None:
+        raise RequestRefused("embeddings have no system text")
+
+    def insert_system(self, text: str) -> None:
+        raise RequestRefused("embeddings have no system text")
+
+    def shadow_copy(self, model: str) -> dict[str, Any]:
+        return {**self.body, "model": model}
+
+
+class Embeddings:
+    name = NAME
+    operation = "embeddings"
+    provider_api = "openai"
+    paths: tuple[str, ...] = ("/v1/embeddings",)
+    upstream_path = "/embeddings"
+    sse_errors = False
+
+    def parse(self, body: dict[str, Any]) -> EmbeddingsRequest:
+        require_model(body)
+        return EmbeddingsRequest(body)
+
+    def decode_body(self, body: bytes) -> Answer | None:
+        obj = provider_json(body, "openai.embeddings.body")
+        if not isinstance(obj, dict):
+            return None
+        return Answer("", (), usage_of(obj, "openai.embeddings.body"), False, 0)
+
+    def stream_decoder(self) -> ChatStream:
+        return ChatStream()  # never streamed; a provider that streams anyway is read as chat
+
+    def error_body(
+        self, message: str, kind: ErrorKind, code: str, param: str | None = None
+    ) -> dict[str, Any]:
+        return error_body(message, kind, code, param)
+
+    def stream_error(self, message: str, kind: ErrorKind, code: str) -> bytes:
+        return data_event(error_body(message, kind, code))
+
+
+DIALECT: Final = Embeddings()

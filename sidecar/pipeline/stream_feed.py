@@ -1,0 +1,37 @@
+"""A relayed stream as the filters see it: chunks cut into whole SSE events, each decoded once by
+the dialect and passed through the chain, whatever the chunk boundaries."""
+
+from __future__ import annotations
+
+from holdfast.dialects import StreamDecoder
+from sidecar.pipeline.exchange import Chain
+from sidecar.pipeline.sse import SseEvents
+
+
+class StreamFeed:
+    __slots__ = ("_chain", "_decoder", "_events")
+
+    def __init__(self, chain: Chain, decoder: StreamDecoder) -> None:
+        self._chain = chain
+        self._decoder = decoder
+        self._events = SseEvents()
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What to write to the agent for ``chunk``: its whole events, as the filters left them."""
+        kept = [
+            out
+            for event in self._events.feed(chunk)
+            if (out := self._chain.event(self._decoder.feed(event), event))
+        ]
+        return kept[0] if len(kept) == 1 else b"".join(kept)
+
+    def rest(self) -> bytes:
+        """Whatever trailed the last whole event (a stream cut mid-event), through the filters."""
+        rest = self._events.rest()
+        if not rest:
+            return b""
+        return self._chain.event(self._decoder.feed(rest), rest) or b""
+
+    def end(self) -> None:
+        """The stream ended whole: the calls still open are complete."""
+        self._chain.end(self._decoder.finish())
