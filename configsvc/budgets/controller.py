@@ -19,8 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from configsvc.budgets.quota_view import holders_of, spend_report, view
-from configsvc.leader.election import Election
-from configsvc.leader.loop import LeaderLoop
+from configsvc.leader import Election, LeaderLoop
 
 __all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
 from holdfast.keyspace import Keyspace, RecordError

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from configsvc.cli.settings import ACTOR_HEADER as ACTOR_HEADER
 from configsvc.errors import Forbidden, InvalidRequest, Unauthorized
 from configsvc.http.access import Role
 from configsvc.http.tokens import LEGACY_SUBJECT, Identity, TokenBook, TokenEntry
+from configsvc.settings import ACTOR_HEADER as ACTOR_HEADER
 from holdfast.keyspace.keys import ID_RE
 
 AUTH_HEADER: Final = "Authorization"

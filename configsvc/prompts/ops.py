@@ -18,7 +18,7 @@ from configsvc import errors
 from configsvc.prompts.gate import gate_problem
 from configsvc.prompts.reads import PromptReads, active_of
 from configsvc.prompts.settings import DEFAULT_MIN_CASES
-from configsvc.releases.ops import MAX_CAS_ATTEMPTS, ConfigService
+from configsvc.releases import MAX_CAS_ATTEMPTS, ConfigService
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.prompt import Evaluation, PromptVersion
 from holdfast.logs import get_logger

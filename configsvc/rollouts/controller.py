@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from configsvc.errors import ConfigsvcError
-from configsvc.leader.election import Election
-from configsvc.leader.loop import LeaderLoop
-from configsvc.releases.ops import RouteChange
+from configsvc.leader import Election, LeaderLoop
+from configsvc.releases import RouteChange
 from configsvc.rollouts import plan as rollout_plan
 from configsvc.rollouts.ops import RolloutOps
 from holdfast.keyspace import Rollout

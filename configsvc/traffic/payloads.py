@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from configsvc.errors import InvalidRequest
-from configsvc.http.payloads import name, parse_object, text
+from configsvc.http import name, parse_object, text
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.route import (
     DEFAULT_MIN_AGREEMENT,
