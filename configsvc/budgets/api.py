@@ -1,5 +1,5 @@
 """HTTP handlers of budgets: ``/v1/budgets`` and ``/v1/budgets/{scope}[/usage]``, plus the
-price table their cost limits use (``/v1/prices``, configsvc.prices)."""
+price table their cost limits use (``/v1/prices``, configsvc.budgets.prices)."""
 
 from __future__ import annotations
 

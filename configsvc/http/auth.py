@@ -1,4 +1,4 @@
-"""Who may do what: bearer tokens with roles (viewer, operator, admin; see configsvc.access).
+"""Who may do what: bearer tokens with roles (viewer, operator, admin; see configsvc.http.access).
 
 The audit actor is ``<subject>:<name>``: the subject is the token's (from ``--tokens-file``, or
 ``token`` for the single ``$HOLDFAST_TOKEN``) and the name the ``X-Holdfast-Actor`` header the CLI

@@ -68,7 +68,8 @@ class Evaluator:
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self._http is None:  # allowlisted hosts only, no redirects (see configsvc.probe)
+        # allowlisted hosts only, no redirects (see configsvc.releases.probe)
+        if self._http is None:
             self._http = provider_session(self.policy, self.timeout, "holdfast-configsvc-eval")
 
     async def close(self) -> None:

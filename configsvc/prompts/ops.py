@@ -1,5 +1,5 @@
 """Prompt versions in configsvc: create, record an evaluation, activate, roll back (the reads
-are configsvc.prompt_reads).
+are configsvc.prompts.reads).
 
 Creating takes the next integer version with a create-only put (expected revision 0), so two
 operators creating at once cannot take the same number. Activation and rollback rewrite the

@@ -2,7 +2,7 @@
 
 On every tick it asks a ``HealthGate`` about every running (or paused) rollout, not only when a
 step is due, so a bad canary is aborted within seconds; a step is taken only when the gate
-says proceed and the interval elapsed. ``configsvc.health_gate.PolicyGate`` reads the fleet's
+says proceed and the interval elapsed. ``configsvc.health.PolicyGate`` reads the fleet's
 health snapshots; ``AlwaysProceed`` lets time alone decide.
 """
 
