@@ -6,7 +6,7 @@ what it read of each holder's report (so a holder whose report vanished still co
 had given back; holders that left with a final report are folded into one entry). The
 CAS makes a tick by a deposed leader fail instead of double-granting; a window that turned
 starts from empty grants, and an epoch turn of a rolling window carries the claims over
-(configsvc.quota_view). Quota records of deleted budgets are removed.
+(configsvc.budgets.quota_view). Quota records of deleted budgets are removed.
 
 A budget with both limits is two meters, sliced independently: ``quotas/<scope>`` in tokens and
 ``quotas/usd:<scope>`` in micro-dollars (``Budget.meters``).
@@ -19,8 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from configsvc.budgets.quota_view import holders_of, spend_report, view
-from configsvc.leader.election import Election
-from configsvc.leader.loop import LeaderLoop
+from configsvc.leader import Election, LeaderLoop
 
 __all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
 from holdfast.keyspace import Keyspace, RecordError

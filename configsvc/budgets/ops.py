@@ -9,7 +9,7 @@ from typing import Any, Final
 from configsvc import errors
 from configsvc.budgets.payloads import SetBudget
 from configsvc.budgets.quota_view import spend_report, view
-from configsvc.releases.ops import ConfigService, store_read
+from configsvc.releases import ConfigService, store_read
 from holdfast.budgets.window import is_rolling
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.budget import Budget, scope_kind

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc.errors import InvalidRequest
-from configsvc.http.payloads import parse_object, text
+from configsvc.http import parse_object, text
 from holdfast.budgets.window import WindowError, check_window, check_zone
 from holdfast.keyspace import RecordError, validate_name
 from holdfast.keyspace.budget import (

@@ -17,9 +17,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from configsvc import errors
-from configsvc.http.payloads import parse_object, text
-from configsvc.releases.ops import ConfigService, store_read
-from configsvc.server.app import _actor, _json, read_body
+from configsvc.http import actor_of, parse_object, read_body, reply, text
+from configsvc.releases import ConfigService, store_read
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.price import PRICE_FIELDS, Price, PriceTable, validate_price_name
 from holdfast.logs import get_logger
@@ -116,19 +115,19 @@ class PriceApi:
 
     async def list_prices(self, request: web.Request) -> web.Response:
         table, revision = await self.ops.table()
-        return _json(_table_json(table, revision))
+        return reply(_table_json(table, revision))
 
     async def set_price(self, request: web.Request) -> web.Response:
-        name, actor = price_name(request.match_info["name"]), _actor(request)
+        name, actor = price_name(request.match_info["name"]), actor_of(request)
         price, reason = parse_price(await read_body(request), name)
         table, revision = await self.ops.change(name, price, reason, actor)
-        return _json({"name": name, "price": price.public(), **_table_json(table, revision)})
+        return reply({"name": name, "price": price.public(), **_table_json(table, revision)})
 
     async def delete_price(self, request: web.Request) -> web.Response:
-        name, actor = price_name(request.match_info["name"]), _actor(request)
+        name, actor = price_name(request.match_info["name"]), actor_of(request)
         obj = parse_object(await read_body(request), frozenset({"reason"}), empty_ok=True)
         table, revision = await self.ops.change(name, None, text(obj, "reason"), actor)
-        return _json({"name": name, "deleted": True, **_table_json(table, revision)})
+        return reply({"name": name, "deleted": True, **_table_json(table, revision)})
 
     def routes(self) -> list[web.RouteDef]:
         one = "/v1/prices/{name:.+}"  # model names may hold '/'

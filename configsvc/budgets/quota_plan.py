@@ -11,8 +11,8 @@ A sidecar admits only while ``used + request <= grant - returned``, so the fleet
 worst cases never add up to more than the limit, whoever crashes or loses etcd: a holder gone
 without a final report keeps its claim -- grant minus the most it was seen giving back --
 until the window ends (what it had not given back is lost for the window, never re-issued);
-one that left with a final report keeps exactly what it used (configsvc.quota_view). Liveness
-only decides who may *grow*: a holder without a spend key gets nothing new.
+one that left with a final report keeps exactly what it used (configsvc.budgets.quota_view).
+Liveness only decides who may *grow*: a holder without a spend key gets nothing new.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``holdfastctl budget set|get|list|usage|delete``: token and cost budgets per scope and
-window (and, registered from here, ``holdfastctl price``: configsvc.cli_prices)."""
+window (and, registered from here, ``holdfastctl price``: configsvc.cli.prices)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import json
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
-from configsvc.cli.settings import ACTOR_HEADER, ClientSettings
+from configsvc.cli.settings import ClientSettings
+from configsvc.settings import ACTOR_HEADER
 
 USER_AGENT: Final = "holdfastctl"
 

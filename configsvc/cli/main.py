@@ -26,14 +26,9 @@ from configsvc.cli.commands import Command
 from configsvc.cli.etcd_roles import etcd_roles_main, register_etcd_roles
 from configsvc.cli.render import tables as render
 from configsvc.cli.serve import register_serve, serve_main
-from configsvc.cli.settings import (
-    ENV_ACTOR,
-    ENV_SERVER,
-    ENV_TOKEN,
-    SettingsError,
-    load_client_settings,
-)
+from configsvc.cli.settings import ENV_ACTOR, ENV_SERVER, load_client_settings
 from configsvc.limits import MAX_HISTORY_LIMIT
+from configsvc.settings import ENV_TOKEN, SettingsError
 
 PROG: Final = "holdfastctl"
 EXIT_OK: Final = 0

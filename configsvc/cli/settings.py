@@ -1,7 +1,8 @@
 """Settings of the operator commands (``holdfastctl`` without ``serve``): frozen, loaded once.
 
-Apart from the server's settings so that a command loads only the standard library and this
-package's client modules; ``configsvc.settings`` re-exports these names.
+Apart from the server's settings (``configsvc.server.settings``) so that a command loads only
+the standard library and this package's client modules; what both share is
+``configsvc.settings``.
 """
 
 from __future__ import annotations
@@ -12,20 +13,14 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from configsvc.settings import DEFAULT_LISTEN, ENV_TOKEN, SettingsError
 from holdfast.names import ID_RE
 
-ENV_TOKEN: Final = "HOLDFAST_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_SERVER: Final = "HOLDFAST_SERVER"
 ENV_ACTOR: Final = "HOLDFAST_ACTOR"
-DEFAULT_SERVER: Final = "http://127.0.0.1:8700"
+DEFAULT_SERVER: Final = f"http://{DEFAULT_LISTEN}"
 DEFAULT_ACTOR: Final = "unknown"
 DEFAULT_CLIENT_TIMEOUT: Final = 30.0
-# Who asked for a change, as the operator names themselves; the token decides what they may do.
-ACTOR_HEADER: Final = "X-Holdfast-Actor"
-
-
-class SettingsError(ValueError):
-    """A setting that cannot be used; the message names it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

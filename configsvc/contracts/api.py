@@ -8,9 +8,7 @@ from aiohttp import web
 
 from configsvc.contracts.ops import ContractOps
 from configsvc.contracts.payloads import DiffQuery, RegisterContract, version
-from configsvc.http.payloads import name
-from configsvc.server.app import _actor, _json, admit_upstream
-from configsvc.server.limits import read_document
+from configsvc.http import actor_of, admit_upstream, name, read_document, reply
 from holdfast.contracts.schema import MAX_SCHEMA_BYTES
 
 # Two schemas of up to MAX_SCHEMA_BYTES each (canonical JSON) as a client sends them: ASCII-only
@@ -31,7 +29,7 @@ class ContractsApi:
         self.ops = ops
 
     async def register(self, request: web.Request) -> web.Response:
-        tool, actor = _tool(request), _actor(request)
+        tool, actor = _tool(request), actor_of(request)
         raw = await read_document(request, limit=REGISTER_BODY_BYTES, too_large=REGISTER_TOO_LARGE)
         req = RegisterContract.parse(raw)
         if req.backend:
@@ -42,28 +40,28 @@ class ContractsApi:
             "created": done.created,
             **done.diff.to_json(),
         }
-        return _json(body, status=201 if done.created else 200)
+        return reply(body, status=201 if done.created else 200)
 
     async def list_tools(self, request: web.Request) -> web.Response:
         revision, tools = await self.ops.list_tools()
-        return _json({"revision": revision, "tools": tools})
+        return reply({"revision": revision, "tools": tools})
 
     async def list_versions(self, request: web.Request) -> web.Response:
         tool = _tool(request)
         revision, versions = await self.ops.list_versions(tool)
-        return _json({"tool": tool, "revision": revision, "versions": versions})
+        return reply({"tool": tool, "revision": revision, "versions": versions})
 
     async def show(self, request: web.Request) -> web.Response:
         tool = _tool(request)
         wanted = version(request.match_info["version"], param="version")
         contract, mod_revision = await self.ops.get(tool, wanted)
-        return _json({"contract": {**contract.public(), "mod_revision": mod_revision}})
+        return reply({"contract": {**contract.public(), "mod_revision": mod_revision}})
 
     async def diff(self, request: web.Request) -> web.Response:
         tool = _tool(request)
         query = DiffQuery.parse(request.query)
         verdict = await self.ops.diff(tool, query.old, query.new)
-        return _json({"tool": tool, "from": query.old, "to": query.new, **verdict.to_json()})
+        return reply({"tool": tool, "from": query.old, "to": query.new, **verdict.to_json()})
 
     def routes(self) -> list[web.RouteDef]:
         base = "/v1/contracts"

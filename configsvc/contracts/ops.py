@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from configsvc import errors
 from configsvc.contracts.payloads import RegisterContract
-from configsvc.releases.ops import MAX_CAS_ATTEMPTS, ConfigService, store_read
+from configsvc.releases import MAX_CAS_ATTEMPTS, ConfigService, store_read
 from holdfast.contracts import semver
 from holdfast.contracts.diff import ContractDiff, diff
 from holdfast.contracts.schema import content_hash

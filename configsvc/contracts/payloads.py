@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from configsvc.errors import InvalidRequest
-from configsvc.http.payloads import _checked, parse_object, text
+from configsvc.http import checked, parse_object, text
 from holdfast.contracts import semver
 from holdfast.contracts.schema import SchemaProblem, check_schema
 from holdfast.keyspace.contract import (
@@ -79,7 +79,7 @@ class RegisterContract:
         return cls(
             args_schema=_schema(obj, "args_schema", object_args=True),
             result_schema=_schema(obj, "result_schema", object_args=False),
-            backend=_checked("backend", validate_base_url, backend) if backend else "",
+            backend=checked("backend", validate_base_url, backend) if backend else "",
             timeout_s=float(timeout),
             idempotent=idempotent,
             policy=policy,

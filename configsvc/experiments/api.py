@@ -9,8 +9,7 @@ from aiohttp import web
 
 from configsvc import errors
 from configsvc.experiments.ops import ExperimentOps
-from configsvc.http.payloads import name, parse_object, text
-from configsvc.server.app import _actor, _json, read_body
+from configsvc.http import actor_of, name, parse_object, read_body, reply, text
 from holdfast.keyspace.experiment import MAX_VARIANTS, METRIC_TYPES, Variant
 
 START_FIELDS: Final = frozenset({"agent", "variants", "metric", "metric_type", "reason"})
@@ -55,10 +54,10 @@ class ExperimentsApi:
         self.ops = ops
 
     async def list_all(self, request: web.Request) -> web.Response:
-        return _json({"experiments": await self.ops.list_all()})
+        return reply({"experiments": await self.ops.list_all()})
 
     async def start(self, request: web.Request) -> web.Response:
-        experiment, actor = _name(request), _actor(request)
+        experiment, actor = _name(request), actor_of(request)
         obj = parse_object(await read_body(request), START_FIELDS)
         record, revision = await self.ops.start(
             experiment,
@@ -69,23 +68,23 @@ class ExperimentsApi:
             reason=text(obj, "reason"),
             actor=actor,
         )
-        return _json({"experiment": record.public(), "revision": revision}, status=201)
+        return reply({"experiment": record.public(), "revision": revision}, status=201)
 
     async def show(self, request: web.Request) -> web.Response:
         record, revision = await self.ops.get(_name(request))
-        return _json({"experiment": record.public(), "mod_revision": revision})
+        return reply({"experiment": record.public(), "mod_revision": revision})
 
     async def stop(self, request: web.Request) -> web.Response:
-        experiment, actor = _name(request), _actor(request)
+        experiment, actor = _name(request), actor_of(request)
         obj = parse_object(await read_body(request), frozenset({"winner", "reason"}), empty_ok=True)
         winner = text(obj, "winner")
         record, route, revision = await self.ops.stop(
             experiment, winner=winner, reason=text(obj, "reason"), actor=actor
         )
-        return _json({"experiment": record.public(), "route": route.public(), "revision": revision})
+        return reply({"experiment": record.public(), "route": route.public(), "revision": revision})
 
     async def report(self, request: web.Request) -> web.Response:
-        return _json(await self.ops.report(_name(request)))
+        return reply(await self.ops.report(_name(request)))
 
     def routes(self) -> list[web.RouteDef]:
         base = "/v1/experiments"

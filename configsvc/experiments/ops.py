@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from configsvc import errors
-from configsvc.releases.ops import MAX_CAS_ATTEMPTS, ConfigService, store_read
-from configsvc.releases.route_edits import require
+from configsvc.releases import MAX_CAS_ATTEMPTS, ConfigService, require, store_read
 from holdfast.experiments.series import counts_of
 from holdfast.experiments.stats import DEFAULT_MIN_SAMPLES, Counts, report
 from holdfast.keyspace import AuditEntry, Keyspace, RecordError, Route

@@ -16,9 +16,17 @@ from aiohttp import web
 
 from configsvc import errors
 from configsvc.flags.ops import FlagOps
-from configsvc.http.payloads import MAX_JSON_DEPTH, HistoryQuery, parse_object, text
-from configsvc.server.app import _actor, _agent, _json, change_json, read_body
-from configsvc.server.limits import read_document
+from configsvc.http import (
+    MAX_JSON_DEPTH,
+    HistoryQuery,
+    actor_of,
+    agent_of,
+    parse_object,
+    read_body,
+    read_document,
+    reply,
+    text,
+)
 from holdfast.flags.limits import MAX_FILE_BYTES
 from holdfast.json_limits import JsonRefused, loads_bounded
 from holdfast.keyspace import RecordError, Route
@@ -83,11 +91,11 @@ class FlagsApi:
 
     async def list_flags(self, request: web.Request) -> web.Response:
         revision, flags = await self.ops.list_flags()
-        return _json({"revision": revision, "flags": [f.to_json() for f in flags]})
+        return reply({"revision": revision, "flags": [f.to_json() for f in flags]})
 
     async def get(self, request: web.Request) -> web.Response:
         found = await self.ops.get(_flag_key(request.match_info["key"]))
-        return _json({"flag": found.to_json()})
+        return reply({"flag": found.to_json()})
 
     async def apply(self, request: web.Request) -> web.Response:
         too_large = f"request body is too large: {FILE_TOO_LARGE}"
@@ -96,9 +104,9 @@ class FlagsApi:
         document, raw = _content(obj)
         source = os.path.basename(text(obj, "source"))[:MAX_SOURCE_CHARS]
         applied = await self.ops.apply(
-            document, source=source, raw=raw, actor=_actor(request), reason=text(obj, "reason")
+            document, source=source, raw=raw, actor=actor_of(request), reason=text(obj, "reason")
         )
-        return _json(
+        return reply(
             {
                 "revision": applied.revision,
                 "changed": applied.changed,
@@ -110,7 +118,7 @@ class FlagsApi:
         query = HistoryQuery.parse(request.query)
         key = _flag_key(request.match_info["key"])
         found = await self.ops.history(key, query.limit)
-        return _json(
+        return reply(
             {
                 "revision": found.revision,
                 "flag": key,
@@ -130,8 +138,8 @@ class FlagsApi:
         reason = text(
             parse_object(await read_body(request), REASON_FIELDS, empty_ok=True), "reason"
         )
-        result = await self.ops.set_state(key, state, _actor(request), reason)
-        return _json({"flag": result.to_json()})
+        result = await self.ops.set_state(key, state, actor_of(request), reason)
+        return reply({"flag": result.to_json()})
 
     async def set_route_flag(self, request: web.Request) -> web.Response:
         obj = parse_object(await read_body(request), ROUTE_FLAG_FIELDS)
@@ -146,7 +154,7 @@ class FlagsApi:
         return await self._route_flag(request, "", reason)
 
     async def _route_flag(self, request: web.Request, flag: str, reason: str) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         service = self.ops.service
 
         def edit(current: Route | None) -> Route:
@@ -165,4 +173,4 @@ class FlagsApi:
 
         action = "route.set_flag" if flag else "route.clear_flag"
         change = await service.update_route(agent, edit, actor, action, reason)
-        return _json(change_json(change))
+        return reply(change.to_json())

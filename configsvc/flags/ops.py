@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc import errors
-from configsvc.releases.ops import ConfigService, store_read
+from configsvc.releases import ConfigService, store_read
 from holdfast.flags.definition import FlagFileError, State, parse_file
 from holdfast.keyspace import AuditEntry, RecordError
 from holdfast.keyspace.flag import FlagRecord

@@ -12,9 +12,8 @@ from aiohttp import web
 
 from configsvc.health.fleet import FleetHealth
 from configsvc.health.gate import PolicyGate
-from configsvc.http.payloads import name
-from configsvc.rollouts.ops import RolloutOps
-from configsvc.server.app import _json
+from configsvc.http import name, reply
+from configsvc.rollouts import RolloutOps
 from holdfast.keyspace import Route
 
 COMPARED = ("error_rate", "p95_ms", "tokens_per_answer", "cost_per_request", "violation_rate")
@@ -70,9 +69,9 @@ class StatusApi:
         if agent is not None:
             agent = name(agent, what="agent", param="agent")
             route = (await self.ops.service.get_route(agent)).record
-            return _json({"agents": [self.agent_status(route)]})
+            return reply({"agents": [self.agent_status(route)]})
         routes = sorted(await self.ops.routes(), key=lambda r: r.agent)
-        return _json({"agents": [self.agent_status(r) for r in routes]})
+        return reply({"agents": [self.agent_status(r) for r in routes]})
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/v1/status", self.status)]

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from configsvc.health.shadow import shadow_view
-from configsvc.health.sums import by_release, view
+from configsvc.health.sums import by_release
 from configsvc.health.tools import by_release as tools_by_release
 from configsvc.health.windows import WINDOWS, FleetWindows
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.logs import get_logger
+from holdfast.signals.summary import window_figures
 from holdfast.store.etcd import EtcdStore
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 
@@ -130,9 +131,11 @@ def releases_status(
             "shadow_samples": whole["samples"],
             "shadow_tool_agreement": whole["tool_agreement"],
             "shadow": as_shadow,
-            "windows": {name: view(by_release(w).get(release)) for name, w in windows.items()},
+            "windows": {
+                name: window_figures(by_release(w).get(release)) for name, w in windows.items()
+            },
             "categories": {
-                cat: view(w_sig)
+                cat: window_figures(w_sig)
                 for (rel, cat), w_sig in sorted(windows["5m"].items())
                 if rel == release
             },

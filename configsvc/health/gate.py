@@ -16,7 +16,7 @@ from typing import Any
 
 from configsvc.health.fleet import FleetHealth
 from configsvc.health.verdict import Evaluation, evaluate
-from configsvc.rollouts.controller import GateDecision
+from configsvc.rollouts import GateDecision
 from holdfast.keyspace import Rollout
 from holdfast.logs import get_logger
 

@@ -1,25 +1,20 @@
-"""Running sums of release x category signals, and the figures a person reads from them.
+"""Running sums of release x category signals over a fleet's snapshots.
 
 ``ReleaseSignals.combined`` builds a new record per addition; a fleet's window adds hundreds of
-them, so ``Total`` keeps mutable sums and builds one record per key at the end.
+them, so ``Total`` keeps mutable sums and builds one record per key at the end. The figures a
+person (and the health gate) reads from the sums are ``holdfast.signals.summary``'s, the same
+the sidecar's ``/status`` shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
 
-from holdfast.keyspace.signals import (
-    ERROR_CLASSES,
-    LATENCY_BOUNDS_MS,
-    ReleaseSignals,
-    quantile,
-)
+from holdfast.keyspace.signals import ReleaseSignals
+from holdfast.signals import summary
 
 Key = tuple[str, str]  # (release, category)
 Signals = dict[Key, ReleaseSignals]
-# Error classes that are the release's (provider) failures; refusals and disconnects are not.
-FAILURE_CLASSES: Final = ("upstream_4xx", "upstream_5xx", "timeout", "unreachable")
 
 
 class _Sum:
@@ -86,43 +81,5 @@ def add_into(total: Signals, signals: Iterable[ReleaseSignals], sign: int = 1) -
 
 
 def by_release(signals: Mapping[Key, ReleaseSignals]) -> dict[str, ReleaseSignals]:
-    """All categories of each release added together (category "all")."""
-    out: dict[str, ReleaseSignals] = {}
-    for (release, _), s in signals.items():
-        base = out.get(release) or ReleaseSignals(release=release, category="all")
-        out[release] = base.combined(s)
-    return out
-
-
-def view(s: ReleaseSignals | None) -> dict[str, Any]:
-    """The figures a person (and a gate) reads from one release's signals."""
-    s = s or ReleaseSignals(release="none")
-    n = s.count("requests")
-    answered = s.count("usage_requests")
-    failures = sum(s.count(f"error_{c}") for c in FAILURE_CLASSES)
-    hist, ttft = s.hist("latency_ms"), s.hist("ttft_ms")
-    # Per answer, not per request: a failed request has no tokens and no cost, and counting it
-    # would make a failing canary look cheaper.
-    return {
-        "requests": n,
-        "failures": failures,
-        "error_rate": failures / n if n else None,
-        "errors": {c: s.count(f"error_{c}") for c in ERROR_CLASSES if s.count(f"error_{c}")},
-        "p50_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.5),
-        "p95_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.95),
-        "ttft_p50_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.5),
-        "ttft_p95_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.95),
-        "answers": answered,
-        "tokens_per_answer": s.count("tokens_out") / answered if answered else None,
-        "tokens_per_request": (s.count("tokens_in") + s.count("tokens_out")) / answered
-        if answered
-        else None,
-        "cost_per_request": s.total("cost_usd") / answered if answered else None,
-        "violations": s.count("violations"),
-        "violation_rate": s.count("violations") / n if n else None,
-        "refusal_rate": s.count("refusals") / answered if answered else None,
-        "empty_rate": s.count("empty") / answered if answered else None,
-        "estimated_answers": s.count("estimated"),
-        "budget_rejections": s.count("budget_rejections"),
-        "tool_calls": dict(s.tools),
-    }
+    """A window's signals with all categories of each release added together ("all")."""
+    return summary.by_release(signals.values())

@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from configsvc.health.sums import Key, by_release, view
+from configsvc.health.sums import Key, by_release
 from holdfast.keyspace import ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.signals import ReleaseSignals
+from holdfast.signals.summary import window_figures
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 OVERALL: Final = "overall"
@@ -109,10 +110,13 @@ def evaluate(
     """One evaluation of ``policy`` over one window's fleet-wide signals."""
     scopes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     whole = by_release(signals)
-    scopes[OVERALL] = (view(whole.get(canary)), view(whole.get(stable)))
+    scopes[OVERALL] = (window_figures(whole.get(canary)), window_figures(whole.get(stable)))
     categories = sorted({cat for (rel, cat) in signals if rel == canary})
     for cat in categories:
-        scopes[cat] = (view(signals.get((canary, cat))), view(signals.get((stable, cat))))
+        scopes[cat] = (
+            window_figures(signals.get((canary, cat))),
+            window_figures(signals.get((stable, cat))),
+        )
     checks: list[Check] = []
     for gate, limit in policy.thresholds().items():
         if gate == "min_shadow_similarity":

@@ -1,1 +1,67 @@
-"""What every configsvc handler shares: request parsing helpers, token auth and roles."""
+"""The API's HTTP plumbing, below every concern: who may call what (``access``, ``auth``,
+``tokens``), the one middleware and error shape (``middleware``), the helpers every handler
+uses (``handlers``), and the pieces request bodies are parsed with (``payloads``).
+
+Concerns import these names from here; nothing in this package knows any concern.
+"""
+
+from configsvc.http.access import Role, required_role
+from configsvc.http.auth import Authorizer
+from configsvc.http.handlers import (
+    AUTH_KEY,
+    BODY_LIMIT_KEY,
+    HOSTS_KEY,
+    IDENTITY_KEY,
+    UPSTREAM_KEY,
+    Handler,
+    actor_of,
+    admit_upstream,
+    agent_of,
+    read_body,
+    read_document,
+    release_of,
+    reply,
+)
+from configsvc.http.middleware import error_middleware, error_response
+from configsvc.http.payloads import (
+    MAX_JSON_DEPTH,
+    HistoryQuery,
+    bounded_json,
+    checked,
+    name,
+    parse_object,
+    text,
+)
+from configsvc.http.tokens import Identity, TokenEntry, TokensFileError, load_tokens_file
+
+__all__ = [
+    "AUTH_KEY",
+    "BODY_LIMIT_KEY",
+    "HOSTS_KEY",
+    "IDENTITY_KEY",
+    "MAX_JSON_DEPTH",
+    "UPSTREAM_KEY",
+    "Authorizer",
+    "Handler",
+    "HistoryQuery",
+    "Identity",
+    "Role",
+    "TokenEntry",
+    "TokensFileError",
+    "actor_of",
+    "admit_upstream",
+    "agent_of",
+    "bounded_json",
+    "checked",
+    "error_middleware",
+    "error_response",
+    "load_tokens_file",
+    "name",
+    "parse_object",
+    "read_body",
+    "read_document",
+    "release_of",
+    "reply",
+    "required_role",
+    "text",
+]

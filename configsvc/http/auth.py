@@ -1,4 +1,4 @@
-"""Who may do what: bearer tokens with roles (viewer, operator, admin; see configsvc.access).
+"""Who may do what: bearer tokens with roles (viewer, operator, admin; see configsvc.http.access).
 
 The audit actor is ``<subject>:<name>``: the subject is the token's (from ``--tokens-file``, or
 ``token`` for the single ``$HOLDFAST_TOKEN``) and the name the ``X-Holdfast-Actor`` header the CLI
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from configsvc.cli.settings import ACTOR_HEADER as ACTOR_HEADER
 from configsvc.errors import Forbidden, InvalidRequest, Unauthorized
 from configsvc.http.access import Role
 from configsvc.http.tokens import LEGACY_SUBJECT, Identity, TokenBook, TokenEntry
+from configsvc.settings import ACTOR_HEADER as ACTOR_HEADER
 from holdfast.keyspace.keys import ID_RE
 
 AUTH_HEADER: Final = "Authorization"

@@ -9,30 +9,20 @@ from typing import Any, ClassVar, Final
 from aiohttp import web
 
 from configsvc import errors
-from configsvc.http.payloads import name, parse_object, text
+from configsvc.http import actor_of, name, parse_object, read_body, read_document, reply, text
 from configsvc.prompts.cases import parse_cases
 from configsvc.prompts.eval import Evaluator
 from configsvc.prompts.ops import Activation, PromptOps
-from configsvc.server.app import _actor, _json, read_body
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.prompt import MAX_PROMPT_CHARS, validate_version
 
 MAX_PROMPT_BODY_BYTES: Final = 2 << 20  # a case file (1 MiB) or a prompt, JSON-escaped
+PROMPT_TOO_LARGE: Final = f"request body is larger than {MAX_PROMPT_BODY_BYTES} bytes"
 
 
 async def read_large(request: web.Request) -> bytes:
     """The body of the prompt endpoints, which may exceed the API's general limit."""
-    too_large = errors.BodyTooLarge(f"request body is larger than {MAX_PROMPT_BODY_BYTES} bytes")
-    if request.content_length is not None and request.content_length > MAX_PROMPT_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > MAX_PROMPT_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_document(request, limit=MAX_PROMPT_BODY_BYTES, too_large=PROMPT_TOO_LARGE)
 
 
 def _name(request: web.Request) -> str:
@@ -80,26 +70,26 @@ class PromptsApi:
 
     async def list_prompts(self, request: web.Request) -> web.Response:
         revision, prompts = await self.ops.list_prompts()
-        return _json({"revision": revision, "prompts": prompts, "gate": self.ops.gate})
+        return reply({"revision": revision, "prompts": prompts, "gate": self.ops.gate})
 
     async def create(self, request: web.Request) -> web.Response:
-        prompt_name, actor = _name(request), _actor(request)
+        prompt_name, actor = _name(request), actor_of(request)
         req = NewPrompt.parse(await read_large(request))
         prompt, revision = await self.ops.create(
             prompt_name, req.text, description=req.description, reason=req.reason, actor=actor
         )
-        return _json({"prompt": {**prompt.public(), "mod_revision": revision}}, status=201)
+        return reply({"prompt": {**prompt.public(), "mod_revision": revision}}, status=201)
 
     async def list_versions(self, request: web.Request) -> web.Response:
         prompt_name = _name(request)
         versions = await self.ops.list_versions(prompt_name)
-        return _json({"name": prompt_name, "versions": versions, "gate": self.ops.gate})
+        return reply({"name": prompt_name, "versions": versions, "gate": self.ops.gate})
 
     async def show(self, request: web.Request) -> web.Response:
         prompt, revision = await self.ops.get(
             _name(request), version(request.match_info["version"])
         )
-        return _json({"prompt": {**prompt.public(), "mod_revision": revision}})
+        return reply({"prompt": {**prompt.public(), "mod_revision": revision}})
 
     async def diff(self, request: web.Request) -> web.Response:
         query = request.query
@@ -108,10 +98,10 @@ class PromptsApi:
             raise errors.InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
         old = version(query.get("from", ""), param="from")
         new = version(query.get("to", ""), param="to")
-        return _json(await self.ops.diff(_name(request), old, new))
+        return reply(await self.ops.diff(_name(request), old, new))
 
     async def evaluate(self, request: web.Request) -> web.Response:
-        prompt_name, actor = _name(request), _actor(request)
+        prompt_name, actor = _name(request), actor_of(request)
         wanted = version(request.match_info["version"])
         obj = parse_object(await read_large(request), frozenset({"agent", "release", "cases"}))
         agent = name(text(obj, "agent", required=True), what="agent", param="agent")
@@ -123,7 +113,7 @@ class PromptsApi:
             prompt, cases, release, actor=actor, now=self.ops.service.clock()
         )
         updated, revision = await self.ops.record_evaluation(prompt_name, wanted, evaluation, actor)
-        return _json(
+        return reply(
             {
                 "prompt": {**updated.summary(), "mod_revision": revision},
                 "evaluation": evaluation.to_map(),
@@ -136,7 +126,7 @@ class PromptsApi:
     async def eval_limits(self, request: web.Request) -> web.Response:
         """How an evaluation of this version is bounded (the CLI sizes its wait from it)."""
         prompt, _rev = await self.ops.get(_name(request), version(request.match_info["version"]))
-        return _json(
+        return reply(
             {
                 "prompt": prompt.summary(),
                 "gate": self.ops.gate,
@@ -146,19 +136,19 @@ class PromptsApi:
         )
 
     async def activate(self, request: web.Request) -> web.Response:
-        prompt_name, actor = _name(request), _actor(request)
+        prompt_name, actor = _name(request), actor_of(request)
         wanted = version(request.match_info["version"])
         obj = parse_object(await read_body(request), frozenset({"force", "reason"}), empty_ok=True)
         done = await self.ops.activate(
             prompt_name, wanted, actor=actor, reason=text(obj, "reason"), force=_flag(obj, "force")
         )
-        return _json(self._activation(done))
+        return reply(self._activation(done))
 
     async def rollback(self, request: web.Request) -> web.Response:
-        prompt_name, actor = _name(request), _actor(request)
+        prompt_name, actor = _name(request), actor_of(request)
         obj = parse_object(await read_body(request), frozenset({"reason"}), empty_ok=True)
         done = await self.ops.rollback(prompt_name, actor=actor, reason=text(obj, "reason"))
-        return _json(self._activation(done))
+        return reply(self._activation(done))
 
     def _activation(self, done: Activation) -> dict[str, Any]:
         ev = done.active.evaluation

@@ -32,11 +32,11 @@ import aiohttp
 from configsvc.errors import EvalFailed, InvalidCases
 from configsvc.prompts.cases import Case, check, failed
 from configsvc.prompts.settings import EvalSettings
-from configsvc.releases.probe import (
-    _problem,
-    _read_capped,
+from configsvc.releases import (
+    answer_problem,
     connect_problem,
     provider_session,
+    read_capped,
     scrub,
     url_refusal,
 )
@@ -68,7 +68,8 @@ class Evaluator:
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self._http is None:  # allowlisted hosts only, no redirects (see configsvc.probe)
+        # allowlisted hosts only, no redirects (see configsvc.releases.probe)
+        if self._http is None:
             self._http = provider_session(self.policy, self.timeout, "holdfast-configsvc-eval")
 
     async def close(self) -> None:
@@ -173,7 +174,7 @@ class Evaluator:
             async with self._http.post(
                 url, json=body, headers=headers, allow_redirects=False
             ) as resp:
-                raw = await _read_capped(resp)
+                raw = await read_capped(resp)
                 status = resp.status
         except TimeoutError:
             return failed(case, f"no answer within {self.timeout:g}s")
@@ -183,7 +184,7 @@ class Evaluator:
             # the class only: aiohttp's text may quote the provider's bytes (an echoed key)
             return failed(case, f"request failed: {type(exc).__name__}")
         key = _bearer(headers)
-        problem = scrub(_problem(status, raw), key)
+        problem = scrub(answer_problem(status, raw), key)
         if problem:
             return failed(case, problem)
         try:

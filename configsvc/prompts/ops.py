@@ -1,5 +1,5 @@
 """Prompt versions in configsvc: create, record an evaluation, activate, roll back (the reads
-are configsvc.prompt_reads).
+are configsvc.prompts.reads).
 
 Creating takes the next integer version with a create-only put (expected revision 0), so two
 operators creating at once cannot take the same number. Activation and rollback rewrite the
@@ -18,7 +18,7 @@ from configsvc import errors
 from configsvc.prompts.gate import gate_problem
 from configsvc.prompts.reads import PromptReads, active_of
 from configsvc.prompts.settings import DEFAULT_MIN_CASES
-from configsvc.releases.ops import MAX_CAS_ATTEMPTS, ConfigService
+from configsvc.releases import MAX_CAS_ATTEMPTS, ConfigService
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.prompt import Evaluation, PromptVersion
 from holdfast.logs import get_logger

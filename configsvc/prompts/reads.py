@@ -10,9 +10,9 @@ from typing import Any
 
 from configsvc import errors
 from configsvc.prompts.gate import text_diff
-from configsvc.releases.ops import ConfigService, store_read
+from configsvc.releases import ConfigService, store_read
 from holdfast.keyspace import RecordError
-from holdfast.keyspace.prompt import PromptVersion
+from holdfast.keyspace.prompt import ACTIVE, PromptVersion
 from holdfast.store import KeyValue
 
 Versions = dict[str, tuple[PromptVersion, int]]
@@ -47,6 +47,39 @@ class PromptReads:
                 param="name",
             )
         return found
+
+    async def for_release(self, wanted: dict[str, str]) -> dict[str, str]:
+        """A new release's prompts (``releases.create.PromptResolver``): "current" becomes the
+        active version's number, "active" stays (the release follows the prompt), a number
+        must exist."""
+        out: dict[str, str] = {}
+        for name, version in sorted(wanted.items()):
+            found = await self.existing(name)
+            if version == "current":
+                active = active_of(found)
+                if active is None:
+                    raise errors.NoPreviousPrompt(
+                        f"prompt {name!r} has no active version to take; name a version "
+                        f"(--prompt {name}=N) or activate one first",
+                        param="prompts",
+                    )
+                out[name] = active[0].version
+            elif version == ACTIVE:
+                if active_of(found) is None:
+                    raise errors.NoPreviousPrompt(
+                        f"prompt {name!r} has no active version yet; a release cannot follow it",
+                        param="prompts",
+                    )
+                out[name] = ACTIVE
+            elif version not in found:
+                raise errors.PromptNotFound(
+                    f"prompt {name!r} has no version {version}; see "
+                    f"`holdfastctl prompt list {name}`",
+                    param="prompts",
+                )
+            else:
+                out[name] = version
+        return out
 
     async def get(self, name: str, version: str) -> tuple[PromptVersion, int]:
         kv = await store_read(self.service.store.get(self.keyspace.prompt(name, version)))

@@ -1,2 +1,45 @@
-"""Releases and routes: create a release (its prompts and contracts resolved), set stable,
-aliases, rollback, and the warm-up probe."""
+"""Releases and routes, the base every other concern builds on: ``ConfigService`` (every change
+one compare-and-swap with its audit entry), the pure route edits, creating a release (its
+prompts and contracts resolved), set stable, aliases, rollback, the audit trail's endpoint, and
+calling a release's provider (the warm-up probe and the helpers prompt evaluation shares).
+"""
+
+from configsvc.releases.api import ReleasesApi
+from configsvc.releases.create import PromptResolver
+from configsvc.releases.ops import (
+    MAX_CAS_ATTEMPTS,
+    ConfigService,
+    RouteChange,
+    RouteEdit,
+    Versioned,
+    store_read,
+)
+from configsvc.releases.probe import (
+    Prober,
+    answer_problem,
+    connect_problem,
+    provider_session,
+    read_capped,
+    scrub,
+    url_refusal,
+)
+from configsvc.releases.route_edits import require
+
+__all__ = [
+    "MAX_CAS_ATTEMPTS",
+    "ConfigService",
+    "Prober",
+    "PromptResolver",
+    "ReleasesApi",
+    "RouteChange",
+    "RouteEdit",
+    "Versioned",
+    "answer_problem",
+    "connect_problem",
+    "provider_session",
+    "read_capped",
+    "require",
+    "scrub",
+    "store_read",
+    "url_refusal",
+]

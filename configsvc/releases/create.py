@@ -2,30 +2,40 @@
 
 Releases are immutable, so everything a release refers to is resolved and checked before the
 create-only put; nothing it names can change under it afterwards.
+
+Prompt versions are the prompts concern's (``configsvc.prompts``), which itself stores through
+``ConfigService`` and evaluates against releases; so releases sit below prompts, and a new
+release's prompts are resolved through the ``PromptResolver`` the server hands in.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from configsvc import errors
-from configsvc.http.payloads import NewRelease
-from configsvc.prompts.ops import PromptOps
-from configsvc.prompts.reads import active_of
 from configsvc.releases.ops import ConfigService, Versioned
+from configsvc.releases.payloads import NewRelease
 from holdfast.keyspace import RecordError, Release
-from holdfast.keyspace.prompt import ACTIVE
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, Put
 
 log = get_logger(__name__)
 
 
+class PromptResolver(Protocol):
+    async def for_release(self, wanted: dict[str, str]) -> dict[str, str]:
+        """``{prompt: version}`` as a new release names them -> as it stores them (a number,
+        or "active" to follow the prompt); an error naming the first that does not exist."""
+        ...
+
+
 async def create_release(
-    service: ConfigService, agent: str, req: NewRelease, actor: str
+    service: ConfigService, agent: str, req: NewRelease, actor: str, prompts: PromptResolver
 ) -> Versioned[Release]:
     key = service.keyspace.release(agent, req.release)
-    prompts: dict[str, str] = {}
+    resolved: dict[str, str] = {}
     if req.prompts:
-        prompts = await resolve_release_prompts(PromptOps(service), req.prompts)
+        resolved = await prompts.for_release(req.prompts)
     try:
         release = Release(
             agent=agent,
@@ -39,7 +49,7 @@ async def create_release(
             description=req.description,
             contracts=req.contracts,
             contract_policy=req.contract_policy,
-            prompts=prompts,
+            prompts=resolved,
         )
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc
@@ -64,38 +74,6 @@ async def create_release(
         actor=actor,
     )
     return Versioned(release, revision)
-
-
-async def resolve_release_prompts(ops: PromptOps, wanted: dict[str, str]) -> dict[str, str]:
-    """A new release's prompts: "current" becomes the active version's number, "active" stays
-    (the release follows the prompt), a number must exist."""
-    out: dict[str, str] = {}
-    for name, version in sorted(wanted.items()):
-        found = await ops.existing(name)
-        if version == "current":
-            active = active_of(found)
-            if active is None:
-                raise errors.NoPreviousPrompt(
-                    f"prompt {name!r} has no active version to take; name a version "
-                    f"(--prompt {name}=N) or activate one first",
-                    param="prompts",
-                )
-            out[name] = active[0].version
-        elif version == ACTIVE:
-            if active_of(found) is None:
-                raise errors.NoPreviousPrompt(
-                    f"prompt {name!r} has no active version yet; a release cannot follow it",
-                    param="prompts",
-                )
-            out[name] = ACTIVE
-        elif version not in found:
-            raise errors.PromptNotFound(
-                f"prompt {name!r} has no version {version}; see `holdfastctl prompt list {name}`",
-                param="prompts",
-            )
-        else:
-            out[name] = version
-    return out
 
 
 async def _check_contracts(service: ConfigService, contracts: dict[str, str]) -> None:

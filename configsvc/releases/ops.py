@@ -15,8 +15,9 @@ from typing import Any, Final, Generic, TypeVar
 
 from configsvc import errors
 from configsvc.audit import AuditTrail, ConfigStore, HistoryItem
-from configsvc.http.payloads import HistoryQuery, Rollback, SetAliases, SetStable
+from configsvc.http import HistoryQuery
 from configsvc.releases import route_edits as routes
+from configsvc.releases.payloads import Rollback, SetAliases, SetStable
 from holdfast.keyspace import AuditEntry, Keyspace, RecordError, Release, Route
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
@@ -40,6 +41,15 @@ class RouteChange:
     mod_revision: int
     changed: bool
     before: Route | None
+
+    def to_json(self) -> dict[str, Any]:
+        """How every endpoint that changes a route answers."""
+        return {
+            "route": self.route.public(),
+            "mod_revision": self.mod_revision,
+            "changed": self.changed,
+            "before": self.before.public() if self.before else None,
+        }
 
 
 # Given the current route (None: none yet), the new one; the same object means "no change".

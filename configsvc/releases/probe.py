@@ -118,7 +118,7 @@ class Prober:
             async with self._http.post(
                 url, json=body, headers=headers, allow_redirects=False
             ) as resp:
-                raw = await _read_capped(resp)
+                raw = await read_capped(resp)
                 status = resp.status
         except TimeoutError as exc:
             raise self._failed(release, f"no answer from {url} within {self.timeout:g}s") from exc
@@ -128,7 +128,7 @@ class Prober:
             # the class only: aiohttp's text may quote the provider's bytes (an echoed key)
             raise self._failed(release, f"request to {url} failed: {type(exc).__name__}") from exc
         elapsed_ms = round((loop.time() - started) * 1000, 1)
-        problem = scrub(_problem(status, raw), key)
+        problem = scrub(answer_problem(status, raw), key)
         if problem:
             raise self._failed(release, problem)
         log.info("probe_succeeded", release=release.name, model=release.model, ms=elapsed_ms)
@@ -144,7 +144,8 @@ class Prober:
         )
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+async def read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """The head of a provider's answer: at most ``MAX_ANSWER_BYTES``, the rest never read."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(64 * 1024):
@@ -155,7 +156,7 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)[:MAX_ANSWER_BYTES]
 
 
-def _problem(status: int, raw: bytes) -> str:
+def answer_problem(status: int, raw: bytes) -> str:
     """Empty when the answer is a usable completion; else what is wrong with it."""
     try:
         parsed: Any = loads_bounded(raw)

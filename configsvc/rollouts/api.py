@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from configsvc.errors import ConfigsvcError, InvalidRequest, StoreDown
-from configsvc.health.gate import PolicyGate
-from configsvc.http.payloads import name, parse_object, text
-from configsvc.leader.election import Election
+from configsvc.http import actor_of, agent_of, name, parse_object, read_body, reply, text
+from configsvc.leader import Election
 from configsvc.rollouts import plan as rollout_plan
 from configsvc.rollouts.ops import ACTIONS, RolloutOps, StartRollout
 from configsvc.rollouts.policy import parse_policy
-from configsvc.server.app import _actor, _agent, _json, change_json, read_body
+from holdfast.keyspace import Rollout
 from holdfast.store import StoreError
 
 START_FIELDS: Final = frozenset({"release", "steps", "interval", "reason", "policy"})
+
+
+class GateReporter(Protocol):
+    """What ``rollout status`` shows of the health gate (``configsvc.health.PolicyGate``)."""
+
+    def report(self, agent: str, rollout: Rollout, stable: str) -> dict[str, Any] | None: ...
 
 
 def parse_start(raw: bytes) -> StartRollout:
@@ -55,25 +60,27 @@ def parse_start(raw: bytes) -> StartRollout:
 
 
 class RolloutApi:
-    def __init__(self, ops: RolloutOps, election: Election, gate: PolicyGate | None = None) -> None:
+    def __init__(
+        self, ops: RolloutOps, election: Election, gate: GateReporter | None = None
+    ) -> None:
         self.ops = ops
         self.election = election
         self.gate = gate
 
     async def start(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = parse_start(await read_body(request))
-        return _json(change_json(await self.ops.start(agent, req, actor)), status=201)
+        return reply((await self.ops.start(agent, req, actor)).to_json(), status=201)
 
     async def status(self, request: web.Request) -> web.Response:
-        body = await self.ops.status(_agent(request))
+        body = await self.ops.status(agent_of(request))
         try:
             leader = await self.election.leader()
         except StoreError as exc:
             raise StoreDown(f"etcd is unavailable ({exc})") from exc
         body["controller"] = {"leader": leader, "this_replica_leads": self.election.is_leader}
         body["health_gate"] = await self._gate_report(body)
-        return _json(body)
+        return reply(body)
 
     async def _gate_report(self, body: dict[str, Any]) -> dict[str, Any] | None:
         if self.gate is None or body["rollout"].get("state") not in ("running", "paused"):
@@ -84,7 +91,7 @@ class RolloutApi:
         return self.gate.report(route.agent, route.rollout, route.stable)
 
     async def act(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         action = request.match_info["action"]
         if action not in ACTIONS:
             raise InvalidRequest(
@@ -99,7 +106,7 @@ class RolloutApi:
             raise InvalidRequest("'migrate' is true or false, and only for abort", param="migrate")
         reason = text(obj, "reason")
         change = await self.ops.act(agent, action, actor, reason)
-        body = change_json(change)
+        body = change.to_json()
         if migrate:
             try:
                 body["migration"] = await self.ops.migrate_aborted(change, actor, reason)
@@ -108,7 +115,7 @@ class RolloutApi:
                     "error": f"{exc.message}; the abort is done, rerun the migration with "
                     f"`holdfastctl pins migrate {agent} --from RELEASE --to STABLE`"
                 }
-        return _json(body)
+        return reply(body)
 
     def routes(self) -> list[web.RouteDef]:
         base = "/v1/agents/{agent}/rollout"

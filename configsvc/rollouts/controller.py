@@ -2,7 +2,7 @@
 
 On every tick it asks a ``HealthGate`` about every running (or paused) rollout, not only when a
 step is due, so a bad canary is aborted within seconds; a step is taken only when the gate
-says proceed and the interval elapsed. ``configsvc.health_gate.PolicyGate`` reads the fleet's
+says proceed and the interval elapsed. ``configsvc.health.PolicyGate`` reads the fleet's
 health snapshots; ``AlwaysProceed`` lets time alone decide.
 """
 
@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from configsvc.errors import ConfigsvcError
-from configsvc.leader.election import Election
-from configsvc.leader.loop import LeaderLoop
-from configsvc.releases.ops import RouteChange
+from configsvc.leader import Election, LeaderLoop
+from configsvc.releases import RouteChange
 from configsvc.rollouts import plan as rollout_plan
 from configsvc.rollouts.ops import RolloutOps
 from holdfast.keyspace import Rollout

@@ -7,9 +7,9 @@ from typing import Any, Final
 
 from configsvc import errors
 from configsvc.limits import ROLLOUT_ACTIONS
-from configsvc.releases.ops import ConfigService, RouteChange, RouteEdit, store_read
+from configsvc.releases import ConfigService, RouteChange, RouteEdit, store_read
 from configsvc.rollouts import plan as rollout_plan
-from configsvc.traffic.pins import PinOps, Selection
+from configsvc.traffic import PinOps, Selection
 from holdfast.keyspace import RecordError, Route
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.logs import get_logger

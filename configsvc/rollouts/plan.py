@@ -16,7 +16,7 @@ import re
 from typing import Any, Final
 
 from configsvc import errors
-from configsvc.experiments.ops import no_experiment
+from configsvc.experiments import no_experiment
 from holdfast.keyspace import RecordError, Rollout, Route
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.route import (

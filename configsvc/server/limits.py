@@ -2,35 +2,27 @@
 
 One frozen object built from ``holdfastctl serve``'s command line (``add_serve_limit_options``
 / ``serve_limits_from``), carried as ``ServeSettings.limits``. The defaults are the sidecar's
-(``sidecar.limits``); the Host check (``holdfast.hostcheck``) and the upstream allowlist
-(``holdfast.netguard``) are the same code the sidecar runs.
+too (``holdfast.net.listener``); the Host check (``holdfast.net.hostcheck``) and the upstream
+allowlist (``holdfast.net.guard``) are the same code the sidecar runs. The limits of request
+bodies are the handlers' (``configsvc.http.handlers``).
 
-Routes that upload a document (a flag file, a contract's schemas) are allowed a larger body
-than the API's general limit: ``read_document`` reads one within its own bound and refuses a
-larger one (413) with a message that names that route's documented limit.
+Light on purpose: ``holdfastctl`` loads this module for ``serve``'s options on every command.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any
 
-from configsvc.errors import BodyTooLarge
 from holdfast.net.guard import HostPolicy
 from holdfast.net.hostcheck import allowed_hosts
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-from sidecar.settings.limits import (
+from holdfast.net.listener import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_LINE_BYTES,
 )
-
-READ_CHUNK: Final = 64 * 1024
 
 
 class ServeLimitsError(ValueError):
@@ -123,18 +115,3 @@ def serve_limits_from(args: argparse.Namespace) -> ServeLimits:
         allowed_hosts=tuple(args.allowed_host),
         upstream_hosts=tuple(args.allow_upstream_host),
     )
-
-
-async def read_document(request: web.Request, *, limit: int, too_large: str) -> bytes:
-    """The whole body of a document upload, at most ``limit`` bytes (chunked bodies included);
-    larger ones are refused with ``too_large``, before more than ``limit`` bytes are read."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(too_large)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(too_large)
-        chunks.append(chunk)
-    return b"".join(chunks)

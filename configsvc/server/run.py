@@ -10,36 +10,23 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from configsvc.budgets.api import BudgetApi
-from configsvc.budgets.controller import BUDGET_ELECTION, BudgetController
-from configsvc.budgets.ops import BudgetOps
-from configsvc.contracts.api import ContractsApi
-from configsvc.contracts.ops import ContractOps
+from configsvc.budgets import BUDGET_ELECTION, BudgetApi, BudgetController, BudgetOps
+from configsvc.contracts import ContractOps, ContractsApi
 from configsvc.errors import ConfigsvcError
-from configsvc.experiments.api import ExperimentsApi
-from configsvc.experiments.ops import ExperimentOps
-from configsvc.flags.api import FlagsApi
-from configsvc.flags.ops import FlagOps
-from configsvc.health.api import StatusApi
-from configsvc.health.fleet import FleetHealth
-from configsvc.health.gate import PolicyGate
-from configsvc.http.auth import Authorizer
-from configsvc.leader.election import ROLLOUT_ELECTION, Election
+from configsvc.experiments import ExperimentOps, ExperimentsApi
+from configsvc.flags import FlagOps, FlagsApi
+from configsvc.health import FleetHealth, PolicyGate, StatusApi
+from configsvc.http import Authorizer
+from configsvc.leader import ROLLOUT_ELECTION, Election
 from configsvc.prompts.api import PromptsApi
 from configsvc.prompts.eval import Evaluator
 from configsvc.prompts.ops import PromptOps
-from configsvc.releases.ops import ConfigService
-from configsvc.releases.probe import Prober
-from configsvc.rollouts.api import RolloutApi
-from configsvc.rollouts.controller import RolloutController
-from configsvc.rollouts.ops import RolloutOps
+from configsvc.releases import ConfigService, Prober
+from configsvc.rollouts import RolloutApi, RolloutController, RolloutOps
 from configsvc.server.app import build_app
 from configsvc.server.limits import server_options
 from configsvc.server.settings import ServeSettings
-from configsvc.traffic.api import TrafficApi
-from configsvc.traffic.categories import CategoryApi
-from configsvc.traffic.ops import TrafficOps
-from configsvc.traffic.pins import PinOps
+from configsvc.traffic import CategoryApi, PinOps, TrafficApi, TrafficOps
 from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
 from holdfast.net.http_logs import redact_parse_errors
@@ -131,6 +118,7 @@ async def serve(settings: ServeSettings, store: EtcdStore) -> None:
             max_body_bytes=settings.max_body_bytes,
             hosts=settings.limits.accepted_hosts(settings.listen_host),
             upstream=upstream,
+            prompts=prompts,
             extra=[
                 RolloutApi(rollouts, election, gate),
                 StatusApi(rollouts, fleet, gate),

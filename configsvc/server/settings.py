@@ -1,6 +1,8 @@
-"""Settings of ``holdfastctl serve`` and of the operator commands: frozen, loaded once.
+"""Settings of ``holdfastctl serve``: frozen, loaded once.
 
-Command-line values win over environment variables, which win over the defaults below.
+Command-line values win over environment variables, which win over the defaults below. The
+operator commands' settings are ``configsvc.cli.settings``; what both share (the token's
+variable, the default address, ``SettingsError``) is ``configsvc.settings``.
 """
 
 from __future__ import annotations
@@ -10,18 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from configsvc.cli.serve import DEFAULT_LISTEN as DEFAULT_LISTEN
-
-# re-exported: the client's settings live apart so that a command imports little
-from configsvc.cli.settings import ENV_ACTOR as ENV_ACTOR
-from configsvc.cli.settings import ENV_SERVER as ENV_SERVER
-from configsvc.cli.settings import ENV_TOKEN as ENV_TOKEN
-from configsvc.cli.settings import ClientSettings as ClientSettings
-from configsvc.cli.settings import SettingsError as SettingsError
-from configsvc.cli.settings import load_client_settings as load_client_settings
-from configsvc.http.tokens import TokenEntry, TokensFileError, load_tokens_file
+from configsvc.http import TokenEntry, TokensFileError, load_tokens_file
 from configsvc.prompts.settings import EvalSettings, PromptSettingsError
 from configsvc.server.limits import ServeLimits
+from configsvc.settings import DEFAULT_LISTEN, ENV_TOKEN, SettingsError
 from holdfast.names import DEFAULT_ENV, validate_name
 from holdfast.options import common as cliargs
 from holdfast.options.common import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HOSTS

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from configsvc.server.app import _actor, _agent, _json, change_json, read_body
+from configsvc.http import actor_of, agent_of, read_body, reply
 from configsvc.traffic.ops import TrafficOps
 from configsvc.traffic.payloads import (
     MigratePins,
@@ -27,41 +27,41 @@ class TrafficApi:
         self.pins = pins
 
     async def set_canary(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = SetCanary.parse(await read_body(request))
-        return _json(change_json(await self.ops.set_canary(agent, req, actor)))
+        return reply((await self.ops.set_canary(agent, req, actor)).to_json())
 
     async def clear_canary(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = Reason.parse(await read_body(request))
-        return _json(change_json(await self.ops.clear_canary(agent, req.reason, actor)))
+        return reply((await self.ops.clear_canary(agent, req.reason, actor)).to_json())
 
     async def switch(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = Switch.parse(await read_body(request))
         result = await self.ops.switch(agent, req, actor)
         migration = None
         if result.migration is not None and result.selection is not None:
             migration = result.migration.to_json(result.selection)
-        return _json({**change_json(result.change), "probe": result.probe, "migration": migration})
+        return reply({**result.change.to_json(), "probe": result.probe, "migration": migration})
 
     async def set_shadow(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = SetShadow.parse(await read_body(request))
-        return _json(change_json(await self.ops.set_shadow(agent, req, actor)))
+        return reply((await self.ops.set_shadow(agent, req, actor)).to_json())
 
     async def clear_shadow(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = Reason.parse(await read_body(request))
-        return _json(change_json(await self.ops.clear_shadow(agent, req.reason, actor)))
+        return reply((await self.ops.clear_shadow(agent, req.reason, actor)).to_json())
 
     async def shadow_report(self, request: web.Request) -> web.Response:
-        agent = _agent(request)
+        agent = agent_of(request)
         query = ReportQuery.parse(request.query)
-        return _json(await self.ops.shadow_report(agent, query))
+        return reply(await self.ops.shadow_report(agent, query))
 
     async def list_pins(self, request: web.Request) -> web.Response:
-        agent = _agent(request)
+        agent = agent_of(request)
         query = PinsQuery.parse(request.query)
         await self.pins.require_agent(agent)
         revision, pins = await self.pins.list_pins(agent)
@@ -75,16 +75,16 @@ class TrafficApi:
             "truncated": len(matching) > len(shown),
             "pins": [p.to_json() for p in shown],
         }
-        return _json(body)
+        return reply(body)
 
     async def show_pin(self, request: web.Request) -> web.Response:
-        agent = _agent(request)
+        agent = agent_of(request)
         session = session_id(request.match_info["session"])
         await self.pins.require_agent(agent)
-        return _json({"pin": (await self.pins.show(agent, session)).to_json()})
+        return reply({"pin": (await self.pins.show(agent, session)).to_json()})
 
     async def migrate_pins(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = MigratePins.parse(await read_body(request))
         service = self.ops.service
         await self.pins.require_agent(agent)
@@ -98,7 +98,7 @@ class TrafficApi:
             percent=req.percent,
         )
         migration = await self.pins.migrate(selection, actor, req.reason)
-        return _json(migration.to_json(selection))
+        return reply(migration.to_json(selection))
 
     def routes(self) -> list[web.RouteDef]:
         agent = "/v1/agents/{agent}"

@@ -14,14 +14,12 @@ from typing import Any, ClassVar, Final
 from aiohttp import web
 
 from configsvc.errors import InvalidRequest
-from configsvc.http.payloads import parse_object, text
-from configsvc.releases.ops import ConfigService, RouteChange
-from configsvc.releases.route_edits import require
-from configsvc.server.app import _actor, _agent, _json, change_json, read_body
+from configsvc.http import actor_of, agent_of, parse_object, read_body, reply, text
+from configsvc.releases import ConfigService, RouteChange, require
 from holdfast.keyspace import RecordError, Route
 from holdfast.keyspace.categories import MAX_CATEGORY_RULES, CategoryRule
 from holdfast.logs import get_logger
-from sidecar.signals.categories import RuleError, compile_rule
+from holdfast.signals.categories import RuleError, compile_rule
 
 log = get_logger(__name__)
 
@@ -122,14 +120,14 @@ class CategoryApi:
         return change
 
     async def set_rules(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         req = SetCategories.parse(await read_body(request))
-        return _json(change_json(await self._set(agent, req.rules, actor, req.reason)))
+        return reply((await self._set(agent, req.rules, actor, req.reason)).to_json())
 
     async def clear_rules(self, request: web.Request) -> web.Response:
-        agent, actor = _agent(request), _actor(request)
+        agent, actor = agent_of(request), actor_of(request)
         obj = parse_object(await read_body(request), frozenset({"reason"}), empty_ok=True)
-        return _json(change_json(await self._set(agent, (), actor, text(obj, "reason"))))
+        return reply((await self._set(agent, (), actor, text(obj, "reason"))).to_json())
 
     def routes(self) -> list[web.RouteDef]:
         path = "/v1/agents/{agent}/route/categories"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 from configsvc import errors
-from configsvc.experiments.ops import no_experiment
-from configsvc.releases.route_edits import require
+from configsvc.experiments import no_experiment
+from configsvc.releases import require
 from holdfast.keyspace import Route, Shadow
 
 

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from configsvc import errors
-from configsvc.health.shadow_report import Thresholds, report
-from configsvc.releases.ops import ConfigService, RouteChange, RouteEdit, store_read
-from configsvc.releases.probe import Prober
+from configsvc.releases import ConfigService, Prober, RouteChange, RouteEdit, store_read
 from configsvc.traffic import edits as traffic_routes
 from configsvc.traffic.payloads import ReportQuery, SetCanary, SetShadow, Switch
 from configsvc.traffic.pins import Migration, PinOps, Selection
+from configsvc.traffic.shadow_report import Thresholds, report
 from holdfast.keyspace import HealthSnapshot, RecordError, Route, Shadow
 from holdfast.logs import get_logger
 

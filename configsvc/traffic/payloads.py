@@ -1,6 +1,6 @@
 """Request bodies and query strings of the traffic API (canary, switch, shadow, pins): pure.
 
-Same rules as ``configsvc.payloads``: one JSON object per body, unknown fields refused by name,
+Same rules as ``configsvc.http.payloads``: one JSON object per body, unknown fields refused by name,
 numbers must be JSON numbers (a string ``"10"`` is refused rather than guessed at).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from configsvc.errors import InvalidRequest
-from configsvc.http.payloads import name, parse_object, text
+from configsvc.http import name, parse_object, text
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.route import (
     DEFAULT_MIN_AGREEMENT,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from configsvc import errors
-from configsvc.releases.ops import ConfigService, store_read
+from configsvc.releases import ConfigService, store_read
 from holdfast import bucketing
 from holdfast.keyspace import AuditEntry, Pin, RecordError
 from holdfast.logs import get_logger

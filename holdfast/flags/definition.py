@@ -19,7 +19,7 @@ import jsonschema
 
 from holdfast.flags.flagd_schema import FILE_SCHEMA, STATES, targeting_problems
 from holdfast.flags.rules import RuleError, check_rule, resolve_refs
-from holdfast.keyspace.keys import FLAG_KEY_RE
+from holdfast.names import FLAG_KEY_RE
 
 FlagType = Literal["boolean", "string", "number", "object"]
 State = Literal["ENABLED", "DISABLED"]

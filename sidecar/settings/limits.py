@@ -12,12 +12,14 @@ from typing import Any, Final
 
 from holdfast.json_limits import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH, MIN_JSON_DEPTH
 from holdfast.net.guard import HostPolicy
+from holdfast.net.listener import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_LINE_BYTES,
+)
 
-DEFAULT_MAX_HEADERS: Final = 100
-DEFAULT_MAX_HEADER_BYTES: Final = 8190  # one header line; aiohttp's and nginx's default
-DEFAULT_MAX_LINE_BYTES: Final = 8190  # the request line (method, path, version)
 DEFAULT_MAX_CONCURRENT: Final = 512
-DEFAULT_IDLE_TIMEOUT: Final = 15.0
 DEFAULT_RETRY_AFTER: Final = 1
 
 

@@ -26,8 +26,8 @@ from holdfast.keyspace.signals import (
     MAX_TOOLS,
     ReleaseSignals,
     bucket_index,
-    quantile,
 )
+from holdfast.signals.summary import release_status
 from sidecar.signals.categories import CategoryCap, category_of
 
 __all__ = ["CATEGORY_RE", "Observation", "SignalBook", "category_of", "error_class", "summary"]
@@ -217,36 +217,4 @@ def summary(
     signals: tuple[ReleaseSignals, ...], spreads: tuple[SessionSpread, ...] = ()
 ) -> dict[str, Mapping[str, object]]:
     """Per release, all categories together: what /status shows a person."""
-    merged: dict[str, ReleaseSignals] = {}
-    for s in signals:
-        whole = ReleaseSignals(release=s.release, category="all")
-        merged[s.release] = merged.get(s.release, whole).combined(s)
-    sessions = {s.release: s for s in spreads}
-    out: dict[str, Mapping[str, object]] = {}
-    for release, s in merged.items():
-        n = s.count("requests")
-        answered = s.count("usage_requests")
-        hist, ttft = s.hist("latency_ms"), s.hist("ttft_ms")
-        spread = sessions.get(release) or SessionSpread(release=release)
-        out[release] = {
-            "requests": n,
-            "errors": {k[6:]: v for k, v in s.counts.items() if k.startswith("error_")},
-            "p50_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.5),
-            "p95_ms": quantile(LATENCY_BOUNDS_MS, hist, 0.95),
-            "ttft_p50_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.5),
-            "ttft_p95_ms": quantile(LATENCY_BOUNDS_MS, ttft, 0.95),
-            "tokens_in": s.count("tokens_in"),
-            "tokens_out": s.count("tokens_out"),
-            "tokens_estimated_answers": s.count("estimated"),
-            "cost_usd": round(s.total("cost_usd"), 6),
-            "empty_rate": s.count("empty") / answered if answered else None,
-            "refusal_rate": s.count("refusals") / answered if answered else None,
-            "tool_calls": dict(s.tools),
-            "violations": s.count("violations"),
-            "violation_rate": s.count("violations") / n if n else None,
-            "budget_rejections": s.count("budget_rejections"),
-            "categories": sorted({c.category for c in signals if c.release == release}),
-            # Sessions this sidecar tracks for the release: cumulative spend (multi-step agents).
-            "sessions": spread.view(),
-        }
-    return out
+    return release_status(signals, spreads)

@@ -10,10 +10,7 @@ request until the route changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
-
-import re2
+from typing import Final
 
 from holdfast.dialects import RequestView
 from holdfast.keyspace import Route
@@ -26,58 +23,12 @@ from holdfast.keyspace.categories import (
     valid_category,
 )
 from holdfast.logs import get_logger
+from holdfast.signals.categories import CompiledRule, RuleError, compile_rule
 
 log = get_logger(__name__)
 
 CATEGORY_HEADER: Final = "X-Holdfast-Category"
 TENANT_HEADER: Final = "X-Holdfast-Tenant"
-PATTERN_MAX_MEM: Final = 1 << 20  # bytes RE2 may use for one compiled pattern
-
-
-class RuleError(ValueError):
-    """A category rule's pattern does not compile (its message says why)."""
-
-
-def compile_pattern(pattern: str) -> Any:
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = PATTERN_MAX_MEM
-    options.never_capture = True
-    try:
-        return re2.compile(pattern, options=options)
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
-        raise RuleError(f"pattern {pattern!r:.80} is not valid RE2: {text}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    category: str
-    keywords: tuple[str, ...]  # lower-cased
-    pattern: Any  # a compiled RE2 pattern, or None
-    tenants: frozenset[str]
-    needs_text: bool
-
-    def matches(self, tenant: str | None, text: str, lowered: str) -> bool:
-        if self.tenants and tenant not in self.tenants:
-            return False
-        if not self.needs_text:
-            return True
-        if any(k in lowered for k in self.keywords):
-            return True
-        return self.pattern is not None and self.pattern.search(text) is not None
-
-
-def compile_rule(rule: CategoryRule) -> _Compiled:
-    pattern = compile_pattern(rule.pattern) if rule.pattern else None
-    return _Compiled(
-        category=rule.category,
-        keywords=tuple(k.lower() for k in rule.keywords),
-        pattern=pattern,
-        tenants=frozenset(rule.tenants),
-        needs_text=bool(rule.keywords or rule.pattern),
-    )
 
 
 class CategoryRules:
@@ -90,7 +41,7 @@ class CategoryRules:
                 compiled.append(compile_rule(rule))
             except RuleError as exc:
                 log.warning("category_rule_skipped", category=rule.category, error=str(exc))
-        self.rules: tuple[_Compiled, ...] = tuple(compiled)
+        self.rules: tuple[CompiledRule, ...] = tuple(compiled)
         self._needs_text = any(r.needs_text for r in self.rules)
 
     def match(self, request: RequestView, tenant: str | None) -> str | None:

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from configsvc.audit import ConfigStore
 from configsvc.http.auth import Authorizer
-from configsvc.http.payloads import SetStable
 from configsvc.releases.ops import ConfigService
+from configsvc.releases.payloads import SetStable
 from configsvc.server.app import build_app
 from configsvc.server.run import finalize_leftovers, start_site
 from holdfast.keyspace import AuditEntry, Keyspace

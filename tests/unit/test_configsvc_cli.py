@@ -6,15 +6,9 @@ import pytest
 
 from configsvc.cli import main as cli
 from configsvc.cli.client import Client, Refused, Unreachable
-from configsvc.cli.settings import DEFAULT_SERVER
-from configsvc.server.settings import (
-    MAX_BODY_BYTES,
-    ClientSettings,
-    ServeSettings,
-    SettingsError,
-    load_client_settings,
-    load_serve_settings,
-)
+from configsvc.cli.settings import DEFAULT_SERVER, ClientSettings, load_client_settings
+from configsvc.server.settings import MAX_BODY_BYTES, ServeSettings, load_serve_settings
+from configsvc.settings import SettingsError
 from holdfast.options.common import DEFAULT_ETCD
 
 

@@ -8,15 +8,8 @@ from typing import Any
 import pytest
 
 from configsvc.errors import InvalidRequest
-from configsvc.http.payloads import (
-    MAX_ALIASES,
-    HistoryQuery,
-    NewRelease,
-    Rollback,
-    SetAliases,
-    SetStable,
-    parse_object,
-)
+from configsvc.http.payloads import HistoryQuery, parse_object
+from configsvc.releases.payloads import MAX_ALIASES, NewRelease, Rollback, SetAliases, SetStable
 from holdfast.keyspace.fields import MAX_TEXT
 
 

@@ -15,13 +15,14 @@ from holdfast.dialects import RequestView, openai_chat
 from holdfast.keyspace import RecordError, Release, Route
 from holdfast.keyspace.categories import MAX_CATEGORIES, MAX_SCANNED_CHARS, CategoryRule
 from holdfast.keyspace.codec import decode_record, encode_record
+from holdfast.signals.categories import RuleError, compile_rule
 from sidecar.contracts.filter import VIOLATION_HEADER
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pipeline.exchange import Chain, Exchange, Outcome
 from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.routing.resolve import Resolved
 from sidecar.signals.book import SignalBook, summary
-from sidecar.signals.categories import Categorizer, CategoryRules, RuleError, compile_rule
+from sidecar.signals.categories import Categorizer, CategoryRules
 from sidecar.signals.filter import SignalsFilter
 
 RULES = (

@@ -10,13 +10,14 @@ import pytest
 from configsvc.cli.render.health import checks, status
 from configsvc.errors import InvalidRequest
 from configsvc.health.gate import PolicyGate
-from configsvc.health.sums import by_release, view
+from configsvc.health.sums import by_release
 from configsvc.health.verdict import evaluate
 from configsvc.health.windows import FleetWindows
 from configsvc.rollouts.policy import parse_policy
 from holdfast.keyspace import HealthSnapshot, RecordError, Rollout, Route
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.signals import ReleaseSignals
+from holdfast.signals.summary import window_figures as view
 
 
 def sig(

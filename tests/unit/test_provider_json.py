@@ -6,7 +6,7 @@ import pytest
 
 from configsvc.errors import InvalidRequest
 from configsvc.http.payloads import parse_object
-from configsvc.releases.probe import _problem
+from configsvc.releases.probe import answer_problem as _problem
 from holdfast.compare import AnswerError, answer_from_completion, canonical_arguments
 from holdfast.dialects import openai_chat, openai_embeddings
 from holdfast.json_limits import REFUSED, provider_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from configsvc.health.shadow_report import Figures, Thresholds, aggregate, report, verdict
+from configsvc.traffic.shadow_report import Figures, Thresholds, aggregate, report, verdict
 from holdfast.keyspace import HealthSnapshot, Shadow, ShadowStats
 
 AGENT = "support"

@@ -1,0 +1,151 @@
+"""Bodies of the release and route endpoints: create a release, set stable, roll back, aliases.
+
+Pure parsing on the shared pieces of ``configsvc.http.payloads``: unknown fields are refused by
+name, values are checked with the records' own validators and refused with 400 naming the
+field, so what reaches ``ConfigService`` can be stored as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from configsvc.errors import InvalidRequest
+from configsvc.http import checked, name, parse_object, text
+from holdfast.keyspace import RecordError
+from holdfast.keyspace.prompt import validate_release_prompts
+from holdfast.keyspace.records import (
+    validate_base_url,
+    validate_contracts,
+    validate_env_var,
+    validate_model,
+)
+
+MAX_ALIASES: Final = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRelease:
+    release: str
+    model: str
+    base_url: str
+    api_key_env: str = ""
+    provider: str = "openai"
+    description: str = ""
+    reason: str = ""
+    contracts: dict[str, str] = field(default_factory=dict)  # tool -> contract version
+    contract_policy: str = ""
+    prompts: dict[str, str] = field(default_factory=dict)  # name -> N | "active" | "current"
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
+        | {"contracts", "contract_policy", "prompts"}
+    )
+
+    @classmethod
+    def parse(cls, raw: bytes) -> NewRelease:
+        obj = parse_object(raw, cls.FIELDS)
+        provider = text(obj, "provider") or "openai"
+        if provider != "openai":
+            raise InvalidRequest(
+                f"unsupported provider {provider!r:.40}; supported: openai", param="provider"
+            )
+        return cls(
+            release=name(text(obj, "release", required=True), what="release", param="release"),
+            model=checked("model", validate_model, text(obj, "model", required=True)),
+            base_url=checked("base_url", validate_base_url, text(obj, "base_url", required=True)),
+            api_key_env=checked("api_key_env", validate_env_var, text(obj, "api_key_env")),
+            provider=provider,
+            description=text(obj, "description"),
+            reason=text(obj, "reason"),
+            **_release_contracts(obj),
+            prompts=release_prompts(obj.get("prompts")),
+        )
+
+
+def release_prompts(raw: Any) -> dict[str, str]:
+    """``{prompt: version}``: a number, "active" (follow the active version) or "current"
+    (the active version now, resolved once at creation)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise InvalidRequest("field 'prompts' must be an object {name: version}", param="prompts")
+    special = {"active", "current"}
+    try:
+        validate_release_prompts({k: "1" if v in special else v for k, v in raw.items()})
+    except RecordError as exc:
+        raise InvalidRequest(str(exc), param="prompts") from exc
+    return dict(sorted(raw.items()))
+
+
+def _release_contracts(obj: Mapping[str, Any]) -> dict[str, Any]:
+    contracts = obj.get("contracts") or {}
+    if not isinstance(contracts, dict):
+        raise InvalidRequest(
+            "field 'contracts' must be an object {tool: version}", param="contracts"
+        )
+    policy = text(obj, "contract_policy")
+    try:
+        checked = validate_contracts(contracts, policy)
+    except RecordError as exc:
+        param = "contract_policy" if "policy" in str(exc) else "contracts"
+        raise InvalidRequest(str(exc), param=param) from exc
+    return {"contracts": checked, "contract_policy": policy}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetStable:
+    release: str
+    reason: str = ""
+    if_revision: int | None = None
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"release", "reason", "if_revision"})
+
+    @classmethod
+    def parse(cls, raw: bytes) -> SetStable:
+        obj = parse_object(raw, cls.FIELDS)
+        if_revision = obj.get("if_revision")
+        if if_revision is not None and (
+            isinstance(if_revision, bool) or not isinstance(if_revision, int) or if_revision < 0
+        ):
+            raise InvalidRequest(
+                "field 'if_revision' must be a non-negative integer (0: the route must not exist)",
+                param="if_revision",
+            )
+        return cls(
+            release=name(text(obj, "release", required=True), what="release", param="release"),
+            reason=text(obj, "reason"),
+            if_revision=if_revision,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollback:
+    reason: str = ""
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"reason"})
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Rollback:
+        return cls(reason=text(parse_object(raw, cls.FIELDS, empty_ok=True), "reason"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAliases:
+    aliases: tuple[str, ...]
+    reason: str = ""
+
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"aliases", "reason"})
+
+    @classmethod
+    def parse(cls, raw: bytes) -> SetAliases:
+        obj = parse_object(raw, cls.FIELDS)
+        aliases = obj.get("aliases")
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InvalidRequest("field 'aliases' must be a list of strings", param="aliases")
+        if len(aliases) > MAX_ALIASES:
+            raise InvalidRequest(f"at most {MAX_ALIASES} aliases", param="aliases")
+        for alias in aliases:
+            checked("aliases", validate_model, alias)
+        return cls(aliases=tuple(dict.fromkeys(aliases)), reason=text(obj, "reason"))
