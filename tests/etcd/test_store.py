@@ -257,10 +257,12 @@ async def test_write_to_hung_etcd_has_unknown_outcome(fresh_etcd: EtcdNode) -> N
     store = EtcdStore([fresh_etcd.client_url], timeout=1.0)
     try:
         await store.connect()
-        fresh_etcd.pause()
+        fresh_etcd.pause()  # returns once etcd has stopped, so nothing can answer the put
         try:
-            with pytest.raises(StoreUnavailable, match="outcome is unknown"):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"DEADLINE_EXCEEDED.*outcome is unknown"):
                 await store.put("/hung/key", b"maybe")
+            assert time.monotonic() - started >= 0.9  # it hung for the call's budget
         finally:
             fresh_etcd.resume()
 
