@@ -24,7 +24,7 @@ log = get_logger(__name__)
 
 
 class ConfigStore(Protocol):
-    """The part of ``holdfast.store.etcd.EtcdStore`` configsvc uses."""
+    """The part of ``holdfast.store.Store`` configsvc's service uses: any Store is one."""
 
     async def get(self, key: str) -> KeyValue | None: ...
     async def list_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]: ...

@@ -12,7 +12,7 @@ from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     get_logger,
 )
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar.budgets.filter import BudgetFilter, BudgetOptions
 from sidecar.budgets.keeper import BudgetKeeper
@@ -49,7 +49,7 @@ class Sidecar:
         self.config = ConfigState(self.keyspace, settings.agent, kinds=CONFIG_KINDS)
         self.metrics = SidecarMetrics(settings.agent)
         self.upstream = Upstream(settings, environ)
-        self.store = EtcdStore(settings.etcd_endpoints, security=settings.etcd_security)
+        self.store = open_store(settings.etcd_endpoints, security=settings.etcd_security)
         self.pins = PinTable(self.keyspace, settings.agent)
         config_key = wanted_key(self.keyspace, settings.agent, CONFIG_KINDS)
         self.mirror = PrefixMirror(

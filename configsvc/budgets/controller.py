@@ -26,8 +26,7 @@ from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, KeyValue, Put, StoreError
-from holdfast.store.etcd import EtcdStore
+from holdfast.store import CasConflict, KeyValue, Put, Store, StoreError
 
 log = get_logger(__name__)
 
@@ -38,7 +37,7 @@ DEFAULT_BUDGET_TICK: Final = 0.5
 class BudgetController:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
         election: Election,
         *,

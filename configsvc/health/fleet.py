@@ -22,7 +22,7 @@ from holdfast.keyspace import HealthSnapshot, Keyspace, RecordError
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.logs import get_logger
 from holdfast.signals.summary import window_figures
-from holdfast.store.etcd import EtcdStore
+from holdfast.store import Store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 
 log = get_logger(__name__)
@@ -32,7 +32,7 @@ PRUNE_EVERY_S: Final = 5.0
 
 class FleetHealth:
     def __init__(
-        self, store: EtcdStore, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
+        self, store: Store, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
     ) -> None:
         self.windows = FleetWindows()
         self.clock = clock

@@ -19,8 +19,7 @@ from typing import Final
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, Put, StoreError
-from holdfast.store.etcd import EtcdStore
+from holdfast.store import CasConflict, Put, Store, StoreError
 
 log = get_logger(__name__)
 
@@ -33,7 +32,7 @@ def default_identity() -> str:
 
 class Election:
     def __init__(
-        self, store: EtcdStore, keyspace: Keyspace, name: str, *, ttl: int, identity: str = ""
+        self, store: Store, keyspace: Keyspace, name: str, *, ttl: int, identity: str = ""
     ) -> None:
         self.store = store
         self.key = keyspace.election(name)

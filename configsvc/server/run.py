@@ -31,8 +31,8 @@ from holdfast.keyspace import Keyspace
 from holdfast.logs import get_logger
 from holdfast.net.http_logs import redact_parse_errors
 from holdfast.options.common import LOOPBACK_HOSTS
-from holdfast.store import StoreError
-from holdfast.store.etcd import EtcdStore
+from holdfast.store import Store, StoreError
+from holdfast.store.factory import open_store
 
 log = get_logger(__name__)
 
@@ -77,7 +77,7 @@ async def finalize_leftovers(service: ConfigService) -> None:
         log.info("audit_startup_finalized", count=moved)
 
 
-async def serve(settings: ServeSettings, store: EtcdStore) -> None:
+async def serve(settings: ServeSettings, store: Store) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -176,7 +176,7 @@ def run(settings: ServeSettings) -> int:
     """Serve until signalled: 0 after a graceful stop, 1 if it cannot listen, 2 on bad --etcd."""
     redact_parse_errors()  # a malformed request's bytes (its token too) stay out of logs
     try:
-        store = EtcdStore(settings.etcd_endpoints, security=settings.etcd_security)
+        store = open_store(settings.etcd_endpoints, security=settings.etcd_security)
     except ValueError as exc:
         print(f"holdfastctl serve: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import signal
 import ssl
@@ -179,11 +180,28 @@ class EtcdNode(Managed):
         except OSError:
             return "(no log)"
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 10.0) -> None:
         """Freeze the process (SIGSTOP): its sockets stay open but nothing answers, like a hung
-        host; only timeouts and keepalives can tell."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGSTOP)
+        host; only timeouts and keepalives can tell.
+
+        Returns once every thread of etcd has stopped. kill() only queues the signal: one thread
+        must be scheduled to take it and then stop the others, and until then the rest keep
+        serving -- tens of milliseconds on a busy machine, enough to answer a request sent
+        right after pause() returned.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGSTOP)
+        # The parent learns of a stop only when the whole thread group has stopped. WNOWAIT
+        # leaves that news (and any exit) for Popen's own waits.
+        flags = os.WSTOPPED | os.WEXITED | os.WNOWAIT | os.WNOHANG
+        deadline = time.monotonic() + timeout
+        while (info := os.waitid(os.P_PID, self._proc.pid, flags)) is None:
+            if time.monotonic() > deadline:
+                raise EtcdError(f"etcd {self.name} did not stop within {timeout}s of SIGSTOP")
+            time.sleep(0.001)
+        if info.si_code != os.CLD_STOPPED:
+            raise EtcdError(f"etcd {self.name} exited instead of pausing\n{self.tail()}")
 
     def resume(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

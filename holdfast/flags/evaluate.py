@@ -92,7 +92,10 @@ def evaluate(spec: FlagSpec, context: Mapping[str, Any], *, now: float) -> Evalu
     if spec.state == "DISABLED":
         return Evaluation(spec.key, "DISABLED", default_value, default, metadata=meta)
     if not spec.targeting:
-        return Evaluation(spec.key, "STATIC", default_value, default, metadata=meta)
+        # No default variant: the caller's code default serves, which OpenFeature calls DEFAULT
+        # (flagd answers so too); STATIC would claim a value this config does not hold.
+        reason: Reason = "STATIC" if default is not None else "DEFAULT"
+        return Evaluation(spec.key, reason, default_value, default, metadata=meta)
     recorder = _Recorder()
     operations = {**OPERATIONS, SPLIT_OPERATION: recorder.fractional}
     try:
@@ -110,10 +113,10 @@ def evaluate(spec: FlagSpec, context: Mapping[str, Any], *, now: float) -> Evalu
             "PARSE_ERROR",
             f"targeting chose {result!r:.60}, which is not a variant of the flag",
         )
-    reason: Reason = (
+    matched: Reason = (
         "SPLIT" if recorder.split and recorder.split[-1] == result else "TARGETING_MATCH"
     )
-    return Evaluation(spec.key, reason, spec.variants[name], name, metadata=meta)
+    return Evaluation(spec.key, matched, spec.variants[name], name, metadata=meta)
 
 
 def _error(spec: FlagSpec, code: ErrorCode, details: str) -> Evaluation:

@@ -1,4 +1,9 @@
-"""etcd access for both packages. Only ``holdfast.store.etcd`` imports the etcd client library."""
+"""etcd access for both packages. Only ``holdfast.store.etcd`` imports the etcd client library.
+
+Code outside this package depends on the ``Store`` protocol; ``open_store`` (in
+``holdfast.store.factory``) makes the etcd one for a process, ``holdfast.store.memory`` has an
+in-memory one for unit tests.
+"""
 
 from holdfast.store.errors import (
     AuthFailed,
@@ -9,6 +14,7 @@ from holdfast.store.errors import (
     StoreError,
     StoreUnavailable,
 )
+from holdfast.store.protocol import Store
 from holdfast.store.types import Change, Endpoint, KeyValue, Put, TxnResult, parse_endpoint
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "LeaseNotFound",
     "PermissionDenied",
     "Put",
+    "Store",
     "StoreError",
     "StoreUnavailable",
     "TxnResult",

@@ -31,6 +31,7 @@ from holdfast.store.etcd_wire import change_batches, encode_key, key_value, pref
 from holdfast.store.failover import FailoverClient
 from holdfast.store.grpc_channel import CHANNEL_OPTIONS, Connection, TlsCredentials
 from holdfast.store.grpc_errors import RETRYABLE, detail, translate
+from holdfast.store.protocol import Store
 from holdfast.store.types import PROBE_KEY, Change, Endpoint, KeyValue, Put, TxnResult
 
 _REQUIRE_LEADER: Final = (("hasleader", "true"),)
@@ -252,8 +253,18 @@ class EtcdStore(FailoverClient[_Conn]):
                     yield batch
                 try:
                     response = await call.read()
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    # Not our cancellation: grpc cancels the calls of a channel that close()
+                    # shut, and the consumer must see a broken stream, not a cancelled task.
+                    raise StoreUnavailable(f"{what}: the etcd store was closed") from None
                 except (grpc.RpcError, grpc.aio.UsageError) as exc:
                     self._failover(index, "watch stream broke")
                     raise translate(exc, f"{what}: stream broke") from exc
         finally:
             call.cancel()
+
+
+_CONFORMS: type[Store] = EtcdStore  # mypy checks the adapter against the protocol

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from holdfast.background import BackgroundTask
 from holdfast.logs import get_logger
 from holdfast.store.errors import StoreError
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.protocol import Store
 
 log = get_logger(__name__)
 
@@ -23,7 +23,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         ttl: int,
         *,
         on_new_lease: Callable[[int], Awaitable[None]] | None = None,

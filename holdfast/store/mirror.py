@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from holdfast.logs import get_logger
 from holdfast.store.errors import Compacted, StoreError, StoreUnavailable
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.protocol import Store
 from holdfast.store.types import Change, KeyValue, kv_from_change
 
 log = get_logger(__name__)
@@ -74,7 +74,7 @@ class PrefixMirror:
 
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         prefix: str,
         *,
         key_filter: KeyFilter | None = None,

@@ -30,8 +30,7 @@ from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.logs import get_logger
-from holdfast.store import StoreError
-from holdfast.store.etcd import EtcdStore
+from holdfast.store import Store, StoreError
 from holdfast.store.lease import LeaseKeeper
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar.budgets.ledger import Ledger
@@ -56,7 +55,7 @@ def holder_id(sidecar_id: str) -> str:
 class BudgetKeeper:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
         ledger: Ledger,
         config: ConfigState,

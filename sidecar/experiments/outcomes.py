@@ -32,8 +32,7 @@ from holdfast.experiments.series import Series, combine, series_of, subtract, to
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.outcomes import OutcomeReport
 from holdfast.logs import get_logger
-from holdfast.store import CasConflict, Put, StoreError
-from holdfast.store.etcd import EtcdStore
+from holdfast.store import CasConflict, Put, Store, StoreError
 from sidecar.experiments.feedback import ExperimentBook
 
 log = get_logger(__name__)
@@ -54,7 +53,7 @@ class KeyState:
 class OutcomePublisher:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
         book: ExperimentBook,
         *,

@@ -85,15 +85,25 @@ def parse_context(raw: bytes) -> dict[str, Any]:
 
 
 def success(result: Evaluation) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    """OFREP's success shape. No default variant (the code default serves): no ``value``, which
+    OFREP's ``codeDefaultFlag`` and flagd use to say "use your code default", and an empty
+    ``variant``, a name no variant can have (the flag schema refuses it). flagd omits the
+    variant instead, but the Python OFREP provider (0.3) reads ``variant`` unconditionally and
+    reports ERROR without it; the spec allows any string there."""
+    if result.variant is None:
+        return {
+            "key": result.key,
+            "reason": result.reason,
+            "variant": "",
+            "metadata": dict(result.metadata),
+        }
+    return {
         "key": result.key,
+        "value": result.value,
         "reason": result.reason,
+        "variant": result.variant,
         "metadata": dict(result.metadata),
     }
-    if result.variant is not None:  # none: no default variant, the caller's code default serves
-        out["variant"] = result.variant
-        out["value"] = result.value
-    return out
 
 
 def failure(result: Evaluation) -> dict[str, Any]:

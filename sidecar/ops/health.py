@@ -24,8 +24,8 @@ from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import ReleaseSignals
 from holdfast.keyspace.tool_signals import ToolSignals
 from holdfast.logs import get_logger
+from holdfast.store import Store
 from holdfast.store.errors import StoreError
-from holdfast.store.etcd import EtcdStore
 from holdfast.store.lease import LeaseKeeper
 
 log = get_logger(__name__)
@@ -96,7 +96,7 @@ def lease_ttl(interval: float) -> int:
 class HealthPublisher:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
         *,
         sidecar_id: str,

@@ -21,9 +21,8 @@ from typing import Any, Final
 
 from holdfast.keyspace import Keyspace, Pin
 from holdfast.logs import get_logger
-from holdfast.store import KeyValue, Put
+from holdfast.store import KeyValue, Put, Store
 from holdfast.store.errors import CasConflict, LeaseNotFound, StoreError
-from holdfast.store.etcd import EtcdStore
 from sidecar.pins.metrics import PinMetrics
 from sidecar.pins.writer import PinWriter
 
@@ -50,7 +49,7 @@ class Claim:
 class PinClaims:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         keyspace: Keyspace,
         writer: PinWriter,
         metrics: PinMetrics,

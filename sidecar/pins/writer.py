@@ -26,9 +26,8 @@ from typing import Any, Final
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace, Pin
 from holdfast.logs import get_logger
-from holdfast.store import Put
+from holdfast.store import Put, Store
 from holdfast.store.errors import CasConflict, LeaseNotFound, StoreError, StoreUnavailable
-from holdfast.store.etcd import EtcdStore
 from sidecar.pins.metrics import PinMetrics
 from sidecar.pins.pinning import refresh_interval
 from sidecar.pins.table import PinTable
@@ -44,7 +43,7 @@ CLOSE_FLUSH_S: Final = 2.0
 class PinWriter:
     def __init__(
         self,
-        store: EtcdStore,
+        store: Store,
         table: PinTable,
         keyspace: Keyspace,
         metrics: PinMetrics,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from holdfast.keyspace import Keyspace, Release, Route
 from holdfast.store import Change, KeyValue
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.memory import MemoryStore
 from holdfast_devtools import procs
 from sidecar.budgets.filter import BudgetFilter
 from sidecar.config.kinds import CONFIG_KINDS
@@ -109,14 +108,6 @@ def settings(**over: object) -> SidecarSettings:
     return SidecarSettings(**values)  # type: ignore[arg-type]
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on: an etcd that refuses every connection."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 BudgetFactory = Callable[[ConfigState, SidecarMetrics], BudgetFilter]
 
 
@@ -136,8 +127,9 @@ async def start_sidecar(
     await upstream.start()
     control = StaticControl()
     metrics = SidecarMetrics(AGENT)
-    # No etcd in this tier: pin writes queue against a port that refuses, as in an outage.
-    store = EtcdStore([f"http://127.0.0.1:{closed_port()}"], timeout=0.5)
+    # No etcd in this tier: pin writes queue against a store that is down, as in an outage.
+    store = MemoryStore()
+    store.unavailable = True
     pins = PinTable(KS, AGENT)
     writer = PinWriter(store, pins, KS, metrics.pins, ttl=s.pin_ttl, max_pending=s.max_pending_pins)
     pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from holdfast.keyspace import Release, Route
 from holdfast.keyspace.contract import Contract
 from holdfast.store import Change, KeyValue
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.memory import MemoryStore
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.contracts.tool_proxy import ToolProxy
@@ -25,7 +25,7 @@ from sidecar.pins.pinning import Pinning
 from sidecar.pins.table import PinTable
 from sidecar.pins.writer import PinWriter
 from sidecar.upstream.client import Upstream
-from tests.servers.conftest import AGENT, KEY_VAR, KS, PROVIDER_KEY, closed_port, settings
+from tests.servers.conftest import AGENT, KEY_VAR, KS, PROVIDER_KEY, settings
 
 SEARCH_ARGS: dict[str, Any] = {
     "type": "object",
@@ -176,7 +176,8 @@ async def contract_sidecar(fake_url: str) -> AsyncIterator[ContractSidecar]:
     upstream = Upstream(s, {KEY_VAR: PROVIDER_KEY})
     await upstream.start()
     metrics = SidecarMetrics(AGENT)
-    store = EtcdStore([f"http://127.0.0.1:{closed_port()}"], timeout=0.5)
+    store = MemoryStore()
+    store.unavailable = True  # no etcd in this tier: an outage, as in tests/servers/conftest.py
     pins = PinTable(KS, AGENT)
     writer = PinWriter(store, pins, KS, metrics.pins, ttl=s.pin_ttl, max_pending=100)
     pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)

@@ -4,6 +4,7 @@ routing by flag, and a real OpenFeature SDK client."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -195,3 +196,78 @@ async def test_openfeature_sdk_against_the_sidecar(sidecar: SidecarUnderTest) ->
     value, variant, reason, missing, code = await asyncio.to_thread(ask)
     assert (value, variant, missing) == (True, "on", "fallback")
     assert "TARGETING_MATCH" in reason and "FLAG_NOT_FOUND" in code
+
+
+CODE_DEFAULT = {
+    "flags": {
+        "no-default": {"state": "ENABLED", "variants": {"on": True, "off": False}},
+        "no-default-rule": {
+            "state": "ENABLED",
+            "variants": {"on": True, "off": False},
+            "defaultVariant": None,
+            "targeting": {"if": [{"==": [{"var": "tenant"}, "acme"]}, "on", None]},
+        },
+        "no-default-killed": {
+            "state": "DISABLED",
+            "variants": {"on": True, "off": False},
+            "defaultVariant": None,
+        },
+    }
+}
+
+
+async def test_code_default_is_a_success_without_value(sidecar: SidecarUnderTest) -> None:
+    """flagd's answer for a flag with no default variant: 200, reason DEFAULT (DISABLED when
+    killed), no ``value``; ``variant`` is the empty string, a name no variant can have."""
+    put_flags(sidecar, CODE_DEFAULT)
+    base = f"{sidecar.url}/ofrep/v1/evaluate/flags"
+    expected = {
+        "no-default": "DEFAULT",
+        "no-default-rule": "DEFAULT",
+        "no-default-killed": "DISABLED",
+    }
+    for key, reason in expected.items():
+        status, body, _ = await post(f"{base}/{key}", {"context": {"tenant": "globex"}})
+        assert (status, body) == (200, {"key": key, "reason": reason, "variant": "",
+                                        "metadata": {}})  # fmt: skip
+    status, body, _ = await post(f"{base}/no-default-rule", {"context": {"tenant": "acme"}})
+    assert (status, body["value"], body["variant"]) == (200, True, "on")  # a rule still matches
+    status, body, _ = await post(base, {"context": {}})
+    assert status == 200
+    assert {f["key"]: "value" in f for f in body["flags"]} == dict.fromkeys(expected, False)
+
+
+async def test_openfeature_sdk_gets_the_code_default_cleanly(
+    sidecar: SidecarUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    from openfeature import api
+    from openfeature.contrib.provider.ofrep import OFREPProvider
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
+
+    put_flags(sidecar, CODE_DEFAULT)
+    api.set_provider(OFREPProvider(sidecar.url))
+    client = api.get_client()
+
+    def ask() -> dict[str, FlagEvaluationDetails[Any]]:
+        ctx = EvaluationContext(targeting_key="user-1", attributes={"tenant": "globex"})
+        acme = EvaluationContext(targeting_key="user-1", attributes={"tenant": "acme"})
+        return {
+            "bool": client.get_boolean_details("no-default", True, ctx),
+            "string": client.get_string_details("no-default-rule", "code", ctx),
+            "object": client.get_object_details("no-default-killed", {"code": 1}, ctx),
+            "match": client.get_boolean_details("no-default-rule", False, acme),
+        }
+
+    with caplog.at_level(logging.DEBUG, logger="openfeature"):
+        got = await asyncio.to_thread(ask)
+    summary = {name: (d.value, d.reason, d.error_code, d.error_message) for name, d in got.items()}
+    assert summary == {
+        "bool": (True, Reason.DEFAULT, None, None),
+        "string": ("code", Reason.DEFAULT, None, None),
+        "object": ({"code": 1}, Reason.DISABLED, None, None),
+        "match": (True, Reason.TARGETING_MATCH, None, None),
+    }
+    assert got["match"].variant == "on"
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not noisy, [r.getMessage() for r in noisy]

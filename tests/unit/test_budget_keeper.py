@@ -7,7 +7,7 @@ from holdfast.keyspace import Keyspace
 from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.quota import Quotas
 from holdfast.store import KeyValue
-from holdfast.store.etcd import EtcdStore
+from holdfast.store.memory import MemoryStore
 from sidecar.budgets.keeper import BudgetKeeper
 from sidecar.budgets.ledger import Ledger
 from sidecar.config.kinds import CONFIG_KINDS
@@ -30,7 +30,8 @@ def keeper() -> tuple[BudgetKeeper, Ledger]:
     kvs = {KS.budget(b.scope): b.encode() for b in BUDGETS}
     config.apply_reset(1, {k: KeyValue(k, v, 1, 1, 1) for k, v in kvs.items()}, "etcd")
     ledger = Ledger(agent="support")
-    store = EtcdStore(["http://127.0.0.1:1"])  # never dialled: nothing here does I/O
+    store = MemoryStore()
+    store.unavailable = True  # nothing here does I/O; a call would fail
     k = BudgetKeeper(
         store,
         KS,

@@ -94,7 +94,7 @@ def test_boolean_result_maps_to_variant_names() -> None:
 def test_no_default_variant_means_code_default() -> None:
     s = spec(None, default_variant=None)
     result = evaluate(s, {}, now=0)
-    assert (result.reason, result.variant, result.failed) == ("STATIC", None, False)
+    assert (result.reason, result.variant, result.failed) == ("DEFAULT", None, False)
 
 
 # Published expectations of flagd's own fractional tests (core/pkg/evaluator/fractional_test.go).
