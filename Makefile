@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench setup docs
 
 setup:
 	@scripts/bootstrap.sh
@@ -21,3 +21,8 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.overhead
+
+# The documentation site into site/; --strict turns every warning (a broken link or anchor) into a
+# failure. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.0, which is no warning.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict

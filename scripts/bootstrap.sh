@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh machine: an etcd binary, a virtualenv, the package with its dev extra.
+# Idempotent set-up for a fresh machine: an etcd binary, a virtualenv, the package with its dev and
+# docs extras.
 # Re-running it is cheap: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,15 +29,17 @@ MSG
   exit 1
 fi
 
+EXTRAS="dev,docs"
 stamp="$VENV/.holdfast-installed"
-want=$(cat pyproject.toml devtools/pyproject.toml | sha256sum | cut -c1-16)
+# The stamp covers the extras too: installing another set must not be skipped as done already.
+want=$({ cat pyproject.toml devtools/pyproject.toml; echo "extras=$EXTRAS"; } | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log="$VENV/install.log"
   if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
-         && "$VENV/bin/python" -m pip install -q -e ".[dev]" -e ./devtools; } >"$log" 2>&1; then
+         && "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" -e ./devtools; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "bootstrap: installing the package failed (log above, kept in $log)" >&2
     exit 1
