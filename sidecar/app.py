@@ -14,28 +14,23 @@ from holdfast.logs import (
 )
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar.budgets.filter import BudgetFilter, BudgetOptions
-from sidecar.budgets.keeper import BudgetKeeper
-from sidecar.budgets.ledger import Ledger
-from sidecar.budgets.metrics import BudgetMetrics
-from sidecar.budgets.prices import load_prices
-from sidecar.config import persist
-from sidecar.config.kinds import CONFIG_KINDS
-from sidecar.config.state import ConfigSnapshot, ConfigState, wanted_key
-from sidecar.experiments.feedback import ExperimentBook
-from sidecar.experiments.outcomes import OutcomePublisher
-from sidecar.http.app import Parts, build_http_app, new_shadow_runner
-from sidecar.ops.endpoints import ControlPlane
-from sidecar.ops.health import HealthPublisher, HealthSources
-from sidecar.ops.metrics import SidecarMetrics
+from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
+from sidecar.config import (
+    CONFIG_KINDS,
+    ConfigSnapshot,
+    ConfigState,
+    load_prices,
+    persist,
+    wanted_key,
+)
+from sidecar.experiments import ExperimentBook, OutcomePublisher
+from sidecar.http import Parts, build_http_app, new_shadow_runner
+from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
+from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
 from sidecar.pins import persist as pin_persist
-from sidecar.pins.claim import PinClaims
-from sidecar.pins.pinning import Pinning
-from sidecar.pins.table import PinTable
-from sidecar.pins.writer import PinWriter
-from sidecar.settings.model import SidecarSettings
-from sidecar.signals.book import SignalBook
-from sidecar.upstream.client import Upstream
+from sidecar.settings import SidecarSettings
+from sidecar.signals import SignalBook
+from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
 

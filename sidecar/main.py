@@ -15,10 +15,8 @@ from holdfast.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV, configure, get_logger
 from holdfast.net.http_logs import redact_parse_errors
 from holdfast.options.common import LOOPBACK_HOSTS
 from sidecar.app import Sidecar
-from sidecar.http.drain import drain, runner_shutdown_timeout
-from sidecar.settings.cli import load_settings
-from sidecar.settings.limits import server_options
-from sidecar.settings.model import SettingsError, SidecarSettings
+from sidecar.http import drain, runner_shutdown_timeout
+from sidecar.settings import SettingsError, SidecarSettings, load_settings, server_options
 
 log = get_logger(__name__)
 

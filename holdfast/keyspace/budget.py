@@ -163,3 +163,11 @@ class Budget:
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
         }
+
+
+def decode_budget(parts: tuple[str, ...], value: bytes) -> Budget:
+    """The ``budgets`` kind's decoder: the record must validate and name its own key's scope."""
+    budget = Budget.decode(value)
+    if (budget.scope,) != parts:
+        raise RecordError(f"budget record names scope {budget.scope!r:.140}, not its key's")
+    return budget

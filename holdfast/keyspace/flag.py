@@ -84,3 +84,11 @@ class FlagRecord:
 
     def same_definition(self, other: FlagRecord) -> bool:
         return self.spec.to_flagd() == other.spec.to_flagd()
+
+
+def decode_flag(parts: tuple[str, ...], value: bytes) -> FlagRecord:
+    """The ``flags`` kind's decoder: the record must validate fully and name its own key."""
+    record = FlagRecord.decode(value)
+    if record.key != parts[0]:
+        raise RecordError(f"flag record names key {record.key!r:.130}, stored under {parts[0]!r}")
+    return record

@@ -1,2 +1,11 @@
 """Token and cost budgets on the request path: admission against the ledger, settlement on the
 provider's usage, and the sidecar's side of fleet-wide slices."""
+
+from __future__ import annotations
+
+from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.keeper import BudgetKeeper
+from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.metrics import BudgetMetrics
+
+__all__ = ["BudgetFilter", "BudgetKeeper", "BudgetMetrics", "BudgetOptions", "Ledger"]

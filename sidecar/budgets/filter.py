@@ -43,11 +43,10 @@ from holdfast.logs import get_logger
 from sidecar.budgets.ledger import Ledger, Refusal, Reservation
 from sidecar.budgets.meter import Meter
 from sidecar.budgets.metrics import BudgetMetrics
-from sidecar.budgets.prices import PriceTable
 from sidecar.budgets.settle import Settle
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState, PriceTable
 from sidecar.errors import BudgetExhausted, InvalidRequest, PriceUnknown
-from sidecar.pipeline.exchange import Exchange, Observer
+from sidecar.pipeline import Exchange, Observer
 
 log = get_logger(__name__)
 

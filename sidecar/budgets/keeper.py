@@ -36,7 +36,7 @@ from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.meter import Meter
 from sidecar.budgets.metrics import meter_status
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 
 log = get_logger(__name__)
 

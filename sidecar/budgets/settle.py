@@ -14,7 +14,7 @@ from holdfast.keyspace.price import Price
 from holdfast.logs import get_logger
 from sidecar.budgets.ledger import Ledger, Reservation
 from sidecar.budgets.metrics import BudgetMetrics
-from sidecar.pipeline.exchange import Observer, Outcome
+from sidecar.pipeline import Observer, Outcome
 
 log = get_logger(__name__)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from holdfast.keyspace.budget import decode_budget
 from holdfast.keyspace.contract import decode_contract
+from holdfast.keyspace.flag import decode_flag
 from holdfast.keyspace.price import decode_prices
 from holdfast.keyspace.prompt import decode_prompt
-from sidecar.budgets.config import decode_budget
 from sidecar.config.state import KindDecoder
-from sidecar.flags.evaluator import decode_flag
 
 CONFIG_KINDS: Final[Mapping[str, KindDecoder]] = {
     "budgets": decode_budget,

@@ -1,2 +1,21 @@
 """Versioned tool contracts: declared tools and model tool calls checked on the chat path, and
 ``POST /tools/{tool}`` with its backends and breakers."""
+
+from __future__ import annotations
+
+from sidecar.contracts.backend import ToolBackend
+from sidecar.contracts.book import ContractBook
+from sidecar.contracts.filter import VIOLATION_HEADER, ContractFilter
+from sidecar.contracts.stats import ContractStats
+from sidecar.contracts.status import contract_status
+from sidecar.contracts.tool_proxy import ToolProxy
+
+__all__ = [
+    "VIOLATION_HEADER",
+    "ContractBook",
+    "ContractFilter",
+    "ContractStats",
+    "ToolBackend",
+    "ToolProxy",
+    "contract_status",
+]

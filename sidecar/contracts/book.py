@@ -14,7 +14,7 @@ from holdfast.contracts.schema import CompiledSchema, canonical, compile_validat
 from holdfast.keyspace.contract import Contract, Policy, effective_policy
 from holdfast.keyspace.records import Release
 from holdfast.logs import get_logger
-from sidecar.config.state import ConfigSnapshot
+from sidecar.config import ConfigSnapshot
 
 log = get_logger(__name__)
 

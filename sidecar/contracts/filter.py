@@ -26,12 +26,12 @@ from typing import Final
 
 from holdfast.dialects import Answer, EventView, ToolCall
 from holdfast.logs import get_logger
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.contracts.book import ContractBook, Pinned
 from sidecar.contracts.checks import Violation, check_call, declared_mismatch
 from sidecar.contracts.stats import ContractStats
 from sidecar.errors import ToolCallViolation, ToolSchemaMismatch, spec_for
-from sidecar.pipeline.exchange import Exchange, Observer
+from sidecar.pipeline import Exchange, Observer
 
 log = get_logger(__name__)
 

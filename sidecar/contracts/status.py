@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from holdfast.keyspace import Route
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.contracts.book import ContractBook
 from sidecar.contracts.breakers import ToolBreakers
 from sidecar.contracts.stats import ContractStats

@@ -21,7 +21,7 @@ from holdfast.contracts.breaker import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RESET_
 from holdfast.json_limits import DEFAULT_MAX_JSON_DEPTH, JsonRefused, loads_bounded
 from holdfast.keyspace.keys import NAME_RE
 from holdfast.logs import get_logger
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.contracts.backend import BackendAnswer, ToolBackend
 from sidecar.contracts.book import Compiled, ContractBook
 from sidecar.contracts.breakers import Refusal, ToolBreakers
@@ -35,10 +35,9 @@ from sidecar.errors import (
     ToolNotPinned,
     ToolNotProxied,
 )
-from sidecar.pins.pinning import Pinning
-from sidecar.pipeline.proxy import REQUEST_ID_KEY, served_by
-from sidecar.routing.resolve import Resolved
-from sidecar.routing.session import session_id
+from sidecar.pins import Pinning
+from sidecar.pipeline import REQUEST_ID_KEY, served_by
+from sidecar.routing import Resolved, session_id
 
 log = get_logger(__name__)
 

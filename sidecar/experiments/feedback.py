@@ -26,9 +26,9 @@ from holdfast.experiments.stats import Counts
 from holdfast.json_limits import JsonRefused, loads_bounded, lone_surrogate
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.outcomes import OutcomeCounts
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.errors import BodyTooLarge, InvalidRequest, Overloaded, UnknownSession
-from sidecar.pins.table import PinTable
+from sidecar.pins import PinTable
 
 FEEDBACK_PATH: Final = "/v1/holdfast/feedback"
 MAX_FEEDBACK_BYTES: Final = 4096

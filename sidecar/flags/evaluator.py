@@ -14,20 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from holdfast.flags.evaluate import Evaluation, evaluate, not_found
-from holdfast.keyspace.codec import RecordError
 from holdfast.keyspace.flag import FlagRecord
-from sidecar.config.state import ConfigSnapshot, ConfigState
+from sidecar.config import ConfigSnapshot, ConfigState
 from sidecar.flags.metrics import FlagMetrics
 
 FLAGS_KIND: Final = "flags"
-
-
-def decode_flag(parts: tuple[str, ...], value: bytes) -> FlagRecord:
-    """The ``flags`` kind's decoder: the record must validate fully and name its own key."""
-    record = FlagRecord.decode(value)
-    if record.key != parts[0]:
-        raise RecordError(f"flag record names key {record.key!r:.130}, stored under {parts[0]!r}")
-    return record
 
 
 def flags_of(snapshot: ConfigSnapshot | None) -> Mapping[str, FlagRecord]:

@@ -24,33 +24,22 @@ from holdfast.logs import (
     get_logger,
     request_id_from,
 )
-from sidecar.budgets.filter import BudgetFilter
-from sidecar.budgets.prices import PriceTable
-from sidecar.config.state import ConfigState
-from sidecar.contracts.backend import ToolBackend
-from sidecar.contracts.book import ContractBook
-from sidecar.contracts.filter import ContractFilter
-from sidecar.contracts.status import contract_status
-from sidecar.contracts.tool_proxy import ToolProxy
+from sidecar.budgets import BudgetFilter
+from sidecar.config import ConfigState, PriceTable
+from sidecar.contracts import ContractBook, ContractFilter, ToolBackend, ToolProxy, contract_status
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
-from sidecar.experiments.feedback import ExperimentBook, FeedbackApi
-from sidecar.flags.evaluator import FlagEvaluator
-from sidecar.flags.ofrep import OfrepApi
+from sidecar.experiments import ExperimentBook, FeedbackApi
+from sidecar.flags import FlagEvaluator, OfrepApi
 from sidecar.http.guard import guard_middlewares
 from sidecar.http.models import Models
-from sidecar.ops.endpoints import ControlPlane, Ops
-from sidecar.ops.metrics import SidecarMetrics
-from sidecar.pins.pinning import Pinning
-from sidecar.pipeline.chain import assemble
-from sidecar.pipeline.exchange import Exchange, ExchangeFilter
-from sidecar.pipeline.proxy import DIALECT_KEY, REQUEST_ID_KEY, Proxy
-from sidecar.prompts.filter import PromptFilter
-from sidecar.settings.model import SidecarSettings
-from sidecar.shadow.filter import ShadowFilter
-from sidecar.shadow.runner import ShadowRunner
-from sidecar.signals.book import SignalBook, summary
-from sidecar.signals.filter import SignalsFilter
-from sidecar.upstream.client import Upstream
+from sidecar.ops import ControlPlane, Ops, SidecarMetrics
+from sidecar.pins import Pinning
+from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
+from sidecar.prompts import PromptFilter
+from sidecar.settings import SidecarSettings
+from sidecar.shadow import ShadowFilter, ShadowRunner
+from sidecar.signals import SignalBook, SignalsFilter, summary
+from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from holdfast.logs import get_logger
-from sidecar.upstream.client import Upstream
+from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from holdfast.logs import get_logger
 from holdfast.net.hostcheck import allowed_hosts, host_allowed
 from sidecar.errors import MisdirectedRequest, Overloaded
-from sidecar.settings.model import SidecarSettings
+from sidecar.settings import SidecarSettings
 
 log = get_logger(__name__)
 

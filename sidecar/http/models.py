@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sidecar.config.state import ConfigState, known_models
+from sidecar.config import ConfigState, known_models
 
 
 class Models:

@@ -12,9 +12,9 @@ import psutil
 from aiohttp import web
 
 from holdfast import __version__
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.ops.metrics import CONTENT_TYPE, SidecarMetrics
-from sidecar.settings.model import SidecarSettings
+from sidecar.settings import SidecarSettings
 
 
 class ControlPlane(Protocol):

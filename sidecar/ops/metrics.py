@@ -13,11 +13,11 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from sidecar.contracts.stats import ContractStats
-from sidecar.flags.metrics import FlagMetrics
-from sidecar.pins.metrics import PinMetrics
-from sidecar.shadow.metrics import ShadowMetrics
-from sidecar.signals.metrics import SignalMetrics
+from sidecar.contracts import ContractStats
+from sidecar.flags import FlagMetrics
+from sidecar.pins import PinMetrics
+from sidecar.shadow import ShadowMetrics
+from sidecar.signals import SignalMetrics
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 

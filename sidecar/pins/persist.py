@@ -19,7 +19,7 @@ import msgpack
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import Pin, RecordError
 from holdfast.logs import get_logger
-from sidecar.config.persist import write_atomically
+from sidecar.config import write_atomically
 from sidecar.pins.table import PinEntry, PinTable
 
 log = get_logger(__name__)

@@ -14,28 +14,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final
 
 from holdfast.keyspace import Pin
 from holdfast.logs import get_logger
-from sidecar.config.state import ConfigSnapshot
+from sidecar.config import ConfigSnapshot
+from sidecar.pins.claim import PinClaims
 from sidecar.pins.metrics import PinMetrics
-from sidecar.pins.table import PinTable
-from sidecar.prompts.index import pinned_prompts, unrecorded_prompts
-from sidecar.routing.resolve import Resolved, resolve
-
-if TYPE_CHECKING:  # pin_claim needs the pin writer, which needs refresh_interval from here
-    from sidecar.pins.claim import PinClaims
+from sidecar.pins.table import PinTable, refresh_interval
+from sidecar.routing import Resolved, pinned_prompts, resolve, unrecorded_prompts
 
 log = get_logger(__name__)
-
-MIN_REFRESH_INTERVAL_S: Final = 1.0
-REFRESHES_PER_TTL: Final = 24
-
-
-def refresh_interval(ttl: float) -> float:
-    """How often a used pin is re-attached to a fresh lease (and a fresh lease granted)."""
-    return max(ttl / REFRESHES_PER_TTL, MIN_REFRESH_INTERVAL_S)
 
 
 class Pinning:

@@ -11,12 +11,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from holdfast.keyspace import KeyError_, Keyspace, Pin, RecordError
 from holdfast.logs import get_logger
 from holdfast.store import Change, KeyValue
 
 log = get_logger(__name__)
+
+MIN_REFRESH_INTERVAL_S: Final = 1.0
+REFRESHES_PER_TTL: Final = 24
+
+
+def refresh_interval(ttl: float) -> float:
+    """How often a used pin is re-attached to a fresh lease (and a fresh lease granted)."""
+    return max(ttl / REFRESHES_PER_TTL, MIN_REFRESH_INTERVAL_S)
 
 
 @dataclass(slots=True, kw_only=True)

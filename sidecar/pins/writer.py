@@ -29,8 +29,7 @@ from holdfast.logs import get_logger
 from holdfast.store import Put, Store
 from holdfast.store.errors import CasConflict, LeaseNotFound, StoreError, StoreUnavailable
 from sidecar.pins.metrics import PinMetrics
-from sidecar.pins.pinning import refresh_interval
-from sidecar.pins.table import PinTable
+from sidecar.pins.table import PinTable, refresh_interval
 
 log = get_logger(__name__)
 

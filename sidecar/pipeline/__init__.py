@@ -1,2 +1,20 @@
 """The request pipeline: the exchange every filter sees, the filter chain and its order, and the
 proxy that relays an answer (streamed or not) through them."""
+
+from __future__ import annotations
+
+from sidecar.pipeline.chain import assemble
+from sidecar.pipeline.exchange import Exchange, ExchangeFilter, Observer, Outcome
+from sidecar.pipeline.proxy import DIALECT_KEY, REQUEST_ID_KEY, Proxy, served_by
+
+__all__ = [
+    "DIALECT_KEY",
+    "REQUEST_ID_KEY",
+    "Exchange",
+    "ExchangeFilter",
+    "Observer",
+    "Outcome",
+    "Proxy",
+    "assemble",
+    "served_by",
+]

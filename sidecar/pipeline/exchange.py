@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from holdfast.dialects import Answer, Dialect, EventView, RequestView, StreamDecoder, ToolCall
 from holdfast.logs import get_logger
 from sidecar.errors import SidecarError, spec_for
-from sidecar.routing.resolve import Resolved
+from sidecar.routing import Resolved
 
 log = get_logger(__name__)
 

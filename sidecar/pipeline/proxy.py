@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from holdfast.dialects import DIALECTS, Dialect, RequestRefused, RequestView
 from holdfast.logs import get_logger
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.errors import (
     BodyTooLarge,
     InvalidRequest,
@@ -25,17 +25,14 @@ from sidecar.errors import (
     UpstreamUnreachable,
     spec_for,
 )
-from sidecar.ops.metrics import SidecarMetrics
-from sidecar.pins.pinning import Pinning
+from sidecar.pins import Pinning
 from sidecar.pipeline.body import encode_body, parse_body
 from sidecar.pipeline.exchange import Chain, Exchange, ExchangeFilter, Outcome
 from sidecar.pipeline.stream_drain import GRACE, HALF_CLOSED_GRACE, QUIET, count_rest, hang_up
 from sidecar.pipeline.stream_feed import StreamFeed
-from sidecar.routing.flags import CATEGORY_HEADER, TENANT_HEADER
-from sidecar.routing.resolve import Resolved
-from sidecar.routing.session import session_id
-from sidecar.settings.model import SidecarSettings
-from sidecar.upstream.client import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
+from sidecar.routing import CATEGORY_HEADER, TENANT_HEADER, Resolved, session_id
+from sidecar.settings import SidecarSettings
+from sidecar.upstream import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
 
 log = get_logger(__name__)
 
@@ -45,6 +42,14 @@ MIGRATED_FROM_HEADER: Final = "X-Holdfast-Migrated-From"
 REQUEST_ID_KEY: Final = web.RequestKey("holdfast_request_id", str)
 DIALECT_KEY: Final = web.RequestKey("holdfast_dialect", Dialect)
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+class RequestCounter(Protocol):
+    """Where each finished request is counted (sidecar.ops.metrics.SidecarMetrics)."""
+
+    def request_finished(
+        self, operation: str, release: str, outcome: str, seconds: float
+    ) -> None: ...
 
 
 def served_by(resolved: Resolved) -> dict[str, str]:
@@ -60,7 +65,7 @@ class Proxy:
         settings: SidecarSettings,
         config: ConfigState,
         upstream: Upstream,
-        metrics: SidecarMetrics,
+        metrics: RequestCounter,
         pinning: Pinning,
         *,
         filters: Sequence[ExchangeFilter] = (),

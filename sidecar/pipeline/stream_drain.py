@@ -30,7 +30,7 @@ from typing import Final
 import aiohttp
 
 from sidecar.pipeline.stream_feed import StreamFeed
-from sidecar.upstream.client import CONNECT_ERRORS
+from sidecar.upstream import CONNECT_ERRORS
 
 GRACE: Final = 0.05
 QUIET: Final = 0.01

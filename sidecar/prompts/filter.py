@@ -22,11 +22,11 @@ from holdfast.json_limits import JsonRefused, loads_bounded
 from holdfast.keyspace.keys import NAME_RE
 from holdfast.keyspace.prompt import PromptVersion
 from holdfast.prompts.template import TemplateError, values_from
-from sidecar.config.state import ConfigState
+from sidecar.config import ConfigState
 from sidecar.errors import PromptVariables
-from sidecar.pins.table import PinTable
-from sidecar.pipeline.exchange import Exchange, Observer
-from sidecar.prompts.index import index_of, session_prompt
+from sidecar.pins import PinTable
+from sidecar.pipeline import Exchange, Observer
+from sidecar.routing import index_of, session_prompt
 
 PROMPT_HEADER: Final = "X-Holdfast-Prompt"
 VARS_HEADER: Final = "X-Holdfast-Prompt-Vars"

@@ -15,8 +15,8 @@ from typing import Final
 
 from holdfast.flags.evaluate import evaluate
 from holdfast.keyspace import Route
-from sidecar.config.state import ConfigSnapshot
-from sidecar.flags.evaluator import flags_of
+from sidecar.config import ConfigSnapshot
+from sidecar.flags import flags_of
 
 TENANT_HEADER: Final = "X-Holdfast-Tenant"
 CATEGORY_HEADER: Final = "X-Holdfast-Category"

@@ -4,17 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from holdfast.bucketing import CANARY, selected
-from holdfast.keyspace import Release, Route
-from sidecar.config.state import ConfigSnapshot, known_models
+from holdfast.keyspace import Pin, Release, Route
+from sidecar.config import ConfigSnapshot, known_models
 from sidecar.errors import NotConfigured, UnknownModel
-from sidecar.pins.table import PinTable
 from sidecar.routing.experiments import experiment_variant
 from sidecar.routing.flags import flag_release
 
 Kind = Literal["new", "pinned", "unpinned"]
+
+
+class Pinned(Protocol):
+    """A session's pin as the pin table holds it (sidecar.pins.table.PinEntry)."""
+
+    @property
+    def pin(self) -> Pin: ...
+
+    @property
+    def notice_due(self) -> bool:
+        """The agent has not yet been told that an operator migrated the session."""
+        ...
+
+
+class Pins(Protocol):
+    def get(self, session: str) -> Pinned | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +56,7 @@ def resolve(
     agent: str,
     model: str,
     session: str | None = None,
-    pins: PinTable | None = None,
+    pins: Pins | None = None,
     attributes: Mapping[str, str] | None = None,
 ) -> Resolved:
     """Map the model the agent asked for to the release that serves it now.

@@ -15,7 +15,7 @@ from holdfast.options import common as cliargs
 from holdfast.options.common import DEFAULT_ETCD, ENV_ENV, ENV_ETCD
 from holdfast.options.etcd import etcd_security_from, etcd_tls_options
 from holdfast.store.security import SecurityError
-from sidecar.budgets.prices import PriceError, load_prices
+from sidecar.config import PriceError, load_prices
 from sidecar.settings.limits import LimitsError, add_limit_options, limits_from
 from sidecar.settings.model import (
     DEFAULT_BUDGET_ESTIMATOR,

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from holdfast.dialects import Answer, EventView, ToolCall
-from sidecar.config.state import ConfigState
-from sidecar.pipeline.exchange import Exchange, Observer, Outcome
+from sidecar.config import ConfigState
+from sidecar.pipeline import Exchange, Observer, Outcome
 from sidecar.shadow.probe import Probe
 from sidecar.shadow.runner import ShadowRunner
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from holdfast import dialects
 from holdfast.compare import Answer, AnswerError, from_answer
@@ -16,12 +16,19 @@ from holdfast.logs import get_logger
 from sidecar.shadow.book import StatsKey
 from sidecar.shadow.capture import StreamCapture
 
-if TYPE_CHECKING:
-    from sidecar.shadow.runner import ShadowRunner
-
 log = get_logger(__name__)
 
 Outcome = Literal["compared", "skipped_busy", "skipped_budget", "error", "abandoned"]
+
+
+class Owner(Protocol):
+    """What a probe tells the runner that owns its shadow call (sidecar.shadow.runner)."""
+
+    def finish(self, probe: Probe) -> None:
+        """Both sides are in (or the shadow failed): compare."""
+        ...
+
+    def outcome(self, shadow_release: str, outcome: Outcome) -> None: ...
 
 
 class Probe:
@@ -44,7 +51,7 @@ class Probe:
         "task",
     )
 
-    def __init__(self, runner: ShadowRunner, key: StatsKey) -> None:
+    def __init__(self, runner: Owner, key: StatsKey) -> None:
         self._runner = runner
         self.key = key
         self.settled = False  # the primary finished, one way or the other

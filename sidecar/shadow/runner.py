@@ -27,11 +27,11 @@ from holdfast.dialects import Dialect, RequestRefused, RequestView
 from holdfast.keyspace import Release, Route, ShadowStats
 from holdfast.logs import get_logger
 from sidecar.errors import SidecarError
-from sidecar.settings.model import DEFAULT_BUDGET_MAX_TOKENS
+from sidecar.settings import DEFAULT_BUDGET_MAX_TOKENS
 from sidecar.shadow.book import ShadowBook, TokenBucket
 from sidecar.shadow.metrics import ShadowMetrics
 from sidecar.shadow.probe import Outcome, Probe
-from sidecar.upstream.client import Upstream
+from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
 

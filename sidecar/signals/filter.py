@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 
 from holdfast.dialects import Answer, EventView, ToolCall
 from holdfast.keyspace import Route
-from sidecar.budgets.prices import PriceTable
-from sidecar.contracts.filter import VIOLATION_HEADER
-from sidecar.pipeline.exchange import Exchange, Observer, Outcome
+from sidecar.config import PriceTable
+from sidecar.contracts import VIOLATION_HEADER
+from sidecar.pipeline import Exchange, Observer, Outcome
 from sidecar.signals.answer import NO_ANSWER, StreamSummary, Summary, of_answer
 from sidecar.signals.book import Observation, SignalBook
 from sidecar.signals.categories import Categorizer

@@ -1,1 +1,7 @@
 """Talking to providers: the pooled HTTP client, credentials, typed errors."""
+
+from __future__ import annotations
+
+from sidecar.upstream.client import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
+
+__all__ = ["CONNECT_ERRORS", "SidecarShutdown", "Upstream", "relayed_headers"]

@@ -29,7 +29,7 @@ from sidecar.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from sidecar.settings.model import SidecarSettings
+from sidecar.settings import SidecarSettings
 
 USER_AGENT: Final = f"holdfast-sidecar/{__version__}"
 # Provider response headers an agent's SDK may act on (rate limits, retry hints).

@@ -18,8 +18,8 @@ from holdfast.keyspace.price import MICROS, Price, PriceTable, decode_prices, us
 from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.store import KeyValue
 from sidecar.budgets.ledger import Ledger
-from sidecar.budgets.prices import PriceError, parse_prices
 from sidecar.config.kinds import CONFIG_KINDS
+from sidecar.config.prices import PriceError, parse_prices
 from sidecar.config.state import ConfigState
 
 NOW = 1_000_000.0

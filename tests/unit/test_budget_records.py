@@ -10,9 +10,8 @@ import pytest
 from configsvc.budgets.payloads import SetBudget, budget_scope, parse_action
 from configsvc.errors import InvalidRequest
 from holdfast.keyspace import Keyspace, RecordError
-from holdfast.keyspace.budget import Budget, is_fleet, scope_kind
+from holdfast.keyspace.budget import Budget, decode_budget, is_fleet, scope_kind
 from holdfast.keyspace.quota import Quotas, SpendReport
-from sidecar.budgets.config import decode_budget
 
 
 def test_scopes() -> None:

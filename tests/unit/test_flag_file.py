@@ -8,8 +8,7 @@ import pytest
 
 from holdfast.flags.definition import FlagFileError, parse_file
 from holdfast.keyspace import RecordError, encode_record
-from holdfast.keyspace.flag import FlagRecord
-from sidecar.flags.evaluator import decode_flag
+from holdfast.keyspace.flag import FlagRecord, decode_flag
 
 
 def doc(**flags: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from holdfast.keyspace import HealthSnapshot, RecordError
 from holdfast.keyspace.codec import encode_record
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import LATENCY_BOUNDS_MS, ReleaseSignals, quantile
-from sidecar.budgets.prices import PriceError, load_prices, parse_prices
+from sidecar.config.prices import PriceError, load_prices, parse_prices
 from sidecar.pipeline.sse import SseEvents
 from sidecar.signals.answer import StreamSummary, Summary, looks_like_refusal, of_answer
 from sidecar.signals.book import Observation, SignalBook, category_of, error_class

@@ -22,7 +22,7 @@ from sidecar.pins import persist as pin_persist
 from sidecar.pins.metrics import PinMetrics
 from sidecar.pins.pinning import Pinning
 from sidecar.pins.table import PinEntry, PinTable
-from sidecar.prompts.index import index_of, session_prompt
+from sidecar.routing.prompts import index_of, session_prompt
 from sidecar.routing.resolve import assign, resolve
 from sidecar.routing.session import SESSION_HEADER, session_id
 from sidecar.settings.cli import load_settings

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from holdfast.keyspace import Release
 from holdfast.keyspace.prompt import ACTIVE, PromptVersion
-from sidecar.config.state import ConfigSnapshot
+from sidecar.config import ConfigSnapshot
 from sidecar.errors import PromptNotInRelease, PromptUnavailable
 
 

@@ -9,7 +9,7 @@ One lookup serves both cost limits of budgets and the cost signals of health:
 The file is JSON: ``{"r2": {"input_per_1m": 0.15, "output_per_1m": 0.6}, "gpt-4o": {...}}``,
 validated like the fleet table (numbers >= 0, at most 6 decimals, at most 10000 USD per 1M
 tokens, no other fields). A release with no price anywhere costs 0 for signals (they never
-guess) and cannot be admitted under a cost limit (sidecar.budget_filter).
+guess) and cannot be admitted under a cost limit (sidecar.budgets.filter).
 """
 
 from __future__ import annotations
