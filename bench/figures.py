@@ -39,6 +39,7 @@ class Results:
     speed_us: tuple[float, ...] = ()  # bench.cpu.speed_reference before and after the phases
     profile_files: dict[str, Path] = field(default_factory=dict)
     profiles: dict[str, tuple[int, list[Hotspot]]] = field(default_factory=dict)
+    baseline_revision: str = ""  # git revision of the --baseline checkout, when one ran
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -141,8 +142,9 @@ def package_version(dist: str) -> str:
         return "?"
 
 
-def git_revision() -> str:
-    root = Path(__file__).resolve().parent.parent
+def git_revision(root: Path | None = None) -> str:
+    """The short revision of this checkout (or of ``root``), marked when it has local edits."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

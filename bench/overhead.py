@@ -23,7 +23,7 @@ import uvloop
 
 from bench import phases
 from bench.cpu import LOADGEN, UPSTREAM, Gate, speed_reference, wait_quiet
-from bench.figures import Results, verdicts
+from bench.figures import Results, git_revision, verdicts
 from bench.plan import Plan
 from bench.profile import ensure_py_spy, hotspots, start_recording
 from bench.report import write_results
@@ -146,6 +146,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bench/setup.sh) and write the collapsed stacks to DIR and a summary to the results",
     )
     p.add_argument("--keep-logs", type=Path, default=None, help="copy process logs here")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also measure the sidecar of another checkout (e.g. `git worktree add DIR REV`, "
+        "then `make setup` in DIR) as one more path of the same run, and compare",
+    )
     return p.parse_args(argv)
 
 
@@ -168,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cores,
                 stream_tokens=plan.stream_tokens,
                 token_interval_ms=plan.token_interval_ms,
+                baseline=args.baseline,
             ) as stack:
                 notes = settle(args.quiet_threshold, args.max_wait)
                 gate = Gate(args.quiet_threshold, args.redo_budget * args.scale)
@@ -178,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.keep_logs is not None:
                 _copy_logs(base / "logs", args.keep_logs)
     results.wall_seconds = time.monotonic() - begun
+    if args.baseline is not None:
+        results.baseline_revision = git_revision(args.baseline)
     for name, raw in results.profile_files.items():
         if raw.exists():
             results.profiles[name] = hotspots(raw.read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.cpu import FOREIGN
 from bench.figures import Results, cpu_model, git_revision, package_version
 from bench.report_tables import (
+    baseline_section,
     latency_section,
     memory_section,
     number,
@@ -21,6 +22,7 @@ from bench.report_tables import (
     throughput_section,
 )
 from bench.sections import TITLE, markers
+from bench.stack import BASELINE
 
 START, END = markers("overhead")
 OTHER_SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
@@ -134,6 +136,8 @@ def render(res: Results) -> str:
         "",
         *memory_section(res),
         "",
+        *baseline_section(res, BASELINE, res.baseline_revision),
+        *([""] if res.baseline_revision else []),
         *profile_section(res),
         *([""] if res.profiles else []),
         "### Method",

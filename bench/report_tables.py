@@ -218,3 +218,41 @@ def profile_section(res: Results) -> list[str]:
         out += ["", f"**{path}** ({samples:,} samples, {number(us, 0)} µs CPU per request):", ""]
         out += table(["frame", "share", "≈ µs/request", "biggest callees"], rows)
     return out
+
+
+def baseline_section(res: Results, baseline: str, revision: str) -> list[str]:
+    """This build's sidecar against another build's, measured as paths of the same run."""
+    if baseline not in res.paths:
+        return []
+    new, old = SIDECAR, baseline
+    lat = {p: latency_of(res.latency[p]) for p in (BARE, new, old)}
+    ttft = {p: ttft_of(res.streaming[p]) for p in (BARE, new, old)}
+    tp, st = res.throughput, res.streaming
+
+    def row(what: str, a: float, b: float, digits: int = 2) -> list[str]:
+        return [what, number(a, digits), number(b, digits), number(ratio(a, b), 2)]
+
+    rows = [
+        row("relay CPU µs per request (throughput)", cpu_us_per(tp[new], tp[new].load.ok),
+            cpu_us_per(tp[old], tp[old].load.ok), 0),
+        row("req/s (median of rounds)", median_rate(tp[new]), median_rate(tp[old]), 0),
+        row("added p50 above the bare relay, ms", lat[new].p50 - lat[BARE].p50,
+            lat[old].p50 - lat[BARE].p50, 3),
+        row("added p99 above the bare relay, ms", lat[new].p99 - lat[BARE].p99,
+            lat[old].p99 - lat[BARE].p99, 3),
+        row("TTFT p50, ms", ttft[new].p50, ttft[old].p50),
+        row("TTFT p99, ms", ttft[new].p99, ttft[old].p99),
+        row("relay CPU µs per SSE event", cpu_us_per(st[new], events_of(st[new])),
+            cpu_us_per(st[old], events_of(st[old])), 1),
+        row("RSS after the runs, MB", res.rss_end_mb.get(new, math.nan),
+            res.rss_end_mb.get(old, math.nan), 1),
+    ]  # fmt: skip
+    return [
+        f"### This build against the baseline ({revision})",
+        "",
+        f"`{new}` is this build, `{old}` the baseline's `holdfast-sidecar` (`--baseline`), "
+        "both on the proxy core, fed the same config by the same etcd, in the same interleaved "
+        "rounds: the ratio is this build over the baseline.",
+        "",
+        *table(["figure", "this build", "baseline", "ratio"], rows),
+    ]

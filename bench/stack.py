@@ -68,6 +68,9 @@ class Endpoint:
     pid: int | None
 
 
+BASELINE: Final = "sidecar (baseline)"
+
+
 @dataclass
 class Stack:
     fake: procs.ManagedProcess
@@ -76,6 +79,7 @@ class Stack:
     configsvc: procs.ManagedProcess
     token: str
     etcd_url: str
+    baseline: procs.ManagedProcess | None = None  # another build's sidecar, same config
 
     @property
     def fake_pid(self) -> int:
@@ -83,11 +87,15 @@ class Stack:
 
     @property
     def paths(self) -> list[Endpoint]:
-        return [
+        paths = [
             Endpoint("direct", self.fake.url, FAST_MODEL, STREAM_MODEL, None),
             Endpoint("bare relay", self.bare.url, FAST_MODEL, STREAM_MODEL, _pid(self.bare)),
             Endpoint("sidecar", self.sidecar.url, AGENT, AGENT, _pid(self.sidecar)),
         ]
+        if self.baseline is not None:
+            base = self.baseline
+            paths.append(Endpoint(BASELINE, base.url, AGENT, AGENT, _pid(base)))
+        return paths
 
     def ctl(self, *args: str) -> str:
         """``holdfastctl`` as an operator runs it; raises with its stderr when it refuses."""
@@ -107,12 +115,17 @@ class Stack:
         """Point the agent at ``release`` and wait until the sidecar serves it."""
         self.ctl("route", "set-stable", AGENT, release, "--reason", "bench phase")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = _get_json(f"{self.sidecar.url}/status")
-            if ((status or {}).get("route") or {}).get("stable") == release:
-                return
+        waiting = [s for s in (self.sidecar, self.baseline) if s is not None]
+        while waiting and time.monotonic() < deadline:
+            waiting = [s for s in waiting if not _serves(s, release)]
             time.sleep(0.05)
-        raise RuntimeError(f"sidecar did not switch to release {release!r} in {timeout:g}s")
+        if waiting:
+            raise RuntimeError(f"sidecar did not switch to release {release!r} in {timeout:g}s")
+
+
+def _serves(sidecar: procs.ManagedProcess, release: str) -> bool:
+    status = _get_json(f"{sidecar.url}/status")
+    return ((status or {}).get("route") or {}).get("stable") == release
 
 
 def _pid(proc: procs.ManagedProcess) -> int:
@@ -147,9 +160,17 @@ def _started(stack: ExitStack, proc: procs.ManagedProcess) -> procs.ManagedProce
 
 @contextmanager
 def start_stack(
-    base: Path, cores: Cores, *, stream_tokens: int, token_interval_ms: float
+    base: Path,
+    cores: Cores,
+    *,
+    stream_tokens: int,
+    token_interval_ms: float,
+    baseline: Path | None = None,
 ) -> Iterator[Stack]:
-    """Everything up and configured: the sidecar serves release ``fast`` when this yields."""
+    """Everything up and configured: the sidecar serves release ``fast`` when this yields.
+
+    ``baseline``: a checkout of another revision with its own ``.venv`` (``make setup`` there);
+    its ``holdfast-sidecar`` runs beside ours on the same config, as one more path."""
     logs = base / "logs"
     token = secrets.token_urlsafe(16)
     with ExitStack() as stack:
@@ -175,7 +196,19 @@ def start_stack(
             stack,
             procs.sidecar(logs, AGENT, [etcd.client_url], ENV, base / "state", cpu=cores.proxy),
         )
-        result = Stack(fake, side, bare, svc, token, etcd.client_url)
+        other = None
+        if baseline is not None:
+            program = baseline / ".venv" / "bin" / "holdfast-sidecar"
+            if not program.exists():
+                raise RuntimeError(f"no {program}: run `make setup` in {baseline} first")
+            other = _started(
+                stack,
+                procs.sidecar(
+                    logs, AGENT, [etcd.client_url], ENV, base / "state-baseline",
+                    cpu=cores.proxy, name="sidecar_baseline", program=str(program),
+                ),
+            )  # fmt: skip
+        result = Stack(fake, side, bare, svc, token, etcd.client_url, other)
         for release, model in ((FAST_RELEASE, FAST_MODEL), (STREAM_RELEASE, STREAM_MODEL)):
             result.ctl(
                 "release", "create", AGENT, release, "--model", model,

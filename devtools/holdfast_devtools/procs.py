@@ -180,11 +180,13 @@ def sidecar(
     cpu: int | None = None,
     name: str = "sidecar",
     port: int = 0,
+    program: str | None = None,
 ) -> ManagedProcess:
+    """``program``: another build's ``holdfast-sidecar`` (a benchmark's baseline); default ours."""
     return ManagedProcess(
         name=name,
         argv=[
-            script("holdfast-sidecar"),
+            program or script("holdfast-sidecar"),
             "--agent",
             agent,
             "--listen",

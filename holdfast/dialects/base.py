@@ -12,8 +12,8 @@ Pure: no I/O. A request view edits its own body in place (the body is what goes 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from holdfast.logs import get_logger
@@ -104,7 +104,7 @@ class EventView:
     text: str = ""  # text of the first choice in this event
     content: int = 0  # choices whose delta carried content, a refusal or a tool-call fragment
     refusal: bool = False
-    calls: list[ToolCall] = field(default_factory=list)  # tool calls this event completed
+    calls: Sequence[ToolCall] = ()  # tool calls this event completed
     usage: Usage | None = None
     usage_only: bool = False  # added only to carry usage (see ``RequestView.ask_stream_usage``)
     error: bool = False  # an in-band error from the provider

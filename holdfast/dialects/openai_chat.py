@@ -50,7 +50,6 @@ REPLY_PRIMING: Final = 3
 MAX_CHOICES: Final = 128
 CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
 OPENAI_API_HOST: Final = "api.openai.com"
-_DELTA_FIELDS: Final = ("content", "refusal", "tool_calls", "function_call", "reasoning_content")
 _DONE: Final = b"[DONE]"
 ERROR_TYPES: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",
@@ -297,10 +296,11 @@ class ChatStream:
         data = sse_data(event)
         if data is None:
             return NO_EVENT
-        data = data.strip()
-        if data == _DONE:
-            return EventView(done=True, calls=self._calls.finish())
+        if data[-1:].isspace() or data[:1].isspace():
+            data = data.strip()
         if not data.startswith(b"{"):
+            if data == _DONE:
+                return EventView(done=True, calls=self._calls.finish())
             return NO_EVENT
         obj = provider_json(data, "openai.chat.event")
         if not isinstance(obj, dict):
@@ -314,29 +314,40 @@ class ChatStream:
             view.usage = usage_of(obj, "openai.chat.event")
             # Rejected usage (absurd counts) still marks the chunk include_usage added.
             view.usage_only = not choices
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, dict):
-                self._choice(choice, view)
+        if type(choices) is list:
+            for choice in choices:
+                if type(choice) is dict:
+                    self._choice(choice, view)
         return view
 
     def _choice(self, choice: dict[str, Any], view: EventView) -> None:
         c = as_int(choice.get("index"), 0)
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            if any(delta.get(f) for f in _DELTA_FIELDS):
+        done: list[ToolCall] = []
+        if type(delta) is dict:
+            content = delta.get("content")
+            if (
+                content
+                or delta.get("tool_calls")
+                or delta.get("refusal")
+                or delta.get("reasoning_content")
+                or delta.get("function_call")
+            ):
                 view.content += 1
             if c == 0:
-                content = delta.get("content")
                 if isinstance(content, str):
                     view.text += content
                 if delta.get("refusal"):
                     view.refusal = True
             calls = delta.get("tool_calls")
-            for position, call in enumerate(calls if isinstance(calls, list) else ()):
-                if isinstance(call, dict):
-                    view.calls.extend(self._fragment(c, as_int(call.get("index"), position), call))
+            if isinstance(calls, list):
+                for position, call in enumerate(calls):
+                    if isinstance(call, dict):
+                        done += self._fragment(c, as_int(call.get("index"), position), call)
         if choice.get("finish_reason") is not None:
-            view.calls.extend(self._calls.end_choice(c))
+            done += self._calls.end_choice(c)
+        if done:
+            view.calls = [*view.calls, *done]
 
     def _fragment(self, c: int, i: int, call: dict[str, Any]) -> list[ToolCall]:
         function = call.get("function")

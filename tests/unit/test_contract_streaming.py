@@ -97,7 +97,7 @@ class Calls:
         self.decoder = ChatStream(max_argument_bytes)
 
     def feed(self, chunk: dict[str, Any]) -> list[ToolCall]:
-        return self.decoder.feed(sse(chunk)).calls
+        return list(self.decoder.feed(sse(chunk)).calls)
 
     @property
     def open_names(self) -> list[str]:
