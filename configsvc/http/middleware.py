@@ -44,7 +44,7 @@ def error_response(exc: ConfigsvcError) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids, authorization, and every failure turned into the API's error shape."""
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
-    bind_request_id(request_id)
+    bound = bind_request_id(request_id)
     try:
         host = request.headers.get("Host")
         if not host_allowed(host, request.app[HOSTS_KEY]):
@@ -89,6 +89,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("request_failed", method=request.method, path=request.path)
         response = error_response(ConfigsvcError("internal error in configsvc; see its log"))
     finally:
-        clear_request_id()
+        clear_request_id(bound)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response

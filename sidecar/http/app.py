@@ -30,7 +30,7 @@ from sidecar.contracts import ContractBook, ContractFilter, ToolBackend, ToolPro
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.experiments import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator, OfrepApi
-from sidecar.http.guard import guard_middlewares
+from sidecar.http.guard import Guard
 from sidecar.http.models import Models
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
 from sidecar.pins import Pinning
@@ -87,40 +87,49 @@ def error_response(request: web.Request, exc: SidecarError) -> web.Response:
     )
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, and every failure turned into the error shape of the request's dialect."""
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
-    request[REQUEST_ID_KEY] = request_id
-    bind_request_id(request_id)
-    try:
-        response = await handler(request)
-    except SidecarError as exc:
-        spec = spec_for(exc)
-        log.info("request_refused", path=request.path, code=spec.code, status=spec.status)
-        response = error_response(request, exc)
-    except web.HTTPMethodNotAllowed as exc:
-        response = error_response(
-            request, MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-        )
-        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
-    except web.HTTPNotFound:
-        response = error_response(
-            request, NotFound(f"no endpoint {request.method} {request.path:.200}")
-        )
-    except (ConnectionResetError, asyncio.CancelledError):
-        log.info("client_disconnected", path=request.path)
-        raise
-    except Exception:
-        log.exception("request_failed", path=request.path)
-        response = error_response(
-            request, SidecarError("internal error in the sidecar; see its log")
-        )
-    finally:
-        clear_request_id()
-    if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = request_id
-    return response
+def middleware(guard: Guard) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The one middleware (every layer is a coroutine frame on every request): request ids,
+    the guard's checks, and every failure turned into the error shape of the request's
+    dialect."""
+
+    @web.middleware
+    async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
+        request[REQUEST_ID_KEY] = request_id
+        bound = bind_request_id(request_id)
+        counted = False
+        try:
+            counted = guard.admit(request)
+            response = await handler(request)
+        except SidecarError as exc:
+            spec = spec_for(exc)
+            log.info("request_refused", path=request.path, code=spec.code, status=spec.status)
+            response = error_response(request, exc)
+        except web.HTTPMethodNotAllowed as exc:
+            response = error_response(
+                request, MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+            )
+            response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        except web.HTTPNotFound:
+            response = error_response(
+                request, NotFound(f"no endpoint {request.method} {request.path:.200}")
+            )
+        except (ConnectionResetError, asyncio.CancelledError):
+            log.info("client_disconnected", path=request.path)
+            raise
+        except Exception:
+            log.exception("request_failed", path=request.path)
+            failure = SidecarError("internal error in the sidecar; see its log")
+            response = error_response(request, failure)
+        finally:
+            if counted:
+                guard.release()
+            clear_request_id(bound)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    return serve
 
 
 def filter_chain(
@@ -147,7 +156,7 @@ def filter_chain(
 def build_http_app(parts: Parts) -> web.Application:
     settings, config, metrics = parts.settings, parts.config, parts.metrics
     app = web.Application(
-        middlewares=[error_middleware, *guard_middlewares(settings)],  # type: ignore[list-item]
+        middlewares=[middleware(Guard(settings))],  # type: ignore[list-item]
         client_max_size=settings.max_body_bytes,
     )
     shadow = parts.shadow

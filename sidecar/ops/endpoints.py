@@ -165,12 +165,9 @@ class Ops:
     def _request_counts(self) -> dict[str, Any]:
         total = 0.0
         by_outcome: dict[str, float] = {}
-        for metric in self.metrics.requests.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    outcome = sample.labels["outcome"]
-                    by_outcome[outcome] = by_outcome.get(outcome, 0) + sample.value
-                    total += sample.value
+        for (_agent, _endpoint, _release, outcome), value in self.metrics.requests.values.items():
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + value
+            total += value
         errors = total - by_outcome.get("ok", 0)
         return {"total": int(total), "errors": int(errors), "by_outcome": by_outcome}
 

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import aiohttp
+from yarl import URL
 
 from holdfast import __version__
 from holdfast.keyspace import Release
@@ -39,6 +40,9 @@ CONNECT_ERRORS: Final = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadErr
 # A provider key is one token of visible ASCII; anything else (a trailing newline from a secret
 # file) could never be sent as a header and must not fail deep inside the HTTP client.
 _KEY_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F))
+# Calls prepared per (release, path): releases change a few times a day, requests many times a
+# second. Bounded: a config with more releases than this only re-prepares.
+MAX_PREPARED: Final = 256
 
 
 class SidecarShutdown(aiohttp.ClientConnectionError):
@@ -65,6 +69,18 @@ class Upstream:
         self._waiting: set[asyncio.Timeout] = set()
         self._reading: set[aiohttp.ClientResponse] = set()
         self.cut_off = False
+        # What a call needs that depends only on its release and path: the URL, parsed and
+        # checked against the host policy once; the headers that carry no request id.
+        # Keyed by the release object (records are immutable; a changed release is a new one)
+        # and held with it, so that an id reused after garbage collection never matches.
+        self._prepared: dict[tuple[int, str], tuple[Release, URL, dict[str, str]]] = {}
+        s = settings
+        self._stream_timeout = aiohttp.ClientTimeout(
+            sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
+        )
+        self._answer_timeout = aiohttp.ClientTimeout(
+            total=s.request_timeout, sock_connect=s.connect_timeout
+        )
 
     async def start(self) -> None:
         # DNS answers are checked against the policy on every (re)resolution: no rebinding.
@@ -100,15 +116,29 @@ class Upstream:
         err.headers["Retry-After"] = str(self._settings.limits.retry_after)
         return err
 
-    def _headers(self, release: Release, *, accept: str, request_id: str) -> dict[str, str]:
+    def _prepare(self, release: Release, path: str) -> tuple[URL, dict[str, str]]:
+        key = (id(release), path)
+        prepared = self._prepared.get(key)
+        if prepared is None or prepared[0] is not release:
+            url = release.base_url + path
+            try:
+                self.policy.check_url(url)
+            except HostRefused as exc:
+                raise UpstreamHostRefused(
+                    f"the provider of release {release.name!r} is not an allowed upstream: {exc}"
+                ) from exc
+            if len(self._prepared) >= MAX_PREPARED:
+                self._prepared.clear()
+            prepared = self._prepared[key] = (release, URL(url), self._headers(release))
+        return prepared[1], prepared[2]
+
+    def _headers(self, release: Release) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
-            "Accept": accept,
             # The body is relayed byte for byte: a compressed one would reach the agent
             # without its Content-Encoding, so ask the provider for none.
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
-            "X-Request-Id": request_id,
         }
         if release.api_key_env:
             key = self._environ.get(release.api_key_env)
@@ -134,26 +164,16 @@ class Upstream:
         """POST to the release's provider; yields the response once its headers arrived."""
         assert self._session is not None, "Upstream.start() was not awaited"
         s = self._settings
-        headers = self._headers(
-            release,
-            accept="text/event-stream" if stream else "application/json",
-            request_id=request_id,
-        )
+        url, base = self._prepare(release, path)
+        headers = {
+            **base,
+            "Accept": "text/event-stream" if stream else "application/json",
+            "X-Request-Id": request_id,
+        }
         if stream:
-            timeout = aiohttp.ClientTimeout(
-                sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
-            )
-            head_deadline = s.first_byte_timeout
+            timeout, head_deadline = self._stream_timeout, s.first_byte_timeout
         else:
-            timeout = aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout)
-            head_deadline = s.request_timeout
-        url = release.base_url + path
-        try:
-            self.policy.check_url(url)
-        except HostRefused as exc:
-            raise UpstreamHostRefused(
-                f"the provider of release {release.name!r} is not an allowed upstream: {exc}"
-            ) from exc
+            timeout, head_deadline = self._answer_timeout, s.request_timeout
         if self.cut_off:
             raise self._shutting_down()
         # sock_read bounds the gaps between a stream's chunks; the answer's head has its own
