@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel
 
@@ -62,7 +63,7 @@ class McpBackend:
         def search(query: str, limit: int = 3, lang: str = "en") -> Hits:
             self.calls.append({"query": query, "limit": limit, "lang": lang})
             if self.fail:
-                raise RuntimeError("the index is rebuilding")
+                raise ToolError("the index is rebuilding")
             return Hits(hits=[f"{query}:{lang}:{i}" for i in range(limit)])
 
         @app.prompt(description="A backend prompt.")
