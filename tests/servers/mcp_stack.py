@@ -204,7 +204,7 @@ def sdk_client(url: str, *, session: str | None = None, mode: str = "auto") -> C
     """The official SDK's client, with the agent's X-Holdfast-Session when given."""
     headers = {"X-Holdfast-Session": session} if session else {}
     http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(10.0))
-    return Client(streamable_http_client(url, http_client=http), mode=mode)  # type: ignore[arg-type]
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
 
 
 __all__ = ["Pin"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +52,10 @@ async def sut(backend: McpBackend) -> AsyncIterator[McpSidecar]:
         yield sidecar
 
 
+def dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
 def props(tools: Any) -> set[str]:
     (tool,) = tools.tools
     return set(tool.input_schema["properties"])
@@ -83,9 +88,9 @@ async def test_list_and_call_through_the_sidecar(
         assert [str(r.uri) for r in resources.resources] == ["docs://readme"]
     assert backend.calls == [{"query": "pins", "limit": 2, "lang": "en"}]  # the refusal never left
     era = "modern" if mode == "auto" else "handshake"
+    labels = {"agent": "support", "toolset": TOOLSET, "era": era, "method": "tools/call"}
     sample = sut.metrics.registry.get_sample_value(
-        "holdfast_mcp_requests_total",
-        {"agent": "support", "toolset": TOOLSET, "era": era, "method": "tools/call", "result": "ok"},
+        "holdfast_mcp_requests_total", labels | {"result": "ok"}
     )
     assert sample == 2
     body = await status(sut)
@@ -116,7 +121,7 @@ async def test_migration_sends_list_changed(sut: McpSidecar) -> None:
             changed.set()
 
     async with sdk_client(sut.mcp_url(), session="moving", mode="legacy") as client:
-        client.session._message_handler = on_message  # type: ignore[attr-defined]
+        client.session._message_handler = on_message
         assert props(await client.list_tools()) == {"query", "limit"}
         async with aiohttp.ClientSession() as http:
             # the GET stream, as the SDK's own would be: the notification travels on it
@@ -183,23 +188,29 @@ async def test_bad_input_gets_json_rpc_errors(sut: McpSidecar) -> None:
             {"Mcp-Session-Id": "mcp.docs." + "0" * 32},
         )
         assert status == 404
-        request = b'{"jsonrpc":"2.0","id":2,"method":"nope/nope","params":{"_meta":%s}}'
-        import json
-
-        status, body = await post(request % json.dumps(meta).encode(), modern | {"Mcp-Method": "nope/nope"})
+        request = dumps(
+            {"jsonrpc": "2.0", "id": 2, "method": "nope/nope", "params": {"_meta": meta}}
+        )
+        status, body = await post(request, modern | {"Mcp-Method": "nope/nope"})
         assert status == 404 and body["error"]["code"] == -32601
-        status, body = await post(request % json.dumps(meta).encode(), modern)
+        status, body = await post(request, modern)
         assert status == 400 and body["error"]["code"] == -32020  # header says tools/list
-        huge = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (5 << 20) + b'"}}'
+        huge = dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "a" * (5 << 20)}}
+        )
         assert (await post(huge, {}))[0] == 413
-        init = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}'
+        init = dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}})  # fmt: skip
         async with http.post(url, data=init, headers={"X-Holdfast-Session": "alice"}) as resp:
             sid = resp.headers["Mcp-Session-Id"]
             assert (await resp.json())["result"]["protocolVersion"] == "2025-03-26"
-        batch = b'[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"},{"bad":1}]'
+        ping, listing = {"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2}
+        batch = dumps([ping, listing | {"method": "tools/list"}, {"bad": 1}])
         status, body = await post(batch, {"Mcp-Session-Id": sid, "X-Holdfast-Session": "alice"})
         assert status == 200 and [m.get("id") for m in body] == [1, 2, None]
         assert body[2]["error"]["code"] == -32600
-        status, body = await post(b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
-                                  {"Mcp-Session-Id": sid, "X-Holdfast-Session": "mallory"})  # fmt: skip
+        status, body = await post(
+            dumps(ping), {"Mcp-Session-Id": sid, "X-Holdfast-Session": "mallory"}
+        )
         assert status == 403 and body["error"]["code"] == -32001
