@@ -124,6 +124,10 @@ class NoPreviousPrompt(Conflict):
     """Rollback asked for, but the prompt has no active version or nothing to go back to."""
 
 
+class McpImportFailed(ConfigsvcError):
+    """contract import-mcp: the MCP server could not be reached or listed; nothing registered."""
+
+
 class EvalFailed(ConfigsvcError):
     """The model failed every case of an evaluation; nothing was recorded."""
 
@@ -180,6 +184,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     PromptGateFailed: ErrorSpec(409, "conflict_error", "prompt_gate_failed"),
     NoPreviousPrompt: ErrorSpec(409, "conflict_error", "no_previous_prompt"),
     EvalFailed: ErrorSpec(502, "upstream_error", "eval_failed"),
+    McpImportFailed: ErrorSpec(502, "upstream_error", "mcp_import_failed"),
     ExperimentConflict: ErrorSpec(409, "conflict_error", "experiment_conflict"),
     UpstreamRefused: ErrorSpec(400, "invalid_request_error", "upstream_host_refused"),
     MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),

@@ -105,6 +105,8 @@ def release_create(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], st
         fields["contract_policy"] = a.contract_policy
     if a.prompt:
         fields["prompts"] = dict(a.prompt)
+    if a.mcp:
+        fields["mcp"] = cli_contracts.mcp_toolsets(a.mcp)
     body = c.create_release(a.agent, fields)
     return body, render.release_created(body)
 

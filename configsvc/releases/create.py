@@ -50,6 +50,7 @@ async def create_release(
             contracts=req.contracts,
             contract_policy=req.contract_policy,
             prompts=resolved,
+            mcp=req.mcp,
         )
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc

@@ -19,6 +19,7 @@ from holdfast.keyspace.records import (
     validate_base_url,
     validate_contracts,
     validate_env_var,
+    validate_mcp,
     validate_model,
 )
 
@@ -37,10 +38,12 @@ class NewRelease:
     contracts: dict[str, str] = field(default_factory=dict)  # tool -> contract version
     contract_policy: str = ""
     prompts: dict[str, str] = field(default_factory=dict)  # name -> N | "active" | "current"
+    mcp: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tool set -> backend URLs
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
         | {"contracts", "contract_policy", "prompts"}
+        | {"mcp"}
     )
 
     @classmethod
@@ -61,7 +64,20 @@ class NewRelease:
             reason=text(obj, "reason"),
             **_release_contracts(obj),
             prompts=release_prompts(obj.get("prompts")),
+            mcp=release_mcp(obj.get("mcp")),
         )
+
+
+def release_mcp(raw: Any) -> dict[str, tuple[str, ...]]:
+    """``{toolset: [backend URL, ...]}``: the MCP tool sets the release serves."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRequest("field 'mcp' must be an object {toolset: [URL, ...]}", param="mcp")
+    try:
+        return validate_mcp(raw)
+    except RecordError as exc:
+        raise InvalidRequest(str(exc), param="mcp") from exc
 
 
 def release_prompts(raw: Any) -> dict[str, str]:

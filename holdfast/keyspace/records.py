@@ -19,6 +19,8 @@ MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 ENV_VAR_RE: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 MAX_RELEASE_CONTRACTS: Final = 256
 CONTRACT_POLICIES: Final = ("enforce", "rewrite", "report")
+MAX_MCP_TOOLSETS: Final = 32
+MAX_MCP_BACKENDS: Final = 8  # per tool set
 
 
 def validate_model(model: str) -> str:
@@ -58,6 +60,35 @@ def validate_contracts(contracts: Mapping[str, str], policy: str) -> dict[str, s
     return dict(sorted(contracts.items()))
 
 
+def validate_mcp(toolsets: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """A release's MCP tool sets: ``{toolset: (backend URL, ...)}``, served at ``/mcp/<toolset>``.
+
+    Which of the backends' tools a session sees, and in which schema, is the release's
+    ``contracts`` map: the pinned contract versions whose backend is one of the tool set's."""
+    if len(toolsets) > MAX_MCP_TOOLSETS:
+        raise RecordError(f"a release names at most {MAX_MCP_TOOLSETS} MCP tool sets")
+    checked: dict[str, tuple[str, ...]] = {}
+    for toolset, urls in toolsets.items():
+        if not isinstance(toolset, str) or not NAME_RE.fullmatch(toolset):
+            raise RecordError(f"invalid MCP tool set name {toolset!r:.70}")
+        if isinstance(urls, str) or not isinstance(urls, list | tuple) or not urls:
+            raise RecordError(f"MCP tool set {toolset} needs a list of backend URLs")
+        if len(urls) > MAX_MCP_BACKENDS:
+            raise RecordError(f"MCP tool set {toolset} has more than {MAX_MCP_BACKENDS} backends")
+        found: list[str] = []
+        for url in urls:
+            if not isinstance(url, str):
+                raise RecordError(f"MCP tool set {toolset}: a backend URL must be a string")
+            try:
+                clean = validate_base_url(url)
+            except RecordError as exc:
+                raise RecordError(f"MCP tool set {toolset}: {exc}") from exc
+            if clean not in found:
+                found.append(clean)
+        checked[toolset] = tuple(found)
+    return dict(sorted(checked.items()))
+
+
 def validate_env_var(name: str) -> str:
     if name and not ENV_VAR_RE.fullmatch(name):
         raise RecordError(f"invalid environment variable name {name!r:.140}")
@@ -83,9 +114,12 @@ class Release:
     contract_policy: str = ""
     # prompt -> version ("3"), or "active": the prompt's active version at each session's start
     prompts: Mapping[str, str] = field(default_factory=dict)
+    # MCP tool set -> backend URLs (additive: readers without it ignore the field)
+    mcp: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", validate_release_prompts(dict(self.prompts)))
+        object.__setattr__(self, "mcp", validate_mcp(self.mcp))
         object.__setattr__(
             self, "contracts", validate_contracts(self.contracts, self.contract_policy)
         )
@@ -116,6 +150,7 @@ class Release:
                 "contracts": dict(self.contracts),
                 "contract_policy": self.contract_policy,
                 "prompts": dict(self.prompts),
+                **({"mcp": {k: list(v) for k, v in self.mcp.items()}} if self.mcp else {}),
             },
         )
 
@@ -136,6 +171,7 @@ class Release:
             contracts=contracts,
             contract_policy=fields.text(f, "contract_policy", optional=True),
             prompts=fields.submap(f, "prompts") or {},
+            mcp=fields.submap(f, "mcp") or {},
         )
 
     def public(self) -> dict[str, Any]:
@@ -153,6 +189,7 @@ class Release:
             "contracts": dict(self.contracts),
             "contract_policy": self.contract_policy,
             "prompts": dict(self.prompts),
+            "mcp": {k: list(v) for k, v in self.mcp.items()},
         }
 
 

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from sidecar.contracts.backend import ToolBackend
-from sidecar.contracts.book import ContractBook
+from sidecar.contracts.book import Compiled, ContractBook
+from sidecar.contracts.breakers import Refusal, ToolBreakers
 from sidecar.contracts.filter import VIOLATION_HEADER, ContractFilter
 from sidecar.contracts.stats import ContractStats
 from sidecar.contracts.status import contract_status
@@ -12,10 +13,13 @@ from sidecar.contracts.tool_proxy import ToolProxy
 
 __all__ = [
     "VIOLATION_HEADER",
+    "Compiled",
     "ContractBook",
     "ContractFilter",
     "ContractStats",
+    "Refusal",
     "ToolBackend",
+    "ToolBreakers",
     "ToolProxy",
     "contract_status",
 ]

@@ -24,14 +24,23 @@ from holdfast.logs import (
     get_logger,
     request_id_from,
 )
+from holdfast.mcp.client import McpClient
 from sidecar.budgets import BudgetFilter
 from sidecar.config import ConfigState, PriceTable
-from sidecar.contracts import ContractBook, ContractFilter, ToolBackend, ToolProxy, contract_status
+from sidecar.contracts import (
+    ContractBook,
+    ContractFilter,
+    ToolBackend,
+    ToolBreakers,
+    ToolProxy,
+    contract_status,
+)
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.experiments import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator, OfrepApi
 from sidecar.http.guard import Guard
 from sidecar.http.models import Models
+from sidecar.mcp import Backends, McpMetrics, McpServer, Methods, ToolCalls
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
 from sidecar.pins import Pinning
 from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
@@ -189,6 +198,8 @@ def build_http_app(parts: Parts) -> web.Application:
         backend=ToolBackend(policy=settings.limits.host_policy()),
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
+    mcp = mcp_server(parts, contracts, tool_proxy.breakers)
+    app.cleanup_ctx.append(mcp.lifecycle)
     book = parts.signals
     ops = Ops(
         settings,
@@ -202,8 +213,11 @@ def build_http_app(parts: Parts) -> web.Application:
             "sessions_tracked": book.sessions,
         },
         budgets=parts.budget_status,
-        contracts=lambda: contract_status(
-            config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
+        contracts=lambda: (
+            contract_status(
+                config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
+            )
+            | {"mcp": mcp.status()}
         ),
     )
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
@@ -214,10 +228,31 @@ def build_http_app(parts: Parts) -> web.Application:
             *ops.routes(),
             *OfrepApi(flags).routes(),
             *tool_proxy.routes(),
+            *mcp.routes(),
             *FeedbackApi(config, parts.pinning.table, parts.experiments).routes(),
         ]
     )
     return app
+
+
+def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) -> McpServer:
+    """``/mcp/{toolset}``: shares the tool proxy's contract book and breakers (one circuit per
+    backend and contract version, whichever surface the calls came through)."""
+    settings, metrics = parts.settings, parts.metrics
+    backends = Backends(McpClient(policy=settings.limits.host_policy()))
+    methods = Methods(
+        settings.agent, parts.config, parts.pinning, contracts, metrics.contracts,
+        McpMetrics(metrics.registry, settings.agent), backends, ToolCalls(backends, breakers),
+    )  # fmt: skip
+    server = McpServer(
+        methods,
+        methods.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.limits.max_json_depth,
+    )
+    parts.pinning.table.on_adopt(server.pin_changed)
+    parts.config.on_change(server.config_changed)
+    return server
 
 
 def new_shadow_runner(
