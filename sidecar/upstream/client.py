@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import aiohttp
+from aiohttp.payload import BytesPayload
 from yarl import URL
 
 from holdfast import __version__
@@ -40,6 +41,7 @@ CONNECT_ERRORS: Final = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadErr
 # A provider key is one token of visible ASCII; anything else (a trailing newline from a secret
 # file) could never be sent as a header and must not fail deep inside the HTTP client.
 _KEY_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F))
+CUT: Final = "holdfast: the drain timeout ran out"  # the cancel message of a cut call
 # Calls prepared per (release, path): releases change a few times a day, requests many times a
 # second. Bounded: a config with more releases than this only re-prepares.
 MAX_PREPARED: Final = 256
@@ -64,9 +66,11 @@ class Upstream:
         self._environ = environ
         self._session: aiohttp.ClientSession | None = None
         self.policy = settings.limits.host_policy()
-        # Calls in flight, so that ``cut`` can end them: the deadline of each call still waiting
-        # for its answer, and each answer whose body is still being read.
+        # Calls in flight, so that ``cut`` can end them: the deadline of each stream still
+        # waiting for its head, the task of each whole answer still waiting, and each answer
+        # whose body is still being read.
         self._waiting: set[asyncio.Timeout] = set()
+        self._waiting_tasks: set[asyncio.Task[object]] = set()
         self._reading: set[aiohttp.ClientResponse] = set()
         self.cut_off = False
         # What a call needs that depends only on its release and path: the URL, parsed and
@@ -104,9 +108,15 @@ class Upstream:
         now = asyncio.get_running_loop().time()
         for deadline in self._waiting:
             deadline.reschedule(now)
+        for task in self._waiting_tasks:
+            task.cancel(CUT)
         for response in self._reading:
             response.content.set_exception(SidecarShutdown("the sidecar's drain timeout ran out"))
-        return len(self._waiting) + len(self._reading)
+        return len(self._waiting) + len(self._waiting_tasks) + len(self._reading)
+
+    def _was_cut(self) -> bool:
+        """``cut_off``, read again after an await (``cut`` may have run meanwhile)."""
+        return self.cut_off
 
     def _shutting_down(self) -> ShuttingDown:
         err = ShuttingDown(
@@ -177,14 +187,29 @@ class Upstream:
         if self.cut_off:
             raise self._shutting_down()
         # sock_read bounds the gaps between a stream's chunks; the answer's head has its own
-        # deadline (none beyond ClientTimeout for a whole answer, but ``cut`` may set one).
-        deadline = asyncio.timeout(head_deadline if stream else None)
-        self._waiting.add(deadline)
+        # deadline. A whole answer is bounded by ClientTimeout's total alone: ``cut`` cancels
+        # its task instead (an asyncio.timeout per request costs more than the call's headers).
+        deadline = asyncio.timeout(head_deadline) if stream else None
+        task = None if stream else asyncio.current_task()
+        if deadline is not None:
+            self._waiting.add(deadline)
+        if task is not None:
+            self._waiting_tasks.add(task)
         try:
-            async with deadline:
-                response = await self._session.post(
-                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-                )
+            call = self._session.post(
+                url, data=BytesPayload(body), headers=headers, timeout=timeout,
+                allow_redirects=False,
+            )  # fmt: skip
+            if deadline is None:
+                response = await call
+            else:
+                async with deadline:
+                    response = await call
+        except asyncio.CancelledError:
+            if task is not None and self._was_cut() and task.cancelling():
+                task.uncancel()
+                raise self._shutting_down() from None
+            raise
         except TimeoutError as exc:
             if self.cut_off:
                 raise self._shutting_down() from exc
@@ -207,7 +232,10 @@ class Upstream:
                 f"{type(exc).__name__}"
             ) from exc
         finally:
-            self._waiting.discard(deadline)
+            if deadline is not None:
+                self._waiting.discard(deadline)
+            if task is not None:
+                self._waiting_tasks.discard(task)
         if 300 <= response.status < 400:
             response.close()
             raise UpstreamUnreachable(
