@@ -50,6 +50,8 @@ async def create_release(
             contracts=req.contracts,
             contract_policy=req.contract_policy,
             prompts=resolved,
+            embedding_model=req.embedding_model,
+            index_version=req.index_version,
         )
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc

@@ -18,6 +18,7 @@ from holdfast.keyspace.prompt import validate_release_prompts
 from holdfast.keyspace.records import (
     validate_base_url,
     validate_contracts,
+    validate_embedding,
     validate_env_var,
     validate_model,
 )
@@ -37,10 +38,12 @@ class NewRelease:
     contracts: dict[str, str] = field(default_factory=dict)  # tool -> contract version
     contract_policy: str = ""
     prompts: dict[str, str] = field(default_factory=dict)  # name -> N | "active" | "current"
+    embedding_model: str = ""
+    index_version: str = ""
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
-        | {"contracts", "contract_policy", "prompts"}
+        | {"contracts", "contract_policy", "prompts", "embedding_model", "index_version"}
     )
 
     @classmethod
@@ -51,6 +54,7 @@ class NewRelease:
             raise InvalidRequest(
                 f"unsupported provider {provider!r:.40}; supported: openai", param="provider"
             )
+        embedding = _embedding(obj)
         return cls(
             release=name(text(obj, "release", required=True), what="release", param="release"),
             model=checked("model", validate_model, text(obj, "model", required=True)),
@@ -61,7 +65,19 @@ class NewRelease:
             reason=text(obj, "reason"),
             **_release_contracts(obj),
             prompts=release_prompts(obj.get("prompts")),
+            embedding_model=embedding[0],
+            index_version=embedding[1],
         )
+
+
+def _embedding(obj: Mapping[str, Any]) -> tuple[str, str]:
+    model, index = text(obj, "embedding_model"), text(obj, "index_version")
+    try:
+        validate_embedding(model, index)
+    except RecordError as exc:
+        param = "embedding_model" if model and "model" in str(exc) else "index_version"
+        raise InvalidRequest(str(exc), param=param) from exc
+    return model, index
 
 
 def release_prompts(raw: Any) -> dict[str, str]:

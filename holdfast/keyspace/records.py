@@ -58,6 +58,20 @@ def validate_contracts(contracts: Mapping[str, str], policy: str) -> dict[str, s
     return dict(sorted(contracts.items()))
 
 
+def validate_embedding(model: str, index_version: str) -> None:
+    """A release's embedding model (optional) and the index version label that goes with it."""
+    if model:
+        validate_model(model)
+    if index_version:
+        if not model:
+            raise RecordError("an index version needs an embedding model")
+        if not MODEL_RE.fullmatch(index_version):
+            raise RecordError(
+                f"invalid index version {index_version!r:.140}: 1-128 characters of letters, "
+                "digits and ._:/@+-"
+            )
+
+
 def validate_env_var(name: str) -> str:
     if name and not ENV_VAR_RE.fullmatch(name):
         raise RecordError(f"invalid environment variable name {name!r:.140}")
@@ -83,6 +97,11 @@ class Release:
     contract_policy: str = ""
     # prompt -> version ("3"), or "active": the prompt's active version at each session's start
     prompts: Mapping[str, str] = field(default_factory=dict)
+    # The model that serves this release's embeddings ("": the release refuses embeddings), and
+    # a label for the vector index built with it: vectors of two releases compare only when
+    # both are the same.
+    embedding_model: str = ""
+    index_version: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", validate_release_prompts(dict(self.prompts)))
@@ -93,6 +112,7 @@ class Release:
             if not NAME_RE.fullmatch(value):
                 raise RecordError(f"invalid {what} name {value!r:.70}")
         validate_model(self.model)
+        validate_embedding(self.embedding_model, self.index_version)
         object.__setattr__(self, "base_url", validate_base_url(self.base_url))
         validate_env_var(self.api_key_env)
         if self.provider != "openai":
@@ -116,6 +136,8 @@ class Release:
                 "contracts": dict(self.contracts),
                 "contract_policy": self.contract_policy,
                 "prompts": dict(self.prompts),
+                "embedding_model": self.embedding_model,
+                "index_version": self.index_version,
             },
         )
 
@@ -136,6 +158,8 @@ class Release:
             contracts=contracts,
             contract_policy=fields.text(f, "contract_policy", optional=True),
             prompts=fields.submap(f, "prompts") or {},
+            embedding_model=fields.text(f, "embedding_model", optional=True),
+            index_version=fields.text(f, "index_version", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -153,6 +177,8 @@ class Release:
             "contracts": dict(self.contracts),
             "contract_policy": self.contract_policy,
             "prompts": dict(self.prompts),
+            "embedding_model": self.embedding_model,
+            "index_version": self.index_version,
         }
 
 

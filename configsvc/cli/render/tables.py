@@ -150,6 +150,8 @@ def release(body: Mapping[str, Any]) -> str:
             ("provider", r.get("provider")),
             ("description", r.get("description")),
             ("contracts", _pinned_contracts(r)),
+            ("embedding_model", r.get("embedding_model")),
+            ("index_version", r.get("index_version")),
             ("created", when(r.get("created_at"))),
             ("created_by", r.get("created_by")),
             ("mod_revision", r.get("mod_revision")),
