@@ -120,6 +120,10 @@ class Release:
         if len(self.description) > MAX_TEXT or len(self.created_by) > MAX_TEXT:
             raise RecordError(f"description and created_by are limited to {MAX_TEXT} characters")
 
+    def model_for(self, operation: str) -> str:
+        """The concrete model that serves ``operation`` ("chat", "embeddings"); "" for none."""
+        return self.embedding_model if operation == "embeddings" else self.model
+
     def encode(self) -> bytes:
         return encode_record(
             self.KIND,

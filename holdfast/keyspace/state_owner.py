@@ -42,9 +42,6 @@ class StateOwner:
         if self.kind not in STATE_KINDS:
             raise RecordError(f"invalid state kind {self.kind!r:.40}")
 
-    def touched(self, now: float) -> StateOwner:
-        return StateOwner(**{**self.public(), "touched_at": now})
-
     def encode(self) -> bytes:
         return encode_record(self.KIND, self.public())
 

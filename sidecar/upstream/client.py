@@ -129,9 +129,17 @@ class Upstream:
 
     @asynccontextmanager
     async def post(
-        self, release: Release, path: str, body: bytes, *, stream: bool, request_id: str
+        self,
+        release: Release,
+        path: str,
+        body: bytes | None,
+        *,
+        stream: bool,
+        request_id: str,
+        method: str = "POST",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the release's provider; yields the response once its headers arrived."""
+        """POST (or ``method``) to the release's provider; yields the response once its headers
+        arrived."""
         assert self._session is not None, "Upstream.start() was not awaited"
         s = self._settings
         headers = self._headers(
@@ -162,8 +170,8 @@ class Upstream:
         self._waiting.add(deadline)
         try:
             async with deadline:
-                response = await self._session.post(
-                    url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                response = await self._session.request(
+                    method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
                 )
         except TimeoutError as exc:
             if self.cut_off:
