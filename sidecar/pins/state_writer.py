@@ -54,6 +54,7 @@ class StateWriter:
         self._retry_max = retry_max
         self._queue: OrderedDict[str, float] = OrderedDict()  # id -> when queued (monotonic)
         self._parked: OrderedDict[str, float] = OrderedDict()  # dropped, still owed to etcd
+        self._inflight = 0
         self._wake = asyncio.Event()
         self._task = BackgroundTask("state writer")
         self.written = 0
@@ -64,7 +65,8 @@ class StateWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Records owed to etcd: queued, or in the transaction being written."""
+        return len(self._queue) + self._inflight
 
     def enqueue(self, state_id: str) -> None:
         queued = self._parked.pop(state_id, None) or time.monotonic()
@@ -120,6 +122,7 @@ class StateWriter:
                 batch.append((state_id, at, entry.owner, entry.deleted))
         if not batch:
             return True
+        self._inflight = len(batch)
         try:
             lease = await self._leases.current_lease()
             puts = [
@@ -139,6 +142,8 @@ class StateWriter:
             self.failures += 1
             log.warning("state_write_failed", records=len(batch), error=str(exc))
             return False
+        finally:
+            self._inflight = 0
         for state_id, _, owner, deleted in batch:
             self._table.written(state_id, owner, deleted, result.revision, lease)
         self.written += len(batch)
@@ -148,7 +153,7 @@ class StateWriter:
     def status(self) -> dict[str, Any]:
         return {
             "cached": len(self._table),
-            "pending": len(self._queue),
+            "pending": self.pending,
             "parked": len(self._parked),
             "written": self.written,
             "batches": self.batches,
