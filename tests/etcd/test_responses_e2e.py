@@ -117,8 +117,8 @@ async def test_chains_across_sidecars_route_changes_migration_and_etcd_down(
         with pytest.raises(openai.APIStatusError) as info:
             await turn(b, "b has never seen it", lone)
         assert info.value.status_code == 503
-        body = info.value.body
-        assert isinstance(body, dict) and body["code"] == "state_owner_unknown"
+        error = info.value.body
+        assert isinstance(error, dict) and error["code"] == "state_owner_unknown"
         _, status = await get_json(f"{a.url}/status")
         assert status["pins"]["states"]["pending"] >= 1  # queued for etcd
     finally:

@@ -150,6 +150,7 @@ async def start_sidecar(
     # No etcd to ask either: a state id this sidecar did not record is unknown (404).
     states = StateTable(KS, AGENT)
     lookup = StateLookup(None, states, KS, AGENT, timeout=0.25)
+    state_parts: dict[str, Any] = {"states": states, "state_lookup": lookup, **(parts or {})}
     app = build_http_app(
         Parts(
             settings=s,
@@ -161,7 +162,7 @@ async def start_sidecar(
             pinning=pinning,
             pins_status=writer.status,
             budget=budget(config, metrics) if budget is not None else None,
-            **({"states": states, "state_lookup": lookup} | (parts or {})),
+            **state_parts,
         )
     )
 

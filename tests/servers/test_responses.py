@@ -25,7 +25,7 @@ from tests.servers import test_budget_filter as budget_tests
 from tests.servers.conftest import AGENT, KS, SidecarUnderTest
 from tests.servers.test_budget_filter import budgeted  # noqa: F401 - the fixture, by name
 
-TOOLS = [
+TOOLS: list[Any] = [
     {
         "type": "function",
         "name": "lookup",
@@ -374,8 +374,8 @@ async def test_enforced_contract_ends_a_stream_with_an_error_event(
     sidecar._put(KS.release(AGENT, "r8"), release.encode())
     sidecar.set_stable("r8")
     c = client(sidecar)
-    events = []
-    stream = await c.responses.create(
+    events: list[Any] = []
+    stream: Any = await c.responses.create(
         model="support", input="call:lookup now", tools=TOOLS, stream=True
     )
     async for event in stream:
