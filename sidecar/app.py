@@ -26,13 +26,28 @@ from sidecar.config import (
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
 from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
-from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
+from sidecar.pins import (
+    PinClaims,
+    Pinning,
+    PinTable,
+    PinWriter,
+    StateLookup,
+    StateSaver,
+    StateTable,
+    StateWriter,
+    state_persist,
+    states_path,
+)
 from sidecar.pins import persist as pin_persist
 from sidecar.settings import SidecarSettings
 from sidecar.signals import SignalBook
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
+
+# A continuation whose id this sidecar has not seen asks etcd; with first-turn claims off
+# (--pin-create-timeout 0) it still may, for this long, since the answer cannot be guessed.
+STATE_LOOKUP_MIN_TIMEOUT = 0.25
 
 
 class Sidecar:
@@ -46,11 +61,14 @@ class Sidecar:
         self.upstream = Upstream(settings, environ)
         self.store = open_store(settings.etcd_endpoints, security=settings.etcd_security)
         self.pins = PinTable(self.keyspace, settings.agent)
+        self.states = StateTable(self.keyspace, settings.agent)
         config_key = wanted_key(self.keyspace, settings.agent, CONFIG_KINDS)
         self.mirror = PrefixMirror(
             self.store,
             self.keyspace.prefix,
-            key_filter=lambda key: config_key(key) or self.pins.accepts(key),
+            key_filter=lambda key: (
+                config_key(key) or self.pins.accepts(key) or self.states.accepts(key)
+            ),
         )
         self.pin_writer = PinWriter(
             self.store,
@@ -77,6 +95,23 @@ class Sidecar:
         self.metrics.pins.bind(lambda: len(self.pins), lambda: self.pin_writer.pending)
         self.pin_saver = pin_persist.PinSaver(
             pin_persist.pins_path(settings.state_dir, settings.env, settings.agent), self.pins
+        )
+        self.state_writer = StateWriter(
+            self.store,
+            self.states,
+            self.keyspace,
+            self.pin_writer,
+            max_pending=settings.max_pending_pins,
+        )
+        self.state_lookup = StateLookup(
+            self.store,
+            self.states,
+            self.keyspace,
+            settings.agent,
+            timeout=max(settings.pin_create_timeout, STATE_LOOKUP_MIN_TIMEOUT),
+        )
+        self.state_saver = StateSaver(
+            states_path(settings.state_dir, settings.env, settings.agent), self.states
         )
         self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
         self.signals = SignalBook()
@@ -140,10 +175,16 @@ class Sidecar:
         self.pins.load(saved_pins)
         if saved_pins:
             log.info("pins_loaded", pins=len(saved_pins), pending=self.pin_writer.pending)
+        saved_states = state_persist.load(self.state_saver.path)
+        self.states.load(saved_states)
+        if saved_states:
+            log.info("states_loaded", records=len(saved_states), pending=self.state_writer.pending)
         self.mirror.subscribe(self._on_update)
         await self.upstream.start()
         await self.pin_writer.start()
+        await self.state_writer.start()
         await self.pin_saver.start()
+        await self.state_saver.start()
         await self.mirror.start()  # returns at once; etcd may be down and that is fine
         await self.health.start()  # also returns at once
         await self.outcomes.start()
@@ -154,13 +195,21 @@ class Sidecar:
         # (or trigger saves of) the config snapshot.
         if update.reset:
             self.pins.apply_reset(update.kvs)
+            self.states.apply_reset(update.kvs)
             self.config.apply_reset(update.revision, update.kvs, "etcd")
         else:
             pins = [c for c in update.changes if self.pins.accepts(c.key)]
             if pins:
                 self.pins.apply_changes(pins)
-            if len(pins) != len(update.changes):
-                rest = [c for c in update.changes if not self.pins.accepts(c.key)]
+            states = [c for c in update.changes if self.states.accepts(c.key)]
+            if states:
+                self.states.apply_changes(states)
+            if len(pins) + len(states) != len(update.changes):
+                rest = [
+                    c
+                    for c in update.changes
+                    if not self.pins.accepts(c.key) and not self.states.accepts(c.key)
+                ]
                 self.config.apply_changes(update.revision, rest)
         new = len(self.config.rejections)
         if new != self._rejections_seen:
@@ -184,10 +233,12 @@ class Sidecar:
             self.outcomes.close(),
             self.budgets.close(),
             self.pin_writer.close(),
+            self.state_writer.close(),
             return_exceptions=True,
         )
         await self.mirror.close()
         await self.pin_saver.close()
+        await self.state_saver.close()
         await self.writer.close()
         await self.upstream.close()
         await self.store.close()
@@ -205,13 +256,19 @@ class Sidecar:
                 control=self.control,
                 etcd_endpoint=lambda: self.store.endpoint,
                 pinning=self.pinning,
-                pins_status=lambda: self.pin_writer.status() | self.pin_claims.status(),
+                pins_status=lambda: (
+                    self.pin_writer.status()
+                    | self.pin_claims.status()
+                    | {"states": self.state_writer.status()}
+                ),
                 shadow=self.shadow,
                 signals=self.signals,
                 prices=self.prices,
                 experiments=self.experiments,
                 budget=self.budget_filter(),
                 budget_status=self.budgets.status,
+                states=self.states,
+                state_lookup=self.state_lookup,
             )
         )
 

@@ -130,6 +130,27 @@ class UpstreamHostRefused(SidecarError):
     """The provider or tool backend host is not allowed (--allow-upstream-host, SSRF guard)."""
 
 
+class StateNotFound(SidecarError):
+    """A response (or other provider-held state) id that no release of this agent issued, or
+    whose record expired."""
+
+
+class StateNotPortable(SidecarError):
+    """An operator moved the session, and the state it continues cannot be carried over."""
+
+
+class StateReleaseGone(SidecarError):
+    """The release that issued a response id no longer exists: nothing can read its state."""
+
+
+class StateOwnerUnknown(SidecarError):
+    """etcd did not answer, and this sidecar has no record of who issued the id (retry)."""
+
+
+class NoEmbeddingModel(SidecarError):
+    """Embeddings were asked of a release that names no embedding model."""
+
+
 ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     InvalidRequest: ErrorSpec(400, "invalid_request", "invalid_request"),
     BodyTooLarge: ErrorSpec(413, "invalid_request", "request_too_large"),
@@ -155,6 +176,11 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     ProviderKeyMissing: ErrorSpec(503, "service", "provider_key_missing"),
     UpstreamUnreachable: ErrorSpec(502, "upstream", "upstream_unreachable"),
     UpstreamTimeout: ErrorSpec(504, "upstream", "upstream_timeout"),
+    StateNotFound: ErrorSpec(404, "not_found", "response_not_found"),
+    StateNotPortable: ErrorSpec(409, "invalid_request", "state_not_portable"),
+    StateReleaseGone: ErrorSpec(409, "invalid_request", "state_release_gone"),
+    StateOwnerUnknown: ErrorSpec(503, "service", "state_owner_unknown"),
+    NoEmbeddingModel: ErrorSpec(400, "invalid_request", "embedding_model_missing"),
 }
 
 

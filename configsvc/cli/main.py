@@ -107,6 +107,9 @@ def release_create(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], st
         fields["prompts"] = dict(a.prompt)
     if a.mcp:
         fields["mcp"] = cli_contracts.mcp_toolsets(a.mcp)
+    if a.embedding_model or a.index_version:
+        fields["embedding_model"] = a.embedding_model
+        fields["index_version"] = a.index_version
     body = c.create_release(a.agent, fields)
     return body, render.release_created(body)
 
@@ -173,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api-key-env", default="", help="env var holding the provider key")
     sp.add_argument("--description", default="")
     sp.add_argument("--reason", default="")
+    sp.add_argument(
+        "--embedding-model",
+        default="",
+        metavar="MODEL",
+        help="the model that serves this release's embeddings (none: embeddings are refused)",
+    )
+    sp.add_argument(
+        "--index-version",
+        default="",
+        metavar="LABEL",
+        help="the vector index built with --embedding-model (shown, and returned on embeddings)",
+    )
     cli_contracts.release_options(sp)
     cli_prompts.release_options(sp)
     sp = leaf(release, "list", release_list, "list an agent's releases")

@@ -51,6 +51,8 @@ async def create_release(
             contract_policy=req.contract_policy,
             prompts=resolved,
             mcp=req.mcp,
+            embedding_model=req.embedding_model,
+            index_version=req.index_version,
         )
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc

@@ -18,6 +18,7 @@ from holdfast.keyspace.prompt import validate_release_prompts
 from holdfast.keyspace.records import (
     validate_base_url,
     validate_contracts,
+    validate_embedding,
     validate_env_var,
     validate_mcp,
     validate_model,
@@ -39,10 +40,12 @@ class NewRelease:
     contract_policy: str = ""
     prompts: dict[str, str] = field(default_factory=dict)  # name -> N | "active" | "current"
     mcp: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tool set -> backend URLs
+    embedding_model: str = ""
+    index_version: str = ""
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
-        | {"contracts", "contract_policy", "prompts"}
+        | {"contracts", "contract_policy", "prompts", "embedding_model", "index_version"}
         | {"mcp"}
     )
 
@@ -54,6 +57,7 @@ class NewRelease:
             raise InvalidRequest(
                 f"unsupported provider {provider!r:.40}; supported: openai", param="provider"
             )
+        embedding = _embedding(obj)
         return cls(
             release=name(text(obj, "release", required=True), what="release", param="release"),
             model=checked("model", validate_model, text(obj, "model", required=True)),
@@ -65,6 +69,8 @@ class NewRelease:
             **_release_contracts(obj),
             prompts=release_prompts(obj.get("prompts")),
             mcp=release_mcp(obj.get("mcp")),
+            embedding_model=embedding[0],
+            index_version=embedding[1],
         )
 
 
@@ -78,6 +84,16 @@ def release_mcp(raw: Any) -> dict[str, tuple[str, ...]]:
         return validate_mcp(raw)
     except RecordError as exc:
         raise InvalidRequest(str(exc), param="mcp") from exc
+
+
+def _embedding(obj: Mapping[str, Any]) -> tuple[str, str]:
+    model, index = text(obj, "embedding_model"), text(obj, "index_version")
+    try:
+        validate_embedding(model, index)
+    except RecordError as exc:
+        param = "embedding_model" if model and "model" in str(exc) else "index_version"
+        raise InvalidRequest(str(exc), param=param) from exc
+    return model, index
 
 
 def release_prompts(raw: Any) -> dict[str, str]:

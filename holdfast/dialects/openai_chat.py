@@ -384,6 +384,11 @@ class ChatCompletions:
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         require_model(body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestRefused("'messages' is required: a non-empty list of messages", "messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise RequestRefused("each of 'messages' must be an object with a role", "messages")
         return ChatRequest(body)
 
     def decode_body(self, body: bytes) -> Answer | None:

@@ -25,6 +25,29 @@ from holdfast.json_limits import provider_json
 NAME: Final = "openai.embeddings"
 
 
+def check_input(value: object) -> None:
+    """OpenAI's ``input``: a non-empty string, or a non-empty list of strings or of token
+    arrays (lists of integers)."""
+    ok = isinstance(value, str) and bool(value)
+    if isinstance(value, list) and value:
+        ok = (
+            all(isinstance(v, str) and v for v in value)
+            or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or all(
+                isinstance(v, list)
+                and v
+                and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+                for v in value
+            )
+        )
+    if not ok:
+        raise RequestRefused(
+            "'input' is required: a non-empty string, or a non-empty list of strings or of "
+            "token arrays",
+            "input",
+        )
+
+
 class EmbeddingsRequest:
     __slots__ = ("body",)
 
@@ -103,6 +126,7 @@ class Embeddings:
 
     def parse(self, body: dict[str, Any]) -> EmbeddingsRequest:
         require_model(body)
+        check_input(body.get("input"))
         return EmbeddingsRequest(body)
 
     def decode_body(self, body: bytes) -> Answer | None:

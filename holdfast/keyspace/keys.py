@@ -27,6 +27,7 @@ _SEGMENTS: Final = {
     "contracts": 2,
     "budgets": 1,
     "pins": 2,
+    "responses": 2,
     "health": 1,
     "audit": 1,
     "election": 1,
@@ -124,6 +125,14 @@ class Keyspace:
 
     def pins_of(self, agent: str) -> str:
         return f"{self.prefix}pins/{validate_name(agent, what='agent')}/"
+
+    def state_owner(self, agent: str, state_id: str) -> str:
+        """Which release issued a provider-held state id (holdfast.keyspace.state_owner)."""
+        agent = validate_name(agent, what="agent")
+        return f"{self.prefix}responses/{agent}/{validate_id(state_id, what='state id')}"
+
+    def state_owners_of(self, agent: str) -> str:
+        return f"{self.prefix}responses/{validate_name(agent, what='agent')}/"
 
     def health(self, sidecar_id: str) -> str:
         return f"{self.prefix}health/{validate_id(sidecar_id, what='sidecar id')}"

@@ -89,6 +89,20 @@ def validate_mcp(toolsets: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return dict(sorted(checked.items()))
 
 
+def validate_embedding(model: str, index_version: str) -> None:
+    """A release's embedding model (optional) and the index version label that goes with it."""
+    if model:
+        validate_model(model)
+    if index_version:
+        if not model:
+            raise RecordError("an index version needs an embedding model")
+        if not MODEL_RE.fullmatch(index_version):
+            raise RecordError(
+                f"invalid index version {index_version!r:.140}: 1-128 characters of letters, "
+                "digits and ._:/@+-"
+            )
+
+
 def validate_env_var(name: str) -> str:
     if name and not ENV_VAR_RE.fullmatch(name):
         raise RecordError(f"invalid environment variable name {name!r:.140}")
@@ -116,6 +130,11 @@ class Release:
     prompts: Mapping[str, str] = field(default_factory=dict)
     # MCP tool set -> backend URLs (additive: readers without it ignore the field)
     mcp: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The model that serves this release's embeddings ("": the release refuses embeddings), and
+    # a label for the vector index built with it: vectors of two releases compare only when
+    # both are the same.
+    embedding_model: str = ""
+    index_version: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", validate_release_prompts(dict(self.prompts)))
@@ -127,12 +146,17 @@ class Release:
             if not NAME_RE.fullmatch(value):
                 raise RecordError(f"invalid {what} name {value!r:.70}")
         validate_model(self.model)
+        validate_embedding(self.embedding_model, self.index_version)
         object.__setattr__(self, "base_url", validate_base_url(self.base_url))
         validate_env_var(self.api_key_env)
         if self.provider != "openai":
             raise RecordError(f"unsupported provider {self.provider!r:.40}; supported: openai")
         if len(self.description) > MAX_TEXT or len(self.created_by) > MAX_TEXT:
             raise RecordError(f"description and created_by are limited to {MAX_TEXT} characters")
+
+    def model_for(self, operation: str) -> str:
+        """The concrete model that serves ``operation`` ("chat", "embeddings"); "" for none."""
+        return self.embedding_model if operation == "embeddings" else self.model
 
     def encode(self) -> bytes:
         return encode_record(
@@ -151,6 +175,8 @@ class Release:
                 "contract_policy": self.contract_policy,
                 "prompts": dict(self.prompts),
                 **({"mcp": {k: list(v) for k, v in self.mcp.items()}} if self.mcp else {}),
+                "embedding_model": self.embedding_model,
+                "index_version": self.index_version,
             },
         )
 
@@ -172,6 +198,8 @@ class Release:
             contract_policy=fields.text(f, "contract_policy", optional=True),
             prompts=fields.submap(f, "prompts") or {},
             mcp=fields.submap(f, "mcp") or {},
+            embedding_model=fields.text(f, "embedding_model", optional=True),
+            index_version=fields.text(f, "index_version", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -190,6 +218,8 @@ class Release:
             "contract_policy": self.contract_policy,
             "prompts": dict(self.prompts),
             "mcp": {k: list(v) for k, v in self.mcp.items()},
+            "embedding_model": self.embedding_model,
+            "index_version": self.index_version,
         }
 
 

@@ -216,7 +216,12 @@ class BudgetFilter:
         target_name = first.meter.budget.degrade_to
         target = snapshot.releases.get(target_name) if snapshot and target_name else None
         degradable = all(r.meter.budget.degrade_to == target_name for r in refusals)
-        if target is None or not degradable or target.name == exchange.resolved.release.name:
+        if (
+            target is None
+            or not degradable
+            or target.name == exchange.resolved.release.name
+            or not target.model_for(exchange.operation)  # no embedding model: not a fallback
+        ):
             if target_name and target is None:
                 log.warning(
                     "budget_degrade_release_missing", scope=first.scope, release=target_name
@@ -233,7 +238,7 @@ class BudgetFilter:
         for r in refusals:
             r.meter.tally.degraded += 1
         exchange.resolved = dataclasses.replace(exchange.resolved, release=target)
-        exchange.request.set_model(target.model)
+        exchange.request.set_model(target.model_for(exchange.operation))
         exchange.response_headers[DEGRADED_HEADER] = first.scope
         log.info("budget_degraded", scope=first.scope, release=target.name)
         return reservation, price

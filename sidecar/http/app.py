@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from holdfast import dialects
+from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     REQUEST_ID_HEADER,
     bind_request_id,
@@ -42,12 +43,13 @@ from sidecar.http.guard import Guard
 from sidecar.http.models import Models
 from sidecar.mcp import Backends, McpMetrics, McpServer, Methods, ToolCalls
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
-from sidecar.pins import Pinning
+from sidecar.pins import Pinning, StateLookup, StateTable
 from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
 from sidecar.prompts import PromptFilter
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowFilter, ShadowRunner
 from sidecar.signals import SignalBook, SignalsFilter, summary
+from sidecar.state import StateEndpoints, StateFilter, StateRouting
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -78,6 +80,10 @@ class Parts:
     experiments: ExperimentBook = field(default_factory=ExperimentBook)
     budget: BudgetFilter | None = None  # None: no budgets on this surface
     budget_status: Callable[[], dict[str, Any]] | None = None
+    # Which release issued each provider-held state id (OpenAI Responses); None: the app keeps
+    # a table of its own, and a lookup that finds nothing in etcd (served alone, in tests).
+    states: StateTable | None = None
+    state_lookup: StateLookup | None = None
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -142,7 +148,7 @@ def middleware(guard: Guard) -> Callable[[web.Request, Handler], Awaitable[web.S
 
 
 def filter_chain(
-    parts: Parts, shadow: ShadowRunner, contracts: ContractBook
+    parts: Parts, shadow: ShadowRunner, contracts: ContractBook, states: StateTable
 ) -> tuple[ExchangeFilter, ...]:
     """Every filter of the proxied path, each from its concern's package, in chain order."""
     config = parts.config
@@ -155,6 +161,7 @@ def filter_chain(
         ),
         PromptFilter(config, parts.pinning.table),
         ContractFilter(config, contracts, parts.metrics.contracts),
+        StateFilter(parts.settings.agent, states),
         ShadowFilter(shadow, config),
     ]
     if parts.budget is not None:
@@ -175,6 +182,7 @@ def build_http_app(parts: Parts) -> web.Application:
         app.on_cleanup.append(lambda _app: owned.close())
     app[SHADOW_KEY] = shadow
     contracts = ContractBook()
+    states, lookup = _states(parts)
     prepare: list[Callable[[Exchange], Awaitable[None]]] = []
     if parts.budget is not None:
         prepare.append(parts.budget.await_first_slices)
@@ -184,8 +192,17 @@ def build_http_app(parts: Parts) -> web.Application:
         parts.upstream,
         metrics,
         parts.pinning,
-        filters=filter_chain(parts, shadow, contracts),
+        filters=filter_chain(parts, shadow, contracts, states),
         prepare=prepare,
+        state=StateRouting(settings.agent, config, parts.pinning, states, lookup, parts.upstream),
+    )
+    state_endpoints = StateEndpoints(
+        settings.agent,
+        config,
+        states,
+        lookup,
+        parts.upstream,
+        max_body_bytes=settings.max_body_bytes,
     )
     tool_proxy = ToolProxy(
         settings.agent,
@@ -224,6 +241,7 @@ def build_http_app(parts: Parts) -> web.Application:
     app.add_routes(
         [
             *proxy.routes(),
+            *state_endpoints.routes(),
             *Models(config, settings.agent).routes(),
             *ops.routes(),
             *OfrepApi(flags).routes(),
@@ -253,6 +271,23 @@ def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) ->
     parts.pinning.table.on_adopt(server.pin_changed)
     parts.config.on_change(server.config_changed)
     return server
+
+
+def _states(parts: Parts) -> tuple[StateTable, StateLookup]:
+    """The state table and its lookup; served alone, a table of the app's own and no etcd (a
+    continuation of an id this app did not record is then a 404)."""
+    if parts.states is not None and parts.state_lookup is not None:
+        return parts.states, parts.state_lookup
+    keyspace = Keyspace(parts.settings.env)
+    states = parts.states or StateTable(keyspace, parts.settings.agent)
+    lookup = StateLookup(
+        None,
+        states,
+        keyspace,
+        parts.settings.agent,
+        timeout=parts.settings.pin_create_timeout or 0.25,
+    )
+    return states, lookup
 
 
 def new_shadow_runner(

@@ -12,10 +12,11 @@ releases.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 
-from holdfast.keyspace import Pin
+from holdfast.keyspace import Pin, Release
 from holdfast.logs import get_logger
 from sidecar.config import ConfigSnapshot
 from sidecar.pins.claim import PinClaims
@@ -94,6 +95,26 @@ class Pinning:
         finally:
             del self._first_turns[session]
             running.set_result(None)
+
+    def continue_at(
+        self,
+        snapshot: ConfigSnapshot | None,
+        model: str,
+        session: str,
+        release: Release,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Resolved:
+        """A request that continues provider-held state issued by ``release``: served there,
+        whatever the route says. A session without a pin (a chain's second turn, or a pin that
+        expired) is pinned to it; one pinned elsewhere (a budget's degrade issued the state)
+        keeps its pin and is served where its state is."""
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        if resolved.kind == "pinned":
+            if resolved.release.name == release.name:
+                return self._local(resolved, snapshot)
+            self.metrics.routed(release.name, "pinned")
+            return dataclasses.replace(resolved, release=release, migrated_from=None)
+        return self._local(Resolved(release, resolved.revision, session, "new"), snapshot)
 
     def _local(self, resolved: Resolved, snapshot: ConfigSnapshot | None) -> Resolved:
         session = resolved.session

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sidecar.pipeline.chain import assemble
 from sidecar.pipeline.exchange import Exchange, ExchangeFilter, Observer, Outcome
-from sidecar.pipeline.proxy import DIALECT_KEY, REQUEST_ID_KEY, Proxy, served_by
+from sidecar.pipeline.proxy import DIALECT_KEY, REQUEST_ID_KEY, Proxy, StateRouter, served_by
 
 __all__ = [
     "DIALECT_KEY",
@@ -15,6 +15,7 @@ __all__ = [
     "Observer",
     "Outcome",
     "Proxy",
+    "StateRouter",
     "assemble",
     "served_by",
 ]

@@ -11,6 +11,8 @@ way back (holdfast's equivalent of Envoy's decoder and encoder filters). The rea
 * ``budget`` after every filter that may refuse for the request's own sake, so a refused
   request reserves nothing; it may write the output cap and move the exchange to a cheaper
   release (``degrade``);
+* ``state`` after them: it records which release issued the state ids an answer carries
+  (OpenAI Responses), and only after a budget's degrade is the serving release known;
 * ``shadow`` last: only a request no filter refused is shadowed, with the body as it goes out
   (output cap included).
 """
@@ -22,7 +24,7 @@ from typing import Final
 
 from sidecar.pipeline.exchange import ExchangeFilter
 
-ORDER: Final = ("signals", "prompts", "contracts", "budget", "shadow")
+ORDER: Final = ("signals", "prompts", "contracts", "budget", "state", "shadow")
 
 
 class ChainError(ValueError):

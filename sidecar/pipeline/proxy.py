@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from holdfast.dialects import DIALECTS, Dialect, RequestRefused, RequestView
+from holdfast.keyspace import Release
 from holdfast.logs import get_logger
 from sidecar.config import ConfigState
 from sidecar.errors import (
     BodyTooLarge,
     InvalidRequest,
+    NoEmbeddingModel,
     ShuttingDown,
     SidecarError,
     UpstreamTimeout,
@@ -39,9 +41,26 @@ log = get_logger(__name__)
 RELEASE_HEADER: Final = "X-Holdfast-Release"
 REVISION_HEADER: Final = "X-Holdfast-Config-Revision"
 MIGRATED_FROM_HEADER: Final = "X-Holdfast-Migrated-From"
+INDEX_VERSION_HEADER: Final = "X-Holdfast-Index-Version"
 REQUEST_ID_KEY: Final = web.RequestKey("holdfast_request_id", str)
 DIALECT_KEY: Final = web.RequestKey("holdfast_dialect", Dialect)
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+class StateRouter(Protocol):
+    """Routes requests that continue provider-held state (sidecar.state.StateRouting)."""
+
+    async def route(
+        self,
+        headers: Mapping[str, str],
+        dialect: Dialect,
+        view: RequestView,
+        attributes: Mapping[str, str],
+        request_id: str,
+    ) -> Resolved | str | None:
+        """The request's resolution; or the session it belongs to; or None (route it as any
+        other request)."""
+        ...
 
 
 class RequestCounter(Protocol):
@@ -56,7 +75,24 @@ def served_by(resolved: Resolved) -> dict[str, str]:
     headers = {RELEASE_HEADER: resolved.release.name, REVISION_HEADER: str(resolved.revision)}
     if resolved.migrated_from is not None:
         headers[MIGRATED_FROM_HEADER] = resolved.migrated_from
+    if resolved.release.index_version:
+        headers[INDEX_VERSION_HEADER] = resolved.release.index_version
     return headers
+
+
+def served_model(release: Release, operation: str, resolved: Resolved) -> str:
+    """The concrete model a release serves ``operation`` with; a release that names no
+    embedding model refuses embeddings rather than send its chat model (another vector space)."""
+    model = release.model_for(operation)
+    if not model:
+        err = NoEmbeddingModel(
+            f"release {release.name!r} names no embedding model, so it serves no embeddings: "
+            "create a release with `holdfastctl release create ... --embedding-model MODEL`",
+            param="model",
+        )
+        err.headers.update(served_by(resolved))
+        raise err
+    return model
 
 
 class Proxy:
@@ -70,7 +106,9 @@ class Proxy:
         *,
         filters: Sequence[ExchangeFilter] = (),
         prepare: Sequence[Callable[[Exchange], Awaitable[None]]] = (),
+        state: StateRouter | None = None,
     ) -> None:
+        self.state = state
         self.prepare = tuple(prepare)  # awaited before the filters open (they cannot await)
         self.settings = settings
         self.config = config
@@ -104,13 +142,22 @@ class Proxy:
         except RequestRefused as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
 
-    async def _resolve(self, request: web.Request, view: RequestView) -> Resolved:
-        session = session_id(request.headers, view.session_hint)
+    async def _resolve(self, request: web.Request, dialect: Dialect, view: RequestView) -> Resolved:
         attributes = {
             name: value
             for name, header in (("tenant", TENANT_HEADER), ("category", CATEGORY_HEADER))
             if (value := request.headers.get(header))
         }
+        session: str | None = None
+        if self.state is not None:
+            routed = await self.state.route(
+                request.headers, dialect, view, attributes, request[REQUEST_ID_KEY]
+            )
+            if isinstance(routed, Resolved):
+                return routed
+            session = routed
+        if session is None:
+            session = session_id(request.headers, view.session_hint)
         snapshot, model = self.config.current, view.model
         # A pinned session is a dict hit with no await; only a first turn asks etcd.
         resolved = self.pinning.lookup(snapshot, model, session, attributes)
@@ -122,9 +169,9 @@ class Proxy:
         started = time.perf_counter()
         request[DIALECT_KEY] = dialect
         view = await self._read(request, dialect)
-        resolved = await self._resolve(request, view)
+        resolved = await self._resolve(request, dialect, view)
         release = resolved.release
-        view.set_model(release.model)
+        view.set_model(served_model(release, dialect.operation, resolved))
         exchange = Exchange(
             dialect=dialect,
             request=view,

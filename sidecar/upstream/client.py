@@ -169,9 +169,17 @@ class Upstream:
 
     @asynccontextmanager
     async def post(
-        self, release: Release, path: str, body: bytes, *, stream: bool, request_id: str
+        self,
+        release: Release,
+        path: str,
+        body: bytes | None,
+        *,
+        stream: bool,
+        request_id: str,
+        method: str = "POST",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the release's provider; yields the response once its headers arrived."""
+        """POST (or ``method``) to the release's provider; yields the response once its headers
+        arrived."""
         assert self._session is not None, "Upstream.start() was not awaited"
         s = self._settings
         url, base = self._prepare(release, path)
@@ -196,8 +204,9 @@ class Upstream:
         if task is not None:
             self._waiting_tasks.add(task)
         try:
-            call = self._session.post(
-                url, data=BytesPayload(body), headers=headers, timeout=timeout,
+            call = self._session.request(
+                method, url, data=None if body is None else BytesPayload(body), headers=headers,
+                timeout=timeout,
                 allow_redirects=False,
             )  # fmt: skip
             if deadline is None:

@@ -21,6 +21,8 @@ from sidecar.config.state import ConfigState
 from sidecar.http.app import Parts, build_http_app
 from sidecar.ops.metrics import SidecarMetrics
 from sidecar.pins.pinning import Pinning
+from sidecar.pins.state_lookup import StateLookup
+from sidecar.pins.states import StateTable
 from sidecar.pins.table import PinTable
 from sidecar.pins.writer import PinWriter
 from sidecar.settings.limits import server_options
@@ -59,6 +61,7 @@ class SidecarUnderTest:
     fake_url: str
     pins: PinTable
     pin_writer: PinWriter
+    states: StateTable
     revision: int = 10
     environ: dict[str, str] = field(default_factory=dict)
 
@@ -67,7 +70,14 @@ class SidecarUnderTest:
         return str(self.server.make_url("")).rstrip("/")
 
     def add_release(
-        self, name: str, model: str, base_url: str | None = None, key_var: str = KEY_VAR
+        self,
+        name: str,
+        model: str,
+        base_url: str | None = None,
+        key_var: str = KEY_VAR,
+        *,
+        embedding_model: str = "",
+        index_version: str = "",
     ) -> None:
         release = Release(
             agent=AGENT,
@@ -75,6 +85,8 @@ class SidecarUnderTest:
             model=model,
             base_url=base_url or f"{self.fake_url}/v1",
             api_key_env=key_var,
+            embedding_model=embedding_model,
+            index_version=index_version,
         )
         self._put(KS.release(AGENT, name), release.encode())
 
@@ -135,6 +147,10 @@ async def start_sidecar(
     pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
     metrics.pins.bind(lambda: len(pins), lambda: writer.pending)
     await writer.start()
+    # No etcd to ask either: a state id this sidecar did not record is unknown (404).
+    states = StateTable(KS, AGENT)
+    lookup = StateLookup(None, states, KS, AGENT, timeout=0.25)
+    state_parts: dict[str, Any] = {"states": states, "state_lookup": lookup, **(parts or {})}
     app = build_http_app(
         Parts(
             settings=s,
@@ -146,7 +162,7 @@ async def start_sidecar(
             pinning=pinning,
             pins_status=writer.status,
             budget=budget(config, metrics) if budget is not None else None,
-            **(parts or {}),
+            **state_parts,
         )
     )
 
@@ -158,7 +174,9 @@ async def start_sidecar(
     app.on_cleanup.append(cleanup)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server(**server_options(s.limits))  # header limits, idle timeout
-    return SidecarUnderTest(server, config, control, fake_url, pins, writer, environ=environ)
+    return SidecarUnderTest(
+        server, config, control, fake_url, pins, writer, states, environ=environ
+    )
 
 
 @pytest.fixture

@@ -196,7 +196,8 @@ def observer(policy: str = "enforce") -> tuple[_CallObserver, ContractStats]:
                            ContractBook(), stats)  # fmt: skip
     release = Release(agent="support", name="r1", model="m", base_url="http://127.0.0.1:9/v1")
     chat = openai_chat.DIALECT
-    exchange = Exchange(dialect=chat, request=chat.parse({"model": "m", "stream": True}),
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    exchange = Exchange(dialect=chat, request=chat.parse(body),
                         resolved=Resolved(release, 1), request_id="req", headers={},
                         decoder=chat.stream_decoder())  # fmt: skip
     return _CallObserver(owner, exchange, pins(policy), stream=True), stats

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections import deque
+import secrets
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
 
-from holdfast_devtools.fakellm import protocol
+from holdfast_devtools.fakellm import protocol, responses
 from holdfast_devtools.fakellm.behaviour import Behaviour, BehaviourTable, ModelStats
 from holdfast_devtools.fakellm.control import Control, json_response
 from holdfast_devtools.fakellm.generate import ChatRequest, Reply, compose_reply, embedding
 from holdfast_devtools.fakellm.protocol import ApiError
+from holdfast_devtools.fakellm.responses import Draft, Events
 
 DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 DEFAULT_REQUEST_LOG_SIZE: Final = 200
@@ -71,6 +73,10 @@ class FakeLLM:
         key = settings.require_key
         self._expected_auth = None if key is None else f"Bearer {key}".encode()
         self._sequence = 0
+        # Ids unique across fake processes, as a real provider's are: a test with two fakes
+        # must not see one issue the other's response ids.
+        self._token = secrets.token_hex(4)
+        self.stored: OrderedDict[str, Stored] = OrderedDict()
         self._closing = asyncio.Event()
 
     async def _stall(self) -> bool:
@@ -88,6 +94,11 @@ class FakeLLM:
         app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.create_response)
+        app.router.add_get("/v1/responses/{id}", self.get_response)
+        app.router.add_delete("/v1/responses/{id}", self.delete_response)
+        app.router.add_post("/v1/responses/{id}/cancel", self.cancel_response)
+        app.router.add_get("/v1/responses/{id}/input_items", self.input_items)
         app.router.add_get("/v1/models", self.list_models)
         Control(self.behaviours, self.requests).add_routes(app.router)
         app.on_shutdown.append(self._on_shutdown)
@@ -209,6 +220,124 @@ class FakeLLM:
         await response.write_eof()
         return response
 
+    # -- Responses -------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        self._sequence += 1
+        return f"{prefix}_{self._token}{self._sequence:012d}"
+
+    def _stored(self, response_id: str) -> Stored:
+        stored = self.stored.get(response_id)
+        if stored is None:
+            raise responses.not_found(response_id)
+        return stored
+
+    def _store(self, draft: Draft, context: tuple[dict[str, object], ...]) -> None:
+        if not draft.request.store:
+            return
+        inputs = (*context, *draft.request.input_items)
+        self.stored[draft.id] = Stored(draft.response(), inputs, (draft.output_item(),))
+        while len(self.stored) > responses.MAX_STORED:
+            self.stored.popitem(last=False)
+
+    async def create_response(self, request: web.Request) -> web.StreamResponse:
+        body = await self._admit(request)
+        if not isinstance(body, dict):
+            raise ApiError("request body must be a JSON object", None)
+        model = protocol.model_of(body)
+        context: tuple[dict[str, object], ...] = ()
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            found = self.stored.get(previous) if isinstance(previous, str) else None
+            if found is None:
+                raise responses.previous_not_found(str(previous))
+            context = found.context
+        parsed = responses.parse(body, context, self._new_id, model=model)
+        behaviour, stats = self._begin(model)
+        chat = parsed.chat
+        reply = compose_reply(
+            chat, length=behaviour.length_for(chat.user_text), tool_calls_on=behaviour.tool_calls
+        )
+        stats.prompt_tokens += chat.prompt_tokens
+        if behaviour.raw_body:
+            return await self._raw(request, behaviour.raw_body.encode(), stream=chat.stream)
+        prefix = "msg" if reply.message.get("tool_calls") is None else "fc"
+        draft = responses.new_draft(self._new_id("resp"), self._new_id(prefix), parsed, reply)
+        stats.in_flight += 1
+        try:
+            if chat.stream:
+                return await self._stream_response(request, draft, context, behaviour, stats)
+            if behaviour.latency_ms:
+                await asyncio.sleep(behaviour.latency_ms / 1000)
+            stats.completion_tokens += reply.completion_tokens
+            self._store(draft, context)
+            return json_response(draft.response(with_usage=not behaviour.omit_usage))
+        finally:
+            stats.in_flight -= 1
+
+    async def _stream_response(
+        self,
+        request: web.Request,
+        draft: Draft,
+        context: tuple[dict[str, object], ...],
+        behaviour: Behaviour,
+        stats: ModelStats,
+    ) -> web.StreamResponse:
+        stats.streams_started += 1
+        events = Events(draft)
+        interval = behaviour.token_interval_ms / 1000
+        try:
+            if behaviour.first_byte_ms:
+                await asyncio.sleep(behaviour.first_byte_ms / 1000)
+            response = web.StreamResponse(headers=SSE_HEADERS)
+            await response.prepare(request)
+            await response.write(b"".join(events.head()))
+            for sent, piece in enumerate((*draft.reply.deltas, None)):
+                if sent == behaviour.stall_after_tokens and not await self._stall():
+                    _abort(request)
+                    return response
+                if sent == behaviour.reset_after_tokens:
+                    stats.streams_reset += 1
+                    _abort(request)
+                    return response
+                if piece is None:
+                    break
+                if interval:
+                    await asyncio.sleep(interval)
+                frame = events.delta(piece)
+                if frame is not None:
+                    await response.write(frame)
+                stats.completion_tokens += 1
+            self._store(draft, context)
+            await response.write(b"".join(events.tail(with_usage=not behaviour.omit_usage)))
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            stats.streams_cancelled += 1
+            raise
+        stats.streams_completed += 1
+        return response
+
+    async def get_response(self, request: web.Request) -> web.StreamResponse:
+        await self._admit(request)
+        return json_response(self._stored(request.match_info["id"]).response)
+
+    async def delete_response(self, request: web.Request) -> web.StreamResponse:
+        await self._admit(request)
+        response_id = request.match_info["id"]
+        self._stored(response_id)
+        del self.stored[response_id]
+        return json_response({"id": response_id, "object": "response", "deleted": True})
+
+    async def cancel_response(self, request: web.Request) -> web.StreamResponse:
+        await self._admit(request)
+        self._stored(request.match_info["id"])
+        raise ApiError("Only responses created with background=true can be cancelled.", None)
+
+    async def input_items(self, request: web.Request) -> web.StreamResponse:
+        await self._admit(request)
+        stored = self._stored(request.match_info["id"])
+        return json_response(responses.items_page(stored.inputs, request.query))
+
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         parsed = protocol.parse_embeddings(await self._admit(request))
         behaviour, stats = self._begin(parsed.model)
@@ -224,6 +353,20 @@ class FakeLLM:
         await self._admit(request)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": OWNER} for m in self.models]
         return json_response({"object": "list", "data": data})
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored response: its object, its whole input context and its output items."""
+
+    response: dict[str, object]
+    inputs: tuple[dict[str, object], ...]
+    output: tuple[dict[str, object], ...]
+
+    @property
+    def context(self) -> tuple[dict[str, object], ...]:
+        """What a response continuing this one starts from."""
+        return (*self.inputs, *self.output)
 
 
 def _recorded_headers(request: web.Request) -> dict[str, str]:
