@@ -374,18 +374,17 @@ class ResponsesStream:
             elif kind == "response.function_call_arguments.delta":
                 index = as_int(obj.get("output_index"), 0)
                 fragment = delta if isinstance(delta, str) else ""
-                view.calls.extend(self._calls.fragment(0, index, "", "", fragment))
+                view.calls = [*view.calls, *self._calls.fragment(0, index, "", "", fragment)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
             self._item(kind, obj, view)
         elif kind == "response.function_call_arguments.done":
             arguments = obj.get("arguments")
-            view.calls.extend(
-                self._calls.end_call(
-                    0,
-                    as_int(obj.get("output_index"), 0),
-                    arguments if isinstance(arguments, str) else None,
-                )
+            done = self._calls.end_call(
+                0,
+                as_int(obj.get("output_index"), 0),
+                arguments if isinstance(arguments, str) else None,
             )
+            view.calls = [*view.calls, *done]
         elif kind == "response.created":
             response = obj.get("response")
             issued = response.get("id") if isinstance(response, dict) else None
@@ -397,7 +396,7 @@ class ResponsesStream:
                 view.error = True
                 self._calls.finish()  # a failed answer's calls are nobody's to check
             else:
-                view.calls.extend(self._calls.finish())
+                view.calls = [*view.calls, *self._calls.finish()]
         elif kind == "error":
             view.error = True
         return view
@@ -412,17 +411,16 @@ class ResponsesStream:
         if kind == "response.output_item.added":
             name, call_id = item.get("name"), item.get("call_id")
             view.content = 1
-            view.calls.extend(
-                self._calls.fragment(
-                    0,
-                    index,
-                    call_id if isinstance(call_id, str) else "",
-                    name if isinstance(name, str) else "",
-                    arguments,
-                )
+            done = self._calls.fragment(
+                0,
+                index,
+                call_id if isinstance(call_id, str) else "",
+                name if isinstance(name, str) else "",
+                arguments,
             )
+            view.calls = [*view.calls, *done]
         else:
-            view.calls.extend(self._calls.end_call(0, index, arguments or None))
+            view.calls = [*view.calls, *self._calls.end_call(0, index, arguments or None)]
 
 
 def stream_error(message: str, kind: ErrorKind, code: str) -> bytes:

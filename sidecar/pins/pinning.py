@@ -27,6 +27,13 @@ from sidecar.routing import Resolved, pinned_prompts, resolve, unrecorded_prompt
 log = get_logger(__name__)
 
 
+def _settled(task: asyncio.Task[Resolved]) -> None:
+    """Whoever waited for a settling task may have gone (the agent hung up): its outcome is
+    still taken, so that an error is logged here rather than lost."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("pin_settle_failed", error=repr(exc)[:200])
+
+
 class Pinning:
     def __init__(
         self,
@@ -95,6 +102,31 @@ class Pinning:
         finally:
             del self._first_turns[session]
             running.set_result(None)
+
+    def speculate(
+        self,
+        snapshot: ConfigSnapshot | None,
+        model: str,
+        session: str | None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> tuple[Resolved, asyncio.Task[Resolved]] | None:
+        """A first turn served at once on this sidecar's own decision while etcd settles it:
+        (the decision, the task that settles it). The caller sends the request on and awaits
+        the task before the agent sees a byte; when etcd holds another sidecar's pin with
+        another release, the answer is dropped and the request served again there. None when
+        there is nothing to settle (call ``first_turn``)."""
+        if session is None or self.claims is None or snapshot is None:
+            return None
+        if session in self._first_turns:
+            return None  # another request of this session is settling it: wait for that one
+        decided = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        if decided.kind != "new":
+            return None
+        settling = asyncio.get_running_loop().create_task(
+            self.first_turn(snapshot, model, session, attributes)
+        )
+        settling.add_done_callback(_settled)
+        return decided, settling
 
     def continue_at(
         self,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from holdfast.dialects import Answer, Dialect, EventView, RequestView, StreamDecoder, ToolCall
 from holdfast.logs import get_logger
@@ -61,6 +61,11 @@ class Exchange:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+
+# The outcome of a first turn that etcd settled to another release: nothing reached the agent,
+# the request is served again at the other release, and this exchange counts for nothing.
+SUPERSEDED: Final = "superseded"
 
 
 @dataclass(frozen=True, slots=True)

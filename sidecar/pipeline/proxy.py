@@ -29,7 +29,7 @@ from sidecar.errors import (
 )
 from sidecar.pins import Pinning
 from sidecar.pipeline.body import encode_body, parse_body
-from sidecar.pipeline.exchange import Chain, Exchange, ExchangeFilter, Outcome
+from sidecar.pipeline.exchange import SUPERSEDED, Chain, Exchange, ExchangeFilter, Outcome
 from sidecar.pipeline.stream_drain import GRACE, HALF_CLOSED_GRACE, QUIET, count_rest, hang_up
 from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.routing import CATEGORY_HEADER, TENANT_HEADER, Resolved, session_id
@@ -69,6 +69,14 @@ class RequestCounter(Protocol):
     def request_finished(
         self, operation: str, release: str, outcome: str, seconds: float
     ) -> None: ...
+
+
+class Superseded(Exception):
+    """A first turn sent on this sidecar's decision that etcd settled to another release."""
+
+    def __init__(self, release: str) -> None:
+        super().__init__(release)
+        self.release = release
 
 
 def served_by(resolved: Resolved) -> dict[str, str]:
@@ -124,7 +132,13 @@ class Proxy:
 
     def _handler(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await self._forward(request, dialect)
+            try:
+                return await self._forward(request, dialect)
+            except Superseded as exc:
+                # Another sidecar pinned this session first, to another release: nothing was
+                # relayed; the table holds etcd's pin now, so the request is served there.
+                log.info("first_turn_superseded", release=exc.release)
+                return await self._forward(request, dialect)
 
         return handle
 
@@ -142,7 +156,9 @@ class Proxy:
         except RequestRefused as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
 
-    async def _resolve(self, request: web.Request, dialect: Dialect, view: RequestView) -> Resolved:
+    async def _resolve(
+        self, request: web.Request, dialect: Dialect, view: RequestView
+    ) -> tuple[Resolved, asyncio.Task[Resolved] | None]:
         attributes = {
             name: value
             for name, header in (("tenant", TENANT_HEADER), ("category", CATEGORY_HEADER))
@@ -154,22 +170,27 @@ class Proxy:
                 request.headers, dialect, view, attributes, request[REQUEST_ID_KEY]
             )
             if isinstance(routed, Resolved):
-                return routed
+                return routed, None
             session = routed
         if session is None:
             session = session_id(request.headers, view.session_hint)
         snapshot, model = self.config.current, view.model
-        # A pinned session is a dict hit with no await; only a first turn asks etcd.
+        # A pinned session is a dict hit with no await; a first turn goes out at once on this
+        # sidecar's decision while etcd settles it (``_forward`` waits for that before the
+        # agent sees a byte).
         resolved = self.pinning.lookup(snapshot, model, session, attributes)
-        if resolved is None:
-            resolved = await self.pinning.first_turn(snapshot, model, session, attributes)
-        return resolved
+        if resolved is not None:
+            return resolved, None
+        speculative = self.pinning.speculate(snapshot, model, session, attributes)
+        if speculative is None:
+            return await self.pinning.first_turn(snapshot, model, session, attributes), None
+        return speculative
 
     async def _forward(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         started = time.perf_counter()
         request[DIALECT_KEY] = dialect
         view = await self._read(request, dialect)
-        resolved = await self._resolve(request, dialect, view)
+        resolved, settling = await self._resolve(request, dialect, view)
         release = resolved.release
         view.set_model(served_model(release, dialect.operation, resolved))
         exchange = Exchange(
@@ -204,6 +225,10 @@ class Proxy:
                 stream=exchange.stream,
                 request_id=exchange.request_id,
             ) as upstream:
+                if settling is not None:  # a first turn: etcd's word before the agent's first byte
+                    settled = await asyncio.shield(settling)
+                    if settled.release.name != release.name:
+                        raise Superseded(settled.release.name)
                 status = upstream.status
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
                 broken: str | None = None
@@ -225,12 +250,17 @@ class Proxy:
             exc.headers.update(served_by(resolved))
             outcome = Outcome(spec_for(exc).code, None, exchange.elapsed(), completed=False)
             raise
+        except Superseded:
+            outcome = Outcome(SUPERSEDED, None, exchange.elapsed(), completed=False)
+            raise
         except (ConnectionResetError, asyncio.CancelledError):
             outcome = Outcome("client_disconnected", None, exchange.elapsed(), completed=False)
             raise
         finally:
             chain.close(outcome)
-            self.metrics.request_finished(operation, release.name, outcome.code, exchange.elapsed())
+            if outcome.code != SUPERSEDED:
+                elapsed = exchange.elapsed()
+                self.metrics.request_finished(operation, release.name, outcome.code, elapsed)
 
     @staticmethod
     def _headers(exchange: Exchange, upstream_headers: Any) -> dict[str, str]:

@@ -20,6 +20,7 @@ from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.http.app import Parts, build_http_app
 from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pins.claim import PinClaims
 from sidecar.pins.pinning import Pinning
 from sidecar.pins.state_lookup import StateLookup
 from sidecar.pins.states import StateTable
@@ -128,10 +129,12 @@ async def start_sidecar(
     *,
     budget: BudgetFactory | None = None,
     parts: dict[str, Any] | None = None,
+    pin_store: MemoryStore | None = None,
     **over: object,
 ) -> SidecarUnderTest:
     """The HTTP surface as ``Sidecar.build_app`` makes it, over a config fed by hand; ``budget``
-    builds the budget filter (none by default), ``parts`` overrides further ``Parts``."""
+    builds the budget filter (none by default), ``parts`` overrides further ``Parts``;
+    ``pin_store``: a store that is up, so first turns are claimed in it (as with etcd)."""
     s = settings(**over)
     config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
     environ = {KEY_VAR: PROVIDER_KEY}
@@ -140,11 +143,14 @@ async def start_sidecar(
     control = StaticControl()
     metrics = SidecarMetrics(AGENT)
     # No etcd in this tier: pin writes queue against a store that is down, as in an outage.
-    store = MemoryStore()
-    store.unavailable = True
+    store = pin_store or MemoryStore()
+    store.unavailable = pin_store is None
     pins = PinTable(KS, AGENT)
     writer = PinWriter(store, pins, KS, metrics.pins, ttl=s.pin_ttl, max_pending=s.max_pending_pins)
-    pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
+    claims = None
+    if pin_store is not None:
+        claims = PinClaims(store, KS, writer, metrics.pins, timeout=0.5)
+    pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl, claims=claims)
     metrics.pins.bind(lambda: len(pins), lambda: writer.pending)
     await writer.start()
     # No etcd to ask either: a state id this sidecar did not record is unknown (404).
