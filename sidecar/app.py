@@ -161,6 +161,7 @@ class Sidecar:
         return self.mirror
 
     async def start(self) -> None:
+        self.metrics.loop_lag.start()
         saved = persist.load(self.snapshot_path)
         if saved is not None:
             self.config.apply_reset(saved.revision, saved.kvs, "snapshot")
@@ -242,6 +243,7 @@ class Sidecar:
         await self.writer.close()
         await self.upstream.close()
         await self.store.close()
+        await self.metrics.loop_lag.close()
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -159,6 +159,7 @@ class Ops:
             "budgets": self._budgets() if self._budgets is not None else None,
             "contracts": self._contracts() if self._contracts is not None else None,
             "process": {"pid": os.getpid(), "rss_bytes": rss, "cpu_percent": cpu},
+            "event_loop_lag": self.metrics.loop_lag.status(),
         }
         return web.json_response(body)
 

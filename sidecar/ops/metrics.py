@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from holdfast.tally import CounterFamily, Tally
 from sidecar.contracts import ContractStats
 from sidecar.flags import FlagMetrics
+from sidecar.ops.loop_lag import LoopLag
 from sidecar.pins import PinMetrics
 from sidecar.shadow import ShadowMetrics
 from sidecar.signals import SignalMetrics
@@ -58,6 +59,7 @@ class SidecarMetrics:
         self.contracts = ContractStats(self.registry, agent)  # .stats(): per release and tool
         self.flags = FlagMetrics(self.registry)
         self.agent = agent
+        self.loop_lag = LoopLag(self.registry, agent)  # sampling once the process starts it
 
     def request_finished(self, operation: str, release: str, outcome: str, seconds: float) -> None:
         """Count one request (``seconds`` is observed with the request's category by the
