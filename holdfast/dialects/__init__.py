@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from holdfast.dialects import openai_chat, openai_embeddings
+from holdfast.dialects import anthropic_messages, openai_chat, openai_embeddings
 from holdfast.dialects.base import (
     NO_EVENT,
     Answer,
@@ -28,6 +28,8 @@ from holdfast.dialects.base import (
 DIALECTS: Final[tuple[Dialect, ...]] = (
     openai_chat.DIALECT,
     openai_embeddings.DIALECT,
+    anthropic_messages.DIALECT,
+    anthropic_messages.COUNT_DIALECT,
 )
 DEFAULT: Final[Dialect] = openai_chat.DIALECT  # the error shape of endpoints of no dialect
 

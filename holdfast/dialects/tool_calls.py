@@ -65,6 +65,11 @@ class CallAssembler:
                 entry.parts.append(arguments)
         return done
 
+    def end_call(self, choice: int, index: int) -> list[ToolCall]:
+        """The call at (choice, index) is complete (APIs that close each call on its own, as
+        Anthropic's ``content_block_stop`` does); nothing when no call is open there."""
+        return self._close(lambda key: key == (choice, index))
+
     def end_choice(self, choice: int) -> list[ToolCall]:
         """The choice finished: its calls are complete."""
         return self._close(lambda key: key[0] == choice)

@@ -23,6 +23,7 @@ from sidecar.errors import (
     SidecarError,
     UpstreamTimeout,
     UpstreamUnreachable,
+    UpstreamWrongDialect,
     spec_for,
 )
 from sidecar.pins import Pinning
@@ -104,8 +105,10 @@ class Proxy:
         except RequestRefused as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
 
-    async def _resolve(self, request: web.Request, view: RequestView) -> Resolved:
-        session = session_id(request.headers, view.session_hint)
+    async def _resolve(
+        self, request: web.Request, view: RequestView, dialect: Dialect
+    ) -> Resolved:
+        session = session_id(request.headers, view.session_hint, dialect.session_headers)
         attributes = {
             name: value
             for name, header in (("tenant", TENANT_HEADER), ("category", CATEGORY_HEADER))
@@ -113,16 +116,17 @@ class Proxy:
         }
         snapshot, model = self.config.current, view.model
         # A pinned session is a dict hit with no await; only a first turn asks etcd.
-        resolved = self.pinning.lookup(snapshot, model, session, attributes)
+        speaks = dialect.provider_api  # a release of another provider kind is refused
+        resolved = self.pinning.lookup(snapshot, model, session, attributes, speaks)
         if resolved is None:
-            resolved = await self.pinning.first_turn(snapshot, model, session, attributes)
+            resolved = await self.pinning.first_turn(snapshot, model, session, attributes, speaks)
         return resolved
 
     async def _forward(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         started = time.perf_counter()
         request[DIALECT_KEY] = dialect
         view = await self._read(request, dialect)
-        resolved = await self._resolve(request, view)
+        resolved = await self._resolve(request, view, dialect)
         release = resolved.release
         view.set_model(release.model)
         exchange = Exchange(
@@ -156,6 +160,8 @@ class Proxy:
                 payload,
                 stream=exchange.stream,
                 request_id=exchange.request_id,
+                agent_headers=request.headers,
+                query=request.rel_url.raw_query_string,
             ) as upstream:
                 status = upstream.status
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
@@ -164,8 +170,17 @@ class Proxy:
                     response, broken = await self._relay_stream(request, upstream, exchange, chain)
                 else:
                     data = await self.upstream.read_body(release, upstream)
+                    answer = None
+                    if status < 400 and (chain or dialect.checks_answers):
+                        answer = dialect.decode_body(data)
+                    if answer is None and 200 <= status < 300 and dialect.checks_answers:
+                        raise UpstreamWrongDialect(
+                            f"the provider of release {release.name!r} answered HTTP {status} "
+                            f"with a body that is not a {dialect.name} answer (another API at "
+                            f"{release.base_url}? its provider kind is {release.provider})"
+                        )
                     if chain:
-                        chain.answer(status, dialect.decode_body(data) if status < 400 else None)
+                        chain.answer(status, answer)
                     headers = self._headers(exchange, upstream.headers)
                     headers["Content-Type"] = upstream.headers.get(
                         "Content-Type", "application/json"

@@ -1,8 +1,10 @@
 """Talking to providers: one pooled HTTP client, credentials from the environment, typed errors.
 
-Nothing from the agent's own headers is forwarded except content negotiation; the provider key
-comes from the environment variable that the release names, so the agent's Authorization header
-(and any key in etcd) never reaches a provider.
+Nothing from the agent's own headers is forwarded but what the release's provider kind names
+(holdfast.providers: Anthropic's ``anthropic-beta`` and ``anthropic-version``); the provider key
+comes from the environment variable that the release names and goes where its kind wants it
+(``Authorization: Bearer``, ``x-api-key``), so the agent's own key (and any key in etcd) never
+reaches a provider. The agent's query string, when it sent one, goes along unchanged.
 
 When the sidecar's drain timeout runs out, ``cut`` ends every provider call still in flight:
 one waiting for its answer gets 503 ``overloaded`` (Retry-After), a stream being relayed breaks
@@ -22,6 +24,7 @@ from holdfast import __version__
 from holdfast.keyspace import Release
 from holdfast.net.guard import HostRefused
 from holdfast.net.resolver import guarded_connector, refused_reason
+from holdfast.providers import UnknownProvider, provider
 from sidecar.errors import (
     ProviderKeyMissing,
     ShuttingDown,
@@ -100,7 +103,13 @@ class Upstream:
         err.headers["Retry-After"] = str(self._settings.limits.retry_after)
         return err
 
-    def _headers(self, release: Release, *, accept: str, request_id: str) -> dict[str, str]:
+    def _headers(
+        self, release: Release, *, accept: str, request_id: str, agent: Mapping[str, str]
+    ) -> dict[str, str]:
+        try:
+            kind = provider(release.provider)
+        except UnknownProvider as exc:  # the record validates it; a newer kind is refused here
+            raise ProviderKeyMissing(f"release {release.name!r}: {exc}") from exc
         headers = {
             "Content-Type": "application/json",
             "Accept": accept,
@@ -110,8 +119,9 @@ class Upstream:
             "User-Agent": USER_AGENT,
             "X-Request-Id": request_id,
         }
+        key = ""
         if release.api_key_env:
-            key = self._environ.get(release.api_key_env)
+            key = self._environ.get(release.api_key_env, "")
             if not key:
                 raise ProviderKeyMissing(
                     f"release {release.name!r} takes its provider key from the environment "
@@ -124,20 +134,32 @@ class Upstream:
                     "characters (a trailing newline from a secret file?); fix the sidecar's "
                     "environment"
                 )
-            headers["Authorization"] = f"Bearer {key}"
+        headers.update(kind.headers(key, release.api_version, agent))
         return headers
 
     @asynccontextmanager
     async def post(
-        self, release: Release, path: str, body: bytes, *, stream: bool, request_id: str
+        self,
+        release: Release,
+        path: str,
+        body: bytes,
+        *,
+        stream: bool,
+        request_id: str,
+        agent_headers: Mapping[str, str] | None = None,
+        query: str = "",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the release's provider; yields the response once its headers arrived."""
+        """POST to the release's provider; yields the response once its headers arrived.
+
+        ``agent_headers``: the agent's request headers, of which the provider kind forwards
+        the few it names; ``query``: the agent's query string, passed on as sent."""
         assert self._session is not None, "Upstream.start() was not awaited"
         s = self._settings
         headers = self._headers(
             release,
             accept="text/event-stream" if stream else "application/json",
             request_id=request_id,
+            agent=agent_headers or {},
         )
         if stream:
             timeout = aiohttp.ClientTimeout(
@@ -147,7 +169,7 @@ class Upstream:
         else:
             timeout = aiohttp.ClientTimeout(total=s.request_timeout, sock_connect=s.connect_timeout)
             head_deadline = s.request_timeout
-        url = release.base_url + path
+        url = release.base_url + path + (f"?{query}" if query else "")
         try:
             self.policy.check_url(url)
         except HostRefused as exc:
