@@ -173,7 +173,9 @@ def validate(body: dict[str, Any], *, needs_cap: bool) -> None:
         "tools",
     )
     stream = body.get("stream")
-    _refuse_unless(stream is None or isinstance(stream, bool), "'stream' must be a boolean", "stream")
+    _refuse_unless(
+        stream is None or isinstance(stream, bool), "'stream' must be a boolean", "stream"
+    )
     metadata = body.get("metadata")
     _refuse_unless(
         metadata is None
@@ -253,7 +255,9 @@ class MessagesRequest:
             texts = [
                 b["text"]
                 for b in blocks
-                if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+                if isinstance(b, dict)
+                and b.get("type") == "text"
+                and isinstance(b.get("text"), str)
             ]
             return "\n".join(texts)[:limit]
         return ""

@@ -105,9 +105,7 @@ class Proxy:
         except RequestRefused as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
 
-    async def _resolve(
-        self, request: web.Request, view: RequestView, dialect: Dialect
-    ) -> Resolved:
+    async def _resolve(self, request: web.Request, view: RequestView, dialect: Dialect) -> Resolved:
         session = session_id(request.headers, view.session_hint, dialect.session_headers)
         attributes = {
             name: value

@@ -67,7 +67,14 @@ class SidecarUnderTest:
         return str(self.server.make_url("")).rstrip("/")
 
     def add_release(
-        self, name: str, model: str, base_url: str | None = None, key_var: str = KEY_VAR
+        self,
+        name: str,
+        model: str,
+        base_url: str | None = None,
+        key_var: str = KEY_VAR,
+        *,
+        provider: str = "openai",
+        api_version: str = "",
     ) -> None:
         release = Release(
             agent=AGENT,
@@ -75,6 +82,8 @@ class SidecarUnderTest:
             model=model,
             base_url=base_url or f"{self.fake_url}/v1",
             api_key_env=key_var,
+            provider=provider,
+            api_version=api_version,
         )
         self._put(KS.release(AGENT, name), release.encode())
 
