@@ -133,6 +133,7 @@ class Proxy:
             resolved=resolved,
             request_id=request[REQUEST_ID_KEY],
             headers=request.headers,
+            query=request.rel_url.raw_query_string,
             decoder=dialect.stream_decoder() if view.stream else None,
             started=started,
         )
@@ -159,7 +160,7 @@ class Proxy:
                 stream=exchange.stream,
                 request_id=exchange.request_id,
                 agent_headers=request.headers,
-                query=request.rel_url.raw_query_string,
+                query=exchange.query,
             ) as upstream:
                 status = upstream.status
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
