@@ -167,8 +167,15 @@ async def test_prompt_reference_in_system_string_and_blocks(
     text = "You are the support agent of {{shop}}."
     prompt = PromptVersion(name="support", version="1", text=text, status="active")
     sidecar._put(KS.prompt("support", "1"), prompt.encode())
-    release = Release(agent=AGENT, name="ap", model="claude-one", base_url=f"{sidecar.fake_url}/v1",
-                      api_key_env=KEY_VAR, provider="anthropic", prompts={"support": "active"})  # fmt: skip
+    release = Release(
+        agent=AGENT,
+        name="ap",
+        model="claude-one",
+        base_url=f"{sidecar.fake_url}/v1",
+        api_key_env=KEY_VAR,
+        provider="anthropic",
+        prompts={"support": "active"},
+    )
     sidecar._put(KS.release(AGENT, "ap"), release.encode())
     sidecar.set_stable("ap")
     client = anthropic.AsyncAnthropic(base_url=sidecar.url, api_key="x", max_retries=0)
@@ -181,7 +188,8 @@ async def test_prompt_reference_in_system_string_and_blocks(
             extra_body={"holdfast_prompt_vars": {"shop": "Acme"}},
         )
         assert raw.headers["x-holdfast-prompt-version"] == "support@1"
-        blocks = [{"type": "text", "text": "@prompt:support", "cache_control": {"type": "ephemeral"}},
+        cached = {"type": "ephemeral"}
+        blocks = [{"type": "text", "text": "@prompt:support", "cache_control": cached},
                   {"type": "text", "text": "Answer in French."}]  # fmt: skip
         await client.messages.create(
             model=AGENT,

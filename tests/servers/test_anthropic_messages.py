@@ -179,7 +179,10 @@ async def test_version_beta_and_query_reach_the_provider(
 ) -> None:
     betas = "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
     await client(sut).beta.messages.create(
-        model="support", max_tokens=8, messages=[USER], betas=betas.split(",")
+        model="support",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "hi"}],
+        betas=betas.split(","),
     )
     (row,) = await seen(fakellm)
     assert row["headers"]["anthropic-beta"] == betas
