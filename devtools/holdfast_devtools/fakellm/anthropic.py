@@ -40,7 +40,7 @@ from holdfast_devtools.fakellm.protocol import ApiError
 VERSION_HEADER: Final = "anthropic-version"
 KEY_HEADER: Final = "x-api-key"
 THINKING_PIECES: Final = 3
-ROLES: Final = frozenset({"user", "assistant"})
+ROLES: Final = frozenset({"user", "assistant", "system"})  # Claude Code sends system turns
 _TOOL_CHOICE: Final = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -144,7 +144,7 @@ def parse(body: object, *, needs_cap: bool = True) -> MessagesRequest:
         raise invalid("messages: at least one message is required")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+            raise invalid(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'")
     cap = body.get("max_tokens")
     if needs_cap and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
         raise invalid("max_tokens: Field required (a positive integer)")
