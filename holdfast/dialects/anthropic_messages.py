@@ -402,7 +402,7 @@ class MessagesStream:
     """Decodes the named events of one streamed message; tool calls assembled per content
     block from their ``input_json_delta`` fragments, complete at ``content_block_stop``."""
 
-    __slots__ = ("_calls", "_chars", "_final", "_output", "_prompt")
+    __slots__ = ("_calls", "_chars", "_final", "_output", "_prompt", "_started")
 
     def __init__(self, max_argument_bytes: int = MAX_ARGUMENT_BYTES) -> None:
         self._calls = CallAssembler(max_argument_bytes)
@@ -410,6 +410,7 @@ class MessagesStream:
         self._output = 0  # as the provider last reported it
         self._chars = 0  # of the text, tool input and thinking streamed so far
         self._final = False  # message_delta reported the output: no estimate any more
+        self._started = False  # an event of this API arrived (message_start, ping, error)
 
     @property
     def open_calls(self) -> list[str]:
@@ -444,6 +445,12 @@ class MessagesStream:
         if not isinstance(obj, dict):
             return NO_EVENT
         kind = obj.get("type")
+        if not self._started:
+            # A Messages stream opens with message_start (a ping or an error may come first);
+            # anything else first is another API's stream (OpenAI's chunks have no "type").
+            if kind not in ("message_start", "ping", "error"):
+                return EventView(foreign=True)
+            self._started = True
         if kind == "content_block_delta":
             return self._delta(obj)
         if kind == "content_block_start":

@@ -109,6 +109,9 @@ class EventView:
     usage_only: bool = False  # added only to carry usage (see ``RequestView.ask_stream_usage``)
     error: bool = False  # an in-band error from the provider
     done: bool = False  # the dialect's end-of-stream marker
+    # Not an event of this dialect at all (another API's stream at that base_url): the relay
+    # ends the stream with an in-band error instead (dialects with ``checks_answers``).
+    foreign: bool = False
 
 
 NO_EVENT: Final = EventView()

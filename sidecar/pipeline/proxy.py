@@ -232,6 +232,9 @@ class Proxy:
                 data = stream.feed(chunk) if chain else chunk
                 if data:
                     await out.write(data)
+                if stream.foreign:
+                    broken = await self._report_foreign_stream(out, exchange)
+                    break
             if chain:
                 if rest := stream.rest():
                     await out.write(rest)
@@ -248,6 +251,18 @@ class Proxy:
             )
             raise
         return out, broken
+
+    async def _report_foreign_stream(self, out: web.StreamResponse, exchange: Exchange) -> str:
+        release = exchange.resolved.release
+        err = UpstreamWrongDialect(
+            f"the provider of release {release.name!r} streamed events that are not "
+            f"{exchange.dialect.name} events (another API at {release.base_url}? its provider "
+            f"kind is {release.provider}); the stream was ended"
+        )
+        log.warning("upstream_stream_foreign", release=release.name, dialect=exchange.dialect.name)
+        spec = spec_for(err)
+        await out.write(exchange.dialect.stream_error(err.message, spec.kind, spec.code))
+        return spec.code
 
     async def _report_broken_stream(
         self, out: web.StreamResponse, exchange: Exchange, exc: BaseException

@@ -358,3 +358,22 @@ async def test_a_stream_cut_by_the_provider_ends_with_an_error_event(
             model="support", max_tokens=64, messages=[USER]
         ) as stream:
             await stream.get_final_message()
+
+
+async def test_a_provider_streaming_another_api_ends_with_an_error_event(
+    sut: SidecarUnderTest, fakellm: procs.ManagedProcess
+) -> None:
+    chunk = '{"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, ' \
+            '"delta": {"content": "hi"}}]}'  # fmt: skip
+    await fake_behaviour(fakellm, "claude-one", raw_body=chunk)
+    body = {"model": AGENT, "max_tokens": 8, "messages": [USER], "stream": True}
+    status, _, raw = await post(sut, "/v1/messages", body)
+    assert status == 200
+    assert raw.startswith(b"event: error\ndata: ") and raw.count(b"\n\n") == 1  # nothing else
+    error = anthropic_error(raw.split(b"data: ", 1)[1])
+    assert error["type"] == "api_error" and error["code"] == "upstream_wrong_dialect"
+    with pytest.raises(anthropic.APIError, match="not anthropic.messages events"):
+        async with client(sut).messages.stream(
+            model="support", max_tokens=8, messages=[USER]
+        ) as stream:
+            await stream.get_final_message()
