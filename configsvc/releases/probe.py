@@ -173,7 +173,9 @@ def answer_problem(status: int, raw: bytes, dialect: str = "openai.chat") -> str
         if not isinstance(choices, list) or not choices:
             return "provider answered HTTP 200 without any choices"
     elif dialects.by_name(dialect).decode_body(raw) is None:
-        return f"provider answered HTTP 200 with a body that is not a {dialect} answer"
+        return (
+            f"provider answered HTTP 200 with a body that is not an answer of its API ({dialect})"
+        )
     return ""
 
 

@@ -257,3 +257,47 @@ async def test_shadow_compares_like_with_like_and_signals_count_tokens(
         assert signals["tokens_estimated_answers"] == 0 and signals["ttft_p95_ms"] is not None
     finally:
         await sut.server.close()
+
+
+# -- configsvc's calls to an anthropic release: the switch's probe and prompt evaluation -------
+
+
+async def test_probe_and_evaluation_speak_the_releases_api(fakellm: procs.ManagedProcess) -> None:
+    from configsvc.errors import ProbeFailed
+    from configsvc.prompts.cases import parse_cases
+    from configsvc.prompts.eval import Evaluator
+    from configsvc.releases import Prober
+    from tests.servers.conftest import PROVIDER_KEY
+
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{fakellm.url}/_control/reset")
+    environ = {KEY_VAR: PROVIDER_KEY}
+    prober = Prober(timeout=5.0, prompt="ping", environ=environ)
+    evaluator = Evaluator(environ=environ)
+    await prober.start()
+    await evaluator.start()
+    release = Release(
+        agent=AGENT, name="a1", model="claude-one", base_url=f"{fakellm.url}/v1",
+        api_key_env=KEY_VAR, provider="anthropic", api_version="2023-06-01",
+    )  # fmt: skip
+    try:
+        assert (await prober.probe(release))["status"] == "ok"
+        prompt = PromptVersion(name="p", version="1", text="be brief", status="active")
+        cases = parse_cases([{"id": "c1", "input": "hi", "expect": {"contains": ["claude-one"]}}])
+        evaluation = await evaluator.run(prompt, cases, release, actor="t", now=1.0)
+        assert evaluation.passed == 1 and evaluation.total == 1
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{fakellm.url}/_control/requests?limit=2") as resp:
+                rows = (await resp.json())["requests"]
+            assert all(r["path"] == "/v1/messages" for r in rows)
+            assert rows[-1]["body"]["system"] == "be brief"
+            assert rows[-1]["headers"]["x-api-key"] == PROVIDER_KEY
+            openai_answer = '{"choices": [{"message": {"content": "hi"}}]}'
+            await http.put(
+                f"{fakellm.url}/_control/models/claude-one", json={"raw_body": openai_answer}
+            )
+        with pytest.raises(ProbeFailed, match=r"not an answer of its API \(anthropic\.messages\)"):
+            await prober.probe(release)
+    finally:
+        await prober.close()
+        await evaluator.close()

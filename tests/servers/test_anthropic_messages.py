@@ -372,7 +372,7 @@ async def test_a_provider_streaming_another_api_ends_with_an_error_event(
     assert raw.startswith(b"event: error\ndata: ") and raw.count(b"\n\n") == 1  # nothing else
     error = anthropic_error(raw.split(b"data: ", 1)[1])
     assert error["type"] == "api_error" and error["code"] == "upstream_wrong_dialect"
-    with pytest.raises(anthropic.APIError, match="not anthropic.messages events"):
+    with pytest.raises(anthropic.APIError, match=r"not anthropic\.messages events"):
         async with client(sut).messages.stream(
             model="support", max_tokens=8, messages=[USER]
         ) as stream:
