@@ -7,10 +7,12 @@ and this load generator to the other. Each round streams ``TOKENS``-token answer
 ``ROUND_S`` seconds over ``CONCURRENCY`` keep-alive connections, on four paths in a rotating
 order: each dialect directly to the fake upstream and through its sidecar. Per dialect:
 
-* added latency: the sidecar's p50/p99 to the last byte and to the first byte, minus the
-  direct path's, from rounds interleaved with it (slow drift lands on both alike);
-* CPU per relayed SSE event: the sidecar process's CPU time during its rounds divided by the
-  events it relayed (every event: text deltas and the frame events of each API alike).
+* added latency, at a fixed ``RATE`` of streams a second (open loop, far from saturation): the
+  sidecar's p50/p99 to the last byte and to the first byte, minus the direct path's, from
+  rounds interleaved with it (slow drift lands on both alike);
+* CPU per relayed SSE event, under closed-loop load (``CONCURRENCY`` connections): the sidecar
+  process's CPU time during its rounds divided by the events it relayed (every event: text
+  deltas and the frame events of each API alike).
 
 ``python -m bench.dialect_anthropic`` replaces its section of bench/RESULTS.md.
 """
@@ -35,7 +37,7 @@ import uvloop
 
 from bench.cpu import process_cpu
 from bench.http1 import Target
-from bench.loadgen import LoadResult, closed_loop
+from bench.loadgen import LoadResult, closed_loop, open_loop
 from bench.sections import markers, publish
 from bench.stack import Cores
 from bench.stats import median, percentile
@@ -47,6 +49,7 @@ TOKENS: Final = 64
 ROUNDS: Final = 6
 ROUND_S: Final = 2.0
 CONCURRENCY: Final = 8
+RATE: Final = 40.0
 START, END = markers("dialect-anthropic")
 PROMPT: Final = "Where is my order 1234? It was due on Monday."
 
@@ -76,7 +79,8 @@ MESSAGES = Dialect(
 
 @dataclass
 class PathRun:
-    load: LoadResult = field(default_factory=LoadResult)
+    latency: LoadResult = field(default_factory=LoadResult)  # open loop at RATE
+    load: LoadResult = field(default_factory=LoadResult)  # closed loop: CPU per event
     cpu_s: float = 0.0
 
 
@@ -163,10 +167,10 @@ async def measure(stack: Stack) -> dict[tuple[str, str], PathRun]:
     for r in range(ROUNDS):
         order = paths[r % len(paths) :] + paths[: r % len(paths)]
         for where, dialect, t, pid in order:
-            before = process_cpu(pid)
-            load = await closed_loop(t, CONCURRENCY, ROUND_S)
             run = runs.setdefault((where, dialect.name), PathRun())
-            run.load.merge(load)
+            run.latency.merge(await open_loop(t, RATE, ROUND_S))
+            before = process_cpu(pid)
+            run.load.merge(await closed_loop(t, CONCURRENCY, ROUND_S))
             run.cpu_s += process_cpu(pid) - before
     return runs
 
@@ -175,10 +179,10 @@ def render(runs: dict[tuple[str, str], PathRun], cores: Cores) -> str:
     rows = []
     for dialect in (CHAT, MESSAGES):
         direct, side = runs[("direct", dialect.name)], runs[("sidecar", dialect.name)]
-        d_lat = [r.latency * 1000 for r in direct.load.replies]
-        s_lat = [r.latency * 1000 for r in side.load.replies]
-        d_ttfb = [r.ttfb * 1000 for r in direct.load.replies]
-        s_ttfb = [r.ttfb * 1000 for r in side.load.replies]
+        d_lat = [r.latency * 1000 for r in direct.latency.replies]
+        s_lat = [r.latency * 1000 for r in side.latency.replies]
+        d_ttfb = [r.ttfb * 1000 for r in direct.latency.replies]
+        s_ttfb = [r.ttfb * 1000 for r in side.latency.replies]
         events = sum(r.events for r in side.load.replies)
         per_request = events / max(1, side.load.ok)
         cpu_us = side.cpu_s * 1e6 / max(1, events)
@@ -188,7 +192,7 @@ def render(runs: dict[tuple[str, str], PathRun], cores: Cores) -> str:
             f"{percentile(s_lat, 99) - percentile(d_lat, 99):+.2f} | "
             f"{median(s_ttfb) - median(d_ttfb):+.2f} | {cpu_us:.1f} | "
             f"{side.cpu_s * 1e6 / max(1, side.load.ok):,.0f} | "
-            f"{side.load.failed + direct.load.failed} |"
+            f"{side.load.failed + direct.load.failed + side.latency.failed} |"
         )
     return "\n".join(
         [
@@ -198,22 +202,21 @@ def render(runs: dict[tuple[str, str], PathRun], cores: Cores) -> str:
             f"`python -m bench.dialect_anthropic`, {time.strftime('%Y-%m-%d %H:%M UTC')}: one "
             f"run on a **shared** machine ({cores.usable} CPUs; other sessions' tests ran "
             "beside it, so compare the two rows with each other, not with other sections). "
-            f"Streamed answers of {TOKENS} tokens, {CONCURRENCY} connections, {ROUNDS} rounds "
-            f"of {ROUND_S:g} s per path in rotating order; one sidecar per dialect on the same "
+            f"Streamed answers of {TOKENS} tokens; {ROUNDS} rounds per path in rotating order, "
+            f"each {ROUND_S:g} s at {RATE:g} streams/s (latency) then {ROUND_S:g} s over "
+            f"{CONCURRENCY} connections back to back (CPU); one sidecar per dialect on the same "
             "core, the fake upstream and the load generator on the other. Added = through the "
             "sidecar minus directly to the fake upstream, from interleaved rounds.",
             "",
-            "| dialect | streams | events/stream | added p50 ms | added p99 ms "
-            "| added first byte p50 ms | sidecar CPU µs/event | sidecar CPU µs/stream "
-            "| errors |",
+            f"| dialect | streams (CPU rounds) | events/stream | added p50 ms at {RATE:g}/s "
+            "| added p99 ms | added first byte p50 ms | sidecar CPU µs/event "
+            "| sidecar CPU µs/stream | errors |",
             "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "A Messages stream has more events than a chat stream of the same tokens (message "
             "and block framing, a ping); per event the two cost about the same, each decoded "
-            "once for every filter. The load is closed-loop, so the sidecar's core runs near "
-            "saturation and the added latency is mostly queueing behind the other streams: "
-            "compare it between the rows, and CPU per event across runs.",
+            "once for every filter.",
             END,
         ]
     )
