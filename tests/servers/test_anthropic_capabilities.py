@@ -301,3 +301,24 @@ async def test_probe_and_evaluation_speak_the_releases_api(fakellm: procs.Manage
     finally:
         await prober.close()
         await evaluator.close()
+
+
+async def test_count_tokens_counts_the_substituted_prompt(
+    sidecar: SidecarUnderTest, fakellm: procs.ManagedProcess
+) -> None:
+    prompt = PromptVersion(name="support", version="1", text="Long " * 50, status="active")
+    sidecar._put(KS.prompt("support", "1"), prompt.encode())
+    release = Release(
+        agent=AGENT, name="ap", model="claude-one", base_url=f"{sidecar.fake_url}/v1",
+        api_key_env=KEY_VAR, provider="anthropic", prompts={"support": "active"},
+    )  # fmt: skip
+    sidecar._put(KS.release(AGENT, "ap"), release.encode())
+    sidecar.set_stable("ap")
+    client = anthropic.AsyncAnthropic(base_url=sidecar.url, api_key="x", max_retries=0)
+    try:
+        counted = await client.messages.count_tokens(
+            model=AGENT, system="@prompt:support", messages=[{"role": "user", "content": "hi"}]
+        )
+    finally:
+        await client.close()
+    assert counted.input_tokens > 50  # the prompt's text, not the reference
