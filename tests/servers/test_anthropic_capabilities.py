@@ -107,6 +107,22 @@ async def test_budget_refusal_speaks_anthropic_and_a_cut_stream_pays_what_it_got
     assert body["error"]["code"] == "budget_exhausted"
 
 
+async def test_budget_degrades_only_to_a_release_of_the_same_provider(
+    budgeted: tuple[SidecarUnderTest, Ledger],
+) -> None:
+    sut, ledger = budgeted
+    sut.add_release("a2", "claude-two", provider="anthropic")
+    assert not ledger.meters  # nothing metered before the budget below
+    put_budget(sut, tokens=50, action="degrade", degrade_to="r2")  # r2 is an openai release
+    status, _, raw = await messages(sut.url, {"max_tokens": 10})
+    assert status == 429 and json.loads(raw)["error"]["code"] == "budget_exhausted"
+    put_budget(sut, tokens=50, action="degrade", degrade_to="a2")
+    status, headers, raw = await messages(sut.url, {"max_tokens": 10})
+    assert status == 200 and headers["X-Holdfast-Release"] == "a2"
+    assert json.loads(raw)["model"] == "claude-two"
+    assert headers["X-Holdfast-Budget-Degraded"] == f"session:{SESSION}"
+
+
 # -- tool contracts ----------------------------------------------------------------------------
 
 CODE_ARGS: dict[str, Any] = {
