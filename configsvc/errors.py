@@ -92,6 +92,10 @@ class NoActiveRollout(Conflict):
     """A rollout command needs a running (or paused) rollout and there is none."""
 
 
+class ProviderMismatch(Conflict):
+    """The change would put releases of two provider kinds where one agent's requests go."""
+
+
 class ProbeFailed(Conflict):
     """The warm-up probe through the target release's provider failed; nothing was switched."""
 
@@ -176,6 +180,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     RolloutActive: ErrorSpec(409, "conflict_error", "rollout_active"),
     NoActiveRollout: ErrorSpec(409, "conflict_error", "no_active_rollout"),
     ProbeFailed: ErrorSpec(409, "conflict_error", "probe_failed"),
+    ProviderMismatch: ErrorSpec(409, "conflict_error", "provider_mismatch"),
     PinNotFound: ErrorSpec(404, "invalid_request_error", "pin_not_found"),
     BudgetNotFound: ErrorSpec(404, "invalid_request_error", "budget_not_found"),
     PromptNotFound: ErrorSpec(404, "invalid_request_error", "prompt_not_found"),

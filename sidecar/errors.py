@@ -58,6 +58,15 @@ class UpstreamUnreachable(SidecarError):
     """The provider could not be reached or broke the connection."""
 
 
+class UpstreamWrongDialect(SidecarError):
+    """The provider answered 2xx with a body that is not an answer of the request's API."""
+
+
+class DialectNotServed(SidecarError):
+    """The release that serves the request (its session's pin, or the route's choice) is of a
+    provider kind that does not speak the request's API; nothing was forwarded."""
+
+
 class UpstreamTimeout(SidecarError):
     """The provider did not answer in time."""
 
@@ -181,6 +190,9 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     StateReleaseGone: ErrorSpec(409, "invalid_request", "state_release_gone"),
     StateOwnerUnknown: ErrorSpec(503, "service", "state_owner_unknown"),
     NoEmbeddingModel: ErrorSpec(400, "invalid_request", "embedding_model_missing"),
+    UpstreamWrongDialect: ErrorSpec(502, "upstream", "upstream_wrong_dialect"),
+    # 400, not 409: SDKs retry a 409, and no retry can change which provider serves a release.
+    DialectNotServed: ErrorSpec(400, "invalid_request", "dialect_not_served"),
 }
 
 

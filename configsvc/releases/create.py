@@ -44,6 +44,7 @@ async def create_release(
             base_url=req.base_url,
             api_key_env=req.api_key_env,
             provider=req.provider,
+            api_version=req.api_version,
             created_at=service.clock(),
             created_by=actor,
             description=req.description,

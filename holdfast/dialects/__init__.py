@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from holdfast.dialects import openai_chat, openai_embeddings, openai_responses
+from holdfast.dialects import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 from holdfast.dialects.base import (
     NO_EVENT,
     Answer,
@@ -36,6 +36,8 @@ DIALECTS: Final[tuple[Dialect, ...]] = (
     openai_chat.DIALECT,
     openai_embeddings.DIALECT,
     openai_responses.DIALECT,
+    anthropic_messages.DIALECT,
+    anthropic_messages.COUNT_DIALECT,
 )
 DEFAULT: Final[Dialect] = openai_chat.DIALECT  # the error shape of endpoints of no dialect
 

@@ -113,6 +113,9 @@ class EventView:
     error: bool = False  # an in-band error from the provider
     done: bool = False  # the dialect's end-of-stream marker
     issued: str = ""  # the id of provider-held state this event announced (see ``Answer.issued``)
+    # Not an event of this dialect at all (another API's stream at that base_url): the relay
+    # ends the stream with an in-band error instead (dialects with ``checks_answers``).
+    foreign: bool = False
 
 
 NO_EVENT: Final = EventView()
@@ -230,6 +233,13 @@ class Dialect(Protocol):
     paths: tuple[str, ...]  # where agents send it on the sidecar (aiohttp route paths)
     upstream_path: str  # where it goes, relative to a release's ``base_url``
     sse_errors: bool  # streams report errors in-band
+    # Request headers that name the session when X-Holdfast-Session is absent, tried in order
+    # before the body's ``session_hint`` (Claude Code's X-Claude-Code-Session-Id); () for none.
+    session_headers: tuple[str, ...]
+    # A 2xx answer this dialect cannot decode is the provider's failure (another API at that
+    # base_url, a broken body): the agent gets a 502 in its own shape instead of the body.
+    # False relays such a body untouched (OpenAI chat's behaviour before this flag).
+    checks_answers: bool
 
     def parse(self, body: dict[str, Any]) -> RequestView:
         """A view over a parsed JSON object; RequestRefused when it is not this API's request."""

@@ -381,6 +381,8 @@ class ChatCompletions:
     paths: tuple[str, ...] = ("/v1/chat/completions",)
     upstream_path = "/chat/completions"
     sse_errors = True
+    session_headers: tuple[str, ...] = ()
+    checks_answers = False
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         require_model(body)

@@ -123,6 +123,8 @@ class Embeddings:
     paths: tuple[str, ...] = ("/v1/embeddings",)
     upstream_path = "/embeddings"
     sse_errors = False
+    session_headers: tuple[str, ...] = ()
+    checks_answers = False
 
     def parse(self, body: dict[str, Any]) -> EmbeddingsRequest:
         require_model(body)

@@ -14,6 +14,7 @@ from holdfast.keyspace.codec import RecordError, decode_record, encode_record
 from holdfast.keyspace.fields import MAX_TEXT
 from holdfast.keyspace.keys import NAME_RE
 from holdfast.keyspace.prompt import validate_release_prompts
+from holdfast.providers import DEFAULT_PROVIDER, check_api_version
 
 MODEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 ENV_VAR_RE: Final = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
@@ -119,7 +120,8 @@ class Release:
     model: str
     base_url: str
     api_key_env: str = ""
-    provider: str = "openai"
+    provider: str = DEFAULT_PROVIDER  # a kind of holdfast.providers.PROVIDERS
+    api_version: str = ""  # the provider API version it sends ("": the kind's default)
     created_at: float = 0.0
     created_by: str = ""
     description: str = ""
@@ -149,8 +151,10 @@ class Release:
         validate_embedding(self.embedding_model, self.index_version)
         object.__setattr__(self, "base_url", validate_base_url(self.base_url))
         validate_env_var(self.api_key_env)
-        if self.provider != "openai":
-            raise RecordError(f"unsupported provider {self.provider!r:.40}; supported: openai")
+        try:
+            check_api_version(self.provider, self.api_version)
+        except ValueError as exc:  # an unknown kind too (UnknownProvider)
+            raise RecordError(str(exc)) from exc
         if len(self.description) > MAX_TEXT or len(self.created_by) > MAX_TEXT:
             raise RecordError(f"description and created_by are limited to {MAX_TEXT} characters")
 
@@ -159,26 +163,27 @@ class Release:
         return self.embedding_model if operation == "embeddings" else self.model
 
     def encode(self) -> bytes:
-        return encode_record(
-            self.KIND,
-            {
-                "agent": self.agent,
-                "name": self.name,
-                "model": self.model,
-                "base_url": self.base_url,
-                "api_key_env": self.api_key_env,
-                "provider": self.provider,
-                "created_at": self.created_at,
-                "created_by": self.created_by,
-                "description": self.description,
-                "contracts": dict(self.contracts),
-                "contract_policy": self.contract_policy,
-                "prompts": dict(self.prompts),
-                **({"mcp": {k: list(v) for k, v in self.mcp.items()}} if self.mcp else {}),
-                "embedding_model": self.embedding_model,
-                "index_version": self.index_version,
-            },
-        )
+        fields: dict[str, Any] = {
+            "agent": self.agent,
+            "name": self.name,
+            "model": self.model,
+            "base_url": self.base_url,
+            "api_key_env": self.api_key_env,
+            "provider": self.provider,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "description": self.description,
+            "contracts": dict(self.contracts),
+            "contract_policy": self.contract_policy,
+            "prompts": dict(self.prompts),
+            "embedding_model": self.embedding_model,
+            "index_version": self.index_version,
+        }
+        if self.mcp:  # optional fields: records without them read as before
+            fields["mcp"] = {k: list(v) for k, v in self.mcp.items()}
+        if self.api_version:
+            fields["api_version"] = self.api_version
+        return encode_record(self.KIND, fields)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
@@ -190,7 +195,8 @@ class Release:
             model=fields.text(f, "model"),
             base_url=fields.text(f, "base_url"),
             api_key_env=fields.text(f, "api_key_env", optional=True),
-            provider=fields.text(f, "provider", optional=True) or "openai",
+            provider=fields.text(f, "provider", optional=True) or DEFAULT_PROVIDER,
+            api_version=fields.text(f, "api_version", optional=True),
             created_at=fields.number(f, "created_at"),
             created_by=fields.text(f, "created_by", optional=True),
             description=fields.text(f, "description", optional=True),
@@ -211,6 +217,7 @@ class Release:
             "base_url": self.base_url,
             "api_key_env": self.api_key_env,
             "provider": self.provider,
+            "api_version": self.api_version,
             "created_at": self.created_at,
             "created_by": self.created_by,
             "description": self.description,

@@ -216,8 +216,11 @@ class BudgetFilter:
         target_name = first.meter.budget.degrade_to
         target = snapshot.releases.get(target_name) if snapshot and target_name else None
         degradable = all(r.meter.budget.degrade_to == target_name for r in refusals)
+        # A cheaper release of another provider kind cannot read this request: refuse instead.
+        foreign = target is not None and target.provider != exchange.dialect.provider_api
         if (
             target is None
+            or foreign
             or not degradable
             or target.name == exchange.resolved.release.name
             or not target.model_for(exchange.operation)  # no embedding model: not a fallback
@@ -226,6 +229,8 @@ class BudgetFilter:
                 log.warning(
                     "budget_degrade_release_missing", scope=first.scope, release=target_name
                 )
+            if foreign:
+                log.warning("budget_degrade_other_provider", scope=first.scope, release=target_name)
             raise self._refuse(first)
         degrading = {r.scope for r in refusals}
         rest = [m for m in meters if m.scope not in degrading]

@@ -59,11 +59,14 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> Resolved:
         """Without etcd: a new session is decided and recorded here (the pin writer creates it
-        later). ``attributes`` (tenant, category) feed the route's flag for a new session."""
+        later). ``attributes`` (tenant, category) feed the route's flag for a new session;
+        ``speaks`` is the provider kind the request's dialect needs (routing.resolve)."""
         return self._local(
-            resolve(snapshot, self.agent, model, session, self.table, attributes), snapshot
+            resolve(snapshot, self.agent, model, session, self.table, attributes, speaks),
+            snapshot,
         )
 
     def lookup(
@@ -72,10 +75,11 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> Resolved | None:
         """The request path's call, with no await; None for a session this sidecar has no pin
         for while claims are on: then ``await first_turn(...)`` with the same arguments."""
-        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes, speaks)
         if resolved.kind == "new" and self.claims is not None:
             return None
         return self._local(resolved, snapshot)
@@ -86,19 +90,20 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> Resolved:
         """Settle a session this sidecar has no pin for with etcd, then serve it."""
         while session is not None and (running := self._first_turns.get(session)) is not None:
             await asyncio.shield(running)  # one claim per session; the others reuse its pin
-            found = self.lookup(snapshot, model, session, attributes)
+            found = self.lookup(snapshot, model, session, attributes, speaks)
             if found is not None:
                 return found
-        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes, speaks)
         if resolved.kind != "new" or self.claims is None or snapshot is None or session is None:
             return self._local(resolved, snapshot)
         running = self._first_turns[session] = asyncio.get_running_loop().create_future()
         try:
-            return await self._claim(snapshot, model, session, attributes, resolved)
+            return await self._claim(snapshot, model, session, attributes, resolved, speaks)
         finally:
             del self._first_turns[session]
             running.set_result(None)
@@ -109,6 +114,7 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> tuple[Resolved, asyncio.Task[Resolved]] | None:
         """A first turn served at once on this sidecar's own decision while etcd settles it:
         (the decision, the task that settles it). The caller sends the request on and awaits
@@ -119,11 +125,11 @@ class Pinning:
             return None
         if session in self._first_turns:
             return None  # another request of this session is settling it: wait for that one
-        decided = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        decided = resolve(snapshot, self.agent, model, session, self.table, attributes, speaks)
         if decided.kind != "new":
             return None
         settling = asyncio.get_running_loop().create_task(
-            self.first_turn(snapshot, model, session, attributes)
+            self.first_turn(snapshot, model, session, attributes, speaks)
         )
         settling.add_done_callback(_settled)
         return decided, settling
@@ -164,18 +170,19 @@ class Pinning:
         session: str,
         attributes: Mapping[str, str] | None,
         resolved: Resolved,
+        speaks: str | None = None,
     ) -> Resolved:
         assert self.claims is not None
         pin = self._new_pin(session, resolved, snapshot)
         claim = await self.claims.claim(pin)
         if claim is None:  # etcd did not answer in time: as before claims, decide here
-            found = self.lookup(snapshot, model, session, attributes)
+            found = self.lookup(snapshot, model, session, attributes, speaks)
             if found is not None:
                 return found  # unless the watch brought the session's pin meanwhile
             self.table.record_new(pin)
         elif claim.stored is not None:
             if self.table.adopt(claim.stored, newer_only=True):
-                found = self.lookup(snapshot, model, session, attributes)
+                found = self.lookup(snapshot, model, session, attributes, speaks)
                 if found is not None:
                     log.info(
                         "pin_claim_adopted",

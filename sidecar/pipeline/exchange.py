@@ -41,6 +41,7 @@ class Exchange:
     resolved: Resolved
     request_id: str
     headers: Mapping[str, str]  # the agent's request headers
+    query: str = ""  # the agent's query string, passed on to the provider as sent
     decoder: StreamDecoder | None = None  # a stream's, shared by the relay and the filters
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None  # seconds from start to the answer's first byte (streams)

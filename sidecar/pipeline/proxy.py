@@ -25,6 +25,7 @@ from sidecar.errors import (
     SidecarError,
     UpstreamTimeout,
     UpstreamUnreachable,
+    UpstreamWrongDialect,
     spec_for,
 )
 from sidecar.pins import Pinning
@@ -173,17 +174,19 @@ class Proxy:
                 return routed, None
             session = routed
         if session is None:
-            session = session_id(request.headers, view.session_hint)
+            session = session_id(request.headers, view.session_hint, dialect.session_headers)
         snapshot, model = self.config.current, view.model
         # A pinned session is a dict hit with no await; a first turn goes out at once on this
         # sidecar's decision while etcd settles it (``_forward`` waits for that before the
-        # agent sees a byte).
-        resolved = self.pinning.lookup(snapshot, model, session, attributes)
+        # agent sees a byte). A release of another provider kind is refused.
+        speaks = dialect.provider_api
+        resolved = self.pinning.lookup(snapshot, model, session, attributes, speaks)
         if resolved is not None:
             return resolved, None
-        speculative = self.pinning.speculate(snapshot, model, session, attributes)
+        speculative = self.pinning.speculate(snapshot, model, session, attributes, speaks)
         if speculative is None:
-            return await self.pinning.first_turn(snapshot, model, session, attributes), None
+            first = await self.pinning.first_turn(snapshot, model, session, attributes, speaks)
+            return first, None
         return speculative
 
     async def _forward(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
@@ -199,6 +202,7 @@ class Proxy:
             resolved=resolved,
             request_id=request[REQUEST_ID_KEY],
             headers=request.headers,
+            query=request.rel_url.raw_query_string,
             decoder=dialect.stream_decoder() if view.stream else None,
             started=started,
         )
@@ -224,6 +228,8 @@ class Proxy:
                 payload,
                 stream=exchange.stream,
                 request_id=exchange.request_id,
+                agent_headers=request.headers,
+                query=exchange.query,
             ) as upstream:
                 if settling is not None:  # a first turn: etcd's word before the agent's first byte
                     settled = await asyncio.shield(settling)
@@ -236,8 +242,17 @@ class Proxy:
                     response, broken = await self._relay_stream(request, upstream, exchange, chain)
                 else:
                     data = await self.upstream.read_body(release, upstream)
+                    answer = None
+                    if status < 400 and (chain or dialect.checks_answers):
+                        answer = dialect.decode_body(data)
+                    if answer is None and 200 <= status < 300 and dialect.checks_answers:
+                        raise UpstreamWrongDialect(
+                            f"the provider of release {release.name!r} answered HTTP {status} "
+                            f"with a body that is not a {dialect.name} answer (another API at "
+                            f"{release.base_url}? its provider kind is {release.provider})"
+                        )
                     if chain:
-                        chain.answer(status, dialect.decode_body(data) if status < 400 else None)
+                        chain.answer(status, answer)
                     headers = self._headers(exchange, upstream.headers)
                     headers["Content-Type"] = upstream.headers.get(
                         "Content-Type", "application/json"
@@ -295,6 +310,9 @@ class Proxy:
                 data = stream.feed(chunk) if chain else chunk
                 if data:
                     await out.write(data)
+                if stream.foreign:
+                    broken = await self._report_foreign_stream(out, exchange)
+                    break
             if chain:
                 if rest := stream.rest():
                     await out.write(rest)
@@ -311,6 +329,18 @@ class Proxy:
             )
             raise
         return out, broken
+
+    async def _report_foreign_stream(self, out: web.StreamResponse, exchange: Exchange) -> str:
+        release = exchange.resolved.release
+        err = UpstreamWrongDialect(
+            f"the provider of release {release.name!r} streamed events that are not "
+            f"{exchange.dialect.name} events (another API at {release.base_url}? its provider "
+            f"kind is {release.provider}); the stream was ended"
+        )
+        log.warning("upstream_stream_foreign", release=release.name, dialect=exchange.dialect.name)
+        spec = spec_for(err)
+        await out.write(exchange.dialect.stream_error(err.message, spec.kind, spec.code))
+        return spec.code
 
     async def _report_broken_stream(
         self, out: web.StreamResponse, exchange: Exchange, exc: BaseException

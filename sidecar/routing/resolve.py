@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from holdfast.bucketing import CANARY, selected
 from holdfast.keyspace import Pin, Release, Route
 from sidecar.config import ConfigSnapshot, known_models
-from sidecar.errors import NotConfigured, UnknownModel
+from sidecar.errors import DialectNotServed, NotConfigured, UnknownModel
 from sidecar.routing.experiments import experiment_variant
 from sidecar.routing.flags import flag_release
 
@@ -58,12 +58,17 @@ def resolve(
     session: str | None = None,
     pins: Pins | None = None,
     attributes: Mapping[str, str] | None = None,
+    speaks: str | None = None,
 ) -> Resolved:
     """Map the model the agent asked for to the release that serves it now.
 
     The agent asks for its own name or one of the route's aliases, never a concrete model:
     that indirection is what lets an operator change the model under a running agent. A
     pinned session keeps its pin's release whatever the route says now.
+
+    ``speaks``: the provider kind the request's dialect needs (None: any). A release of
+    another kind is refused -- before a new session is pinned to it -- never swapped for
+    another release: translating between APIs is not this function's to do.
     """
     if snapshot is None:
         raise NotConfigured(
@@ -93,6 +98,7 @@ def resolve(
                 "sidecar does not know (rejected or missing record); see /status"
             )
         migrated_from = entry.pin.migrated_from if entry.notice_due else None
+        _check_speaks(release, speaks, f"session {session!r} is pinned to")
         return Resolved(release, snapshot.revision, session, "pinned", migrated_from)
     experiment = ""
     if session is None:
@@ -109,5 +115,17 @@ def resolve(
             f"route of agent {agent!r} points to release {name!r}, which this sidecar "
             "does not know (rejected or missing record); see /status"
         )
+    _check_speaks(release, speaks, f"the route of agent {agent!r} sends this request to")
     kind: Kind = "unpinned" if session is None else "new"
     return Resolved(release, snapshot.revision, session, kind, experiment=experiment)
+
+
+def _check_speaks(release: Release, speaks: str | None, how: str) -> None:
+    if speaks is not None and release.provider != speaks:
+        raise DialectNotServed(
+            f"{how} release {release.name!r}, whose provider is {release.provider}; this "
+            f"request speaks the {speaks} API, which that provider does not serve (Holdfast "
+            "does not translate between APIs). Send it in the release's API, or have an "
+            f"operator route this agent to a release with --provider {speaks}",
+            param="model",
+        )

@@ -78,5 +78,7 @@ class ShadowFilter:
             exchange.dialect,
             exchange.request,
             exchange.request_id,
+            agent_headers=exchange.headers,
+            query=exchange.query,
         )
         return _ShadowObserver(probe, exchange) if probe is not None else None

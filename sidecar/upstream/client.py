@@ -1,8 +1,10 @@
 """Talking to providers: one pooled HTTP client, credentials from the environment, typed errors.
 
-Nothing from the agent's own headers is forwarded except content negotiation; the provider key
-comes from the environment variable that the release names, so the agent's Authorization header
-(and any key in etcd) never reaches a provider.
+Nothing from the agent's own headers is forwarded but what the release's provider kind names
+(holdfast.providers: Anthropic's ``anthropic-beta`` and ``anthropic-version``); the provider key
+comes from the environment variable that the release names and goes where its kind wants it
+(``Authorization: Bearer``, ``x-api-key``), so the agent's own key (and any key in etcd) never
+reaches a provider. The agent's query string, when it sent one, goes along unchanged.
 
 When the sidecar's drain timeout runs out, ``cut`` ends every provider call still in flight:
 one waiting for its answer gets 503 ``overloaded`` (Retry-After), a stream being relayed breaks
@@ -24,6 +26,7 @@ from holdfast import __version__
 from holdfast.keyspace import Release
 from holdfast.net.guard import HostRefused
 from holdfast.net.resolver import guarded_connector, refused_reason
+from holdfast.providers import ProviderKind, UnknownProvider, provider
 from sidecar.errors import (
     ProviderKeyMissing,
     ShuttingDown,
@@ -77,7 +80,9 @@ class Upstream:
         # checked against the host policy once; the headers that carry no request id.
         # Keyed by the release object (records are immutable; a changed release is a new one)
         # and held with it, so that an id reused after garbage collection never matches.
-        self._prepared: dict[tuple[int, str], tuple[Release, URL, dict[str, str]]] = {}
+        self._prepared: dict[
+            tuple[int, str, str], tuple[Release, URL, dict[str, str], tuple[str, ...]]
+        ] = {}
         s = settings
         self._stream_timeout = aiohttp.ClientTimeout(
             sock_connect=s.connect_timeout, sock_read=s.stream_idle_timeout
@@ -126,23 +131,32 @@ class Upstream:
         err.headers["Retry-After"] = str(self._settings.limits.retry_after)
         return err
 
-    def _prepare(self, release: Release, path: str) -> tuple[URL, dict[str, str]]:
-        key = (id(release), path)
+    def _prepare(
+        self, release: Release, path: str, query: str
+    ) -> tuple[URL, dict[str, str], tuple[str, ...]]:
+        """The call's URL (parsed and checked against the host policy), the headers that carry
+        nothing of the request, and the agent headers its provider kind forwards."""
+        key = (id(release), path, query)
         prepared = self._prepared.get(key)
         if prepared is None or prepared[0] is not release:
-            url = release.base_url + path
+            url = release.base_url + path + (f"?{query}" if query else "")
             try:
                 self.policy.check_url(url)
             except HostRefused as exc:
                 raise UpstreamHostRefused(
                     f"the provider of release {release.name!r} is not an allowed upstream: {exc}"
                 ) from exc
+            try:
+                kind = provider(release.provider)
+            except UnknownProvider as exc:  # the record validates it; a newer kind is refused
+                raise ProviderKeyMissing(f"release {release.name!r}: {exc}") from exc
             if len(self._prepared) >= MAX_PREPARED:
                 self._prepared.clear()
-            prepared = self._prepared[key] = (release, URL(url), self._headers(release))
-        return prepared[1], prepared[2]
+            headers = self._headers(release, kind)
+            prepared = self._prepared[key] = (release, URL(url), headers, kind.forwarded)
+        return prepared[1], prepared[2], prepared[3]
 
-    def _headers(self, release: Release) -> dict[str, str]:
+    def _headers(self, release: Release, kind: ProviderKind) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             # The body is relayed byte for byte: a compressed one would reach the agent
@@ -150,8 +164,9 @@ class Upstream:
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
         }
+        key = ""
         if release.api_key_env:
-            key = self._environ.get(release.api_key_env)
+            key = self._environ.get(release.api_key_env, "")
             if not key:
                 raise ProviderKeyMissing(
                     f"release {release.name!r} takes its provider key from the environment "
@@ -164,7 +179,7 @@ class Upstream:
                     "characters (a trailing newline from a secret file?); fix the sidecar's "
                     "environment"
                 )
-            headers["Authorization"] = f"Bearer {key}"
+        headers.update(kind.headers(key, release.api_version, {}))
         return headers
 
     @asynccontextmanager
@@ -177,17 +192,26 @@ class Upstream:
         stream: bool,
         request_id: str,
         method: str = "POST",
+        agent_headers: Mapping[str, str] | None = None,
+        query: str = "",
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST (or ``method``) to the release's provider; yields the response once its headers
-        arrived."""
+        arrived.
+
+        ``agent_headers``: the agent's request headers, of which the provider kind forwards
+        the few it names; ``query``: the agent's query string, passed on as sent."""
         assert self._session is not None, "Upstream.start() was not awaited"
         s = self._settings
-        url, base = self._prepare(release, path)
+        url, base, forwarded = self._prepare(release, path, query)
         headers = {
             **base,
             "Accept": "text/event-stream" if stream else "application/json",
             "X-Request-Id": request_id,
         }
+        if forwarded and agent_headers:
+            for name in forwarded:  # the agent's version wins over the release's default
+                if value := agent_headers.get(name):
+                    headers[name] = value
         if stream:
             timeout, head_deadline = self._stream_timeout, s.first_byte_timeout
         else:

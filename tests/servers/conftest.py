@@ -79,6 +79,8 @@ class SidecarUnderTest:
         *,
         embedding_model: str = "",
         index_version: str = "",
+        provider: str = "openai",
+        api_version: str = "",
     ) -> None:
         release = Release(
             agent=AGENT,
@@ -88,6 +90,8 @@ class SidecarUnderTest:
             api_key_env=key_var,
             embedding_model=embedding_model,
             index_version=index_version,
+            provider=provider,
+            api_version=api_version,
         )
         self._put(KS.release(AGENT, name), release.encode())
 

@@ -159,10 +159,13 @@ class ContractSidecar:
         self.put(KS.contract(tool, version), contract.encode())
         return contract
 
-    def release(self, name: str, contracts: dict[str, str], policy: str = "") -> None:
+    def release(
+        self, name: str, contracts: dict[str, str], policy: str = "", provider: str = "openai"
+    ) -> None:
         release = Release(agent=AGENT, name=name, model=f"model-{name}",
                           base_url=f"{self.fake_url}/v1", api_key_env=KEY_VAR,
-                          contracts=contracts, contract_policy=policy)  # fmt: skip
+                          contracts=contracts, contract_policy=policy,
+                          provider=provider)  # fmt: skip
         self.put(KS.release(AGENT, name), release.encode())
 
     def stable(self, name: str) -> None:

@@ -156,6 +156,7 @@ def release(body: Mapping[str, Any]) -> str:
             ("base_url", r["base_url"]),
             ("api_key_env", r.get("api_key_env")),
             ("provider", r.get("provider")),
+            ("api_version", r.get("api_version")),
             ("description", r.get("description")),
             ("contracts", _pinned_contracts(r)),
             ("embeddings", _embeddings(r)),

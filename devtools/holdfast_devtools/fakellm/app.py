@@ -1,5 +1,5 @@
-"""aiohttp app of the fake upstream: the OpenAI endpoints (``/v1``), plus ``/_control``
-(holdfast.fakellm.control).
+"""aiohttp app of the fake upstream: the OpenAI endpoints (``/v1``), Anthropic's Messages
+(``/v1/messages``, ``/v1/messages/count_tokens``), plus ``/_control`` (holdfast.fakellm.control).
 
 Request handling stays cheap (one JSON parse, one hash, pre-encoded chunk heads) because the
 same process is the upstream of throughput benchmarks; nothing here logs per request.
@@ -18,7 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
-from holdfast_devtools.fakellm import protocol, responses
+from holdfast_devtools.fakellm import anthropic, protocol, responses
 from holdfast_devtools.fakellm.behaviour import Behaviour, BehaviourTable, ModelStats
 from holdfast_devtools.fakellm.control import Control, json_response
 from holdfast_devtools.fakellm.generate import ChatRequest, Reply, compose_reply, embedding
@@ -33,7 +33,9 @@ STALL_SECONDS: Final = 3600.0  # outlives any test; a hang-up or shutdown ends i
 SHUTDOWN_TIMEOUT: Final = 2.0  # grace for in-flight requests on SIGTERM
 RECORDED_HEADERS: Final = frozenset(
     {"accept-encoding", "authorization", "user-agent", "x-request-id"}
+    | {"x-api-key", "anthropic-version", "anthropic-beta"}
 )
+ANTHROPIC_PREFIX: Final = "/v1/messages"
 RECORDED_HEADER_PREFIX: Final = "x-holdfast-"
 OWNER: Final = "holdfast-fakellm"
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -44,14 +46,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FakeSettings:
     defaults: Behaviour = field(default_factory=Behaviour)
-    require_key: str | None = None  # when set, /v1 needs "Authorization: Bearer <key>"
+    # when set, /v1 needs "Authorization: Bearer <key>" (Anthropic's endpoints: "x-api-key: <key>")
+    require_key: str | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
     request_log_size: int = DEFAULT_REQUEST_LOG_SIZE
 
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves in OpenAI's shape, aiohttp's own 404/405/413 included."""
+    """Every error leaves in its API's shape (OpenAI's; Anthropic's under /v1/messages),
+    aiohttp's own 404/405/413 included."""
     try:
         return await handler(request)
     except ApiError as exc:
@@ -59,7 +63,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_response(ApiError(exc.reason, code=None).body(), status=exc.status)
+        if request.path.startswith(ANTHROPIC_PREFIX):
+            kind = "request_too_large" if exc.status == 413 else "invalid_request_error"
+            error: ApiError = anthropic.AnthropicError(exc.reason, kind=kind)
+        else:
+            error = ApiError(exc.reason, code=None)
+        return json_response(error.body(), status=exc.status)
 
 
 class FakeLLM:
@@ -100,11 +109,13 @@ class FakeLLM:
         app.router.add_post("/v1/responses/{id}/cancel", self.cancel_response)
         app.router.add_get("/v1/responses/{id}/input_items", self.input_items)
         app.router.add_get("/v1/models", self.list_models)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         Control(self.behaviours, self.requests).add_routes(app.router)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
-    async def _admit(self, request: web.Request) -> object:
+    async def _admit(self, request: web.Request, *, anthropic_api: bool = False) -> object:
         """Record the request, check its key, and return its JSON body."""
         raw = await request.read()
         try:
@@ -116,26 +127,33 @@ class FakeLLM:
             {
                 "method": request.method,
                 "path": request.path,
+                "query": request.query_string,
                 "model": body.get("model") if isinstance(body, dict) else None,
                 "headers": _recorded_headers(request),
                 "body": body,
             }
         )
         expected = self._expected_auth
-        if expected is not None:
+        if anthropic_api:
+            anthropic.check_headers(request.headers, self.settings.require_key)
+        elif expected is not None:
             got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(got, expected):
                 raise ApiError("missing or incorrect API key", code="invalid_api_key", status=401)
         if malformed:
+            if anthropic_api:
+                raise anthropic.invalid("request body is not valid JSON")
             raise ApiError("request body is not valid JSON", code="invalid_json")
         return body
 
-    def _begin(self, model: str) -> tuple[Behaviour, ModelStats]:
+    def _begin(self, model: str, *, anthropic_api: bool = False) -> tuple[Behaviour, ModelStats]:
         """Count a valid request; raise the injected error when the model's schedule says so."""
         if model not in self.models and len(self.models) < MAX_SEEN_MODELS:
             self.models[model] = None
         behaviour, stats, fails = self.behaviours.admit(model)
         if fails:
+            if anthropic_api:
+                raise anthropic.injected_error(behaviour)
             raise protocol.injected_error(behaviour)
         return behaviour, stats
 
@@ -175,17 +193,40 @@ class FakeLLM:
         behaviour: Behaviour,
         stats: ModelStats,
     ) -> web.StreamResponse:
-        stats.streams_started += 1
         frames = protocol.ChunkFrames(self._next_id("chatcmpl"), chat.model)
+        tail = frames.delta({}, reply.finish_reason)
+        if chat.include_usage and not behaviour.omit_usage:
+            tail += frames.usage(chat.prompt_tokens, reply.completion_tokens)
+        return await self._send_stream(
+            request,
+            frames.delta({"role": "assistant", "content": ""}),
+            [frames.delta(delta) for delta in reply.deltas],
+            tail + protocol.DONE_FRAME,
+            behaviour,
+            stats,
+        )
+
+    async def _send_stream(
+        self,
+        request: web.Request,
+        head: bytes,
+        tokens: list[bytes],
+        tail: bytes,
+        behaviour: Behaviour,
+        stats: ModelStats,
+    ) -> web.StreamResponse:
+        """``head``, one frame per completion token (with the model's delays, stalls and
+        resets), then ``tail``: the stream of either API."""
+        stats.streams_started += 1
         interval = behaviour.token_interval_ms / 1000
         try:
             if behaviour.first_byte_ms:
                 await asyncio.sleep(behaviour.first_byte_ms / 1000)
             response = web.StreamResponse(headers=SSE_HEADERS)
             await response.prepare(request)
-            await response.write(frames.delta({"role": "assistant", "content": ""}))
+            await response.write(head)
             # The trailing None lets a stall or reset land after the last token, before the end.
-            for sent, delta in enumerate((*reply.deltas, None)):
+            for sent, frame in enumerate((*tokens, None)):
                 if sent == behaviour.stall_after_tokens and not await self._stall():
                     _abort(request)  # shutting down: end the stall as a broken stream
                     return response
@@ -193,16 +234,13 @@ class FakeLLM:
                     stats.streams_reset += 1
                     _abort(request)
                     return response
-                if delta is None:
+                if frame is None:
                     break
                 if interval:
                     await asyncio.sleep(interval)
-                await response.write(frames.delta(delta))
+                await response.write(frame)
                 stats.completion_tokens += 1
-            await response.write(frames.delta({}, reply.finish_reason))
-            if chat.include_usage and not behaviour.omit_usage:
-                await response.write(frames.usage(chat.prompt_tokens, reply.completion_tokens))
-            await response.write(protocol.DONE_FRAME)
+            await response.write(tail)
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):
             stats.streams_cancelled += 1
@@ -348,6 +386,41 @@ class FakeLLM:
         return json_response(
             protocol.embeddings_body(parsed, vectors, with_usage=not behaviour.omit_usage)
         )
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        parsed = anthropic.parse(await self._admit(request, anthropic_api=True))
+        chat = parsed.chat
+        behaviour, stats = self._begin(chat.model, anthropic_api=True)
+        message = anthropic.compose(
+            parsed, length=behaviour.length_for(chat.user_text), tool_calls_on=behaviour.tool_calls
+        )
+        stats.prompt_tokens += chat.prompt_tokens
+        if behaviour.raw_body:
+            return await self._raw(request, behaviour.raw_body.encode(), stream=chat.stream)
+        with_usage = not behaviour.omit_usage
+        stats.in_flight += 1
+        try:
+            if chat.stream:
+                frames = anthropic.stream_frames(
+                    self._next_id("msg"), parsed, message, with_usage=with_usage
+                )
+                return await self._send_stream(
+                    request, frames.head, list(frames.tokens), frames.tail, behaviour, stats
+                )
+            if behaviour.latency_ms:
+                await asyncio.sleep(behaviour.latency_ms / 1000)
+            stats.completion_tokens += message.output_tokens
+            body = anthropic.message_body(
+                self._next_id("msg"), parsed, message, with_usage=with_usage
+            )
+            return json_response(body)
+        finally:
+            stats.in_flight -= 1
+
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        parsed = anthropic.parse(await self._admit(request, anthropic_api=True), needs_cap=False)
+        self._begin(parsed.chat.model, anthropic_api=True)
+        return json_response(anthropic.count_body(parsed))
 
     async def list_models(self, request: web.Request) -> web.StreamResponse:
         await self._admit(request)
