@@ -241,10 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for v in judged:
         how = f" ({v.how})" if v.how else ""
         why = f": {v.skipped}" if v.skipped else ""
-        say(
-            f"  {v.target.what}{how}: {v.value:.2f} {v.target.unit} ({v.target.text}) "
-            f"{v.status}{why}"
-        )
+        say(f"  {v.target.what}{how}: {v.target.shown(v.value)} ({v.target.text}) {v.status}{why}")
     if args.guard:
         passed = guard(judged)
         say(f"guard: {'every target met' if passed else 'a target of issue 20 is missed'}")

@@ -47,6 +47,7 @@ class Target:
     limit: float
     unit: str
     at_most: bool  # True: the figure must be <= limit; False: >= limit
+    digits: int = 2  # decimals the figure is shown with
 
     def met(self, value: float) -> bool:
         if value != value:  # NaN: nothing measured
@@ -56,6 +57,11 @@ class Target:
     @property
     def text(self) -> str:
         return f"{'≤' if self.at_most else '≥'} {self.limit:g} {self.unit}".strip()
+
+    def shown(self, value: float) -> str:
+        """``value`` in this target's unit, as the results show it."""
+        figure = "-" if value != value else f"{value:,.{self.digits}f}"
+        return f"{figure} {self.unit}".strip()
 
 
 CPU_PER_REQUEST: Final = Target(
@@ -69,5 +75,5 @@ TTFT_P99: Final = Target("TTFT p99 at 20 streams/s", 2.0, "x bare relay's", at_m
 LOOP_LAG: Final = Target("event-loop lag p99", 2.0, "ms", at_most=True)
 CPU_PER_EVENT: Final = Target("relay CPU per relayed SSE event", 1.2, "x bare relay", at_most=True)
 RSS: Final = Target("RSS after the run", 70.0, "MB", at_most=True)
-FAILED: Final = Target("requests that failed through the sidecar", 0, "", at_most=True)
+FAILED: Final = Target("requests that failed through the sidecar", 0, "", at_most=True, digits=0)
 FIRST_TURN: Final = Target("first turn added p50 above a later turn's", 1.0, "ms", at_most=True)

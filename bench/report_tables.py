@@ -215,7 +215,7 @@ def guard_section(res: Results) -> list[str]:
     verdicts decide ``--guard``'s exit status."""
     rows = [
         [v.target.what + (f" ({v.how})" if v.how else ""), v.target.text,
-         f"{number(v.value, 2)} {v.target.unit}" + (f" ({v.detail})" if v.detail else ""),
+         v.target.shown(v.value) + (f" ({v.detail})" if v.detail else ""),
          {"met": "met", "NOT MET": "**not met**"}.get(v.status, f"skipped: {v.skipped}")]
         for v in verdicts(res)
     ]  # fmt: skip
