@@ -522,6 +522,8 @@ class Responses:
     paths: tuple[str, ...] = ("/v1/responses",)
     upstream_path = "/responses"
     sse_errors = True
+    session_headers: tuple[str, ...] = ()
+    checks_answers = False
     state_endpoints: tuple[tuple[str, str], ...] = (
         ("GET", ""),
         ("DELETE", ""),
