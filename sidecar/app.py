@@ -25,6 +25,7 @@ from sidecar.config import (
 )
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
+from sidecar.mcp import DriftLog
 from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
 from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
 from sidecar.pins import persist as pin_persist
@@ -82,6 +83,7 @@ class Sidecar:
         self.signals = SignalBook()
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
+        self.mcp_drift = DriftLog()
         self.outcomes = OutcomePublisher(
             self.store,
             self.keyspace,
@@ -102,6 +104,7 @@ class Sidecar:
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
+                mcp_drift=self.mcp_drift.records,
             ),
         )
         self.budget_ledger = Ledger(agent=settings.agent)
@@ -212,6 +215,7 @@ class Sidecar:
                 experiments=self.experiments,
                 budget=self.budget_filter(),
                 budget_status=self.budgets.status,
+                mcp_drift=self.mcp_drift,
             )
         )
 

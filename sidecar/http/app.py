@@ -40,7 +40,7 @@ from sidecar.experiments import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator, OfrepApi
 from sidecar.http.guard import Guard
 from sidecar.http.models import Models
-from sidecar.mcp import Backends, McpMetrics, McpServer, Methods, ToolCalls
+from sidecar.mcp import Backends, DriftLog, McpMetrics, McpServer, Methods, ToolCalls
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
 from sidecar.pins import Pinning
 from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
@@ -78,6 +78,7 @@ class Parts:
     experiments: ExperimentBook = field(default_factory=ExperimentBook)
     budget: BudgetFilter | None = None  # None: no budgets on this surface
     budget_status: Callable[[], dict[str, Any]] | None = None
+    mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -243,6 +244,7 @@ def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) ->
     methods = Methods(
         settings.agent, parts.config, parts.pinning, contracts, metrics.contracts,
         McpMetrics(metrics.registry, settings.agent), backends, ToolCalls(backends, breakers),
+        parts.mcp_drift,
     )  # fmt: skip
     server = McpServer(
         methods,

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from holdfast.contracts.schema import canonical
 from holdfast.keyspace import Release
 from holdfast.logs import get_logger
 from holdfast.mcp import wire
@@ -26,6 +25,7 @@ from sidecar.errors import SidecarError
 from sidecar.mcp import catalog
 from sidecar.mcp.backends import Backends
 from sidecar.mcp.calls import ToolCalls, is_error
+from sidecar.mcp.drift import DriftLog
 from sidecar.mcp.metrics import McpMetrics
 from sidecar.pins import Pinning
 from sidecar.routing import Resolved, index_of, session_prompt
@@ -34,8 +34,6 @@ log = get_logger(__name__)
 
 LIVE_LIST_TIMEOUT_S: Final = 2.0
 LIST_TIMEOUT_S: Final = 10.0
-MAX_DRIFT_KEPT: Final = 4096
-RECENT_DRIFT: Final = 20
 
 
 class RpcProblem(Exception):
@@ -72,6 +70,7 @@ class Methods:
         metrics: McpMetrics,
         backends: Backends,
         calls: ToolCalls,
+        drift: DriftLog | None = None,
     ) -> None:
         self.agent = agent
         self.config = config
@@ -81,8 +80,7 @@ class Methods:
         self.metrics = metrics
         self.backends = backends
         self.calls = calls
-        self._drift_seen: set[tuple[str, str, str, bytes]] = set()
-        self.drift: list[dict[str, Any]] = []
+        self.drift = drift if drift is not None else DriftLog()
         self.table: dict[str, Method] = {
             "tools/list": self.tools_list,
             "tools/call": self.tools_call,
@@ -140,24 +138,19 @@ class Methods:
         if detail is None:
             return
         contract = compiled.contract
-        key = (contract.backend, contract.tool, contract.version, canonical(live))
-        if key in self._drift_seen:
+        noted = self.drift.note(
+            toolset=toolset, backend=contract.backend, tool=contract.tool,
+            version=contract.version, release=release.name, live=live, detail=detail,
+            now=time.time(),
+        )  # fmt: skip
+        if noted is None:
             return
-        if len(self._drift_seen) >= MAX_DRIFT_KEPT:
-            self._drift_seen.clear()
-        self._drift_seen.add(key)
         self.stats.violation(release.name, contract.tool, contract.version, "drift", "reported")
         self.metrics.drift.labels(self.agent, toolset, contract.tool, contract.version).inc()
-        event = {
-            "at": time.time(),
-            "toolset": toolset,
-            "backend": contract.backend,
-            "contract": contract.ref,
-            "release": release.name,
-            "detail": detail,
-        }
-        self.drift = [*self.drift[-(RECENT_DRIFT - 1) :], event]
-        log.warning("mcp_backend_drift", **{k: v for k, v in event.items() if k != "at"})
+        log.warning(
+            "mcp_backend_drift", toolset=toolset, backend=contract.backend,
+            contract=contract.ref, release=release.name, detail=detail, id=noted.ident,
+        )  # fmt: skip
 
     async def tools_call(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("name")

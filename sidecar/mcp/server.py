@@ -433,7 +433,7 @@ class McpServer:
             "streams": len(self.streams),
             "notifications_sent": self.streams.sent,
             **self.methods.backends.status(),
-            "drift": list(self.methods.drift),
+            "drift": self.methods.drift.status(),
         }
 
 

@@ -120,7 +120,8 @@ def test_contract_integer_timeout_is_normalised_before_the_hash() -> None:
     assert back == as_int == as_float
     assert contract_content(args_schema=ARGS, result_schema=RESULT, backend="", timeout_s=2,
                             idempotent=False, policy="enforce")["timeout_s"] == 2.0  # fmt: skip
-    for bad in (True, 0, -1, float("nan"), 301, "2"):
+    bads: tuple[Any, ...] = (True, 0, -1, float("nan"), 301, "2")
+    for bad in bads:
         with pytest.raises(RecordError, match="tool timeout"):
             Contract(tool="search", version="1.0.0", args_schema=ARGS, result_schema=RESULT,
                      timeout_s=bad)  # fmt: skip
