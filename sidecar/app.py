@@ -14,7 +14,14 @@ from holdfast.logs import (
 )
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
+from sidecar.budgets import (
+    BudgetFilter,
+    BudgetKeeper,
+    BudgetMetrics,
+    BudgetOptions,
+    Ledger,
+    ToolCallBudget,
+)
 from sidecar.config import (
     CONFIG_KINDS,
     ConfigSnapshot,
@@ -216,6 +223,7 @@ class Sidecar:
                 budget=self.budget_filter(),
                 budget_status=self.budgets.status,
                 mcp_drift=self.mcp_drift,
+                tool_calls=ToolCallBudget(self.config, agent=self.settings.agent),
             )
         )
 

@@ -25,7 +25,7 @@ from holdfast.logs import (
     request_id_from,
 )
 from holdfast.mcp.client import McpClient
-from sidecar.budgets import BudgetFilter
+from sidecar.budgets import BudgetFilter, ToolCallBudget
 from sidecar.config import ConfigState, PriceTable
 from sidecar.contracts import (
     ContractBook,
@@ -79,6 +79,7 @@ class Parts:
     budget: BudgetFilter | None = None  # None: no budgets on this surface
     budget_status: Callable[[], dict[str, Any]] | None = None
     mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
+    tool_calls: ToolCallBudget | None = None  # None: no tool-call limits on this surface
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -244,7 +245,7 @@ def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) ->
     methods = Methods(
         settings.agent, parts.config, parts.pinning, contracts, metrics.contracts,
         McpMetrics(metrics.registry, settings.agent), backends, ToolCalls(backends, breakers),
-        parts.mcp_drift,
+        parts.mcp_drift, parts.tool_calls,
     )  # fmt: skip
     server = McpServer(
         methods,

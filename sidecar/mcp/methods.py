@@ -19,6 +19,7 @@ from holdfast.logs import get_logger
 from holdfast.mcp import wire
 from holdfast.mcp.client import McpFault, McpRpcError, list_all
 from holdfast.prompts.template import TemplateError, values_from
+from sidecar.budgets import ToolCallBudget, ToolCallRefused
 from sidecar.config import ConfigState
 from sidecar.contracts import Compiled, ContractBook, ContractStats
 from sidecar.errors import SidecarError
@@ -34,6 +35,8 @@ log = get_logger(__name__)
 
 LIVE_LIST_TIMEOUT_S: Final = 2.0
 LIST_TIMEOUT_S: Final = 10.0
+# Outcomes of a tool call whose backend was never asked: no tool call is charged for them.
+NOT_CALLED: Final = frozenset({"invalid_args", "circuit_open"})
 
 
 class RpcProblem(Exception):
@@ -71,6 +74,7 @@ class Methods:
         backends: Backends,
         calls: ToolCalls,
         drift: DriftLog | None = None,
+        budget: ToolCallBudget | None = None,
     ) -> None:
         self.agent = agent
         self.config = config
@@ -81,6 +85,7 @@ class Methods:
         self.backends = backends
         self.calls = calls
         self.drift = drift if drift is not None else DriftLog()
+        self.budget = budget
         self.table: dict[str, Method] = {
             "tools/list": self.tools_list,
             "tools/call": self.tools_call,
@@ -180,14 +185,27 @@ class Methods:
                 f"{offered})",
             )
         contract = compiled.contract
+        budget = self.budget
+        admitted = budget.admit(ctx.pin_key) if budget is not None else None
+        if isinstance(admitted, ToolCallRefused):
+            self.metrics.budget_refused.labels(self.agent, ctx.toolset).inc()
+            log.info("mcp_tool_call_budget_exhausted", scope=admitted.scope, tool=name)
+            return is_error(admitted.message, outcome="budget_exhausted", ref=contract.ref)
         started = time.perf_counter()
-        outcome = await self.calls.call(
-            compiled,
-            arguments,
-            key=ctx.conn_key,
-            extra_headers=ctx.extra_headers,
-            request_id=ctx.request_id,
-        )
+        try:
+            outcome = await self.calls.call(
+                compiled,
+                arguments,
+                key=ctx.conn_key,
+                extra_headers=ctx.extra_headers,
+                request_id=ctx.request_id,
+            )
+        except BaseException:
+            if budget is not None and admitted is not None:
+                budget.settle(admitted, called=True)  # cut off mid-call: it may have gone out
+            raise
+        if budget is not None and admitted is not None:
+            budget.settle(admitted, called=outcome.outcome not in NOT_CALLED)
         elapsed = time.perf_counter() - started
         if outcome.outcome in ("invalid_args", "invalid_result"):
             kind = outcome.outcome.removeprefix("invalid_")

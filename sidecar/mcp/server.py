@@ -434,6 +434,9 @@ class McpServer:
             "notifications_sent": self.streams.sent,
             **self.methods.backends.status(),
             "drift": self.methods.drift.status(),
+            "tool_call_budgets": (
+                self.methods.budget.status() if self.methods.budget is not None else []
+            ),
         }
 
 

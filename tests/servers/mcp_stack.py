@@ -25,6 +25,7 @@ from holdfast.keyspace.contract import Contract
 from holdfast.mcp.client import McpClient, list_all
 from holdfast.store import Change, KeyValue
 from holdfast.store.memory import MemoryStore
+from sidecar.budgets import ToolCallBudget
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.http.app import Parts, build_http_app
@@ -187,7 +188,8 @@ async def mcp_sidecar(fake_url: str) -> AsyncIterator[McpSidecar]:
     pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
     app = build_http_app(
         Parts(settings=s, config=config, upstream=upstream, metrics=metrics,
-              control=StaticControl(), etcd_endpoint=lambda: "none", pinning=pinning)
+              control=StaticControl(), etcd_endpoint=lambda: "none", pinning=pinning,
+              tool_calls=ToolCallBudget(config, agent=AGENT))
     )  # fmt: skip
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.prompt import PromptVersion
 from tests.servers.conftest import KS
 from tests.servers.mcp_stack import (
@@ -214,3 +215,30 @@ async def test_bad_input_gets_json_rpc_errors(sut: McpSidecar) -> None:
             dumps(ping), {"Mcp-Session-Id": sid, "X-Holdfast-Session": "mallory"}
         )
         assert status == 403 and body["error"]["code"] == -32001
+
+
+async def test_a_spent_tool_call_budget_is_an_is_error_result(
+    sut: McpSidecar, backend: McpBackend
+) -> None:
+    budget = Budget(scope="session:counted", tokens=0, tool_calls=2, window="1h")
+    sut.put(KS.budget(budget.scope), budget.encode())
+    async with sdk_client(sut.mcp_url(), session="counted", mode="legacy") as client:
+        refused = await client.call_tool("search", {"query": "q", "lang": "fr"})
+        assert refused.is_error is True  # the contract refused it: no call spent
+        for _ in range(2):
+            assert (await client.call_tool("search", {"query": "q"})).is_error is False
+        spent = await client.call_tool("search", {"query": "q"})
+        assert spent.is_error is True and spent.meta is not None
+        assert spent.meta["holdfast/outcome"] == "budget_exhausted"
+        text = spent.content[0].text  # type: ignore[union-attr]
+        assert "tool-call budget session:counted is exhausted: limit 2 tool calls" in text
+        assert [t.name for t in (await client.list_tools()).tools] == ["search"]  # session goes on
+    async with sdk_client(sut.mcp_url(), session="other", mode="legacy") as client:
+        assert (await client.call_tool("search", {"query": "q"})).is_error is False
+    assert len(backend.calls) == 3
+    refusals = sut.metrics.registry.get_sample_value(
+        "holdfast_mcp_tool_calls_refused_budget_total", {"agent": "support", "toolset": TOOLSET}
+    )
+    assert refusals == 1
+    (counted,) = (await status(sut))["contracts"]["mcp"]["tool_call_budgets"]
+    assert (counted["scope"], counted["used"], counted["refused"]) == ("session:counted", 2, 1)
