@@ -52,6 +52,7 @@ class McpBackend:
     fail: bool = False
     server: uvicorn.Server | None = None
     task: asyncio.Task[None] | None = None
+    app: MCPServer | None = None
 
     @property
     def url(self) -> str:
@@ -75,7 +76,27 @@ class McpBackend:
         def readme() -> str:
             return "the readme"
 
+        self.app = app
         return app
+
+    def reshape(self, change: str) -> None:
+        """The operator upgrades the server's ``search``: ``optional`` adds an optional
+        ``region`` (a compatible change), ``required`` a required one (breaking), ``gone``
+        removes the tool. Its live tools/list changes at once."""
+        assert self.app is not None
+        self.app.remove_tool("search")
+        if change == "gone":
+            return
+
+        def search(query: str, limit: int = 3, lang: str = "en", region: str = "eu") -> Hits:
+            self.calls.append({"query": query, "limit": limit, "lang": lang, "region": region})
+            return Hits(hits=[f"{query}:{lang}:{region}:{i}" for i in range(limit)])
+
+        def search_required(query: str, region: str, limit: int = 3, lang: str = "en") -> Hits:
+            return search(query, limit, lang, region)
+
+        fn = search if change == "optional" else search_required
+        self.app.add_tool(fn, name="search", description="Search the documentation.")
 
     async def start(self, *, stateless: bool = False) -> None:
         asgi = self.build().streamable_http_app(
