@@ -34,6 +34,12 @@ def live_hash(live: Any) -> str:
     return content_hash({"live": live})
 
 
+def drift_id(backend: str, tool: str, version: str, live: str) -> str:
+    """The id of a ``drift/<id>`` record: one per backend, tool, version and live entry."""
+    digest = hashlib.sha256(f"{backend}\n{live}".encode()).hexdigest()
+    return f"{tool}@{version}.{digest[:DIGEST_CHARS]}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class McpDrift:
     KIND: ClassVar[str] = "mcp_drift"
@@ -64,9 +70,7 @@ class McpDrift:
 
     @property
     def ident(self) -> str:
-        """The id of its ``drift/<id>`` record: one per backend, tool, version and live entry."""
-        digest = hashlib.sha256(f"{self.backend}\n{self.live}".encode()).hexdigest()
-        return f"{self.tool}@{self.version}.{digest[:DIGEST_CHARS]}"
+        return drift_id(self.backend, self.tool, self.version, self.live)
 
     @property
     def contract(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from holdfast.keyspace.drift import MAX_DRIFT_REPORTED, McpDrift, live_hash
+from holdfast.keyspace.drift import MAX_DRIFT_REPORTED, McpDrift, drift_id, live_hash
 
 MAX_DRIFT_KEPT: Final = 4096
 
@@ -22,6 +22,10 @@ class DriftLog:
         self.recent_size = recent
         self.max_kept = max_kept
         self.noted = 0
+
+    def known(self, *, backend: str, tool: str, version: str, live: Any) -> bool:
+        """Whether this drift (the backend listing ``live`` for a pinned version) was noted."""
+        return drift_id(backend, tool, version, live_hash(live)) in self._seen
 
     def note(
         self,

@@ -34,6 +34,7 @@ from sidecar.routing import Resolved, index_of, session_prompt
 log = get_logger(__name__)
 
 LIVE_LIST_TIMEOUT_S: Final = 2.0
+DRIFT_CONFIRM_AGE_S: Final = 1.0
 LIST_TIMEOUT_S: Final = 10.0
 # Outcomes of a tool call whose backend was never asked: no tool call is charged for them.
 NOT_CALLED: Final = frozenset({"invalid_args", "circuit_open"})
@@ -124,13 +125,34 @@ class Methods:
         for url in self._backends(release, ctx.toolset):
             live[url] = await self.backends.live_tools(url, timeout_s=LIVE_LIST_TIMEOUT_S)
         tools = []
+        confirmed: set[str] = set()
         for name, compiled in found.tools.items():
-            listing = live.get(compiled.contract.backend)
+            url = compiled.contract.backend
+            listing = live.get(url)
             entry = listing.get(name) if listing is not None else None
+            if listing is not None and url not in confirmed and self._unconfirmed(compiled, entry):
+                # A listing cached before the session's contract changed (a migration, a
+                # rollout) is no evidence of drift: list the backend afresh before saying so.
+                confirmed.add(url)
+                listing = live[url] = await self.backends.live_tools(
+                    url, timeout_s=LIVE_LIST_TIMEOUT_S, max_age_s=DRIFT_CONFIRM_AGE_S
+                )
+                entry = listing.get(name) if listing is not None else None
             if listing is not None:
                 self._check_drift(ctx.toolset, release, compiled, entry)
             tools.append(catalog.tool_definition(compiled, entry))
         return {"tools": tools}
+
+    def _unconfirmed(self, compiled: Compiled, live: dict[str, Any] | None) -> bool:
+        """A drift seen in a listing older than DRIFT_CONFIRM_AGE_S and not noted before."""
+        contract = compiled.contract
+        return (
+            catalog.drift(compiled, live) is not None
+            and self.backends.listing_age(contract.backend) >= DRIFT_CONFIRM_AGE_S
+            and not self.drift.known(
+                backend=contract.backend, tool=contract.tool, version=contract.version, live=live
+            )
+        )
 
     def _check_drift(
         self,

@@ -15,6 +15,7 @@ from mcp.shared.exceptions import MCPError
 
 from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.prompt import PromptVersion
+from sidecar.mcp import methods as mcp_methods
 from tests.servers.conftest import KS
 from tests.servers.mcp_stack import (
     TOOLSET,
@@ -242,3 +243,19 @@ async def test_a_spent_tool_call_budget_is_an_is_error_result(
     assert refusals == 1
     (counted,) = (await status(sut))["contracts"]["mcp"]["tool_call_budgets"]
     assert (counted["scope"], counted["used"], counted["refused"]) == ("session:counted", 2, 1)
+
+
+async def test_a_stale_listing_is_listed_afresh_before_it_counts_as_drift(
+    sut: McpSidecar, backend: McpBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mcp_methods, "DRIFT_CONFIRM_AGE_S", 0.0)  # any cached listing is old
+    async with sdk_client(sut.mcp_url(), session="upgraded", mode="legacy") as client:
+        await client.list_tools()  # the backend's listing is cached now (v1 drifts from it)
+        backend.reshape("optional")  # the server is upgraded...
+        sut.contract("search", "3.0.0", await live_tool(backend.url, "search"), backend.url,
+                     timeout_s=2.0)  # fmt: skip
+        sut.release("r3", {"search": "3.0.0"}, {TOOLSET: [backend.url]})
+        sut.migrate("upgraded", "r3")  # ...and the session moved to its contract
+        assert props(await client.list_tools()) == {"query", "limit", "lang", "region"}
+    drifted = [d["contract"] for d in (await status(sut))["contracts"]["mcp"]["drift"]]
+    assert drifted == ["search@1.0.0"]  # the cached listing said 3.0.0 drifted: it had not
