@@ -259,3 +259,43 @@ async def test_a_stale_listing_is_listed_afresh_before_it_counts_as_drift(
         assert props(await client.list_tools()) == {"query", "limit", "lang", "region"}
     drifted = [d["contract"] for d in (await status(sut))["contracts"]["mcp"]["drift"]]
     assert drifted == ["search@1.0.0"]  # the cached listing said 3.0.0 drifted: it had not
+
+
+async def test_batches_follow_the_session_revision_and_notifications_get_no_answer(
+    sut: McpSidecar,
+) -> None:
+    url = sut.mcp_url()
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
+
+    async def opened(http: aiohttp.ClientSession, version: str) -> dict[str, str]:
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": version, "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+        async with http.post(url, json=init, headers={"X-Holdfast-Session": "b"}) as resp:
+            assert (await resp.json())["result"]["protocolVersion"] == version
+            return {"Mcp-Session-Id": resp.headers["Mcp-Session-Id"], "X-Holdfast-Session": "b",
+                    "MCP-Protocol-Version": version}  # fmt: skip
+
+    async with aiohttp.ClientSession() as http:
+
+        async def post(body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+            async with http.post(url, data=dumps(body), headers=headers) as resp:
+                return resp.status, (await resp.json() if resp.content_length else None)
+
+        old, new = await opened(http, "2025-03-26"), await opened(http, "2025-11-25")
+        assert await post([note, note], old) == (202, None)  # notifications only: no body
+        assert await post(note, new) == (202, None)
+        status, body = await post([ping, note, {**ping, "id": "two"}], old)
+        assert status == 200 and [m["id"] for m in body] == [1, "two"]  # none for the note
+        status, body = await post([ping], new)  # no batches after 2025-03-26
+        assert status == 400 and body["error"]["code"] == -32600
+        assert "2025-11-25" in body["error"]["message"]
+        init = {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {}}
+        status, body = await post([ping, init], old)
+        assert (status, body["error"]["code"], body["id"]) == (400, -32600, 5)
+        status, body = await post({"jsonrpc": "2.0", "id": None, "method": "ping"}, new)
+        assert status == 200 and body["error"]["code"] == -32600 and body["id"] is None
+        status, body = await post({"jsonrpc": "2.0", "id": 3, "method": "tools/list",
+                                   "params": [1]}, new)  # fmt: skip
+        assert body["error"]["code"] == -32602 and body["id"] == 3
