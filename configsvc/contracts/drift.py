@@ -69,7 +69,12 @@ class DriftAudit:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not await self.flush():
+            try:
+                done = await self.flush()
+            except Exception:  # a bug must not end the audit for the life of the process
+                log.exception("mcp_drift_audit_crashed")
+                done = False
+            if not done:
                 await asyncio.sleep(self.retry_s)
                 self._wake.set()
 
