@@ -14,7 +14,14 @@ from holdfast.logs import (
 )
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
+from sidecar.budgets import (
+    BudgetFilter,
+    BudgetKeeper,
+    BudgetMetrics,
+    BudgetOptions,
+    Ledger,
+    ToolCallBudget,
+)
 from sidecar.config import (
     CONFIG_KINDS,
     ConfigSnapshot,
@@ -25,6 +32,7 @@ from sidecar.config import (
 )
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
+from sidecar.mcp import DriftLog
 from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
 from sidecar.pins import (
     PinClaims,
@@ -117,6 +125,7 @@ class Sidecar:
         self.signals = SignalBook()
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
+        self.mcp_drift = DriftLog()
         self.outcomes = OutcomePublisher(
             self.store,
             self.keyspace,
@@ -137,6 +146,7 @@ class Sidecar:
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
+                mcp_drift=self.mcp_drift.records,
             ),
         )
         self.budget_ledger = Ledger(agent=settings.agent)
@@ -271,6 +281,8 @@ class Sidecar:
                 budget_status=self.budgets.status,
                 states=self.states,
                 state_lookup=self.state_lookup,
+                mcp_drift=self.mcp_drift,
+                tool_calls=ToolCallBudget(self.config, agent=self.settings.agent),
             )
         )
 

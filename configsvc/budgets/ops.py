@@ -74,6 +74,7 @@ class BudgetOps:
             budget = Budget(
                 scope=scope,
                 tokens=req.tokens,
+                tool_calls=req.tool_calls,
                 window=req.window,
                 zone=req.zone,
                 soft=req.soft,
@@ -135,10 +136,18 @@ class BudgetOps:
                 out["cost"] = _in_usd(one)
             else:
                 out.update(one)
-        if not budget.tokens:  # cost only: the common fields at the top, in USD
+        if not budget.tokens and "cost" in out:  # cost only: the common fields at the top, in USD
             out.update({k: v for k, v in out["cost"].items() if k not in out})
         out["scope"] = scope
-        out["unit"] = "tokens" if budget.tokens else "usd"
+        out["unit"] = "tokens" if budget.tokens else "usd" if budget.cost else "tool_calls"
+        if budget.tool_calls:
+            # Counted by the sidecar serving the session, never reported to etcd: its /status
+            # (contracts.mcp.tool_call_budgets) shows the count.
+            out["tool_calls"] = {
+                "limit": budget.tool_calls,
+                "window": budget.window,
+                "counted_by": "sidecar",
+            }
         return out
 
     async def _meter_usage(

@@ -15,12 +15,14 @@ from holdfast.keyspace.budget import (
     MAX_COST_MICROS,
     MAX_REQUEST_CAP,
     MAX_TOKENS_LIMIT,
+    MAX_TOOL_CALLS_LIMIT,
     scope_kind,
 )
 from holdfast.keyspace.price import usd_micros
 
 SET_FIELDS: Final = frozenset(
     {"tokens", "cost", "window", "zone", "soft", "on_exhausted", "request_cap", "reason"}
+    | {"tool_calls"}
 )
 
 
@@ -85,14 +87,19 @@ class SetBudget:
     request_cap: int
     reason: str
     cost: int = 0  # micro-dollars per window; 0: no cost limit
+    tool_calls: int = 0  # session scopes: MCP tool calls per window; 0: no tool-call limit
 
     @classmethod
     def parse(cls, raw: bytes) -> SetBudget:
         obj = parse_object(raw, SET_FIELDS)
         tokens = _whole(obj, "tokens", 1, MAX_TOKENS_LIMIT, required=False)
         cost = cost_limit(obj)
-        if not tokens and not cost:
-            raise InvalidRequest("a budget needs 'tokens', 'cost' or both", param="tokens")
+        tool_calls = _whole(obj, "tool_calls", 1, MAX_TOOL_CALLS_LIMIT, required=False)
+        if not tokens and not cost and not tool_calls:
+            raise InvalidRequest(
+                "a budget needs 'tokens', 'cost' or both (or, for a session, 'tool_calls')",
+                param="tokens",
+            )
         window = text(obj, "window", required=True)
         try:
             check_window(window)
@@ -119,4 +126,5 @@ class SetBudget:
             request_cap=_whole(obj, "request_cap", 1, MAX_REQUEST_CAP, required=False),
             reason=text(obj, "reason"),
             cost=cost,
+            tool_calls=tool_calls,
         )

@@ -37,6 +37,7 @@ def _budget_lines(b: dict[str, Any]) -> str:
         [
             ("scope", b["scope"]),
             ("tokens", b["tokens"] or "no limit"),
+            ("tool calls", b.get("tool_calls") or "no limit"),
             ("cost", f"{b['cost_usd']} USD" if b.get("cost_usd") else "no limit"),
             ("window", b["window"] + ("" if b["zone"] == "UTC" else f" ({b['zone']})")),
             ("soft", b["soft"]),
@@ -58,6 +59,8 @@ def budget_set(c: Client, a: argparse.Namespace) -> Result:
     for name in ("tokens", "cost", "zone", "soft", "request_cap"):
         if getattr(a, name) is not None:
             payload[name] = getattr(a, name)
+    if a.tool_calls is not None:
+        payload["tool_calls"] = a.tool_calls
     body = c.call("PUT", _path(a.scope), payload)
     verb = "created" if body.get("created") else "updated"
     return body, f"budget {verb}\n" + _budget_lines(body["budget"])
@@ -75,6 +78,7 @@ def budget_list(c: Client, a: argparse.Namespace) -> Result:
             b["scope"],
             str(b["tokens"] or "-"),
             value(b.get("cost_usd")) if b.get("cost_usd") else "-",
+            str(b.get("tool_calls") or "-"),
             b["window"],
             str(b["soft"]),
             b["on_exhausted"],
@@ -83,7 +87,8 @@ def budget_list(c: Client, a: argparse.Namespace) -> Result:
     ]
     if not rows:
         return body, "no budgets"
-    return body, table(["SCOPE", "TOKENS", "COST USD", "WINDOW", "SOFT", "ON EXHAUSTED"], rows)
+    head = ["SCOPE", "TOKENS", "COST USD", "TOOL CALLS", "WINDOW", "SOFT", "ON EXHAUSTED"]
+    return body, table(head, rows)
 
 
 def _usage_lines(u: dict[str, Any], unit: str) -> list[tuple[str, Any]]:
@@ -102,6 +107,15 @@ def _usage_lines(u: dict[str, Any], unit: str) -> list[tuple[str, Any]]:
 def budget_usage(c: Client, a: argparse.Namespace) -> Result:
     body = c.call("GET", _path(a.scope, "/usage"))
     u = body["usage"]
+    calls = u.get("tool_calls")
+    counted = (
+        [("tool calls", f"limit {calls['limit']} per {calls['window']}, counted by the sidecar "
+                        "serving the session (its /status: contracts.mcp.tool_call_budgets)")]
+        if calls
+        else []
+    )  # fmt: skip
+    if u.get("unit") == "tool_calls":
+        return body, fields([("scope", u["scope"]), *counted])
     head = fields(
         [
             ("scope", u["scope"]),
@@ -113,6 +127,7 @@ def budget_usage(c: Client, a: argparse.Namespace) -> Result:
             ),
             *(_usage_lines(u, "tokens") if u.get("unit", "tokens") == "tokens" else []),
             *(_usage_lines(u["cost"], "usd") if u.get("cost") else []),
+            *counted,
         ]
     )
     parts = [(u, "")] if u.get("unit", "tokens") == "tokens" else []
@@ -154,6 +169,13 @@ def register(nouns: Any, leaf: Leaf) -> None:
         "--on-exhausted", default="reject", metavar="reject|degrade:RELEASE", help="(reject)"
     )
     sp.add_argument("--request-cap", type=_whole, default=None, help="max_tokens when absent")
+    sp.add_argument(
+        "--tool-calls",
+        type=_whole,
+        default=None,
+        metavar="N",
+        help="session scopes: MCP tool calls per window (tools/call through the sidecar)",
+    )
     sp.add_argument("--reason", default="")
     sp = leaf(verbs, "get", budget_get, "show the budget of SCOPE")
     sp.add_argument("scope")

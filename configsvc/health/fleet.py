@@ -41,12 +41,17 @@ class FleetHealth:
         self._mirror.subscribe(self._on_update)
         self._seen: set[str] = set()
         self._unreadable: set[str] = set()
+        self._listeners: list[Callable[[HealthSnapshot], None]] = []
         self._task = BackgroundTask("fleet health prune")
         self.updated_at: float | None = None
 
     @property
     def connected(self) -> bool:
         return self._mirror.connected
+
+    def on_snapshot(self, listener: Callable[[HealthSnapshot], None]) -> None:
+        """``listener`` gets every snapshot read (e.g. the MCP drift audit); it must not block."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         await self._mirror.start()
@@ -86,6 +91,8 @@ class FleetHealth:
             return
         self._unreadable.discard(key)
         self.windows.observe(snap)
+        for listener in self._listeners:
+            listener(snap)
 
     def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
         now = self.clock()

@@ -11,7 +11,7 @@ import uvloop
 from aiohttp import web
 
 from configsvc.budgets import BUDGET_ELECTION, BudgetApi, BudgetController, BudgetOps
-from configsvc.contracts import ContractOps, ContractsApi
+from configsvc.contracts import ContractOps, ContractsApi, DriftAudit
 from configsvc.errors import ConfigsvcError
 from configsvc.experiments import ExperimentOps, ExperimentsApi
 from configsvc.flags import FlagOps, FlagsApi
@@ -100,6 +100,8 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         rollouts = RolloutOps(service, pins)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
         fleet = FleetHealth(store, service.keyspace)
+        drift_audit = DriftAudit(service)
+        fleet.on_snapshot(drift_audit.observe)
         gate = PolicyGate(fleet)
         controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
         budget_election = Election(
@@ -153,6 +155,7 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             auth="token" if settings.auth_required else "none",
         )
         await fleet.start()  # returns at once; etcd may be down
+        drift_audit.start()
         election.start()
         controller.start()
         budget_election.start()
@@ -163,6 +166,7 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         await budget_controller.close()
         await budget_election.close()
         await fleet.close()
+        await drift_audit.close()
         await election.close()
         await runner.cleanup()
     finally:

@@ -7,6 +7,10 @@ budgets are fleet-wide: configsvc's budget controller hands every live sidecar a
 (``grant``) of the window's limit, and a sidecar never admits beyond what it holds. Only the
 sidecars a scope can meter take part in it: ``agent:NAME`` the sidecars of that agent,
 ``tenant:`` and ``global`` every sidecar (``applies_to``).
+
+A session budget may also limit the session's **tool calls** (MCP ``tools/call``) per window,
+counted by the sidecar serving the session (sidecar.budgets.tool_calls); fleet-wide scopes have
+no tool-call limit (no slices are handed out for one).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from holdfast.keyspace.keys import ID_RE, NAME_RE
 
 FLEET_KINDS: Final = frozenset({"agent", "tenant", "global"})
 MAX_TOKENS_LIMIT: Final = 10**15
+MAX_TOOL_CALLS_LIMIT: Final = 10**9
 MAX_REQUEST_CAP: Final = 10**7
 DEFAULT_SOFT: Final = 0.8
 ACTIONS: Final = ("reject", "degrade")
@@ -80,6 +85,7 @@ class Budget:
     KIND: ClassVar[str] = "budget"
     scope: str
     tokens: int  # limit per window: prompt + completion tokens (0: no token limit)
+    tool_calls: int = 0  # session scopes: MCP tool calls per window (0: no tool-call limit)
     window: str  # 1m, 1h, 1d... or day, month
     zone: str = "UTC"  # for calendar windows
     soft: float = DEFAULT_SOFT  # fraction at which X-Holdfast-Budget-Remaining is sent
@@ -98,8 +104,18 @@ class Budget:
             raise RecordError(f"token limit must be between 1 and {MAX_TOKENS_LIMIT}")
         if isinstance(self.cost, bool) or not 0 <= self.cost <= MAX_COST_MICROS:
             raise RecordError(f"cost limit must be between 1 and {MAX_COST_MICROS} micro-USD")
-        if not self.tokens and not self.cost:
-            raise RecordError("a budget needs a token limit, a cost limit or both")
+        if isinstance(self.tool_calls, bool) or not 0 <= self.tool_calls <= MAX_TOOL_CALLS_LIMIT:
+            raise RecordError(f"tool-call limit must be between 1 and {MAX_TOOL_CALLS_LIMIT}")
+        if self.tool_calls and self.fleet:
+            raise RecordError(
+                "a tool-call limit applies to session scopes only (session:ID): tool calls are "
+                "counted by the sidecar serving the session, fleet-wide scopes get no slices"
+            )
+        if not self.tokens and not self.cost and not self.tool_calls:
+            raise RecordError(
+                "a budget needs a token limit, a cost limit or both (or, for a session, a "
+                "tool-call limit)"
+            )
         if self.cost and len(meter_id(self.scope, "usd")) > 128:
             raise RecordError("a cost-limited scope must be at most 124 characters long")
         try:
@@ -138,6 +154,7 @@ class Budget:
         return cls(
             scope=fields.text(f, "scope"),
             tokens=fields.integer(f, "tokens", default=0),
+            tool_calls=fields.integer(f, "tool_calls", default=0),
             window=fields.text(f, "window"),
             zone=fields.text(f, "zone", optional=True) or "UTC",
             soft=fields.optional_number(f, "soft", DEFAULT_SOFT),
@@ -153,6 +170,7 @@ class Budget:
         return {
             "scope": self.scope,
             "tokens": self.tokens,
+            "tool_calls": self.tool_calls,
             "window": self.window,
             "zone": self.zone,
             "soft": self.soft,

@@ -1,5 +1,5 @@
 """Token and cost budgets on the request path: admission against the ledger, settlement on the
-provider's usage, and the sidecar's side of fleet-wide slices."""
+provider's usage, and the sidecar's side of fleet-wide slices; tool-call limits of sessions."""
 
 from __future__ import annotations
 
@@ -7,5 +7,14 @@ from sidecar.budgets.filter import BudgetFilter, BudgetOptions
 from sidecar.budgets.keeper import BudgetKeeper
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.metrics import BudgetMetrics
+from sidecar.budgets.tool_calls import ToolCallBudget, ToolCallRefused
 
-__all__ = ["BudgetFilter", "BudgetKeeper", "BudgetMetrics", "BudgetOptions", "Ledger"]
+__all__ = [
+    "BudgetFilter",
+    "BudgetKeeper",
+    "BudgetMetrics",
+    "BudgetOptions",
+    "Ledger",
+    "ToolCallBudget",
+    "ToolCallRefused",
+]

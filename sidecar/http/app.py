@@ -26,7 +26,7 @@ from holdfast.logs import (
     request_id_from,
 )
 from holdfast.mcp.client import McpClient
-from sidecar.budgets import BudgetFilter
+from sidecar.budgets import BudgetFilter, ToolCallBudget
 from sidecar.config import ConfigState, PriceTable
 from sidecar.contracts import (
     ContractBook,
@@ -41,7 +41,7 @@ from sidecar.experiments import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator, OfrepApi
 from sidecar.http.guard import Guard
 from sidecar.http.models import Models
-from sidecar.mcp import Backends, McpMetrics, McpServer, Methods, ToolCalls
+from sidecar.mcp import Backends, DriftLog, McpMetrics, McpServer, Methods, ToolCalls
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
 from sidecar.pins import Pinning, StateLookup, StateTable
 from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
@@ -84,6 +84,8 @@ class Parts:
     # a table of its own, and a lookup that finds nothing in etcd (served alone, in tests).
     states: StateTable | None = None
     state_lookup: StateLookup | None = None
+    mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
+    tool_calls: ToolCallBudget | None = None  # None: no tool-call limits on this surface
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -261,6 +263,7 @@ def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) ->
     methods = Methods(
         settings.agent, parts.config, parts.pinning, contracts, metrics.contracts,
         McpMetrics(metrics.registry, settings.agent), backends, ToolCalls(backends, breakers),
+        parts.mcp_drift, parts.tool_calls,
     )  # fmt: skip
     server = McpServer(
         methods,
