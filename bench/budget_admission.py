@@ -118,7 +118,7 @@ def admission_cost(kind: str, rounds: int = ROUNDS, per_round: int = PER_ROUND) 
                 request_id="r",
                 headers={},
             )
-            _run_ready(flt.await_first_slices(exchange))
+            _run_ready(flt.await_admission(exchange))
             chain = Chain.open([flt], exchange)
             chain.answer(200, CHAT.decode_body(ANSWER))
             chain.close(done)

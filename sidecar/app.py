@@ -14,7 +14,15 @@ from holdfast.logs import (
 )
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
+from sidecar.budgets import (
+    AdmissionQueue,
+    BudgetFilter,
+    BudgetKeeper,
+    BudgetMetrics,
+    BudgetOptions,
+    Ledger,
+    estimator,
+)
 from sidecar.config import (
     CONFIG_KINDS,
     ConfigSnapshot,
@@ -108,6 +116,13 @@ class Sidecar:
         self.budget_metrics = BudgetMetrics(
             self.metrics.registry, settings.agent, self.budget_ledger
         )
+        self.budget_queue = AdmissionQueue(
+            self.budget_ledger,
+            max_waiting=settings.budget_queue_max,
+            max_bytes=settings.budget_queue_max_bytes,
+            # a slice short here can grow only while this sidecar hears from the controller
+            slices_live=lambda: self.budgets.mirror.connected,
+        )
         self.budgets = BudgetKeeper(
             self.store,
             self.keyspace,
@@ -116,7 +131,9 @@ class Sidecar:
             sidecar_id=settings.effective_sidecar_id,
             interval=settings.budget_report_interval,
             idle_after=settings.budget_idle_after,
+            queue=self.budget_queue,
         )
+        self.budget_queue.on_join = self.budgets.wake
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -219,7 +236,7 @@ class Sidecar:
         options = BudgetOptions(
             agent=self.settings.agent,
             default_cap=self.settings.budget_max_tokens,
-            estimator="chars" if self.settings.budget_estimator == "chars" else "bytes",
+            estimator=estimator(self.settings.budget_estimator),
             first_slice_wait=self.settings.budget_first_slice_wait,
         )
         return BudgetFilter(
@@ -229,4 +246,6 @@ class Sidecar:
             self.budget_metrics,
             prices=self.prices,
             first_slice=self.budgets.wait_for_slices,
+            queue=self.budget_queue,
+            slices_live=self.budget_queue.slices_live,
         )

@@ -30,7 +30,9 @@ class Holder:
     used: int = 0  # settled + reserved, from its spend report for this window
     returned: int = 0
     live: bool = False
-    want: int = 0  # the largest request it refused since its last report (0: none)
+    want: int = 0  # the largest request it refused (or has waiting) since its last report
+    queued: int = 0  # what the requests waiting for room on it need, together (0: none wait)
+    reserved: int = 0  # what it has reserved in flight (part of ``used``)
 
     @property
     def claim(self) -> int:
@@ -60,7 +62,14 @@ def plan(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
     refuse a larger request; holders with the least headroom are topped up first, never
     beyond the unclaimed part of the limit, and by at most ``unclaimed / (live + 1)`` each per
     tick, so that a sidecar that joins a moment later still finds something to take.
+
+    While requests wait for room somewhere (``queued``), slices follow that demand instead:
+    only holders with waiting requests are topped up, each toward what its waiting requests
+    need (at least its share, at least its largest request), least headroom first; the others
+    give their idle headroom back (sidecar.budgets.keeper) for the next tick to hand out.
     """
+    if any(h.live and h.queued for h in holders.values()):
+        return _plan_for_demand(limit, holders)
     grants = {name: h.grant for name, h in holders.items()}
     live = [name for name, h in holders.items() if h.live]
     if not live:
@@ -75,6 +84,23 @@ def plan(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
         h = holders[name]
         headroom = h.claim - h.used
         top_up = min(free, max(fair, h.want) - headroom, max(step, h.want))
+        if top_up >= MIN_TOP_UP:
+            grants[name] = h.grant + top_up
+            free -= top_up
+    return grants
+
+
+def _plan_for_demand(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
+    grants = {name: h.grant for name, h in holders.items()}
+    free = limit - claimed(holders)
+    fair = share(limit, holders)
+    waiting = [name for name, h in holders.items() if h.live and h.queued]
+    by_headroom = sorted(waiting, key=lambda n: (holders[n].claim - holders[n].used, n))
+    for name in by_headroom:
+        if free < MIN_TOP_UP:
+            break
+        h = holders[name]
+        top_up = min(free, max(fair, h.want, h.queued) - (h.claim - h.used))
         if top_up >= MIN_TOP_UP:
             grants[name] = h.grant + top_up
             free -= top_up

@@ -3,9 +3,18 @@ provider's usage, and the sidecar's side of fleet-wide slices."""
 
 from __future__ import annotations
 
-from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.filter import BudgetFilter, BudgetOptions, estimator
 from sidecar.budgets.keeper import BudgetKeeper
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.metrics import BudgetMetrics
+from sidecar.budgets.queue import AdmissionQueue
 
-__all__ = ["BudgetFilter", "BudgetKeeper", "BudgetMetrics", "BudgetOptions", "Ledger"]
+__all__ = [
+    "AdmissionQueue",
+    "BudgetFilter",
+    "BudgetKeeper",
+    "BudgetMetrics",
+    "BudgetOptions",
+    "Ledger",
+    "estimator",
+]

@@ -1,0 +1,135 @@
+"""Prompt estimates the dialects share: UTF-8 bytes of JSON, and tokens of a model family's own
+tokenizer where one ships with its data (no download at run time).
+
+Budgets reserve a request's worst case, so an estimate must never be below what the provider
+will count. Two are:
+
+* ``bytes`` -- the UTF-8 size: a byte-level BPE tokenizer never makes a token of less than one
+  byte, so the size of what the provider tokenizes bounds its count (about 4x above it for
+  English);
+* ``tokens`` -- for a model whose family's encoding is bundled with ``quicktok`` (OpenAI's
+  ``o200k_base`` and ``cl100k_base``: gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1/o3/o4, gpt-4,
+  gpt-3.5-turbo, text-embedding-3 and ada-002), the exact count of each text as the provider
+  tokenizes it, plus the framing the provider adds (each dialect says how much). Text parts
+  are counted; what is not text (images, audio, tool definitions whose rendering the provider
+  does not document) is still counted in bytes. Other models, and a family whose tokenizer is
+  still loading, get ``bytes``.
+
+Loading an encoding takes about half a second, so it happens once per process, in a thread, the
+first time a model of the family is estimated (``bytes`` meanwhile); ``load`` does it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any, Final, Protocol
+
+from holdfast.logs import get_logger
+
+log = get_logger(__name__)
+
+_O200K: Final = re.compile(r"(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4)([-.:@].*)?")
+_CL100K: Final = re.compile(
+    r"(gpt-4|gpt-3\.5-turbo|text-embedding-3-small|text-embedding-3-large"
+    r"|text-embedding-ada-002)([-:@].*)?"
+)
+
+
+class Encoding(Protocol):
+    def count(self, text: str) -> int: ...
+
+
+def json_bytes(value: object) -> int:
+    """UTF-8 bytes of ``value``'s compact JSON (lone surrogates kept, as a provider reads them)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def encoding_for(model: str) -> str | None:
+    """The bundled encoding of ``model``'s family (``openai/gpt-4o``, ``ft:gpt-4o-mini:...``
+    included), or None."""
+    name = model.lower().rsplit("/", 1)[-1].removeprefix("ft:")
+    if _O200K.fullmatch(name):
+        return "o200k_base"
+    if _CL100K.fullmatch(name):
+        return "cl100k_base"
+    return None
+
+
+class _Tokenizers:
+    """Encodings by name: loaded in the background on first use, never twice."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Encoding] = {}
+        self.failed: set[str] = set()
+        self._loading: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Encoding | None:
+        encoding = self.loaded.get(name)
+        if encoding is not None or name in self.failed:
+            return encoding
+        with self._lock:
+            if name in self._loading:
+                return None
+            self._loading.add(name)
+        threading.Thread(target=self.load, args=(name,), name=f"load-{name}", daemon=True).start()
+        return None
+
+    def load(self, name: str) -> Encoding | None:
+        """Load ``name`` now (in the calling thread); None when it cannot be had."""
+        if name in self.loaded:
+            return self.loaded[name]
+        try:
+            import quicktok
+
+            encoding: Encoding = quicktok.get_encoding(name)
+        except Exception as exc:  # not installed, or its data unreadable: bytes it is
+            self.failed.add(name)
+            log.warning("tokenizer_unavailable", encoding=name, error=str(exc)[:200])
+            return None
+        self.loaded[name] = encoding
+        log.info("tokenizer_loaded", encoding=name)
+        return encoding
+
+
+TOKENIZERS: Final = _Tokenizers()
+
+
+def load(model: str) -> bool:
+    """Load the tokenizer of ``model``'s family now (tests, benches, warm-up); whether the
+    ``tokens`` estimator now counts that model's prompts with it."""
+    name = encoding_for(model)
+    return name is not None and TOKENIZERS.load(name) is not None
+
+
+def tokenizer(model: str) -> Encoding | None:
+    """The tokenizer of ``model``'s family when it is loaded (its loading starts if need be)."""
+    name = encoding_for(model)
+    return TOKENIZERS.get(name) if name is not None else None
+
+
+def count(encoding: Encoding, text: str) -> int:
+    """Tokens of ``text``; its UTF-8 size when the tokenizer cannot take it (lone surrogates)."""
+    try:
+        return encoding.count(text)
+    except (TypeError, ValueError):
+        return len(text.encode("utf-8", "surrogatepass"))
+
+
+def content_tokens(encoding: Encoding, content: Any) -> int:
+    """A message's content: text counted, other parts (images, audio, files) in bytes."""
+    if isinstance(content, str):
+        return count(encoding, content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and set(part) <= {"type", "text"}:
+                total += count(encoding, text)
+            else:
+                total += json_bytes(part)
+        return total
+    return 0 if content is None else json_bytes(content)
