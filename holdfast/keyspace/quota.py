@@ -144,6 +144,23 @@ def _tail(value: object) -> tuple[int, int]:
     return _count(claim, "tail"), until
 
 
+_REPORT_COUNTS: Final = (
+    "used",
+    "reserved",
+    "returned",
+    "estimated",
+    "want",
+    # optional since queueing: older reports read 0
+    "queued",
+    "waiting",
+    "refused_spent",
+    "refused_busy",
+    "waits",
+    "wait_ms",
+    "wait_max_ms",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpendReport:
     """One sidecar's use of one fleet-wide budget in one window (under the sidecar's lease).
@@ -167,12 +184,19 @@ class SpendReport:
     final: bool = False
     queued: int = 0  # tokens the requests waiting for room on this holder need, together
     waiting: int = 0  # how many requests wait
+    # In the window: refusals because the budget was spent / because a request could not wait,
+    # and the waits for room (how many, milliseconds added up, the longest).
+    refused_spent: int = 0
+    refused_busy: int = 0
+    waits: int = 0
+    wait_ms: int = 0
+    wait_max_ms: int = 0
 
     def __post_init__(self) -> None:
         split_meter(self.scope)
         if not ID_RE.fullmatch(self.holder):
             raise RecordError(f"invalid quota holder {self.holder!r:.140}")
-        for name in ("used", "reserved", "returned", "estimated", "want", "queued", "waiting"):
+        for name in _REPORT_COUNTS:
             _count(getattr(self, name), name)
 
     def encode(self) -> bytes:
@@ -192,8 +216,7 @@ class SpendReport:
             want=_count(f.get("want", 0), "want"),
             at=fields.optional_number(f, "at", 0.0),
             final=f.get("final") is True,
-            queued=_count(f.get("queued", 0), "queued"),
-            waiting=_count(f.get("waiting", 0), "waiting"),
+            **{name: _count(f.get(name, 0), name) for name in _REPORT_COUNTS[5:]},
         )
 
     def public(self) -> dict[str, Any]:
@@ -208,6 +231,5 @@ class SpendReport:
             "want": self.want,
             "at": self.at,
             "final": self.final,
-            "queued": self.queued,
-            "waiting": self.waiting,
+            **{name: getattr(self, name) for name in _REPORT_COUNTS[5:]},
         }

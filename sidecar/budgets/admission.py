@@ -108,29 +108,34 @@ def decide(meters: Sequence[Meter], need: Need, *, slices_live: bool) -> Decisio
     spent = _spent(meters, need, slices_live)
     if spent is None:
         return Wait(short)
-    floor = _fit_floor(meters, need, slices_live)
+    floor, refusing = _fit_floor(meters, need, slices_live)
     if floor is None:
-        return Refuse(spent, need.on(spent))
+        refusing = refusing or spent
+        return Refuse(refusing, need.on(refusing))
     best = largest_cap(meters, need, low=floor)
     if best is not None:
         return Admit(need.capped(best))
     return Wait(_short(meters, need.capped(floor)) or short)
 
 
-def _fit_floor(meters: Sequence[Meter], need: Need, slices_live: bool) -> int | None:
+def _fit_floor(
+    meters: Sequence[Meter], need: Need, slices_live: bool
+) -> tuple[int | None, Meter | None]:
     """The smallest per-choice cap a fitted admission may carry, when the budgets that cannot
-    cover the full need all allow fitting and that cap could fit; else None."""
+    cover the full need all allow fitting and that cap could fit; else None, and the meter on
+    which even that cannot fit (None: fitting is not allowed)."""
     if need.per_choice is None:
-        return None
+        return None, None
     binding = [m for m in meters if not can_fit_later(m, need.on(m), slices_live=slices_live)]
     if not binding or any(m.budget.fit_cap <= 0 for m in binding):
-        return None
+        return None, None
     floor = max(m.budget.fit_cap for m in binding)
     if floor >= need.per_choice:
-        return None  # nothing to lower
-    if _spent(meters, need.capped(floor), slices_live) is not None:
-        return None
-    return floor
+        return None, None  # nothing to lower
+    spent = _spent(meters, need.capped(floor), slices_live)
+    if spent is not None:
+        return None, spent
+    return floor, None
 
 
 def largest_cap(meters: Sequence[Meter], need: Need, *, low: int) -> int | None:

@@ -227,6 +227,8 @@ class BudgetFilter:
             self._note(exchange, _Waited(why=f"its wait ran out ({limit:g}s, the queue timeout)"))
         finally:
             waited = time.monotonic() - started
+            for m in meters:
+                m.tally.waited(round(waited * 1000))
             if result != "admitted":
                 self.queue.leave(waiter)  # a reservation made at the last moment is released
             self.metrics.waited(waited, result)

@@ -272,6 +272,11 @@ class BudgetKeeper:
                 final=final,
                 queued=demand[1],
                 waiting=demand[0],
+                refused_spent=t.refused - t.refused_wait,
+                refused_busy=t.refused_wait,
+                waits=t.waits,
+                wait_ms=t.wait_ms,
+                wait_max_ms=t.wait_max_ms,
             )
         except RecordError as exc:  # one broken meter must not stop the others' reports
             log.warning("budget_spend_report_invalid", scope=scope, reason=str(exc))

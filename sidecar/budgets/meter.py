@@ -29,7 +29,15 @@ class Tally:
     degraded: int = 0
     want: int = 0  # the largest need refused since the last spend report
     reserved_total: int = 0  # every reservation made in this window, added up (a rate's base)
+    waits: int = 0  # requests that waited for room in this window (however the wait ended)
+    wait_ms: int = 0  # their waits, added up
+    wait_max_ms: int = 0
     buckets: Buckets | None = None  # rolling windows: spend per sub-bucket
+
+    def waited(self, ms: int) -> None:
+        self.waits += 1
+        self.wait_ms += ms
+        self.wait_max_ms = max(self.wait_max_ms, ms)
 
     def charge(self, bucket: int, amount: int) -> None:
         if self.buckets is None:
