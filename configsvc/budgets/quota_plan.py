@@ -65,8 +65,9 @@ def plan(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
 
     While requests wait for room somewhere (``queued``), slices follow that demand instead:
     only holders with waiting requests are topped up, each toward what its waiting requests
-    need (at least its share, at least its largest request), least headroom first; the others
-    give their idle headroom back (sidecar.budgets.keeper) for the next tick to hand out.
+    need (at least its share), the one closest to serving the request at its head (``want``)
+    first, and only by enough to serve it: a scrap that serves nobody is left free for the
+    next tick, when idle holders (sidecar.budgets.keeper) will have given theirs back too.
     """
     if any(h.live and h.queued for h in holders.values()):
         return _plan_for_demand(limit, holders)
@@ -94,12 +95,15 @@ def _plan_for_demand(limit: int, holders: Mapping[str, Holder]) -> dict[str, int
     grants = {name: h.grant for name, h in holders.items()}
     free = limit - claimed(holders)
     fair = share(limit, holders)
-    waiting = [name for name, h in holders.items() if h.live and h.queued]
-    by_headroom = sorted(waiting, key=lambda n: (holders[n].claim - holders[n].used, n))
-    for name in by_headroom:
-        if free < MIN_TOP_UP:
-            break
+    def shortfall(name: str) -> int:
         h = holders[name]
+        return h.want - (h.claim - h.used)
+
+    waiting = [name for name, h in holders.items() if h.live and h.queued]
+    for name in sorted(waiting, key=lambda n: (shortfall(n), n)):
+        h = holders[name]
+        if free < max(MIN_TOP_UP, shortfall(name)):
+            continue  # not enough to serve its head: keep it for one that can use it
         top_up = min(free, max(fair, h.want, h.queued) - (h.claim - h.used))
         if top_up >= MIN_TOP_UP:
             grants[name] = h.grant + top_up

@@ -68,6 +68,7 @@ class Admit:
 @dataclass(frozen=True, slots=True)
 class Wait:
     meter: Meter  # the first meter that is short now
+    need: Need  # what it waits for room for: its own need, or the smallest fitted one
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,7 @@ def decide(meters: Sequence[Meter], need: Need, *, slices_live: bool) -> Decisio
         return Admit(need)
     spent = _spent(meters, need, slices_live)
     if spent is None:
-        return Wait(short)
+        return Wait(short, need)
     floor, refusing = _fit_floor(meters, need, slices_live)
     if floor is None:
         refusing = refusing or spent
@@ -115,7 +116,7 @@ def decide(meters: Sequence[Meter], need: Need, *, slices_live: bool) -> Decisio
     best = largest_cap(meters, need, low=floor)
     if best is not None:
         return Admit(need.capped(best))
-    return Wait(_short(meters, need.capped(floor)) or short)
+    return Wait(_short(meters, need.capped(floor)) or short, need.capped(floor))
 
 
 def _fit_floor(

@@ -53,7 +53,7 @@ from holdfast.dialects import Estimator, RequestRefused
 from holdfast.keyspace.price import Price, usd
 from holdfast.keyspace.records import Release
 from holdfast.logs import get_logger
-from sidecar.budgets.admission import Admit, Need, Refuse, decide
+from sidecar.budgets.admission import Admit, Need, Refuse, Wait, decide
 from sidecar.budgets.ledger import Ledger, Refusal, Reservation
 from sidecar.budgets.meter import Meter
 from sidecar.budgets.metrics import BudgetMetrics
@@ -90,6 +90,7 @@ class _Waited:
 
     granted: Granted | None = None
     why: str = ""  # why the request did not wait, or stopped waiting (for the refusal)
+    spent: bool = False  # the queue found that waiting could not help
 
 
 class BudgetFilter:
@@ -206,7 +207,8 @@ class BudgetFilter:
         size = _body_size(exchange)
         waiter = Waiter(key, size, plan, loop.create_future())
         meters, _ = plan() or ([], need)
-        waiter.needs = needs_of(meters, need)
+        now = decide(meters, need, slices_live=self.slices_live())
+        waiter.needs = needs_of(meters, now.need if isinstance(now, Wait) else need)
         if not self.queue.join(waiter):
             self._note(exchange, _Waited(why="the budget queue is full"))
             self.metrics.waited(0.0, "queue_full")
@@ -220,8 +222,11 @@ class BudgetFilter:
             if isinstance(outcome, Granted):
                 result = "admitted"
                 self._note(exchange, _Waited(granted=outcome))
+            elif isinstance(outcome, Refuse):
+                result = SPENT
+                self._note(exchange, _Waited(spent=True))
             else:
-                result = SPENT if isinstance(outcome, Refuse) else "unmetered"
+                result = "unmetered"
         except TimeoutError:
             result = "timeout"
             self._note(exchange, _Waited(why=f"its wait ran out ({limit:g}s, the queue timeout)"))
@@ -317,7 +322,8 @@ class BudgetFilter:
             admitted, refusals = self.ledger.admit(meters, need.tokens, now, micros=need.micros)
             if admitted is None:
                 why = waited.why if waited is not None else ""
-                reason = SPENT if isinstance(decision, Refuse) else COULD_NOT_WAIT
+                spent = isinstance(decision, Refuse) or (waited is not None and waited.spent)
+                reason = SPENT if spent else COULD_NOT_WAIT
                 admitted, price, need = self._degrade(
                     exchange, meters, refusals, need, now, (reason, why)
                 )

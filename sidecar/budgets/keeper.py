@@ -206,7 +206,7 @@ class BudgetKeeper:
             ):
                 continue
             self._give_back_idle(scope, meter, now)
-            self._follow_demand(scope, meter, mine)
+            self._follow_demand(scope, meter, mine, now)
             report = self._report(scope, meter, now, demand=mine)
             if report is not None:
                 out.append(report)
@@ -224,7 +224,9 @@ class BudgetKeeper:
         if quotas is not None and quotas.window == current and quotas.share:
             meter.give_back(EXCESS_SHARES * quotas.share)  # far above an equal part
 
-    def _follow_demand(self, scope: str, meter: Meter, mine: tuple[int, int, int]) -> None:
+    def _follow_demand(
+        self, scope: str, meter: Meter, mine: tuple[int, int, int], now: float
+    ) -> None:
         """Hand headroom to where requests wait (see the module docstring)."""
         t = meter.tally
         seen = self._reserved_seen.get(scope, t.reserved_total)
@@ -236,14 +238,24 @@ class BudgetKeeper:
         current = meter.grant_window if meter.rolling else t.span.id
         if quotas is None or quotas.window != current:
             return
-        if mine[0] and t.reserved == 0:
-            back = meter.give_back(0)  # nothing here can settle: let the pieces be combined
-        elif not mine[0] and set(quotas.demand) - {self.holder}:
+        waiting, _, head = mine
+        headroom = meter.allowance - meter.used
+        if waiting and t.reserved == 0 and headroom < head:
+            # Nothing here can settle and what is held cannot serve the request at the head:
+            # let the controller put it together with what others hold.
+            back = meter.give_back(0)
+        elif not waiting and set(quotas.demand) - {self.holder} and self._idle(scope, now):
             back = meter.give_back(recent)
         else:
             return
         if back:
             log.info("budget_slice_returned", scope=scope, returned=back, to="demand")
+
+    def _idle(self, scope: str, now: float) -> bool:
+        """No admission here for two report intervals: a sidecar whose own burst is only just
+        arriving keeps its slice."""
+        _, since = self._last_admitted.get(scope, (-1, now))
+        return now - since >= 2 * self.interval
 
     def _report(
         self,
@@ -267,7 +279,7 @@ class BudgetKeeper:
                 reserved=t.reserved,
                 returned=meter.returned,
                 estimated=t.estimated,
-                want=max(t.want, demand[2]),
+                want=max(t.want, demand[2]),  # the head's need: room that lets one go
                 at=now,
                 final=final,
                 queued=demand[1],

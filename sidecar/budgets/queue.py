@@ -136,9 +136,9 @@ class AdmissionQueue:
                 outcome: Granted | Refuse | None = None  # nothing meters it any more
             else:
                 meters, need = plan
-                head.needs = needs_of(meters, need)
                 decision = decide(meters, need, slices_live=live)
                 if isinstance(decision, Wait):
+                    head.needs = needs_of(meters, decision.need)
                     return
                 if isinstance(decision, Admit):
                     reservation, _ = self.ledger.admit(
@@ -156,13 +156,16 @@ class AdmissionQueue:
         del self._queues[key]
 
     def demand(self) -> dict[str, tuple[int, int, int]]:
-        """Per meter id: (requests waiting, what they need together, the largest need)."""
+        """Per meter id: (requests waiting, what they need together, the smallest need at the
+        head of a queue -- the room that would let one of them go)."""
         out: dict[str, tuple[int, int, int]] = {}
         for queue in self._queues.values():
-            for w in queue:
+            for position, w in enumerate(queue):
                 for meter, need in w.needs.items():
-                    n, total, most = out.get(meter, (0, 0, 0))
-                    out[meter] = (n + 1, total + need, max(most, need))
+                    n, total, head = out.get(meter, (0, 0, 0))
+                    if position == 0:
+                        head = min(head, need) if head else need
+                    out[meter] = (n + 1, total + need, head)
         return out
 
 

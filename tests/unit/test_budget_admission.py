@@ -165,14 +165,17 @@ def test_plan_follows_demand_and_never_over_claims() -> None:
     free = 1000 - (200 + 50 + 100)
     assert grants["busy"] == 200 + min(free, 580)
     assert sum(max(0, g - holders[n].returned) for n, g in grants.items()) <= 1000
-    # two holders waiting: least headroom first, each up to its need, none past the limit
+    # two holders waiting, 100 free: only b can serve its head with it (40 + 100 >= 116); a
+    # scrap that would leave a short is not handed to it
     two = {
         "a": Holder(grant=300, used=300, live=True, want=116, queued=116),
         "b": Holder(grant=300, used=260, live=True, want=116, queued=232),
     }
     g = plan(700, two)
-    assert g["a"] == 400 and g["b"] == 300  # a: 100 free -> all of it; b: nothing left
+    assert g["a"] == 300 and g["b"] == 400
     assert sum(g.values()) <= 700
+    g = plan(800, two)  # 200 free: b (shortfall 76) first, the rest is not enough for a
+    assert g["b"] == 300 + 192 and g["a"] == 300
 
 
 def test_queue_fields_round_trip_and_old_records_read_defaults() -> None:
