@@ -286,12 +286,15 @@ class BudgetFilter:
         return granted
 
     def _waiting(self, exchange: Exchange) -> list[str]:
-        """The fleet scopes of this request that have room but of which this sidecar holds
-        nothing yet."""
+        """The fleet scopes of this request that have room but of which this sidecar was granted
+        nothing yet (one that gave its slice back waits in the queue, which says so)."""
         return [
             m.scope
             for m in self._meters(exchange)
-            if m.budget.fleet and m.allowance == 0 and max(m.fleet_used, m.used) < m.limit
+            if m.budget.fleet
+            and m.allowance == 0
+            and not m.sliced
+            and max(m.fleet_used, m.used) < m.limit
         ]
 
     # -- admission ----------------------------------------------------------------------

@@ -104,6 +104,12 @@ class Meter:
         return max(0, self.grant - self.returned)
 
     @property
+    def sliced(self) -> bool:
+        """Fleet scopes: whether this sidecar was granted a slice of this window (it may have
+        given all of it back since)."""
+        return self._grant_current() and self.grant > 0
+
+    @property
     def fleet_floor(self) -> int:
         """Fleet scopes: what the fleet has surely settled in this window, as of the last slice
         update (0 when that update belongs to another window)."""
