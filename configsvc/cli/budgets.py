@@ -191,7 +191,7 @@ def register(nouns: Any, leaf: Leaf) -> None:
         default=None,
         metavar="S",
         help="seconds a request that does not fit yet may wait for requests in flight to "
-        "settle or for a bigger slice (5; 0: refuse at once)",
+        "settle or for a bigger slice (10; 0: refuse at once)",
     )
     sp.add_argument(
         "--fit-cap",

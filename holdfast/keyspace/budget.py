@@ -32,7 +32,7 @@ MAX_COST_MICROS: Final = 10**15  # a cost limit: 1 micro-dollar ... 1e9 USD
 COST_PREFIX: Final = "usd:"
 # How long a request that does not fit only because of reservations in flight (or a short fleet
 # slice) may wait for room before a 429; 0 turns waiting off (refuse at once).
-DEFAULT_QUEUE_TIMEOUT: Final = 5.0
+DEFAULT_QUEUE_TIMEOUT: Final = 10.0
 MAX_QUEUE_TIMEOUT: Final = 300.0
 
 

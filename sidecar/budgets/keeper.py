@@ -8,11 +8,12 @@
   (``returned`` only grows), so the controller can hand them to busier sidecars.
 * Slices follow demand: the report says what the requests waiting for room here need
   (``queued``, ``waiting``; sidecar.budgets.queue), and the controller publishes every holder's
-  such demand in ``quotas/<scope>``. A sidecar with no request waiting that sees another's
-  demand gives back its headroom beyond what it reserved in the last report interval; one whose
-  requests wait with nothing of its own in flight (no settlement can make room here) gives back
-  all of it, so the controller can hand the pieces of a fragmented budget to one holder. The
-  report goes out at once when requests start waiting or others' demand arrives.
+  such demand in ``quotas/<scope>``. A sidecar with no request waiting, idle for two report
+  intervals, that sees another's demand gives back its headroom beyond what it reserved in the
+  last interval; one whose slice could not serve the request at the head of its queue even once
+  all it has in flight settles gives back all of its headroom, so the controller can hand the
+  pieces of a fragmented budget to one holder (the one closest to serving its head). The report
+  goes out at once when requests start waiting or others' demand arrives.
 
 The holder id is the sidecar id plus a per-process suffix: a restarted sidecar starts with an
 empty slice instead of re-using one its previous incarnation may have spent already. With etcd
@@ -35,7 +36,7 @@ from typing import Any, Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace, RecordError
-from holdfast.keyspace.quota import Quotas, SpendReport
+from holdfast.keyspace.quota import DEPARTED, Quotas, SpendReport
 from holdfast.logs import get_logger
 from holdfast.store import Store, StoreError
 from holdfast.store.lease import LeaseKeeper
@@ -239,10 +240,11 @@ class BudgetKeeper:
         if quotas is None or quotas.window != current:
             return
         waiting, _, head = mine
-        headroom = meter.allowance - meter.used
-        if waiting and t.reserved == 0 and headroom < head:
-            # Nothing here can settle and what is held cannot serve the request at the head:
-            # let the controller put it together with what others hold.
+        others = any(h not in (self.holder, DEPARTED) for h in quotas.grants)
+        if waiting and meter.allowance - t.spent < head and others:
+            # Even once everything in flight here settles, this slice cannot serve the request
+            # at the head: let the controller put its headroom together with what others hold
+            # (alone, it would only come back). Reservations in flight stay covered.
             back = meter.give_back(0)
         elif not waiting and set(quotas.demand) - {self.holder} and self._idle(scope, now):
             back = meter.give_back(recent)

@@ -185,7 +185,7 @@ def test_queue_fields_round_trip_and_old_records_read_defaults() -> None:
     del old["queue_timeout"], old["fit_cap"]
     from holdfast.keyspace.codec import encode_record
 
-    assert Budget.decode(encode_record("budget", old)).queue_timeout == 5.0
+    assert Budget.decode(encode_record("budget", old)).queue_timeout == 10.0
     for bad in ({"queue_timeout": -1.0}, {"queue_timeout": 301.0}, {"fit_cap": -2}):
         with pytest.raises(ValueError):
             Budget(scope="agent:x", tokens=100, window="day", **bad)  # type: ignore[arg-type]
