@@ -95,6 +95,7 @@ def _plan_for_demand(limit: int, holders: Mapping[str, Holder]) -> dict[str, int
     grants = {name: h.grant for name, h in holders.items()}
     free = limit - claimed(holders)
     fair = share(limit, holders)
+
     def shortfall(name: str) -> int:
         h = holders[name]
         return h.want - (h.claim - h.used)

@@ -127,7 +127,10 @@ class Budget:
         fields.check_name(self.degrade_to, what="degrade release", optional=True)
         if not 0 <= self.request_cap <= MAX_REQUEST_CAP:
             raise RecordError(f"request cap must be between 0 and {MAX_REQUEST_CAP}")
-        if not math.isfinite(self.queue_timeout) or not 0 <= self.queue_timeout <= MAX_QUEUE_TIMEOUT:
+        if (
+            not math.isfinite(self.queue_timeout)
+            or not 0 <= self.queue_timeout <= MAX_QUEUE_TIMEOUT
+        ):
             raise RecordError(f"queue timeout must be 0-{MAX_QUEUE_TIMEOUT:g} seconds")
         if isinstance(self.fit_cap, bool) or not 0 <= self.fit_cap <= MAX_REQUEST_CAP:
             raise RecordError(f"fit cap must be between 0 and {MAX_REQUEST_CAP}")

@@ -146,9 +146,7 @@ class BudgetFilter:
         self.ledger.sync(budgets, now)
         return self.ledger.applicable(self._scopes(exchange), now)
 
-    def _need(
-        self, exchange: Exchange, meters: list[Meter], prompt: int | None = None
-    ) -> Need:
+    def _need(self, exchange: Exchange, meters: list[Meter], prompt: int | None = None) -> Need:
         """The request's worst case on ``meters`` (the prompt estimate unless given)."""
         request = exchange.request
         try:

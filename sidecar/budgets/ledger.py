@@ -71,8 +71,7 @@ class Refusal:
             spent = f"{m.amount(m.used)} used"
         kind = " (rolling)" if m.rolling else ""
         return (
-            f"limit {m.amount(m.limit)}{'' if m.cost else ' tokens'} per {b.window}{kind}, "
-            f"{spent}"
+            f"limit {m.amount(m.limit)}{'' if m.cost else ' tokens'} per {b.window}{kind}, {spent}"
         )
 
 

@@ -95,9 +95,7 @@ async def test_a_burst_uses_the_budget_up_and_never_beyond_it(
             ),
         )
     async with aiohttp.ClientSession() as http:
-        sent = await asyncio.gather(
-            *(one(http, sidecars[i % 2].url, i) for i in range(REQUESTS))
-        )
+        sent = await asyncio.gather(*(one(http, sidecars[i % 2].url, i) for i in range(REQUESTS)))
     served = [x for x in sent if x.status == 200]
     refused = [x for x in sent if x.status != 200]
     codes = Counter((x.status, x.code, x.refusal) for x in refused)

@@ -12,7 +12,7 @@ from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.price import Price
 from holdfast.keyspace.quota import Quotas, SpendReport
 from sidecar.budgets.admission import Admit, Need, Refuse, Wait, decide, largest_cap
-from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.ledger import Ledger, Reservation
 from sidecar.budgets.meter import Meter
 
 NOW = 1_000_000.0
@@ -28,7 +28,7 @@ def meters(*budgets: Budget, grant: int = 0, floor: int = 0) -> tuple[Ledger, li
     return ledger, found
 
 
-def reserve(ledger: Ledger, ms: list[Meter], need: Need) -> object:
+def reserve(ledger: Ledger, ms: list[Meter], need: Need) -> Reservation:
     reservation, _ = ledger.admit(ms, need.tokens, NOW, micros=need.micros)
     assert reservation is not None
     return reservation
@@ -59,7 +59,7 @@ def test_a_fleet_request_waits_for_a_slice_only_while_slices_can_move() -> None:
     ledger.set_grant("agent:a", ms[0].tally.span.id, 200, 300, 300)
     r = reserve(ledger, ms, Need(prompt=20, per_choice=80))
     assert isinstance(decide(ms, need, slices_live=False), Wait)
-    Ledger.settle(r, 10, estimated=False)  # type: ignore[arg-type]
+    Ledger.settle(r, 10, estimated=False)
     assert isinstance(decide(ms, need, slices_live=False), Admit)
     # the fleet's settled spend leaves no room for it: spent, whoever holds what
     ledger.set_grant("agent:a", ms[0].tally.span.id, 200, 950, 950)
@@ -83,7 +83,7 @@ def test_fit_cap_admits_what_is_left_and_refuses_below_it() -> None:
     assert fitted.need.per_choice == 34 and fitted.need.tokens == 50  # all that is left
     held = reserve(ledger, ms, fitted.need)
     assert isinstance(decide(ms, need, slices_live=True), Wait)  # may settle low: wait
-    Ledger.settle(held, 50, estimated=False)  # type: ignore[arg-type]
+    Ledger.settle(held, 50, estimated=False)
     assert isinstance(decide(ms, need, slices_live=True), Refuse)  # 0 left: spent
     # without fit_cap the same request is refused as soon as its worst case cannot fit
     _, plain = meters(Budget(scope="session:s", tokens=420, window="day"))
@@ -113,7 +113,7 @@ def test_fit_cap_counts_choices_and_never_raises_a_cap() -> None:
 def test_a_cost_meter_bounds_the_fitted_cap_too() -> None:
     price = Price(1_000_000, 4_000_000)  # micro-USD per 1M tokens: 1 and 4 micro-USD a token
     budget = Budget(scope="session:s", tokens=10**6, cost=1000, window="day", fit_cap=5)
-    ledger, ms = meters(budget)
+    _, ms = meters(budget)
     [cost] = [m for m in ms if m.cost]
     cost.tally.charge(0, 1000 - 300)  # 300 micro-USD left
     need = Need(prompt=100, per_choice=200, price=price)
@@ -135,22 +135,27 @@ def test_randomized_decisions_never_admit_beyond_a_limit_and_refuse_only_when_sp
             grant=rng.randint(0, 3000),
             floor=rng.randint(0, 400),
         )
-        live: list[object] = []
-        for _ in range(60):  # noqa: B007
+        live: list[Reservation] = []
+        for _ in range(60):
             need = Need(prompt=rng.randint(1, 60), per_choice=rng.randint(1, 200))
-            d = decide(ms, need, slices_live=rng.random() < 0.8)
+            live_slices = rng.random() < 0.8
+            d = decide(ms, need, slices_live=live_slices)
             if isinstance(d, Admit):
                 live.append(reserve(ledger, ms, d.need))
                 assert d.need.tokens <= need.tokens
                 assert all(m.used <= m.allowance for m in ms)
-            elif isinstance(d, Refuse):
+            elif isinstance(d, Refuse):  # the refusing meter cannot take even the smallest form
                 m = d.meter
-                floor = m.tally.spent if not m.budget.fleet else 0
-                smallest = need.prompt + (min(fit, need.per_choice or 0) if fit else need.completion)
-                assert floor + smallest > m.limit or m.budget.fleet
+                low = min(fit, need.per_choice or 0) if fit else need.per_choice
+                smallest = Need(need.prompt, low).tokens
+                if m.budget.fleet:
+                    assert smallest > m.allowance - m.tally.spent
+                    assert not live_slices or m.fleet_floor + smallest > m.limit
+                else:
+                    assert m.tally.spent + smallest > m.limit
             if live and rng.random() < 0.5:
                 r = live.pop(rng.randrange(len(live)))
-                Ledger.settle(r, rng.randint(0, r.amount), estimated=False)  # type: ignore[attr-defined]
+                Ledger.settle(r, rng.randint(0, r.amount), estimated=False)
 
 
 def test_plan_follows_demand_and_never_over_claims() -> None:
@@ -188,10 +193,8 @@ def test_queue_fields_round_trip_and_old_records_read_defaults() -> None:
     assert Budget.decode(encode_record("budget", old)).queue_timeout == 10.0
     for bad in ({"queue_timeout": -1.0}, {"queue_timeout": 301.0}, {"fit_cap": -2}):
         with pytest.raises(ValueError):
-            Budget(scope="agent:x", tokens=100, window="day", **bad)  # type: ignore[arg-type]
+            Budget(scope="agent:x", tokens=100, window="day", **bad)
     q = Quotas(scope="agent:x", window="w", limit=10, used=7, reserved=3, demand={"h.1": 5})
     assert Quotas.decode(q.encode()) == q and q.settled_floor == 4
-    r = SpendReport(
-        scope="agent:x", holder="h.1", window="w", used=3, queued=9, waiting=2, waits=4
-    )
+    r = SpendReport(scope="agent:x", holder="h.1", window="w", used=3, queued=9, waiting=2, waits=4)
     assert SpendReport.decode(r.encode()) == r
