@@ -57,6 +57,8 @@ class Outcome:
     refused_busy: int
     p99_head: float
     elapsed: float
+    wait_mean: float = 0.0  # seconds, the sidecars' own count of waits for room
+    wait_max: float = 0.0
 
     @property
     def share(self) -> float:
@@ -124,6 +126,8 @@ async def scenario(
         refused_busy=codes.count("budget_busy"),
         p99_head=percentile([h for _, _, h in results], 99),
         elapsed=elapsed,
+        wait_mean=usage["wait_mean_ms"] / 1000,
+        wait_max=usage["wait_max_ms"] / 1000,
     )
 
 
@@ -164,7 +168,8 @@ async def run() -> list[Outcome]:
 def render(outcomes: list[Outcome]) -> str:
     rows = [
         f"| {o.worth} ({o.limit} tokens) | {o.burst} | {o.mode} | {o.share:.1%} | {o.served} | "
-        f"{o.refused_spent} + {o.refused_busy} | {o.p99_head:.2f} | {o.produced - o.limit} |"
+        f"{o.refused_spent} + {o.refused_busy} | {o.wait_mean:.2f} / {o.wait_max:.2f} | "
+        f"{o.p99_head:.2f} | {o.produced - o.limit} |"
         for o in outcomes
     ]
     return "\n".join(
@@ -178,12 +183,14 @@ def render(outcomes: list[Outcome]) -> str:
             "`max_tokens` 100 each, ~21 tokens really used each. *queueing*: `--queue-timeout 10",
             "--fit-cap 8`; *immediate*: `--queue-timeout 0` (refused at once when the worst case",
             "does not fit now, as before queueing). Refused: budget spent + could not wait. Wait:",
-            "p99 seconds until the answer's head (a refusal's head is its 429). Overspend: the",
-            "provider's own count of tokens minus the limit.",
+            "mean / longest wait for room, seconds, as the sidecars counted it (`budget usage`);",
+            "p99 head: the agent's view, seconds until the answer's head (a refusal's head is its",
+            "429), which adds the body read, the first turn's pin write and the provider's first",
+            "byte. Overspend: the provider's own count of tokens minus the limit.",
             "",
-            "| budget worth | burst | mode | budget used | served | refused | p99 wait s | "
-            "overspend |",
-            "|---|---|---|---|---|---|---|---|",
+            "| budget worth | burst | mode | budget used | served | refused | wait s | "
+            "p99 head s | overspend |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "Immediate refusal leaves most of a budget unused in a burst: every request reserves",

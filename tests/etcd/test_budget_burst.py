@@ -52,7 +52,6 @@ async def one(http: aiohttp.ClientSession, url: str, i: int) -> Sent:
         if resp.status != 200:
             error = (await resp.json())["error"]
             refusal = resp.headers.get("X-Holdfast-Budget-Refusal", "")
-            print("REFUSED", i, round(head, 2), error["message"])
             return Sent(i, resp.status, error["code"], refusal, head)
         await resp.read()
         return Sent(i, 200, "", "", head)
@@ -128,6 +127,8 @@ async def test_a_burst_uses_the_budget_up_and_never_beyond_it(
         usage = json.loads(stack.ctl("--json", "budget", "usage", SCOPE).stdout)["usage"]
     assert usage["waits"] > 0 and usage["refused_could_not_wait"] == 0, usage
     assert usage["wait_max_ms"] <= QUEUE_TIMEOUT * 1000, usage
-    assert max(x.seconds for x in sent) < QUEUE_TIMEOUT + 2.0, sorted(x.seconds for x in sent)
+    # the agents' view adds what comes before the wait (the body read, a first turn's pin
+    # write to etcd) and after it (the provider's first byte)
+    assert max(x.seconds for x in sent) < QUEUE_TIMEOUT + 5.0, sorted(x.seconds for x in sent)
     human = stack.ctl("budget", "usage", SCOPE).stdout
     assert "could not wait" in human and "waited" in human, human
