@@ -167,15 +167,19 @@ class BudgetFilter:
     async def await_admission(self, exchange: Exchange) -> None:
         """Before ``open``: wait for this sidecar's first slice, then for room, when waiting
         can help; ``open`` decides (and, for a request that did not wait, reserves)."""
-        first = await self._await_first_slices(exchange)
+        meters = self._meters(exchange)
+        if not meters:
+            return
+        first = await self._await_first_slices(exchange, meters)
         try:
-            meters = self._meters(exchange)
-            if not meters:
-                return
+            if first is not None:
+                meters = self._meters(exchange)  # the wait may have brought slices
+            key = tuple(m.id for m in meters)
+            if not self.queue.busy(key) and self._fits_at_most(exchange, meters):
+                return  # open admits it at once: nothing awaits in between
             need = self._need(exchange, meters)
         except SidecarError:
             return  # open raises it, with everything the chain needs to know
-        key = tuple(m.id for m in meters)
         decision = decide(meters, need, slices_live=self.slices_live())
         if isinstance(decision, Refuse):
             return  # spent: open refuses
@@ -253,14 +257,14 @@ class BudgetFilter:
             Ledger.release(waited.granted.reservation)
             self.queue.pump()
 
-    async def _await_first_slices(self, exchange: Exchange) -> bool | None:
+    async def _await_first_slices(self, exchange: Exchange, meters: list[Meter]) -> bool | None:
         """A request under a fleet-wide budget of which this sidecar holds no slice yet (it
         just started, or the window just turned) while the fleet has room waits, at most
         ``first_slice_wait``, for the controller's slices instead of a 429 that says "this
         sidecar holds 0". None: nothing to wait for; else whether the slices came."""
         if self.first_slice is None or self.options.first_slice_wait <= 0:
             return None
-        waiting = self._waiting(exchange)
+        waiting = self._waiting(exchange, meters)
         if not waiting:
             return None
         # New slices for other sidecars (or a tick that came before this sidecar's first report)
@@ -283,12 +287,21 @@ class BudgetFilter:
         )
         return granted
 
-    def _waiting(self, exchange: Exchange) -> list[str]:
+    def _fits_at_most(self, exchange: Exchange, meters: list[Meter]) -> bool:
+        """Whether the request fits now even with its whole body counted as prompt tokens (a
+        bound of any estimate, found without estimating): the common case, decided cheaply."""
+        length = exchange.headers.get("Content-Length", "")
+        if not length.isdigit():
+            return False
+        bound = self._need(exchange, meters, prompt=int(length))
+        return all(m.fits(bound.on(m)) for m in meters)
+
+    def _waiting(self, exchange: Exchange, meters: list[Meter] | None = None) -> list[str]:
         """The fleet scopes of this request that have room but of which this sidecar was granted
         nothing yet (one that gave its slice back waits in the queue, which says so)."""
         return [
             m.scope
-            for m in self._meters(exchange)
+            for m in (meters if meters is not None else self._meters(exchange))
             if m.budget.fleet
             and m.allowance == 0
             and not m.sliced
