@@ -4,6 +4,7 @@ bounds of what the provider counts, and closer."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import quicktok
@@ -59,24 +60,27 @@ def test_tokens_bound_the_documented_count_and_undercut_bytes(
 def test_what_is_not_text_stays_in_bytes() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 400}}
-    body = {
+    calls = [{"id": "c1", "function": {"name": "f"}}]
+    response_format = {"type": "json_schema", "json_schema": {"name": "x"}}
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "look"}, image]},
+        {"role": "assistant", "tool_calls": calls},
+    ]
+    body: dict[str, Any] = {
         "model": "gpt-4o",
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "look"}, image]},
-            {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "f"}}]},
-        ],
+        "messages": messages,
         "tools": tools,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+        "response_format": response_format,
     }
     tokens = CHAT.parse(body).prompt_estimate("tokens")
     in_bytes = (
         estimate.json_bytes(tools)
         + estimate.json_bytes(image)
-        + estimate.json_bytes({"tool_calls": body["messages"][1]["tool_calls"]})
-        + estimate.json_bytes(body["response_format"])
+        + estimate.json_bytes({"tool_calls": calls})
+        + estimate.json_bytes(response_format)
     )
     assert tokens > in_bytes  # plus the text's tokens and the framing
-    assert CHAT.parse(body).prompt_estimate("bytes") >= estimate.json_bytes(body["messages"])
+    assert CHAT.parse(body).prompt_estimate("bytes") >= estimate.json_bytes(messages)
 
 
 def test_other_models_and_broken_text_fall_back_to_bytes() -> None:
