@@ -1,6 +1,7 @@
 """Budgets under a burst: how much of a budget a burst gets, with queueing and without.
 
-One etcd, configsvc (budget controller), the fake upstream and two sidecars, real processes.
+One etcd, configsvc (budget controller), the fake upstream and two sidecars (prompts estimated
+in ``tokens``: the release's model is ``gpt-4o-mini``), real processes.
 Each scenario gives one fleet-wide scope (``tenant:<scenario>``, so scenarios share nothing) a
 budget worth N requests and sends 3N... requests at once to the two sidecars: half streamed,
 ``max_tokens`` 100 each, each really using ~21 tokens (11 prompt + 10 completion, the fake's
@@ -142,7 +143,10 @@ async def _wait_slices(http: aiohttp.ClientSession, urls: list[str], scope: str)
 
 
 async def run() -> list[Outcome]:
-    args = ("--budget-report-interval", "0.2", "--max-concurrent-requests", "2000")
+    args = (
+        "--budget-report-interval", "0.2", "--budget-prompt-estimator", "tokens",
+        "--max-concurrent-requests", "2000",
+    )  # fmt: skip
     with fleet("bench-burst", 2, *args) as running:
         connector = aiohttp.TCPConnector(limit=0)  # the whole burst at once
         async with aiohttp.ClientSession(connector=connector) as http:
@@ -178,7 +182,8 @@ def render(outcomes: list[Outcome]) -> str:
             "## Budgets under a burst: queueing against immediate refusal",
             "",
             f"`python -m bench.budget_burst`, {time.strftime('%Y-%m-%d %H:%M UTC')}, on a shared",
-            "2-core machine (other work running). Two sidecars share a fleet-wide budget worth",
+            "2-core machine (other work running). Two sidecars (`--budget-prompt-estimator tokens`)",
+            "share a fleet-wide budget worth",
             f"N requests (N x {PER_REQUEST} tokens); a burst of requests at once, half streamed,",
             "`max_tokens` 100 each, ~21 tokens really used each. *queueing*: `--queue-timeout 10",
             "--fit-cap 8`; *immediate*: `--queue-timeout 0` (refused at once when the worst case",

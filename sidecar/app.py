@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from holdfast.dialects import estimate
 from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     get_logger,
@@ -143,6 +144,10 @@ class Sidecar:
         return self.mirror
 
     async def start(self) -> None:
+        if self.settings.budget_estimator == "tokens":
+            # before anything runs: loading holds the interpreter for about a second
+            loaded = estimate.preload()
+            log.info("budget_tokenizers_loaded", encodings=loaded)
         saved = persist.load(self.snapshot_path)
         if saved is not None:
             self.config.apply_reset(saved.revision, saved.kvs, "snapshot")

@@ -12,18 +12,19 @@ will count. Two are:
   gpt-3.5-turbo, text-embedding-3 and ada-002), the exact count of each text as the provider
   tokenizes it, plus the framing the provider adds (each dialect says how much). Text parts
   are counted; what is not text (images, audio, tool definitions whose rendering the provider
-  does not document) is still counted in bytes. Other models, and a family whose tokenizer is
-  still loading, get ``bytes``.
+  does not document) is still counted in bytes. Other models, and every model while the
+  encodings are not loaded, get ``bytes``.
 
-Loading an encoding takes about half a second, so it happens once per process, in a thread, the
-first time a model of the family is estimated (``bytes`` meanwhile); ``load`` does it at once.
+Loading the encodings takes about half a second each and holds the interpreter (the tokenizer's
+constructor does not release the GIL) and about 95 MB of memory for both, so nothing loads them
+on the request path: a process that wants ``tokens`` calls ``preload`` before it serves (the
+sidecar does, when ``--budget-prompt-estimator tokens`` is set).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from typing import Any, Final, Protocol
 
 from holdfast.logs import get_logger
@@ -58,57 +59,42 @@ def encoding_for(model: str) -> str | None:
     return None
 
 
-class _Tokenizers:
-    """Encodings by name: loaded in the background on first use, never twice."""
+ENCODINGS: Final = ("o200k_base", "cl100k_base")
+_LOADED: dict[str, Encoding] = {}
 
-    def __init__(self) -> None:
-        self.loaded: dict[str, Encoding] = {}
-        self.failed: set[str] = set()
-        self._loading: set[str] = set()
-        self._lock = threading.Lock()
 
-    def get(self, name: str) -> Encoding | None:
-        encoding = self.loaded.get(name)
-        if encoding is not None or name in self.failed:
-            return encoding
-        with self._lock:
-            if name in self._loading:
-                return None
-            self._loading.add(name)
-        threading.Thread(target=self.load, args=(name,), name=f"load-{name}", daemon=True).start()
+def load_encoding(name: str) -> Encoding | None:
+    """Load one bundled encoding now (blocking); None when it cannot be had."""
+    if name in _LOADED:
+        return _LOADED[name]
+    try:
+        import quicktok  # noqa: PLC0415 - only a process that estimates in tokens needs it
+
+        encoding: Encoding = quicktok.get_encoding(name)
+    except Exception as exc:  # not installed, or its data unreadable: bytes it is
+        log.warning("tokenizer_unavailable", encoding=name, error=str(exc)[:200])
         return None
-
-    def load(self, name: str) -> Encoding | None:
-        """Load ``name`` now (in the calling thread); None when it cannot be had."""
-        if name in self.loaded:
-            return self.loaded[name]
-        try:
-            import quicktok
-
-            encoding: Encoding = quicktok.get_encoding(name)
-        except Exception as exc:  # not installed, or its data unreadable: bytes it is
-            self.failed.add(name)
-            log.warning("tokenizer_unavailable", encoding=name, error=str(exc)[:200])
-            return None
-        self.loaded[name] = encoding
-        log.info("tokenizer_loaded", encoding=name)
-        return encoding
+    _LOADED[name] = encoding
+    log.info("tokenizer_loaded", encoding=name)
+    return encoding
 
 
-TOKENIZERS: Final = _Tokenizers()
+def preload() -> list[str]:
+    """Load every bundled encoding (before serving: it blocks); the names that loaded."""
+    return [name for name in ENCODINGS if load_encoding(name) is not None]
 
 
 def load(model: str) -> bool:
-    """Load the tokenizer of ``model``'s family now (tests, benches, warm-up); whether the
-    ``tokens`` estimator now counts that model's prompts with it."""
+    """Load the tokenizer of ``model``'s family now (tests, benches); whether the ``tokens``
+    estimator now counts that model's prompts with it."""
     name = encoding_for(model)
-    return name is not None and TOKENIZERS.load(name) is not None
+    return name is not None and load_encoding(name) is not None
 
 
 def tokenizer(model: str) -> Encoding | None:
-    """The tokenizer of ``model``'s family when it is loaded (its loading starts if need be)."""
+    """The tokenizer of ``model``'s family, when it was loaded; never loads on this path."""
     name = encoding_for(model)
-    return TOKENIZERS.get(name) if name is not None else None
+    return _LOADED.get(name) if name is not None else None
 
 
 def count(encoding: Encoding, text: str) -> int:

@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-prompt-estimator",
         choices=("tokens", "bytes", "chars"),
         default=DEFAULT_BUDGET_ESTIMATOR,
-        help="tokens: the model family's tokenizer where one ships offline, else bytes; bytes: "
-        "UTF-8 size (both upper bounds: no overspend); chars: chars/4, closer but may be short "
-        "(default %(default)s)",
+        help="bytes: UTF-8 size; tokens: the model family's tokenizer where one ships with its "
+        "data, else bytes (both upper bounds: no overspend; tokens loads ~95 MB of encodings "
+        "at start); chars: chars/4, closer but may be short (default %(default)s)",
     )
     p.add_argument(
         "--budget-report-interval",

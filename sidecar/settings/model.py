@@ -39,7 +39,7 @@ ENV_PIN_CREATE_TIMEOUT: Final = "HOLDFAST_PIN_CREATE_TIMEOUT"
 DEFAULT_PIN_CREATE_TIMEOUT: Final = 0.25  # a new session's first turn waits at most this on etcd
 MAX_PIN_CREATE_TIMEOUT: Final = 10.0
 DEFAULT_BUDGET_MAX_TOKENS: Final = 4096
-DEFAULT_BUDGET_ESTIMATOR: Final = "tokens"
+DEFAULT_BUDGET_ESTIMATOR: Final = "bytes"
 DEFAULT_BUDGET_REPORT_INTERVAL: Final = 0.5
 DEFAULT_BUDGET_IDLE_AFTER: Final = 30.0
 # A fresh sidecar (or a new window) holds no fleet slice yet: a request waits this long for one.

@@ -25,7 +25,10 @@ REQUESTS = 60
 QUEUE_TIMEOUT = 10.0
 FIT_CAP = 8
 # a saturated machine must not turn into upstream timeouts: this test is about budgets
-FAST = ("--budget-report-interval", "0.2", "--connect-timeout", "30", "--first-byte-timeout", "60")
+FAST = (
+    "--budget-report-interval", "0.2", "--budget-prompt-estimator", "tokens",
+    "--connect-timeout", "30", "--first-byte-timeout", "60",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
