@@ -68,7 +68,7 @@ def load_encoding(name: str) -> Encoding | None:
     if name in _LOADED:
         return _LOADED[name]
     try:
-        import quicktok  # noqa: PLC0415 - only a process that estimates in tokens needs it
+        import quicktok  # only a process that estimates in tokens needs it
 
         encoding: Encoding = quicktok.get_encoding(name)
     except Exception as exc:  # not installed, or its data unreadable: bytes it is
