@@ -198,3 +198,36 @@ def test_queue_fields_round_trip_and_old_records_read_defaults() -> None:
     assert Quotas.decode(q.encode()) == q and q.settled_floor == 4
     r = SpendReport(scope="agent:x", holder="h.1", window="w", used=3, queued=9, waiting=2, waits=4)
     assert SpendReport.decode(r.encode()) == r
+
+
+async def test_the_queue_is_bounded_fifo_per_scope_set_and_releases_what_nobody_took() -> None:
+    import asyncio
+
+    from sidecar.budgets.queue import AdmissionQueue, Granted, Waiter
+
+    ledger, ms = meters(Budget(scope="session:s", tokens=300, window="day"))
+    queue = AdmissionQueue(ledger, max_waiting=3, max_bytes=1000)
+    loop = asyncio.get_running_loop()
+    need = Need(prompt=20, per_choice=100)  # 120 each: two fit the limit at once
+
+    def waiter(size: int = 100) -> Waiter:
+        return Waiter(("session:s",), size, lambda: (ms, need), loop.create_future())
+
+    held = reserve(ledger, ms, Need(prompt=100, per_choice=100))  # 200 in flight: 100 left
+    first, second, third = waiter(), waiter(), waiter()
+    assert queue.join(first) and queue.join(second)
+    assert not queue.join(waiter(size=900))  # the bytes bound
+    assert queue.join(third) and not queue.join(waiter())  # the count bound
+    queue.pump()
+    assert not first.future.done() and queue.busy(("session:s",))
+    Ledger.settle(held, 60, estimated=False)  # 240 left: room for two, in order
+    queue.pump()
+    assert isinstance(first.future.result(), Granted) and isinstance(
+        second.future.result(), Granted
+    )
+    assert queue.waiting == 1 and ms[0].tally.reserved == 240
+    # a request granted a reservation that it never took (its agent left) gives it back, and
+    # the room goes to the next in line
+    queue.leave(second)
+    assert isinstance(third.future.result(), Granted) and queue.waiting == 0
+    assert ms[0].tally.reserved == 240 and ms[0].tally.admitted == 3  # held, first, third
