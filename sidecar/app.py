@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from holdfast.dialects import estimate
 from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     get_logger,
@@ -15,12 +16,14 @@ from holdfast.logs import (
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar.budgets import (
+    AdmissionQueue,
     BudgetFilter,
     BudgetKeeper,
     BudgetMetrics,
     BudgetOptions,
     Ledger,
     ToolCallBudget,
+    estimator,
 )
 from sidecar.config import (
     CONFIG_KINDS,
@@ -153,6 +156,13 @@ class Sidecar:
         self.budget_metrics = BudgetMetrics(
             self.metrics.registry, settings.agent, self.budget_ledger
         )
+        self.budget_queue = AdmissionQueue(
+            self.budget_ledger,
+            max_waiting=settings.budget_queue_max,
+            max_bytes=settings.budget_queue_max_bytes,
+            # a slice short here can grow only while this sidecar hears from the controller
+            slices_live=lambda: self.budgets.mirror.connected,
+        )
         self.budgets = BudgetKeeper(
             self.store,
             self.keyspace,
@@ -161,7 +171,9 @@ class Sidecar:
             sidecar_id=settings.effective_sidecar_id,
             interval=settings.budget_report_interval,
             idle_after=settings.budget_idle_after,
+            queue=self.budget_queue,
         )
+        self.budget_queue.on_join = self.budgets.wake
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -172,6 +184,10 @@ class Sidecar:
 
     async def start(self) -> None:
         self.metrics.loop_lag.start()
+        if self.settings.budget_estimator == "tokens":
+            # before anything runs: loading holds the interpreter for about a second
+            loaded = estimate.preload()
+            log.info("budget_tokenizers_loaded", encodings=loaded)
         saved = persist.load(self.snapshot_path)
         if saved is not None:
             self.config.apply_reset(saved.revision, saved.kvs, "snapshot")
@@ -290,7 +306,7 @@ class Sidecar:
         options = BudgetOptions(
             agent=self.settings.agent,
             default_cap=self.settings.budget_max_tokens,
-            estimator="chars" if self.settings.budget_estimator == "chars" else "bytes",
+            estimator=estimator(self.settings.budget_estimator),
             first_slice_wait=self.settings.budget_first_slice_wait,
         )
         return BudgetFilter(
@@ -300,4 +316,6 @@ class Sidecar:
             self.budget_metrics,
             prices=self.prices,
             first_slice=self.budgets.wait_for_slices,
+            queue=self.budget_queue,
+            slices_live=self.budget_queue.slices_live,
         )

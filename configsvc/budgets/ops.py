@@ -14,7 +14,7 @@ from holdfast.budgets.window import is_rolling
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.budget import Budget, scope_kind
 from holdfast.keyspace.price import usd
-from holdfast.keyspace.quota import Quotas
+from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
 
@@ -82,6 +82,8 @@ class BudgetOps:
                 degrade_to=req.degrade_to,
                 request_cap=req.request_cap,
                 cost=req.cost,
+                queue_timeout=req.queue_timeout,
+                fit_cap=req.fit_cap,
                 updated_at=self.service.clock(),
                 updated_by=actor,
             )
@@ -184,6 +186,7 @@ class BudgetOps:
                 r.reserved for r in reports if (rolling or r.window == span.id) and not r.final
             ),
             "estimated": sum(r.estimated for r in reports if rolling or r.window == span.id),
+            **_queueing([r for r in reports if (rolling or r.window == span.id) and not r.final]),
             "holders": [
                 {
                     "holder": name,
@@ -191,13 +194,29 @@ class BudgetOps:
                     "used": h.used,
                     "returned": h.returned,
                     "live": h.live,
+                    "queued": h.queued,
                 }
                 for name, h in sorted(holders.items())
             ],
         }
 
 
+def _queueing(reports: list[SpendReport]) -> dict[str, Any]:
+    """Requests waiting for room now, and this window's waits and refusals, fleet-wide."""
+    waits = sum(r.waits for r in reports)
+    return {
+        "waiting": sum(r.waiting for r in reports),
+        "queued": sum(r.queued for r in reports),
+        "refused_spent": sum(r.refused_spent for r in reports),
+        "refused_could_not_wait": sum(r.refused_busy for r in reports),
+        "waits": waits,
+        "wait_mean_ms": round(sum(r.wait_ms for r in reports) / waits) if waits else 0,
+        "wait_max_ms": max((r.wait_max_ms for r in reports), default=0),
+    }
+
+
 _MONEY: Final = (
+    "queued",
     "limit",
     "used",
     "remaining",
@@ -212,7 +231,7 @@ def _in_usd(usage: dict[str, Any]) -> dict[str, Any]:
     """A cost meter's usage with its micro-dollar amounts as USD strings."""
     out = {k: usd(v) if k in _MONEY else v for k, v in usage.items()}
     out["holders"] = [
-        {k: usd(v) if k in ("grant", "used", "returned") else v for k, v in h.items()}
+        {k: usd(v) if k in ("grant", "used", "returned", "queued") else v for k, v in h.items()}
         for h in usage["holders"]
     ]
     return out

@@ -20,7 +20,7 @@ from holdfast.logs import get_logger
 
 log = get_logger(__name__)
 
-Estimator = Literal["bytes", "chars"]
+Estimator = Literal["tokens", "bytes", "chars"]
 # A neutral error class; each dialect names it in its own error shape (see ``error_body``).
 ErrorKind = Literal["invalid_request", "not_found", "quota", "upstream", "service"]
 
@@ -191,7 +191,9 @@ class RequestView(Protocol):
         ...
 
     def prompt_estimate(self, estimator: Estimator) -> int:
-        """Tokens the prompt may take: an upper bound with ``bytes``, closer with ``chars``."""
+        """Tokens the prompt may take: an upper bound with ``tokens`` (the model family's
+        tokenizer, holdfast.dialects.estimate; ``bytes`` without one) and ``bytes``, closer
+        but possibly short with ``chars``."""
         ...
 
     def text_chars(self) -> int:

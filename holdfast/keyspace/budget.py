@@ -35,6 +35,10 @@ MAX_COST_MICROS: Final = 10**15  # a cost limit: 1 micro-dollar ... 1e9 USD
 # starts with ``usd:``): the same ledger, rolling windows, quota slices and spend reports,
 # counted in micro-dollars (holdfast.keyspace.price).
 COST_PREFIX: Final = "usd:"
+# How long a request that does not fit only because of reservations in flight (or a short fleet
+# slice) may wait for room before a 429; 0 turns waiting off (refuse at once).
+DEFAULT_QUEUE_TIMEOUT: Final = 10.0
+MAX_QUEUE_TIMEOUT: Final = 300.0
 
 
 def meter_id(scope: str, unit: str) -> str:
@@ -93,6 +97,12 @@ class Budget:
     degrade_to: str = ""  # release of the requesting agent that serves once exhausted
     request_cap: int = 0  # max_tokens written into requests that carry none (0: sidecar default)
     cost: int = 0  # limit per window in micro-dollars (0: no cost limit)
+    # Seconds a request may wait for reservations in flight to settle or for a bigger slice
+    # (records written before it existed read the default).
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    # A request whose worst case can no longer fit is admitted with its output cap lowered to
+    # what is left, when that is at least this many tokens per choice (0: never; refuse).
+    fit_cap: int = 0
     updated_at: float = 0.0
     updated_by: str = ""
     fleet: bool = field(init=False, compare=False, repr=False)  # agent, tenant or global
@@ -133,6 +143,13 @@ class Budget:
         fields.check_name(self.degrade_to, what="degrade release", optional=True)
         if not 0 <= self.request_cap <= MAX_REQUEST_CAP:
             raise RecordError(f"request cap must be between 0 and {MAX_REQUEST_CAP}")
+        if (
+            not math.isfinite(self.queue_timeout)
+            or not 0 <= self.queue_timeout <= MAX_QUEUE_TIMEOUT
+        ):
+            raise RecordError(f"queue timeout must be 0-{MAX_QUEUE_TIMEOUT:g} seconds")
+        if isinstance(self.fit_cap, bool) or not 0 <= self.fit_cap <= MAX_REQUEST_CAP:
+            raise RecordError(f"fit cap must be between 0 and {MAX_REQUEST_CAP}")
 
     def meters(self) -> list[tuple[str, str, int]]:
         """``(meter id, unit, limit)`` of each limit this budget sets."""
@@ -162,6 +179,8 @@ class Budget:
             degrade_to=fields.name(f, "degrade_to", optional=True),
             request_cap=fields.integer(f, "request_cap", default=0),
             cost=fields.integer(f, "cost", default=0),
+            queue_timeout=fields.finite(f, "queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+            fit_cap=fields.integer(f, "fit_cap", default=0),
             updated_at=fields.optional_number(f, "updated_at", 0.0),
             updated_by=fields.text(f, "updated_by", optional=True),
         )
@@ -178,6 +197,8 @@ class Budget:
             "degrade_to": self.degrade_to,
             "request_cap": self.request_cap,
             "cost": self.cost,
+            "queue_timeout": self.queue_timeout,
+            "fit_cap": self.fit_cap,
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
         }

@@ -3,13 +3,15 @@ provider's usage, and the sidecar's side of fleet-wide slices; tool-call limits 
 
 from __future__ import annotations
 
-from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.filter import BudgetFilter, BudgetOptions, estimator
 from sidecar.budgets.keeper import BudgetKeeper
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.metrics import BudgetMetrics
+from sidecar.budgets.queue import AdmissionQueue
 from sidecar.budgets.tool_calls import ToolCallBudget, ToolCallRefused
 
 __all__ = [
+    "AdmissionQueue",
     "BudgetFilter",
     "BudgetKeeper",
     "BudgetMetrics",
@@ -17,4 +19,5 @@ __all__ = [
     "Ledger",
     "ToolCallBudget",
     "ToolCallRefused",
+    "estimator",
 ]

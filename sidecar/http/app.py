@@ -187,7 +187,7 @@ def build_http_app(parts: Parts) -> web.Application:
     states, lookup = _states(parts)
     prepare: list[Callable[[Exchange], Awaitable[None]]] = []
     if parts.budget is not None:
-        prepare.append(parts.budget.await_first_slices)
+        prepare.append(parts.budget.await_admission)
     proxy = Proxy(
         settings,
         config,

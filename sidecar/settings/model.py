@@ -44,6 +44,10 @@ DEFAULT_BUDGET_REPORT_INTERVAL: Final = 0.5
 DEFAULT_BUDGET_IDLE_AFTER: Final = 30.0
 # A fresh sidecar (or a new window) holds no fleet slice yet: a request waits this long for one.
 DEFAULT_BUDGET_FIRST_SLICE_WAIT: Final = 2.0
+# Requests waiting for budget (reservations in flight to settle, a slice to move here): at most
+# this many, holding at most this many bytes of request bodies; beyond, refused at once.
+DEFAULT_BUDGET_QUEUE_MAX: Final = 1000
+DEFAULT_BUDGET_QUEUE_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -78,6 +82,8 @@ class SidecarSettings:
     budget_report_interval: float = DEFAULT_BUDGET_REPORT_INTERVAL
     budget_idle_after: float = DEFAULT_BUDGET_IDLE_AFTER
     budget_first_slice_wait: float = DEFAULT_BUDGET_FIRST_SLICE_WAIT
+    budget_queue_max: int = DEFAULT_BUDGET_QUEUE_MAX
+    budget_queue_max_bytes: int = DEFAULT_BUDGET_QUEUE_MAX_BYTES
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -136,12 +142,16 @@ class SidecarSettings:
             )
         if self.budget_max_tokens < 1:
             raise SettingsError("--budget-max-tokens must be at least 1")
-        if self.budget_estimator not in ("bytes", "chars"):
-            raise SettingsError("--budget-prompt-estimator must be bytes or chars")
+        if self.budget_estimator not in ("bytes", "chars", "tokens"):
+            raise SettingsError("--budget-prompt-estimator must be bytes, chars or tokens")
         if not 0.05 <= self.budget_report_interval <= 60 or self.budget_idle_after <= 0:
             raise SettingsError("--budget-report-interval must be 0.05-60s, idle-after positive")
         if not 0 <= self.budget_first_slice_wait <= 30:
             raise SettingsError("--budget-first-slice-wait must be 0-30 seconds")
+        if not 0 <= self.budget_queue_max <= 1_000_000:
+            raise SettingsError("--budget-queue-max must be 0 (no waiting) to 1000000 requests")
+        if not 0 <= self.budget_queue_max_bytes <= 1 << 40:
+            raise SettingsError("--budget-queue-max-bytes must be 0 to 1 TiB")
 
     @property
     def effective_sidecar_id(self) -> str:
