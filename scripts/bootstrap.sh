@@ -29,7 +29,7 @@ MSG
   exit 1
 fi
 
-EXTRAS="dev,docs"
+EXTRAS="dev,docs,otel"
 stamp="$VENV/.holdfast-installed"
 # The stamp covers the extras too: installing another set must not be skipped as done already.
 want=$({ cat pyproject.toml devtools/pyproject.toml; echo "extras=$EXTRAS"; } | sha256sum | cut -c1-16)

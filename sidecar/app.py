@@ -30,6 +30,7 @@ from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
 from sidecar.pins import persist as pin_persist
 from sidecar.settings import SidecarSettings
 from sidecar.signals import SignalBook
+from sidecar.tracing import open_tracer
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -117,6 +118,7 @@ class Sidecar:
             interval=settings.budget_report_interval,
             idle_after=settings.budget_idle_after,
         )
+        self.tracer = open_tracer(settings, environ)  # None: tracing off
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -191,9 +193,18 @@ class Sidecar:
         await self.writer.close()
         await self.upstream.close()
         await self.store.close()
+        if self.tracer is not None:
+            await self._close_tracer()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _close_tracer(self) -> None:
+        assert self.tracer is not None
+        try:
+            await self.tracer.close()  # the spans still buffered, bounded in time
+        except Exception as exc:  # the collector's trouble must not fail the exit
+            log.warning("trace_export_flush_failed", error=f"{type(exc).__name__}: {exc}")
 
     def build_app(self) -> web.Application:
         return build_http_app(
@@ -212,6 +223,7 @@ class Sidecar:
                 experiments=self.experiments,
                 budget=self.budget_filter(),
                 budget_status=self.budgets.status,
+                tracer=self.tracer,
             )
         )
 

@@ -95,6 +95,11 @@ class Answer:
     refusal: bool  # the provider flagged the first choice as a refusal
     completion_estimate: int  # tokens of every choice's text and calls, for when usage is None
     choices: int = 1  # choices that carried a message (0: the provider answered none)
+    # What the provider said about the answer, as it said it (traces show them; "" or (): not
+    # sent): each choice's reason to stop, the model that answered, the answer's id.
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 @dataclass(slots=True)
@@ -109,6 +114,11 @@ class EventView:
     usage_only: bool = False  # added only to carry usage (see ``RequestView.ask_stream_usage``)
     error: bool = False  # an in-band error from the provider
     done: bool = False  # the dialect's end-of-stream marker
+    # As in ``Answer``: reasons to stop of the choices that ended in this event; the answering
+    # model and the answer's id, on the first event that names them (a decoder says them once).
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 NO_EVENT: Final = EventView()

@@ -3,9 +3,17 @@ provider's usage, and the sidecar's side of fleet-wide slices."""
 
 from __future__ import annotations
 
-from sidecar.budgets.filter import BudgetFilter, BudgetOptions
+from sidecar.budgets.filter import DEGRADED_HEADER, REMAINING_HEADER, BudgetFilter, BudgetOptions
 from sidecar.budgets.keeper import BudgetKeeper
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.metrics import BudgetMetrics
 
-__all__ = ["BudgetFilter", "BudgetKeeper", "BudgetMetrics", "BudgetOptions", "Ledger"]
+__all__ = [
+    "DEGRADED_HEADER",
+    "REMAINING_HEADER",
+    "BudgetFilter",
+    "BudgetKeeper",
+    "BudgetMetrics",
+    "BudgetOptions",
+    "Ledger",
+]

@@ -39,6 +39,7 @@ from sidecar.prompts import PromptFilter
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowFilter, ShadowRunner
 from sidecar.signals import SignalBook, SignalsFilter, summary
+from sidecar.tracing import ToolSpans, Tracer, TracingFilter
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -69,6 +70,7 @@ class Parts:
     experiments: ExperimentBook = field(default_factory=ExperimentBook)
     budget: BudgetFilter | None = None  # None: no budgets on this surface
     budget_status: Callable[[], dict[str, Any]] | None = None
+    tracer: Tracer | None = None  # None: tracing off, nothing of it on the request path
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -141,6 +143,8 @@ def filter_chain(
     ]
     if parts.budget is not None:
         filters.append(parts.budget)
+    if parts.tracer is not None:
+        filters.append(TracingFilter(parts.tracer, parts.settings.agent))
     return assemble(filters)
 
 
@@ -178,6 +182,7 @@ def build_http_app(parts: Parts) -> web.Application:
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.limits.max_json_depth,
         backend=ToolBackend(policy=settings.limits.host_policy()),
+        tracer=ToolSpans(parts.tracer, settings.agent) if parts.tracer is not None else None,
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
     book = parts.signals

@@ -156,6 +156,7 @@ class Proxy:
                 payload,
                 stream=exchange.stream,
                 request_id=exchange.request_id,
+                extra_headers=exchange.upstream_headers,
             ) as upstream:
                 status = upstream.status
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")

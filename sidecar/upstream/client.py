@@ -100,8 +100,17 @@ class Upstream:
         err.headers["Retry-After"] = str(self._settings.limits.retry_after)
         return err
 
-    def _headers(self, release: Release, *, accept: str, request_id: str) -> dict[str, str]:
+    def _headers(
+        self,
+        release: Release,
+        *,
+        accept: str,
+        request_id: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        # ``extra`` first: what the client sets itself (the key above all) cannot be replaced.
         headers = {
+            **(extra or {}),
             "Content-Type": "application/json",
             "Accept": accept,
             # The body is relayed byte for byte: a compressed one would reach the agent
@@ -129,15 +138,25 @@ class Upstream:
 
     @asynccontextmanager
     async def post(
-        self, release: Release, path: str, body: bytes, *, stream: bool, request_id: str
+        self,
+        release: Release,
+        path: str,
+        body: bytes,
+        *,
+        stream: bool,
+        request_id: str,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST to the release's provider; yields the response once its headers arrived."""
+        """POST to the release's provider; yields the response once its headers arrived.
+
+        ``extra_headers``: added to the call (the trace context), never over the client's own."""
         assert self._session is not None, "Upstream.start() was not awaited"
         s = self._settings
         headers = self._headers(
             release,
             accept="text/event-stream" if stream else "application/json",
             request_id=request_id,
+            extra=extra_headers,
         )
         if stream:
             timeout = aiohttp.ClientTimeout(
