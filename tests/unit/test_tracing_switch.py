@@ -119,7 +119,7 @@ async def main():
     await client.close()
     await sidecar.upstream.close()
     await provider.close()
-    loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry", "sidecar.tracing.otel")))
+    loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry", "sidecar.tracing.o")))
     print(json.dumps({"status": status, "loaded": loaded}))
 
 asyncio.run(main())
