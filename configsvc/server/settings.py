@@ -7,6 +7,7 @@ variable, the default address, ``SettingsError``) is ``configsvc.settings``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from holdfast.options.common import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HO
 from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_security
 
 ENV_TOKENS_FILE: Final = "HOLDFAST_TOKENS_FILE"
+# Signs the console's session cookies; replicas behind one address share it (else random).
+ENV_CONSOLE_SECRET: Final = "HOLDFAST_CONSOLE_SECRET"  # noqa: S105  # a variable's name
+MIN_CONSOLE_SECRET: Final = 32
 
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -54,6 +58,7 @@ class ServeSettings:
     prompt_gate: float = DEFAULT_PROMPT_GATE  # minimum eval pass rate to activate a prompt
     evaluation: EvalSettings = field(default_factory=EvalSettings)  # HOLDFAST_EVAL_*, min cases
     limits: ServeLimits = field(default_factory=ServeLimits)
+    console_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -85,6 +90,11 @@ class ServeSettings:
             raise SettingsError("--rollout-tick must be between 0.05 and 60 seconds")
         if not 2 <= self.leader_ttl <= 300:
             raise SettingsError("--leader-ttl must be between 2 and 300 seconds")
+        if len(self.console_secret) < MIN_CONSOLE_SECRET:
+            raise SettingsError(
+                f"${ENV_CONSOLE_SECRET} must be at least {MIN_CONSOLE_SECRET} characters "
+                "(e.g. openssl rand -hex 32)"
+            )
         if not 0.0 <= self.prompt_gate <= 1.0:
             raise SettingsError(f"${ENV_PROMPT_GATE} must be a pass rate between 0 and 1")
 
@@ -136,7 +146,9 @@ def load_serve_settings(
         evaluation = EvalSettings.from_environ(environ)
     except (TokensFileError, SecurityError, PromptSettingsError) as exc:
         raise SettingsError(str(exc)) from exc
+    secret = environ.get(ENV_CONSOLE_SECRET, "").strip().encode()
     return ServeSettings(
+        console_secret=secret or os.urandom(32),
         listen_host=host,
         listen_port=port,
         etcd_endpoints=cliargs.parse_endpoints(
