@@ -130,6 +130,16 @@ def release_columns(
     return columns
 
 
+def shown_series(columns: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The series some release has a figure of (no empty row for, say, a route without a
+    shadow or a release that never streamed)."""
+    return [
+        name
+        for name in SERIES
+        if any(v is not None for c in columns for v in (*c["series"][name], c["latest"].get(name)))
+    ]
+
+
 def agent_row(
     agent: str,
     watched: WatchedRoute | None,
