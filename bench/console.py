@@ -19,7 +19,8 @@ from typing import Any, Final
 import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench.health_signals import AGENT, busy_book, snapshot_of
+from bench.fleet import AGENT
+from bench.health_signals import busy_book, snapshot_of
 from bench.sections import markers, publish
 from configsvc.budgets import BudgetOps
 from configsvc.console import ConcernOps, Console

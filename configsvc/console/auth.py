@@ -37,6 +37,14 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+def plain(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, headers=HEADERS)
+
+
 def same_origin(request: web.Request) -> bool:
     """A form post made by a page of this console (browsers send Origin on every POST)."""
     origin = request.headers.get("Origin")
@@ -76,9 +84,8 @@ class Guard:
             identity = self.identity(request)
             if identity is None:
                 if stream:
-                    raise web.HTTPUnauthorized(text="sign in at /ui/login", headers=HEADERS)
-                target = quote(request.path_qs, safe="/?=&")
-                raise web.HTTPSeeOther(f"{PREFIX}/login?next={target}", headers=HEADERS)
+                    return plain(401, "sign in at /ui/login")
+                return see_other(f"{PREFIX}/login?next={quote(request.path_qs, safe='/?=&')}")
             request[IDENTITY] = identity
             return await handler(request)
 
@@ -87,7 +94,7 @@ class Guard:
     async def login_form(self, request: web.Request) -> web.StreamResponse:
         target = safe_next(request.query.get("next"))
         if self.identity(request) is not None and not self.open:
-            raise web.HTTPSeeOther(target, headers=HEADERS)
+            return see_other(target)
         return page("login.html", next=target, error="", open=self.open)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
@@ -104,7 +111,7 @@ class Guard:
                         error="That token is not accepted here.")  # fmt: skip
         cookie, identity = issued
         log.info("console_login", subject=identity.subject, role=identity.role.label)
-        response = web.HTTPSeeOther(target, headers=HEADERS)
+        response = see_other(target)
         response.set_cookie(
             COOKIE,
             cookie,
@@ -114,9 +121,9 @@ class Guard:
             httponly=True,
             samesite="Strict",
         )
-        raise response
+        return response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        response = web.HTTPSeeOther(f"{PREFIX}/login", headers=HEADERS)
+        response = see_other(f"{PREFIX}/login")
         response.del_cookie(COOKIE, path=PREFIX, secure=True, httponly=True, samesite="Strict")
-        raise response
+        return response

@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from configsvc.audit import HistoryItem
 from configsvc.budgets import BudgetOps
 from configsvc.console import views
-from configsvc.console.auth import IDENTITY, PREFIX, Guard
+from configsvc.console.auth import IDENTITY, PREFIX, Guard, plain
 from configsvc.console.feed import OVERVIEW, Feed
 from configsvc.console.filters import AuditFilter, FilterError, page_number
 from configsvc.console.history import SERIES, History
@@ -323,11 +323,9 @@ class Console:
         view = request.query.get("view", "overview")
         agent = request.query.get("agent", "")
         if view not in ("overview", "agent") or (view == "agent" and not NAME_RE.fullmatch(agent)):
-            raise web.HTTPBadRequest(text="view=overview, or view=agent&agent=A", headers=HEADERS)
+            return plain(400, "view=overview, or view=agent&agent=NAME")
         if self.feed.viewers >= self.feed.max_viewers:
-            raise web.HTTPServiceUnavailable(
-                text="too many live pages open on this configsvc", headers=HEADERS
-            )
+            return plain(503, "too many live pages open on this configsvc")
         since = request.query.get("since", "")
         seen = int(since) if since.isdigit() else 0
         topic = agent if view == "agent" else OVERVIEW
@@ -417,7 +415,7 @@ class Console:
     async def static(self, request: web.Request) -> web.Response:
         found = self._static.get(request.match_info["name"])
         if found is None:
-            raise web.HTTPNotFound(headers=HEADERS)
+            return plain(404, "no such file")
         body, kind = found
         return web.Response(
             body=body,
