@@ -48,9 +48,11 @@ def plain(status: int, text: str) -> web.Response:
 def same_origin(request: web.Request) -> bool:
     """A form post made by a page of this console (browsers send Origin on every POST)."""
     origin = request.headers.get("Origin")
-    if origin is not None:
-        return origin != "null" and urlsplit(origin).netloc == request.host
     site = request.headers.get("Sec-Fetch-Site")
+    if origin is not None and origin != "null":
+        return urlsplit(origin).netloc == request.host
+    if origin == "null":  # a sandboxed or privacy-stripped origin: only the browser's own word
+        return site == "same-origin"
     return site in (None, "same-origin", "none")
 
 

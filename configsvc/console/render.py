@@ -26,7 +26,9 @@ HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it a browser sends "Origin: null" on the login form's POST, which
+    # then cannot be told from a sandboxed frame's.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

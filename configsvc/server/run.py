@@ -125,6 +125,7 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             routes=route_watch,
             authorizer=authorizer,
             secret=settings.console_secret,
+            sample_interval=settings.console_interval,
             ops=ConcernOps(budget_ops, flag_ops, contract_ops, prompts, experiment_ops),
         )
         metrics = MetricsEndpoint(

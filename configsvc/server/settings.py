@@ -34,6 +34,7 @@ DEFAULT_PROBE_PROMPT: Final = "Reply with the single word: ready"
 DEFAULT_ROLLOUT_TICK: Final = 0.5
 DEFAULT_LEADER_TTL: Final = 5
 DEFAULT_PROMPT_GATE: Final = 0.8
+DEFAULT_CONSOLE_INTERVAL: Final = 5.0  # configsvc.console's sampler
 ENV_PROMPT_GATE: Final = "HOLDFAST_PROMPT_GATE"
 ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
 
@@ -59,6 +60,7 @@ class ServeSettings:
     evaluation: EvalSettings = field(default_factory=EvalSettings)  # HOLDFAST_EVAL_*, min cases
     limits: ServeLimits = field(default_factory=ServeLimits)
     console_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    console_interval: float = DEFAULT_CONSOLE_INTERVAL
 
     def __post_init__(self) -> None:
         try:
@@ -88,6 +90,8 @@ class ServeSettings:
             raise SettingsError("the probe prompt must be 1-4096 characters")
         if not 0.05 <= self.rollout_tick <= 60:
             raise SettingsError("--rollout-tick must be between 0.05 and 60 seconds")
+        if not 0.5 <= self.console_interval <= 300:
+            raise SettingsError("--console-interval must be between 0.5 and 300 seconds")
         if not 2 <= self.leader_ttl <= 300:
             raise SettingsError("--leader-ttl must be between 2 and 300 seconds")
         if len(self.console_secret) < MIN_CONSOLE_SECRET:
@@ -122,6 +126,7 @@ def load_serve_settings(
     probe_timeout: float | None = None,
     rollout_tick: float | None = None,
     leader_ttl: int | None = None,
+    console_interval: float | None = None,
     tokens_file: str | None = None,
     require_token_for_reads: bool = False,
     etcd_ca: str | None = None,
@@ -164,6 +169,7 @@ def load_serve_settings(
         probe_prompt=environ.get(ENV_PROBE_PROMPT, "") or DEFAULT_PROBE_PROMPT,
         rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
         leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
+        console_interval=DEFAULT_CONSOLE_INTERVAL if console_interval is None else console_interval,
         prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
         evaluation=evaluation,
         limits=limits if limits is not None else ServeLimits(),
