@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,10 @@ RUNBOOK = ROOT / "docs" / "operating" / "runbook.md"
 
 
 def promtool() -> str:
-    # Debian's `prometheus` package ships it (scripts/bootstrap.sh installs it): a missing one
-    # fails loudly, as a silently skipped check would look like a passing one.
-    found = shutil.which("promtool")
+    # From Debian's `prometheus` package (scripts/bootstrap.sh puts it in the venv): a missing
+    # one fails loudly, as a silently skipped check would look like a passing one.
+    beside = Path(sys.executable).parent / "promtool"
+    found = shutil.which("promtool") or (str(beside) if beside.exists() else None)
     if found is None:
         pytest.fail("promtool is not installed: run scripts/bootstrap.sh (apt: prometheus)")
     return found
