@@ -144,7 +144,7 @@ def filter_chain(
     if parts.budget is not None:
         filters.append(parts.budget)
     if parts.tracer is not None:
-        filters.append(TracingFilter(parts.tracer, parts.settings.agent))
+        filters.append(TracingFilter(parts.tracer))
     return assemble(filters)
 
 

@@ -34,7 +34,6 @@ class _ToolSpan:
         try:
             attrs: dict[str, AttributeValue] = {
                 "holdfast.release": resolved.release.name,
-                "holdfast.config.revision": resolved.revision,
                 "holdfast.pin": resolved.kind,
                 "holdfast.contract": contract,
                 "holdfast.tool.outcome": outcome,
@@ -83,7 +82,6 @@ class ToolSpans:
                 a.OPERATION: a.EXECUTE_TOOL,
                 a.TOOL_NAME: tool,
                 a.TOOL_TYPE: a.TOOL_KIND,
-                "holdfast.agent": self.agent,
                 "holdfast.request_id": request_id,
             },
             start_ns=time.time_ns(),
