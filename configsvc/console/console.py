@@ -24,13 +24,13 @@ from configsvc.budgets import BudgetOps
 from configsvc.console import views
 from configsvc.console.auth import IDENTITY, PREFIX, Guard, plain
 from configsvc.console.feed import OVERVIEW, Feed
-from configsvc.console.filters import AuditFilter, FilterError, page_number
+from configsvc.console.filters import AuditFilter, page_number
 from configsvc.console.history import SERIES, History
 from configsvc.console.render import HEADERS, page, render
 from configsvc.console.sampler import INTERVAL_S, Sampler
 from configsvc.console.session import Sessions
 from configsvc.contracts import ContractOps
-from configsvc.errors import ConfigsvcError, spec_for
+from configsvc.errors import ConfigsvcError, InvalidRequest, spec_for
 from configsvc.experiments import ExperimentOps
 from configsvc.flags import FlagOps
 from configsvc.health import FleetHealth, PolicyGate, SidecarBeat
@@ -63,7 +63,7 @@ class ConcernOps:
 def _agent(request: web.Request) -> str:
     name = request.match_info["agent"]
     if not NAME_RE.fullmatch(name):
-        raise FilterError(f"{name[:80]!r} is not an agent name")
+        raise InvalidRequest(f"{name[:80]!r} is not an agent name", param="agent")
     return name
 
 
@@ -161,8 +161,6 @@ class Console:
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 return await build(request)
-            except FilterError as exc:
-                return self._error(request, 400, str(exc))
             except ConfigsvcError as exc:
                 return self._error(request, spec_for(exc).status, exc.message)
 

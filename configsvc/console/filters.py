@@ -1,6 +1,7 @@
 """The audit page's filters and the paging of every list, parsed from the query string (pure).
 
-A bad value is the viewer's mistake and is said so on the page (``FilterError``), never a 500.
+A bad value is the viewer's mistake and is said so on the page (400 ``invalid_request``), never
+a 500.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ from datetime import UTC, datetime
 from typing import ClassVar, Final
 
 from configsvc.audit import HistoryItem
+from configsvc.errors import InvalidRequest
 from holdfast.names import NAME_RE
 
 ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 MAX_ACTOR: Final = 160
 MAX_PAGE: Final = 10_000
-
-
-class FilterError(ValueError):
-    """A filter or page number the console cannot use; the message names it."""
+LATEST: Final = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last moment a date can name
 
 
 def page_number(query: Mapping[str, str]) -> int:
     raw = query.get("page", "1") or "1"
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise FilterError(f"page must be a number from 1 to {MAX_PAGE}")
+        raise InvalidRequest(f"page must be a number from 1 to {MAX_PAGE}")
     return int(raw)
 
 
@@ -36,16 +35,19 @@ def moment(raw: str, what: str) -> float | None:
     if not raw:
         return None
     try:
-        return float(raw)
+        at = float(raw)
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise FilterError(f"{what}: use a date and time like 2025-06-01T14:30 (UTC)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            wanted = f"{what}: use a date and time like 2025-06-01T14:30 (UTC)"
+            raise InvalidRequest(wanted, param=what) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        at = parsed.timestamp()
+    if not 0 <= at <= LATEST:  # NaN too
+        raise InvalidRequest(f"{what}: a time between 1970 and 9999")
+    return at
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +67,23 @@ class AuditFilter:
     def parse(cls, query: Mapping[str, str]) -> AuditFilter:
         unknown = sorted(set(query) - cls.FIELDS)
         if unknown:
-            raise FilterError(f"unknown filter {unknown[0]!r:.40}")
+            raise InvalidRequest(f"unknown filter {unknown[0]!r:.40}")
         actor = query.get("actor", "").strip()
         if len(actor) > MAX_ACTOR or any(not c.isprintable() for c in actor):
-            raise FilterError(f"actor: at most {MAX_ACTOR} printable characters")
+            raise InvalidRequest(f"actor: at most {MAX_ACTOR} printable characters")
         kind = query.get("kind", "").strip()
         if kind and not ACTION_RE.fullmatch(kind):
-            raise FilterError("kind: an action such as rollout.abort, or a family such as flag")
+            raise InvalidRequest("kind: an action such as rollout.abort, or a family such as flag")
         agent = query.get("agent", "").strip()
         if agent and not NAME_RE.fullmatch(agent):
-            raise FilterError("agent: not a valid agent name")
+            raise InvalidRequest("agent: not a valid agent name")
         before_raw = query.get("before", "").strip()
         if before_raw and not before_raw.isdigit():
-            raise FilterError("before: an etcd revision")
+            raise InvalidRequest("before: an etcd revision")
         since = moment(query.get("since", ""), "since")
         until = moment(query.get("until", ""), "until")
         if since is not None and until is not None and since > until:
-            raise FilterError("since is after until")
+            raise InvalidRequest("since is after until")
         return cls(actor, kind, agent, since, until, int(before_raw) if before_raw else None)
 
     def matches(self, item: HistoryItem) -> bool:
