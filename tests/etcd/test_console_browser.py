@@ -15,6 +15,7 @@ Screenshots go to ``$HOLDFAST_SCREENSHOTS`` when set (``make screenshots`` write
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -88,7 +89,7 @@ class Background:
         self.thread.start()
         self.sink = self.run(OtlpSink().start())
         self.load: Load | None = None
-        self.runner: asyncio.Future[None] | None = None
+        self.runner: concurrent.futures.Future[None] | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)

@@ -38,14 +38,13 @@ async def traffic(url: str) -> None:
     chat = f"{url}/v1/chat/completions"
     messages = [{"role": "user", "content": "hello"}]
     tools = [{"type": "function", "function": {"name": "search", "parameters": SEARCH_ARGS}}]
+    bodies: list[dict[str, Any]] = [
+        {"messages": messages},
+        {"messages": messages, "stream": True},  # no usage asked: estimated
+        {"messages": messages, "tools": tools, "tool_choice": "required"},
+    ]
     async with aiohttp.ClientSession() as http:
-        for i, body in enumerate(
-            (
-                {"messages": messages},
-                {"messages": messages, "stream": True},  # no usage asked: estimated
-                {"messages": messages, "tools": tools, "tool_choice": "required"},
-            )
-        ):
+        for i, body in enumerate(bodies):
             headers = {"X-Holdfast-Session": f"s-{i}", "X-Holdfast-Category": "billing"}
             async with http.post(chat, json={"model": AGENT, **body}, headers=headers) as resp:
                 assert resp.status == 200, await resp.text()
