@@ -10,6 +10,7 @@ arguments are never recorded: a trace is as widely read as a log.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
@@ -47,8 +48,17 @@ def span_name(operation: str, model: str) -> str:
     return f"{operation} {model}" if model else operation
 
 
+@functools.lru_cache(maxsize=256)  # a fleet's few providers and backends, parsed once each
+def _server(base_url: str) -> tuple[tuple[str, AttributeValue], ...]:
+    return tuple(_parse_server(base_url).items())
+
+
 def server_of(base_url: str) -> dict[str, AttributeValue]:
     """``server.address`` and ``server.port`` of a provider or backend URL."""
+    return dict(_server(base_url))
+
+
+def _parse_server(base_url: str) -> dict[str, AttributeValue]:
     parts = urlsplit(base_url)
     out: dict[str, AttributeValue] = {}
     if parts.hostname:

@@ -40,6 +40,21 @@ FROM_FILTERS: Final = {
 }
 
 
+class _DroppedSpan(Observer):
+    """A span the sampler dropped: nothing to read on the way back, only its end."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def close(self, outcome: Outcome) -> None:
+        try:
+            self.span.end()
+        except Exception:
+            log.exception("trace_span_finish_failed")
+
+
 class _ModelSpan(Observer):
     __slots__ = ("exchange", "facts", "release", "span")
 
@@ -68,9 +83,6 @@ class _ModelSpan(Observer):
 
     def _finish(self, outcome: Outcome) -> None:
         span, exchange = self.span, self.exchange
-        if not span.recording:
-            span.end()
-            return
         attrs = self.facts.attributes()
         if outcome.code != "ok":
             attrs["holdfast.outcome"] = outcome.code
@@ -108,21 +120,29 @@ def budget_admission(outcome: Outcome, headers: dict[str, str]) -> str:
     return ""
 
 
-def request_attributes(exchange: Exchange) -> dict[str, AttributeValue]:
-    """What is known when the span starts: the request, the release, the routing decisions.
-
-    Each attribute costs the SDK and its encoder some 10 µs a span, so a span says what only it
-    can: the agent, the sidecar and its version are the resource's; what a request did not
-    decide (no flag, no experiment, no cap) is left out rather than written empty."""
-    resolved = exchange.resolved
-    release = resolved.release
+def sampling_attributes(exchange: Exchange) -> dict[str, AttributeValue]:
+    """What the conventions ask for when a span starts, so that a sampler may decide on it."""
+    release = exchange.resolved.release
     provider = exchange.dialect.provider_api
-    attrs: dict[str, AttributeValue] = {
+    return {
         a.OPERATION: exchange.operation,
         a.PROVIDER: provider,
         a.SYSTEM: provider,
         a.REQUEST_MODEL: release.model,
         **a.server_of(release.base_url),
+    }
+
+
+def request_attributes(exchange: Exchange) -> dict[str, AttributeValue]:
+    """The rest of what is known when the span starts: the release, the routing decisions.
+
+    Set only on a span the sampler kept. Each attribute costs the SDK and its encoder some 10 µs
+    a span, so a span says what only it can: the agent, the sidecar and its version are the
+    resource's; what a request did not decide (no flag, no experiment, no cap) is left out
+    rather than written empty."""
+    resolved = exchange.resolved
+    release = resolved.release
+    attrs: dict[str, AttributeValue] = {
         "holdfast.release": release.name,
         "holdfast.request_id": exchange.request_id,
         "holdfast.pin": resolved.kind,
@@ -164,10 +184,14 @@ class TracingFilter:
                 a.span_name(exchange.operation, exchange.resolved.release.model),
                 kind="client",
                 parent=exchange.headers,
-                attributes=request_attributes(exchange),
+                attributes=sampling_attributes(exchange),
                 start_ns=time.time_ns() - int(exchange.elapsed() * 1e9),
             )
+            # A dropped span still passes the context on (sampled=0), as W3C asks.
             exchange.upstream_headers = (exchange.upstream_headers or {}) | span.context_headers()
+            if not span.recording:
+                return _DroppedSpan(span)
+            span.set(request_attributes(exchange))
         except Exception:
             log.exception("trace_span_start_failed")
             return None
