@@ -236,3 +236,28 @@ async def test_tracing_off_sends_no_trace_context(
     finally:
         await sut.server.close()
     assert sent and all("traceparent" not in r["headers"] for r in sent)
+
+
+async def test_a_dropped_span_exports_nothing_but_passes_the_context_on(
+    fakellm: procs.ManagedProcess, sink: OtlpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's own variables, as an operator sets them: keep no new trace, follow no parent.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    t = new_tracer(sink)
+    sut, _ = await start_budgeted(fakellm, parts={"tracer": t})
+    agent = Agent()
+    try:
+        await post(
+            sut,
+            {"messages": [{"role": "user", "content": "hi"}], "stream": True},
+            {**agent.headers, "X-Holdfast-Session": "s-dropped"},
+        )
+        sent = [r["headers"] for r in await provider_requests(sut)]
+        await flush(t)
+    finally:
+        await sut.server.close()
+        await t.close()
+    assert sink.spans == []
+    version, trace_id, _parent, flags = sent[-1]["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", agent.trace_id, "00")
