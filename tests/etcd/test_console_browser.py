@@ -73,11 +73,22 @@ def wait(check: Callable[[], object], timeout: float, what: str) -> None:
         if last:
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r:.300})")
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r:.300}){SEEN[-1:]}")
+
+
+SEEN: list[str] = []  # what the page said when a wait ran out
 
 
 def text(driver: WebDriver, css: str) -> str:
-    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+    """The visible text of what ``css`` selects, read in one go inside the page: a live update
+    may replace those elements at any moment, which would leave WebDriver's references stale."""
+    script = (
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(e => e.innerText).join(' ');"
+    )
+    found = str(driver.execute_script(script, css))
+    SEEN[:] = [f"; {css} said: {found[:600]!r}"]
+    return found
 
 
 class Background:
@@ -157,11 +168,14 @@ def test_on_call_watches_a_rollout_and_its_abort_in_the_console(
         driver.execute_script("window.sameDocument = true")
         stack.ctl("rollout", "start", AGENT, "r2", "--steps", "50,100", "--interval", "1h",
                   "--max-error-rate-delta", "0.1", "--min-samples", "20",
-                  "--fails-to-abort", "2")  # fmt: skip
+                  "--fails-to-abort", "2",
+                  # latency is not what goes bad here; on a loaded machine the default p95
+                  # ratio (1.5) can abort a healthy canary, so it is set out of reach
+                  "--max-p95-ratio", "100")  # fmt: skip
         wait(lambda: "r2 running · step 1/2 · 50%" in text(driver, "#route .rollout-text"), 30,
              "the rollout on the page")  # fmt: skip
         wait(lambda: "gate: pass" in text(driver, "#route .gate"), 60, "the gate's pass")
-        wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#releases th.role-canary")) == 1
+        wait(lambda: "canary" in text(driver, "#releases thead")
              and "2 live" in text(driver, "#fleet"), 30, "both releases and sidecars")  # fmt: skip
         time.sleep(3)  # a few more samples for the charts
         driver.save_screenshot(str(shots / "console-rollout-running.png"))
@@ -193,8 +207,9 @@ def test_on_call_watches_a_rollout_and_its_abort_in_the_console(
         assert len(driver.find_elements(By.CSS_SELECTOR, "table.sidecars tbody tr")) == 2
 
         # The traced sidecar's process exported its spans over OTLP/HTTP as it ran.
+        failed = {"holdfast.outcome": "upstream_5xx"}.items()
         spans = background.run(background.sink.wait_for(
-            lambda s: s.name == "chat model-two" and s.attributes.get("holdfast.outcome") != "ok",
+            lambda s: s.name == "chat model-two" and failed <= s.attributes.items(),
             within=30))  # fmt: skip
         span = spans[0]
         assert span.kind == CLIENT and span.resource["service.name"] == "holdfast-sidecar"
