@@ -52,6 +52,7 @@ from sidecar.pins import (
 from sidecar.pins import persist as pin_persist
 from sidecar.settings import SidecarSettings
 from sidecar.signals import SignalBook
+from sidecar.tracing import open_tracer
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -174,6 +175,7 @@ class Sidecar:
             queue=self.budget_queue,
         )
         self.budget_queue.on_join = self.budgets.wake
+        self.tracer = open_tracer(settings, environ)  # None: tracing off
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -270,9 +272,18 @@ class Sidecar:
         await self.upstream.close()
         await self.store.close()
         await self.metrics.loop_lag.close()
+        if self.tracer is not None:
+            await self._close_tracer()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _close_tracer(self) -> None:
+        assert self.tracer is not None
+        try:
+            await self.tracer.close()  # the spans still buffered, bounded in time
+        except Exception as exc:  # the collector's trouble must not fail the exit
+            log.warning("trace_export_flush_failed", error=f"{type(exc).__name__}: {exc}")
 
     def build_app(self) -> web.Application:
         return build_http_app(
@@ -299,6 +310,7 @@ class Sidecar:
                 state_lookup=self.state_lookup,
                 mcp_drift=self.mcp_drift,
                 tool_calls=ToolCallBudget(self.config, agent=self.settings.agent),
+                tracer=self.tracer,
             )
         )
 

@@ -98,6 +98,11 @@ class Answer:
     # The id of provider-held state this answer created (OpenAI Responses' response id), "" when
     # the dialect keeps none: the sidecar records which release issued it (``StatefulDialect``).
     issued: str = ""
+    # What the provider said about the answer, as it said it (traces show them; "" or (): not
+    # sent): each choice's reason to stop, the model that answered, the answer's id.
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 @dataclass(slots=True)
@@ -116,6 +121,11 @@ class EventView:
     # Not an event of this dialect at all (another API's stream at that base_url): the relay
     # ends the stream with an in-band error instead (dialects with ``checks_answers``).
     foreign: bool = False
+    # As in ``Answer``: reasons to stop of the choices that ended in this event; the answering
+    # model and the answer's id, on the first event that names them (a decoder says them once).
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 NO_EVENT: Final = EventView()

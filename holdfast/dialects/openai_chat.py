@@ -58,6 +58,7 @@ MAX_CHOICES: Final = 128
 CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
 OPENAI_API_HOST: Final = "api.openai.com"
 _DONE: Final = b"[DONE]"
+MAX_LABEL: Final = 128  # a provider's model name, answer id or finish reason, as kept
 ERROR_TYPES: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",
     "not_found": "invalid_request_error",
@@ -292,27 +293,46 @@ def decode_body(body: bytes) -> Answer | None:
         return None
     text, refusal, estimate, answered = "", False, 0, 0
     calls: list[ToolCall] = []
+    finished: list[str] = []
     for n, choice in enumerate(choices):
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             continue
         answered += 1
+        if isinstance(reason := choice.get("finish_reason"), str):
+            finished.append(reason[:MAX_LABEL])
         if n == 0:
             text = text_of(message.get("content"))
             refusal = bool(message.get("refusal"))
         estimate += _estimate(message)
         calls.extend(_calls(choice, message))
     usage = usage_of(obj, "openai.chat.body")
-    return Answer(text, tuple(calls), usage, refusal, estimate, answered)
+    return Answer(
+        text,
+        tuple(calls),
+        usage,
+        refusal,
+        estimate,
+        answered,
+        finish_reasons=tuple(finished),
+        response_model=label(obj.get("model")),
+        response_id=label(obj.get("id")),
+    )
+
+
+def label(value: object) -> str:
+    """A short provider-given name (model, id) as text; "" when absent or not a string."""
+    return value[:MAX_LABEL] if isinstance(value, str) else ""
 
 
 class ChatStream:
     """Decodes ``chat.completion.chunk`` events; assembles tool calls across them."""
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_named")
 
     def __init__(self, max_argument_bytes: int = MAX_ARGUMENT_BYTES) -> None:
         self._calls = CallAssembler(max_argument_bytes)
+        self._named = False  # the answer's model and id were reported (every chunk repeats them)
 
     @property
     def open_calls(self) -> list[str]:
@@ -337,6 +357,9 @@ class ChatStream:
         view = EventView()
         if "error" in obj:
             view.error = True
+        if not self._named and ("model" in obj or "id" in obj):
+            self._named = True
+            view.response_model, view.response_id = label(obj.get("model")), label(obj.get("id"))
         choices = obj.get("choices")
         raw_usage = obj.get("usage")
         if isinstance(raw_usage, dict):
@@ -373,7 +396,9 @@ class ChatStream:
                 for position, call in enumerate(calls):
                     if isinstance(call, dict):
                         done += self._fragment(c, as_int(call.get("index"), position), call)
-        if choice.get("finish_reason") is not None:
+        if (reason := choice.get("finish_reason")) is not None:
+            if isinstance(reason, str):
+                view.finish_reasons += (reason[:MAX_LABEL],)
             done += self._calls.end_choice(c)
         if done:
             view.calls = [*view.calls, *done]

@@ -20,7 +20,7 @@ from holdfast.dialects.base import (
     RequestRefused,
     SystemSlot,
 )
-from holdfast.dialects.openai_chat import ChatStream, error_body, require_model, usage_of
+from holdfast.dialects.openai_chat import ChatStream, error_body, label, require_model, usage_of
 from holdfast.dialects.sse import data_event
 from holdfast.json_limits import provider_json
 
@@ -155,7 +155,8 @@ class Embeddings:
         obj = provider_json(body, "openai.embeddings.body")
         if not isinstance(obj, dict):
             return None
-        return Answer("", (), usage_of(obj, "openai.embeddings.body"), False, 0)
+        usage = usage_of(obj, "openai.embeddings.body")
+        return Answer("", (), usage, False, 0, response_model=label(obj.get("model")))
 
     def stream_decoder(self) -> ChatStream:
         return ChatStream()  # never streamed; a provider that streams anyway is read as chat

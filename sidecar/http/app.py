@@ -50,6 +50,7 @@ from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowFilter, ShadowRunner
 from sidecar.signals import SignalBook, SignalsFilter, summary
 from sidecar.state import StateEndpoints, StateFilter, StateRouting
+from sidecar.tracing import ToolSpans, Tracer, TracingFilter
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -86,6 +87,7 @@ class Parts:
     state_lookup: StateLookup | None = None
     mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
     tool_calls: ToolCallBudget | None = None  # None: no tool-call limits on this surface
+    tracer: Tracer | None = None  # None: tracing off, nothing of it on the request path
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -168,6 +170,8 @@ def filter_chain(
     ]
     if parts.budget is not None:
         filters.append(parts.budget)
+    if parts.tracer is not None:
+        filters.append(TracingFilter(parts.tracer))
     return assemble(filters)
 
 
@@ -215,6 +219,7 @@ def build_http_app(parts: Parts) -> web.Application:
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.limits.max_json_depth,
         backend=ToolBackend(policy=settings.limits.host_policy()),
+        tracer=ToolSpans(parts.tracer, settings.agent) if parts.tracer is not None else None,
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
     mcp = mcp_server(parts, contracts, tool_proxy.breakers)

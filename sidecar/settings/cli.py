@@ -41,6 +41,10 @@ from sidecar.settings.model import (
     DEFAULT_STALE_AFTER,
     DEFAULT_STATE_DIR,
     DEFAULT_STREAM_IDLE_TIMEOUT,
+    ENV_OTEL_DISABLED,
+    ENV_OTEL_TRACES_EXPORTER,
+    ENV_OTLP_ENDPOINT,
+    ENV_OTLP_TRACES_ENDPOINT,
     ENV_PIN_CREATE_TIMEOUT,
     ENV_SIDECAR_ID,
     ENV_STATE_DIR,
@@ -162,8 +166,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of request bodies the requests waiting for budget may hold together "
         "(default %(default)s)",
     )
+    p.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="send OpenTelemetry traces (a span per model and tool call) to this OTLP/HTTP "
+        f"traces URL, e.g. http://127.0.0.1:4318/v1/traces (${ENV_OTLP_TRACES_ENDPOINT}, or "
+        f"${ENV_OTLP_ENDPOINT} + /v1/traces; default: off). Needs holdfast[otel]",
+    )
     add_limit_options(p)
     return p
+
+
+def otlp_endpoint(flag: str | None, environ: Mapping[str, str]) -> str:
+    """The traces URL: the flag, else the SDK's standard variables (unless they turn the SDK
+    or its trace export off); "" when tracing stays off."""
+    if flag is not None:
+        return flag.strip()
+    if environ.get(ENV_OTEL_DISABLED, "").strip().lower() == "true":
+        return ""
+    if environ.get(ENV_OTEL_TRACES_EXPORTER, "").strip().lower() == "none":
+        return ""
+    if traces := environ.get(ENV_OTLP_TRACES_ENDPOINT, "").strip():
+        return traces
+    if base := environ.get(ENV_OTLP_ENDPOINT, "").strip():
+        return base.rstrip("/") + "/v1/traces"
+    return ""
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSettings:
@@ -219,6 +247,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         budget_queue_max=args.budget_queue_max,
         budget_queue_max_bytes=args.budget_queue_max_bytes,
         prices_file=args.prices,
+        otlp_endpoint=otlp_endpoint(args.otlp_endpoint, environ),
         etcd_security=security,
         limits=limits,
     )

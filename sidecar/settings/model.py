@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import validate_id
@@ -17,6 +18,11 @@ from sidecar.settings.limits import LimitSettings
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
+# The OpenTelemetry SDK's own variables, read for the traces endpoint (sidecar.tracing).
+ENV_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENV_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"  # a base URL: /v1/traces is added
+ENV_OTEL_DISABLED: Final = "OTEL_SDK_DISABLED"
+ENV_OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8787"
 DEFAULT_STATE_DIR: Final = "./state"
@@ -85,6 +91,7 @@ class SidecarSettings:
     budget_queue_max: int = DEFAULT_BUDGET_QUEUE_MAX
     budget_queue_max_bytes: int = DEFAULT_BUDGET_QUEUE_MAX_BYTES
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
+    otlp_endpoint: str = ""  # OTLP/HTTP traces URL; "": tracing off (sidecar.tracing)
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     limits: LimitSettings = field(default_factory=LimitSettings)
 
@@ -152,6 +159,13 @@ class SidecarSettings:
             raise SettingsError("--budget-queue-max must be 0 (no waiting) to 1000000 requests")
         if not 0 <= self.budget_queue_max_bytes <= 1 << 40:
             raise SettingsError("--budget-queue-max-bytes must be 0 to 1 TiB")
+        if self.otlp_endpoint:
+            parts = urlsplit(self.otlp_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(
+                    f"--otlp-endpoint {self.otlp_endpoint!r:.200} must be an http(s) URL, "
+                    "e.g. http://127.0.0.1:4318/v1/traces"
+                )
 
     @property
     def effective_sidecar_id(self) -> str:
