@@ -40,9 +40,9 @@ SESSION_HEADER: Final = "X-Holdfast-Session"  # the sidecar's session header (DE
 BUDGET_TOKENS: Final = 10**12  # the agent's budget: never exhausted, always metered
 # The sidecar waits its turn while the other paths run their rounds, and behind a peer that
 # cannot keep up (LiteLLM) that can take longer than the 30 s after which an idle sidecar hands
-# its budget slice back; one that did was seen to refuse requests (429) until its next slice
-# came (bench/README.md, "Budget"). Idleness is an artefact of the interleaving here, so it is
-# kept from triggering; the failed-requests target still catches any refusal.
+# its budget slice back, and its first request after that waits for a regrant through etcd
+# (bench/README.md, "Budget"). Idleness is an artefact of the interleaving here, so it is kept
+# from triggering; the failed-requests target still catches any refusal.
 SIDECAR_ARGS: Final = ("--budget-idle-after", "3600")
 
 

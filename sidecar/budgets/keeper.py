@@ -5,7 +5,11 @@
 * ``spend/<holder>/<scope>`` is written every ``interval`` (when it changed) under this
   sidecar's own lease: while the key exists the controller knows the sidecar is alive and may
   grow its slice. Tokens of a slice it has not used for ``idle_after`` seconds are given back
-  (``returned`` only grows), so the controller can hand them to busier sidecars.
+  (``returned`` only grows), so the controller can hand them to busier sidecars -- once per
+  idle spell: what the controller grants it again while it idles stays with it (giving it back
+  at every report made ``returned`` race the grant up without end). A request refused or
+  waiting here ends the spell as much as one admitted: a sidecar whose requests are refused is
+  not idle, and handing back the slice they wait for would starve them.
 * Slices follow demand: the report says what the requests waiting for room here need
   (``queued``, ``waiting``; sidecar.budgets.queue), and the controller publishes every holder's
   such demand in ``quotas/<scope>``. A sidecar with no request waiting, idle for two report
@@ -89,7 +93,9 @@ class BudgetKeeper:
         self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"))
         self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
         self._written: dict[str, SpendReport] = {}
-        self._last_admitted: dict[str, tuple[int, float]] = {}
+        # meter id -> (requests seen: admitted + refused, since when that count held, whether
+        # this idle spell's give-back is done)
+        self._activity: dict[str, tuple[int, float, bool]] = {}
         self._task = BackgroundTask("budget spend reporter")
         self._closing = False
         self._writing = asyncio.Lock()  # a final report is never overtaken by a live one
@@ -206,7 +212,7 @@ class BudgetKeeper:
                 t.admitted or t.refused or t.spent or t.reserved or mine[0]
             ):
                 continue
-            self._give_back_idle(scope, meter, now)
+            self._give_back_idle(scope, meter, now, waiting=mine[0])
             self._follow_demand(scope, meter, mine, now)
             report = self._report(scope, meter, now, demand=mine)
             if report is not None:
@@ -214,12 +220,16 @@ class BudgetKeeper:
             t.want = 0
         return out
 
-    def _give_back_idle(self, scope: str, meter: Meter, now: float) -> None:
-        admitted, since = self._last_admitted.get(scope, (-1, now))
-        if meter.tally.admitted != admitted:
-            self._last_admitted[scope] = (meter.tally.admitted, now)
-        elif now - since >= self.idle_after and meter.give_back(0):
-            log.info("budget_slice_returned", scope=scope, returned=meter.returned)
+    def _give_back_idle(self, scope: str, meter: Meter, now: float, *, waiting: int) -> None:
+        seen = meter.tally.admitted + meter.tally.refused
+        last, since, done = self._activity.get(scope, (-1, now, False))
+        if seen != last or waiting:
+            self._activity[scope] = (seen, now, False)
+        elif not done and now - since >= self.idle_after:
+            self._activity[scope] = (seen, since, True)
+            back = meter.give_back(0)
+            if back:
+                log.info("budget_slice_returned", scope=scope, returned=back, to="idle")
         quotas = self.quotas.get(scope)
         current = meter.grant_window if meter.rolling else meter.tally.span.id
         if quotas is not None and quotas.window == current and quotas.share:
@@ -256,7 +266,7 @@ class BudgetKeeper:
     def _idle(self, scope: str, now: float) -> bool:
         """No admission here for two report intervals: a sidecar whose own burst is only just
         arriving keeps its slice."""
-        _, since = self._last_admitted.get(scope, (-1, now))
+        _, since, _ = self._activity.get(scope, (-1, now, False))
         return now - since >= 2 * self.interval
 
     def _report(

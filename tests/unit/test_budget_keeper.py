@@ -143,3 +143,59 @@ def test_slices_follow_demand_idle_and_unusable_headroom_is_given_back() -> None
     )
     k2.reports()
     assert m2.allowance == 0 and m2.returned == 100
+
+
+def test_an_idle_spell_gives_the_slice_back_once_and_refusals_end_it() -> None:
+    """Regression: an idle sidecar handed back every regrant at every report, so ``returned``
+    raced the grant up without end and requests arriving after the idle spell were refused
+    (no admission meant the spell never ended) though the budget was nowhere near used."""
+    k, ledger = keeper()
+    clock = [NOW]
+    k.clock = lambda: clock[0]
+    k.reports()
+    span = ledger.meters["agent:support"].tally.span.id
+    meter = ledger.meters["agent:support"]
+
+    def grant(tokens: int) -> None:
+        k.quotas = {
+            "agent:support": Quotas(
+                scope="agent:support", window=span, limit=1000, grants={k.holder: tokens}
+            )
+        }
+
+    grant(400)
+    k.reports()
+    clock[0] += k.idle_after - 1
+    k.reports()
+    assert meter.allowance == 400  # not idle long enough yet
+    clock[0] += 1
+    k.reports()
+    assert (meter.allowance, meter.returned) == (0, 400)  # the idle spell's give-back
+    grant(800)  # the controller hands the free headroom to the only holder again
+    for _ in range(5):
+        clock[0] += k.idle_after
+        k.reports()
+    assert (meter.allowance, meter.returned) == (400, 400)  # kept: given back once per spell
+    [m] = ledger.applicable(["agent:support"], clock[0])
+    reservation, _ = ledger.admit([m], 100, clock[0])
+    assert reservation is not None  # a request after the spell is served from the regrant
+    Ledger.settle(reservation, 100, estimated=False)
+
+    # A sidecar whose requests are refused is not idle: the refusals end the spell.
+    k2, ledger2 = keeper()
+    clock2 = [NOW]
+    k2.clock = lambda: clock2[0]
+    k2.reports()
+    m2 = ledger2.meters["agent:support"]
+    k2.quotas = {
+        "agent:support": Quotas(
+            scope="agent:support", window=span, limit=1000, grants={k2.holder: 50}
+        )
+    }
+    k2.reports()
+    for _ in range(3):
+        clock2[0] += k2.idle_after
+        [meter2] = ledger2.applicable(["agent:support"], clock2[0])
+        assert ledger2.admit([meter2], 100, clock2[0])[0] is None  # does not fit: refused
+        k2.reports()
+        assert m2.allowance == 50 and m2.returned == 0
