@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -9,8 +10,26 @@ import pytest
 
 from holdfast.store.etcd import EtcdStore
 from holdfast_devtools.etcd_cluster import EtcdCluster
-from holdfast_devtools.etcd_host import EtcdError, etcd_binary
+from holdfast_devtools.etcd_host import PORT_RANGE_ENV, EtcdError, etcd_binary
 from holdfast_devtools.etcd_local import EtcdNode
+
+# Below the kernel's ephemeral ports (32768 up by default), so no port a process gets by binding
+# port 0 is ever one etcd was told to take.
+_ETCD_PORTS = (12000, 31999)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs two workers) each worker picks etcd's ports from
+    its own range: two workers choosing the same free port a moment apart would otherwise
+    start two etcds on it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker is None:
+        return
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw"))
+    low, high = _ETCD_PORTS
+    span = (high - low + 1) // count
+    os.environ[PORT_RANGE_ENV] = f"{low + index * span}-{low + (index + 1) * span - 1}"
 
 
 def _require_etcd() -> None:

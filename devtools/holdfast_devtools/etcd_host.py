@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Final, Self
 
 ETCD_BIN_ENV: Final = "HOLDFAST_ETCD_BIN"
+PORT_RANGE_ENV: Final = "HOLDFAST_PORT_RANGE"  # "lo-hi": where etcd's ports come from
 HOST: Final = "127.0.0.1"
 
 
@@ -37,12 +38,48 @@ def free_port(host: str = HOST) -> int:
 
 
 def free_ports(count: int, host: str = HOST) -> list[int]:
-    """Distinct free ports: all sockets stay bound until every port is chosen."""
+    """Distinct free ports: all sockets stay bound until every port is chosen.
+
+    etcd takes its ports on the command line, so they are chosen here and bound by etcd a
+    moment later. Another process asking the kernel for any free port in that moment could get
+    the same one; with ``$HOLDFAST_PORT_RANGE`` set (the test suite gives each of its parallel
+    workers its own range, below the kernel's ephemeral range) nobody else draws from it.
+    """
+    configured = os.environ.get(PORT_RANGE_ENV)
+    if configured:
+        return _ports_in_range(count, host, configured)
     with ExitStack() as stack:
         socks = [stack.enter_context(socket.socket()) for _ in range(count)]
         for sock in socks:
             sock.bind((host, 0))
         return [int(sock.getsockname()[1]) for sock in socks]
+
+
+_cursor: dict[str, int] = {}  # range -> the next port to try: a released port rests a while
+
+
+def _ports_in_range(count: int, host: str, spec: str) -> list[int]:
+    try:
+        low, high = (int(part) for part in spec.split("-"))
+    except ValueError as exc:
+        raise EtcdError(f"{PORT_RANGE_ENV}={spec!r}: expected LOW-HIGH") from exc
+    size = high - low + 1
+    if not 1024 <= low <= high <= 65535 or size < count:
+        raise EtcdError(f"{PORT_RANGE_ENV}={spec!r}: not a range of {count}+ ports")
+    ports: list[int] = []
+    with ExitStack() as stack:
+        for _ in range(size):
+            port = low + _cursor.get(spec, 0) % size
+            _cursor[spec] = _cursor.get(spec, 0) + 1
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise EtcdError(f"{PORT_RANGE_ENV}={spec!r}: fewer than {count} free ports")
 
 
 def etcd_binary() -> str:

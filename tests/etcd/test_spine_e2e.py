@@ -68,13 +68,14 @@ async def test_pointer_change_under_load_without_restart_or_failure(
             except openai.OpenAIError as exc:
                 failures.append(exc)
 
-    acked = 0.0
+    issued = acked = 0.0
 
     async def operator() -> None:
         # The load runs until well after the operator's command returned, however long
         # holdfastctl took on a loaded machine: the test is about what follows the change.
-        nonlocal acked
+        nonlocal issued, acked
         await asyncio.sleep(1.0)
+        issued = time.monotonic()
         await asyncio.to_thread(stack.ctl, "route", "set-stable", AGENT, "r2")
         acked = time.monotonic()
         await asyncio.sleep(1.5)
@@ -86,7 +87,11 @@ async def test_pointer_change_under_load_without_restart_or_failure(
     # The watch delivers within milliseconds; allow a generous margin on a loaded machine.
     late = [r for started, r in results if started > acked + 0.5]
     assert late and set(late) == {"r2"}
-    assert all(r == "r1" for started, r in results if started < acked - 0.9)
+    # Nothing changed before the operator asked. (Not "before acked - x": on a loaded machine
+    # holdfastctl can return a second or more after etcd committed the change.) The request's
+    # own way to the sidecar is a few ms; a holdfastctl process takes far longer to commit.
+    early = [r for started, r in results if started < issued - 0.1]
+    assert early and set(early) == {"r1"}
     assert side.proc is not None and side.proc.pid == pid and side.running
 
 

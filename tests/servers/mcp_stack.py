@@ -104,13 +104,16 @@ class McpBackend:
             json_response=True,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", self.port))
-            self.port = s.getsockname()[1]
+        # The socket is bound here and handed over, so no other process can take the port
+        # between choosing it and listening on it (a restart binds the same port again).
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
         config = uvicorn.Config(asgi, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on")  # fmt: skip
         self.server = uvicorn.Server(config)
-        self.task = asyncio.create_task(self.server.serve())
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
             await asyncio.sleep(0.01)
 
