@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -115,6 +116,7 @@ class Sidecar:
         )
         self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
         self.signals = SignalBook()
+        self.traffic: Counter[str] = Counter()  # per dialect (x feature) of requests served
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
         self.outcomes = OutcomePublisher(
@@ -137,6 +139,7 @@ class Sidecar:
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
+                traffic=lambda: dict(self.traffic),
             ),
         )
         self.budget_ledger = Ledger(agent=settings.agent)
@@ -271,6 +274,7 @@ class Sidecar:
                 budget_status=self.budgets.status,
                 states=self.states,
                 state_lookup=self.state_lookup,
+                traffic=self.traffic,
             )
         )
 

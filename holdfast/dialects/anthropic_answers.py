@@ -122,6 +122,10 @@ class MessagesStream:
         obj = provider_json(data, "anthropic.messages.event")
         if not isinstance(obj, dict):
             return NO_EVENT
+        return self.observe(obj)
+
+    def observe(self, obj: dict[str, Any]) -> EventView:
+        """One event, already parsed (a translation reads the same object: one parse)."""
         kind = obj.get("type")
         if not self._started:
             # A Messages stream opens with message_start (a ping or an error may come first);

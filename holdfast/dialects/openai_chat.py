@@ -305,6 +305,10 @@ class ChatStream:
         obj = provider_json(data, "openai.chat.event")
         if not isinstance(obj, dict):
             return NO_EVENT
+        return self.observe(obj)
+
+    def observe(self, obj: dict[str, Any]) -> EventView:
+        """One chunk, already parsed (a translation reads the same object: one parse)."""
         view = EventView()
         if "error" in obj:
             view.error = True

@@ -58,6 +58,10 @@ def _no_tools() -> tuple[ToolSignals, ...]:
     return ()
 
 
+def _no_traffic() -> dict[str, int]:
+    return {}
+
+
 @dataclass(slots=True, kw_only=True)
 class HealthSources:
     """Where each part of a snapshot comes from; callables are read at every beat."""
@@ -68,6 +72,7 @@ class HealthSources:
     signals: Callable[[], tuple[ReleaseSignals, ...]] = _no_signals
     sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
     tools: Callable[[], tuple[ToolSignals, ...]] = _no_tools  # per release x tool
+    traffic: Callable[[], dict[str, int]] = _no_traffic  # per dialect (x feature) served
 
 
 def build_snapshot(
@@ -86,6 +91,7 @@ def build_snapshot(
         signals=sources.signals(),
         sessions=sources.sessions(),
         tools=sources.tools(),
+        traffic=sources.traffic(),
     )
 
 

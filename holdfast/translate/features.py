@@ -1,0 +1,223 @@
+"""What an agent's request uses that a translation may not carry, read from its top-level fields
+(cheap enough for every request: a few dict lookups, a scan of the tools).
+
+Each dialect has its catalogue; a pair (holdfast.translate.pairs) names the features it refuses.
+The sidecar counts the features of the requests it serves (``HealthSnapshot.traffic``), so that
+configsvc can refuse, before a route change, a release whose provider cannot take what the
+agent's traffic uses; the same predicates refuse a single request at translation time. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from holdfast.translate.fields import as_dict, as_list
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    param: str  # the agent's field, named in a refusal
+    what: str  # for a person: what the request asks for
+    used: Callable[[dict[str, Any]], bool]
+
+
+def _present(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda body: body.get(name) is not None
+
+
+def _true(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda body: body.get(name) is True
+
+
+def _nonzero(*names: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda body: any(body.get(n) not in (None, 0, 0.0) for n in names)
+
+
+def _above(name: str, limit: float) -> Callable[[dict[str, Any]], bool]:
+    def used(body: dict[str, Any]) -> bool:
+        value = body.get(name)
+        return isinstance(value, int | float) and not isinstance(value, bool) and value > limit
+
+    return used
+
+
+def _tier(*fine: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda body: body.get("service_tier") not in (None, *fine)
+
+
+def _tool_types(*fine: str) -> Callable[[dict[str, Any]], bool]:
+    def used(body: dict[str, Any]) -> bool:
+        return any(as_dict(t).get("type", fine[0]) not in fine for t in as_list(body.get("tools")))
+
+    return used
+
+
+def _chat_audio(body: dict[str, Any]) -> bool:
+    return body.get("audio") is not None or "audio" in as_list(body.get("modalities"))
+
+
+def _json_format(body: dict[str, Any]) -> bool:
+    return as_dict(body.get("response_format")).get("type") in ("json_object", "json_schema")
+
+
+def _thinking(body: dict[str, Any]) -> bool:
+    return as_dict(body.get("thinking")).get("type") not in (None, "disabled")
+
+
+def _reasoning_effort(body: dict[str, Any]) -> bool:
+    return as_dict(body.get("reasoning")).get("effort") not in (None, "none")
+
+
+def _reasoning_summary(body: dict[str, Any]) -> bool:
+    return as_dict(body.get("reasoning")).get("summary") not in (None, "auto")
+
+
+def _text_format(body: dict[str, Any]) -> bool:
+    return as_dict(as_dict(body.get("text")).get("format")).get("type") not in (None, "text")
+
+
+def _verbosity(body: dict[str, Any]) -> bool:
+    return as_dict(body.get("text")).get("verbosity") not in (None, "medium")
+
+
+def _logprobs(body: dict[str, Any]) -> bool:
+    include = as_list(body.get("include"))
+    return body.get("top_logprobs") is not None or "message.output_text.logprobs" in include
+
+
+def _state(body: dict[str, Any]) -> bool:
+    return body.get("previous_response_id") is not None or body.get("conversation") is not None
+
+
+def _tools(body: dict[str, Any]) -> bool:
+    return bool(as_list(body.get("tools")))
+
+
+def _stream(body: dict[str, Any]) -> bool:
+    return body.get("stream") is True
+
+
+# Informational: counted for the warm-up probe (a provider must take tools if the traffic uses
+# them), never refused by a translation.
+TOOLS: Final = Feature("tools", "tools", "tool definitions", _tools)
+STREAM: Final = Feature("stream", "stream", "streaming", _stream)
+
+CHAT: Final = (
+    Feature("n", "n", "more than one choice ('n' > 1)", _above("n", 1)),
+    Feature(
+        "logprobs",
+        "logprobs",
+        "log probabilities",
+        lambda b: b.get("logprobs") is True or b.get("top_logprobs") is not None,
+    ),
+    Feature("audio", "audio", "audio output", _chat_audio),
+    Feature("json_format", "response_format", "a JSON response format", _json_format),
+    Feature(
+        "penalties",
+        "frequency_penalty",
+        "frequency or presence penalties",
+        _nonzero("frequency_penalty", "presence_penalty"),
+    ),
+    Feature("logit_bias", "logit_bias", "a logit bias", lambda b: bool(b.get("logit_bias"))),
+    Feature("seed", "seed", "a sampling seed", _present("seed")),
+    Feature("prediction", "prediction", "predicted outputs", _present("prediction")),
+    Feature(
+        "reasoning_effort", "reasoning_effort", "a reasoning effort", _present("reasoning_effort")
+    ),
+    Feature("verbosity", "verbosity", "a verbosity", _present("verbosity")),
+    Feature("web_search", "web_search_options", "web search", _present("web_search_options")),
+    Feature("store", "store", "stored completions", _true("store")),
+    Feature(
+        "functions",
+        "functions",
+        "legacy functions",
+        lambda b: b.get("functions") is not None or b.get("function_call") is not None,
+    ),
+    Feature("builtin_tools", "tools", "tools other than functions", _tool_types("function")),
+    Feature("temperature_high", "temperature", "a temperature above 1", _above("temperature", 1)),
+    Feature(
+        "service_tier", "service_tier", "a service tier other than auto", _tier("auto", "default")
+    ),
+    TOOLS,
+    STREAM,
+)
+
+MESSAGES: Final = (
+    Feature("thinking", "thinking", "extended thinking", _thinking),
+    Feature("top_k", "top_k", "top-k sampling", _present("top_k")),
+    Feature(
+        "server_tools",
+        "tools",
+        "server tools (web search, code execution...)",
+        _tool_types("custom"),
+    ),
+    Feature(
+        "mcp_servers", "mcp_servers", "MCP servers run by the provider", _present("mcp_servers")
+    ),
+    Feature("container", "container", "a code-execution container", _present("container")),
+    Feature(
+        "context_management",
+        "context_management",
+        "context management",
+        _present("context_management"),
+    ),
+    Feature(
+        "stop_sequences_many",
+        "stop_sequences",
+        "more than 4 stop sequences",
+        lambda b: len(as_list(b.get("stop_sequences"))) > 4,
+    ),
+    Feature("service_tier", "service_tier", "a service tier other than auto", _tier("auto")),
+    TOOLS,
+    STREAM,
+)
+
+RESPONSES: Final = (
+    Feature(
+        "state",
+        "previous_response_id",
+        "provider-held state (a previous response or a conversation)",
+        _state,
+    ),
+    Feature("store", "store", "a stored response ('store': true)", _true("store")),
+    Feature("background", "background", "a background response", _true("background")),
+    Feature(
+        "builtin_tools",
+        "tools",
+        "built-in tools (web search, file search, computer use...)",
+        _tool_types("function"),
+    ),
+    Feature("reasoning_effort", "reasoning", "a reasoning effort", _reasoning_effort),
+    Feature("reasoning_summary", "reasoning", "a reasoning summary", _reasoning_summary),
+    Feature("json_format", "text", "a JSON text format", _text_format),
+    Feature("verbosity", "text", "a verbosity other than medium", _verbosity),
+    Feature("logprobs", "top_logprobs", "log probabilities", _logprobs),
+    Feature("max_tool_calls", "max_tool_calls", "a cap on tool calls", _present("max_tool_calls")),
+    Feature(
+        "truncation_auto",
+        "truncation",
+        "automatic truncation",
+        lambda b: b.get("truncation") == "auto",
+    ),
+    Feature("prompt_template", "prompt", "a stored prompt template", _present("prompt")),
+    Feature("temperature_high", "temperature", "a temperature above 1", _above("temperature", 1)),
+    Feature(
+        "service_tier", "service_tier", "a service tier other than auto", _tier("auto", "default")
+    ),
+    TOOLS,
+    STREAM,
+)
+
+CATALOGUE: Final[Mapping[str, tuple[Feature, ...]]] = {
+    "openai.chat": CHAT,
+    "anthropic.messages": MESSAGES,
+    "openai.responses": RESPONSES,
+}
+
+
+def used(dialect: str, body: dict[str, Any]) -> list[Feature]:
+    """The catalogued features ``body`` (a request of ``dialect``) uses."""
+    return [f for f in CATALOGUE.get(dialect, ()) if f.used(body)]
