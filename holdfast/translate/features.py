@@ -221,3 +221,56 @@ CATALOGUE: Final[Mapping[str, tuple[Feature, ...]]] = {
 def used(dialect: str, body: dict[str, Any]) -> list[Feature]:
     """The catalogued features ``body`` (a request of ``dialect``) uses."""
     return [f for f in CATALOGUE.get(dialect, ()) if f.used(body)]
+
+
+# Every top-level field each agent dialect's translation knows: carried, refused by a feature
+# above, or (``UNSENT``) deliberately not sent. Any other field is refused rather than dropped:
+# a field this module has not learnt may change what the agent gets.
+KNOWN: Final[Mapping[str, frozenset[str]]] = {
+    "openai.chat": frozenset(
+        {
+            "model", "messages", "stream", "stream_options", "tools", "tool_choice",
+            "parallel_tool_calls", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+            "stop", "user", "safety_identifier", "prompt_cache_key", "n", "logprobs",
+            "top_logprobs", "audio", "modalities", "response_format", "frequency_penalty",
+            "presence_penalty", "logit_bias", "seed", "prediction", "reasoning_effort",
+            "verbosity", "web_search_options", "store", "metadata", "service_tier",
+            "functions", "function_call",
+        }
+    ),
+    "anthropic.messages": frozenset(
+        {
+            "model", "messages", "system", "max_tokens", "stream", "tools", "tool_choice",
+            "temperature", "top_p", "top_k", "stop_sequences", "metadata", "thinking",
+            "service_tier", "mcp_servers", "container", "context_management",
+        }
+    ),
+    "openai.responses": frozenset(
+        {
+            "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+            "max_output_tokens", "temperature", "top_p", "stream", "stream_options", "store",
+            "previous_response_id", "conversation", "background", "include", "reasoning",
+            "text", "user", "safety_identifier", "prompt_cache_key", "metadata", "truncation",
+            "max_tool_calls", "top_logprobs", "prompt", "service_tier", "client_metadata",
+        }
+    ),
+}  # fmt: skip
+
+# Known fields not sent to the other API, and why (the documentation's table says the same):
+# caching hints (the provider caches on its own terms), client telemetry, and metadata that only
+# tags what a store would keep (translated answers are never stored).
+UNSENT: Final[Mapping[str, str]] = {
+    "prompt_cache_key": "a caching hint",
+    "metadata": "tags for stored completions and responses",
+    "client_metadata": "client telemetry (Codex CLI)",
+    "stream_options": "stream options of OpenAI's (usage is always asked for)",
+    "include": "what to include of output items the translation never produces",
+}
+
+
+def unknown(dialect: str, body: dict[str, Any]) -> str | None:
+    """The first top-level field of ``body`` its dialect's translation does not know."""
+    known = KNOWN.get(dialect)
+    if known is None:
+        return None
+    return next((name for name in body if name not in known), None)

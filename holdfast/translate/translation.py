@@ -44,7 +44,15 @@ class Observing(StreamDecoder, Protocol):
 
 
 def refuse_features(pair: Pair, body: dict[str, Any]) -> None:
-    """Untranslatable for the first feature ``body`` uses that ``pair`` cannot carry."""
+    """Untranslatable for a field ``pair`` does not know, or the first feature ``body`` uses
+    that ``pair`` cannot carry."""
+    name = features.unknown(pair.agent, body)
+    if name is not None:
+        raise Untranslatable(
+            f"the request has a field {name!r:.60} that the translation into "
+            f"{_title(pair.provider)} does not know, so it cannot tell what it would change",
+            name,
+        )
     for feature in features.CATALOGUE.get(pair.agent, ()):
         if feature.name in pair.refuses and feature.used(body):
             raise Untranslatable(
