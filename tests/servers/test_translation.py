@@ -28,12 +28,16 @@ from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest, start_s
 from tests.servers.contract_stack import SEARCH_ARGS, SEARCH_V1, contract_sidecar
 from tests.servers.test_anthropic_capabilities import CODE_ARGS, runner, shadow_stats
 
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "object",
     "properties": {"city": {"type": "string"}},
     "required": ["city"],
 }
-CLOCK = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}
+CLOCK: dict[str, Any] = {
+    "type": "object",
+    "properties": {"zone": {"type": "string"}},
+    "required": ["zone"],
+}
 CHAT_TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
     {"type": "function", "function": {"name": "get_time", "parameters": CLOCK}},
@@ -277,13 +281,15 @@ async def test_anthropic_agent_holds_a_tool_conversation_with_an_openai_release(
     # the provider's usage, as Anthropic counts it: cache reads outside input_tokens
     assert first.usage.cache_read_input_tokens == 4 and first.usage.input_tokens > 0
     assert first.usage.output_tokens > 0
-    history.append({"role": "assistant", "content": first.content})  # type: ignore[typeddict-item]
-    history.append({"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": u.id, "content": "clear"} for u in uses]})  # fmt: skip
+    history.append({"role": "assistant", "content": first.content})
+    results: list[Any] = [
+        {"type": "tool_result", "tool_use_id": u.id, "content": "clear"} for u in uses
+    ]
+    history.append({"role": "user", "content": results})
     second = await turn()
     assert second.stop_reason == "end_turn"
     assert second.content[0].type == "text" and second.content[0].text.startswith("[model-one]")
-    history.append({"role": "assistant", "content": second.content})  # type: ignore[typeddict-item]
+    history.append({"role": "assistant", "content": second.content})
     history.append({"role": "user", "content": "and tomorrow?"})
     third = await turn()
     assert third.content[0].type == "text"
@@ -329,7 +335,7 @@ async def test_responses_agent_stateless_tool_loop_through_a_translation(
     (call,) = [o for o in first.output if o.type == "function_call"]
     assert call.name == "get_weather" and json.loads(call.arguments)["city"]
     assert first.usage is not None and first.usage.output_tokens > 0
-    assert first.store is False
+    assert first.to_dict()["store"] is False
     items += [
         {"type": "reasoning", "id": "rs_other", "summary": [], "encrypted_content": "gAAAA-x"},
         {"type": "function_call", "call_id": call.call_id, "name": call.name,
