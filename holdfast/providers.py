@@ -60,17 +60,31 @@ class ProviderKind:
         return out
 
     def one_turn(
-        self, model: str, system: str, user: str, max_tokens: int, *, temperature: float | None
+        self,
+        model: str,
+        system: str,
+        user: str,
+        max_tokens: int,
+        *,
+        temperature: float | None,
+        tool: str = "",
     ) -> dict[str, Any]:
-        """The body of a one-turn, non-streamed generation request of this kind."""
+        """The body of a one-turn, non-streamed generation request of this kind; ``tool``: the
+        name of a tool (taking no arguments) it declares, for a provider that must take tools."""
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": False}
+        schema = {"type": "object", "properties": {}}
         if self.chat_dialect == "anthropic.messages":
             if system:
                 body["system"] = system
             body["messages"] = [{"role": "user", "content": user}]
+            if tool:
+                body["tools"] = [{"name": tool, "description": "unused", "input_schema": schema}]
         else:
             messages = [{"role": "system", "content": system}] if system else []
             body["messages"] = [*messages, {"role": "user", "content": user}]
+            if tool:
+                function = {"name": tool, "description": "unused", "parameters": schema}
+                body["tools"] = [{"type": "function", "function": function}]
         if temperature is not None:
             body["temperature"] = temperature
         return body
