@@ -11,7 +11,8 @@ response object, usage included. The ``done`` events repeat an item's whole text
 defines them: the writer keeps a copy of what it sent, never an event back.
 
 Usage: ``input_tokens`` is the whole prompt (``input_tokens_details.cached_tokens`` of it read
-from the cache), ``output_tokens`` the whole output (``output_tokens_details.reasoning_tokens``).
+from the cache, ``cache_write_tokens`` written to it), ``output_tokens`` the whole output
+(``output_tokens_details.reasoning_tokens``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ ECHOED: Final = (
 def write_tokens(tokens: Tokens) -> dict[str, Any]:
     return {
         "input_tokens": tokens.prompt,
-        "input_tokens_details": {"cached_tokens": tokens.cache_read},
+        "input_tokens_details": {
+            "cached_tokens": tokens.cache_read,
+            "cache_write_tokens": tokens.cache_write,
+        },
         "output_tokens": tokens.output,
         "output_tokens_details": {"reasoning_tokens": tokens.reasoning},
         "total_tokens": tokens.prompt + tokens.output,

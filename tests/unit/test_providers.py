@@ -140,5 +140,3 @@ def test_configsvc_refuses_a_release_that_cannot_serve_the_agents_traffic() -> N
     assert "--allow-provider-change" in migration_mismatch(o1, a1, uses_n)
     assert migration_mismatch(o1, a1, plain) == ""
     assert migration_mismatch(o1, release("o2"), uses_n) == ""  # the same kind: as before
-
-
