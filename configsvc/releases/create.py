@@ -60,8 +60,14 @@ async def create_release(
         raise errors.InvalidRequest(str(exc)) from exc
     await _check_contracts(service, req.contracts)
     if not req.allow_provider_change:
-        # A release that could never serve this agent's traffic is refused from the start.
-        problem = mismatch(release, "a release", await service.agent_traffic(agent))
+        # A release that could never serve this agent's traffic is refused from the start. With
+        # etcd unreadable the traffic is unknown (each request is judged where it is served);
+        # the create-only put below then says whether etcd took the release.
+        try:
+            traffic = await service.agent_traffic(agent)
+        except errors.StoreDown:
+            traffic = {}
+        problem = mismatch(release, "a release", traffic)
         if problem:
             raise errors.ProviderMismatch(problem, param="provider")
     entry = service.audit_entry(
