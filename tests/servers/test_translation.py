@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 
 from holdfast.keyspace import Release, Route, Shadow
 from holdfast.keyspace.prompt import PromptVersion
+from holdfast.store import Change
 from holdfast_devtools import procs
 from tests.servers import test_budget_filter as budget_tests
 from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest, start_sidecar
@@ -357,6 +358,78 @@ async def test_responses_agent_stateless_tool_loop_through_a_translation(
         await c.responses.create(model=AGENT, input="more", store=True)
     body = info.value.body
     assert isinstance(body, dict) and body["param"] == "store"
+
+
+# -- pins and migration -------------------------------------------------------------------------
+
+
+async def test_a_session_migrated_to_an_anthropic_release_continues_translated(
+    sut: SidecarUnderTest, fakellm: procs.ManagedProcess
+) -> None:
+    sut.set_stable("o1")
+    c = openai_client(sut, "moving")
+    history: list[Any] = [{"role": "user", "content": "call:get_weather in Lyon"}]
+    first = await c.chat.completions.create(model=AGENT, messages=history, tools=CHAT_TOOLS)
+    assert first.choices[0].finish_reason == "tool_calls"
+    history.append(first.choices[0].message.model_dump(exclude_none=True))
+    history += [weather_result(t.id) for t in first.choices[0].message.tool_calls or ()]
+    migrate(sut, "moving", "a1")
+    raw = await c.chat.completions.with_raw_response.create(
+        model=AGENT, messages=history, tools=CHAT_TOOLS
+    )
+    assert raw.headers["x-holdfast-release"] == "a1"
+    assert raw.headers["x-holdfast-migrated-from"] == "o1"
+    assert raw.headers["x-holdfast-translated"] == "openai.chat->anthropic.messages"
+    assert raw.parse().choices[0].message.content.startswith("[claude-one]")
+    sent = [r for r in await received(fakellm) if r["path"] == "/v1/messages"][-1]["body"]
+    # the conversation the old release held, carried whole: the call and its result
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+    assert [b["type"] for b in sent["messages"][2]["content"]] == ["tool_result"]
+
+
+async def test_a_responses_chain_migrated_to_a_translated_release_is_rebuilt_once(
+    sut: SidecarUnderTest, fakellm: procs.ManagedProcess
+) -> None:
+    sut.set_stable("o1")
+    c = openai_client(sut, "chain")
+    first = await c.responses.create(model=AGENT, input="call:get_weather", tools=RESPONSES_TOOLS)
+    call = first.output[0]
+    assert call.type == "function_call"
+    second = await c.responses.create(
+        model=AGENT,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=RESPONSES_TOOLS,
+    )
+    migrate(sut, "chain", "a1")
+    raw = await c.responses.with_raw_response.create(
+        model=AGENT, input="and tomorrow?", previous_response_id=second.id, tools=RESPONSES_TOOLS
+    )
+    assert raw.headers["x-holdfast-release"] == "a1"
+    assert raw.headers["x-holdfast-migrated-from"] == "o1"
+    third = raw.parse()
+    assert third.output_text.startswith("[claude-one]") and third.to_dict()["store"] is False
+    sent = [r for r in await received(fakellm) if r["path"] == "/v1/messages"][-1]["body"]
+    texts = json.dumps(sent)
+    # the rebuilt conversation, translated: the call, its result, the old answer, this turn
+    assert "tool_use" in texts and "sunny" in texts and second.output_text in texts
+    assert "and tomorrow?" in texts and "previous_response_id" not in texts
+    # the translated release keeps no state: a continuation of its answer cannot be carried
+    with pytest.raises(openai.ConflictError) as info:
+        await c.responses.create(model=AGENT, input="more", previous_response_id=third.id)
+    body = info.value.body
+    assert isinstance(body, dict) and body["code"] == "state_not_portable"
+    assert "translation" in body["message"]
+
+
+def migrate(sut: SidecarUnderTest, session: str, to: str) -> None:
+    """What `holdfastctl pins migrate` does, as the watch would deliver it."""
+    entry = sut.pins.get(session)
+    assert entry is not None
+    moved = entry.pin.migrated(to, actor="token:ops", now=entry.pin.pinned_at + 1)
+    sut.revision += 1
+    key = KS.pin(AGENT, session)
+    sut.pins.apply_changes([Change("put", key, moved.encode(), sut.revision, 1, 2)])
 
 
 # -- every capability across a translated release ---------------------------------------------
