@@ -94,10 +94,10 @@ async def test_anthropic_route_canary_pins_migration_and_budget(
     release, headers = await served(agents, side.url, "cc-first")
     assert release == "r1"
     assert headers["x-holdfast-translated"] == "anthropic.messages->openai.chat"
-    with pytest.raises(anthropic.BadRequestError) as info:
+    with pytest.raises(anthropic.BadRequestError) as untranslatable:
         await served(agents, side.url, "cc-think", thinking={"type": "enabled",
                                                              "budget_tokens": 1024})  # fmt: skip
-    assert info.value.body["error"]["code"] == "untranslatable"  # type: ignore[index]
+    assert untranslatable.value.body["error"]["code"] == "untranslatable"  # type: ignore[index]
     # ... so once its snapshot tells configsvc, openai releases are refused where this agent's
     # new sessions go, and anthropic ones, which serve all of it, are not
     for _ in range(100):

@@ -380,7 +380,7 @@ async def test_a_session_migrated_to_an_anthropic_release_continues_translated(
     assert raw.headers["x-holdfast-release"] == "a1"
     assert raw.headers["x-holdfast-migrated-from"] == "o1"
     assert raw.headers["x-holdfast-translated"] == "openai.chat->anthropic.messages"
-    assert raw.parse().choices[0].message.content.startswith("[claude-one]")
+    assert (raw.parse().choices[0].message.content or "").startswith("[claude-one]")
     sent = [r for r in await received(fakellm) if r["path"] == "/v1/messages"][-1]["body"]
     # the conversation the old release held, carried whole: the call and its result
     assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_snapshot_carries_the_traffic_the_sidecar_served_and_reads_it_tolerantly
     snap = build_snapshot(sources, sidecar_id="h", agent="a", started_at=0, now=1)
     assert HealthSnapshot.decode(snap.encode()).traffic == traffic
     # a newer sidecar's or a broken one's counters are left out, never a refused snapshot
-    odd = {**traffic, "x" * 81: 1, "negative": -1, "float": 1.5, "bool": True}
+    odd: dict[str, Any] = {**traffic, "x" * 81: 1, "negative": -1, "float": 1.5, "bool": True}
     decoded = HealthSnapshot.decode(dataclasses.replace(snap, traffic=odd).encode())
     assert decoded.traffic == traffic
     many = {f"d{i}": 1 for i in range(1000)}
