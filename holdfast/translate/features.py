@@ -22,6 +22,13 @@ class Feature:
     param: str  # the agent's field, named in a refusal
     what: str  # for a person: what the request asks for
     used: Callable[[dict[str, Any]], bool]
+    # The top-level fields the predicate reads ((): ``param`` alone): a request without any of
+    # them cannot use the feature, so its predicate is never asked (see ``used`` below).
+    fields: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.fields or (self.param,)
 
 
 def _present(name: str) -> Callable[[dict[str, Any]], bool]:
@@ -49,8 +56,17 @@ def _tier(*fine: str) -> Callable[[dict[str, Any]], bool]:
 
 
 def _tool_types(*fine: str) -> Callable[[dict[str, Any]], bool]:
+    default = fine[0]
+
     def used(body: dict[str, Any]) -> bool:
-        return any(as_dict(t).get("type", fine[0]) not in fine for t in as_list(body.get("tools")))
+        tools = body.get("tools")
+        if type(tools) is not list:
+            return False
+        # a plain loop, no generator: most requests declare tools, and pay this
+        for tool in tools:  # noqa: SIM110
+            if type(tool) is dict and tool.get("type", default) not in fine:
+                return True
+        return False
 
     return used
 
@@ -112,14 +128,16 @@ CHAT: Final = (
         "logprobs",
         "log probabilities",
         lambda b: b.get("logprobs") is True or b.get("top_logprobs") is not None,
+        ("logprobs", "top_logprobs"),
     ),
-    Feature("audio", "audio", "audio output", _chat_audio),
+    Feature("audio", "audio", "audio output", _chat_audio, ("audio", "modalities")),
     Feature("json_format", "response_format", "a JSON response format", _json_format),
     Feature(
         "penalties",
         "frequency_penalty",
         "frequency or presence penalties",
         _nonzero("frequency_penalty", "presence_penalty"),
+        ("frequency_penalty", "presence_penalty"),
     ),
     Feature("logit_bias", "logit_bias", "a logit bias", lambda b: bool(b.get("logit_bias"))),
     Feature("seed", "seed", "a sampling seed", _present("seed")),
@@ -135,6 +153,7 @@ CHAT: Final = (
         "functions",
         "legacy functions",
         lambda b: b.get("functions") is not None or b.get("function_call") is not None,
+        ("functions", "function_call"),
     ),
     Feature("builtin_tools", "tools", "tools other than functions", _tool_types("function")),
     Feature("temperature_high", "temperature", "a temperature above 1", _above("temperature", 1)),
@@ -181,6 +200,7 @@ RESPONSES: Final = (
         "previous_response_id",
         "provider-held state (a previous response or a conversation)",
         _state,
+        ("previous_response_id", "conversation"),
     ),
     Feature("store", "store", "a stored response ('store': true)", _true("store")),
     Feature("background", "background", "a background response", _true("background")),
@@ -194,7 +214,9 @@ RESPONSES: Final = (
     Feature("reasoning_summary", "reasoning", "a reasoning summary", _reasoning_summary),
     Feature("json_format", "text", "a JSON text format", _text_format),
     Feature("verbosity", "text", "a verbosity other than medium", _verbosity),
-    Feature("logprobs", "top_logprobs", "log probabilities", _logprobs),
+    Feature(
+        "logprobs", "top_logprobs", "log probabilities", _logprobs, ("top_logprobs", "include")
+    ),
     Feature("max_tool_calls", "max_tool_calls", "a cap on tool calls", _present("max_tool_calls")),
     Feature(
         "truncation_auto",
@@ -218,9 +240,41 @@ CATALOGUE: Final[Mapping[str, tuple[Feature, ...]]] = {
 }
 
 
+# Per dialect: each top-level field -> the features that read it, with their traffic counter's
+# name ("openai.chat:n"). A request is judged by its own fields only: a few dictionary lookups
+# for the usual request, whatever the catalogue's size (every served request pays this).
+_BY_FIELD: Final[Mapping[str, Mapping[str, tuple[tuple[Feature, str], ...]]]] = {
+    dialect: {
+        key: tuple((f, f"{dialect}:{f.name}") for f in catalogue if key in f.keys)
+        for key in {k for f in catalogue for k in f.keys}
+    }
+    for dialect, catalogue in CATALOGUE.items()
+}
+
+
 def used(dialect: str, body: dict[str, Any]) -> list[Feature]:
     """The catalogued features ``body`` (a request of ``dialect``) uses."""
-    return [f for f in CATALOGUE.get(dialect, ()) if f.used(body)]
+    return list(_used(dialect, body).values())
+
+
+def counters(dialect: str, body: dict[str, Any]) -> list[str]:
+    """The traffic counters of the features ``body`` uses (``dialect:feature``)."""
+    return list(_used(dialect, body))
+
+
+def _used(dialect: str, body: dict[str, Any]) -> dict[str, Feature]:
+    """counter name -> feature, for the features ``body`` uses, in the order of its fields."""
+    found: dict[str, Feature] = {}
+    by_field = _BY_FIELD.get(dialect)
+    if by_field is None:
+        return found
+    for key in body:
+        entries = by_field.get(key)
+        if entries is not None:
+            for feature, name in entries:
+                if name not in found and feature.used(body):
+                    found[name] = feature
+    return found
 
 
 # Every top-level field each agent dialect's translation knows: carried, refused by a feature

@@ -20,7 +20,9 @@ SEPARATOR = ":"
 
 def traffic_keys(dialect: str, body: dict[str, Any]) -> list[str]:
     """The counters one served request of ``dialect`` adds to its sidecar's traffic."""
-    return [dialect, *(dialect + SEPARATOR + f.name for f in features.used(dialect, body))]
+    found = features.counters(dialect, body)
+    found.append(dialect)
+    return found
 
 
 def judge(traffic: Mapping[str, int], kind: str) -> list[str]:

@@ -244,7 +244,8 @@ class Proxy:
                 stream=exchange.stream,
                 request_id=exchange.request_id,
                 agent_headers=request.headers,
-                query=exchange.query,
+                # the agent's query string is of its own API (Claude Code's ?beta=true)
+                query=exchange.query if translation is None else "",
             ) as upstream:
                 if settling is not None:  # a first turn: etcd's word before the agent's first byte
                     settled = await asyncio.shield(settling)

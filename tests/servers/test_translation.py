@@ -302,6 +302,20 @@ async def test_anthropic_agent_holds_a_tool_conversation_with_an_openai_release(
     assert sent[1]["body"]["max_tokens"] == 256
 
 
+async def test_anthropic_query_and_beta_header_stay_on_anthropics_side(
+    sut: SidecarUnderTest, fakellm: procs.ManagedProcess
+) -> None:
+    sut.set_stable("o1")
+    beta = {"anthropic-beta": "fine-grained-tool-streaming-2025-05-14"}
+    await anthropic_client(sut, "beta").messages.create(
+        model=AGENT, max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+        extra_headers=beta, extra_query={"beta": "true"},
+    )  # fmt: skip
+    (sent,) = [r for r in await received(fakellm, 1)]
+    assert sent["path"] == "/v1/chat/completions" and sent["query"] == ""
+    assert "anthropic-beta" not in sent["headers"]
+
+
 async def test_anthropic_max_tokens_stop_and_usage_of_a_streamed_answer(
     sut: SidecarUnderTest,
 ) -> None:
