@@ -109,7 +109,7 @@ class Prober:
         translated = sorted(
             pair.name
             for dialect, n in traffic.items()
-            if n > 0 and (pair := pair_for(dialect, release.provider)) is not None
+            if n > 0 and ":" not in dialect and (pair := pair_for(dialect, release.provider))
         )
         if self._http is None:
             raise RuntimeError("Prober.start() was not called")

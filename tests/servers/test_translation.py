@@ -564,3 +564,52 @@ async def test_traffic_counts_what_served_requests_use(fakellm: procs.ManagedPro
     assert traffic["openai.chat"] == 3 and traffic["openai.chat:tools"] == 1
     assert traffic["openai.chat:n"] == 1 and set(traffic) == {
         "openai.chat", "openai.chat:tools", "openai.chat:n"}  # fmt: skip
+
+
+# -- the switch's warm-up probe ---------------------------------------------------------------
+
+
+async def test_probe_declares_a_tool_when_the_agents_traffic_does(
+    fakellm: procs.ManagedProcess,
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from configsvc.errors import ProbeFailed
+    from configsvc.releases import Prober
+    from tests.servers.conftest import PROVIDER_KEY
+
+    async def no_tools(request: web.Request) -> web.Response:
+        """An OpenAI-compatible server that cannot take tools (many small local ones)."""
+        body = await request.json()
+        if "tools" in body:
+            error = {"message": "tools are not supported by this model", "type": "bad_request"}
+            return web.json_response({"error": error}, status=400)
+        answer = {"role": "assistant", "content": "pong"}
+        return web.json_response({"choices": [{"index": 0, "message": answer}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", no_tools)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    environ = {KEY_VAR: PROVIDER_KEY}
+    prober = Prober(timeout=5.0, prompt="ping", environ=environ)
+    await prober.start()
+    uses_tools = {"anthropic.messages": 20, "anthropic.messages:tools": 8}
+    small = Release(agent=AGENT, name="s1", model="small", api_key_env=KEY_VAR,
+                    base_url=str(server.make_url("/v1")), provider="openai-chat")  # fmt: skip
+    fake = Release(agent=AGENT, name="o1", model="model-one", api_key_env=KEY_VAR,
+                   base_url=f"{fakellm.url}/v1")  # fmt: skip
+    try:
+        assert (await prober.probe(small))["status"] == "ok"  # no tools asked: fine
+        with pytest.raises(ProbeFailed, match="tools are not supported") as info:
+            await prober.probe(small, uses_tools)
+        assert "declared a tool, as this agent's requests do" in str(info.value)
+        result = await prober.probe(fake, uses_tools)
+        assert result["checked"] == ["tools"]
+        assert result["translated"] == ["anthropic.messages->openai.chat"]
+        sent = (await received(fakellm, 1))[-1]["body"]
+        assert sent["tools"][0]["function"]["name"] == "holdfast_probe"
+    finally:
+        await prober.close()
+        await server.close()
