@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Final, Self
 
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.drift import McpDrift, decode_drifts
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.session_spread import SessionSpread
@@ -119,6 +120,8 @@ class HealthSnapshot:
     # Requests served per dialect, and per dialect x feature they used ("openai.chat:n"): what
     # configsvc judges a release of another provider kind by (holdfast.translate.judge).
     traffic: Mapping[str, int] = field(default_factory=dict)
+    # MCP backends whose live tools/list drifted from a pinned contract (the most recent ones).
+    mcp_drift: tuple[McpDrift, ...] = ()
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.sidecar_id):
@@ -141,6 +144,7 @@ class HealthSnapshot:
                 "sessions": [s.to_map() for s in self.sessions],
                 "tools": [t.to_map() for t in self.tools],
                 "traffic": dict(self.traffic),
+                "mcp_drift": [d.to_map() for d in self.mcp_drift],
             },
         )
 
@@ -162,6 +166,7 @@ class HealthSnapshot:
             ),
             tools=decode_all(fields.maps(f, "tools")),
             traffic=_traffic(f.get("traffic")),
+            mcp_drift=decode_drifts(fields.maps(f, "mcp_drift")),
         )
 
 

@@ -276,7 +276,7 @@ class Template:
             "parallel_tool_calls": b.get("parallel_tool_calls") is not False,
             "previous_response_id": None,
             "reasoning": {"effort": as_dict(b.get("reasoning")).get("effort"), "summary": None},
-            "store": False,  # translated: the provider keeps nothing (ADR 0011)
+            "store": False,  # translated: the provider keeps nothing (ADR 0012)
             "text": {"format": as_dict(as_dict(b.get("text")).get("format")) or {"type": "text"}},
             "tool_choice": b.get("tool_choice", "auto"),
             "tools": as_list(b.get("tools")),

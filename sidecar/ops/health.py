@@ -20,6 +20,7 @@ from typing import Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
+from holdfast.keyspace.drift import McpDrift
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import ReleaseSignals
 from holdfast.keyspace.tool_signals import ToolSignals
@@ -62,6 +63,10 @@ def _no_traffic() -> dict[str, int]:
     return {}
 
 
+def _no_drift() -> tuple[McpDrift, ...]:
+    return ()
+
+
 @dataclass(slots=True, kw_only=True)
 class HealthSources:
     """Where each part of a snapshot comes from; callables are read at every beat."""
@@ -73,6 +78,7 @@ class HealthSources:
     sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
     tools: Callable[[], tuple[ToolSignals, ...]] = _no_tools  # per release x tool
     traffic: Callable[[], dict[str, int]] = _no_traffic  # per dialect (x feature) served
+    mcp_drift: Callable[[], tuple[McpDrift, ...]] = _no_drift  # the most recent drifts
 
 
 def build_snapshot(
@@ -92,6 +98,7 @@ def build_snapshot(
         sessions=sources.sessions(),
         tools=sources.tools(),
         traffic=sources.traffic(),
+        mcp_drift=sources.mcp_drift(),
     )
 
 

@@ -246,6 +246,7 @@ class Proxy:
                 agent_headers=request.headers,
                 # the agent's query string is of its own API (Claude Code's ?beta=true)
                 query=exchange.query if translation is None else "",
+                extra_headers=exchange.upstream_headers,
             ) as upstream:
                 if settling is not None:  # a first turn: etcd's word before the agent's first byte
                     settled = await asyncio.shield(settling)
