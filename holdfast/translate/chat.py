@@ -332,10 +332,11 @@ def read_answer(obj: object) -> Reply:
         if isinstance(message.get("content"), str)
         else "".join(p.text for p in _parts(message.get("content"), "content", images=False)),
         calls=_calls(message, "message"),
-        stop=FINISH_IN.get(text(as_dict(choices[0]).get("finish_reason")), "stop"),
+        stop=FINISH_IN.get(said := text(as_dict(choices[0]).get("finish_reason")), "stop"),
         refusal=text(message.get("refusal")),
         tokens=read_tokens(body.get("usage")),
         created=count(body.get("created")) or 0,
+        said=said,
     )
 
 

@@ -363,6 +363,7 @@ def read_answer(obj: object) -> Reply:
     reply.text = "".join(texts)
     reason = text(body.get("stop_reason"))
     reply.stop = STOP_IN.get(reason, "stop")
+    reply.said = reason
     reply.stop_sequence = text(body.get("stop_sequence"))
     reply.tokens = read_tokens(body.get("usage"))
     return reply

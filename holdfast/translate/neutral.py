@@ -159,6 +159,7 @@ class Reply:
     refusal: str = ""  # a refusal's text, where the provider says it apart from the text
     tokens: Tokens | None = None
     created: int = 0
+    said: str = ""  # the provider's own word for why it stopped (traces show it as said)
 
 
 # -- the events of a stream ----------------------------------------------------------------

@@ -27,6 +27,7 @@ from holdfast.dialects import (
     Usage,
     by_name,
 )
+from holdfast.dialects.base import label
 from holdfast.dialects.sse import sse_data
 from holdfast.json_limits import provider_json
 from holdfast.translate import features
@@ -86,7 +87,17 @@ def answer_view(reply: Reply) -> Answer:
     chars = len(reply.text) + sum(len(c.arguments) for c in reply.calls)
     usage = reply.tokens.usage if reply.tokens is not None else None
     refused = reply.stop == "refusal" or bool(reply.refusal)
-    return Answer(reply.text, calls, usage, refused, math.ceil(chars / 4))
+    said = label(reply.said)
+    return Answer(
+        reply.text,
+        tuple(calls),
+        usage,
+        refused,
+        math.ceil(chars / 4),
+        finish_reasons=(said,) if said else (),
+        response_model=label(reply.model),
+        response_id=label(reply.id),
+    )
 
 
 class Translation:
