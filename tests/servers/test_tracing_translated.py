@@ -1,9 +1,10 @@
-"""Spans of requests served through a translation (holdfast.translate), exported by the real
-OTLP/HTTP exporter: the span names the provider actually called (the release's kind, not the
-agent's API), says which translation it went through, and reads the provider's own usage,
-finish reasons, model and id -- streamed and whole, both directions; the provider receives the
-span's context as it does on the passthrough path. An Anthropic passthrough span beside them
-shows the same facts without a translation."""
+"""Spans and metrics of requests served through a translation (holdfast.translate). Spans, by
+the real OTLP/HTTP exporter: the span names the provider actually called (the release's kind,
+not the agent's API), says which translation it went through, and reads the provider's own
+usage, finish reasons, model and id -- streamed and whole, both directions; a refused
+translation is an error span; the provider receives the span's context as on the passthrough
+path, and an Anthropic passthrough span beside them shows the same facts untranslated. Metrics:
+requests, outcomes, usage and time to first token counted under the release, as for any."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from holdfast_devtools import procs
 from holdfast_devtools.otlp_sink import CLIENT, STATUS_ERROR, CollectedSpan, OtlpSink
@@ -40,7 +42,12 @@ async def traced(
 
 
 async def post(
-    sut: SidecarUnderTest, path: str, body: dict[str, Any], agent: Agent, session: str
+    sut: SidecarUnderTest,
+    path: str,
+    body: dict[str, Any],
+    agent: Agent,
+    session: str,
+    status: int = 200,
 ) -> dict[str, str]:
     headers = {**agent.headers, "X-Holdfast-Session": session, "anthropic-version": "2023-06-01"}
     async with aiohttp.ClientSession() as http:
@@ -48,8 +55,24 @@ async def post(
             f"{sut.url}{path}", json={"model": AGENT, **body}, headers=headers
         ) as resp:
             text = await resp.text()
-            assert resp.status == 200, text
-            return dict(resp.headers)
+            assert resp.status == status, text
+            return dict(resp.headers) | {"body": text}
+
+
+async def metrics(sut: SidecarUnderTest) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The sidecar's /metrics samples, by name and labels, read by prometheus_client's parser."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{sut.url}/metrics") as resp:
+            text = await resp.text()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset({"agent": AGENT, **labels}.items())
 
 
 async def provider_traceparents(sut: SidecarUnderTest) -> list[str]:
@@ -77,7 +100,7 @@ async def test_translated_spans_name_the_provider_called_and_its_own_answer(
     chat = "/v1/chat/completions"
     hello = [{"role": "user", "content": "hello there"}]
     asking = [{"role": "user", "content": ASK_TOOL}]
-    agents = {name: Agent() for name in ("stream", "tool", "claude", "native")}
+    agents = {name: Agent() for name in ("stream", "tool", "claude", "native", "refused")}
 
     sut.set_stable("a1")  # an OpenAI-API agent served by an Anthropic release
     served = await post(
@@ -89,6 +112,10 @@ async def test_translated_spans_name_the_provider_called_and_its_own_answer(
     )
     assert served["X-Holdfast-Translated"] == "openai.chat->anthropic.messages"
     await post(sut, chat, {"messages": asking, "tools": TOOLS}, agents["tool"], "s-tool")
+    # two choices cannot be carried into Messages: refused before anything is sent
+    refused = await post(sut, chat, {"messages": hello, "n": 2}, agents["refused"], "s-refused",
+                         status=400)  # fmt: skip
+    assert "untranslatable" in refused["body"]
     # the same Anthropic release, reached natively by an Anthropic-API agent
     native = {"messages": hello, "max_tokens": 64, "stream": True}
     await post(sut, "/v1/messages", native, agents["native"], "s-native")
@@ -98,7 +125,7 @@ async def test_translated_spans_name_the_provider_called_and_its_own_answer(
     assert served["X-Holdfast-Translated"] == "anthropic.messages->openai.chat"
 
     await flush(t)
-    spans = await sink.wait_for(lambda s: s.name.startswith("chat "), count=4)
+    spans = await sink.wait_for(lambda s: s.name.startswith("chat "), count=5)
 
     stream = provider_facts(one(spans, "s-stream"), "anthropic", "claude-one")
     assert stream["holdfast.translation"] == "openai.chat->anthropic.messages"
@@ -122,6 +149,26 @@ async def test_translated_spans_name_the_provider_called_and_its_own_answer(
     assert attrs["gen_ai.response.finish_reasons"] == ["tool_calls"]  # as OpenAI said it
     assert attrs["holdfast.tool_calls"] == ["lookup"]
     assert claude_span.name == "chat model-one"
+
+    failed = one(spans, "s-refused")
+    assert failed.status_code == STATUS_ERROR
+    assert failed.attributes["error.type"] == "untranslatable"
+    assert failed.attributes["holdfast.translation"] == "openai.chat->anthropic.messages"
+    assert failed.attributes["gen_ai.provider.name"] == "anthropic"
+
+    # Metrics count a translated request under its release, as any request: outcomes, usage,
+    # the time to a stream's first token.
+    m = await metrics(sut)
+    for outcome, release, count in (("ok", "a1", 3), ("untranslatable", "a1", 1), ("ok", "o1", 1)):
+        key = sample("holdfast_requests_total", endpoint="chat", outcome=outcome, release=release)
+        assert m[key] == count, key
+    ttft = "gen_ai_server_time_to_first_token_seconds_count"
+    assert m[sample(ttft, holdfast_category="default", holdfast_release="a1")] == 2
+    for kind in ("input", "output"):
+        for name in ("a1", "o1"):
+            key = sample("gen_ai_client_token_usage_sum", holdfast_category="default",
+                         holdfast_release=name, gen_ai_token_type=kind)  # fmt: skip
+            assert m[key] > 0, key
 
     # Translated or not, the provider was called as a child of the sidecar's span.
     ours = {a.trace_id for a in agents.values()}  # the fake upstream is shared by other tests
