@@ -15,10 +15,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from holdfast.keyspace.budget import Budget
 from holdfast_devtools import procs
 from holdfast_devtools.otlp_sink import CLIENT, STATUS_ERROR, CollectedSpan, OtlpSink
 from sidecar.tracing.otel import OtelTracer
-from tests.servers.conftest import AGENT, SidecarUnderTest, start_sidecar
+from tests.servers.conftest import AGENT, KS, SidecarUnderTest, start_sidecar
+from tests.servers.test_budget_filter import start_budgeted
 from tests.servers.test_tracing import Agent, flush, new_tracer, one, parent_of, sink
 
 __all__ = ["sink"]  # the OTLP sink fixture, shared with test_tracing
@@ -180,3 +182,30 @@ async def test_translated_spans_name_the_provider_called_and_its_own_answer(
             agents[name].trace_id,
             agents[name].span_id,
         )
+
+
+async def test_a_degrade_to_a_release_of_another_kind_renames_the_provider_and_translation(
+    fakellm: procs.ManagedProcess, sink: OtlpSink
+) -> None:
+    t = new_tracer(sink)
+    sut, _ = await start_budgeted(fakellm, parts={"tracer": t})
+    try:
+        sut.add_release("a1", "claude-one", provider="anthropic")
+        sut.set_stable("a1")  # the Anthropic-API agent's own kind; r2 is an OpenAI release
+        budget = Budget(scope="session:s-degraded", tokens=1, window="1h", action="degrade",
+                        degrade_to="r2")  # fmt: skip
+        sut._put(KS.budget(budget.scope), budget.encode())
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+        served = await post(sut, "/v1/messages", body, Agent(), "s-degraded")
+        assert served["X-Holdfast-Release"] == "r2"
+        assert served["X-Holdfast-Translated"] == "anthropic.messages->openai.chat"
+        await flush(t)
+        span = one(await sink.wait_for(lambda s: s.name == "chat model-two"), "s-degraded")
+    finally:
+        await sut.server.close()
+        await t.close()
+    attrs = provider_facts(span, "openai", "model-two")
+    assert attrs["holdfast.release"] == "r2" and attrs["holdfast.budget.degraded_from"] == "a1"
+    assert attrs["holdfast.budget.admission"] == "degraded"
+    assert attrs["holdfast.translation"] == "anthropic.messages->openai.chat"
+    assert attrs["gen_ai.response.finish_reasons"] == ["stop"]

@@ -8,6 +8,7 @@ shadow and the traffic each sidecar counts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from holdfast.keyspace.prompt import PromptVersion
 from holdfast.store import Change
 from holdfast_devtools import procs
 from tests.servers import test_budget_filter as budget_tests
+from tests.servers import test_budget_queue as queue_tests
 from tests.servers.conftest import AGENT, KEY_VAR, KS, SidecarUnderTest, start_sidecar
 from tests.servers.contract_stack import SEARCH_ARGS, SEARCH_V1, contract_sidecar
 from tests.servers.test_anthropic_capabilities import CODE_ARGS, runner, shadow_stats
@@ -466,6 +468,41 @@ async def test_budget_settles_on_the_providers_usage(fakellm: procs.ManagedProce
         assert not any('"usage"' in line for line in lines)
         assert lines[-1] == "data: [DONE]"
     finally:
+        await sut.server.close()
+
+
+async def test_a_translated_request_waits_for_budget_and_its_fitted_cap_goes_translated(
+    fakellm: procs.ManagedProcess,
+) -> None:
+    sut, ledger, queue = await queue_tests.start(fakellm)
+    try:
+        sut.add_release("a1", "claude-one", provider="anthropic")
+        sut.set_stable("a1")
+        budget_tests.put_budget(sut, tokens=queue_tests.WORST + 30)  # one worst case at a time
+        await control(fakellm, "claude-one", latency_ms=400)
+        first = asyncio.create_task(queue_tests.ask(sut))
+        await queue_tests.until(lambda: queue_tests.in_flight(ledger), "first in flight")
+        second = asyncio.create_task(queue_tests.ask(sut))
+        await queue_tests.until(lambda: queue.waiting == 1, "second waiting")
+        (s1, a1, _, t1), (s2, a2, h2, t2) = await asyncio.gather(first, second)
+        assert (s1, s2) == (200, 200), (a1, a2)
+        assert h2["X-Holdfast-Translated"] == "openai.chat->anthropic.messages"
+        assert t2 > t1  # it went out once the first answer settled on Anthropic's usage
+        m = await budget_tests.settled(ledger)
+        assert m.tally.spent == a1["usage"]["total_tokens"] + a2["usage"]["total_tokens"]
+        assert m.tally.waits == 1 and queue.waiting == 0
+        # The cap lowered to what is left is written in the agent's API, then translated.
+        await control(fakellm, "claude-one", latency_ms=0)
+        budget_tests.put_budget(sut, tokens=1000, fit_cap=8)
+        budget_tests.spend_to(m, 1000 - (queue_tests.PROMPT + 20))
+        status, answer, headers, _ = await queue_tests.ask(sut, max_tokens=100)
+        assert status == 200, answer
+        assert headers["X-Holdfast-Budget-Fitted"] == "20"
+        sent = [r for r in await received(fakellm) if r["path"] == "/v1/messages"][-1]
+        assert sent["body"]["max_tokens"] == 20
+        assert answer["usage"]["completion_tokens"] <= 20
+    finally:
+        await control(fakellm, "claude-one", latency_ms=0)
         await sut.server.close()
 
 
