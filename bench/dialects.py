@@ -232,7 +232,9 @@ def render(results: dict[str, tuple[Tally, Tally]], streams: int, rounds: int) -
         "first three are passthrough, the others translated (the direct path is the "
         "provider's own API). *Added* is sidecar minus direct: p50 of the time to a stream's "
         "first byte and last byte, and this process's CPU per provider event (the client's work "
-        "is alike on both paths: it counts events).",
+        "is alike on both paths: it counts events). A translation's own cost is its row "
+        "minus the passthrough row of the provider's API (same provider events, same "
+        "direct path).",
         "",
         "| case | provider events per stream | agent events per stream | direct p50 ms "
         "| sidecar p50 ms | added p50 ms | added first byte p50 ms | added CPU µs per event |",
