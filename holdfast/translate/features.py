@@ -80,7 +80,44 @@ def _json_format(body: dict[str, Any]) -> bool:
 
 
 def _thinking(body: dict[str, Any]) -> bool:
-    return as_dict(body.get("thinking")).get("type") not in (None, "disabled")
+    """Thinking the agent would be shown, or was promised a budget for. Adaptive thinking whose
+    display is omitted is not: the model may think or not, and the agent sees none of it --
+    which is what a provider's hidden reasoning (or none) gives (Claude Code asks for it)."""
+    thinking = as_dict(body.get("thinking"))
+    kind = thinking.get("type")
+    if kind == "adaptive" and thinking.get("display") == "omitted" and len(thinking) == 2:
+        return False
+    return kind not in (None, "disabled")
+
+
+# Context edits that change nothing a translation can carry: clearing thinking blocks from
+# earlier turns (a translated conversation has none: they are refused, m2c.thinking).
+NO_OP_EDITS: Final = ("clear_thinking_",)
+
+
+def _context_management(body: dict[str, Any]) -> bool:
+    value = body.get("context_management")
+    if value is None:
+        return False
+    cm = as_dict(value)
+    edits = cm.get("edits")
+    if set(cm) - {"edits"} or not isinstance(edits, list) or not edits:
+        return True  # a shape this module has not learnt: judged as used
+    for raw in edits:
+        kind = as_dict(raw).get("type")
+        if not isinstance(kind, str) or not kind.startswith(NO_OP_EDITS):
+            return True
+    return False
+
+
+def _output_config(body: dict[str, Any]) -> bool:
+    """Anything but ``effort: high``, which is Messages' default (the same as sending none)."""
+    value = body.get("output_config")
+    if value is None:
+        return False
+    return not isinstance(value, dict) or any(
+        key != "effort" or effort != "high" for key, effort in value.items()
+    )
 
 
 def _reasoning_effort(body: dict[str, Any]) -> bool:
@@ -180,8 +217,14 @@ MESSAGES: Final = (
     Feature(
         "context_management",
         "context_management",
-        "context management",
-        _present("context_management"),
+        "context management other than clearing thinking",
+        _context_management,
+    ),
+    Feature(
+        "output_config",
+        "output_config",
+        "an output effort other than high (the default), or an output format",
+        _output_config,
     ),
     Feature(
         "stop_sequences_many",
@@ -296,7 +339,7 @@ KNOWN: Final[Mapping[str, frozenset[str]]] = {
         {
             "model", "messages", "system", "max_tokens", "stream", "tools", "tool_choice",
             "temperature", "top_p", "top_k", "stop_sequences", "metadata", "thinking",
-            "service_tier", "mcp_servers", "container", "context_management",
+            "service_tier", "mcp_servers", "container", "context_management", "output_config",
         }
     ),
     "openai.responses": frozenset(

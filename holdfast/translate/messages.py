@@ -207,6 +207,10 @@ def read_request(body: dict[str, Any]) -> Conversation:
         tool = as_dict(raw)
         if tool.get("type", "custom") != "custom":
             raise Untranslatable(f"tools[{i}]: server tools cannot be translated", f"tools[{i}]")
+        if tool.get("defer_loading") is True:
+            # Not in the model's context until a tool search loads it (a tool_reference block
+            # in a tool result, which is refused): the provider is not shown it either.
+            continue
         strict = tool.get("strict")
         conv.tools.append(
             Tool(

@@ -710,6 +710,19 @@ def _() -> None:
             "function": {"name": "f", "description": "d", "parameters": {"type": "object"}},
         }
     ]
+    # a deferred tool (Claude Code's tool search) is not shown to the model: not sent
+    deferred = {"name": "later", "input_schema": {"type": "object"}, "defer_loading": True}
+    sent = out(M2C, messages_body(tools=[*tools, deferred]))["tools"]
+    assert [t["function"]["name"] for t in sent] == ["f"]
+    loaded = {"type": "tool_reference", "tool_name": "later"}
+    turns = [
+        {"role": "user", "content": "find it"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "search",
+                                           "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [loaded]}]},
+    ]  # fmt: skip
+    assert refused(M2C, messages_body(messages=turns)).param == "messages[2].content[0].content[0]"
 
 
 @row("m2c.server_tools")
@@ -776,12 +789,31 @@ def _() -> None:
 def _() -> None:
     assert refused(M2C, messages_body(thinking={"type": "enabled", "budget_tokens": 1024}))
     assert "thinking" not in out(M2C, messages_body(thinking={"type": "disabled"}))
+    hidden = {"type": "adaptive", "display": "omitted"}  # Claude Code's
+    sent = out(M2C, messages_body(thinking=hidden))
+    assert "thinking" not in sent and "reasoning_effort" not in sent
+    for shown in ({"type": "adaptive"}, {"type": "adaptive", "display": "summarized"},
+                  {**hidden, "budget_tokens": 1024}):  # fmt: skip
+        assert refused(M2C, messages_body(thinking=shown)).param == "thinking"
 
 
 @row("m2c.provider_run")
 def _() -> None:
     for field in ("mcp_servers", "container", "context_management"):
         assert refused(M2C, messages_body(**{field: {}})).param == field
+    clearing = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}  # Claude Code's
+    assert "context_management" not in out(M2C, messages_body(context_management=clearing))
+    tools = {"edits": [*clearing["edits"], {"type": "clear_tool_uses_20250919"}]}
+    for edits in (tools, {"edits": []}, {**clearing, "other": 1}):
+        assert refused(M2C, messages_body(context_management=edits)).param == "context_management"
+
+
+@row("m2c.output_config")
+def _() -> None:
+    sent = out(M2C, messages_body(output_config={"effort": "high"}))  # Claude Code's
+    assert "output_config" not in sent and "reasoning_effort" not in sent
+    for config in ({"effort": "low"}, {"effort": "high", "format": {"type": "json_schema"}}, "x"):
+        assert refused(M2C, messages_body(output_config=config)).param == "output_config"
 
 
 @row("m2c.service_tier")
@@ -802,6 +834,7 @@ def _() -> None:
 @row("m2c.unknown_field")
 def _() -> None:
     assert refused(M2C, messages_body(output_config={"effort": "low"})).param == "output_config"
+    assert refused(M2C, messages_body(brand_new_option=1)).param == "brand_new_option"
 
 
 @row("m2c.answer_text")
