@@ -801,9 +801,11 @@ def _() -> None:
 def _() -> None:
     for field in ("mcp_servers", "container", "context_management"):
         assert refused(M2C, messages_body(**{field: {}})).param == field
-    clearing = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}  # Claude Code's
+    clearing: dict[str, Any] = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
+    # Claude Code's edits: clearing thinking, of which a translated conversation has none
     assert "context_management" not in out(M2C, messages_body(context_management=clearing))
     tools = {"edits": [*clearing["edits"], {"type": "clear_tool_uses_20250919"}]}
+    edits: dict[str, Any]
     for edits in (tools, {"edits": []}, {**clearing, "other": 1}):
         assert refused(M2C, messages_body(context_management=edits)).param == "context_management"
 
