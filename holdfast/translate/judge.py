@@ -16,11 +16,17 @@ from holdfast.translate import features
 from holdfast.translate.pairs import natively, pair_for
 
 SEPARATOR = ":"
+# A request with a top-level field no translation of its dialect knows (a client newer than
+# this module): every translation refuses it. One counter, whatever the field: names sent by
+# agents are no labels.
+UNKNOWN_FIELD = "unknown_field"
 
 
 def traffic_keys(dialect: str, body: dict[str, Any]) -> list[str]:
     """The counters one served request of ``dialect`` adds to its sidecar's traffic."""
     found = features.counters(dialect, body)
+    if features.unknown(dialect, body) is not None:
+        found.append(dialect + SEPARATOR + UNKNOWN_FIELD)
     found.append(dialect)
     return found
 
@@ -39,6 +45,12 @@ def judge(traffic: Mapping[str, int], kind: str) -> list[str]:
                 "neither natively nor through a translation"
             )
             continue
+        unknown = traffic.get(dialect + SEPARATOR + UNKNOWN_FIELD, 0)
+        if unknown > 0:
+            problems.append(
+                f"{unknown} of the agent's {dialect} requests carried a field the translation "
+                f"into {pair.provider} does not know (a client newer than this Holdfast?)"
+            )
         for feature in features.CATALOGUE.get(dialect, ()):
             used = traffic.get(dialect + SEPARATOR + feature.name, 0)
             if used > 0 and feature.name in pair.refuses:

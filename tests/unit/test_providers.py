@@ -5,6 +5,8 @@ dialect's session header. Pure."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import msgpack
 import pytest
 
@@ -15,7 +17,7 @@ from holdfast.keyspace import Keyspace, RecordError, Release, Route, Shadow
 from holdfast.keyspace.codec import KIND_FIELD, VERSION_FIELD
 from holdfast.providers import PROVIDERS, provider
 from holdfast.store import KeyValue
-from holdfast.translate import kinds_serving
+from holdfast.translate import kinds_serving, traffic_keys
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.errors import DialectNotServed
@@ -140,3 +142,24 @@ def test_configsvc_refuses_a_release_that_cannot_serve_the_agents_traffic() -> N
     assert "--allow-provider-change" in migration_mismatch(o1, a1, uses_n)
     assert migration_mismatch(o1, a1, plain) == ""
     assert migration_mismatch(o1, release("o2"), uses_n) == ""  # the same kind: as before
+
+
+def test_traffic_counts_fields_no_translation_knows_and_configsvc_refuses_them() -> None:
+    claude_code = {
+        "model": "m", "max_tokens": 9, "messages": [], "stream": True,
+        "thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    }  # fmt: skip
+    keys = traffic_keys("anthropic.messages", claude_code)
+    assert keys == ["anthropic.messages:stream", "anthropic.messages"]  # all of it translates
+    newer = traffic_keys("anthropic.messages", {**claude_code, "speed": "fast"})
+    assert "anthropic.messages:unknown_field" in newer
+    traffic = Counter([*keys, *newer, *newer])
+    problem = mismatch(release("o1"), "canary", dict(traffic))
+    assert "2 of the agent's anthropic.messages requests carried a field the translation" in (
+        problem
+    )
+    assert mismatch(release("a1", "anthropic"), "canary", dict(traffic)) == ""  # native
+    assert traffic_keys("openai.embeddings", {"model": "m", "input": "x", "new": 1}) == [
+        "openai.embeddings"
+    ]  # no translation of it exists: nothing to judge a field by
