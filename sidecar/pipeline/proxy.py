@@ -74,6 +74,10 @@ class RequestCounter(Protocol):
         self, operation: str, release: str, outcome: str, seconds: float
     ) -> None: ...
 
+    def request_translated(self, translation: str, release: str, outcome: str) -> None:
+        """One finished request served through a translation (``openai.chat->...``)."""
+        ...
+
 
 class Superseded(Exception):
     """A first turn sent on this sidecar's decision that etcd settled to another release."""
@@ -228,6 +232,7 @@ class Proxy:
         resolved = exchange.resolved
         release = resolved.release
         outcome = Outcome("error", None, 0.0, completed=False)
+        translation: Translation | None = None
         try:
             # The provider may speak another API than the agent: the request, now final, is
             # translated (or refused in the agent's shape) -- after the filters, which read and
@@ -298,6 +303,9 @@ class Proxy:
             if outcome.code != SUPERSEDED:
                 elapsed = exchange.elapsed()
                 self.metrics.request_finished(operation, release.name, outcome.code, elapsed)
+                if translation is not None:
+                    pair = translation.pair.name
+                    self.metrics.request_translated(pair, release.name, outcome.code)
 
     async def _translated(
         self, upstream: Any, exchange: Exchange, chain: Chain, translation: Translation

@@ -164,6 +164,16 @@ async def test_translated_spans_name_the_provider_called_and_its_own_answer(
     for outcome, release, count in (("ok", "a1", 3), ("untranslatable", "a1", 1), ("ok", "o1", 1)):
         key = sample("holdfast_requests_total", endpoint="chat", outcome=outcome, release=release)
         assert m[key] == count, key
+    # ... and through which translation, apart: the passthrough request is not among them
+    translated = "holdfast_translated_requests_total"
+    for pair, outcome, release, count in (
+        ("openai.chat->anthropic.messages", "ok", "a1", 2),
+        ("openai.chat->anthropic.messages", "untranslatable", "a1", 1),
+        ("anthropic.messages->openai.chat", "ok", "o1", 1),
+    ):
+        key = sample(translated, translation=pair, outcome=outcome, release=release)
+        assert m[key] == count, key
+    assert sum(v for (name, _), v in m.items() if name == translated) == 4
     ttft = "gen_ai_server_time_to_first_token_seconds_count"
     assert m[sample(ttft, holdfast_category="default", holdfast_release="a1")] == 2
     for kind in ("input", "output"):
