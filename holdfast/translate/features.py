@@ -116,7 +116,7 @@ def _output_config(body: dict[str, Any]) -> bool:
     if value is None:
         return False
     return not isinstance(value, dict) or any(
-        key != "effort" or effort != "high" for key, effort in value.items()
+        key != "effort" or setting != "high" for key, setting in value.items()
     )
 
 

@@ -90,7 +90,7 @@ def answer_view(reply: Reply) -> Answer:
     said = label(reply.said)
     return Answer(
         reply.text,
-        tuple(calls),
+        calls,
         usage,
         refused,
         math.ceil(chars / 4),
