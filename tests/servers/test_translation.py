@@ -376,6 +376,56 @@ async def test_responses_agent_stateless_tool_loop_through_a_translation(
     assert isinstance(body, dict) and body["param"] == "store"
 
 
+@pytest.mark.parametrize(
+    ("release", "api"), [("a1", "responses"), ("c1", "responses"), ("a1", "chat")]
+)
+async def test_openai_agents_sdk_runs_a_tool_loop_through_a_translation(
+    sut: SidecarUnderTest, fakellm: procs.ManagedProcess, release: str, api: str
+) -> None:
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIChatCompletionsModel,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
+
+    set_tracing_disabled(True)
+    sut.set_stable(release)
+    looked_up: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather of a city."""
+        looked_up.append(city)
+        return f"clear over {city}"
+
+    c = openai_client(sut, f"agents-{release}-{api}")
+    model = (
+        OpenAIResponsesModel(model=AGENT, openai_client=c)
+        if api == "responses"
+        else OpenAIChatCompletionsModel(model=AGENT, openai_client=c)
+    )
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather.",
+        tools=[get_weather],
+        model=model,
+        model_settings=ModelSettings(store=False) if api == "responses" else ModelSettings(),
+    )
+    streamed = Runner.run_streamed(agent, "call:get_weather for Lyon")
+    async for _ in streamed.stream_events():
+        pass
+    assert looked_up  # the model called the tool through the translation, the agent ran it
+    provider = "claude-one" if release == "a1" else "model-chat"
+    assert str(streamed.final_output).startswith(f"[{provider}]")
+    path = "/v1/messages" if release == "a1" else "/v1/chat/completions"
+    sent = [r for r in await received(fakellm) if r["path"] == path][-2:]
+    assert len(sent) == 2 and all(r["body"]["stream"] is True for r in sent)
+
+
 # -- pins and migration -------------------------------------------------------------------------
 
 
