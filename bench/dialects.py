@@ -1,18 +1,22 @@
-"""Each dialect's cost on the relay: added latency and CPU per relayed SSE event, side by side.
+"""Each dialect's cost on the relay, and each translation's next to passthrough: added latency,
+added time to the first byte, and CPU per relayed SSE event, side by side.
 
 ``python -m bench.dialects`` prints the section and writes it into bench/RESULTS.md.
 
 One fake upstream process (``holdfast-fakellm``, 200-token streams, no delay between tokens);
-the sidecar's HTTP app served in this process, as ``Sidecar.build_app`` assembles it (every
-filter, a config fed by hand), and one client that reads each stream to its end. Rounds
-alternate the direct path (client -> fake) and the sidecar path (client -> sidecar -> fake) for
-every dialect, so that a drift of the shared machine's speed hits them alike. Per stream:
-time to the last byte; per path: this process's CPU time. The sidecar's added CPU per event is
-(CPU of the sidecar path - CPU of the direct path) / events relayed, since the client's own work
-is the same on both paths.
+one sidecar HTTP app per provider kind served in this process, as ``Sidecar.build_app``
+assembles it (every filter, a config fed by hand, its stable release of that kind), and one
+client that reads each stream to its end. Rounds alternate the direct path (client -> fake, in
+the provider's API) and the sidecar path (client -> sidecar -> fake, in the agent's API) for
+every case, so that a drift of the shared machine's speed hits them alike. Per stream: time to
+the first byte and to the last; per path: this process's CPU time. The sidecar's added CPU per
+event is (CPU of the sidecar path - CPU of the direct path) / the provider's events, since the
+client's own work is alike on both paths (it counts events, it does not parse them): for a
+translated case that is the cost of translating one provider event, its decoding for the
+filters included.
 
-A dialect is measured when it is listed in ``CASES`` (and the fake speaks it): one line there,
-its endpoint and a streamed request body.
+A case is one line of ``CASES``: the agent's endpoint and streamed body, the provider kind of the
+release that serves it, and the provider's own endpoint and body (the direct path).
 """
 
 from __future__ import annotations
@@ -49,34 +53,52 @@ AGENT: Final = "bench"
 MODEL: Final = "bench-dialects"
 TOKENS: Final = 200
 KS: Final = Keyspace("dev")
+ANTHROPIC: Final = {"anthropic-version": "2023-06-01"}
+
+Body = Callable[[str], dict[str, Any]]
+
+
+def chat(m: str) -> dict[str, Any]:
+    return {"model": m, "messages": [{"role": "user", "content": "go"}], "stream": True}
+
+
+def responses(m: str) -> dict[str, Any]:
+    return {"model": m, "input": "go", "stream": True, "store": False}
+
+
+def messages(m: str) -> dict[str, Any]:
+    return {"model": m, "max_tokens": 1024, "stream": True,
+            "messages": [{"role": "user", "content": "go"}]}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    path: str
-    body: Callable[[str], dict[str, Any]]  # the streamed request, for a model name
-    provider: str = "openai"  # the provider kind of the release that serves it
-    headers: tuple[tuple[str, str], ...] = ()  # what the API wants besides the body
+    path: str  # the agent's endpoint on the sidecar
+    body: Body  # the agent's streamed request, for a model name
+    provider: str  # the provider kind of the release that serves it
+    direct_path: str  # the provider's endpoint on the fake (the direct path)
+    direct_body: Body
+
+    @property
+    def translated(self) -> bool:
+        return self.path != self.direct_path
 
 
 CASES: Final[dict[str, Case]] = {
-    "openai.chat": Case(
-        "/v1/chat/completions",
-        lambda m: {"model": m, "messages": [{"role": "user", "content": "go"}], "stream": True},
+    "openai.chat": Case("/v1/chat/completions", chat, "openai", "/v1/chat/completions", chat),
+    "openai.responses": Case("/v1/responses", responses, "openai", "/v1/responses", responses),
+    "anthropic.messages": Case("/v1/messages", messages, "anthropic", "/v1/messages", messages),
+    "openai.chat->anthropic.messages": Case(
+        "/v1/chat/completions", chat, "anthropic", "/v1/messages", messages
     ),
-    "openai.responses": Case(
-        "/v1/responses", lambda m: {"model": m, "input": "go", "stream": True}
+    "anthropic.messages->openai.chat": Case(
+        "/v1/messages", messages, "openai", "/v1/chat/completions", chat
     ),
-    "anthropic.messages": Case(
-        "/v1/messages",
-        lambda m: {
-            "model": m,
-            "max_tokens": TOKENS,
-            "stream": True,
-            "messages": [{"role": "user", "content": "go"}],
-        },
-        provider="anthropic",
-        headers=(("anthropic-version", "2023-06-01"),),
+    "openai.responses->anthropic.messages": Case(
+        "/v1/responses", responses, "anthropic", "/v1/messages", messages
+    ),
+    "openai.responses->openai.chat": Case(
+        "/v1/responses", responses, "openai-chat", "/v1/chat/completions", chat
     ),
 }
 
@@ -84,6 +106,7 @@ CASES: Final[dict[str, Case]] = {
 @dataclass
 class Tally:
     seconds: list[float]
+    first: list[float]  # to the first byte of the body
     cpu: float = 0.0
     events: int = 0
 
@@ -97,7 +120,7 @@ class _Control:
 
 
 async def serve_sidecar(fake_url: str, provider: str) -> tuple[web.AppRunner, str]:
-    """One sidecar app per provider kind: an agent's releases are of one kind."""
+    """A sidecar app whose stable release is of provider kind ``provider``."""
     settings = SidecarSettings(agent=AGENT)
     config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
     release = Release(
@@ -135,62 +158,62 @@ async def serve_sidecar(fake_url: str, provider: str) -> tuple[web.AppRunner, st
 
 
 async def one_stream(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> int:
-    events = 0
-    async with http.post(url, json=body, headers=headers) as resp:
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], tally: Tally
+) -> None:
+    t0 = time.perf_counter()
+    first: float | None = None
+    async with http.post(url, json=body, headers=ANTHROPIC) as resp:
         assert resp.status == 200, await resp.text()
         async for chunk in resp.content.iter_any():
-            events += chunk.count(b"\n\n")
-    return events
+            if first is None:
+                first = time.perf_counter() - t0
+            tally.events += chunk.count(b"\n\n")
+    tally.seconds.append(time.perf_counter() - t0)
+    tally.first.append(first if first is not None else tally.seconds[-1])
 
 
 async def round_of(
-    http: aiohttp.ClientSession,
-    url: str,
-    case: Case,
-    model: str,
-    streams: int,
-    tally: Tally,
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], streams: int, tally: Tally
 ) -> None:
-    body, headers = case.body(model), dict(case.headers)
     cpu = time.process_time()
     for _ in range(streams):
-        t0 = time.perf_counter()
-        tally.events += await one_stream(http, url, body, headers)
-        tally.seconds.append(time.perf_counter() - t0)
+        await one_stream(http, url, body, tally)
     tally.cpu += time.process_time() - cpu
 
 
 async def measure(streams: int, rounds: int) -> dict[str, tuple[Tally, Tally]]:
     with tempfile.TemporaryDirectory() as tmp:
         fake = procs.fakellm(Path(tmp)).start()
+        runners: list[web.AppRunner] = []
         try:
             async with aiohttp.ClientSession() as http:
                 async with http.put(
                     f"{fake.url}/_control/models/{MODEL}", json={"completion_tokens": TOKENS}
                 ) as resp:
                     assert resp.status == 200
-                served = {c.provider: await serve_sidecar(fake.url, c.provider)
-                          for c in CASES.values()}  # fmt: skip
-                sidecar = {kind: url for kind, (_, url) in served.items()}
-                try:
-                    out = {name: (Tally([]), Tally([])) for name in CASES}
-                    for case in CASES.values():  # warm-up: connections, caches
-                        via = sidecar[case.provider] + case.path
-                        await round_of(http, fake.url + case.path, case, MODEL, 5, Tally([]))
-                        await round_of(http, via, case, AGENT, 5, Tally([]))
-                    for _ in range(rounds):
-                        for name, case in CASES.items():
-                            direct, proxied = out[name]
-                            via = sidecar[case.provider] + case.path
-                            await round_of(http, fake.url + case.path, case, MODEL, streams, direct)
-                            await round_of(http, via, case, AGENT, streams, proxied)
-                    return out
-                finally:
-                    for runner, _ in served.values():
-                        await runner.cleanup()
+                sidecars: dict[str, str] = {}
+                for kind in sorted({case.provider for case in CASES.values()}):
+                    runner, sidecars[kind] = await serve_sidecar(fake.url, kind)
+                    runners.append(runner)
+                out = {name: (Tally([], []), Tally([], [])) for name in CASES}
+
+                async def both(case: Case, n: int, direct: Tally, proxied: Tally) -> None:
+                    await round_of(
+                        http, fake.url + case.direct_path, case.direct_body(MODEL), n, direct
+                    )
+                    await round_of(
+                        http, sidecars[case.provider] + case.path, case.body(AGENT), n, proxied
+                    )
+
+                for case in CASES.values():  # warm-up: connections, caches
+                    await both(case, 5, Tally([], []), Tally([], []))
+                for _ in range(rounds):
+                    for name, case in CASES.items():
+                        await both(case, streams, *out[name])
+                return out
         finally:
+            for runner in runners:
+                await runner.cleanup()
             fake.stop()
 
 
@@ -198,28 +221,35 @@ def render(results: dict[str, tuple[Tally, Tally]], streams: int, rounds: int) -
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         START,
-        "## Dialects: what each costs on the relay",
+        "## Dialects and translations: what each costs on the relay",
         "",
         f"`python -m bench.dialects`, {when}, on a shared 2-core machine (other work was "
         f"running: compare the rows with each other, not with other runs). {rounds} rounds "
-        f"alternating the paths and the dialects, {streams} sequential {TOKENS}-token streams "
-        "per path, dialect and round; the fake upstream is a separate process, the sidecar's "
-        "HTTP app (every filter, no budgets configured) and the client share this one. "
-        "*Added* is sidecar minus direct: p50 of the time to a stream's last byte, and this "
-        "process's CPU per relayed SSE event (the client's work is the same on both paths).",
+        f"alternating the paths and the cases, {streams} sequential {TOKENS}-token streams "
+        "per path, case and round; the fake upstream is a separate process, the sidecars' "
+        "HTTP apps (every filter, no budgets configured; one per provider kind) and the client "
+        "share this one. A case is the agent's API -> the API of the release's provider: the "
+        "first three are passthrough, the others translated (the direct path is the "
+        "provider's own API). *Added* is sidecar minus direct: p50 of the time to a stream's "
+        "first byte and last byte, and this process's CPU per provider event (the client's work "
+        "is alike on both paths: it counts events). A translation's own cost is its row "
+        "minus the passthrough row of the provider's API (same provider events, same "
+        "direct path).",
         "",
-        "| dialect | events per stream | direct p50 ms | sidecar p50 ms | added p50 ms "
-        "| added CPU µs per event |",
-        "|---|---|---|---|---|---|",
+        "| case | provider events per stream | agent events per stream | direct p50 ms "
+        "| sidecar p50 ms | added p50 ms | added first byte p50 ms | added CPU µs per event |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, (direct, proxied) in results.items():
-        per_stream = proxied.events / max(1, len(proxied.seconds))
+        provider_events = direct.events / max(1, len(direct.seconds))
+        agent_events = proxied.events / max(1, len(proxied.seconds))
         d50 = statistics.median(direct.seconds) * 1000
         s50 = statistics.median(proxied.seconds) * 1000
-        added_cpu = (proxied.cpu - direct.cpu) / max(1, proxied.events) * 1e6
+        first = (statistics.median(proxied.first) - statistics.median(direct.first)) * 1000
+        added_cpu = (proxied.cpu - direct.cpu) / max(1, direct.events) * 1e6
         lines.append(
-            f"| {name} | {per_stream:.0f} | {d50:.2f} | {s50:.2f} | {s50 - d50:+.2f} "
-            f"| {added_cpu:.1f} |"
+            f"| {name} | {provider_events:.0f} | {agent_events:.0f} | {d50:.2f} | {s50:.2f} "
+            f"| {s50 - d50:+.2f} | {first:+.2f} | {added_cpu:.1f} |"
         )
     lines.append(END)
     return "\n".join(lines)

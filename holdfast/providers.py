@@ -9,6 +9,11 @@ between kinds on the wire, beyond the dialects' bodies, is written here once:
 * ``anthropic`` -- the key as ``x-api-key: KEY``; ``anthropic-version`` from the release
   (``Release.api_version``, else ``2023-06-01``) unless the agent sent its own; the agent's
   ``anthropic-beta`` (and ``anthropic-version``) forwarded as sent.
+* ``openai-chat`` -- an OpenAI-compatible server that serves chat completions and embeddings
+  but not the Responses API (vLLM, Ollama, most gateways): OpenAI's headers.
+
+``serves`` names the dialects a kind serves natively; the others reach it only through a
+translation (holdfast.translate), or not at all.
 
 ``one_turn`` is the smallest whole request of the kind (configsvc's warm-up probe and prompt
 evaluation): a system text, one user turn, an output cap. Pure: no I/O.
@@ -38,6 +43,7 @@ class ProviderKind:
     version_header: str = ""  # the header that names the API version ("": none)
     default_version: str = ""
     forwarded: tuple[str, ...] = ()  # the agent's request headers passed on as sent (lower case)
+    serves: tuple[str, ...] = ()  # the dialects (holdfast.dialects names) it serves natively
 
     def headers(self, key: str, api_version: str, agent: Mapping[str, str]) -> dict[str, str]:
         """The provider-specific request headers: the agent's forwarded ones, the version (the
@@ -54,17 +60,31 @@ class ProviderKind:
         return out
 
     def one_turn(
-        self, model: str, system: str, user: str, max_tokens: int, *, temperature: float | None
+        self,
+        model: str,
+        system: str,
+        user: str,
+        max_tokens: int,
+        *,
+        temperature: float | None,
+        tool: str = "",
     ) -> dict[str, Any]:
-        """The body of a one-turn, non-streamed generation request of this kind."""
+        """The body of a one-turn, non-streamed generation request of this kind; ``tool``: the
+        name of a tool (taking no arguments) it declares, for a provider that must take tools."""
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": False}
+        schema = {"type": "object", "properties": {}}
         if self.chat_dialect == "anthropic.messages":
             if system:
                 body["system"] = system
             body["messages"] = [{"role": "user", "content": user}]
+            if tool:
+                body["tools"] = [{"name": tool, "description": "unused", "input_schema": schema}]
         else:
             messages = [{"role": "system", "content": system}] if system else []
             body["messages"] = [*messages, {"role": "user", "content": user}]
+            if tool:
+                function = {"name": tool, "description": "unused", "parameters": schema}
+                body["tools"] = [{"type": "function", "function": function}]
         if temperature is not None:
             body["temperature"] = temperature
         return body
@@ -77,6 +97,7 @@ PROVIDERS: Final[Mapping[str, ProviderKind]] = {
         key_prefix="Bearer ",
         chat_dialect="openai.chat",
         chat_path="/chat/completions",
+        serves=("openai.chat", "openai.embeddings", "openai.responses"),
     ),
     "anthropic": ProviderKind(
         name="anthropic",
@@ -87,6 +108,15 @@ PROVIDERS: Final[Mapping[str, ProviderKind]] = {
         version_header="anthropic-version",
         default_version="2023-06-01",
         forwarded=("anthropic-version", "anthropic-beta"),
+        serves=("anthropic.messages", "anthropic.count_tokens"),
+    ),
+    "openai-chat": ProviderKind(
+        name="openai-chat",
+        key_header="Authorization",
+        key_prefix="Bearer ",
+        chat_dialect="openai.chat",
+        chat_path="/chat/completions",
+        serves=("openai.chat", "openai.embeddings"),
     ),
 }
 DEFAULT_PROVIDER: Final = "openai"

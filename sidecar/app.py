@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -127,6 +128,7 @@ class Sidecar:
         )
         self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
         self.signals = SignalBook()
+        self.traffic: Counter[str] = Counter()  # per dialect (x feature) of requests served
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
         self.mcp_drift = DriftLog()
@@ -150,6 +152,7 @@ class Sidecar:
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
+                traffic=lambda: dict(self.traffic),
                 mcp_drift=self.mcp_drift.records,
             ),
         )
@@ -308,6 +311,7 @@ class Sidecar:
                 budget_status=self.budgets.status,
                 states=self.states,
                 state_lookup=self.state_lookup,
+                traffic=self.traffic,
                 mcp_drift=self.mcp_drift,
                 tool_calls=ToolCallBudget(self.config, agent=self.settings.agent),
                 tracer=self.tracer,

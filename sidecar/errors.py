@@ -64,7 +64,17 @@ class UpstreamWrongDialect(SidecarError):
 
 class DialectNotServed(SidecarError):
     """The release that serves the request (its session's pin, or the route's choice) is of a
-    provider kind that does not speak the request's API; nothing was forwarded."""
+    provider kind that serves the request's API neither natively nor through a translation;
+    nothing was forwarded."""
+
+
+class Untranslatable(SidecarError):
+    """The release's provider speaks another API, and the request uses something that API
+    cannot express faithfully (holdfast.translate); nothing was forwarded."""
+
+
+class UntranslatableAnswer(SidecarError):
+    """The provider's answer cannot be carried into the agent's API faithfully."""
 
 
 class UpstreamTimeout(SidecarError):
@@ -199,6 +209,8 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     UpstreamWrongDialect: ErrorSpec(502, "upstream", "upstream_wrong_dialect"),
     # 400, not 409: SDKs retry a 409, and no retry can change which provider serves a release.
     DialectNotServed: ErrorSpec(400, "invalid_request", "dialect_not_served"),
+    Untranslatable: ErrorSpec(400, "invalid_request", "untranslatable"),
+    UntranslatableAnswer: ErrorSpec(502, "upstream", "untranslatable_answer"),
 }
 
 

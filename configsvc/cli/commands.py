@@ -16,8 +16,9 @@ Command = Callable[[Client, argparse.Namespace], tuple[dict[str, Any], str]]
 # leaf(parent_subparsers, name, command, help) -> the new sub-parser
 Leaf = Callable[[Any, str, Command | None, str], Any]
 PROVIDER_CHANGE_HELP = (
-    "place a release of another provider kind beside this agent's (only for an agent that "
-    "speaks both APIs: the sidecar refuses requests a release's provider does not speak)"
+    "place the release even though the requests this agent's sidecars counted use an API its "
+    "provider cannot serve or a feature its translation refuses (those requests will be "
+    "refused, one by one)"
 )
 
 

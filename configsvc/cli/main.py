@@ -22,7 +22,7 @@ from configsvc.cli import rollout as cli_rollout
 from configsvc.cli import status as cli_status
 from configsvc.cli import traffic as cli_traffic
 from configsvc.cli.client import Client, Refused, Unreachable
-from configsvc.cli.commands import Command, provider_change_option
+from configsvc.cli.commands import Command, provider_change_option, with_provider_change
 from configsvc.cli.etcd_roles import etcd_roles_main, register_etcd_roles
 from configsvc.cli.render import tables as render
 from configsvc.cli.serve import register_serve, serve_main
@@ -113,7 +113,7 @@ def release_create(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], st
     if a.embedding_model or a.index_version:
         fields["embedding_model"] = a.embedding_model
         fields["index_version"] = a.index_version
-    body = c.create_release(a.agent, fields)
+    body = c.create_release(a.agent, with_provider_change(fields, a))
     return body, render.release_created(body)
 
 
@@ -179,10 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api-key-env", default="", help="env var holding the provider key")
     sp.add_argument(
         "--provider",
-        choices=("openai", "anthropic"),
+        choices=("openai", "anthropic", "openai-chat"),
         default="openai",
-        help="the provider's API: openai (Authorization: Bearer; chat completions, embeddings)"
-        " or anthropic (x-api-key; Messages)",
+        help="the provider's API: openai (Authorization: Bearer; chat completions, embeddings,"
+        " Responses), anthropic (x-api-key; Messages) or openai-chat (an OpenAI-compatible"
+        " server without Responses); agents that speak another API reach it translated",
     )
     sp.add_argument(
         "--api-version",
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_contracts.release_options(sp)
     cli_prompts.release_options(sp)
+    provider_change_option(sp)
     sp = leaf(release, "list", release_list, "list an agent's releases")
     sp.add_argument("agent")
     sp = leaf(release, "show", release_show, "show one release")

@@ -15,6 +15,7 @@ from typing import Protocol
 from configsvc import errors
 from configsvc.releases.ops import ConfigService, Versioned
 from configsvc.releases.payloads import NewRelease
+from configsvc.releases.providers import mismatch
 from holdfast.keyspace import RecordError, Release
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, Put
@@ -58,6 +59,17 @@ async def create_release(
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc
     await _check_contracts(service, req.contracts)
+    if not req.allow_provider_change:
+        # A release that could never serve this agent's traffic is refused from the start. With
+        # etcd unreadable the traffic is unknown (each request is judged where it is served);
+        # the create-only put below then says whether etcd took the release.
+        try:
+            traffic = await service.agent_traffic(agent)
+        except errors.StoreDown:
+            traffic = {}
+        problem = mismatch(release, "a release", traffic)
+        if problem:
+            raise errors.ProviderMismatch(problem, param="provider")
     entry = service.audit_entry(
         actor, "release.create", key, req.reason, None, release.public(), agent
     )

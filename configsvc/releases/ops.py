@@ -19,7 +19,7 @@ from configsvc.http import HistoryQuery
 from configsvc.releases import route_edits as routes
 from configsvc.releases.payloads import Rollback, SetAliases, SetStable
 from configsvc.releases.providers import checker
-from holdfast.keyspace import AuditEntry, Keyspace, RecordError, Release, Route
+from holdfast.keyspace import AuditEntry, HealthSnapshot, Keyspace, RecordError, Release, Route
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
 
@@ -76,10 +76,21 @@ class ConfigService:
             )
         return revision, [Versioned(_decode(Release, kv), kv.mod_revision) for kv in kvs]
 
-    async def release_map(self, agent: str) -> dict[str, Release]:
-        """Every release of the agent by name (immutable records: a read that stays true)."""
-        _, found = await self.list_releases(agent)
-        return {v.record.name: v.record for v in found}
+    async def agent_traffic(self, agent: str) -> dict[str, int]:
+        """What the agent's live sidecars counted of the requests they served, summed: per
+        dialect and per dialect and feature (``HealthSnapshot.traffic``). An unreadable snapshot
+        counts for nothing; etcd down is StoreDown (nothing was changed)."""
+        _, kvs = await store_read(self.store.list_prefix(self.keyspace.kind_prefix("health")))
+        total: dict[str, int] = {}
+        for kv in kvs:
+            try:
+                snapshot = HealthSnapshot.decode(kv.value)
+            except RecordError:
+                continue
+            if snapshot.agent == agent:
+                for name, count in snapshot.traffic.items():
+                    total[name] = total.get(name, 0) + count
+        return total
 
     async def get_release(self, agent: str, release: str) -> Versioned[Release]:
         kv = await self._get(self.keyspace.release(agent, release))
@@ -107,7 +118,7 @@ class ConfigService:
         # releases are never deleted: check once
         placed = (await self.get_release(agent, req.release)).record
         check = checker(
-            await self.release_map(agent), placed, "stable", allow=req.allow_provider_change
+            await self.agent_traffic(agent), placed, "stable", allow=req.allow_provider_change
         )
 
         def edit(current: Route | None) -> Route:

@@ -44,11 +44,12 @@ class NewRelease:
     mcp: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tool set -> backend URLs
     embedding_model: str = ""
     index_version: str = ""
+    allow_provider_change: bool = False  # create it though the agent's traffic rules it out
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
         | {"contracts", "contract_policy", "prompts", "embedding_model", "index_version"}
-        | {"mcp", "api_version"}
+        | {"mcp", "api_version", "allow_provider_change"}
     )
 
     @classmethod
@@ -77,6 +78,7 @@ class NewRelease:
             **_release_contracts(obj),
             prompts=release_prompts(obj.get("prompts")),
             mcp=release_mcp(obj.get("mcp")),
+            allow_provider_change=allowed(obj),
             embedding_model=embedding[0],
             index_version=embedding[1],
         )

@@ -1,6 +1,8 @@
 """Warm-up probe of a release before a blue-green switch: one small generation through its
 provider, exactly as a sidecar would send it (model, base URL, key variable of the release), in
-its provider kind's API (holdfast.providers: a chat completion, or an Anthropic message).
+its provider kind's API (holdfast.providers: a chat completion, or an Anthropic message). When
+the agent's requests declare tools (its sidecars count them), the probe declares one too: a
+provider that cannot take tools is flagged before it serves the agent, translated or not.
 
 The provider key is read from configsvc's own environment: keys never live in etcd. One HTTP
 session is owned by the server process (``start``/``close``) so probes reuse connections.
@@ -27,10 +29,13 @@ from holdfast.logs import get_logger
 from holdfast.net.guard import HostPolicy, HostRefused
 from holdfast.net.resolver import guarded_connector, refused_reason
 from holdfast.providers import provider
+from holdfast.translate import pair_for
+from holdfast.translate.features import TOOLS
 
 log = get_logger(__name__)
 
 PROBE_MAX_TOKENS: Final = 8
+PROBE_TOOL: Final = "holdfast_probe"
 MAX_DETAIL: Final = 200
 MAX_ANSWER_BYTES: Final = 1024 * 1024  # a probe answer has 8 tokens; more is not a completion
 
@@ -90,8 +95,22 @@ class Prober:
             await self._http.close()
             self._http = None
 
-    async def probe(self, release: Release) -> dict[str, Any]:
-        """Raise ProbeFailed with the reason unless the provider answers a real completion."""
+    async def probe(
+        self, release: Release, traffic: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Raise ProbeFailed with the reason unless the provider answers a real completion.
+
+        ``traffic``: what the agent's requests use (``ConfigService.agent_traffic``). When they
+        declare tools, so does the probe, and a provider that refuses it is flagged before it
+        serves them; the result names the translations the release will serve the agent's APIs
+        through."""
+        traffic = traffic or {}
+        uses_tools = any(k.endswith(":" + TOOLS.name) and n > 0 for k, n in traffic.items())
+        translated = sorted(
+            pair.name
+            for dialect, n in traffic.items()
+            if n > 0 and ":" not in dialect and (pair := pair_for(dialect, release.provider))
+        )
         if self._http is None:
             raise RuntimeError("Prober.start() was not called")
         kind = provider(release.provider)
@@ -106,7 +125,14 @@ class Prober:
                 )
         headers = {"Content-Type": "application/json"}
         headers.update(kind.headers(key, release.api_version, {}))
-        body = kind.one_turn(release.model, "", self.prompt, PROBE_MAX_TOKENS, temperature=None)
+        body = kind.one_turn(
+            release.model,
+            "",
+            self.prompt,
+            PROBE_MAX_TOKENS,
+            temperature=None,
+            tool=PROBE_TOOL if uses_tools else "",
+        )
         url = release.base_url.rstrip("/") + kind.chat_path
         refusal = url_refusal(self.policy, url)
         if refusal:
@@ -129,9 +155,16 @@ class Prober:
         elapsed_ms = round((loop.time() - started) * 1000, 1)
         problem = scrub(answer_problem(status, raw, kind.chat_dialect), key)
         if problem:
+            if uses_tools:
+                problem += " (the probe declared a tool, as this agent's requests do)"
             raise self._failed(release, problem)
         log.info("probe_succeeded", release=release.name, model=release.model, ms=elapsed_ms)
-        return {"status": "ok", "model": release.model, "latency_ms": elapsed_ms}
+        result: dict[str, Any] = {"status": "ok", "model": release.model, "latency_ms": elapsed_ms}
+        if uses_tools:
+            result["checked"] = ["tools"]
+        if translated:
+            result["translated"] = translated
+        return result
 
     @staticmethod
     def _failed(release: Release, detail: str) -> ProbeFailed:

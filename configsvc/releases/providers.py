@@ -1,17 +1,18 @@
-"""One route, one provider kind: a release placed beside releases of another kind is refused.
+"""Before a release serves an agent: can its provider take what the agent's traffic uses?
 
-configsvc cannot know which API an agent speaks, but it knows that an agent speaks one: the
-sidecar refuses a request whose release's provider does not speak the request's API (400
-``dialect_not_served``), never translating. So a route whose stable is an ``openai`` release
-and whose canary is an ``anthropic`` one fails every canary session of an OpenAI agent; a
-stable swapped to another kind fails every new session, and a pin migrated to one fails the
-migrated conversations. Those changes are refused (409 ``provider_mismatch``) unless the
-operator says the agent speaks both APIs (``allow_provider_change``).
+A request reaches a release whose provider speaks another API through a translation
+(holdfast.translate) when the pair exists and the request uses nothing the pair refuses; the
+sidecar refuses the others one by one (400 ``dialect_not_served`` or ``untranslatable``).
+configsvc sees no request, but the agent's sidecars count the dialects and features of the
+requests they serve in their health snapshots (``HealthSnapshot.traffic``). A change that would
+have a release serve the agent while its provider kind cannot take what that traffic uses --
+``release create``, ``route set-stable``, ``canary set``, ``switch``, ``shadow set``, ``rollout
+start``, ``pins migrate`` -- is refused (409 ``provider_mismatch``) naming each reason, unless
+the operator places it anyway (``allow_provider_change``). With no snapshot yet nothing is
+known and nothing is refused: each request is then judged where it is served.
 
-The check runs inside the route's compare-and-swap (``checker`` returns a function of the route
-as it is then), against the agent's releases read once before (``ConfigService.release_map``):
-releases are immutable and never deleted, so that read cannot go stale; a release the read did
-not see is not judged. Pure.
+The traffic is read once before the change (``ConfigService.agent_traffic``); the check runs
+inside the route's compare-and-swap with the rest of the edit. Pure.
 """
 
 from __future__ import annotations
@@ -21,65 +22,47 @@ from typing import Final
 
 from configsvc import errors
 from holdfast.keyspace import Release, Route
+from holdfast.translate import judge
 
 FORCE_FIELD: Final = "allow_provider_change"
 FORCE_OPTION: Final = "--allow-provider-change"
 
 
-def serving(route: Route) -> dict[str, str]:
-    """The releases a route sends requests to, by role."""
-    roles = {"stable": route.stable, "canary": route.canary}
-    if route.shadow is not None:
-        roles["shadow"] = route.shadow.release
-    if route.rollout is not None and route.rollout.active:
-        roles["rollout"] = route.rollout.release
-    return {role: name for role, name in roles.items() if name}
-
-
-def mismatch(
-    route: Route | None, placed: Release, role: str, releases: Mapping[str, Release]
-) -> str:
-    """Why ``placed`` as ``role`` would mix provider kinds on ``route``; '' when it does not.
-    A role placed anew replaces its holder, so the holder is not compared -- except the stable
-    one, whose pinned sessions stay on the old release and speak its API."""
-    if route is None:
+def mismatch(placed: Release, role: str, traffic: Mapping[str, int]) -> str:
+    """Why ``placed`` as ``role`` would fail requests the agent sends; '' when it would not."""
+    problems = judge(traffic, placed.provider)
+    if not problems:
         return ""
-    for other_role, name in serving(route).items():
-        if other_role == role and role != "stable":
-            continue
-        other = releases.get(name)
-        if other is None or other.name == placed.name or other.provider == placed.provider:
-            continue
-        return (
-            f"release {placed.name!r} ({placed.provider}) would be {role} while {other_role} "
-            f"release {other.name!r} is {other.provider}: an agent speaks one provider's API, "
-            f"and the sidecar refuses requests its release's provider does not speak "
-            f"(dialect_not_served). Nothing was changed; if this agent speaks both APIs, "
-            f"repeat with {FORCE_OPTION}"
-        )
-    return ""
+    return (
+        f"release {placed.name!r} ({placed.provider}) as {role} would fail requests this agent "
+        f"sends: {'; '.join(problems)} (as its sidecars counted them). Nothing was changed; to "
+        f"place it anyway, repeat with {FORCE_OPTION}"
+    )
 
 
 def checker(
-    releases: Mapping[str, Release], placed: Release, role: str, *, allow: bool
+    traffic: Mapping[str, int], placed: Release, role: str, *, allow: bool
 ) -> Callable[[Route | None], None]:
     """A check for ``update_route``'s edit: raises ProviderMismatch unless ``allow``."""
+    problem = "" if allow else mismatch(placed, role, traffic)
 
     def check(route: Route | None) -> None:
-        problem = "" if allow else mismatch(route, placed, role, releases)
         if problem:
             raise errors.ProviderMismatch(problem, param="release")
 
     return check
 
 
-def migration_mismatch(source: Release, target: Release) -> str:
-    """Why migrating pins from ``source`` to ``target`` breaks them; '' when it does not."""
+def migration_mismatch(source: Release, target: Release, traffic: Mapping[str, int]) -> str:
+    """Why migrating pins from ``source`` to ``target`` would break them; '' when it would not.
+    A target of the source's kind serves whatever the sessions sent there before."""
     if source.provider == target.provider:
         return ""
+    problems = judge(traffic, target.provider)
+    if not problems:
+        return ""
     return (
-        f"sessions pinned to {source.name!r} ({source.provider}) speak its provider's API; "
-        f"moved to {target.name!r} ({target.provider}) every turn of theirs would be refused "
-        f"(dialect_not_served). Nothing was migrated; if these sessions speak both APIs, "
-        f"repeat with {FORCE_OPTION}"
+        f"sessions pinned to {source.name!r} ({source.provider}) moved to {target.name!r} "
+        f"({target.provider}) would have requests refused: {'; '.join(problems)}. Nothing was "
+        f"migrated; to migrate them anyway, repeat with {FORCE_OPTION}"
     )

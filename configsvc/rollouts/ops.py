@@ -37,8 +37,8 @@ class RolloutOps:
     async def start(self, agent: str, req: StartRollout, actor: str) -> RouteChange:
         await self.service.get_route(agent)  # an unknown agent says so, not "no such release"
         placed = (await self.service.get_release(agent, req.release)).record
-        releases = await self.service.release_map(agent)
-        check = checker(releases, placed, "rollout", allow=req.allow_provider_change)
+        traffic = await self.service.agent_traffic(agent)
+        check = checker(traffic, placed, "rollout", allow=req.allow_provider_change)
 
         def edit(current: Route | None) -> Route:
             check(current)

@@ -93,7 +93,7 @@ class TrafficApi:
         # releases are never deleted: check once
         source = (await service.get_release(agent, req.source)).record
         target = (await service.get_release(agent, req.target)).record
-        problem = migration_mismatch(source, target)
+        problem = migration_mismatch(source, target, await service.agent_traffic(agent))
         if problem and not req.allow_provider_change:
             raise errors.ProviderMismatch(problem, param="to")
         selection = Selection(

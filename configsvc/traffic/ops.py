@@ -51,8 +51,8 @@ class TrafficOps:
     async def set_canary(self, agent: str, req: SetCanary, actor: str) -> RouteChange:
         await self._route(agent)  # an unknown agent says so, rather than "no such release"
         placed = (await self.service.get_release(agent, req.release)).record  # never deleted
-        releases = await self.service.release_map(agent)
-        check = checker(releases, placed, "canary", allow=req.allow_provider_change)
+        traffic = await self.service.agent_traffic(agent)
+        check = checker(traffic, placed, "canary", allow=req.allow_provider_change)
 
         def edit(current: Route | None) -> Route:
             check(current)
@@ -101,12 +101,14 @@ class TrafficOps:
                 return traffic_routes.switched_back(current, agent=agent, actor=actor, now=clock())
         else:
             release = (await self.service.get_release(agent, req.release)).record
-            releases = await self.service.release_map(agent)
-            check = checker(releases, release, "stable", allow=req.allow_provider_change)
+            traffic = await self.service.agent_traffic(agent)
+            check = checker(traffic, release, "stable", allow=req.allow_provider_change)
             # Refuse what the route already rules out before spending a provider call on it.
             check(route)
             traffic_routes.switched(route, agent=agent, release=req.release, actor=actor, now=0.0)
-            probe = await self.prober.probe(release) if req.probe else {"status": "skipped"}
+            probe = (
+                await self.prober.probe(release, traffic) if req.probe else {"status": "skipped"}
+            )
 
             def edit(current: Route | None) -> Route:
                 check(current)
@@ -140,8 +142,8 @@ class TrafficOps:
     async def set_shadow(self, agent: str, req: SetShadow, actor: str) -> RouteChange:
         await self._route(agent)
         placed = (await self.service.get_release(agent, req.release)).record
-        releases = await self.service.release_map(agent)
-        check = checker(releases, placed, "shadow", allow=req.allow_provider_change)
+        traffic = await self.service.agent_traffic(agent)
+        check = checker(traffic, placed, "shadow", allow=req.allow_provider_change)
 
         def edit(current: Route | None) -> Route:
             check(current)

@@ -9,7 +9,15 @@ import json
 import math
 from typing import Any, Final
 
-from holdfast.dialects.base import NO_EVENT, Answer, EventView, ToolCall, Usage, checked_usage
+from holdfast.dialects.base import (
+    NO_EVENT,
+    Answer,
+    EventView,
+    ToolCall,
+    Usage,
+    checked_usage,
+    label,
+)
 from holdfast.dialects.sse import sse_data
 from holdfast.dialects.tool_calls import MAX_ARGUMENT_BYTES, CallAssembler
 from holdfast.json_limits import provider_json
@@ -64,8 +72,17 @@ def decode_body(body: bytes) -> Answer | None:
         elif kind == "thinking" and isinstance(thinking := block.get("thinking"), str):
             chars += len(thinking)
     usage = usage_of(obj.get("usage"), "anthropic.messages.body")
-    refusal = obj.get("stop_reason") == "refusal"
-    return Answer("".join(texts), tuple(calls), usage, refusal, math.ceil(chars / 4))
+    reason = label(obj.get("stop_reason"))
+    return Answer(
+        "".join(texts),
+        tuple(calls),
+        usage,
+        reason == "refusal",
+        math.ceil(chars / 4),
+        finish_reasons=(reason,) if reason else (),
+        response_model=label(obj.get("model")),
+        response_id=label(obj.get("id")),
+    )
 
 
 def decode_count(body: bytes) -> Answer | None:
@@ -122,6 +139,10 @@ class MessagesStream:
         obj = provider_json(data, "anthropic.messages.event")
         if not isinstance(obj, dict):
             return NO_EVENT
+        return self.observe(obj)
+
+    def observe(self, obj: dict[str, Any]) -> EventView:
+        """One event, already parsed (a translation reads the same object: one parse)."""
         kind = obj.get("type")
         if not self._started:
             # A Messages stream opens with message_start (a ping or an error may come first);
@@ -139,17 +160,26 @@ class MessagesStream:
             return EventView(calls=calls) if calls else NO_EVENT
         if kind == "message_start":
             message = obj.get("message")
-            if isinstance(message, dict):
-                self._report(message.get("usage"))
-            return EventView(usage=self._usage())
+            if not isinstance(message, dict):
+                return EventView(usage=self._usage())
+            self._report(message.get("usage"))
+            return EventView(
+                usage=self._usage(),
+                response_model=label(message.get("model")),
+                response_id=label(message.get("id")),
+            )
         if kind == "message_delta":
             delta = obj.get("delta")
             usage = obj.get("usage")
             if isinstance(usage, dict) and usage.get("output_tokens") is not None:
                 self._final = True
             self._report(usage)
-            refusal = isinstance(delta, dict) and delta.get("stop_reason") == "refusal"
-            return EventView(usage=self._usage(), refusal=refusal)
+            reason = label(delta.get("stop_reason")) if isinstance(delta, dict) else ""
+            return EventView(
+                usage=self._usage(),
+                refusal=reason == "refusal",
+                finish_reasons=(reason,) if reason else (),
+            )
         if kind == "message_stop":
             return EventView(done=True, calls=self._calls.finish())
         if kind == "error":

@@ -340,6 +340,14 @@ class StatefulDialect(Dialect, Protocol):
         ...
 
 
+MAX_LABEL: Final = 128  # a provider's model name, answer id or finish reason, as kept
+
+
+def label(value: object) -> str:
+    """A short provider-given name (model, id, reason) as text; "" when absent or not a string."""
+    return value[:MAX_LABEL] if isinstance(value, str) else ""
+
+
 def text_of(content: object) -> str:
     """Text of a content value: a string, or the ``text`` of a list of parts."""
     if isinstance(content, str):

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from holdfast.dialects import estimate
 from holdfast.dialects.base import (
+    MAX_LABEL,
     NO_EVENT,
     Answer,
     DeclaredTool,
@@ -45,6 +46,7 @@ from holdfast.dialects.base import (
     Usage,
     as_int,
     checked_usage,
+    label,
     text_of,
 )
 from holdfast.dialects.sse import data_event, sse_data
@@ -58,7 +60,6 @@ MAX_CHOICES: Final = 128
 CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
 OPENAI_API_HOST: Final = "api.openai.com"
 _DONE: Final = b"[DONE]"
-MAX_LABEL: Final = 128  # a provider's model name, answer id or finish reason, as kept
 ERROR_TYPES: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",
     "not_found": "invalid_request_error",
@@ -320,11 +321,6 @@ def decode_body(body: bytes) -> Answer | None:
     )
 
 
-def label(value: object) -> str:
-    """A short provider-given name (model, id) as text; "" when absent or not a string."""
-    return value[:MAX_LABEL] if isinstance(value, str) else ""
-
-
 class ChatStream:
     """Decodes ``chat.completion.chunk`` events; assembles tool calls across them."""
 
@@ -354,6 +350,10 @@ class ChatStream:
         obj = provider_json(data, "openai.chat.event")
         if not isinstance(obj, dict):
             return NO_EVENT
+        return self.observe(obj)
+
+    def observe(self, obj: dict[str, Any]) -> EventView:
+        """One chunk, already parsed (a translation reads the same object: one parse)."""
         view = EventView()
         if "error" in obj:
             view.error = True

@@ -19,8 +19,9 @@ from holdfast.dialects.base import (
     Estimator,
     RequestRefused,
     SystemSlot,
+    label,
 )
-from holdfast.dialects.openai_chat import ChatStream, error_body, label, require_model, usage_of
+from holdfast.dialects.openai_chat import ChatStream, error_body, require_model, usage_of
 from holdfast.dialects.sse import data_event
 from holdfast.json_limits import provider_json
 

@@ -7,8 +7,9 @@ sidecars without double counting and a lost snapshot loses nothing but freshness
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, Self
 
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
@@ -33,6 +34,10 @@ _SHADOW_COUNTERS = (
 )
 _SHADOW_SUMS = ("similarity_sum", "primary_latency_ms_sum", "shadow_latency_ms_sum")
 MAX_SHADOW_STATS = 64  # a sidecar keeps as many (sidecar.shadow_book.MAX_ENTRIES)
+# Traffic counters a snapshot may carry: dialects x catalogued features (holdfast.translate)
+# are a few dozen; a reader keeps at most this many, of names at most this long.
+MAX_TRAFFIC_KEYS: Final = 256
+MAX_TRAFFIC_KEY: Final = 80
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +117,9 @@ class HealthSnapshot:
     sessions: tuple[SessionSpread, ...] = ()
     # Tool-contract violations, tool calls, errors and latency per release x tool.
     tools: tuple[ToolSignals, ...] = ()
+    # Requests served per dialect, and per dialect x feature they used ("openai.chat:n"): what
+    # configsvc judges a release of another provider kind by (holdfast.translate.judge).
+    traffic: Mapping[str, int] = field(default_factory=dict)
     # MCP backends whose live tools/list drifted from a pinned contract (the most recent ones).
     mcp_drift: tuple[McpDrift, ...] = ()
 
@@ -135,6 +143,7 @@ class HealthSnapshot:
                 "signals": [s.to_map() for s in self.signals],
                 "sessions": [s.to_map() for s in self.sessions],
                 "tools": [t.to_map() for t in self.tools],
+                "traffic": dict(self.traffic),
                 "mcp_drift": [d.to_map() for d in self.mcp_drift],
             },
         )
@@ -156,8 +165,26 @@ class HealthSnapshot:
                 SessionSpread.from_map(m) for m in _capped(f, "sessions", MAX_SIGNAL_RECORDS)
             ),
             tools=decode_all(fields.maps(f, "tools")),
+            traffic=_traffic(f.get("traffic")),
             mcp_drift=decode_drifts(fields.maps(f, "mcp_drift")),
         )
+
+
+def _traffic(raw: object) -> dict[str, int]:
+    """Traffic counters, tolerantly: what is not a short name and a count is left out (a newer
+    sidecar may count more), and at most ``MAX_TRAFFIC_KEYS`` are kept."""
+    out: dict[str, int] = {}
+    for name, value in raw.items() if isinstance(raw, dict) else ():
+        if len(out) >= MAX_TRAFFIC_KEYS:
+            break
+        if (
+            isinstance(name, str)
+            and 0 < len(name) <= MAX_TRAFFIC_KEY
+            and type(value) is int
+            and value >= 0
+        ):
+            out[name] = value
+    return out
 
 
 def _capped(f: dict[str, Any], name: str, most: int) -> list[dict[str, Any]]:

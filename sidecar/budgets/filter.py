@@ -49,6 +49,7 @@ from typing import Final
 
 import orjson
 
+from holdfast import translate
 from holdfast.dialects import Estimator, RequestRefused
 from holdfast.keyspace.price import Price, usd
 from holdfast.keyspace.records import Release
@@ -412,8 +413,9 @@ class BudgetFilter:
         target_name = first.meter.budget.degrade_to
         target = snapshot.releases.get(target_name) if snapshot and target_name else None
         degradable = all(r.meter.budget.degrade_to == target_name for r in refusals)
-        # A cheaper release of another provider kind cannot read this request: refuse instead.
-        foreign = target is not None and target.provider != exchange.dialect.provider_api
+        # A cheaper release whose provider cannot take this request (natively or translated,
+        # holdfast.translate) is no fallback: refuse instead.
+        foreign = target is not None and not _servable(exchange, target)
         if (
             target is None
             or foreign
@@ -474,6 +476,19 @@ class BudgetFilter:
             tightest = min(warned, key=lambda m: m.remaining / m.limit)
             left = f"{usd(tightest.remaining)} USD" if tightest.cost else str(tightest.remaining)
             exchange.response_headers[REMAINING_HEADER] = f"{left}; scope={tightest.scope}"
+
+
+def _servable(exchange: Exchange, target: Release) -> bool:
+    """Can ``target``'s provider take this request, as it stands, natively or translated?"""
+    dialect = exchange.dialect.name
+    pair = translate.pair_for(dialect, target.provider)
+    if pair is None:
+        return translate.natively(dialect, target.provider)
+    try:
+        translate.refuse_features(pair, exchange.request.body)
+    except translate.Untranslatable:
+        return False
+    return True
 
 
 def _body_size(exchange: Exchange) -> int:

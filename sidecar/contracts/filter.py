@@ -24,7 +24,7 @@ import copy
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from holdfast.dialects import Answer, EventView, ToolCall
+from holdfast.dialects import Answer, EventView, StreamDecoder, ToolCall
 from holdfast.logs import get_logger
 from sidecar.config import ConfigState
 from sidecar.contracts.book import ContractBook, Pinned
@@ -58,11 +58,20 @@ class _CallObserver(Observer):
         self.exchange = exchange
         self.pins = pins
         self.rewrites = stream
-        # The relay's decoder: which calls are still arriving, after each event it decoded.
-        self.decoder = exchange.decoder or exchange.dialect.stream_decoder()
+        self._fallback: StreamDecoder | None = None
         self.held: list[bytes] = []
         self.held_bytes = 0
         self.failed = False
+
+    @property
+    def decoder(self) -> StreamDecoder:
+        """The relay's decoder: which calls are still arriving, after each event it decoded.
+        Read when used: a translated stream's is the provider's, known once the relay starts."""
+        if self.exchange.decoder is not None:
+            return self.exchange.decoder
+        if self._fallback is None:
+            self._fallback = self.exchange.dialect.stream_decoder()
+        return self._fallback
 
     # -- non-streaming -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ both build it from the same ``Parts``, and the filter chain is assembled here on
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -85,6 +86,8 @@ class Parts:
     # a table of its own, and a lookup that finds nothing in etcd (served alone, in tests).
     states: StateTable | None = None
     state_lookup: StateLookup | None = None
+    # What the requests served use, per dialect and feature (the health snapshot's traffic).
+    traffic: Counter[str] = field(default_factory=Counter)
     mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
     tool_calls: ToolCallBudget | None = None  # None: no tool-call limits on this surface
     tracer: Tracer | None = None  # None: tracing off, nothing of it on the request path
@@ -201,6 +204,7 @@ def build_http_app(parts: Parts) -> web.Application:
         filters=filter_chain(parts, shadow, contracts, states),
         prepare=prepare,
         state=StateRouting(settings.agent, config, parts.pinning, states, lookup, parts.upstream),
+        traffic=parts.traffic,
     )
     state_endpoints = StateEndpoints(
         settings.agent,

@@ -59,6 +59,10 @@ def _no_tools() -> tuple[ToolSignals, ...]:
     return ()
 
 
+def _no_traffic() -> dict[str, int]:
+    return {}
+
+
 def _no_drift() -> tuple[McpDrift, ...]:
     return ()
 
@@ -73,6 +77,7 @@ class HealthSources:
     signals: Callable[[], tuple[ReleaseSignals, ...]] = _no_signals
     sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
     tools: Callable[[], tuple[ToolSignals, ...]] = _no_tools  # per release x tool
+    traffic: Callable[[], dict[str, int]] = _no_traffic  # per dialect (x feature) served
     mcp_drift: Callable[[], tuple[McpDrift, ...]] = _no_drift  # the most recent drifts
 
 
@@ -92,6 +97,7 @@ def build_snapshot(
         signals=sources.signals(),
         sessions=sources.sessions(),
         tools=sources.tools(),
+        traffic=sources.traffic(),
         mcp_drift=sources.mcp_drift(),
     )
 

@@ -32,7 +32,13 @@ class SidecarMetrics:
             "Requests handled, by endpoint, release and outcome class.",
             ["agent", "endpoint", "release", "outcome"],
         )
-        Tally(self.registry, self.requests)
+        self.translated = CounterFamily(
+            "holdfast_translated_requests",
+            "Requests served through a translation into the release provider's API, by "
+            "translation, release and outcome class.",
+            ["agent", "translation", "release", "outcome"],
+        )
+        Tally(self.registry, self.requests, self.translated)
         self.config_revision = Gauge(
             "holdfast_config_revision",
             "etcd revision of the applied configuration.",
@@ -65,6 +71,9 @@ class SidecarMetrics:
         """Count one request (``seconds`` is observed with the request's category by the
         signals filter)."""
         self.requests.inc((self.agent, operation, release, outcome))
+
+    def request_translated(self, translation: str, release: str, outcome: str) -> None:
+        self.translated.inc((self.agent, translation, release, outcome))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

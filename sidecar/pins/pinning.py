@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from holdfast.keyspace import Pin, Release
 from holdfast.logs import get_logger
@@ -59,11 +59,11 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
-        speaks: str | None = None,
+        speaks: Collection[str] | None = None,
     ) -> Resolved:
         """Without etcd: a new session is decided and recorded here (the pin writer creates it
         later). ``attributes`` (tenant, category) feed the route's flag for a new session;
-        ``speaks`` is the provider kind the request's dialect needs (routing.resolve)."""
+        ``speaks``: the provider kinds that serve the request's dialect (routing.resolve)."""
         return self._local(
             resolve(snapshot, self.agent, model, session, self.table, attributes, speaks),
             snapshot,
@@ -75,7 +75,7 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
-        speaks: str | None = None,
+        speaks: Collection[str] | None = None,
     ) -> Resolved | None:
         """The request path's call, with no await; None for a session this sidecar has no pin
         for while claims are on: then ``await first_turn(...)`` with the same arguments."""
@@ -90,7 +90,7 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
-        speaks: str | None = None,
+        speaks: Collection[str] | None = None,
     ) -> Resolved:
         """Settle a session this sidecar has no pin for with etcd, then serve it."""
         while session is not None and (running := self._first_turns.get(session)) is not None:
@@ -114,7 +114,7 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
-        speaks: str | None = None,
+        speaks: Collection[str] | None = None,
     ) -> tuple[Resolved, asyncio.Task[Resolved]] | None:
         """A first turn served at once on this sidecar's own decision while etcd settles it:
         (the decision, the task that settles it). The caller sends the request on and awaits
@@ -170,7 +170,7 @@ class Pinning:
         session: str,
         attributes: Mapping[str, str] | None,
         resolved: Resolved,
-        speaks: str | None = None,
+        speaks: Collection[str] | None = None,
     ) -> Resolved:
         assert self.claims is not None
         pin = self._new_pin(session, resolved, snapshot)

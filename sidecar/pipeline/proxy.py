@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from holdfast.dialects import DIALECTS, Dialect, RequestRefused, RequestView
 from holdfast.keyspace import Release
 from holdfast.logs import get_logger
+from holdfast.translate import StreamTranslation, Translation, traffic_keys
 from sidecar.config import ConfigState
 from sidecar.errors import (
     BodyTooLarge,
@@ -33,6 +35,7 @@ from sidecar.pipeline.body import encode_body, parse_body
 from sidecar.pipeline.exchange import SUPERSEDED, Chain, Exchange, ExchangeFilter, Outcome
 from sidecar.pipeline.stream_drain import GRACE, HALF_CLOSED_GRACE, QUIET, count_rest, hang_up
 from sidecar.pipeline.stream_feed import StreamFeed
+from sidecar.pipeline.translated import SERVING, answer, outgoing, translation_for
 from sidecar.routing import CATEGORY_HEADER, TENANT_HEADER, Resolved, session_id
 from sidecar.settings import SidecarSettings
 from sidecar.upstream import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
@@ -70,6 +73,10 @@ class RequestCounter(Protocol):
     def request_finished(
         self, operation: str, release: str, outcome: str, seconds: float
     ) -> None: ...
+
+    def request_translated(self, translation: str, release: str, outcome: str) -> None:
+        """One finished request served through a translation (``openai.chat->...``)."""
+        ...
 
 
 class Superseded(Exception):
@@ -116,8 +123,10 @@ class Proxy:
         filters: Sequence[ExchangeFilter] = (),
         prepare: Sequence[Callable[[Exchange], Awaitable[None]]] = (),
         state: StateRouter | None = None,
+        traffic: Counter[str] | None = None,
     ) -> None:
         self.state = state
+        self.traffic = traffic  # what served requests use (``HealthSnapshot.traffic``)
         self.prepare = tuple(prepare)  # awaited before the filters open (they cannot await)
         self.settings = settings
         self.config = config
@@ -178,8 +187,9 @@ class Proxy:
         snapshot, model = self.config.current, view.model
         # A pinned session is a dict hit with no await; a first turn goes out at once on this
         # sidecar's decision while etcd settles it (``_forward`` waits for that before the
-        # agent sees a byte). A release of another provider kind is refused.
-        speaks = dialect.provider_api
+        # agent sees a byte). A release whose provider kind serves the request's API neither
+        # natively nor through a translation is refused.
+        speaks = SERVING[dialect.name]
         resolved = self.pinning.lookup(snapshot, model, session, attributes, speaks)
         if resolved is not None:
             return resolved, None
@@ -196,6 +206,8 @@ class Proxy:
         resolved, settling = await self._resolve(request, dialect, view)
         release = resolved.release
         view.set_model(served_model(release, dialect.operation, resolved))
+        if self.traffic is not None:
+            self.traffic.update(traffic_keys(dialect.name, view.body))
         exchange = Exchange(
             dialect=dialect,
             request=view,
@@ -220,16 +232,25 @@ class Proxy:
         resolved = exchange.resolved
         release = resolved.release
         outcome = Outcome("error", None, 0.0, completed=False)
+        translation: Translation | None = None
         try:
-            payload = encode_body(view.body)
+            # The provider may speak another API than the agent: the request, now final, is
+            # translated (or refused in the agent's shape) -- after the filters, which read and
+            # edit it in the agent's API, and after a budget's degrade chose the release.
+            translation = translation_for(exchange)
+            if translation is None:
+                path, payload = dialect.upstream_path, encode_body(view.body)
+            else:
+                path, payload = translation.upstream_path, outgoing(exchange, translation)
             async with self.upstream.post(
                 release,
-                dialect.upstream_path,
+                path,
                 payload,
                 stream=exchange.stream,
                 request_id=exchange.request_id,
                 agent_headers=request.headers,
-                query=exchange.query,
+                # the agent's query string is of its own API (Claude Code's ?beta=true)
+                query=exchange.query if translation is None else "",
                 extra_headers=exchange.upstream_headers,
             ) as upstream:
                 if settling is not None:  # a first turn: etcd's word before the agent's first byte
@@ -240,7 +261,12 @@ class Proxy:
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
                 broken: str | None = None
                 if exchange.stream and status == 200 and is_sse:
-                    response, broken = await self._relay_stream(request, upstream, exchange, chain)
+                    streamed = translation.stream() if translation is not None else None
+                    response, broken = await self._relay_stream(
+                        request, upstream, exchange, chain, streamed
+                    )
+                elif translation is not None:
+                    response = await self._translated(upstream, exchange, chain, translation)
                 else:
                     data = await self.upstream.read_body(release, upstream)
                     answer = None
@@ -277,6 +303,21 @@ class Proxy:
             if outcome.code != SUPERSEDED:
                 elapsed = exchange.elapsed()
                 self.metrics.request_finished(operation, release.name, outcome.code, elapsed)
+                if translation is not None:
+                    pair = translation.pair.name
+                    self.metrics.request_translated(pair, release.name, outcome.code)
+
+    async def _translated(
+        self, upstream: Any, exchange: Exchange, chain: Chain, translation: Translation
+    ) -> web.Response:
+        """A whole answer (or an error) of a provider that speaks another API, for the agent."""
+        data = await self.upstream.read_body(exchange.resolved.release, upstream)
+        view, body = answer(exchange, translation, upstream.status, data)
+        if chain:
+            chain.answer(upstream.status, view)
+        headers = self._headers(exchange, upstream.headers)
+        headers["Content-Type"] = "application/json"
+        return web.Response(status=upstream.status, body=body, headers=headers)
 
     @staticmethod
     def _headers(exchange: Exchange, upstream_headers: Any) -> dict[str, str]:
@@ -284,16 +325,25 @@ class Proxy:
         return served_by(exchange.resolved) | relayed | exchange.response_headers
 
     async def _relay_stream(
-        self, request: web.Request, upstream: Any, exchange: Exchange, chain: Chain
+        self,
+        request: web.Request,
+        upstream: Any,
+        exchange: Exchange,
+        chain: Chain,
+        translation: StreamTranslation | None = None,
     ) -> tuple[web.StreamResponse, str | None]:
         """Relay SSE as it arrives, never buffering a whole stream: each chunk's whole events
         pass the filters (decoded once by the dialect) and go out in one write; a chain with
-        no observers relays the raw chunks."""
+        no observers relays the raw chunks -- unless the provider speaks another API, whose
+        events are translated one by one."""
+        if translation is not None:
+            exchange.decoder = translation.decoder  # the provider's: what the filters read
         out = web.StreamResponse(
             status=200, headers=SSE_HEADERS | self._headers(exchange, upstream.headers)
         )
         decoder = exchange.decoder or exchange.dialect.stream_decoder()
-        stream = StreamFeed(chain, decoder)
+        stream = StreamFeed(chain, decoder, translation)
+        raw = not chain and translation is None
         chunks = upstream.content.iter_any().__aiter__()
         broken: str | None = None
         try:
@@ -308,13 +358,14 @@ class Proxy:
                     break
                 if exchange.first_byte is None:
                     exchange.first_byte = exchange.elapsed()
-                data = stream.feed(chunk) if chain else chunk
+                data = chunk if raw else stream.feed(chunk)
                 if data:
                     await out.write(data)
                 if stream.foreign:
-                    broken = await self._report_foreign_stream(out, exchange)
+                    expected = translation.provider if translation is not None else None
+                    broken = await self._report_foreign_stream(out, exchange, expected)
                     break
-            if chain:
+            if not raw:
                 if rest := stream.rest():
                     await out.write(rest)
                 if broken is None:
@@ -331,12 +382,14 @@ class Proxy:
             raise
         return out, broken
 
-    async def _report_foreign_stream(self, out: web.StreamResponse, exchange: Exchange) -> str:
+    async def _report_foreign_stream(
+        self, out: web.StreamResponse, exchange: Exchange, expected: str | None = None
+    ) -> str:
         release = exchange.resolved.release
         err = UpstreamWrongDialect(
             f"the provider of release {release.name!r} streamed events that are not "
-            f"{exchange.dialect.name} events (another API at {release.base_url}? its provider "
-            f"kind is {release.provider}); the stream was ended"
+            f"{expected or exchange.dialect.name} events (another API at {release.base_url}? "
+            f"its provider kind is {release.provider}); the stream was ended"
         )
         log.warning("upstream_stream_foreign", release=release.name, dialect=exchange.dialect.name)
         spec = spec_for(err)

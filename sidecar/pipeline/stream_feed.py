@@ -1,19 +1,28 @@
 """A relayed stream as the filters see it: chunks cut into whole SSE events, each decoded once by
-the dialect and passed through the chain, whatever the chunk boundaries."""
+the dialect and passed through the chain, whatever the chunk boundaries.
+
+Through a translation (holdfast.translate) each provider event is decoded by the provider's
+dialect for the filters and written in the agent's for the agent, one provider event giving
+zero or more agent events; bytes that only carry usage the agent's body asks for pass the
+chain on a view of their own, so a filter may drop them as it drops the chat dialect's."""
 
 from __future__ import annotations
 
-from holdfast.dialects import StreamDecoder
+from holdfast.dialects import EventView, StreamDecoder
+from holdfast.translate import StreamTranslation
 from sidecar.pipeline.exchange import Chain
 from sidecar.pipeline.sse import SseEvents
 
 
 class StreamFeed:
-    __slots__ = ("_chain", "_decoder", "_events", "foreign")
+    __slots__ = ("_chain", "_decoder", "_events", "_translation", "foreign")
 
-    def __init__(self, chain: Chain, decoder: StreamDecoder) -> None:
+    def __init__(
+        self, chain: Chain, decoder: StreamDecoder, translation: StreamTranslation | None = None
+    ) -> None:
         self._chain = chain
-        self._decoder = decoder
+        self._translation = translation
+        self._decoder: StreamDecoder = translation.decoder if translation is not None else decoder
         self._events = SseEvents()
         self.foreign = False  # the dialect read an event of another API: nothing more passes
 
@@ -23,6 +32,10 @@ class StreamFeed:
             return b""
         kept: list[bytes] = []
         for event in self._events.feed(chunk):
+            if self._translation is not None:
+                if not self._translated(event, kept):
+                    break
+                continue
             view = self._decoder.feed(event)
             if view.foreign:
                 self.foreign = True
@@ -31,12 +44,27 @@ class StreamFeed:
                 kept.append(out)
         return kept[0] if len(kept) == 1 else b"".join(kept)
 
+    def _translated(self, event: bytes, kept: list[bytes]) -> bool:
+        """One provider event through the translation and the chain; False once it is foreign."""
+        assert self._translation is not None
+        for view, data in self._translation.feed(event):
+            if view.foreign:
+                self.foreign = True
+                return False
+            if out := self._chain.event(view, data):
+                kept.append(out)
+        return True
+
     def rest(self) -> bytes:
         """Whatever trailed the last whole event (a stream cut mid-event), through the filters."""
         rest = self._events.rest()
         if not rest or self.foreign:
             return b""
-        view = self._decoder.feed(rest)
+        if self._translation is not None:
+            kept: list[bytes] = []
+            self._translated(rest, kept)
+            return b"".join(kept)
+        view: EventView = self._decoder.feed(rest)
         if view.foreign:
             self.foreign = True
             return b""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -60,7 +60,7 @@ def resolve(
     session: str | None = None,
     pins: Pins | None = None,
     attributes: Mapping[str, str] | None = None,
-    speaks: str | None = None,
+    speaks: Collection[str] | None = None,
 ) -> Resolved:
     """Map the model the agent asked for to the release that serves it now.
 
@@ -68,9 +68,9 @@ def resolve(
     that indirection is what lets an operator change the model under a running agent. A
     pinned session keeps its pin's release whatever the route says now.
 
-    ``speaks``: the provider kind the request's dialect needs (None: any). A release of
-    another kind is refused -- before a new session is pinned to it -- never swapped for
-    another release: translating between APIs is not this function's to do.
+    ``speaks``: the provider kinds that serve the request's dialect, natively or through a
+    translation (None: any). A release of another kind is refused -- before a new session is
+    pinned to it -- never swapped for another release.
     """
     if snapshot is None:
         raise NotConfigured(
@@ -132,12 +132,13 @@ def resolve(
     )
 
 
-def _check_speaks(release: Release, speaks: str | None, how: str) -> None:
-    if speaks is not None and release.provider != speaks:
+def _check_speaks(release: Release, speaks: Collection[str] | None, how: str) -> None:
+    if speaks is not None and release.provider not in speaks:
+        kinds = " or ".join(sorted(speaks)) or "none"
         raise DialectNotServed(
-            f"{how} release {release.name!r}, whose provider is {release.provider}; this "
-            f"request speaks the {speaks} API, which that provider does not serve (Holdfast "
-            "does not translate between APIs). Send it in the release's API, or have an "
-            f"operator route this agent to a release with --provider {speaks}",
+            f"{how} release {release.name!r}, whose provider is {release.provider}; that "
+            "provider serves this request's API neither natively nor through a translation. "
+            f"Send it in an API the release serves, or have an operator route this agent to a "
+            f"release with --provider {kinds}",
             param="model",
         )

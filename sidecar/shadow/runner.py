@@ -21,9 +21,10 @@ import zlib
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final
 
+from holdfast import translate
 from holdfast.bucketing import SHADOW, selected
 from holdfast.compare import Answer, Comparison, answer_from_completion, compare, comparison_cost
-from holdfast.dialects import Dialect, RequestRefused, RequestView
+from holdfast.dialects import Dialect, RequestRefused, RequestView, by_name
 from holdfast.keyspace import Release, Route, ShadowStats
 from holdfast.logs import get_logger
 from sidecar.errors import SidecarError
@@ -105,9 +106,11 @@ class ShadowRunner:
         """Start a shadow call for this request when the route samples it; None otherwise.
 
         Cheap when there is no shadow: two attribute loads and a comparison. Like is compared
-        with like: a shadow release of a provider kind that does not speak the request's API is
-        never sent it. The shadow goes with what the primary forwards of the agent's headers
-        (Anthropic's beta flags...) and its query string.
+        with like: a shadow release whose provider speaks another API is sent the request
+        translated (holdfast.translate) and its answer is read by that API's dialect, so both
+        sides meet as neutral answers; one that cannot take the request at all (or this request
+        through its translation) is never sent it. The shadow goes with what the primary
+        forwards of the agent's headers (Anthropic's beta flags...) and its query string.
         """
         shadow = route.shadow if route is not None else None
         if shadow is None or shadow.release == primary.name or self._closed:
@@ -118,7 +121,7 @@ class ShadowRunner:
                 self._unknown_logged.add(shadow.release)
                 log.warning("shadow_release_unknown", shadow_release=shadow.release)
             return None
-        if release.provider != dialect.provider_api:
+        if not translate.serves(dialect.name, release.provider):
             if (shadow.release, dialect.name) not in self._unknown_logged:
                 self._unknown_logged.add((shadow.release, dialect.name))
                 log.warning(
@@ -141,6 +144,16 @@ class ShadowRunner:
             return None
         # A shallow copy: the primary path may go on to change its own top-level fields.
         shadow_body = self.shadow_body(release, dialect, request)
+        pair = translate.pair_for(dialect.name, release.provider)
+        if pair is not None:
+            try:
+                shadow_body = translate.Translation(pair, shadow_body).request(release.base_url)
+            except translate.Untranslatable as exc:
+                log.info("shadow_untranslatable", shadow_release=release.name, reason=str(exc))
+                self.book.error(probe.key)
+                probe.count("error")
+                return None
+            dialect = by_name(pair.provider)  # the shadow's API: its path and its answers
         self.in_flight += 1
         forwarded = dict(agent_headers or {})  # the agent's request ends before the call may
         call = self._call(probe, release, dialect, shadow_body, request_id, forwarded, query)

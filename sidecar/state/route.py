@@ -106,13 +106,16 @@ class StateRouting:
             if moved:
                 raise self._not_portable(
                     ref,
-                    f"{ref.id!r:.140} is unknown to this agent (created with store: false, or "
-                    "its record expired)",
+                    f"{ref.id!r:.140} is unknown to this agent (created with store: false, by "
+                    "a release that serves Responses through a translation, or its record "
+                    "expired)",
                 )
             raise StateNotFound(
                 f"{ref.param} {ref.id!r:.140} was not issued by any release of agent "
                 f"{self.agent!r} through its sidecars, or its record expired (--pin-ttl after "
-                "its last use); responses created with store: false are never recorded",
+                "its last use); responses created with store: false, or by a release that "
+                "serves Responses through a translation (which keeps no state), are never "
+                "recorded",
                 param=ref.param,
             )
         assert session is not None

@@ -37,11 +37,22 @@ SERVER_PORT: Final = "server.port"
 HTTP_STATUS: Final = "http.response.status_code"
 ERROR_TYPE: Final = "error.type"
 
+# The translation a request went through (``openai.chat->anthropic.messages``); absent when the
+# provider speaks the agent's API.
+TRANSLATION: Final = "holdfast.translation"
+# gen_ai.provider.name of each provider kind (holdfast.providers): an OpenAI-compatible server
+# is called with OpenAI's API and client conventions, as before the kind had a name of its own.
+PROVIDER_NAMES: Final = {"openai": "openai", "openai-chat": "openai", "anthropic": "anthropic"}
+
 EXECUTE_TOOL: Final = "execute_tool"
 # The sidecar calls a tool's backend on the agent's behalf, over HTTP: an "extension" in the
 # conventions' words (a tool the agent side executes by calling an external API).
 TOOL_KIND: Final = "extension"
 MAX_LIST: Final = 32  # tool names, finish reasons, contracts: bounded like everything else
+
+
+def provider_name(kind: str) -> str:
+    return PROVIDER_NAMES.get(kind, kind)
 
 
 def span_name(operation: str, model: str) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
+from holdfast import translate
 from holdfast.dialects import Answer, EventView, RequestRefused, ToolCall
 from holdfast.logs import get_logger
 from sidecar.budgets import DEGRADED_HEADER, REMAINING_HEADER
@@ -56,12 +57,13 @@ class _DroppedSpan(Observer):
 
 
 class _ModelSpan(Observer):
-    __slots__ = ("exchange", "facts", "release", "span")
+    __slots__ = ("exchange", "facts", "provider", "release", "span")
 
     def __init__(self, span: Span, exchange: Exchange) -> None:
         self.span = span
         self.exchange = exchange
         self.release = exchange.resolved.release.name
+        self.provider = exchange.resolved.release.provider
         self.facts = a.AnswerFacts()
 
     def on_answer(self, status: int, answer: Answer | None) -> None:
@@ -101,6 +103,12 @@ class _ModelSpan(Observer):
             attrs["holdfast.release"] = release.name
             attrs["holdfast.budget.degraded_from"] = self.release
             attrs[a.REQUEST_MODEL] = release.model
+            attrs.update(a.server_of(release.base_url))
+            if release.provider != self.provider:  # the cheaper release's provider is called
+                attrs[a.PROVIDER] = attrs[a.SYSTEM] = a.provider_name(release.provider)
+                pair = translate.pair_for(exchange.dialect.name, release.provider)
+                # "" overwrites the translation the span started with: none was made
+                attrs[a.TRANSLATION] = pair.name if pair is not None else ""
             span.rename(a.span_name(exchange.operation, release.model))
         span.set(attrs)
         if not outcome.completed:
@@ -121,9 +129,12 @@ def budget_admission(outcome: Outcome, headers: dict[str, str]) -> str:
 
 
 def sampling_attributes(exchange: Exchange) -> dict[str, AttributeValue]:
-    """What the conventions ask for when a span starts, so that a sampler may decide on it."""
+    """What the conventions ask for when a span starts, so that a sampler may decide on it.
+
+    The provider is the release's, which is the one called: through a translation it speaks
+    another API than the agent (holdfast.translate)."""
     release = exchange.resolved.release
-    provider = exchange.dialect.provider_api
+    provider = a.provider_name(release.provider)
     return {
         a.OPERATION: exchange.operation,
         a.PROVIDER: provider,
@@ -147,6 +158,8 @@ def request_attributes(exchange: Exchange) -> dict[str, AttributeValue]:
         "holdfast.request_id": exchange.request_id,
         "holdfast.pin": resolved.kind,
     }
+    if pair := translate.pair_for(exchange.dialect.name, release.provider):
+        attrs[a.TRANSLATION] = pair.name
     if resolved.session is not None:
         attrs[a.CONVERSATION] = resolved.session
     if resolved.migrated_from is not None:

@@ -1,7 +1,8 @@
 """Anthropic releases end to end through real processes (etcd, configsvc, sidecar, fake LLM)
-with the anthropic SDK as the agent: ``release create --provider anthropic``, the refusals of a
-route or migration that mixes provider kinds, canary and pins by Claude Code's session header,
-an operator migration, a session budget, and etcd down."""
+with the anthropic SDK as the agent: ``release create --provider anthropic``, an openai release
+serving it translated, the refusals of a route or migration to a release that cannot take what
+the agent's traffic uses, canary and pins by Claude Code's session header, an operator
+migration, a session budget, and etcd down."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tests.etcd.spine_stack import (
 )
 
 pytestmark = pytest.mark.etcd
-FAST = ("--budget-report-interval", "0.2")
+FAST = ("--budget-report-interval", "0.2", "--health-interval", "0.2")
 SESSION_HEADER = "X-Claude-Code-Session-Id"
 
 
@@ -86,18 +87,39 @@ async def test_anthropic_route_canary_pins_migration_and_budget(
     shown = json.loads(stack.ctl("--json", "release", "show", AGENT, "a1").stdout)["release"]
     assert shown["provider"] == "anthropic" and shown["api_version"] == "2023-06-01"
     assert "provider:     anthropic" in stack.ctl("release", "show", AGENT, "a1").stdout
-    # the route's stable is an openai release: anthropic ones are refused beside it
-    assert refused(stack, "route", "set-stable", AGENT, "a1") == "provider_mismatch"
-    assert refused(stack, "canary", "set", AGENT, "a1", "--percent", "10") == "provider_mismatch"
-    assert refused(stack, "shadow", "set", AGENT, "a1", "--percent", "10") == "provider_mismatch"
-    stack.ctl("route", "set-stable", AGENT, "a1", "--allow-provider-change", "--reason", "claude")
+    side = stack.start_sidecar([fresh_etcd.client_url], args=FAST)
+    await wait_for(f"{side.url}/status", stable_is("r1"))
+    # the stable is an openai release: a Messages request reaches it translated, and one that
+    # asks for what chat completions cannot carry (extended thinking) is refused, counted
+    release, headers = await served(agents, side.url, "cc-first")
+    assert release == "r1"
+    assert headers["x-holdfast-translated"] == "anthropic.messages->openai.chat"
+    with pytest.raises(anthropic.BadRequestError) as untranslatable:
+        await served(agents, side.url, "cc-think", thinking={"type": "enabled",
+                                                             "budget_tokens": 1024})  # fmt: skip
+    assert untranslatable.value.body["error"]["code"] == "untranslatable"  # type: ignore[index]
+    # ... so once its snapshot tells configsvc, openai releases are refused where this agent's
+    # new sessions go, and anthropic ones, which serve all of it, are not
+    for _ in range(100):
+        tried = stack.ctl("--json", "canary", "set", AGENT, "r1", "--percent", "10", check=False)
+        if tried.returncode == 0:  # not yet known to configsvc: undo, and ask again
+            stack.ctl("canary", "clear", AGENT)
+        elif json.loads(tried.stdout)["error"]["code"] == "provider_mismatch":
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("configsvc never judged the agent's traffic")
+    mismatch = json.loads(
+        stack.ctl("--json", "shadow", "set", AGENT, "r1", "--percent", "5", check=False).stdout
+    )["error"]
+    assert mismatch["code"] == "provider_mismatch" and "extended thinking" in mismatch["message"]
+    stack.ctl("route", "set-stable", AGENT, "a1", "--reason", "claude")
     assert refused(stack, "canary", "set", AGENT, "r1", "--percent", "10") == "provider_mismatch"
     stack.ctl("canary", "set", AGENT, "a2", "--percent", "50")
     history = json.loads(stack.ctl("--json", "history", "--agent", AGENT).stdout)
     assert any(e["action"] == "canary.set" for e in history["entries"])
-
-    side = stack.start_sidecar([fresh_etcd.client_url], args=FAST)
     await wait_for(f"{side.url}/status", stable_is("a1"))
+
     sessions = [f"cc-{i:02d}" for i in range(16)]
     first = {s: (await served(agents, side.url, s))[0] for s in sessions}
     assert set(Counter(first.values())) == {"a1", "a2"}, first
@@ -106,7 +128,8 @@ async def test_anthropic_route_canary_pins_migration_and_budget(
     for s in sessions:
         assert (await served(agents, side.url, s, stream=False))[0] == first[s]
     on_a2 = [s for s in sessions if first[s] == "a2"]
-    # an operator migration, announced to the agent; one across provider kinds is refused
+    # an operator migration, announced to the agent; one to a release that cannot take what
+    # these sessions send is refused
     assert refused(stack, "pins", "migrate", AGENT, "--from", "a2", "--to", "r1") == (
         "provider_mismatch"
     )

@@ -107,15 +107,22 @@ async def test_budget_refusal_speaks_anthropic_and_a_cut_stream_pays_what_it_got
     assert body["error"]["code"] == "budget_exhausted"
 
 
-async def test_budget_degrades_only_to_a_release_of_the_same_provider(
+async def test_budget_degrades_only_to_a_release_that_can_take_the_request(
     budgeted: tuple[SidecarUnderTest, Ledger],
 ) -> None:
     sut, ledger = budgeted
     sut.add_release("a2", "claude-two", provider="anthropic")
     assert not ledger.meters  # nothing metered before the budget below
     put_budget(sut, tokens=50, action="degrade", degrade_to="r2")  # r2 is an openai release
-    status, _, raw = await messages(sut.url, {"max_tokens": 10})
+    # extended thinking has no place in chat completions: r2 cannot take this request
+    thinking = {"max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    status, _, raw = await messages(sut.url, thinking)
     assert status == 429 and json.loads(raw)["error"]["code"] == "budget_exhausted"
+    # a plain one it can, through the translation into chat completions, answered in Messages
+    status, headers, raw = await messages(sut.url, {"max_tokens": 10})
+    assert status == 200 and headers["X-Holdfast-Release"] == "r2"
+    assert headers["X-Holdfast-Translated"] == "anthropic.messages->openai.chat"
+    assert json.loads(raw)["type"] == "message" and json.loads(raw)["model"] == "model-two"
     put_budget(sut, tokens=50, action="degrade", degrade_to="a2")
     status, headers, raw = await messages(sut.url, {"max_tokens": 10})
     assert status == 200 and headers["X-Holdfast-Release"] == "a2"
@@ -235,6 +242,17 @@ def runner(sut: SidecarUnderTest) -> ShadowRunner:
     return sut.server.app[SHADOW_KEY]
 
 
+async def shadow_stats(sut: SidecarUnderTest, shadow: str, *, samples: int) -> list[Any]:
+    """The shadow stats of ``shadow`` once they hold ``samples`` comparisons."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [s for s in runner(sut).stats() if s.shadow == shadow]
+        if found and found[0].samples + found[0].shadow_errors >= samples:
+            return found
+        assert time.monotonic() < deadline, runner(sut).stats()
+        await asyncio.sleep(0.02)
+
+
 async def test_shadow_compares_like_with_like_and_signals_count_tokens(
     fakellm: procs.ManagedProcess,
 ) -> None:
@@ -249,18 +267,18 @@ async def test_shadow_compares_like_with_like_and_signals_count_tokens(
         sut._put(KS.route(AGENT), Route(agent=AGENT, stable="a1", shadow=shadow).encode())
         status, _, _ = await messages(sut.url, {})
         assert status == 200
-        assert runner(sut).stats() == ()  # an openai shadow is never sent a Messages request
+        # an openai shadow is sent the Messages request translated into chat completions, and
+        # its answer is read as one: the two meet as neutral answers
+        (translated,) = await shadow_stats(sut, "o1", samples=1)
+        assert translated.shadow_errors == 0 and translated.token_samples == 1
         shadow = Shadow(release="a2", percent=100.0, since=2.0)
         sut._put(KS.route(AGENT), Route(agent=AGENT, stable="a1", shadow=shadow).encode())
         for stream in (False, True):
             status, _, _ = await messages(sut.url, {"stream": stream}, session=f"s-{stream}")
             assert status == 200
-        deadline = time.monotonic() + 5
-        while not (stats := runner(sut).stats()) or stats[0].samples < 2:
-            assert time.monotonic() < deadline, stats
-            await asyncio.sleep(0.02)
-        assert stats[0].shadow == "a2" and stats[0].shadow_errors == 0
-        assert stats[0].token_samples == 2  # both sides reported usage, streamed or not
+        (same,) = await shadow_stats(sut, "a2", samples=2)
+        assert same.shadow_errors == 0
+        assert same.token_samples == 2  # both sides reported usage, streamed or not
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{fakellm.url}/_control/requests?limit=20") as resp:
                 rows = (await resp.json())["requests"]
@@ -269,6 +287,9 @@ async def test_shadow_compares_like_with_like_and_signals_count_tokens(
         shadowed = [r for r in rows if r["model"] == "claude-two"]
         assert len(shadowed) == 2 and all(r["path"] == "/v1/messages" for r in shadowed)
         assert all(r["headers"]["x-api-key"] and r["body"]["stream"] is False for r in shadowed)
+        (to_chat,) = [r for r in rows if r["model"] == "model-one"]
+        assert to_chat["path"] == "/v1/chat/completions" and "messages" in to_chat["body"]
+        assert to_chat["headers"]["authorization"].startswith("Bearer ")
         assert signals["requests"] == 3 and signals["tokens_out"] == 3 * 12
         assert signals["tokens_estimated_answers"] == 0 and signals["ttft_p95_ms"] is not None
     finally:

@@ -292,25 +292,27 @@ def anthropic_error(raw: bytes) -> dict[str, Any]:
     return error
 
 
-async def test_a_release_of_another_provider_is_refused_naming_both(
+async def test_a_release_that_cannot_serve_the_api_is_refused_naming_it(
     sut: SidecarUnderTest, fakellm: procs.ManagedProcess
 ) -> None:
+    """Messages reach an openai release through a translation (tests/servers/test_translation);
+    count_tokens has none (OpenAI counts no tokens for free), nor embeddings at Anthropic."""
     sut.set_stable("o1")
     before = len(await seen(fakellm, 1000))
     c = client(sut, **{"X-Claude-Code-Session-Id": "s-mismatch"})
     with pytest.raises(anthropic.BadRequestError) as info:
-        await c.messages.create(model="support", max_tokens=8, messages=[USER])
+        await c.messages.count_tokens(model="support", messages=[USER])
     error = info.value.body["error"]  # type: ignore[index]
     assert error["code"] == "dialect_not_served"
     assert "'o1'" in error["message"] and "openai" in error["message"]
-    assert "anthropic" in error["message"]
+    assert "--provider anthropic" in error["message"]
     assert "s-mismatch" not in [
         s for s, _ in sut.pins.entries()
     ]  # never pinned to a release it cannot use
-    # and the other way round: a chat request to an anthropic release, in OpenAI's shape
+    # and the other way round: embeddings of an anthropic release, in OpenAI's shape
     sut.set_stable("a1")
-    chat = {"model": AGENT, "messages": [{"role": "user", "content": "hi"}]}
-    status, _, raw = await post(sut, "/v1/chat/completions", chat)
+    embed = {"model": AGENT, "input": "hi"}
+    status, _, raw = await post(sut, "/v1/embeddings", embed)
     assert status == 400 and b'"code":"dialect_not_served"' in raw and b'"error":{' in raw
     assert len(await seen(fakellm, 1000)) == before
 

@@ -146,3 +146,37 @@ async def test_claude_code_tool_round_trip_ends(
     call = bodies[1]["messages"][-2]["content"][-1]
     assert call["type"] == "tool_use" and call["name"] == "Read"
     assert len(list(sut.pins.entries())) == 1  # both turns, one session
+
+
+async def test_claude_code_through_a_translated_openai_release(
+    claude: Path, fakellm: procs.ManagedProcess, tmp_path: Path
+) -> None:
+    # A Claude Code fleet moved to a model of another provider (issue 25): its requests --
+    # adaptive thinking shown to nobody, effort high, context edits that clear thinking, a
+    # deferred tool, cache hints, beta flags -- are translated into chat completions, and the
+    # tool round trip ends as it does on Anthropic's API.
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{fakellm.url}/_control/reset")
+    sut = await start_sidecar(fakellm.url, max_body_bytes=4 << 20)
+    try:
+        sut.add_release("o1", "model-one")
+        sut.set_stable("o1", aliases=("claude-sonnet-4-5",))
+        out = await run_claude(
+            claude, sut, tmp_path, "please call:Read now", ANTHROPIC_MODEL="support"
+        )
+        assert "[model-one]" in out
+        rows = await provider_saw(fakellm)
+        assert [r["path"] for r in rows] == ["/v1/chat/completions"] * 2
+        assert all(r["query"] == "" and "anthropic-beta" not in r["headers"] for r in rows)
+        first, second = (r["body"] for r in rows)
+        assert first["stream"] is True and first["model"] == "model-one"
+        names = [t["function"]["name"] for t in first["tools"]]
+        assert "Read" in names and "Bash" in names
+        assert first["messages"][0]["role"] == "system"
+        call = second["messages"][-2]["tool_calls"][0]
+        result = second["messages"][-1]
+        assert call["function"]["name"] == "Read" and result["role"] == "tool"
+        assert result["tool_call_id"] == call["id"]
+        assert len(list(sut.pins.entries())) == 1  # both turns, one session
+    finally:
+        await sut.server.close()

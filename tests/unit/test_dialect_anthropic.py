@@ -153,6 +153,8 @@ def test_decode_body_text_tools_refusal_and_usage() -> None:
             {"type": "text", "text": "Done."},
         ],
         "stop_reason": "refusal",
+        "model": "claude-x",
+        "id": "msg_1",
         "usage": {
             "input_tokens": 10,
             "cache_creation_input_tokens": 5,
@@ -166,6 +168,11 @@ def test_decode_body_text_tools_refusal_and_usage() -> None:
     assert answer.usage == Usage(115, 7) and answer.choices == 1
     ((call),) = answer.tool_calls
     assert (call.name, call.index, json.loads(call.arguments)) == ("search", 2, {"q": "é"})
+    # what a trace shows, as the provider said it
+    assert answer.finish_reasons == ("refusal",)
+    assert (answer.response_model, answer.response_id) == ("claude-x", "msg_1")
+    unnamed = MESSAGES.decode_body(json.dumps({"type": "message", "content": []}).encode())
+    assert unnamed is not None and unnamed.finish_reasons == () and unnamed.response_id == ""
     for foreign in (b'{"choices": [{"message": {"content": "hi"}}]}', b"[]", b"nope",
                     b'{"type": "message", "content": "hi"}'):  # fmt: skip
         assert MESSAGES.decode_body(foreign) is None
@@ -193,8 +200,9 @@ def stream_of(*events: bytes) -> tuple[MessagesStream, list[Any]]:
     return decoder, [decoder.feed(e) for e in events]
 
 
-START = event("message_start", message={"type": "message", "content": [], "usage": {
-    "input_tokens": 20, "cache_read_input_tokens": 80, "output_tokens": 1}})  # fmt: skip
+START = event("message_start", message={"type": "message", "content": [], "id": "msg_2",
+    "model": "claude-y", "usage": {"input_tokens": 20, "cache_read_input_tokens": 80,
+    "output_tokens": 1}})  # fmt: skip
 
 
 def test_stream_usage_is_known_from_message_start_and_final_at_message_delta() -> None:
@@ -212,6 +220,10 @@ def test_stream_usage_is_known_from_message_start_and_final_at_message_delta() -
     assert views[3].usage == Usage(100, 10)  # 40 characters streamed, the estimate is ahead
     assert views[5].usage == Usage(100, 3)  # the provider's final count wins
     assert views[6].done and not any(v.foreign or v.error for v in views)
+    # named once, at message_start; the reason to stop once, at message_delta
+    assert (views[0].response_model, views[0].response_id) == ("claude-y", "msg_2")
+    assert [v.finish_reasons for v in views if v.finish_reasons] == [("end_turn",)]
+    assert not any(v.response_model for v in views[1:])
 
 
 def test_tool_use_blocks_assemble_per_index_and_complete_at_their_stop() -> None:

@@ -1,8 +1,11 @@
 """Provider kinds: their headers, the release record's ``provider``/``api_version`` (and records
-written before them), the refusal of a release of another kind at request time (routing) and at
-change time (configsvc), and the dialect's session header. Pure."""
+written before them), the refusal of a release that cannot serve a request at request time
+(routing) and of one that cannot serve the agent's traffic at change time (configsvc), and the
+dialect's session header. Pure."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import msgpack
 import pytest
@@ -14,6 +17,7 @@ from holdfast.keyspace import Keyspace, RecordError, Release, Route, Shadow
 from holdfast.keyspace.codec import KIND_FIELD, VERSION_FIELD
 from holdfast.providers import PROVIDERS, provider
 from holdfast.store import KeyValue
+from holdfast.translate import kinds_serving, traffic_keys
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.errors import DialectNotServed
@@ -91,11 +95,16 @@ def snapshot_with(*releases: Release, stable: str) -> ConfigState:
     return config
 
 
-def test_routing_refuses_a_release_that_does_not_speak_the_dialect() -> None:
+def test_routing_refuses_a_release_that_serves_the_dialect_in_no_way() -> None:
     config = snapshot_with(release("o1"), release("a1", "anthropic"), stable="o1")
-    assert resolve(config.current, "a", "a", None, speaks="openai").release.name == "o1"
-    with pytest.raises(DialectNotServed, match="'o1', whose provider is openai"):
-        resolve(config.current, "a", "a", "s1", speaks="anthropic")
+    chat = kinds_serving("openai.chat")  # natively or translated
+    assert chat == {"openai", "anthropic", "openai-chat"}
+    assert resolve(config.current, "a", "a", None, speaks=chat).release.name == "o1"
+    counting = kinds_serving("anthropic.count_tokens")
+    assert counting == {"anthropic"}
+    with pytest.raises(DialectNotServed, match="'o1', whose provider is openai") as info:
+        resolve(config.current, "a", "a", "s1", speaks=counting)
+    assert "--provider anthropic" in str(info.value)
 
 
 def test_session_header_of_the_dialect_then_the_body_hint() -> None:
@@ -109,22 +118,48 @@ def test_session_header_of_the_dialect_then_the_body_hint() -> None:
     assert session_id({"X-Claude-Code-Session-Id": "abc"}, None) is None  # not this dialect's
 
 
-def test_configsvc_refuses_mixing_kinds_on_a_route_unless_allowed() -> None:
-    o1, o2 = release("o1"), release("o2")
-    a1, a2 = release("a1", "anthropic"), release("a2", "anthropic")
-    known = {r.name: r for r in (o1, o2, a1, a2)}
-    route = Route(agent="a", stable="o1", shadow=Shadow(release="o2", percent=5, since=1))
-    assert mismatch(route, a1, "canary", known).startswith("release 'a1' (anthropic) would be")
-    assert "stable release 'o1' is openai" in mismatch(route, a1, "stable", known)
-    assert mismatch(route, o2, "canary", known) == ""
-    assert mismatch(None, a1, "stable", known) == ""
-    assert "shadow release 'o2'" in mismatch(Route(agent="a", stable="a1", shadow=route.shadow),
-                                             a2, "canary", known)  # fmt: skip
-    # a role placed anew replaces its holder: a canary of another kind is replaced, not compared
-    mixed = Route(agent="a", stable="a1", canary="o1", canary_percent=5)
-    assert mismatch(mixed, a2, "canary", known) == ""
+def test_configsvc_refuses_a_release_that_cannot_serve_the_agents_traffic() -> None:
+    o1, a1, c1 = release("o1"), release("a1", "anthropic"), release("c1", "openai-chat")
+    route = Route(agent="a", stable="o1", shadow=Shadow(release="o1", percent=5, since=1))
+    # nothing known yet: nothing refused (each request is judged where it is served)
+    assert mismatch(a1, "canary", {}) == ""
+    plain = {"openai.chat": 40, "openai.chat:tools": 12, "openai.chat:stream": 30}
+    assert mismatch(a1, "canary", plain) == ""  # all of it translates into Messages
+    uses_n = {**plain, "openai.chat:n": 3}
+    problem = mismatch(a1, "stable", uses_n)
+    assert problem.startswith("release 'a1' (anthropic) as stable would fail requests")
+    assert "3 of the agent's openai.chat requests asked for more than one choice" in problem
+    assert "--allow-provider-change" in problem
+    assert mismatch(o1, "canary", uses_n) == ""  # served natively
+    embeds = {"openai.embeddings": 5}
+    assert "serve neither natively nor through a translation" in mismatch(a1, "shadow", embeds)
+    assert mismatch(c1, "shadow", embeds) == ""
+    stateful = {"openai.responses": 9, "openai.responses:state": 2}
+    assert "provider-held state" in mismatch(c1, "canary", stateful)
     with pytest.raises(ProviderMismatch):
-        checker(known, a1, "stable", allow=False)(route)
-    checker(known, a1, "stable", allow=True)(route)
-    assert "--allow-provider-change" in migration_mismatch(a1, o1)
-    assert migration_mismatch(a1, a2) == ""
+        checker(uses_n, a1, "stable", allow=False)(route)
+    checker(uses_n, a1, "stable", allow=True)(route)
+    assert "--allow-provider-change" in migration_mismatch(o1, a1, uses_n)
+    assert migration_mismatch(o1, a1, plain) == ""
+    assert migration_mismatch(o1, release("o2"), uses_n) == ""  # the same kind: as before
+
+
+def test_traffic_counts_fields_no_translation_knows_and_configsvc_refuses_them() -> None:
+    claude_code = {
+        "model": "m", "max_tokens": 9, "messages": [], "stream": True,
+        "thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    }  # fmt: skip
+    keys = traffic_keys("anthropic.messages", claude_code)
+    assert keys == ["anthropic.messages:stream", "anthropic.messages"]  # all of it translates
+    newer = traffic_keys("anthropic.messages", {**claude_code, "speed": "fast"})
+    assert "anthropic.messages:unknown_field" in newer
+    traffic = Counter([*keys, *newer, *newer])
+    problem = mismatch(release("o1"), "canary", dict(traffic))
+    assert "2 of the agent's anthropic.messages requests carried a field the translation" in (
+        problem
+    )
+    assert mismatch(release("a1", "anthropic"), "canary", dict(traffic)) == ""  # native
+    assert traffic_keys("openai.embeddings", {"model": "m", "input": "x", "new": 1}) == [
+        "openai.embeddings"
+    ]  # no translation of it exists: nothing to judge a field by

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from holdfast.keyspace import HealthSnapshot, ShadowStats
@@ -21,6 +24,24 @@ def test_snapshot_is_built_from_its_sources_and_round_trips() -> None:
         HealthSources(config_revision=lambda: 0), sidecar_id="h", agent="a", started_at=0, now=0
     )
     assert (bare.pins_cached, bare.pins_pending, bare.shadow) == (0, 0, ())
+
+
+def test_snapshot_carries_the_traffic_the_sidecar_served_and_reads_it_tolerantly() -> None:
+    traffic = {"openai.chat": 9, "openai.chat:n": 2, "anthropic.messages:tools": 1}
+    sources = HealthSources(config_revision=lambda: 1, traffic=lambda: dict(traffic))
+    snap = build_snapshot(sources, sidecar_id="h", agent="a", started_at=0, now=1)
+    assert HealthSnapshot.decode(snap.encode()).traffic == traffic
+    # a newer sidecar's or a broken one's counters are left out, never a refused snapshot
+    odd: dict[str, Any] = {**traffic, "x" * 81: 1, "negative": -1, "float": 1.5, "bool": True}
+    decoded = HealthSnapshot.decode(dataclasses.replace(snap, traffic=odd).encode())
+    assert decoded.traffic == traffic
+    many = {f"d{i}": 1 for i in range(1000)}
+    assert (
+        len(HealthSnapshot.decode(dataclasses.replace(snap, traffic=many).encode()).traffic) == 256
+    )
+    # a snapshot from before traffic was counted has none
+    old = dataclasses.replace(snap, traffic={})
+    assert HealthSnapshot.decode(old.encode()).traffic == {}
 
 
 def test_lease_outlives_three_beats_and_never_drops_below_two_seconds() -> None:

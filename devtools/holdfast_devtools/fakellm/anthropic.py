@@ -30,7 +30,7 @@ from holdfast_devtools.fakellm.generate import (
     ChatRequest,
     as_json_pieces,
     count_tokens,
-    pick_tool,
+    pick_tools,
     reply_pieces,
     schema_value,
     seed_of,
@@ -199,15 +199,17 @@ class Message:
         return sum(len(b.pieces) + (b.kind == "tool_use") for b in self.blocks)
 
 
-def compose(request: MessagesRequest, *, length: int, tool_calls_on: bool) -> Message:
+def compose(
+    request: MessagesRequest, *, length: int, tool_calls_on: bool, parallel: bool = False
+) -> Message:
     chat = request.chat
     blocks: list[Block] = []
     if request.thinking:
         pieces = reply_pieces(chat.model, "thinking:" + chat.user_text, THINKING_PIECES)
         signature = f"sig_{seed_of(chat.model, chat.user_text):016x}"
         blocks.append(Block(kind="thinking", pieces=pieces, signature=signature))
-    tool = None if request.answered_tool else pick_tool(chat, tool_calls_on)
-    if tool is not None:
+    tools = [] if request.answered_tool else pick_tools(chat, tool_calls_on, parallel)
+    for tool in tools:
         seed = seed_of(chat.model, chat.user_text, tool)
         schema = chat.tools[tool]
         values = schema_value(schema, seed, 0) if isinstance(schema, Mapping) else {}
@@ -216,8 +218,10 @@ def compose(request: MessagesRequest, *, length: int, tool_calls_on: bool) -> Me
             arguments[i : i + ARG_FRAGMENT_CHARS]
             for i in range(0, len(arguments), ARG_FRAGMENT_CHARS)
         )
-        call = Block(kind="tool_use", pieces=fragments, name=tool, tool_id=f"toolu_{seed:016x}")
-        return Message(blocks=(*blocks, call), stop_reason="tool_use")
+        name, tool_id = tool, f"toolu_{seed:016x}"
+        blocks.append(Block(kind="tool_use", pieces=fragments, name=name, tool_id=tool_id))
+    if tools:
+        return Message(blocks=tuple(blocks), stop_reason="tool_use")
     stop = "end_turn"
     if chat.max_tokens is not None and chat.max_tokens < length:
         length, stop = chat.max_tokens, "max_tokens"
@@ -227,11 +231,13 @@ def compose(request: MessagesRequest, *, length: int, tool_calls_on: bool) -> Me
     return Message(blocks=(*blocks, Block(kind="text", pieces=pieces)), stop_reason=stop)
 
 
-def usage(prompt: int, output: int) -> dict[str, int]:
+def usage(prompt: int, output: int, cached: int = 0) -> dict[str, int]:
+    """Anthropic's counts: ``input_tokens`` is the prompt outside the cache."""
+    read = min(cached, prompt)
     return {
-        "input_tokens": prompt,
+        "input_tokens": prompt - read,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": read,
         "output_tokens": output,
     }
 
@@ -247,7 +253,12 @@ def _content(block: Block) -> dict[str, object]:
 
 
 def message_body(
-    message_id: str, request: MessagesRequest, message: Message, *, with_usage: bool
+    message_id: str,
+    request: MessagesRequest,
+    message: Message,
+    *,
+    with_usage: bool,
+    cached: int = 0,
 ) -> dict[str, object]:
     body: dict[str, object] = {
         "id": message_id,
@@ -259,7 +270,7 @@ def message_body(
         "stop_sequence": None,
     }
     if with_usage:
-        body["usage"] = usage(request.chat.prompt_tokens, message.output_tokens)
+        body["usage"] = usage(request.chat.prompt_tokens, message.output_tokens, cached)
     return body
 
 
@@ -310,7 +321,12 @@ class StreamFrames:
 
 
 def stream_frames(
-    message_id: str, request: MessagesRequest, message: Message, *, with_usage: bool
+    message_id: str,
+    request: MessagesRequest,
+    message: Message,
+    *,
+    with_usage: bool,
+    cached: int = 0,
 ) -> StreamFrames:
     chat = request.chat
     start: dict[str, object] = {
@@ -323,7 +339,7 @@ def stream_frames(
         "stop_sequence": None,
     }
     if with_usage:
-        start["usage"] = usage(chat.prompt_tokens, 1)
+        start["usage"] = usage(chat.prompt_tokens, 1, cached)
     head = event("message_start", {"message": start}) + event("ping", {})
     tokens: list[bytes] = []
     pending = b""  # block boundaries waiting for the next token frame

@@ -165,7 +165,10 @@ class FakeLLM:
         chat = protocol.parse_chat(await self._admit(request))
         behaviour, stats = self._begin(chat.model)
         reply = compose_reply(
-            chat, length=behaviour.length_for(chat.user_text), tool_calls_on=behaviour.tool_calls
+            chat,
+            length=behaviour.length_for(chat.user_text),
+            tool_calls_on=behaviour.tool_calls,
+            parallel=behaviour.parallel_tool_calls,
         )
         stats.prompt_tokens += chat.prompt_tokens
         if behaviour.raw_body:
@@ -179,7 +182,11 @@ class FakeLLM:
             stats.completion_tokens += reply.completion_tokens
             with_usage = not behaviour.omit_usage
             body = protocol.completion_body(
-                self._next_id("chatcmpl"), chat, reply, with_usage=with_usage
+                self._next_id("chatcmpl"),
+                chat,
+                reply,
+                with_usage=with_usage,
+                cached=behaviour.cached_tokens,
             )
             return json_response(body)
         finally:
@@ -196,7 +203,9 @@ class FakeLLM:
         frames = protocol.ChunkFrames(self._next_id("chatcmpl"), chat.model)
         tail = frames.delta({}, reply.finish_reason)
         if chat.include_usage and not behaviour.omit_usage:
-            tail += frames.usage(chat.prompt_tokens, reply.completion_tokens)
+            tail += frames.usage(
+                chat.prompt_tokens, reply.completion_tokens, behaviour.cached_tokens
+            )
         return await self._send_stream(
             request,
             frames.delta({"role": "assistant", "content": ""}),
@@ -392,7 +401,10 @@ class FakeLLM:
         chat = parsed.chat
         behaviour, stats = self._begin(chat.model, anthropic_api=True)
         message = anthropic.compose(
-            parsed, length=behaviour.length_for(chat.user_text), tool_calls_on=behaviour.tool_calls
+            parsed,
+            length=behaviour.length_for(chat.user_text),
+            tool_calls_on=behaviour.tool_calls,
+            parallel=behaviour.parallel_tool_calls,
         )
         stats.prompt_tokens += chat.prompt_tokens
         if behaviour.raw_body:
@@ -402,7 +414,11 @@ class FakeLLM:
         try:
             if chat.stream:
                 frames = anthropic.stream_frames(
-                    self._next_id("msg"), parsed, message, with_usage=with_usage
+                    self._next_id("msg"),
+                    parsed,
+                    message,
+                    with_usage=with_usage,
+                    cached=behaviour.cached_tokens,
                 )
                 return await self._send_stream(
                     request, frames.head, list(frames.tokens), frames.tail, behaviour, stats
@@ -411,7 +427,11 @@ class FakeLLM:
                 await asyncio.sleep(behaviour.latency_ms / 1000)
             stats.completion_tokens += message.output_tokens
             body = anthropic.message_body(
-                self._next_id("msg"), parsed, message, with_usage=with_usage
+                self._next_id("msg"),
+                parsed,
+                message,
+                with_usage=with_usage,
+                cached=behaviour.cached_tokens,
             )
             return json_response(body)
         finally:

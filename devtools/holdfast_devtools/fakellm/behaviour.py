@@ -42,6 +42,10 @@ class Behaviour:
     reset_after_tokens: int | None = None  # stream's connection is aborted after N tokens
     omit_usage: bool = False  # never report usage (accounting tests)
     tool_calls: bool = False  # answer with a tool call whenever the request declares tools
+    # call every tool the last user message names as "call:<name>", in parallel
+    parallel_tool_calls: bool = False
+    # of each prompt, this many tokens reported as read from the provider's prompt cache
+    cached_tokens: int = 0
     completion_tokens: int = DEFAULT_COMPLETION_TOKENS  # reply length before max_tokens
     # Drift confined to one kind of query: a last user message containing ``drift_marker``
     # gets ``drift_completion_tokens`` instead (empty marker: off).
@@ -60,10 +64,11 @@ class Behaviour:
         for name in ("stall_after_tokens", "reset_after_tokens"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 0, MAX_COMPLETION_TOKENS)
-        for name in ("omit_usage", "tool_calls"):
+        for name in ("omit_usage", "tool_calls", "parallel_tool_calls"):
             if not isinstance(getattr(self, name), bool):
                 raise BehaviourError(f"{name} must be true or false")
         _check_int("completion_tokens", self.completion_tokens, 1, MAX_COMPLETION_TOKENS)
+        _check_int("cached_tokens", self.cached_tokens, 0, 1_000_000)
         _check_int(
             "drift_completion_tokens", self.drift_completion_tokens, 1, MAX_COMPLETION_TOKENS
         )

@@ -15,7 +15,11 @@ and check a proxy's token accounting exactly.
   tell a prompt that asks for JSON from one that does not, as a real model would.
 - Tool call: one call; its arguments are built from the tool's JSON Schema (``schema_value``)
   and stream in ``ARG_FRAGMENT_CHARS``-sized fragments; completion tokens = 1 (the chunk that
-  names the function) + the number of fragments.
+  names the function) + the number of fragments. With ``parallel_tool_calls`` on, every tool
+  the last user message names as ``call:<name>`` is called, in that order (one after the other
+  in a stream, as OpenAI and Anthropic stream parallel calls).
+- A request whose last message is a tool's result is answered in text: a model given its
+  tool's result does not call the tool again (so an agent's tool loop ends).
 """
 
 from __future__ import annotations
@@ -225,6 +229,18 @@ def pick_tool(request: ChatRequest, tool_calls_on: bool) -> str | None:
     return None
 
 
+def pick_tools(request: ChatRequest, tool_calls_on: bool, parallel: bool) -> list[str]:
+    """Every tool to call: ``pick_tool``'s, or with ``parallel`` every ``call:<name>`` of the
+    last user message that names a declared tool (in order, each once)."""
+    if parallel and request.tools and request.tool_choice != "none":
+        named = [m.group(1) for m in _CALL_RE.finditer(request.user_text)]
+        found = list(dict.fromkeys(n for n in named if n in request.tools))
+        if len(found) > 1:
+            return found
+    tool = pick_tool(request, tool_calls_on)
+    return [tool] if tool is not None else []
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     deltas: tuple[Mapping[str, object], ...]  # one streamed chunk (and completion token) each
@@ -236,13 +252,15 @@ class Reply:
         return len(self.deltas)
 
 
-def compose_reply(request: ChatRequest, *, length: int, tool_calls_on: bool) -> Reply:
-    """The reply: a tool call when ``pick_tool`` names one, else ``length`` text pieces (fewer,
+def compose_reply(
+    request: ChatRequest, *, length: int, tool_calls_on: bool, parallel: bool = False
+) -> Reply:
+    """The reply: tool calls when ``pick_tools`` names any, else ``length`` text pieces (fewer,
     with finish_reason "length", when max_tokens is lower). Tool calls ignore max_tokens.
     """
-    tool = pick_tool(request, tool_calls_on)
-    if tool is not None:
-        return _tool_reply(request, tool)
+    tools = pick_tools(request, tool_calls_on, parallel)
+    if tools:
+        return _tool_reply(request, tools)
     finish = "stop"
     if request.max_tokens is not None and request.max_tokens < length:
         length, finish = request.max_tokens, "length"
@@ -255,21 +273,26 @@ def compose_reply(request: ChatRequest, *, length: int, tool_calls_on: bool) -> 
     )
 
 
-def _tool_reply(request: ChatRequest, name: str) -> Reply:
+def tool_arguments(request: ChatRequest, name: str) -> tuple[int, str]:
+    """A call's seed and its arguments: always a JSON object, whatever the schema says."""
     seed = seed_of(request.model, request.user_text, name)
     schema = request.tools[name]
-    # Arguments are always a JSON object, whatever (or however little) the schema says.
     values = _object_value(schema, seed, 0) if isinstance(schema, Mapping) else {}
-    arguments = json.dumps(values, separators=(",", ":"))
-    call_id = f"call_{seed:016x}"
-    head = {"index": 0, "id": call_id, "type": "function"}
-    deltas: list[Mapping[str, object]] = [
-        {"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]}
-    ]
-    for i in range(0, len(arguments), ARG_FRAGMENT_CHARS):
-        fragment = arguments[i : i + ARG_FRAGMENT_CHARS]
-        deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
-    function = {"name": name, "arguments": arguments}
-    tool_call = {"id": call_id, "type": "function", "function": function}
-    message = {"role": "assistant", "content": None, "tool_calls": [tool_call]}
+    return seed, json.dumps(values, separators=(",", ":"))
+
+
+def _tool_reply(request: ChatRequest, names: Sequence[str]) -> Reply:
+    deltas: list[Mapping[str, object]] = []
+    tool_calls: list[dict[str, object]] = []
+    for index, name in enumerate(names):
+        seed, arguments = tool_arguments(request, name)
+        call_id = f"call_{seed:016x}"
+        head = {"index": index, "id": call_id, "type": "function"}
+        deltas.append({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]})
+        for i in range(0, len(arguments), ARG_FRAGMENT_CHARS):
+            fragment = arguments[i : i + ARG_FRAGMENT_CHARS]
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+        function = {"name": name, "arguments": arguments}
+        tool_calls.append({"id": call_id, "type": "function", "function": function})
+    message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
     return Reply(deltas=tuple(deltas), message=message, finish_reason="tool_calls")

@@ -93,6 +93,9 @@ def parse_chat(body: object) -> ChatRequest:
     user_text = next(
         (message_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), ""
     )
+    tool_choice = _tool_choice(body.get("tool_choice"))
+    if messages[-1]["role"] == "tool":
+        tool_choice = "none"  # given its tool's result, the model answers
     return ChatRequest(
         model=model,
         user_text=user_text,
@@ -101,7 +104,7 @@ def parse_chat(body: object) -> ChatRequest:
         include_usage=include_usage is True,
         max_tokens=max_completion if max_completion is not None else _opt_int(body, "max_tokens"),
         tools=_tools(body.get("tools")),
-        tool_choice=_tool_choice(body.get("tool_choice")),
+        tool_choice=tool_choice,
         reply_json=asks_for_json(messages),
     )
 
@@ -158,13 +161,20 @@ def parse_embeddings(body: object) -> EmbeddingRequest:
     )
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
+def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, object]:
     total = prompt + completion
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    out: dict[str, object] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+    }
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": min(cached, prompt)}
+    return out
 
 
 def completion_body(
-    completion_id: str, request: ChatRequest, reply: Reply, *, with_usage: bool
+    completion_id: str, request: ChatRequest, reply: Reply, *, with_usage: bool, cached: int = 0
 ) -> dict[str, object]:
     choice = {
         "index": 0,
@@ -181,7 +191,7 @@ def completion_body(
         "choices": [choice],
     }
     if with_usage:
-        body["usage"] = usage(request.prompt_tokens, reply.completion_tokens)
+        body["usage"] = usage(request.prompt_tokens, reply.completion_tokens, cached)
     return body
 
 
@@ -223,6 +233,6 @@ class ChunkFrames:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return self._head + b', "choices": [' + json.dumps(choice).encode() + b"]}\n\n"
 
-    def usage(self, prompt: int, completion: int) -> bytes:
-        body = json.dumps(usage(prompt, completion)).encode()
+    def usage(self, prompt: int, completion: int, cached: int = 0) -> bytes:
+        body = json.dumps(usage(prompt, completion, cached)).encode()
         return self._head + b', "choices": [], "usage": ' + body + b"}\n\n"
