@@ -2,7 +2,7 @@
 sidecar's or configsvc's /metrics after some traffic: real processes around real etcd, a
 release that pins a tool contract, a token and cost budget, a shadow, a flag, a rollout an
 operator aborted, and requests of every shape (plain, streamed, calling a tool, through
-``POST /tools``, OFREP)."""
+``POST /tools``, OFREP, through a translation)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,12 @@ async def traffic(url: str) -> None:
             async with http.post(f"{url}/tools/search", json=args,
                                  headers={"X-Holdfast-Session": "s-0"}) as resp:  # fmt: skip
                 assert resp.status == 200, await resp.text()
+        # an Anthropic-API request to the OpenAI release: served through a translation
+        claude = {"model": AGENT, "max_tokens": 16, "messages": messages}
+        async with http.post(f"{url}/v1/messages", json=claude,
+                             headers={"anthropic-version": "2023-06-01"}) as resp:  # fmt: skip
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["X-Holdfast-Translated"] == "anthropic.messages->openai.chat"
         async with http.post(f"{url}/ofrep/v1/evaluate/flags/new-ui",
                              json={"context": {"targetingKey": "s-0"}}) as resp:  # fmt: skip
             assert resp.status == 200, await resp.text()
