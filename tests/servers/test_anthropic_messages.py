@@ -379,3 +379,28 @@ async def test_a_provider_streaming_another_api_ends_with_an_error_event(
             model="support", max_tokens=8, messages=[USER]
         ) as stream:
             await stream.get_final_message()
+
+
+async def test_models_list_and_retrieve_in_anthropics_shape(sut: SidecarUnderTest) -> None:
+    """``client.models.list()`` pages (one model a page here) and ``models.retrieve`` work
+    unchanged; an unknown model or a bad page is refused in Anthropic's error shape."""
+    c = client(sut)
+    listed = [m async for m in await c.models.list(limit=1)]  # the SDK follows has_more
+    assert {m.id for m in listed} == {AGENT, "claude-sonnet-4-5"} and len(listed) == 2
+    assert all(m.type == "model" and m.created_at.year >= 2026 for m in listed)
+    page = await c.models.list(limit=1)
+    assert page.has_more and page.first_id == page.last_id == listed[0].id
+    model = await c.models.retrieve("claude-sonnet-4-5")
+    assert (model.id, model.display_name, model.type) == ("claude-sonnet-4-5",) * 2 + ("model",)
+    with pytest.raises(anthropic.NotFoundError) as info:
+        await c.models.retrieve("claude-opus-9")
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await c.models.list(limit=5000)
+    assert isinstance(bad.value.body, dict)
+    assert bad.value.body["error"]["type"] == "invalid_request_error"
+    assert "limit" in bad.value.body["error"]["message"]
+    async with aiohttp.ClientSession() as http:  # without anthropic-version: OpenAI's shape
+        async with http.get(f"{sut.url}/v1/models") as resp:
+            assert (await resp.json())["object"] == "list"
