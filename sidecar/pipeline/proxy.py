@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -35,7 +35,13 @@ from sidecar.pipeline.stream_drain import GRACE, HALF_CLOSED_GRACE, QUIET, count
 from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.routing import CATEGORY_HEADER, TENANT_HEADER, Resolved, session_id
 from sidecar.settings import SidecarSettings
-from sidecar.upstream import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
+from sidecar.upstream import (
+    CONNECT_ERRORS,
+    ProviderResponse,
+    SidecarShutdown,
+    Upstream,
+    relayed_headers,
+)
 
 log = get_logger(__name__)
 
@@ -278,12 +284,12 @@ class Proxy:
                 self.metrics.request_finished(operation, release.name, outcome.code, elapsed)
 
     @staticmethod
-    def _headers(exchange: Exchange, upstream_headers: Any) -> dict[str, str]:
+    def _headers(exchange: Exchange, upstream_headers: Mapping[str, str]) -> dict[str, str]:
         relayed = relayed_headers(upstream_headers)
         return served_by(exchange.resolved) | relayed | exchange.response_headers
 
     async def _relay_stream(
-        self, request: web.Request, upstream: Any, exchange: Exchange, chain: Chain
+        self, request: web.Request, upstream: ProviderResponse, exchange: Exchange, chain: Chain
     ) -> tuple[web.StreamResponse, str | None]:
         """Relay SSE as it arrives, never buffering a whole stream: each chunk's whole events
         pass the filters (decoded once by the dialect) and go out in one write; a chain with
