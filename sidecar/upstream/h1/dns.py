@@ -60,11 +60,9 @@ class GuardedDns:
             self.policy.check_host(host)
         except HostRefused as exc:
             raise AddressRefused(str(exc)) from exc
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         kept: list[Address] = []
         refused = ""
-        for family, _type, _proto, _name, sockaddr in infos:
-            address = str(sockaddr[0])
+        for family, address in await self.query(loop, host, port):
             try:
                 self.policy.check_address(host, address)
             except HostRefused as exc:
@@ -76,6 +74,14 @@ class GuardedDns:
             log.warning("upstream_address_refused", host=host[:120], reason=refused)
             raise AddressRefused(refused or f"{host!r:.80} resolved to no address")
         return kept
+
+    @staticmethod
+    async def query(
+        loop: asyncio.AbstractEventLoop, host: str, port: int
+    ) -> list[Address]:
+        """The system resolver's answers (tests put a rebinding DNS here)."""
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [(family, str(sockaddr[0])) for family, _t, _p, _n, sockaddr in infos]
 
     def close(self) -> None:
         for lookup in self._pending.values():
