@@ -156,9 +156,7 @@ async def upstream_client(job: Job) -> tuple[Call, Callable[[], Awaitable[None]]
 
 
 async def aiohttp_client(job: Job) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
-    )
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
     url = job.base + job.path
     ids = itertools.count()
     stream = bool(job.chunks)
@@ -189,9 +187,7 @@ async def probe_client(job: Job) -> tuple[Call, Callable[[], Awaitable[None]]]:
     stream = bool(job.chunks)
 
     async def call() -> int:
-        response = await pool.post(
-            job.path, REQUEST, stream=stream, request_id=f"req-{next(ids)}"
-        )
+        response = await pool.post(job.path, REQUEST, stream=stream, request_id=f"req-{next(ids)}")
         if not stream:
             return len(await response.read())
         n = 0

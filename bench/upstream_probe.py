@@ -19,7 +19,7 @@ import httptools
 
 
 class ProbeResponse:
-    __slots__ = ("_conn", "status", "headers")
+    __slots__ = ("_conn", "headers", "status")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
@@ -112,9 +112,7 @@ class ProbePool:
         self.static = "".join(f"{k}: {v}\r\n" for k, v in static.items()).encode("latin-1")
         self.free: deque[_Conn] = deque()
 
-    async def post(
-        self, path: str, body: bytes, *, stream: bool, request_id: str
-    ) -> ProbeResponse:
+    async def post(self, path: str, body: bytes, *, stream: bool, request_id: str) -> ProbeResponse:
         conn = self.free.pop() if self.free else await self._connect()
         accept = "text/event-stream" if stream else "application/json"
         head = (

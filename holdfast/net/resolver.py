@@ -56,5 +56,3 @@ class GuardedResolver(AbstractResolver):
 def guarded_connector(policy: HostPolicy, **kwargs: Any) -> aiohttp.TCPConnector:
     """A TCPConnector whose DNS answers pass ``policy``."""
     return aiohttp.TCPConnector(resolver=GuardedResolver(policy), **kwargs)
-
-

@@ -202,7 +202,7 @@ class Upstream:
         try:
             response = await self._client.request(
                 target, method, headers, b"" if body is None else body,
-                timeout=head_deadline, idle=idle,
+                head_timeout=head_deadline, idle=idle,
             )  # fmt: skip
         except SidecarShutdown as exc:
             raise self._shutting_down() from exc

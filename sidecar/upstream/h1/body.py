@@ -24,7 +24,7 @@ class FlowControl(Protocol):
 
 
 class Body:
-    __slots__ = ("_buf", "_size", "_eof", "_exc", "_waiter", "_flow", "_paused")
+    __slots__ = ("_buf", "_eof", "_exc", "_flow", "_paused", "_size", "_waiter")
 
     def __init__(self, flow: FlowControl) -> None:
         self._buf: list[bytes] = []

@@ -2,7 +2,7 @@
 
 ``Client.request`` sends one request and returns the ``Response`` once its head arrived; its
 holder reads the body and then calls ``release`` (the connection goes back to the pool when the
-answer was read to its end) or ``close``. Deadlines: ``timeout`` bounds everything up to the
+answer was read to its end) or ``close``. Deadlines: ``head_timeout`` bounds everything up to the
 head, and with ``idle=0`` the whole answer too; with ``idle`` > 0 (streams) each gap between
 reads after the head is bounded instead. Connecting is bounded by ``connect_timeout`` as well.
 ``cut`` ends every call in flight with the given exception.
@@ -60,12 +60,12 @@ class Client:
         headers: Mapping[str, str],
         body: bytes,
         *,
-        timeout: float,
+        head_timeout: float,
         idle: float = 0.0,
     ) -> Response:
         head = encode_head(method, target, headers, len(body))
         now = self._loop.time()
-        deadline = now + timeout
+        deadline = now + head_timeout
         conn, stale = self.pool.take(target.key, now)
         for old in stale:
             old.shut()

@@ -70,6 +70,7 @@ class Connection(asyncio.Protocol):
         self._cl: list[str] | None = None
         self._fields = 0
         self._head_bytes = 0
+        self._field_bytes = 0
         self._interim = False
 
     # --- the call ----------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class Connection(asyncio.Protocol):
         self.phase = HEAD
         self._headers = Headers()
         self._te = self._cl = None
-        self._fields = self._head_bytes = 0
+        self._fields = self._head_bytes = self._field_bytes = 0
         self._interim = False
         self.body = None
         self.deadline = deadline
@@ -263,6 +264,10 @@ class Connection(asyncio.Protocol):
         self._fields += 1
         if self._fields > MAX_FIELDS:
             raise MalformedResponse(f"{self.what} sent over {MAX_FIELDS} header fields")
+        # A head that arrived in one read is not caught by data_received's count.
+        self._field_bytes += len(name) + len(value)
+        if self._field_bytes > MAX_HEAD_BYTES:
+            raise MalformedResponse(f"{self.what} sent a head over {MAX_HEAD_BYTES} bytes")
         if self.phase != HEAD:
             return  # trailers, or a message nobody asked for: not the answer's fields
         text = value.decode("latin-1")

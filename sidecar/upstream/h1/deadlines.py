@@ -29,7 +29,7 @@ T = TypeVar("T", bound=Timed)
 class Sweeper(Generic[T]):
     """The calls in flight (also what ``cut`` ends) and the one timer over their deadlines."""
 
-    __slots__ = ("_loop", "_calls", "_handle", "_at")
+    __slots__ = ("_at", "_calls", "_handle", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -53,9 +53,7 @@ class GuardedDns:
             self._cache.clear()
         self._cache[key] = (asyncio.get_running_loop().time() + self.ttl, done.result())
 
-    async def _lookup(
-        self, loop: asyncio.AbstractEventLoop, host: str, port: int
-    ) -> list[Address]:
+    async def _lookup(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[Address]:
         try:
             self.policy.check_host(host)
         except HostRefused as exc:
@@ -76,9 +74,7 @@ class GuardedDns:
         return kept
 
     @staticmethod
-    async def query(
-        loop: asyncio.AbstractEventLoop, host: str, port: int
-    ) -> list[Address]:
+    async def query(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[Address]:
         """The system resolver's answers (tests put a rebinding DNS here)."""
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return [(family, str(sockaddr[0])) for family, _t, _p, _n, sockaddr in infos]

@@ -38,6 +38,10 @@ class IdlePool(Generic[P]):
     def __len__(self) -> int:
         return sum(len(conns) for conns in self._idle.values())
 
+    def idle(self, key: Key) -> list[P]:
+        """The idle connections of ``key`` (a copy; oldest first)."""
+        return list(self._idle.get(key, ()))
+
     def put(self, key: Key, conn: P, now: float) -> bool:
         """Keep ``conn`` for a later call; False when it must be closed instead."""
         conns = self._idle.setdefault(key, [])

@@ -23,7 +23,7 @@ class Response:
     a clean keep-alive connection, and closes it otherwise; ``close`` always closes it (the
     provider sees its client gone and stops generating)."""
 
-    __slots__ = ("status", "headers", "content", "_exchange")
+    __slots__ = ("_exchange", "content", "headers", "status")
 
     def __init__(self, exchange: Exchange, status: int, headers: Headers, content: Body) -> None:
         self._exchange = exchange
