@@ -27,11 +27,8 @@ import asyncio
 import itertools
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +39,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from bench import callgrind as callgrind_tool
 from bench.sections import markers, replace_section
 from bench.stats import median
 
@@ -49,6 +47,10 @@ START, END = markers("upstream-client")
 CHAT_PATH: Final = "/v1/chat/completions"
 STREAM_PATH: Final = "/v1/stream"
 CLIENTS: Final = ("upstream", "aiohttp", "probe")
+# ``--baseline DIR``: the sidecar's ``Upstream`` from another checkout (say, main before a change)
+# as one more client of the same run, imported from DIR by the child process.
+BASELINE: Final = "baseline"
+BASELINE_ENV: Final = "HOLDFAST_BENCH_BASELINE"
 KEY_VAR: Final = "BENCH_PROVIDER_KEY"
 KEY: Final = "sk-bench-0123456789abcdef"
 REQUEST: Final = json.dumps(
@@ -129,6 +131,8 @@ class Job:
 
 
 async def upstream_client(job: Job) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    if baseline := os.environ.get(BASELINE_ENV):
+        sys.path.insert(0, baseline)  # before the first import of sidecar/holdfast
     from holdfast.keyspace import Release
     from sidecar.settings import SidecarSettings
     from sidecar.upstream import Upstream
@@ -198,7 +202,12 @@ async def probe_client(job: Job) -> tuple[Call, Callable[[], Awaitable[None]]]:
     return call, pool.close
 
 
-FACTORIES: Final = {"upstream": upstream_client, "aiohttp": aiohttp_client, "probe": probe_client}
+FACTORIES: Final = {
+    "upstream": upstream_client,
+    BASELINE: upstream_client,
+    "aiohttp": aiohttp_client,
+    "probe": probe_client,
+}
 
 
 async def run(client: str, job: Job, calls: int, warmup: int) -> dict[str, Any]:
@@ -225,34 +234,26 @@ def _run_cmd(client: str, job: Job, calls: int, warmup: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            parsed: dict[str, Any] = json.loads(line)
-            return parsed
-    raise RuntimeError(f"no result line in {text[-2000:]!r}")
+def _env(client: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != BASELINE_ENV}
+    if client == BASELINE:
+        env[BASELINE_ENV] = _baseline_dir[0]
+    return env
+
+
+_baseline_dir: list[str] = [""]
 
 
 def callgrind(client: str, job: Job, calls: int, warmup: int) -> tuple[int, int]:
     """(instructions of the whole client process, units it read) for one run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--quiet"]
-        done = subprocess.run(
-            cmd + _run_cmd(client, job, calls, warmup),
-            capture_output=True, text=True, check=True, timeout=3600,
-        )  # fmt: skip
-        totals = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.MULTILINE)
-        if totals is None:
-            raise RuntimeError("callgrind wrote no totals")
-        return int(totals.group(1)), int(_last_json(done.stdout)["units"])
+    instructions, result = callgrind_tool.counted(
+        _run_cmd(client, job, calls, warmup), _env(client)
+    )
+    return instructions, int(result["units"])
 
 
 def native(client: str, job: Job, calls: int, warmup: int) -> dict[str, Any]:
-    done = subprocess.run(
-        _run_cmd(client, job, calls, warmup), capture_output=True, text=True, check=True
-    )
-    return _last_json(done.stdout)
+    return callgrind_tool.run(_run_cmd(client, job, calls, warmup), _env(client))
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +291,7 @@ def table(title: str, figures: Sequence[Figure], unit: str) -> list[str]:
         "|---|---|---|---|",
     ]
     names = {
+        BASELINE: "`Upstream.post` + `read_body`, baseline checkout (before)",
         "upstream": "`Upstream.post` + `read_body` (the sidecar's client)",
         "aiohttp": "bare `aiohttp.ClientSession.post` + `read()`",
         "probe": "minimal asyncio protocol + httptools (llhttp)",
@@ -307,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="the server half (prints its port)")
     one = sub.add_parser("run", help="one client run (prints a JSON line)")
-    one.add_argument("--client", choices=CLIENTS, required=True)
+    one.add_argument("--client", choices=tuple(FACTORIES), required=True)
     one.add_argument("--base", required=True)
     one.add_argument("--chunks", type=int, default=0)
     one.add_argument("--gap-ms", type=float, default=1.0)
@@ -315,19 +317,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="small counts, print only")
     parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also measure Upstream from this checkout (before/after)"
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         uvloop.run(serve())
         return 0
     if args.command == "run":
         job = Job(args.base, args.chunks, args.gap_ms)
-        result = uvloop.run(run(args.client, job, args.calls, args.warmup))
-        print(json.dumps(result), flush=True)
+        callgrind_tool.emit(uvloop.run(run(args.client, job, args.calls, args.warmup)))
         return 0
-    if shutil.which("valgrind") is None:
+    if not callgrind_tool.available():
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    return harness(args.quick, args.clients.split(","))
+    clients = args.clients.split(",")
+    if args.baseline:
+        _baseline_dir[0] = str(Path(args.baseline).resolve())
+        clients.insert(0, BASELINE)
+    return harness(args.quick, clients)
 
 
 def harness(quick: bool, clients: Sequence[str]) -> int:
