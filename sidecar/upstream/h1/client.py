@@ -71,6 +71,9 @@ class Client:
             old.shut()
         if conn is None:
             conn = await self._connect(target, deadline)
+            if self._cut is not None:  # cut while it connected: it never goes out
+                conn.shut()
+                raise self._cut
         future = conn.send(head, body, deadline, idle)
         self.sweeper.add(conn)
         try:
