@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline:
         _baseline_dir[0] = str(Path(args.baseline).resolve())
         paths.append(BASELINE)
-    counts, cpu_requests, rounds = ((50, 150), 500, 1) if args.quick else ((200, 1000), 3000, 5)
+    counts, cpu_requests, rounds = ((50, 150), 500, 1) if args.quick else ((100, 500), 3000, 5)
     section = render(measure(paths, counts, cpu_requests, rounds), counts, cpu_requests, rounds)
     print(section)
     if not args.quick:
