@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from holdfast.keyspace import Release
 from holdfast.net.guard import HostPolicy
 from holdfast_devtools.certs import LocalPki, make_test_pki
+from sidecar.settings import SidecarSettings
+from sidecar.upstream import Upstream
+from sidecar.upstream.client import USER_AGENT
 from sidecar.upstream.h1 import (
     Client,
     ConnectFailed,
@@ -507,3 +511,55 @@ async def test_tls_verifies_the_certificate_and_sends_sni(pki: LocalPki) -> None
             assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
         finally:
             await system.close()
+
+
+async def test_upstream_sends_exactly_the_request_headers_it_did_with_aiohttp() -> None:
+    """Host, Content-Length and the sidecar's own set; nothing an HTTP library adds by itself
+    (no Accept: */*, no Connection, no cookie), the body as given."""
+    heads: list[bytes] = []
+
+    async def capture(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            heads.append(head + body)
+            writer.write(OK)
+            await writer.drain()
+
+    upstream = Upstream(SidecarSettings(agent="a"), {"KEY": "sk-test"})
+    await upstream.start()
+    try:
+        async with server(capture) as base:
+            release = Release(
+                agent="a", name="r", model="m", base_url=base + "/v1", api_key_env="KEY"
+            )
+            port = base.rsplit(":", 1)[1]
+            for stream in (False, True):
+                async with upstream.post(
+                    release, "/chat/completions", b'{"a":1}', stream=stream, request_id="req-7"
+                ) as response:
+                    assert await upstream.read_body(release, response) == b'{"ok":true}'
+            async with upstream.post(
+                release, "/responses/resp_1", None, stream=False, request_id="req-8", method="GET"
+            ) as response:
+                await upstream.read_body(release, response)
+    finally:
+        await upstream.close()
+    first, second, get = (h.decode() for h in heads)
+    lines = first.split("\r\n")
+    assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+    assert sorted(lines[1:-2]) == sorted(
+        [
+            f"Host: 127.0.0.1:{port}",
+            "Content-Type: application/json",
+            "Accept-Encoding: identity",
+            f"User-Agent: {USER_AGENT}",
+            "Authorization: Bearer sk-test",
+            "Accept: application/json",
+            "X-Request-Id: req-7",
+            "Content-Length: 7",
+        ]
+    )
+    assert lines[-2:] == ["", '{"a":1}']
+    assert "Accept: text/event-stream" in second
+    assert get.startswith("GET /v1/responses/resp_1 HTTP/1.1\r\n")
+    assert "Content-Length" not in get and get.endswith("\r\n\r\n")
