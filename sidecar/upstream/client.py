@@ -16,8 +16,7 @@ costs a fraction of aiohttp's client (``bench/upstream_client.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Final
 
 from holdfast import __version__
@@ -160,8 +159,7 @@ class Upstream:
         headers.update(kind.headers(key, release.api_version, {}))
         return headers
 
-    @asynccontextmanager
-    async def post(
+    def post(
         self,
         release: Release,
         path: str,
@@ -172,9 +170,9 @@ class Upstream:
         method: str = "POST",
         agent_headers: Mapping[str, str] | None = None,
         query: str = "",
-    ) -> AsyncIterator[ProviderResponse]:
-        """POST (or ``method``) to the release's provider; yields the response once its headers
-        arrived.
+    ) -> ProviderCall:
+        """POST (or ``method``) to the release's provider: ``async with upstream.post(...) as
+        response`` yields the response once its headers arrived.
 
         ``agent_headers``: the agent's request headers, of which the provider kind forwards
         the few it names; ``query``: the agent's query string, passed on as sent."""
@@ -199,11 +197,26 @@ class Upstream:
             head_deadline, idle = s.request_timeout, 0.0
         if self.cut_off:
             raise self._shutting_down()
+        return ProviderCall(
+            self, release, target, method, headers, b"" if body is None else body,
+            head_deadline, idle,
+        )  # fmt: skip
+
+    async def _send(
+        self,
+        release: Release,
+        target: Target,
+        method: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        head_deadline: float,
+        idle: float,
+    ) -> ProviderResponse:
+        assert self._client is not None, "Upstream.start() was not awaited"
         try:
             response = await self._client.request(
-                target, method, headers, b"" if body is None else body,
-                head_timeout=head_deadline, idle=idle,
-            )  # fmt: skip
+                target, method, headers, body, head_timeout=head_deadline, idle=idle
+            )
         except SidecarShutdown as exc:
             raise self._shutting_down() from exc
         except TimeoutError as exc:
@@ -231,15 +244,7 @@ class Upstream:
                 f"the provider of release {release.name!r} answered with a redirect (HTTP "
                 f"{response.status}); redirects are never followed"
             )
-        try:
-            yield response
-        finally:
-            # An unfinished body (client went away, stream cut) must close the provider
-            # connection, so the provider stops generating for nobody.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+        return response
 
     async def read_body(self, release: Release, response: ProviderResponse) -> bytes:
         try:
@@ -254,3 +259,42 @@ class Upstream:
             raise UpstreamUnreachable(
                 f"provider of release {release.name!r} broke the connection: {type(exc).__name__}"
             ) from exc
+
+
+class ProviderCall:
+    """What ``Upstream.post`` returns: ``async with`` sends the request and yields the response
+    once its head arrived; leaving the block releases the connection when the body was read to
+    its end and closes it otherwise (a client that went away, a cut stream: the provider stops
+    generating for nobody). A class rather than ``asynccontextmanager``: the generator machinery
+    cost more per call than the rest of the call's bookkeeping."""
+
+    __slots__ = ("_args", "_response", "_upstream")
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        release: Release,
+        target: Target,
+        method: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        head_deadline: float,
+        idle: float,
+    ) -> None:
+        self._upstream = upstream
+        self._args = (release, target, method, headers, body, head_deadline, idle)
+        self._response: ProviderResponse | None = None
+
+    async def __aenter__(self) -> ProviderResponse:
+        self._response = response = await self._upstream._send(*self._args)
+        return response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        response = self._response
+        if response is None:
+            return
+        self._response = None
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()

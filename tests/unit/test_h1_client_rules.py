@@ -89,11 +89,11 @@ def test_pool_takes_the_newest_live_connection_of_its_key() -> None:
     key, other = ("http", "a", 80), ("https", "a", 443)
     old, dead, new = FakeConn("old"), FakeConn("dead"), FakeConn("new")
     assert pool.put(key, old, 0.0) and pool.put(key, dead, 1.0) and pool.put(key, new, 2.0)
-    assert pool.take(other, 3.0) == (None, [])  # scheme and port are part of the key
-    assert pool.take(key, 3.0) == (new, [])
+    assert pool.take(other, 3.0) is None  # scheme and port are part of the key
+    assert pool.take(key, 3.0) is new
     dead.alive = False  # closed by the provider while idle
-    assert pool.take(key, 3.0) == (old, [dead])
-    assert pool.take(key, 3.0) == (None, [])
+    assert pool.take(key, 3.0) is old and pool.stale == [dead]
+    assert pool.take(key, 3.0) is None
 
 
 def test_pool_never_hands_out_an_expired_connection() -> None:
@@ -101,7 +101,7 @@ def test_pool_never_hands_out_an_expired_connection() -> None:
     key = ("http", "a", 80)
     stale = FakeConn("stale")
     pool.put(key, stale, 0.0)
-    assert pool.take(key, 15.0) == (None, [stale])
+    assert pool.take(key, 15.0) is None and pool.stale == [stale]
 
 
 def test_pool_expiry_sweep_and_bound() -> None:

@@ -66,9 +66,11 @@ class Client:
         head = encode_head(method, target, headers, len(body))
         now = self._loop.time()
         deadline = now + head_timeout
-        conn, stale = self.pool.take(target.key, now)
-        for old in stale:
-            old.shut()
+        conn = self.pool.take(target.key, now)
+        if self.pool.stale:
+            for old in self.pool.stale:
+                old.shut()
+            self.pool.stale.clear()
         if conn is None:
             conn = await self._connect(target, deadline)
             if self._cut is not None:  # cut while it connected: it never goes out

@@ -34,6 +34,7 @@ class IdlePool(Generic[P]):
         self.keepalive = keepalive
         self.max_idle = max_idle
         self._idle: dict[Key, list[P]] = {}
+        self.stale: list[P] = []  # taken out by ``take``, to be closed
 
     def __len__(self) -> int:
         return sum(len(conns) for conns in self._idle.values())
@@ -51,17 +52,16 @@ class IdlePool(Generic[P]):
         conns.append(conn)
         return True
 
-    def take(self, key: Key, now: float) -> tuple[P | None, list[P]]:
+    def take(self, key: Key, now: float) -> P | None:
         """The most recently used live connection for ``key`` (fewer stay warm, the rest
-        expire), and the stale ones found on the way, for the caller to close."""
+        expire). Stale ones found on the way are moved to ``stale`` for the caller to close."""
         conns = self._idle.get(key)
-        stale: list[P] = []
         while conns:
             conn = conns.pop()
             if conn.usable() and not expired(conn.idle_since, now, self.keepalive):
-                return conn, stale
-            stale.append(conn)
-        return None, stale
+                return conn
+            self.stale.append(conn)
+        return None
 
     def expire(self, now: float) -> tuple[list[P], float]:
         """Remove what expired or died; returns it and when the next one expires (inf: none)."""

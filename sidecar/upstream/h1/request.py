@@ -81,7 +81,7 @@ def encode_head(method: str, target: Target, headers: Mapping[str, str], body_le
     # The only line breaks are the ones written above; one more means a value smuggled one in.
     if text.count("\n") != breaks or text.count("\r") != breaks:
         raise ValueError("a request header holds a line break")
-    for name in headers:
+    for name in () if _CHECKED_NAMES.issuperset(headers) else headers:
         if name not in _CHECKED_NAMES:
             if not name or not TOKEN_CHARS.issuperset(name):
                 raise ValueError(f"request header name {name!r:.40} is not an HTTP token")
