@@ -76,7 +76,11 @@ class Client:
             if self._cut is not None:  # cut while it connected: it never goes out
                 conn.shut()
                 raise self._cut
-        future = conn.send(head, body, deadline, idle)
+        try:
+            future = conn.send(head, body, deadline, idle)
+        except BaseException:
+            conn.shut()
+            raise
         self.sweeper.add(conn)
         try:
             return await future

@@ -79,6 +79,9 @@ class Connection(asyncio.Protocol):
         self, head: bytes, body: bytes, deadline: float, idle_gap: float
     ) -> asyncio.Future[Response]:
         """Write a request; the future gets the answer once its head arrived."""
+        transport = cast(asyncio.Transport, self.transport)
+        if self.closed or transport.is_closing():  # closed by the provider as it connected
+            raise ConnectionLost(f"{self.what} closed the connection before the request")
         self.phase = HEAD
         self._headers = Headers()
         self._te = self._cl = None
@@ -88,7 +91,6 @@ class Connection(asyncio.Protocol):
         self.deadline = deadline
         self.idle_gap = idle_gap
         self._head = future = self.loop.create_future()
-        transport = cast(asyncio.Transport, self.transport)
         if len(body) < JOIN_BODY_BELOW:
             transport.write(head + body)
         else:
