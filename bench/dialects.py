@@ -55,6 +55,8 @@ KS: Final = Keyspace("dev")
 class Case:
     path: str
     body: Callable[[str], dict[str, Any]]  # the streamed request, for a model name
+    provider: str = "openai"  # the provider kind of the release that serves it
+    headers: tuple[tuple[str, str], ...] = ()  # what the API wants besides the body
 
 
 CASES: Final[dict[str, Case]] = {
@@ -64,6 +66,17 @@ CASES: Final[dict[str, Case]] = {
     ),
     "openai.responses": Case(
         "/v1/responses", lambda m: {"model": m, "input": "go", "stream": True}
+    ),
+    "anthropic.messages": Case(
+        "/v1/messages",
+        lambda m: {
+            "model": m,
+            "max_tokens": TOKENS,
+            "stream": True,
+            "messages": [{"role": "user", "content": "go"}],
+        },
+        provider="anthropic",
+        headers=(("anthropic-version", "2023-06-01"),),
     ),
 }
 
@@ -83,10 +96,13 @@ class _Control:
     reconnects = 0
 
 
-async def serve_sidecar(fake_url: str) -> tuple[web.AppRunner, str]:
+async def serve_sidecar(fake_url: str, provider: str) -> tuple[web.AppRunner, str]:
+    """One sidecar app per provider kind: an agent's releases are of one kind."""
     settings = SidecarSettings(agent=AGENT)
     config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
-    release = Release(agent=AGENT, name="r1", model=MODEL, base_url=f"{fake_url}/v1")
+    release = Release(
+        agent=AGENT, name="r1", model=MODEL, base_url=f"{fake_url}/v1", provider=provider
+    )
     records = {
         KS.release(AGENT, "r1"): release.encode(),
         KS.route(AGENT): Route(agent=AGENT, stable="r1").encode(),
@@ -118,9 +134,11 @@ async def serve_sidecar(fake_url: str) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-async def one_stream(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> int:
+async def one_stream(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> int:
     events = 0
-    async with http.post(url, json=body) as resp:
+    async with http.post(url, json=body, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
         async for chunk in resp.content.iter_any():
             events += chunk.count(b"\n\n")
@@ -128,12 +146,18 @@ async def one_stream(http: aiohttp.ClientSession, url: str, body: dict[str, Any]
 
 
 async def round_of(
-    http: aiohttp.ClientSession, url: str, body: dict[str, Any], streams: int, tally: Tally
+    http: aiohttp.ClientSession,
+    url: str,
+    case: Case,
+    model: str,
+    streams: int,
+    tally: Tally,
 ) -> None:
+    body, headers = case.body(model), dict(case.headers)
     cpu = time.process_time()
     for _ in range(streams):
         t0 = time.perf_counter()
-        tally.events += await one_stream(http, url, body)
+        tally.events += await one_stream(http, url, body, headers)
         tally.seconds.append(time.perf_counter() - t0)
     tally.cpu += time.process_time() - cpu
 
@@ -147,24 +171,25 @@ async def measure(streams: int, rounds: int) -> dict[str, tuple[Tally, Tally]]:
                     f"{fake.url}/_control/models/{MODEL}", json={"completion_tokens": TOKENS}
                 ) as resp:
                     assert resp.status == 200
-                runner, sidecar = await serve_sidecar(fake.url)
+                served = {c.provider: await serve_sidecar(fake.url, c.provider)
+                          for c in CASES.values()}  # fmt: skip
+                sidecar = {kind: url for kind, (_, url) in served.items()}
                 try:
                     out = {name: (Tally([]), Tally([])) for name in CASES}
                     for case in CASES.values():  # warm-up: connections, caches
-                        await round_of(http, fake.url + case.path, case.body(MODEL), 5, Tally([]))
-                        await round_of(http, sidecar + case.path, case.body(AGENT), 5, Tally([]))
+                        via = sidecar[case.provider] + case.path
+                        await round_of(http, fake.url + case.path, case, MODEL, 5, Tally([]))
+                        await round_of(http, via, case, AGENT, 5, Tally([]))
                     for _ in range(rounds):
                         for name, case in CASES.items():
                             direct, proxied = out[name]
-                            await round_of(
-                                http, fake.url + case.path, case.body(MODEL), streams, direct
-                            )
-                            await round_of(
-                                http, sidecar + case.path, case.body(AGENT), streams, proxied
-                            )
+                            via = sidecar[case.provider] + case.path
+                            await round_of(http, fake.url + case.path, case, MODEL, streams, direct)
+                            await round_of(http, via, case, AGENT, streams, proxied)
                     return out
                 finally:
-                    await runner.cleanup()
+                    for runner, _ in served.values():
+                        await runner.cleanup()
         finally:
             fake.stop()
 

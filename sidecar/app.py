@@ -8,13 +8,23 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from holdfast.dialects import estimate
 from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     get_logger,
 )
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, PrefixMirror
-from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
+from sidecar.budgets import (
+    AdmissionQueue,
+    BudgetFilter,
+    BudgetKeeper,
+    BudgetMetrics,
+    BudgetOptions,
+    Ledger,
+    ToolCallBudget,
+    estimator,
+)
 from sidecar.config import (
     CONFIG_KINDS,
     ConfigSnapshot,
@@ -25,6 +35,7 @@ from sidecar.config import (
 )
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
+from sidecar.mcp import DriftLog
 from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
 from sidecar.pins import (
     PinClaims,
@@ -41,6 +52,7 @@ from sidecar.pins import (
 from sidecar.pins import persist as pin_persist
 from sidecar.settings import SidecarSettings
 from sidecar.signals import SignalBook
+from sidecar.tracing import open_tracer
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -117,6 +129,7 @@ class Sidecar:
         self.signals = SignalBook()
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
+        self.mcp_drift = DriftLog()
         self.outcomes = OutcomePublisher(
             self.store,
             self.keyspace,
@@ -137,11 +150,19 @@ class Sidecar:
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
+                mcp_drift=self.mcp_drift.records,
             ),
         )
         self.budget_ledger = Ledger(agent=settings.agent)
         self.budget_metrics = BudgetMetrics(
             self.metrics.registry, settings.agent, self.budget_ledger
+        )
+        self.budget_queue = AdmissionQueue(
+            self.budget_ledger,
+            max_waiting=settings.budget_queue_max,
+            max_bytes=settings.budget_queue_max_bytes,
+            # a slice short here can grow only while this sidecar hears from the controller
+            slices_live=lambda: self.budgets.mirror.connected,
         )
         self.budgets = BudgetKeeper(
             self.store,
@@ -151,7 +172,10 @@ class Sidecar:
             sidecar_id=settings.effective_sidecar_id,
             interval=settings.budget_report_interval,
             idle_after=settings.budget_idle_after,
+            queue=self.budget_queue,
         )
+        self.budget_queue.on_join = self.budgets.wake
+        self.tracer = open_tracer(settings, environ)  # None: tracing off
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -162,6 +186,10 @@ class Sidecar:
 
     async def start(self) -> None:
         self.metrics.loop_lag.start()
+        if self.settings.budget_estimator == "tokens":
+            # before anything runs: loading holds the interpreter for about a second
+            loaded = estimate.preload()
+            log.info("budget_tokenizers_loaded", encodings=loaded)
         saved = persist.load(self.snapshot_path)
         if saved is not None:
             self.config.apply_reset(saved.revision, saved.kvs, "snapshot")
@@ -244,9 +272,18 @@ class Sidecar:
         await self.upstream.close()
         await self.store.close()
         await self.metrics.loop_lag.close()
+        if self.tracer is not None:
+            await self._close_tracer()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _close_tracer(self) -> None:
+        assert self.tracer is not None
+        try:
+            await self.tracer.close()  # the spans still buffered, bounded in time
+        except Exception as exc:  # the collector's trouble must not fail the exit
+            log.warning("trace_export_flush_failed", error=f"{type(exc).__name__}: {exc}")
 
     def build_app(self) -> web.Application:
         return build_http_app(
@@ -271,6 +308,9 @@ class Sidecar:
                 budget_status=self.budgets.status,
                 states=self.states,
                 state_lookup=self.state_lookup,
+                mcp_drift=self.mcp_drift,
+                tool_calls=ToolCallBudget(self.config, agent=self.settings.agent),
+                tracer=self.tracer,
             )
         )
 
@@ -278,7 +318,7 @@ class Sidecar:
         options = BudgetOptions(
             agent=self.settings.agent,
             default_cap=self.settings.budget_max_tokens,
-            estimator="chars" if self.settings.budget_estimator == "chars" else "bytes",
+            estimator=estimator(self.settings.budget_estimator),
             first_slice_wait=self.settings.budget_first_slice_wait,
         )
         return BudgetFilter(
@@ -288,4 +328,6 @@ class Sidecar:
             self.budget_metrics,
             prices=self.prices,
             first_slice=self.budgets.wait_for_slices,
+            queue=self.budget_queue,
+            slices_live=self.budget_queue.slices_live,
         )

@@ -75,6 +75,11 @@ class BudgetExhausted(SidecarError):
     """A token budget of the request's scopes cannot cover its worst case (``param``: scope)."""
 
 
+class BudgetBusy(SidecarError):
+    """A budget could cover the request once requests in flight settle, but it did not wait
+    (its queue timeout ran out, the queue was full, or waiting is off; ``param``: scope)."""
+
+
 class PriceUnknown(SidecarError):
     """A cost-limited budget applies but nothing prices the release or its model."""
 
@@ -180,6 +185,7 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     ShuttingDown: ErrorSpec(503, "service", "shutting_down"),
     UpstreamHostRefused: ErrorSpec(502, "upstream", "upstream_host_not_allowed"),
     BudgetExhausted: ErrorSpec(429, "quota", "budget_exhausted"),
+    BudgetBusy: ErrorSpec(429, "quota", "budget_busy"),
     PriceUnknown: ErrorSpec(503, "service", "price_unknown"),
     NotConfigured: ErrorSpec(503, "service", "not_configured"),
     ProviderKeyMissing: ErrorSpec(503, "service", "provider_key_missing"),

@@ -123,6 +123,8 @@ class BudgetController:
         used = fleet.used()
         fair = fleet.share(limit)
         reported = fleet.reported()
+        reserved = min(fleet.reserved(), used)
+        demand = fleet.demand()
         same = (
             current is not None
             and current.window == window
@@ -132,6 +134,8 @@ class BudgetController:
             and current.share == fair
             and current.tails == fleet.tails
             and current.reported == reported
+            and current.reserved == reserved
+            and current.demand == demand
         )
         if same:
             return 0
@@ -146,6 +150,8 @@ class BudgetController:
             at=now,
             tails=fleet.tails,
             reported=reported,
+            reserved=reserved,
+            demand=demand,
         )
         try:
             await self.store.txn(

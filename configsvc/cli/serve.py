@@ -59,6 +59,12 @@ def register_serve(nouns: Any, leaf: Leaf) -> None:
     serve.add_argument(
         "--leader-ttl", type=int, default=None, help="lease TTL of the rollout leader, seconds"
     )
+    serve.add_argument(
+        "--console-interval",
+        type=float,
+        default=None,
+        help="seconds between the console's health samples (its charts' resolution; default 5)",
+    )
     add_serve_limit_options(serve)
 
 
@@ -83,6 +89,7 @@ def serve_main(args: argparse.Namespace) -> int:
             probe_timeout=args.probe_timeout,
             rollout_tick=args.rollout_tick,
             leader_ttl=args.leader_ttl,
+            console_interval=args.console_interval,
             tokens_file=args.tokens_file,
             require_token_for_reads=args.require_token_for_reads,
             etcd_ca=args.etcd_ca,

@@ -3,7 +3,7 @@ the status API, and the health gate of rollouts (``PolicyGate``). The per-releas
 ``holdfast.signals.summary``'s, the same the sidecar's ``/status`` shows."""
 
 from configsvc.health.api import StatusApi
-from configsvc.health.fleet import FleetHealth
+from configsvc.health.fleet import FleetHealth, SidecarBeat, releases_status
 from configsvc.health.gate import PolicyGate
 
-__all__ = ["FleetHealth", "PolicyGate", "StatusApi"]
+__all__ = ["FleetHealth", "PolicyGate", "SidecarBeat", "StatusApi", "releases_status"]

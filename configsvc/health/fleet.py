@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc.health.shadow import shadow_view
@@ -30,6 +31,19 @@ log = get_logger(__name__)
 PRUNE_EVERY_S: Final = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class SidecarBeat:
+    """A live sidecar's last snapshot, without its signals: who, when, on which config."""
+
+    sidecar_id: str
+    agent: str
+    at: float  # when it published (its clock)
+    started_at: float
+    config_revision: int
+    pins_cached: int
+    pins_pending: int
+
+
 class FleetHealth:
     def __init__(
         self, store: Store, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
@@ -41,12 +55,18 @@ class FleetHealth:
         self._mirror.subscribe(self._on_update)
         self._seen: set[str] = set()
         self._unreadable: set[str] = set()
+        self._listeners: list[Callable[[HealthSnapshot], None]] = []
+        self._beats: dict[str, SidecarBeat] = {}  # sidecar id -> its last snapshot's header
         self._task = BackgroundTask("fleet health prune")
         self.updated_at: float | None = None
 
     @property
     def connected(self) -> bool:
         return self._mirror.connected
+
+    def on_snapshot(self, listener: Callable[[HealthSnapshot], None]) -> None:
+        """``listener`` gets every snapshot read (e.g. the MCP drift audit); it must not block."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         await self._mirror.start()
@@ -65,6 +85,7 @@ class FleetHealth:
         keys = set(update.kvs)
         for key in self._seen - keys:
             self.windows.gone(key.removeprefix(self._prefix))
+            self._beats.pop(key.removeprefix(self._prefix), None)
         changed = keys if update.reset else {c.key for c in update.changes} & keys
         for key in changed:
             self._read(key, update.kvs[key].value)
@@ -86,6 +107,21 @@ class FleetHealth:
             return
         self._unreadable.discard(key)
         self.windows.observe(snap)
+        for listener in self._listeners:
+            listener(snap)
+        self._beats[sidecar_id] = SidecarBeat(
+            sidecar_id,
+            snap.agent,
+            snap.at,
+            snap.started_at,
+            snap.config_revision,
+            snap.pins_cached,
+            snap.pins_pending,
+        )
+
+    def beats(self, agent: str | None = None) -> list[SidecarBeat]:
+        """Every live sidecar (of ``agent``), as its last snapshot described it."""
+        return [b for b in self._beats.values() if agent is None or b.agent == agent]
 
     def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
         now = self.clock()

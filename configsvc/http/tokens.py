@@ -125,6 +125,11 @@ class TokenBook:
     def __repr__(self) -> str:
         return f"TokenBook({len(self._entries)} tokens)"
 
+    @property
+    def entries(self) -> tuple[TokenEntry, ...]:
+        """Every accepted token's subject, role and hash (the legacy token as ``token``)."""
+        return self._entries
+
     def identify(self, presented: str) -> Identity | None:
         if not presented or len(presented) > MAX_TOKEN_CHARS:
             return None

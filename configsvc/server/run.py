@@ -11,18 +11,20 @@ import uvloop
 from aiohttp import web
 
 from configsvc.budgets import BUDGET_ELECTION, BudgetApi, BudgetController, BudgetOps
-from configsvc.contracts import ContractOps, ContractsApi
+from configsvc.console import ConcernOps, Console
+from configsvc.contracts import ContractOps, ContractsApi, DriftAudit
 from configsvc.errors import ConfigsvcError
 from configsvc.experiments import ExperimentOps, ExperimentsApi
 from configsvc.flags import FlagOps, FlagsApi
 from configsvc.health import FleetHealth, PolicyGate, StatusApi
 from configsvc.http import Authorizer
 from configsvc.leader import ROLLOUT_ELECTION, Election
+from configsvc.metrics import ControlPlaneCollector, MetricsEndpoint
 from configsvc.prompts.api import PromptsApi
 from configsvc.prompts.eval import Evaluator
 from configsvc.prompts.ops import PromptOps
 from configsvc.releases import ConfigService, Prober
-from configsvc.rollouts import RolloutApi, RolloutController, RolloutOps
+from configsvc.rollouts import RolloutApi, RolloutController, RolloutOps, RouteWatch
 from configsvc.server.app import build_app
 from configsvc.server.limits import server_options
 from configsvc.server.settings import ServeSettings
@@ -100,6 +102,8 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         rollouts = RolloutOps(service, pins)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
         fleet = FleetHealth(store, service.keyspace)
+        drift_audit = DriftAudit(service)
+        fleet.on_snapshot(drift_audit.observe)
         gate = PolicyGate(fleet)
         controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
         budget_election = Election(
@@ -112,9 +116,31 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             service, gate=settings.prompt_gate, min_cases=settings.evaluation.min_cases
         )
         traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
+        authorizer = Authorizer(settings.token, settings.tokens, settings.require_token_for_reads)
+        route_watch = RouteWatch(store, service.keyspace)
+        budget_ops, flag_ops = BudgetOps(service), FlagOps(service)
+        contract_ops, experiment_ops = ContractOps(service), ExperimentOps(service)
+        console = Console(
+            service=service,
+            fleet=fleet,
+            gate=gate,
+            routes=route_watch,
+            authorizer=authorizer,
+            secret=settings.console_secret,
+            sample_interval=settings.console_interval,
+            ops=ConcernOps(budget_ops, flag_ops, contract_ops, prompts, experiment_ops),
+        )
+        metrics = MetricsEndpoint(
+            ControlPlaneCollector(
+                routes=route_watch,
+                fleet=fleet,
+                elections={"rollouts": election, "budgets": budget_election},
+                extra=console.metric_families,
+            )
+        )
         app = build_app(
             service,
-            Authorizer(settings.token, settings.tokens, settings.require_token_for_reads),
+            authorizer,
             max_body_bytes=settings.max_body_bytes,
             hosts=settings.limits.accepted_hosts(settings.listen_host),
             upstream=upstream,
@@ -123,13 +149,15 @@ async def serve(settings: ServeSettings, store: Store) -> None:
                 RolloutApi(rollouts, election, gate),
                 StatusApi(rollouts, fleet, gate),
                 traffic,
-                ContractsApi(ContractOps(service)),
-                FlagsApi(FlagOps(service)),
+                ContractsApi(contract_ops),
+                FlagsApi(flag_ops),
                 CategoryApi(service),
-                BudgetApi(BudgetOps(service)),
+                BudgetApi(budget_ops),
                 PromptsApi(prompts, evaluator),
-                ExperimentsApi(ExperimentOps(service)),
+                ExperimentsApi(experiment_ops),
+                metrics,
             ],
+            mounts=[console.mount],
         )
         try:
             runner, port = await start_site(
@@ -153,16 +181,22 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             auth="token" if settings.auth_required else "none",
         )
         await fleet.start()  # returns at once; etcd may be down
+        drift_audit.start()
+        await route_watch.start()  # likewise
+        console.start()
         election.start()
         controller.start()
         budget_election.start()
         budget_controller.start()
         await stop.wait()
         log.info("configsvc_stopping")
+        await console.close()  # ends the live pages first, so the runner need not wait on them
         await controller.close()
         await budget_controller.close()
         await budget_election.close()
+        await route_watch.close()
         await fleet.close()
+        await drift_audit.close()
         await election.close()
         await runner.cleanup()
     finally:

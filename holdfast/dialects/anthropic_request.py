@@ -146,8 +146,10 @@ class MessagesRequest:
         return messages if isinstance(messages, list) else []
 
     def prompt_estimate(self, estimator: Estimator) -> int:
+        # No tokenizer counts this API's parts yet: ``tokens`` takes the bytes bound, which is
+        # never short (``chars`` can be, and a short estimate can be overspent).
         system, tools = self.body.get("system"), self.body.get("tools")
-        if estimator == "bytes":
+        if estimator in ("bytes", "tokens"):
             parts = [system, self.body.get("messages", []), tools]
             return len(
                 json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode(

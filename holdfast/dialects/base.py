@@ -20,7 +20,7 @@ from holdfast.logs import get_logger
 
 log = get_logger(__name__)
 
-Estimator = Literal["bytes", "chars"]
+Estimator = Literal["tokens", "bytes", "chars"]
 # A neutral error class; each dialect names it in its own error shape (see ``error_body``).
 ErrorKind = Literal["invalid_request", "not_found", "quota", "upstream", "service"]
 
@@ -98,6 +98,11 @@ class Answer:
     # The id of provider-held state this answer created (OpenAI Responses' response id), "" when
     # the dialect keeps none: the sidecar records which release issued it (``StatefulDialect``).
     issued: str = ""
+    # What the provider said about the answer, as it said it (traces show them; "" or (): not
+    # sent): each choice's reason to stop, the model that answered, the answer's id.
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 @dataclass(slots=True)
@@ -116,6 +121,11 @@ class EventView:
     # Not an event of this dialect at all (another API's stream at that base_url): the relay
     # ends the stream with an in-band error instead (dialects with ``checks_answers``).
     foreign: bool = False
+    # As in ``Answer``: reasons to stop of the choices that ended in this event; the answering
+    # model and the answer's id, on the first event that names them (a decoder says them once).
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 NO_EVENT: Final = EventView()
@@ -191,7 +201,9 @@ class RequestView(Protocol):
         ...
 
     def prompt_estimate(self, estimator: Estimator) -> int:
-        """Tokens the prompt may take: an upper bound with ``bytes``, closer with ``chars``."""
+        """Tokens the prompt may take: an upper bound with ``tokens`` (the model family's
+        tokenizer, holdfast.dialects.estimate; ``bytes`` without one) and ``bytes``, closer
+        but possibly short with ``chars``."""
         ...
 
     def text_chars(self) -> int:

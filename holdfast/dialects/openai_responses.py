@@ -149,7 +149,9 @@ class ResponsesRequest:
         return value if isinstance(value, list) else []
 
     def prompt_estimate(self, estimator: Estimator) -> int:
-        if estimator == "bytes":
+        # No tokenizer counts this API's parts yet: ``tokens`` takes the bytes bound, which is
+        # never short (``chars`` can be, and a short estimate can be overspent).
+        if estimator in ("bytes", "tokens"):
             parts = [self.body.get("instructions"), self.body.get("input"), self.body.get("tools")]
             return len(
                 json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode(

@@ -36,6 +36,7 @@ _SEGMENTS: Final = {
     "experiments": 1,
     "prices": 1,
     "outcomes": 2,
+    "drift": 1,
 }
 
 
@@ -101,6 +102,10 @@ class Keyspace:
     def contract(self, tool: str, version: str) -> str:
         tool = validate_name(tool, what="tool")
         return f"{self.prefix}contracts/{tool}/{validate_name(version, what='contract version')}"
+
+    def drift(self, ident: str) -> str:
+        """One MCP backend's drift from a contract version, recorded once (keyspace.drift)."""
+        return f"{self.prefix}drift/{validate_id(ident, what='drift id')}"
 
     def budget(self, scope: str) -> str:
         return f"{self.prefix}budgets/{validate_id(scope, what='budget scope')}"

@@ -26,7 +26,7 @@ from holdfast.logs import (
     request_id_from,
 )
 from holdfast.mcp.client import McpClient
-from sidecar.budgets import BudgetFilter
+from sidecar.budgets import BudgetFilter, ToolCallBudget
 from sidecar.config import ConfigState, PriceTable
 from sidecar.contracts import (
     ContractBook,
@@ -41,7 +41,7 @@ from sidecar.experiments import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator, OfrepApi
 from sidecar.http.guard import Guard
 from sidecar.http.models import Models
-from sidecar.mcp import Backends, McpMetrics, McpServer, Methods, ToolCalls
+from sidecar.mcp import Backends, DriftLog, McpMetrics, McpServer, Methods, ToolCalls
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
 from sidecar.pins import Pinning, StateLookup, StateTable
 from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
@@ -50,6 +50,7 @@ from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowFilter, ShadowRunner
 from sidecar.signals import SignalBook, SignalsFilter, summary
 from sidecar.state import StateEndpoints, StateFilter, StateRouting
+from sidecar.tracing import ToolSpans, Tracer, TracingFilter
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -84,6 +85,9 @@ class Parts:
     # a table of its own, and a lookup that finds nothing in etcd (served alone, in tests).
     states: StateTable | None = None
     state_lookup: StateLookup | None = None
+    mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
+    tool_calls: ToolCallBudget | None = None  # None: no tool-call limits on this surface
+    tracer: Tracer | None = None  # None: tracing off, nothing of it on the request path
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -166,6 +170,8 @@ def filter_chain(
     ]
     if parts.budget is not None:
         filters.append(parts.budget)
+    if parts.tracer is not None:
+        filters.append(TracingFilter(parts.tracer))
     return assemble(filters)
 
 
@@ -185,7 +191,7 @@ def build_http_app(parts: Parts) -> web.Application:
     states, lookup = _states(parts)
     prepare: list[Callable[[Exchange], Awaitable[None]]] = []
     if parts.budget is not None:
-        prepare.append(parts.budget.await_first_slices)
+        prepare.append(parts.budget.await_admission)
     proxy = Proxy(
         settings,
         config,
@@ -213,6 +219,7 @@ def build_http_app(parts: Parts) -> web.Application:
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.limits.max_json_depth,
         backend=ToolBackend(policy=settings.limits.host_policy()),
+        tracer=ToolSpans(parts.tracer, settings.agent) if parts.tracer is not None else None,
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
     mcp = mcp_server(parts, contracts, tool_proxy.breakers)
@@ -261,6 +268,7 @@ def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) ->
     methods = Methods(
         settings.agent, parts.config, parts.pinning, contracts, metrics.contracts,
         McpMetrics(metrics.registry, settings.agent), backends, ToolCalls(backends, breakers),
+        parts.mcp_drift, parts.tool_calls,
     )  # fmt: skip
     server = McpServer(
         methods,

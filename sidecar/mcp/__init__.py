@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from sidecar.mcp.backends import Backends
 from sidecar.mcp.calls import ToolCalls
+from sidecar.mcp.drift import DriftLog
 from sidecar.mcp.methods import Methods
 from sidecar.mcp.metrics import McpMetrics
 from sidecar.mcp.server import McpServer
 from sidecar.mcp.sessions import SessionBook
 
-__all__ = ["Backends", "McpMetrics", "McpServer", "Methods", "SessionBook", "ToolCalls"]
+__all__ = ["Backends", "DriftLog", "McpMetrics", "McpServer", "Methods", "SessionBook", "ToolCalls"]

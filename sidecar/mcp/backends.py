@@ -130,11 +130,15 @@ class Backends:
             *(self.client.end(c, timeout_s=1.0) for c in conns), return_exceptions=True
         )
 
-    async def live_tools(self, url: str, *, timeout_s: float) -> dict[str, dict[str, Any]] | None:
-        """The backend's own tools by name (cached); None when it could not be listed."""
+    async def live_tools(
+        self, url: str, *, timeout_s: float, max_age_s: float | None = None
+    ) -> dict[str, dict[str, Any]] | None:
+        """The backend's own tools by name (cached for ``list_ttl_s``, or less when
+        ``max_age_s`` says so); None when it could not be listed."""
         now = self.clock()
         cached = self._listings.get(url)
-        if cached is not None and now - cached.at < self.list_ttl_s:
+        ttl = self.list_ttl_s if max_age_s is None else min(self.list_ttl_s, max_age_s)
+        if cached is not None and now - cached.at < ttl:
             return cached.tools
         tools: dict[str, dict[str, Any]] | None
         try:
@@ -147,6 +151,11 @@ class Backends:
             tools = None
         self._listings[url] = _Listing(tools, now)
         return tools
+
+    def listing_age(self, url: str) -> float:
+        """Seconds since the backend's live tools were listed (infinite: never)."""
+        cached = self._listings.get(url)
+        return float("inf") if cached is None else self.clock() - cached.at
 
     def status(self) -> dict[str, Any]:
         seen: dict[str, dict[str, Any]] = {}

@@ -14,18 +14,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from holdfast.contracts.schema import canonical
 from holdfast.keyspace import Release
 from holdfast.logs import get_logger
 from holdfast.mcp import wire
 from holdfast.mcp.client import McpFault, McpRpcError, list_all
 from holdfast.prompts.template import TemplateError, values_from
+from sidecar.budgets import ToolCallBudget, ToolCallRefused
 from sidecar.config import ConfigState
 from sidecar.contracts import Compiled, ContractBook, ContractStats
 from sidecar.errors import SidecarError
 from sidecar.mcp import catalog
 from sidecar.mcp.backends import Backends
 from sidecar.mcp.calls import ToolCalls, is_error
+from sidecar.mcp.drift import DriftLog
 from sidecar.mcp.metrics import McpMetrics
 from sidecar.pins import Pinning
 from sidecar.routing import Resolved, index_of, session_prompt
@@ -33,9 +34,10 @@ from sidecar.routing import Resolved, index_of, session_prompt
 log = get_logger(__name__)
 
 LIVE_LIST_TIMEOUT_S: Final = 2.0
+DRIFT_CONFIRM_AGE_S: Final = 1.0
 LIST_TIMEOUT_S: Final = 10.0
-MAX_DRIFT_KEPT: Final = 4096
-RECENT_DRIFT: Final = 20
+# Outcomes of a tool call whose backend was never asked: no tool call is charged for them.
+NOT_CALLED: Final = frozenset({"invalid_args", "circuit_open"})
 
 
 class RpcProblem(Exception):
@@ -72,6 +74,8 @@ class Methods:
         metrics: McpMetrics,
         backends: Backends,
         calls: ToolCalls,
+        drift: DriftLog | None = None,
+        budget: ToolCallBudget | None = None,
     ) -> None:
         self.agent = agent
         self.config = config
@@ -81,8 +85,8 @@ class Methods:
         self.metrics = metrics
         self.backends = backends
         self.calls = calls
-        self._drift_seen: set[tuple[str, str, str, bytes]] = set()
-        self.drift: list[dict[str, Any]] = []
+        self.drift = drift if drift is not None else DriftLog()
+        self.budget = budget
         self.table: dict[str, Method] = {
             "tools/list": self.tools_list,
             "tools/call": self.tools_call,
@@ -121,13 +125,34 @@ class Methods:
         for url in self._backends(release, ctx.toolset):
             live[url] = await self.backends.live_tools(url, timeout_s=LIVE_LIST_TIMEOUT_S)
         tools = []
+        confirmed: set[str] = set()
         for name, compiled in found.tools.items():
-            listing = live.get(compiled.contract.backend)
+            url = compiled.contract.backend
+            listing = live.get(url)
             entry = listing.get(name) if listing is not None else None
+            if listing is not None and url not in confirmed and self._unconfirmed(compiled, entry):
+                # A listing cached before the session's contract changed (a migration, a
+                # rollout) is no evidence of drift: list the backend afresh before saying so.
+                confirmed.add(url)
+                listing = live[url] = await self.backends.live_tools(
+                    url, timeout_s=LIVE_LIST_TIMEOUT_S, max_age_s=DRIFT_CONFIRM_AGE_S
+                )
+                entry = listing.get(name) if listing is not None else None
             if listing is not None:
                 self._check_drift(ctx.toolset, release, compiled, entry)
             tools.append(catalog.tool_definition(compiled, entry))
         return {"tools": tools}
+
+    def _unconfirmed(self, compiled: Compiled, live: dict[str, Any] | None) -> bool:
+        """A drift seen in a listing older than DRIFT_CONFIRM_AGE_S and not noted before."""
+        contract = compiled.contract
+        return (
+            catalog.drift(compiled, live) is not None
+            and self.backends.listing_age(contract.backend) >= DRIFT_CONFIRM_AGE_S
+            and not self.drift.known(
+                backend=contract.backend, tool=contract.tool, version=contract.version, live=live
+            )
+        )
 
     def _check_drift(
         self,
@@ -140,24 +165,19 @@ class Methods:
         if detail is None:
             return
         contract = compiled.contract
-        key = (contract.backend, contract.tool, contract.version, canonical(live))
-        if key in self._drift_seen:
+        noted = self.drift.note(
+            toolset=toolset, backend=contract.backend, tool=contract.tool,
+            version=contract.version, release=release.name, live=live, detail=detail,
+            now=time.time(),
+        )  # fmt: skip
+        if noted is None:
             return
-        if len(self._drift_seen) >= MAX_DRIFT_KEPT:
-            self._drift_seen.clear()
-        self._drift_seen.add(key)
         self.stats.violation(release.name, contract.tool, contract.version, "drift", "reported")
         self.metrics.drift.labels(self.agent, toolset, contract.tool, contract.version).inc()
-        event = {
-            "at": time.time(),
-            "toolset": toolset,
-            "backend": contract.backend,
-            "contract": contract.ref,
-            "release": release.name,
-            "detail": detail,
-        }
-        self.drift = [*self.drift[-(RECENT_DRIFT - 1) :], event]
-        log.warning("mcp_backend_drift", **{k: v for k, v in event.items() if k != "at"})
+        log.warning(
+            "mcp_backend_drift", toolset=toolset, backend=contract.backend,
+            contract=contract.ref, release=release.name, detail=detail, id=noted.ident,
+        )  # fmt: skip
 
     async def tools_call(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         name = params.get("name")
@@ -187,14 +207,27 @@ class Methods:
                 f"{offered})",
             )
         contract = compiled.contract
+        budget = self.budget
+        admitted = budget.admit(ctx.pin_key) if budget is not None else None
+        if isinstance(admitted, ToolCallRefused):
+            self.metrics.budget_refused.labels(self.agent, ctx.toolset).inc()
+            log.info("mcp_tool_call_budget_exhausted", scope=admitted.scope, tool=name)
+            return is_error(admitted.message, outcome="budget_exhausted", ref=contract.ref)
         started = time.perf_counter()
-        outcome = await self.calls.call(
-            compiled,
-            arguments,
-            key=ctx.conn_key,
-            extra_headers=ctx.extra_headers,
-            request_id=ctx.request_id,
-        )
+        try:
+            outcome = await self.calls.call(
+                compiled,
+                arguments,
+                key=ctx.conn_key,
+                extra_headers=ctx.extra_headers,
+                request_id=ctx.request_id,
+            )
+        except BaseException:
+            if budget is not None and admitted is not None:
+                budget.settle(admitted, called=True)  # cut off mid-call: it may have gone out
+            raise
+        if budget is not None and admitted is not None:
+            budget.settle(admitted, called=outcome.outcome not in NOT_CALLED)
         elapsed = time.perf_counter() - started
         if outcome.outcome in ("invalid_args", "invalid_result"):
             kind = outcome.outcome.removeprefix("invalid_")

@@ -31,6 +31,12 @@ class McpMetrics:
             ["agent", "toolset", "tool", "version"],
             registry=registry,
         )
+        self.budget_refused = Counter(
+            "holdfast_mcp_tool_calls_refused_budget",
+            "tools/call answered isError because the session's tool-call budget was spent.",
+            ["agent", "toolset"],
+            registry=registry,
+        )
         self.sessions = Gauge(
             "holdfast_mcp_sessions", "Open MCP sessions (handshake era).", ["agent"],
             registry=registry,

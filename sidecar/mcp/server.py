@@ -28,7 +28,7 @@ from sidecar.config import ConfigSnapshot
 from sidecar.mcp import backends as backend_pool
 from sidecar.mcp.methods import Context, Methods, RpcProblem
 from sidecar.mcp.metrics import McpMetrics
-from sidecar.mcp.sessions import McpSession, SessionBook, SessionProblem, toolset_of
+from sidecar.mcp.sessions import McpSession, SessionBook, SessionProblem
 from sidecar.mcp.streams import UNPINNED, Stream, Streams
 from sidecar.pipeline import REQUEST_ID_KEY
 from sidecar.routing.session import SESSION_HEADER as HOLDFAST_SESSION
@@ -288,11 +288,13 @@ class McpServer:
     async def _handshake(
         self, request: web.Request, toolset: str, body: wire.Body, owner: str | None
     ) -> web.StreamResponse:
-        first = body.messages[0]
-        if isinstance(first, wire.Request) and first.method == "initialize":
-            if body.batch:
-                return _error(400, first.id, wire.INVALID_REQUEST, "initialize is never batched")
-            return await self._initialize(request, toolset, first, owner)
+        inits = [
+            m for m in body.messages if isinstance(m, wire.Request) and m.method == "initialize"
+        ]
+        if inits and body.batch:
+            return _error(400, inits[0].id, wire.INVALID_REQUEST, "initialize is never batched")
+        if inits:
+            return await self._initialize(request, toolset, inits[0], owner)
         session = await self._session(request, toolset, owner)
         if isinstance(session, web.Response):
             return session
@@ -360,9 +362,10 @@ class McpServer:
             code = wire.SESSION_NOT_OWNED if exc.status == 403 else wire.INVALID_REQUEST
             return _error(exc.status, None, code, exc.message)
         if session is None:
-            session = self._revive(request, ident, toolset, owner)
-            if session is None:
-                return _error(404, None, wire.INVALID_REQUEST, "no such MCP session; initialize")
+            revived = self._revive(request, ident, toolset, owner)
+            if isinstance(revived, web.Response):
+                return revived
+            session = revived
         header = request.headers.get(versions.PROTOCOL_VERSION_HEADER)
         if header is not None and header != session.version:
             return _error(
@@ -374,13 +377,17 @@ class McpServer:
 
     def _revive(
         self, request: web.Request, ident: str, toolset: str, owner: str | None
-    ) -> McpSession | None:
+    ) -> McpSession | web.Response:
         """A session this sidecar never held (another sidecar of the agent opened it, or this
-        one restarted): served again when its pin says it exists, so it keeps its release."""
-        if toolset_of(ident) != toolset:
-            return None
+        one restarted): served again when its pin says it exists, so it keeps its release, and
+        only to the X-Holdfast-Session its id was minted for."""
+        try:
+            self.sessions.check_revival(ident, toolset, owner)
+        except SessionProblem as exc:
+            code = wire.SESSION_NOT_OWNED if exc.status == 403 else wire.INVALID_REQUEST
+            return _error(exc.status, None, code, exc.message)
         if owner is None and self.methods.pinning.table.get(ident) is None:
-            return None
+            return _error(404, None, wire.INVALID_REQUEST, "no such MCP session; initialize")
         header = request.headers.get(versions.PROTOCOL_VERSION_HEADER)
         version = header if header in versions.HANDSHAKE_VERSIONS else versions.LATEST_HANDSHAKE
         session = self.sessions.open(toolset, version, owner, self.clock(), session_id=ident)
@@ -426,7 +433,10 @@ class McpServer:
             "streams": len(self.streams),
             "notifications_sent": self.streams.sent,
             **self.methods.backends.status(),
-            "drift": list(self.methods.drift),
+            "drift": self.methods.drift.status(),
+            "tool_call_budgets": (
+                self.methods.budget.status() if self.methods.budget is not None else []
+            ),
         }
 
 

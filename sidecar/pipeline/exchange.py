@@ -46,6 +46,8 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None  # seconds from start to the answer's first byte (streams)
     response_headers: dict[str, str] = field(default_factory=dict)
+    # Headers a filter adds to the provider call (the trace context); None: none, no allocation.
+    upstream_headers: dict[str, str] | None = None
 
     @property
     def operation(self) -> str:

@@ -236,6 +236,7 @@ class Proxy:
                 request_id=exchange.request_id,
                 agent_headers=request.headers,
                 query=exchange.query,
+                extra_headers=exchange.upstream_headers,
             ) as upstream:
                 if settling is not None:  # a first turn: etcd's word before the agent's first byte
                     settled = await asyncio.shield(settling)

@@ -42,6 +42,8 @@ class Resolved:
     kind: Kind = "unpinned"
     migrated_from: str | None = None
     experiment: str = ""  # "<experiment>/<variant>" when a running experiment chose the release
+    flag: str = ""  # the route's flag, when it was evaluated for this (new) session
+    flag_steered: bool = False  # ... and its variant chose the release
 
 
 def assign(route: Route, agent: str, session: str) -> str:
@@ -100,7 +102,8 @@ def resolve(
         migrated_from = entry.pin.migrated_from if entry.notice_due else None
         _check_speaks(release, speaks, f"session {session!r} is pinned to")
         return Resolved(release, snapshot.revision, session, "pinned", migrated_from)
-    experiment = ""
+    experiment = flag = ""
+    chosen: str | None = None
     if session is None:
         name = route.stable
     elif route.experiment is not None:
@@ -109,6 +112,7 @@ def resolve(
     else:
         chosen = flag_release(snapshot, route, agent, session, attributes)
         name = chosen if chosen is not None else assign(route, agent, session)
+        flag = route.flag
     release = snapshot.releases.get(name)
     if release is None:
         raise NotConfigured(
@@ -117,7 +121,15 @@ def resolve(
         )
     _check_speaks(release, speaks, f"the route of agent {agent!r} sends this request to")
     kind: Kind = "unpinned" if session is None else "new"
-    return Resolved(release, snapshot.revision, session, kind, experiment=experiment)
+    return Resolved(
+        release,
+        snapshot.revision,
+        session,
+        kind,
+        experiment=experiment,
+        flag=flag,
+        flag_steered=chosen is not None,
+    )
 
 
 def _check_speaks(release: Release, speaks: str | None, how: str) -> None:

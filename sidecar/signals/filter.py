@@ -68,7 +68,8 @@ class SignalsFilter:
         """``route``: the agent's current route, whose category rules apply (None: none)."""
         self.book = book
         self.metrics = metrics
-        self.prices = prices or PriceTable()
+        # not `prices or ...`: a table with no --prices file entries is empty yet has the fleet's
+        self.prices = prices if prices is not None else PriceTable()
         self.categories = Categorizer(route)
         metrics.sessions.source = book.spreads
 

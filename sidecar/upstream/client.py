@@ -170,16 +170,19 @@ class Upstream:
         method: str = "POST",
         agent_headers: Mapping[str, str] | None = None,
         query: str = "",
+        extra_headers: Mapping[str, str] | None = None,
     ) -> ProviderCall:
         """POST (or ``method``) to the release's provider: ``async with upstream.post(...) as
         response`` yields the response once its headers arrived.
 
         ``agent_headers``: the agent's request headers, of which the provider kind forwards
-        the few it names; ``query``: the agent's query string, passed on as sent."""
+        the few it names; ``query``: the agent's query string, passed on as sent;
+        ``extra_headers``: added to the call (the trace context), never over the client's own."""
         assert self._client is not None, "Upstream.start() was not awaited"
         s = self._settings
         target, base, forwarded = self._prepare(release, path, query)
         headers = {
+            **(extra_headers or {}),
             **base,
             "Accept": "text/event-stream" if stream else "application/json",
             "X-Request-Id": request_id,

@@ -25,6 +25,7 @@ from holdfast.keyspace.contract import Contract
 from holdfast.mcp.client import McpClient, list_all
 from holdfast.store import Change, KeyValue
 from holdfast.store.memory import MemoryStore
+from sidecar.budgets import ToolCallBudget
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.http.app import Parts, build_http_app
@@ -51,6 +52,7 @@ class McpBackend:
     fail: bool = False
     server: uvicorn.Server | None = None
     task: asyncio.Task[None] | None = None
+    app: MCPServer | None = None
 
     @property
     def url(self) -> str:
@@ -74,7 +76,27 @@ class McpBackend:
         def readme() -> str:
             return "the readme"
 
+        self.app = app
         return app
+
+    def reshape(self, change: str) -> None:
+        """The operator upgrades the server's ``search``: ``optional`` adds an optional
+        ``region`` (a compatible change), ``required`` a required one (breaking), ``gone``
+        removes the tool. Its live tools/list changes at once."""
+        assert self.app is not None
+        self.app.remove_tool("search")
+        if change == "gone":
+            return
+
+        def search(query: str, limit: int = 3, lang: str = "en", region: str = "eu") -> Hits:
+            self.calls.append({"query": query, "limit": limit, "lang": lang, "region": region})
+            return Hits(hits=[f"{query}:{lang}:{region}:{i}" for i in range(limit)])
+
+        def search_required(query: str, region: str, limit: int = 3, lang: str = "en") -> Hits:
+            return search(query, limit, lang, region)
+
+        fn = search if change == "optional" else search_required
+        self.app.add_tool(fn, name="search", description="Search the documentation.")
 
     async def start(self, *, stateless: bool = False) -> None:
         asgi = self.build().streamable_http_app(
@@ -187,7 +209,8 @@ async def mcp_sidecar(fake_url: str) -> AsyncIterator[McpSidecar]:
     pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
     app = build_http_app(
         Parts(settings=s, config=config, upstream=upstream, metrics=metrics,
-              control=StaticControl(), etcd_endpoint=lambda: "none", pinning=pinning)
+              control=StaticControl(), etcd_endpoint=lambda: "none", pinning=pinning,
+              tool_calls=ToolCallBudget(config, agent=AGENT))
     )  # fmt: skip
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from holdfast.keyspace.budget import Budget
 from holdfast.keyspace.prompt import PromptVersion
+from sidecar.mcp import methods as mcp_methods
 from tests.servers.conftest import KS
 from tests.servers.mcp_stack import (
     TOOLSET,
@@ -214,3 +216,86 @@ async def test_bad_input_gets_json_rpc_errors(sut: McpSidecar) -> None:
             dumps(ping), {"Mcp-Session-Id": sid, "X-Holdfast-Session": "mallory"}
         )
         assert status == 403 and body["error"]["code"] == -32001
+
+
+async def test_a_spent_tool_call_budget_is_an_is_error_result(
+    sut: McpSidecar, backend: McpBackend
+) -> None:
+    budget = Budget(scope="session:counted", tokens=0, tool_calls=2, window="1h")
+    sut.put(KS.budget(budget.scope), budget.encode())
+    async with sdk_client(sut.mcp_url(), session="counted", mode="legacy") as client:
+        refused = await client.call_tool("search", {"query": "q", "lang": "fr"})
+        assert refused.is_error is True  # the contract refused it: no call spent
+        for _ in range(2):
+            assert (await client.call_tool("search", {"query": "q"})).is_error is False
+        spent = await client.call_tool("search", {"query": "q"})
+        assert spent.is_error is True and spent.meta is not None
+        assert spent.meta["holdfast/outcome"] == "budget_exhausted"
+        text = spent.content[0].text  # type: ignore[union-attr]
+        assert "tool-call budget session:counted is exhausted: limit 2 tool calls" in text
+        assert [t.name for t in (await client.list_tools()).tools] == ["search"]  # session goes on
+    async with sdk_client(sut.mcp_url(), session="other", mode="legacy") as client:
+        assert (await client.call_tool("search", {"query": "q"})).is_error is False
+    assert len(backend.calls) == 3
+    refusals = sut.metrics.registry.get_sample_value(
+        "holdfast_mcp_tool_calls_refused_budget_total", {"agent": "support", "toolset": TOOLSET}
+    )
+    assert refusals == 1
+    (counted,) = (await status(sut))["contracts"]["mcp"]["tool_call_budgets"]
+    assert (counted["scope"], counted["used"], counted["refused"]) == ("session:counted", 2, 1)
+
+
+async def test_a_stale_listing_is_listed_afresh_before_it_counts_as_drift(
+    sut: McpSidecar, backend: McpBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mcp_methods, "DRIFT_CONFIRM_AGE_S", 0.0)  # any cached listing is old
+    async with sdk_client(sut.mcp_url(), session="upgraded", mode="legacy") as client:
+        await client.list_tools()  # the backend's listing is cached now (v1 drifts from it)
+        backend.reshape("optional")  # the server is upgraded...
+        sut.contract("search", "3.0.0", await live_tool(backend.url, "search"), backend.url,
+                     timeout_s=2.0)  # fmt: skip
+        sut.release("r3", {"search": "3.0.0"}, {TOOLSET: [backend.url]})
+        sut.migrate("upgraded", "r3")  # ...and the session moved to its contract
+        assert props(await client.list_tools()) == {"query", "limit", "lang", "region"}
+    drifted = [d["contract"] for d in (await status(sut))["contracts"]["mcp"]["drift"]]
+    assert drifted == ["search@1.0.0"]  # the cached listing said 3.0.0 drifted: it had not
+
+
+async def test_batches_follow_the_session_revision_and_notifications_get_no_answer(
+    sut: McpSidecar,
+) -> None:
+    url = sut.mcp_url()
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
+
+    async def opened(http: aiohttp.ClientSession, version: str) -> dict[str, str]:
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": version, "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+        async with http.post(url, json=init, headers={"X-Holdfast-Session": "b"}) as resp:
+            assert (await resp.json())["result"]["protocolVersion"] == version
+            return {"Mcp-Session-Id": resp.headers["Mcp-Session-Id"], "X-Holdfast-Session": "b",
+                    "MCP-Protocol-Version": version}  # fmt: skip
+
+    async with aiohttp.ClientSession() as http:
+
+        async def post(body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+            async with http.post(url, data=dumps(body), headers=headers) as resp:
+                return resp.status, (await resp.json() if resp.content_length else None)
+
+        old, new = await opened(http, "2025-03-26"), await opened(http, "2025-11-25")
+        assert await post([note, note], old) == (202, None)  # notifications only: no body
+        assert await post(note, new) == (202, None)
+        status, body = await post([ping, note, {**ping, "id": "two"}], old)
+        assert status == 200 and [m["id"] for m in body] == [1, "two"]  # none for the note
+        status, body = await post([ping], new)  # no batches after 2025-03-26
+        assert status == 400 and body["error"]["code"] == -32600
+        assert "2025-11-25" in body["error"]["message"]
+        init = {"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {}}
+        status, body = await post([ping, init], old)
+        assert (status, body["error"]["code"], body["id"]) == (400, -32600, 5)
+        status, body = await post({"jsonrpc": "2.0", "id": None, "method": "ping"}, new)
+        assert status == 200 and body["error"]["code"] == -32600 and body["id"] is None
+        status, body = await post({"jsonrpc": "2.0", "id": 3, "method": "tools/list",
+                                   "params": [1]}, new)  # fmt: skip
+        assert body["error"]["code"] == -32602 and body["id"] == 3

@@ -32,7 +32,7 @@ MAX_SEEN_MODELS: Final = 1000  # bounds memory if a benchmark invents model name
 STALL_SECONDS: Final = 3600.0  # outlives any test; a hang-up or shutdown ends it sooner
 SHUTDOWN_TIMEOUT: Final = 2.0  # grace for in-flight requests on SIGTERM
 RECORDED_HEADERS: Final = frozenset(
-    {"accept-encoding", "authorization", "user-agent", "x-request-id"}
+    {"accept-encoding", "authorization", "user-agent", "x-request-id", "traceparent", "tracestate"}
     | {"x-api-key", "anthropic-version", "anthropic-beta"}
 )
 ANTHROPIC_PREFIX: Final = "/v1/messages"

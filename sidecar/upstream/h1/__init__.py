@@ -1,7 +1,7 @@
 """A lean HTTP/1.1 client for provider calls: asyncio protocols over httptools (llhttp).
 
 Measured against aiohttp's client for the same call (``bench/upstream_client.py``), it does the
-same job with a fraction of the instructions (ADR 0011, ``docs/architecture/decisions``).
+same job with a fraction of the instructions (ADR 0012, ``docs/architecture/decisions``).
 """
 
 from __future__ import annotations
