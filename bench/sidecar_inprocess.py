@@ -263,7 +263,12 @@ def _cmd(path: str, requests: int, warmup: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _env(path: str) -> dict[str, str]:
+def set_baseline(directory: str) -> None:
+    """Measure the sidecar of the checkout at ``directory`` as the BASELINE path."""
+    _baseline_dir[0] = str(Path(directory).resolve())
+
+
+def child_env(path: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != BASELINE_ENV}
     if path == BASELINE:
         env[BASELINE_ENV] = _baseline_dir[0]
@@ -283,14 +288,14 @@ def measure(
     small, large = counts
     instructions: dict[str, float] = {}
     for path in paths:
-        i1, _ = callgrind_tool.counted(_cmd(path, small, 50), _env(path))
-        i2, _ = callgrind_tool.counted(_cmd(path, large, 50), _env(path))
+        i1, _ = callgrind_tool.counted(_cmd(path, small, 50), child_env(path))
+        i2, _ = callgrind_tool.counted(_cmd(path, large, 50), child_env(path))
         instructions[path] = (i2 - i1) / (large - small)
         print(f"  {path}: {instructions[path]:,.0f} instructions per request", file=sys.stderr)
     cpu: dict[str, list[float]] = {path: [] for path in paths}
     for _ in range(rounds):
         for path in paths:
-            result = callgrind_tool.run(_cmd(path, cpu_requests, 200), _env(path))
+            result = callgrind_tool.run(_cmd(path, cpu_requests, 200), child_env(path))
             cpu[path].append(result["cpu_s"] / cpu_requests * 1e6)
     return [Figure(p, instructions[p], median(cpu[p])) for p in paths]
 
@@ -354,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     paths = list(PATHS)
     if args.baseline:
-        _baseline_dir[0] = str(Path(args.baseline).resolve())
+        set_baseline(args.baseline)
         paths.append(BASELINE)
     counts, cpu_requests, rounds = ((50, 150), 500, 1) if args.quick else ((100, 500), 3000, 5)
     section = render(measure(paths, counts, cpu_requests, rounds), counts, cpu_requests, rounds)
