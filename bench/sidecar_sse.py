@@ -25,6 +25,7 @@ import uvloop
 from bench import callgrind as callgrind_tool
 from bench import sidecar_inprocess as inproc
 from bench.sections import markers, replace_section
+from bench.stats import median
 
 START, END = markers("sidecar-sse")
 EVENTS: Final = 100  # token events per stream; the usage chunk and [DONE] come on top
@@ -145,7 +146,7 @@ def measure(
         for path in paths:
             result = callgrind_tool.run(_cmd(path, cpu_streams, 10), inproc.child_env(path))
             cpu[path].append(result["cpu_s"] / (cpu_streams * PER_STREAM) * 1e6)
-    return {p: (instructions[p], inproc.median(cpu[p])) for p in paths}
+    return {p: (instructions[p], median(cpu[p])) for p in paths}
 
 
 def render(
