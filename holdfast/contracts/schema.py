@@ -19,14 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from referencing import Registry
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from referencing import Registry
 
 # Both schemas travel in one configsvc request (its own body limit) and one etcd record.
 MAX_SCHEMA_BYTES: Final = 28 * 1024
@@ -75,6 +73,9 @@ def _refs(value: Any, path: str = "#") -> Iterator[tuple[str, str]]:
 
 
 def _registry(schema: Mapping[str, Any]) -> Registry[Any]:
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
     registry: Registry[Any] = Registry().with_resource(
         DOCUMENT_URI, DRAFT202012.create_resource(schema)
     )
@@ -94,6 +95,12 @@ def check_schema(schema: Any, *, what: str, object_args: bool = False) -> dict[s
         raise SchemaProblem(f"{what} is {size} bytes; the limit is {MAX_SCHEMA_BYTES}")
     if _depth(schema) > MAX_SCHEMA_DEPTH:
         raise SchemaProblem(f"{what} nests deeper than {MAX_SCHEMA_DEPTH} levels")
+    # Imported here: the Python jsonschema package is ~4 MB resident, and a sidecar whose
+    # agent has no contracts never checks a schema (jsonschema_rs validates on the path).
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+    from referencing.exceptions import Unresolvable
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:

@@ -373,7 +373,9 @@ class ChatStream:
         return view
 
     def _choice(self, choice: dict[str, Any], view: EventView) -> None:
-        c = as_int(choice.get("index"), 0)
+        c = choice.get("index")
+        if type(c) is not int:  # JSON gives int or bool (not an index), as as_int decides
+            c = 0
         delta = choice.get("delta")
         done: list[ToolCall] = []
         if type(delta) is dict:

@@ -10,16 +10,18 @@ it also decodes stored records, which must stay readable when a later file check
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from holdfast.flags.flagd_schema import FILE_SCHEMA, STATES, targeting_problems
 from holdfast.flags.rules import RuleError, check_rule, resolve_refs
 from holdfast.names import FLAG_KEY_RE
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 FlagType = Literal["boolean", "string", "number", "object"]
 State = Literal["ENABLED", "DISABLED"]
@@ -31,7 +33,14 @@ KEY_RULE: Final = (
     "digit, because it names an etcd key and an OFREP URL segment (flagd allows any non-empty key)"
 )
 
-_VALIDATOR: Final = jsonschema.Draft202012Validator(FILE_SCHEMA)
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    """Built on first use: the Python jsonschema package is ~4 MB resident, and only
+    holdfastctl and configsvc check flag files (a sidecar imports this module for its types)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(FILE_SCHEMA)
 
 
 class FlagFileError(ValueError):
@@ -129,7 +138,7 @@ def parse_file(document: Any) -> tuple[list[FlagSpec], dict[str, Any]]:
     document = _flags_as_map(document)
     problems = [
         f"{_path(err.absolute_path)}: {err.message}"
-        for err in sorted(_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))
+        for err in sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
     ]
     if problems:
         raise FlagFileError(problems)

@@ -64,6 +64,29 @@ class HostRefused(ValueError):
     """A host or address the policy does not allow; the message says which rule refused it."""
 
 
+class AddressRefused(OSError):
+    """Every address a host resolved to is refused by the policy (``reason`` says why): raised
+    by the connect-time resolvers (``holdfast.net.resolver``, the sidecar's provider client)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def refused_reason(exc: BaseException) -> str | None:
+    """The policy's reason when ``exc`` (a connect error) came from a guarded resolver: found
+    on the exception, its ``os_error`` (aiohttp's wrappers) or its causes."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, AddressRefused):
+            return seen.reason
+        inner = getattr(seen, "os_error", None)
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__
+    return None
+
+
 def _address(text: str) -> IPAddress | None:
     try:
         addr = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])

@@ -15,17 +15,11 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from holdfast.logs import get_logger
-from holdfast.net.guard import HostPolicy, HostRefused
+from holdfast.net.guard import AddressRefused, HostPolicy, HostRefused, refused_reason
 
 log = get_logger(__name__)
 
-
-class AddressRefused(OSError):
-    """Every address a host resolved to is refused by the policy (``reason`` says why)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+__all__ = ["AddressRefused", "GuardedResolver", "guarded_connector", "refused_reason"]
 
 
 class GuardedResolver(AbstractResolver):
@@ -62,16 +56,3 @@ class GuardedResolver(AbstractResolver):
 def guarded_connector(policy: HostPolicy, **kwargs: Any) -> aiohttp.TCPConnector:
     """A TCPConnector whose DNS answers pass ``policy``."""
     return aiohttp.TCPConnector(resolver=GuardedResolver(policy), **kwargs)
-
-
-def refused_reason(exc: BaseException) -> str | None:
-    """The policy's reason when ``exc`` (an aiohttp connect error) came from this resolver."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, AddressRefused):
-            return seen.reason
-        inner = getattr(seen, "os_error", None)
-        seen = inner if isinstance(inner, BaseException) else seen.__cause__
-    return None

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -38,7 +38,13 @@ from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.pipeline.translated import SERVING, answer, outgoing, translation_for
 from sidecar.routing import CATEGORY_HEADER, TENANT_HEADER, Resolved, session_id
 from sidecar.settings import SidecarSettings
-from sidecar.upstream import CONNECT_ERRORS, SidecarShutdown, Upstream, relayed_headers
+from sidecar.upstream import (
+    CONNECT_ERRORS,
+    ProviderResponse,
+    SidecarShutdown,
+    Upstream,
+    relayed_headers,
+)
 
 log = get_logger(__name__)
 
@@ -308,7 +314,7 @@ class Proxy:
                     self.metrics.request_translated(pair, release.name, outcome.code)
 
     async def _translated(
-        self, upstream: Any, exchange: Exchange, chain: Chain, translation: Translation
+        self, upstream: ProviderResponse, exchange: Exchange, chain: Chain, translation: Translation
     ) -> web.Response:
         """A whole answer (or an error) of a provider that speaks another API, for the agent."""
         data = await self.upstream.read_body(exchange.resolved.release, upstream)
@@ -320,14 +326,14 @@ class Proxy:
         return web.Response(status=upstream.status, body=body, headers=headers)
 
     @staticmethod
-    def _headers(exchange: Exchange, upstream_headers: Any) -> dict[str, str]:
+    def _headers(exchange: Exchange, upstream_headers: Mapping[str, str]) -> dict[str, str]:
         relayed = relayed_headers(upstream_headers)
         return served_by(exchange.resolved) | relayed | exchange.response_headers
 
     async def _relay_stream(
         self,
         request: web.Request,
-        upstream: Any,
+        upstream: ProviderResponse,
         exchange: Exchange,
         chain: Chain,
         translation: StreamTranslation | None = None,

@@ -35,6 +35,16 @@ class SseEvents:
         if len(self._buffer) > self._max:
             raise EventTooLarge(f"an SSE event exceeded {self._max} bytes")
 
+    def whole(self, chunk: bytes) -> bool:
+        """``chunk`` is exactly one whole event in the common framing and nothing is buffered:
+        how providers stream (one event per write), so the caller may skip splitting."""
+        return (
+            not self._buffer
+            and chunk.endswith(b"\n\n")
+            and chunk.find(b"\n\n") == len(chunk) - 2
+            and b"\r" not in chunk
+        )
+
     def rest(self) -> bytes:
         """Whatever trailed the last complete event (a stream cut mid-event)."""
         rest, self._buffer = self._buffer, b""

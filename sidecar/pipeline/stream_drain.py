@@ -1,7 +1,7 @@
 """After the agent hangs up mid-stream: stop the provider, count what it sent, then close.
 
 When a write to the agent fails, or the agent's hang-up cancels the handler, the provider has
-usually sent more than the sidecar relayed: chunks sit in aiohttp's buffer, in the socket, or
+usually sent more than the sidecar relayed: chunks sit in the client's buffer, in the socket, or
 are being written while the provider has not yet noticed anybody left. Charging only what was
 relayed would under-charge each cut stream by those tokens.
 
@@ -27,10 +27,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
-import aiohttp
-
 from sidecar.pipeline.stream_feed import StreamFeed
-from sidecar.upstream import CONNECT_ERRORS
+from sidecar.upstream import CONNECT_ERRORS, ProviderBody, ProviderResponse
 
 GRACE: Final = 0.05
 QUIET: Final = 0.01
@@ -39,25 +37,17 @@ QUIET: Final = 0.01
 HALF_CLOSED_GRACE: Final = 0.5
 
 
-def hang_up(response: aiohttp.ClientResponse) -> bool:
+def hang_up(response: ProviderResponse) -> bool:
     """Shut the sending side of the provider connection, keep reading it; False when that
     cannot be done (TLS, or the connection is gone already)."""
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    if transport is None or transport.is_closing() or not transport.can_write_eof():
-        return False
-    try:
-        transport.write_eof()
-    except (OSError, RuntimeError):
-        return False
-    return True
+    return response.half_close()
 
 
 async def count_rest(
     chunks: AsyncIterator[bytes],
     stream: StreamFeed,
     *,
-    content: aiohttp.StreamReader | None = None,
+    content: ProviderBody | None = None,
     grace: float = GRACE,
     quiet: float = QUIET,
 ) -> int:

@@ -30,6 +30,12 @@ class StreamFeed:
         """What to write to the agent for ``chunk``: its whole events, as the filters left them."""
         if self.foreign:
             return b""
+        if self._events.whole(chunk):  # one event per chunk: no splitting, no list, no join
+            view = self._decoder.feed(chunk)
+            if view.foreign:
+                self.foreign = True
+                return b""
+            return self._chain.event(view, chunk) or b""
         kept: list[bytes] = []
         for event in self._events.feed(chunk):
             if self._translation is not None:

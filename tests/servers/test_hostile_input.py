@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from holdfast_devtools import procs
 from sidecar.settings.limits import LimitSettings
+from sidecar.upstream.h1.dns import GuardedDns
 from tests.servers.conftest import PROVIDER_KEY, SidecarUnderTest, start_sidecar
 
 CHAT = "/v1/chat/completions"
@@ -348,28 +349,16 @@ class RebindingResolver:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
+    async def query(self, _loop: object, host: str, port: int) -> list[Any]:
         self.asked.append(host)
-        return [
-            {
-                "hostname": host,
-                "host": "169.254.169.254",
-                "port": port,
-                "family": family,
-                "proto": 0,
-                "flags": 0,
-            }
-        ]
-
-    async def close(self) -> None:
-        return None
+        return [(socket.AF_INET, "169.254.169.254")]
 
 
 async def test_dns_rebinding_refused_at_connect_time(
     fakellm: procs.ManagedProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_dns = RebindingResolver()
-    monkeypatch.setattr(aiohttp, "ThreadedResolver", lambda: fake_dns)
+    monkeypatch.setattr(GuardedDns, "query", staticmethod(fake_dns.query))
     sut = await start(fakellm)
     sut.add_release("dns", "m", base_url="http://innocent.example.com:9/v1")
     sut.set_stable("dns")
