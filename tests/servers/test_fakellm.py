@@ -337,6 +337,15 @@ async def test_reset_mid_stream_breaks_the_stream(
             await r.read()
     now = await stats(http, url, "resetty")
     assert (now["streams_reset"], now["streams_completed"], now["in_flight"]) == (3, 0, 0)
+    async with http.get(f"{url}/_control/requests?limit=1") as resp:
+        [broken] = (await resp.json())["requests"]
+    assert "stream_completed" not in broken  # its end never went out
+    await put(http, url, "resetty", reset_after_tokens=None)
+    async with http.post(f"{url}/v1/chat/completions", json=chat_body("resetty", stream=True)) as r:
+        await r.read()
+    async with http.get(f"{url}/_control/requests?limit=1") as resp:
+        [whole] = (await resp.json())["requests"]
+    assert whole["stream_completed"] is True  # the log says which streams ended whole
 
 
 async def test_pacing_and_immediate_flush(http: aiohttp.ClientSession, url: str) -> None:

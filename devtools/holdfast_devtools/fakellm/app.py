@@ -29,6 +29,7 @@ DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 DEFAULT_REQUEST_LOG_SIZE: Final = 200
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_SEEN_MODELS: Final = 1000  # bounds memory if a benchmark invents model names
+RECORD_KEY: Final = web.RequestKey("fakellm_record", dict)  # its request log entry
 STALL_SECONDS: Final = 3600.0  # outlives any test; a hang-up or shutdown ends it sooner
 SHUTDOWN_TIMEOUT: Final = 2.0  # grace for in-flight requests on SIGTERM
 RECORDED_HEADERS: Final = frozenset(
@@ -123,16 +124,16 @@ class FakeLLM:
             malformed = False
         except ValueError:
             body, malformed = None, True
-        self.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "query": request.query_string,
-                "model": body.get("model") if isinstance(body, dict) else None,
-                "headers": _recorded_headers(request),
-                "body": body,
-            }
-        )
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "model": body.get("model") if isinstance(body, dict) else None,
+            "headers": _recorded_headers(request),
+            "body": body,
+        }
+        request[RECORD_KEY] = record  # a stream marks it once its end (usage included) went out
+        self.requests.append(record)
         expected = self._expected_auth
         if anthropic_api:
             anthropic.check_headers(request.headers, self.settings.require_key)
@@ -255,6 +256,8 @@ class FakeLLM:
             stats.streams_cancelled += 1
             raise
         stats.streams_completed += 1
+        if (record := request.get(RECORD_KEY)) is not None:
+            record["stream_completed"] = True
         return response
 
     async def _raw(self, request: web.Request, raw: bytes, *, stream: bool) -> web.StreamResponse:
