@@ -13,7 +13,7 @@ from holdfast.logs import (
     get_logger,
 )
 from holdfast.store.factory import open_store
-from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+from holdfast.store.mirror import MirrorUpdate, RangeMirror
 from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
 from sidecar.config import (
     CONFIG_KINDS,
@@ -21,11 +21,18 @@ from sidecar.config import (
     ConfigState,
     load_prices,
     persist,
-    wanted_key,
+    sidecar_ranges,
 )
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
-from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
+from sidecar.ops import (
+    BeatSender,
+    ControlPlane,
+    HealthPublisher,
+    HealthSources,
+    Replicas,
+    SidecarMetrics,
+)
 from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
 from sidecar.pins import persist as pin_persist
 from sidecar.settings import SidecarSettings
@@ -46,11 +53,11 @@ class Sidecar:
         self.upstream = Upstream(settings, environ)
         self.store = open_store(settings.etcd_endpoints, security=settings.etcd_security)
         self.pins = PinTable(self.keyspace, settings.agent)
-        config_key = wanted_key(self.keyspace, settings.agent, CONFIG_KINDS)
-        self.mirror = PrefixMirror(
-            self.store,
-            self.keyspace.prefix,
-            key_filter=lambda key: config_key(key) or self.pins.accepts(key),
+        self.replicas = Replicas(self.keyspace, settings.agent)
+        # Exact ranges, each a watch id on the store's one stream: nothing another agent or
+        # another sidecar writes for itself reaches this sidecar.
+        self.mirror = RangeMirror(
+            self.store, sidecar_ranges(self.keyspace, settings.agent, CONFIG_KINDS)
         )
         self.pin_writer = PinWriter(
             self.store,
@@ -103,6 +110,10 @@ class Sidecar:
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
             ),
+            replicas=self.replicas,
+            sender=BeatSender(
+                settings.sidecar_token, timeout=max(1.0, min(settings.health_interval, 5.0))
+            ),
         )
         self.budget_ledger = Ledger(agent=settings.agent)
         self.budget_metrics = BudgetMetrics(
@@ -150,17 +161,26 @@ class Sidecar:
         await self.budgets.start()  # likewise: slices and spend reports follow etcd when it is up
 
     def _on_update(self, update: MirrorUpdate) -> None:
-        # Pins go to the pin table only: they are not configuration and must not be saved in
-        # (or trigger saves of) the config snapshot.
+        # Pins go to the pin table and members (configsvc's replicas) to the health beats only:
+        # they are not configuration and must not be saved in (or trigger saves of) the config
+        # snapshot.
         if update.reset:
             self.pins.apply_reset(update.kvs)
+            self.replicas.apply_reset(update.kvs)
             self.config.apply_reset(update.revision, update.kvs, "etcd")
         else:
             pins = [c for c in update.changes if self.pins.accepts(c.key)]
+            members = [c for c in update.changes if self.replicas.accepts(c.key)]
             if pins:
                 self.pins.apply_changes(pins)
-            if len(pins) != len(update.changes):
-                rest = [c for c in update.changes if not self.pins.accepts(c.key)]
+            if members:
+                self.replicas.apply_changes(members)
+            if len(pins) + len(members) != len(update.changes):
+                rest = [
+                    c
+                    for c in update.changes
+                    if not self.pins.accepts(c.key) and not self.replicas.accepts(c.key)
+                ]
                 self.config.apply_changes(update.revision, rest)
         new = len(self.config.rejections)
         if new != self._rejections_seen:
@@ -212,6 +232,8 @@ class Sidecar:
                 experiments=self.experiments,
                 budget=self.budget_filter(),
                 budget_status=self.budgets.status,
+                health_status=self.health.status,
+                etcd_traffic=self.store.traffic.to_json,
             )
         )
 

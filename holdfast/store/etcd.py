@@ -116,6 +116,16 @@ class EtcdStore(FailoverClient[_Conn]):
         """Watch streams open now (one per endpoint in use, whatever the number of watches)."""
         return sum(1 for mux in self._muxes.values() if mux.failed is None)
 
+    def _failover(self, index: int, reason: str) -> None:
+        before = self._index
+        super()._failover(index, reason)
+        if self._index != before:
+            # Calls go to another endpoint now: so do the watches. The old endpoint's stream
+            # may be hanging silently; every watch on it resumes on the new one.
+            mux = self._muxes.pop(before, None)
+            if mux is not None:
+                mux.close(f"failed over from {self._endpoints[before].url}: {reason}")
+
     async def close(self) -> None:
         muxes, self._muxes = list(self._muxes.values()), {}
         for mux in muxes:

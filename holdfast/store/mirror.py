@@ -93,8 +93,11 @@ class RangeMirror:
         key_filter: KeyFilter | None = None,
         retry_initial: float = 0.2,
         retry_max: float = 5.0,
-        probe_interval: float = 2.0,
+        probe_interval: float | None = 2.0,
     ) -> None:
+        """``probe_interval``: seconds between liveness reads of the store; None: no probe of
+        its own, for a mirror that shares its store (and so its watch stream, which the store
+        fails over as a whole) with a mirror that probes."""
         if not ranges:
             raise ValueError("a mirror needs at least one key range")
         check_disjoint(ranges)
@@ -170,10 +173,11 @@ class RangeMirror:
     async def start(self) -> None:
         if self._tasks:
             return
-        self._tasks = [
-            asyncio.create_task(self._run(), name=f"mirror {self._label}"),
-            asyncio.create_task(self._probe(), name=f"mirror probe {self._label}"),
-        ]
+        self._tasks = [asyncio.create_task(self._run(), name=f"mirror {self._label}")]
+        if self._probe_interval is not None:
+            self._tasks.append(
+                asyncio.create_task(self._probe(self._probe_interval), name=f"probe {self._label}")
+            )
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -355,9 +359,9 @@ class RangeMirror:
             log.warning("watch_restart", ranges=self._label, reason=reason)
             self._stream.cancel()
 
-    async def _probe(self) -> None:
+    async def _probe(self, interval: float) -> None:
         while True:
-            await asyncio.sleep(self._probe_interval)
+            await asyncio.sleep(interval)
             try:
                 await self._store.revision()
             except StoreError as exc:
@@ -386,7 +390,7 @@ class PrefixMirror(RangeMirror):
         key_filter: KeyFilter | None = None,
         retry_initial: float = 0.2,
         retry_max: float = 5.0,
-        probe_interval: float = 2.0,
+        probe_interval: float | None = 2.0,
     ) -> None:
         super().__init__(
             store,

@@ -135,9 +135,10 @@ class WatchMux:
         if not self._watchers:
             self._close()
 
-    def close(self) -> None:
+    def close(self, reason: str = "the etcd store was closed") -> None:
         """End the stream now; every watch on it ends with StoreUnavailable."""
-        self._fail(StoreUnavailable("the etcd store was closed"))
+        if self.failed is None:
+            self._fail(StoreUnavailable(reason))
         self._close()
 
     def _close(self) -> None:
@@ -145,7 +146,8 @@ class WatchMux:
         if self.failed is None:
             self.failed = StoreUnavailable("the watch stream was closed")
         self.call.cancel()
-        self._reader.cancel()
+        if self._reader is not asyncio.current_task():
+            self._reader.cancel()
         for task in tuple(self._pending):
             task.cancel()
 
@@ -170,8 +172,8 @@ class WatchMux:
                     self._fail(StoreUnavailable("the etcd store was closed"))
                     return
                 except (grpc.RpcError, grpc.aio.UsageError) as exc:
-                    self._on_broken(self.index, "watch stream broke")
                     self._fail(translate(exc, "watch stream broke"))
+                    self._on_broken(self.index, "watch stream broke")
                     return
                 if response is EOF_:
                     self._fail(StoreUnavailable("etcd closed the watch stream"))

@@ -74,7 +74,9 @@ class BudgetKeeper:
         self.idle_after = idle_after
         self.clock = clock
         self.quotas: dict[str, Quotas] = {}
-        self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"))
+        # No liveness probe of its own: it shares the store, and so the watch stream, with the
+        # sidecar's main mirror, which probes; the store fails the stream over as a whole.
+        self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"), probe_interval=None)
         self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
         self._written: dict[str, SpendReport] = {}
         self._last_admitted: dict[str, tuple[int, float]] = {}

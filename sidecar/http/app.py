@@ -69,6 +69,8 @@ class Parts:
     experiments: ExperimentBook = field(default_factory=ExperimentBook)
     budget: BudgetFilter | None = None  # None: no budgets on this surface
     budget_status: Callable[[], dict[str, Any]] | None = None
+    health_status: Callable[[], dict[str, Any]] | None = None
+    etcd_traffic: Callable[[], dict[str, Any]] | None = None
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -193,6 +195,8 @@ def build_http_app(parts: Parts) -> web.Application:
             "sessions_tracked": book.sessions,
         },
         budgets=parts.budget_status,
+        health=parts.health_status,
+        etcd_traffic=parts.etcd_traffic,
         contracts=lambda: contract_status(
             config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
         ),

@@ -40,6 +40,7 @@ from sidecar.settings.model import (
     DEFAULT_STREAM_IDLE_TIMEOUT,
     ENV_PIN_CREATE_TIMEOUT,
     ENV_SIDECAR_ID,
+    ENV_SIDECAR_TOKEN,
     ENV_STATE_DIR,
     SettingsError,
     SidecarSettings,
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-interval",
         type=float,
         default=DEFAULT_HEALTH_INTERVAL,
-        help="seconds between health snapshots; the key's lease lasts ~3 of them",
+        help="seconds between health beats (to configsvc's replicas holding the agent's health, "
+        "with the token in $HOLDFAST_SIDECAR_TOKEN); the etcd presence key's lease lasts ~3 "
+        "of them",
     )
     p.add_argument(
         "--prices",
@@ -195,6 +198,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         prices_file=args.prices,
         etcd_security=security,
         limits=limits,
+        sidecar_token=environ.get(ENV_SIDECAR_TOKEN, "").strip(),
     )
 
 

@@ -17,6 +17,8 @@ from sidecar.settings.limits import LimitSettings
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
+# The configsvc token (role sidecar) health beats carry; a secret, so never a flag.
+ENV_SIDECAR_TOKEN: Final = "HOLDFAST_SIDECAR_TOKEN"  # noqa: S105 - a variable name
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8787"
 DEFAULT_STATE_DIR: Final = "./state"
@@ -81,6 +83,7 @@ class SidecarSettings:
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    sidecar_token: str = field(default="", repr=False)  # $HOLDFAST_SIDECAR_TOKEN
 
     def __post_init__(self) -> None:
         try:
