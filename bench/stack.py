@@ -173,7 +173,15 @@ def start_stack(
         )
         side = _started(
             stack,
-            procs.sidecar(logs, AGENT, [etcd.client_url], ENV, base / "state", cpu=cores.proxy),
+            procs.sidecar(
+                logs,
+                AGENT,
+                [etcd.client_url],
+                ENV,
+                base / "state",
+                cpu=cores.proxy,
+                sidecar_token=token,
+            ),
         )
         result = Stack(fake, side, bare, svc, token, etcd.client_url)
         for release, model in ((FAST_RELEASE, FAST_MODEL), (STREAM_RELEASE, STREAM_MODEL)):

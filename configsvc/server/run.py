@@ -15,9 +15,20 @@ from configsvc.contracts import ContractOps, ContractsApi
 from configsvc.errors import ConfigsvcError
 from configsvc.experiments import ExperimentOps, ExperimentsApi
 from configsvc.flags import FlagOps, FlagsApi
-from configsvc.health import FleetHealth, PolicyGate, StatusApi
+from configsvc.health import (
+    BeatsApi,
+    FleetHealth,
+    GateRecorder,
+    GateRecords,
+    OwnerBeats,
+    Peers,
+    PolicyGate,
+    ReplicaSet,
+    StatusApi,
+)
 from configsvc.http import Authorizer
 from configsvc.leader import ROLLOUT_ELECTION, Election
+from configsvc.leader.election import default_identity
 from configsvc.prompts.api import PromptsApi
 from configsvc.prompts.eval import Evaluator
 from configsvc.prompts.ops import PromptOps
@@ -99,8 +110,16 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         pins = PinOps(service)
         rollouts = RolloutOps(service, pins)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
+        # The replicas share the agents' health: each registers in members/ and holds the
+        # health of the agents it owns; beats come over HTTP, not through etcd.
+        replicas = ReplicaSet(
+            store, service.keyspace, replica=default_identity(), ttl=settings.leader_ttl
+        )
         fleet = FleetHealth(store, service.keyspace)
-        gate = PolicyGate(fleet)
+        records = GateRecords(store, service.keyspace, replicas)
+        gate = PolicyGate(fleet, records)
+        recorder = GateRecorder(store, service.keyspace, records, gate, tick=settings.rollout_tick)
+        peers = Peers()
         controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
         budget_election = Election(
             store, service.keyspace, BUDGET_ELECTION, ttl=settings.leader_ttl
@@ -111,7 +130,8 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         prompts = PromptOps(
             service, gate=settings.prompt_gate, min_cases=settings.evaluation.min_cases
         )
-        traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
+        beats = OwnerBeats(fleet, replicas, peers)
+        traffic = TrafficApi(TrafficOps(service, prober, pins, beats), pins)
         app = build_app(
             service,
             Authorizer(settings.token, settings.tokens, settings.require_token_for_reads),
@@ -121,7 +141,8 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             prompts=prompts,
             extra=[
                 RolloutApi(rollouts, election, gate),
-                StatusApi(rollouts, fleet, gate),
+                StatusApi(rollouts, fleet, gate, replicas, peers),
+                BeatsApi(fleet),
                 traffic,
                 ContractsApi(ContractOps(service)),
                 FlagsApi(FlagOps(service)),
@@ -153,12 +174,19 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             auth="token" if settings.auth_required else "none",
         )
         await fleet.start()  # returns at once; etcd may be down
+        await records.start()
+        await replicas.start(settings.own_url(port))  # registers once etcd answers
+        recorder.start()
         election.start()
         controller.start()
         budget_election.start()
         budget_controller.start()
         await stop.wait()
         log.info("configsvc_stopping")
+        await replicas.close()  # leave first: the sidecars move their beats to the others
+        await recorder.close()
+        await records.close()
+        await peers.close()
         await controller.close()
         await budget_controller.close()
         await budget_election.close()

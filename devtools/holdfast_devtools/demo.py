@@ -153,6 +153,7 @@ async def story(base: Path) -> int:
                 "--health-interval",
                 "0.5",  # the health gate sees a breaking canary within a second or two
                 extra_env={PROVIDER_KEY_VAR: provider_key},
+                sidecar_token=token,  # its health beats go to configsvc over HTTP
             ).start()
             running.append(side)
             say(f"sidecar     {side.url}  (the agent's base_url is {side.url}/v1)")

@@ -180,7 +180,12 @@ def sidecar(
     cpu: int | None = None,
     name: str = "sidecar",
     port: int = 0,
+    sidecar_token: str = "",
 ) -> ManagedProcess:
+    """A sidecar; ``sidecar_token`` is the configsvc token its health beats carry."""
+    variables = dict(extra_env or {})
+    if sidecar_token:
+        variables["HOLDFAST_SIDECAR_TOKEN"] = sidecar_token
     return ManagedProcess(
         name=name,
         argv=[
@@ -199,6 +204,6 @@ def sidecar(
         ],
         log_path=log_dir / f"{name}.log",
         ready_event="sidecar_listening",
-        env=dict(extra_env or {}),
+        env=variables,
         cpu=cpu,
     )

@@ -120,8 +120,10 @@ class HealthPublisher:
     ) -> None:
         self.key = keyspace.health(sidecar_id)
         self.sources = sources
-        self.replicas = replicas or Replicas(keyspace, agent)
-        self.sender = sender or BeatSender("", timeout=max(MIN_PUT_TIMEOUT_S, interval))
+        self.replicas = Replicas(keyspace, agent) if replicas is None else replicas
+        self.sender = (
+            BeatSender("", timeout=max(MIN_PUT_TIMEOUT_S, interval)) if sender is None else sender
+        )
         self._store = store
         self._sidecar_id = sidecar_id
         self._agent = agent
