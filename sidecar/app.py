@@ -32,6 +32,7 @@ from sidecar.ops import (
     HealthSources,
     Replicas,
     SidecarMetrics,
+    WatchFeed,
 )
 from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
 from sidecar.pins import persist as pin_persist
@@ -59,6 +60,7 @@ class Sidecar:
         self.mirror = RangeMirror(
             self.store, sidecar_ranges(self.keyspace, settings.agent, CONFIG_KINDS)
         )
+        self.feed = WatchFeed(self.config, self.pins, self.replicas)
         self.pin_writer = PinWriter(
             self.store,
             self.pins,
@@ -161,27 +163,7 @@ class Sidecar:
         await self.budgets.start()  # likewise: slices and spend reports follow etcd when it is up
 
     def _on_update(self, update: MirrorUpdate) -> None:
-        # Pins go to the pin table and members (configsvc's replicas) to the health beats only:
-        # they are not configuration and must not be saved in (or trigger saves of) the config
-        # snapshot.
-        if update.reset:
-            self.pins.apply_reset(update.kvs)
-            self.replicas.apply_reset(update.kvs)
-            self.config.apply_reset(update.revision, update.kvs, "etcd")
-        else:
-            pins = [c for c in update.changes if self.pins.accepts(c.key)]
-            members = [c for c in update.changes if self.replicas.accepts(c.key)]
-            if pins:
-                self.pins.apply_changes(pins)
-            if members:
-                self.replicas.apply_changes(members)
-            if len(pins) + len(members) != len(update.changes):
-                rest = [
-                    c
-                    for c in update.changes
-                    if not self.pins.accepts(c.key) and not self.replicas.accepts(c.key)
-                ]
-                self.config.apply_changes(update.revision, rest)
+        self.feed(update)
         new = len(self.config.rejections)
         if new != self._rejections_seen:
             self.metrics.records_rejected.inc(max(0, new - self._rejections_seen))

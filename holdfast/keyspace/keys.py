@@ -37,10 +37,11 @@ _SEGMENTS: Final = {
     "outcomes": 2,
     "members": 1,
     "gates": 1,
+    "slices": 2,
 }
 # Kinds whose keys start with the agent they belong to (``<kind>/<agent>/...``): a sidecar watches
 # its own agent's part of each, and nothing of another agent's.
-AGENT_SCOPED: Final = frozenset({"releases", "pins"})
+AGENT_SCOPED: Final = frozenset({"releases", "pins", "slices"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,13 @@ class Keyspace:
     def quotas(self, scope: str) -> str:
         """The slices of a fleet-wide budget handed to sidecars (written by configsvc)."""
         return f"{self.prefix}quotas/{validate_id(scope, what='budget scope')}"
+
+    def slice(self, agent: str, scope: str) -> str:
+        """The part of ``quotas/<scope>`` that concerns one agent's sidecars (their grants and
+        the fleet's figures), written by the budget controller: what the agent's sidecars watch
+        instead of every holder's grants."""
+        scope = validate_id(scope, what="budget scope")
+        return f"{self.agent_prefix('slices', agent)}{scope}"
 
     def spend(self, scope: str, holder: str) -> str:
         """One sidecar's spend against a fleet-wide budget (written by it, under its lease).

@@ -1,5 +1,6 @@
 """The fleet's quota slices of a budget (``quotas/<scope>``, written by configsvc's budget
-controller) and each sidecar's spend report (``spend/<holder>/<scope>``, under its lease)."""
+controller; each agent's part of it in ``slices/<agent>/<scope>``, which is what the agent's
+sidecars watch) and each sidecar's spend report (``spend/<holder>/<scope>``, under its lease)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, ClassVar, Final, Self
 from holdfast.keyspace import fields
 from holdfast.keyspace.budget import MAX_TOKENS_LIMIT, split_meter
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
 
 
@@ -144,11 +146,15 @@ class SpendReport:
     want: int = 0  # the largest request refused since the previous report
     at: float = 0.0
     final: bool = False
+    # The holder's agent: the controller writes the agent's slices/<agent>/<scope> from it
+    # ("": a sidecar from before slices, which reads quotas/<scope> itself).
+    agent: str = ""
 
     def __post_init__(self) -> None:
         split_meter(self.scope)
         if not ID_RE.fullmatch(self.holder):
             raise RecordError(f"invalid quota holder {self.holder!r:.140}")
+        check_name(self.agent, what="agent", optional=True)
         for name in ("used", "reserved", "returned", "estimated", "want"):
             _count(getattr(self, name), name)
 
@@ -169,6 +175,7 @@ class SpendReport:
             want=_count(f.get("want", 0), "want"),
             at=fields.optional_number(f, "at", 0.0),
             final=f.get("final") is True,
+            agent=fields.name(f, "agent", optional=True),
         )
 
     def public(self) -> dict[str, Any]:
@@ -183,4 +190,19 @@ class SpendReport:
             "want": self.want,
             "at": self.at,
             "final": self.final,
+            "agent": self.agent,
         }
+
+
+def agent_part(quotas: Quotas, holders: set[str]) -> Quotas:
+    """What ``slices/<agent>/<scope>`` holds: the fleet's figures and the grants of the agent's
+    own holders only, so that an agent's sidecars never receive another agent's grants."""
+    return Quotas(
+        scope=quotas.scope,
+        window=quotas.window,
+        limit=quotas.limit,
+        grants={h: g for h, g in quotas.grants.items() if h in holders},
+        used=quotas.used,
+        share=quotas.share,
+        at=quotas.at,
+    )

@@ -1,7 +1,8 @@
 """The sidecar's side of fleet-wide budgets: follow its slices, report its spend.
 
-* ``quotas/<scope>`` (written by configsvc's budget controller) is mirrored; this sidecar's
-  entry becomes its meter's grant for that window.
+* ``slices/<agent>/<scope>`` (this agent's part of ``quotas/<scope>``, written by configsvc's
+  budget controller) is mirrored; this sidecar's entry becomes its meter's grant for that
+  window. Other agents' grants never reach it.
 * ``spend/<holder>/<scope>`` is written every ``interval`` (when it changed) under this
   sidecar's own lease: while the key exists the controller knows the sidecar is alive and may
   grow its slice. Tokens of a slice it has not used for ``idle_after`` seconds are given back
@@ -76,7 +77,13 @@ class BudgetKeeper:
         self.quotas: dict[str, Quotas] = {}
         # No liveness probe of its own: it shares the store, and so the watch stream, with the
         # sidecar's main mirror, which probes; the store fails the stream over as a whole.
-        self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"), probe_interval=None)
+        # Without an agent (tests of the ledger alone), every slice of the fleet.
+        slices = (
+            keyspace.agent_prefix("slices", ledger.agent)
+            if ledger.agent
+            else keyspace.kind_prefix("quotas")
+        )
+        self.mirror = PrefixMirror(store, slices, probe_interval=None)
         self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
         self._written: dict[str, SpendReport] = {}
         self._last_admitted: dict[str, tuple[int, float]] = {}
@@ -219,6 +226,7 @@ class BudgetKeeper:
                 want=t.want,
                 at=now,
                 final=final,
+                agent=self.ledger.agent or "",
             )
         except RecordError as exc:  # one broken meter must not stop the others' reports
             log.warning("budget_spend_report_invalid", scope=scope, reason=str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sidecar.ops.beats import BeatSender, Replicas
 from sidecar.ops.endpoints import ControlPlane, Ops
+from sidecar.ops.feed import WatchFeed
 from sidecar.ops.health import HealthPublisher, HealthSources
 from sidecar.ops.metrics import SidecarMetrics
 
@@ -16,4 +17,5 @@ __all__ = [
     "Ops",
     "Replicas",
     "SidecarMetrics",
+    "WatchFeed",
 ]
