@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
@@ -232,7 +232,7 @@ class HealthPublisher:
             log.warning("health_lease_not_revoked", key=self.key)
         await self.sender.close()
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "interval_s": self._interval,
