@@ -62,7 +62,9 @@ async def configsvc() -> AsyncIterator[Configsvc]:
     )
     fleet = FleetHealth(store, KS)
     app = build_app(
-        ConfigService(store, KS), Authorizer("admin-t", tokens), extra=[BeatsApi(fleet)]
+        ConfigService(store, KS),
+        Authorizer("admin-t", tokens, require_token_for_reads=True),
+        extra=[BeatsApi(fleet)],
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
