@@ -101,7 +101,13 @@ class WatchMux:
         try:
             async with asyncio.timeout(budget):
                 async with self._write:
-                    await self.call.write(create(watcher.watch_id))
+                    try:
+                        await self.call.write(create(watcher.watch_id))
+                    except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                        # The stream ended before its reader noticed: no watch can join it.
+                        ended = StoreUnavailable(f"{what}: the watch stream ended ({exc!r})")
+                        self._fail(ended)
+                        raise ended from exc
                 first = await watcher.next()
         except BaseException:
             watcher.close()
