@@ -157,7 +157,9 @@ class GateRecorder:
             rollout = route.rollout
             agent = route.agent
             if rollout is None or not rollout.active or rollout.policy is None:
-                self._written.pop(agent, None)
+                if self._written.pop(agent, None) is not None:
+                    # The rollout is over: its evaluation has nobody left to inform.
+                    await self.store.delete(self.keyspace.gate(agent))
                 continue
             if replicas.first_owner(agent) != replicas.replica:
                 continue

@@ -235,3 +235,16 @@ def test_a_beat_after_the_presence_key_went_keeps_the_sidecar_retired() -> None:
     w.prune(10_000.0)
     w.observe(snap("a", 102.0, sig("r1", 12), started=1.0))  # folded: never counted twice
     assert requests(w.since_start("support"), "r1") == 12 and w.sidecars("support") == 0
+
+
+def test_status_says_when_no_owner_of_the_agents_health_answered() -> None:
+    from configsvc.cli.render.health import status
+
+    agent = {
+        "agent": "support", "stable": "r1", "canary": None, "canary_percent": 0.0,
+        "sidecars": 3, "releases": {}, "canary_vs_stable": None, "rollout": None,
+        "health_unreachable": "replica rep-2 at http://10.0.0.2:8700: refused",
+    }  # fmt: skip
+    text = status({"agents": [agent]})
+    assert "health owners unreachable (replica rep-2 at http://10.0.0.2:8700: refused)" in text
+    assert "unreachable" not in status({"agents": [agent | {"health_unreachable": None}]})
