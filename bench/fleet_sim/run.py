@@ -50,6 +50,7 @@ class Options:
     settle: float = 20.0  # how long a change may take to reach every sidecar
     deadline: float = 1200.0  # seconds for one size, whatever happens
     batch: int = 100
+    patience: float = 60.0  # a batch of sidecars not synced by then ends the start
     model: TrafficModel = field(default_factory=TrafficModel)
 
 
@@ -231,11 +232,16 @@ async def _phases(
     placed = [(i, model.agent_of(i, size)) for i in range(size)]
     log(f"size {size}: starting {size} sidecars")
     began = time.monotonic()
-    await fleet.call("add", [(part, opts.batch) for part in split(placed, opts.workers)])
+    parts = split(placed, opts.workers)
+    started = await fleet.call("add", [(part, opts.batch, opts.patience) for part in parts])
+    for outcome in started:
+        if outcome["stopped"]:
+            result.gave.append(f"start: {outcome['stopped']}")
     state: dict[str, Any] = {}
-    while time.monotonic() - began < 120 + size / 50:
+    settle_by = time.monotonic() + opts.patience
+    while time.monotonic() < settle_by:
         state = await fleet.state()
-        if state["routed"] == size and state["beating_http"] == size:
+        if state["routed"] == state["beating_http"] == state["sidecars"]:
             break
         await asyncio.sleep(0.5)
     result.started_s = time.monotonic() - began
@@ -353,7 +359,9 @@ async def _status(
 ) -> dict[str, Any]:
     placed = [(size + i, BIG_AGENT) for i in range(STATUS_SIDECARS)]
     log(f"size {size}: {STATUS_SIDECARS} more sidecars of agent {BIG_AGENT}")
-    await fleet.call("add", [(part, opts.batch) for part in split(placed, len(fleet.conns))])
+    await fleet.call(
+        "add", [(part, opts.batch, opts.patience) for part in split(placed, len(fleet.conns))]
+    )
     await fleet.everyone("traffic", [i for i, _ in placed])
     deadline = time.monotonic() + 120
     seen = 0

@@ -79,9 +79,12 @@ class Worker:
             self.senders.append(BeatSender(self.spec.sidecar_token, timeout=timeout))
         return self.stores[-1], self.senders[-1]
 
-    async def add(self, placed: Sequence[tuple[int, str]], batch: int) -> float:
+    async def add(
+        self, placed: Sequence[tuple[int, str]], batch: int, patience: float
+    ) -> dict[str, Any]:
         """Start sidecars (index, agent), ``batch`` at a time, each batch synced before the
-        next; returns the seconds it took."""
+        next. A batch that does not sync within ``patience`` seconds ends the start: the
+        machine (or etcd) carries no more, which is a finding, not something to wait out."""
         began = time.monotonic()
         for at in range(0, len(placed), batch):
             fresh = []
@@ -94,8 +97,14 @@ class Worker:
                 self.sidecars.append(sim)
                 fresh.append(sim)
             await asyncio.gather(*(s.start() for s in fresh))
-            await asyncio.gather(*(s.mirror.wait_synced(120) for s in fresh))
-        return time.monotonic() - began
+            synced = await asyncio.gather(*(s.mirror.wait_synced(patience) for s in fresh))
+            if not all(synced):
+                return {
+                    "seconds": time.monotonic() - began,
+                    "stopped": f"a batch of {len(fresh)} sidecars (from #{fresh[0].index}) did "
+                    f"not sync within {patience:.0f}s; {len(self.sidecars)} started",
+                }
+        return {"seconds": time.monotonic() - began, "stopped": ""}
 
     def state(self) -> dict[str, Any]:
         sims = self.sidecars
@@ -139,8 +148,8 @@ class Worker:
 
     async def handle(self, command: str, args: Any) -> Any:
         if command == "add":
-            placed, batch = args
-            return await self.add(placed, batch)
+            placed, batch, patience = args
+            return await self.add(placed, batch, patience)
         if command == "state":
             return self.state()
         if command == "traffic":

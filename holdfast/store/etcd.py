@@ -10,6 +10,7 @@ so that each revision arrives as one batch and a member that lost its leader can
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ from holdfast.store.etcd_wire import change_batches, encode_key, key_value, pref
 from holdfast.store.failover import DEFAULT_TIMEOUT, FailoverClient
 from holdfast.store.grpc_channel import CHANNEL_OPTIONS, Connection, TlsCredentials
 from holdfast.store.grpc_errors import RETRYABLE, detail
+from holdfast.store.lease_mux import KeepAliveMux
 from holdfast.store.protocol import Store
 from holdfast.store.security import EtcdSecurity
 from holdfast.store.types import (
@@ -106,6 +108,7 @@ class EtcdStore(FailoverClient[_Conn]):
         super().__init__(endpoints, timeout=timeout, security=security)
         self._traffic = Traffic()
         self._muxes: dict[int, WatchMux] = {}
+        self._ka_muxes: dict[int, KeepAliveMux] = {}
 
     @property
     def traffic(self) -> Traffic:
@@ -122,14 +125,21 @@ class EtcdStore(FailoverClient[_Conn]):
         if self._index != before:
             # Calls go to another endpoint now: so do the watches. The old endpoint's stream
             # may be hanging silently; every watch on it resumes on the new one.
+            why = f"failed over from {self._endpoints[before].url}: {reason}"
             mux = self._muxes.pop(before, None)
             if mux is not None:
-                mux.close(f"failed over from {self._endpoints[before].url}: {reason}")
+                mux.close(why)
+            keepalives = self._ka_muxes.pop(before, None)
+            if keepalives is not None:
+                keepalives.close(why)
 
     async def close(self) -> None:
         muxes, self._muxes = list(self._muxes.values()), {}
         for mux in muxes:
             mux.close()
+        keepalives, self._ka_muxes = list(self._ka_muxes.values()), {}
+        for keepalive in keepalives:
+            keepalive.close()
         await super().close()
 
     async def connect(self) -> None:
@@ -263,19 +273,31 @@ class EtcdStore(FailoverClient[_Conn]):
         response = await self._unary("grant lease", "lease.LeaseGrant", request)
         return int(response.ID)
 
-    async def keepalive_once(self, lease_id: int) -> int:
-        request = rpc.LeaseKeepAliveRequest(ID=lease_id)
+    def _keepalives(self, conn: _Conn) -> KeepAliveMux:
+        """The connection's keepalive stream, opened on first use with its token."""
+        mux = self._ka_muxes.get(conn.index)
+        if mux is not None and mux.usable and mux.token == conn.token:
+            return mux
+        if mux is not None:
+            mux.close("replaced by a stream with a fresh token")
+        mux = KeepAliveMux(
+            conn.lease.LeaseKeepAlive(metadata=conn.metadata),
+            index=conn.index,
+            token=conn.token,
+            request=lambda lease_id: rpc.LeaseKeepAliveRequest(ID=lease_id),
+            on_broken=self._failover,
+        )
+        self._ka_muxes[conn.index] = mux
+        return mux
 
+    async def keepalive_once(self, lease_id: int) -> int:
         async def op(conn: _Conn, budget: float) -> int:
-            call = conn.lease.LeaseKeepAlive(
-                iter((request,)), timeout=budget, metadata=conn.metadata
-            )
+            mux = self._keepalives(conn)
             try:
-                async for response in call:
-                    return max(0, int(response.TTL))
-            finally:
-                call.cancel()
-            raise StoreUnavailable(f"keepalive of lease {lease_id}: stream ended without a reply")
+                async with asyncio.timeout(budget):
+                    return await mux.keepalive(lease_id)
+            except StoreUnavailable as exc:
+                raise TimeoutError(str(exc)) from exc  # a broken stream: retry on a new one
 
         ttl: int = await self._run(f"keepalive lease {lease_id}", op, retry_sent=True)
         return ttl

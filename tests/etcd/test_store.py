@@ -166,3 +166,27 @@ async def test_many_watches_share_one_grpc_stream(etcd_node: EtcdNode, etcd_env:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_keepalives_of_many_leases_share_one_stream(etcd_node: EtcdNode) -> None:
+    """Every keepalive of a store goes over one LeaseKeepAlive stream (not a stream each), and
+    an expired lease answers 0 on it."""
+
+    def started() -> float:
+        metrics = etcd_node.metrics()
+        name = 'grpc_server_started_total{grpc_method="LeaseKeepAlive"'
+        return sum(v for k, v in metrics.items() if k.startswith(name))
+
+    store = EtcdStore([etcd_node.client_url])
+    await store.connect()
+    try:
+        leases = [await store.grant_lease(30) for _ in range(5)]
+        before = started()
+        for _ in range(3):
+            ttls = await asyncio.gather(*(store.keepalive_once(lease) for lease in leases))
+            assert all(20 < ttl <= 30 for ttl in ttls)
+        assert started() == before + 1  # fifteen keepalives, one stream
+        await store.revoke_lease(leases[0])
+        assert await store.keepalive_once(leases[0]) == 0
+    finally:
+        await store.close()
