@@ -30,6 +30,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=1200.0, help="seconds per size at most")
     p.add_argument("--health-interval", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=1.0, help="requests/s per sidecar")
+    p.add_argument(
+        "--dilation", type=float, default=1.0,
+        help="stretch every period of the simulated sidecars (but the rollout agent's) by this "
+        "factor, for a machine that cannot run them in real time; rates are reported "
+        "multiplied back (1: real time)",
+    )  # fmt: skip
     p.add_argument("--machine", default="", help="what to call this machine in the results")
     p.add_argument("--no-publish", action="store_true", help="print, do not touch RESULTS.md")
     return p.parse_args(argv)
@@ -45,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         warmup=args.warmup,
         deadline=args.deadline,
-        model=TrafficModel(health_interval=args.health_interval, rate=args.rate),
+        model=TrafficModel(
+            health_interval=args.health_interval, rate=args.rate, dilation=args.dilation
+        ),
     )
     began = time.monotonic()
 

@@ -29,6 +29,7 @@ def _s(value: object) -> str:
 
 def section(results: Sequence[SizeResult], opts: Options, command: str, machine: str) -> str:
     model = opts.model
+    k = model.dilation  # rates below are multiplied back by it (1: measured in real time)
     rows = []
     for r in results:
         w = r.window
@@ -43,9 +44,10 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             else "-"
         )
         rows.append(
-            f"| {r.size} | {r.agents} | {_kib(w.sent_per_s / n)} | {_kib(w.received_per_s / n)} "
-            f"| {w.writes_per_s:.0f} | {w.proposals_per_s:.0f} "
-            f"| {w.db_in_use_growth_per_h / 2**20:.0f} | {beats:.0f} | {ingest} "
+            f"| {r.size} | {r.agents} | {_kib(k * w.sent_per_s / n)} "
+            f"| {_kib(k * w.received_per_s / n)} "
+            f"| {k * w.writes_per_s:.0f} | {k * w.proposals_per_s:.0f} "
+            f"| {k * w.db_in_use_growth_per_h / 2**20:.0f} | {k * beats:.0f} | {ingest} "
             f"| {_ms(r.flag_kill)} | {_ms(r.canary_set)} "
             f"| {_s(r.rollback.get('bad_to_abort_s'))} / "
             f"{_s(r.rollback.get('bad_to_all_stable_s'))} "
@@ -89,7 +91,16 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"{model.pods_per_agent} sidecars per agent, {model.rate:g} request/s per sidecar, "
             f"{model.new_sessions:.0%} of them a new session's first turn, beats every "
             f"{model.health_interval:g} s; steady window {opts.window:.0f} s after "
-            f"{opts.warmup:.0f} s of warm-up.",
+            f"{opts.warmup:.0f} s of warm-up."
+            + (
+                f" **Dilated by {k:g}**: every period of the simulated sidecars (requests, beats "
+                "and presence lease, liveness probe) but the rollout agent's ran "
+                f"{k:g} times slower, and the rates in the table (egress, ingress, writes, "
+                "proposals, DB growth, beats) are the measured ones multiplied back by "
+                f"{k:g}; CPU per beat, propagation, rollback and status are as measured."
+                if k != 1
+                else ""
+            ),
             "",
             "| sidecars | agents | etcd egress KiB/s per sidecar | ingress KiB/s per sidecar "
             "| etcd writes/s | raft proposals/s | DB growth MiB/h | beats/s | configsvc CPU, "

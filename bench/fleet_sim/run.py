@@ -265,7 +265,10 @@ async def _phases(
     result.first_turns_per_s = (s1["first_turns"] - s0["first_turns"]) / window.seconds
     result.sim_cpu = (s1["cpu_s"] - s0["cpu_s"]) / window.seconds
     result.loop_lag = s1["loop_lag"]
-    expected = size / model.health_interval
+    rollout_pods = min(size, model.pods_per_agent)
+    expected = rollout_pods / model.health_interval + (size - rollout_pods) / (
+        model.health_interval * model.dilation
+    )
     if result.beats_per_s < 0.9 * expected:
         result.gave.append(
             f"beats delivered {result.beats_per_s:.0f}/s of {expected:.0f}/s expected"

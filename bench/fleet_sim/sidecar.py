@@ -71,7 +71,11 @@ class SimSidecar:
         self.config = ConfigState(keyspace, agent, kinds=CONFIG_KINDS)
         self.pins = PinTable(keyspace, agent)
         self.replicas = Replicas(keyspace, agent)
-        self.mirror = RangeMirror(store, sidecar_ranges(keyspace, agent, CONFIG_KINDS))
+        self.mirror = RangeMirror(
+            store,
+            sidecar_ranges(keyspace, agent, CONFIG_KINDS),
+            probe_interval=model.probe_interval_of(agent),
+        )
         self.mirror.subscribe(WatchFeed(self.config, self.pins, self.replicas))
         metrics = PinMetrics(CollectorRegistry(auto_describe=False), agent)
         self.writer = PinWriter(
@@ -88,7 +92,7 @@ class SimSidecar:
             keyspace,
             sidecar_id=self.sidecar_id,
             agent=agent,
-            interval=model.health_interval,
+            interval=model.health_interval_of(agent),
             sources=HealthSources(
                 config_revision=lambda: self.config.current.revision if self.config.current else 0,
                 pins=lambda: (len(self.pins), self.writer.pending),

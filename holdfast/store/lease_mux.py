@@ -69,6 +69,10 @@ class KeepAliveMux:
                 waiting.remove(answer)
                 if not waiting:
                     del self._waiting[lease_id]
+            if not answer.done():
+                answer.cancel()
+            elif not answer.cancelled():
+                answer.exception()  # failed while the write was still waiting: seen, not lost
 
     def close(self, reason: str = "the etcd store was closed") -> None:
         if self.failed is None:
