@@ -241,14 +241,14 @@ async def _phases(
     settle_by = time.monotonic() + opts.patience
     while time.monotonic() < settle_by:
         state = await fleet.state()
-        if state["routed"] == state["beating_http"] == state["sidecars"]:
+        if state["routed"] == state["beating_http"] == state["connected"] == state["sidecars"]:
             break
         await asyncio.sleep(0.5)
     result.started_s = time.monotonic() - began
-    result.synced = min(state["routed"], state["beating_http"])
+    result.synced = min(state["routed"], state["beating_http"], state["connected"])
     if result.synced < size:
         result.gave.append(
-            f"only {result.synced} of {size} sidecars had their route and a configsvc replica "
+            f"only {result.synced} of {size} sidecars had their route, their watch and a replica "
             f"after {result.started_s:.0f}s"
         )
     await fleet.everyone("traffic", [])

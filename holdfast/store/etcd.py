@@ -362,18 +362,19 @@ class EtcdStore(FailoverClient[_Conn]):
 
         label = f"watch {rng}"
 
-        async def open_watch(conn: _Conn, budget: float) -> tuple[Watcher, Any]:
+        async def open_watch(conn: _Conn, budget: float) -> Watcher:
             mux = self._mux(conn)
             try:
-                added: tuple[Watcher, Any] = await mux.add(label, create, budget)
+                async with asyncio.timeout(budget):
+                    return await mux.add(label, create)
             except StoreUnavailable as exc:
                 # The stream broke while the watch was being created: as a call that timed
                 # out, try again (on the next endpoint) within the budget.
                 raise TimeoutError(str(exc)) from exc
-            return added
 
-        watcher, response = await self._run(label, open_watch, retry_sent=True)
+        watcher: Watcher = await self._run(label, open_watch, retry_sent=True)
         try:
+            response = await watcher.next()  # created (or refused, or compacted)
             while True:
                 if response.compact_revision:
                     raise Compacted(int(response.compact_revision))

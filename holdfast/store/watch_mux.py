@@ -91,32 +91,30 @@ class WatchMux:
     def watches(self) -> int:
         return len(self._watchers)
 
-    async def add(self, what: str, create: Callable[[int], Any], budget: float) -> Any:
-        """Create a watch (``create(watch_id)`` builds the request); returns its Watcher and
-        etcd's first answer to it (created, or refused). Raises if the stream fails meanwhile."""
+    async def add(self, what: str, create: Callable[[int], Any]) -> Watcher:
+        """Create a watch (``create(watch_id)`` builds the request) and return its Watcher at
+        once: etcd's first answer (created, refused, or compacted) is its first response. No
+        round trip is awaited here, so a busy process never times out a watch etcd has already
+        created; a stream that hangs is the liveness probe's to find."""
         if self.failed is not None:
             raise self.failed
         watcher = Watcher(self, next(self._ids), what)
         self._watchers[watcher.watch_id] = watcher
         try:
-            async with asyncio.timeout(budget):
-                async with self._write:
-                    try:
-                        await self.call.write(create(watcher.watch_id))
-                    except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-                        # The stream ended before its reader noticed: no watch can join it.
-                        ended = StoreUnavailable(f"{what}: the watch stream ended ({exc!r})")
-                        self._fail(ended)
-                        raise ended from exc
-                first = await watcher.next()
+            async with self._write:
+                if self.failed is not None:  # it broke while this waited for the write
+                    raise self.failed
+                try:
+                    await self.call.write(create(watcher.watch_id))
+                except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                    # The stream ended before its reader noticed: no watch can join it.
+                    ended = StoreUnavailable(f"{what}: the watch stream ended ({exc!r})")
+                    self._fail(ended)
+                    raise ended from exc
         except BaseException:
             watcher.close()
             raise
-        if first.watch_id != watcher.watch_id:  # an etcd that ignores client-chosen ids
-            watcher.close()
-            self.retire()
-            raise StoreError(f"{what}: etcd assigned watch id {first.watch_id}, not ours")
-        return watcher, first
+        return watcher
 
     def remove(self, watcher: Watcher) -> None:
         if self._watchers.pop(watcher.watch_id, None) is None:
