@@ -31,10 +31,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--health-interval", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=1.0, help="requests/s per sidecar")
     p.add_argument(
-        "--dilation", type=float, default=1.0,
+        "--dilation", default="1",
         help="stretch every period of the simulated sidecars (but the rollout agent's) by this "
         "factor, for a machine that cannot run them in real time; rates are reported "
-        "multiplied back (1: real time)",
+        "multiplied back (1: real time); one value, or one per size (e.g. 1,1,10)",
     )  # fmt: skip
     p.add_argument("--machine", default="", help="what to call this machine in the results")
     p.add_argument("--no-publish", action="store_true", help="print, do not touch RESULTS.md")
@@ -44,28 +44,36 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    opts = Options(
-        replicas=args.replicas,
-        workers=args.workers,
-        per_connection=args.per_connection,
-        window=args.window,
-        warmup=args.warmup,
-        deadline=args.deadline,
-        model=TrafficModel(
-            health_interval=args.health_interval, rate=args.rate, dilation=args.dilation
-        ),
-    )
+    dilations = [float(d) for d in args.dilation.split(",") if d.strip()]
+    if len(dilations) not in (1, len(sizes)) or min(dilations) < 1:
+        print("--dilation: one factor >= 1, or one per size", file=sys.stderr)
+        return 2
+    dilations = dilations * len(sizes) if len(dilations) == 1 else dilations
+
+    def options(dilation: float) -> Options:
+        return Options(
+            replicas=args.replicas,
+            workers=args.workers,
+            per_connection=args.per_connection,
+            window=args.window,
+            warmup=args.warmup,
+            deadline=args.deadline,
+            model=TrafficModel(
+                health_interval=args.health_interval, rate=args.rate, dilation=dilation
+            ),
+        )
+
     began = time.monotonic()
 
     def log(message: str) -> None:
         print(f"[{time.monotonic() - began:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     results: list[SizeResult] = []
-    for size in sizes:
-        results.append(asyncio.run(run_size(size, opts, log)))
+    for size, dilation in zip(sizes, dilations, strict=True):
+        results.append(asyncio.run(run_size(size, options(dilation), log)))
         log(f"size {size}: gave: {results[-1].gave or 'nothing'}")
     command = "python -m bench.fleet_sim " + shlex.join(argv if argv is not None else sys.argv[1:])
-    text = section(results, opts, command.strip(), args.machine or machine())
+    text = section(results, options(1.0), command.strip(), args.machine or machine())
     print(text)
     if not args.no_publish:
         replace_section("fleet-sim", text)

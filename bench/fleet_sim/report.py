@@ -29,22 +29,20 @@ def _s(value: object) -> str:
 
 def section(results: Sequence[SizeResult], opts: Options, command: str, machine: str) -> str:
     model = opts.model
-    k = model.dilation  # rates below are multiplied back by it (1: measured in real time)
     rows = []
     for r in results:
+        k = r.dilation  # rates below are multiplied back by it (1: measured in real time)
         w = r.window
         if w is None:
             rows.append(f"| {r.size} | " + " | ".join(["-"] * 13) + " |")
             continue
         n = max(1, r.synced)
         beats = r.beats_per_s
-        ingest = (
-            f"{sum(w.configsvc_cpu):.2f} ({sum(w.configsvc_cpu) / beats * 1000:.0f} ms per 1k)"
-            if beats
-            else "-"
-        )
+        busy = sum(w.configsvc_cpu)
+        ingest = f"{k * busy:.2f} ({busy / beats * 1000:.2f} ms)" if beats else "-"
+        size = f"{r.size}" + (f" (dilated by {k:g})" if k != 1 else "")
         rows.append(
-            f"| {r.size} | {r.agents} | {_kib(k * w.sent_per_s / n)} "
+            f"| {size} | {r.agents} | {_kib(k * w.sent_per_s / n)} "
             f"| {_kib(k * w.received_per_s / n)} "
             f"| {k * w.writes_per_s:.0f} | {k * w.proposals_per_s:.0f} "
             f"| {k * w.db_in_use_growth_per_h / 2**20:.0f} | {k * beats:.0f} | {ingest} "
@@ -93,18 +91,20 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"{model.health_interval:g} s; steady window {opts.window:.0f} s after "
             f"{opts.warmup:.0f} s of warm-up."
             + (
-                f" **Dilated by {k:g}**: every period of the simulated sidecars (requests, beats "
-                "and presence lease, liveness probe) but the rollout agent's ran "
-                f"{k:g} times slower, and the rates in the table (egress, ingress, writes, "
-                "proposals, DB growth, beats) are the measured ones multiplied back by "
-                f"{k:g}; CPU per beat, propagation, rollback and status are as measured."
-                if k != 1
+                " A size **dilated by k** ran every period of its simulated sidecars (requests, "
+                "beats and presence lease, liveness probe) but the rollout agent's k times "
+                "slower, because this machine could not run them in real time; the rates in its "
+                "row (egress, ingress, writes, proposals, DB growth, beats) are the measured "
+                "ones multiplied back by k; CPU per beat, propagation, rollback and status are "
+                "as measured."
+                if any(r.dilation != 1 for r in results)
                 else ""
             ),
             "",
             "| sidecars | agents | etcd egress KiB/s per sidecar | ingress KiB/s per sidecar "
             "| etcd writes/s | raft proposals/s | DB growth MiB/h | beats/s | configsvc CPU, "
-            "cores (per 1k beats) | flag kill p50 / p99 ms | canary set p50 / p99 ms "
+            "cores of all replicas (per beat, each beat taken by two) | flag kill p50 / p99 ms "
+            "| canary set p50 / p99 ms "
             "| bad canary: abort / all stable s | status of 1,000 sidecars s "
             "| simulator CPU, cores |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",

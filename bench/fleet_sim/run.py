@@ -76,6 +76,7 @@ class Latency:
 @dataclass(slots=True)
 class SizeResult:
     size: int
+    dilation: float = 1.0
     agents: int = 0
     per_connection: int = 1
     started_s: float = 0.0
@@ -177,7 +178,7 @@ def split(placed: list[tuple[int, str]], parts: int) -> list[list[tuple[int, str
 
 
 async def run_size(size: int, opts: Options, log: Any) -> SizeResult:
-    result = SizeResult(size=size)
+    result = SizeResult(size=size, dilation=opts.model.dilation)
     try:
         async with asyncio.timeout(opts.deadline):
             await _run(size, opts, result, log)
@@ -283,7 +284,6 @@ async def _phases(
     log(f"size {size}: window done: {window}")
 
     revision, sent = await op.kill_flag()
-    await fleet.everyone("watch", {"*": revision})
     applied = await wait_applied(fleet, {"*": revision}, opts.settle)
     result.flag_kill = Latency.of([t - sent if t is not None else None for _, t in applied])
     log(f"size {size}: flag kill {result.flag_kill}")
@@ -298,7 +298,6 @@ async def _phases(
 
     others = [a for a in model.agents(size) if a != ROLLOUT_AGENT]
     await asyncio.gather(*(canary(a) for a in others))
-    await fleet.everyone("watch", revisions)
     applied = await wait_applied(fleet, revisions, opts.settle)
     result.canary_set = Latency.of(
         [t - sent_at[agent] if t is not None else None for agent, t in applied]
@@ -324,7 +323,6 @@ POLICY = {"max_error_rate_delta": 0.1, "min_samples": 20, "fails_to_abort": 2}
 async def _rollback(opts: Options, op: Operator, fleet: Fleet) -> dict[str, Any]:
     started = await op.rollout(ROLLOUT_AGENT, POLICY)
     revision = int(started["mod_revision"])
-    await fleet.everyone("watch", {ROLLOUT_AGENT: revision})
     await wait_applied(fleet, {ROLLOUT_AGENT: revision}, opts.settle)
     await asyncio.sleep(3 * opts.model.health_interval + 2)  # the canary takes traffic, healthy
     status = await op.rollout_status(ROLLOUT_AGENT)
@@ -343,7 +341,6 @@ async def _rollback(opts: Options, op: Operator, fleet: Fleet) -> dict[str, Any]
             await asyncio.sleep(0.1)
         aborted_at = time.time()
         abort_revision = int(status["mod_revision"])
-        await fleet.everyone("watch", {ROLLOUT_AGENT: abort_revision})
         applied = await wait_applied(fleet, {ROLLOUT_AGENT: abort_revision}, opts.settle)
     finally:
         await fleet.everyone("bad", [])

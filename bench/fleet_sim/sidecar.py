@@ -31,14 +31,16 @@ from sidecar.signals.book import Observation
 
 @dataclass(slots=True)
 class Applied:
-    """When this sidecar applied each config revision it was asked to watch for."""
+    """When this sidecar applied each config snapshot (the newest few thousand): asked about a
+    revision afterwards, it answers when it first reached it."""
 
-    wanted: dict[int, float | None] = field(default_factory=dict)  # revision -> applied at
+    history: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=4096))
 
     def note(self, revision: int, now: float) -> None:
-        for wanted, at in self.wanted.items():
-            if at is None and revision >= wanted:
-                self.wanted[wanted] = now
+        self.history.append((revision, now))
+
+    def reached(self, revision: int) -> float | None:
+        return next((at for rev, at in self.history if rev >= revision), None)
 
 
 @dataclass(slots=True)

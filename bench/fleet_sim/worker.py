@@ -127,23 +127,14 @@ class Worker:
             "cpu_s": sum(os.times()[:2]),
         }
 
-    def watch(self, revisions: dict[str, int]) -> None:
-        """Note when each sidecar of an agent applies its agent's revision (``*``: all)."""
-        now = time.time()
-        for sim in self.sidecars:
-            wanted = revisions.get(sim.agent, revisions.get("*"))
-            if wanted is None:
-                continue
-            current = sim.config.current
-            sim.applied.wanted[wanted] = now if current and current.revision >= wanted else None
-
     def applied(self, revisions: dict[str, int]) -> list[tuple[str, float | None]]:
-        """(agent, when it applied) of every sidecar asked about."""
+        """(agent, when it first applied its agent's revision -- ``*``: every agent's) of every
+        sidecar asked about; None: not yet."""
         out: list[tuple[str, float | None]] = []
         for sim in self.sidecars:
             wanted = revisions.get(sim.agent, revisions.get("*"))
             if wanted is not None:
-                out.append((sim.agent, sim.applied.wanted.get(wanted)))
+                out.append((sim.agent, sim.applied.reached(wanted)))
         return out
 
     async def handle(self, command: str, args: Any) -> Any:
@@ -158,9 +149,6 @@ class Worker:
                 if not chosen or sim.index in chosen:
                     sim.start_traffic()
             return len(self.sidecars)
-        if command == "watch":
-            self.watch(args)
-            return None
         if command == "applied":
             return self.applied(args)
         if command == "bad":
