@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench setup docs
+.PHONY: demo test lint bench setup docs screenshots
 
 setup:
 	@scripts/bootstrap.sh
@@ -21,6 +21,11 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.overhead
+
+# The console's screenshots in the docs, taken by the browser test as it drives a live rollout
+# and a gate abort (tests/etcd/test_console_browser.py).
+screenshots: setup
+	HOLDFAST_SCREENSHOTS=docs/operating/img $(PY) -m pytest -q tests/etcd/test_console_browser.py
 
 # The documentation site into site/; --strict turns every warning (a broken link or anchor) into a
 # failure. NO_MKDOCS_2_WARNING silences Material's banner about MkDocs 2.0, which is no warning.

@@ -101,6 +101,7 @@ def admission_cost(kind: str, rounds: int = ROUNDS, per_round: int = PER_ROUND) 
     resolved = Resolved(release=release, revision=1, session="s1", kind="pinned")
     body = {"model": "m1", "messages": [{"role": "user", "content": "how is the weather " * 8}]}
     done = Outcome("ok", 200, 0.01, True)
+    length = {"Content-Length": str(len(json.dumps(body)))}
     if with_budgets:  # hold a slice of the fleet scope, as the controller would hand out
         assert config.current is not None
         ledger.sync(config.current.of_kind("budgets"), time.time())
@@ -116,9 +117,9 @@ def admission_cost(kind: str, rounds: int = ROUNDS, per_round: int = PER_ROUND) 
                 request=CHAT.parse(dict(body)),
                 resolved=resolved,
                 request_id="r",
-                headers={},
+                headers=length,  # as every HTTP/1.1 client sends it
             )
-            _run_ready(flt.await_first_slices(exchange))
+            _run_ready(flt.await_admission(exchange))
             chain = Chain.open([flt], exchange)
             chain.answer(200, CHAT.decode_body(ANSWER))
             chain.close(done)

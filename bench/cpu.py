@@ -14,15 +14,38 @@ import psutil
 RELAY, LOADGEN, UPSTREAM, FOREIGN = "relay", "load generator", "fake upstream", "other processes"
 
 
-def process_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of ``pid`` (all its threads); 0 for no process."""
+def process_cpu(pid: int | None, *, tree: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads); 0 for no process.
+
+    ``tree``: of its whole process tree (a Node server, a Python server with worker
+    processes): every live descendant, and the children each one has already reaped."""
     if pid is None:
         return 0.0
     try:
-        times = psutil.Process(pid).cpu_times()
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)] if tree else [root]
     except psutil.Error:
         return 0.0
-    return times.user + times.system
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue  # exited meanwhile: its parent's children_* times count it once reaped
+        total += t.user + t.system + (t.children_user + t.children_system if tree else 0.0)
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its descendants (pages they share are counted in each)."""
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
 
 
 def our_pids() -> set[int]:
@@ -75,23 +98,32 @@ class Usage:
 
 
 class Probe:
-    """``start()`` then ``stop()`` around a window; roles map to pids (None: not running)."""
+    """``start()`` then ``stop()`` around a window; roles map to pids (None: not running).
+
+    The relay's CPU is its whole process tree's; the other roles' is their own process's (the
+    load generator is the harness, whose tree holds every process under test)."""
 
     def __init__(self, roles: Mapping[str, int | None]) -> None:
         self._roles = dict(roles)
-        self._ours = our_pids()
+        self._ours: set[int] = set()
         self._cpu: dict[str, float] = {}
         self._foreign: dict[int, float] = {}
         self._cores: list[CoreTimes] = []
 
+    def _role_cpu(self, role: str, pid: int | None) -> float:
+        return process_cpu(pid, tree=role == RELAY)
+
     def start(self) -> None:
-        self._cpu = {role: process_cpu(pid) for role, pid in self._roles.items()}
+        self._ours = our_pids()  # again each window: a server under test may have forked
+        self._cpu = {role: self._role_cpu(role, pid) for role, pid in self._roles.items()}
         self._foreign = foreign_cpu(self._ours)
         self._cores = CoreTimes.read()
 
     def stop(self) -> Usage:
         cores = CoreTimes.read()
-        cpu = {role: process_cpu(pid) - self._cpu[role] for role, pid in self._roles.items()}
+        cpu = {
+            role: self._role_cpu(role, pid) - self._cpu[role] for role, pid in self._roles.items()
+        }
         foreign = foreign_cpu(self._ours)
         cpu[FOREIGN] = sum(max(0.0, t - self._foreign.get(pid, 0.0)) for pid, t in foreign.items())
         return Usage(cpu, [b - a for a, b in zip(self._cores, cores, strict=True)])

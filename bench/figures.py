@@ -1,5 +1,5 @@
-"""The figures of one run: raw phase results in, percentiles, rates, CPU per unit and target
-verdicts out; plus what machine and revision produced them."""
+"""The figures of one run: raw phase results in, percentiles, rates, CPU per unit, event-loop
+lag and the guard's verdicts out; plus what machine and revision produced them."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import plan as targets
+from bench.looplag import LAG_METRIC
 from bench.phases import PathRun
 from bench.plan import Plan, Target
 from bench.profile import Hotspot
-from bench.stack import Cores
+from bench.stack import BARE, DIRECT, FIRST, LATER, SIDECAR, Cores, turn_path
 from bench.stats import Latency, median, ratio
 
-DIRECT, BARE, SIDECAR = "direct", "bare relay", "sidecar"
+__all__ = ["BARE", "DIRECT", "SIDECAR"]  # re-exported: the report names the paths from here
+
 SATURATED = 0.9  # a core busier than this share is the bottleneck
+HELD = 0.9  # a path answering an open loop slower than this share of direct's rate fell behind
 
 
 @dataclass
@@ -39,6 +42,14 @@ class Results:
     speed_us: tuple[float, ...] = ()  # bench.cpu.speed_reference before and after the phases
     profile_files: dict[str, Path] = field(default_factory=dict)
     profiles: dict[str, tuple[int, list[Hotspot]]] = field(default_factory=dict)
+    baseline_revision: str = ""  # git revision of the --baseline checkout, when one ran
+    first_turns: dict[str, PathRun] = field(default_factory=dict)  # by turn_path name
+    peers: dict[str, str] = field(default_factory=dict)  # peer path name: its version
+
+    @property
+    def relays(self) -> list[str]:
+        """Every path with a relay in it (all but direct), in the run's order."""
+        return [p for p in self.paths if p != DIRECT]
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -75,6 +86,31 @@ def cpu_us_per(run: PathRun, count: int) -> float:
     return run.proxy_cpu / count * 1e6 if count else math.nan
 
 
+def held(run: PathRun, direct: PathRun) -> bool:
+    """Whether a path kept up with an open loop's rate: its replies came back at about the
+    rate ``direct`` (the fake upstream alone) answered at in the same phase. Each round's rate
+    counts the time until its last answer, so a relay that queues requests behind each other
+    stretches its rounds and lowers it."""
+    return run.load.rate >= HELD * direct.load.rate
+
+
+def lag_ms(run: PathRun, q: float) -> float:
+    """The ``q`` quantile (0..1) of the event-loop lag during the path's rounds, in ms; NaN
+    when the path exports no lag histogram or it saw no sample."""
+    return math.nan if run.lag is None else run.lag.quantile(q) * 1000.0
+
+
+def first_turn_p50s(res: Results, sidecar: str = SIDECAR) -> tuple[float, float, float]:
+    """(first turn p50, later turn p50, direct p50) in ms from the first-turn phase; NaN when
+    that phase did not run for ``sidecar``."""
+    first = res.first_turns.get(turn_path(sidecar, FIRST))
+    later = res.first_turns.get(turn_path(sidecar, LATER))
+    direct = res.first_turns.get(DIRECT)
+    if first is None or later is None or direct is None:
+        return math.nan, math.nan, math.nan
+    return latency_of(first).p50, latency_of(later).p50, latency_of(direct).p50
+
+
 def capacity(run: PathRun) -> float:
     """Requests per second one core of relay CPU would serve at this run's CPU per request."""
     us = cpu_us_per(run, run.load.ok)
@@ -95,30 +131,101 @@ def bottleneck(run: PathRun, cores: Cores, *, relayed: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """One target judged: ``value`` in the target's unit, ``how`` the load it was measured
+    under, ``detail`` the figures behind a ratio; ``skipped`` says why it could not be judged
+    (then it is neither met nor missed, and the guard lets it pass)."""
+
     target: Target
     value: float
     how: str = ""
+    detail: str = ""
+    skipped: str = ""
 
     @property
     def met(self) -> bool:
-        return self.target.met(self.value)
+        return not self.skipped and self.target.met(self.value)
+
+    @property
+    def status(self) -> str:
+        if self.skipped:
+            return "skipped"
+        return "met" if self.met else "NOT MET"
 
 
-def verdicts(res: Results) -> list[Verdict]:
-    lat = {p: latency_of(res.latency[p]) for p in (DIRECT, SIDECAR)}
-    side, bare = res.throughput[SIDECAR], res.throughput[BARE]
-    tp_side = median_rate(side)
-    stream = res.streaming[SIDECAR]
-    return [
-        Verdict(targets.ADDED_P50, lat[SIDECAR].p50 - lat[DIRECT].p50),
-        Verdict(targets.ADDED_P99, lat[SIDECAR].p99 - lat[DIRECT].p99),
-        Verdict(targets.THROUGHPUT, tp_side, "measured"),
-        Verdict(targets.THROUGHPUT, capacity(side), "per relay CPU-second"),
-        Verdict(targets.VS_BARE, 100.0 * paired_ratio(side, bare), "measured, paired rounds"),
-        Verdict(targets.VS_BARE, 100.0 * ratio(capacity(side), capacity(bare)), "per CPU-second"),
-        Verdict(targets.CPU_PER_EVENT, cpu_us_per(stream, events_of(stream))),
-        Verdict(targets.RSS, res.rss_end_mb.get(SIDECAR, math.nan)),
+def _us(value: float) -> str:
+    return f"{value:,.0f} µs" if value == value else "-"
+
+
+def _ms(value: float, digits: int = 2) -> str:
+    return f"{value:+,.{digits}f} ms" if value == value else "-"
+
+
+def verdicts(res: Results, sidecar: str = SIDECAR) -> list[Verdict]:
+    """Issue 20's targets for ``sidecar``, each against the bare relay of the same run."""
+    lat = {p: latency_of(res.latency[p]) for p in (DIRECT, BARE, sidecar)}
+    tp_side, tp_bare = res.throughput[sidecar], res.throughput[BARE]
+    st_side, st_bare = res.streaming[sidecar], res.streaming[BARE]
+    cpu_req = cpu_us_per(tp_side, tp_side.load.ok), cpu_us_per(tp_bare, tp_bare.load.ok)
+    added = lat[sidecar].p99 - lat[DIRECT].p99, lat[BARE].p99 - lat[DIRECT].p99
+    ttft = ttft_of(st_side).p99, ttft_of(st_bare).p99
+    per_event = cpu_us_per(st_side, events_of(st_side)), cpu_us_per(st_bare, events_of(st_bare))
+    first, later, _ = first_turn_p50s(res, sidecar)
+    phases = (("latency", res.latency), ("throughput", res.throughput),
+              ("streaming", res.streaming))  # fmt: skip
+    failed = [(runs[sidecar].load.failed, phase) for phase, runs in phases]
+    failed += [
+        (run.load.failed, "first turns")
+        for path, run in res.first_turns.items()
+        if path.startswith(f"{sidecar}, ")
     ]
+    no_lag = f"{sidecar} exports no {LAG_METRIC} on /metrics (a build before the metric)"
+    out = [
+        Verdict(
+            targets.CPU_PER_REQUEST, ratio(*cpu_req), "throughput phase",
+            f"{_us(cpu_req[0])} vs {_us(cpu_req[1])}",
+        ),
+        Verdict(
+            targets.THROUGHPUT, 100.0 * paired_ratio(tp_side, tp_bare), "measured, paired rounds",
+            f"{median_rate(tp_side):,.0f} vs {median_rate(tp_bare):,.0f} req/s",
+        ),
+        Verdict(
+            targets.ADDED_P99, ratio(*added) if added[1] > 0 else math.nan, "",
+            f"{_ms(added[0])} vs {_ms(added[1])}",
+        ),
+        Verdict(
+            targets.TTFT_P99, ratio(*ttft), "", f"{ttft[0]:,.2f} vs {ttft[1]:,.2f} ms"
+        ),
+    ]  # fmt: skip
+    for phase, runs in (("at 200 req/s", res.latency), ("at 20 streams/s", res.streaming)):
+        lag = runs[sidecar].lag
+        out.append(
+            Verdict(
+                targets.LOOP_LAG, lag_ms(runs[sidecar], 0.99), phase,
+                "" if lag is None else f"{lag.count:,.0f} samples",
+                skipped=no_lag if lag is None else "",
+            )
+        )  # fmt: skip
+    out += [
+        Verdict(
+            targets.CPU_PER_EVENT, ratio(*per_event), "",
+            f"{per_event[0]:,.1f} vs {per_event[1]:,.1f} µs",
+        ),
+        Verdict(targets.RSS, res.rss_end_mb.get(sidecar, math.nan)),
+        Verdict(targets.FAILED, float(sum(n for n, _ in failed)), "every phase",
+                ", ".join(f"{phase}: {n}" for n, phase in failed if n)),
+        Verdict(
+            targets.FIRST_TURN, first - later, "",
+            f"first {first:,.3f} ms, later {later:,.3f} ms (p50)",
+            skipped="" if first == first else "the first-turn phase did not run",
+        ),
+    ]  # fmt: skip
+    return out
+
+
+def guard(found: list[Verdict]) -> bool:
+    """The regression guard's decision: every target judged is met (a skipped one passes; a
+    figure that could not be computed, NaN, does not)."""
+    return all(v.met or v.skipped for v in found)
 
 
 # -- machine -----------------------------------------------------------------------------------
@@ -141,8 +248,9 @@ def package_version(dist: str) -> str:
         return "?"
 
 
-def git_revision() -> str:
-    root = Path(__file__).resolve().parent.parent
+def git_revision(root: Path | None = None) -> str:
+    """The short revision of this checkout (or of ``root``), marked when it has local edits."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

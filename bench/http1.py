@@ -43,6 +43,10 @@ class Target:
         path = parts.path.rstrip("/") + "/v1/chat/completions"
         return cls(parts.hostname, parts.port, path, body, tuple((headers or {}).items()))
 
+    def with_header(self, name: str, value: str) -> Target:
+        """The same request with one more header (a session id, a peer's routing header)."""
+        return Target(self.host, self.port, self.path, self.body, (*self.headers, (name, value)))
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.path}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.http1 import Connection, ProtocolError, Reply, Target
@@ -71,28 +72,44 @@ async def _exchange(conn: Connection, request: bytes, result: LoadResult) -> boo
     return not conn.closed
 
 
-async def open_loop(target: Target, rate: float, duration: float, pool: int = 16) -> LoadResult:
+def fired(rate: float, duration: float) -> int:
+    """How many requests ``open_loop`` sends at ``rate`` over ``duration``."""
+    return round(rate * duration)
+
+
+async def open_loop(
+    target: Target,
+    rate: float,
+    duration: float,
+    pool: int = 16,
+    requests: Sequence[bytes] | None = None,
+) -> LoadResult:
     """Fire ``rate`` requests per second for ``duration`` seconds, on as many connections as
-    the answers need (``pool`` opened up front so that connecting is not measured)."""
-    request = target.encode()
+    the answers need (``pool`` opened up front so that connecting is not measured).
+
+    ``requests``: the pre-encoded requests to send in turn (e.g. each a new session), at least
+    ``fired(rate, duration)`` of them; default ``target``'s one request every time."""
+    total = fired(rate, duration)
+    if requests is not None and len(requests) < total:
+        raise ValueError(f"open_loop needs {total} requests, got {len(requests)}")
+    sequence = requests if requests is not None else [target.encode()] * total
     idle = [await Connection.open(target.host, target.port) for _ in range(pool)]
     result = LoadResult()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(conn: Connection) -> None:
+    async def one(conn: Connection, request: bytes) -> None:
         if await _exchange(conn, request, result):
             idle.append(conn)
 
     interval = 1.0 / rate
-    total = round(rate * duration)
     started = time.perf_counter()
     due = started
-    for _ in range(total):
+    for i in range(total):
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         conn = idle.pop() if idle else await Connection.open(target.host, target.port)
-        task = asyncio.create_task(one(conn))
+        task = asyncio.create_task(one(conn, sequence[i]))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         due += interval

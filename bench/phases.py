@@ -1,23 +1,24 @@
 """The measured phases. Each runs every path in short rounds, rotating the order per round, so
 slow drift of a noisy machine lands on all paths alike; around each round it records the CPU
 time of the relay, the load generator, the fake upstream and everybody else, and each core's
-busy and stolen time."""
+busy and stolen time, and (for a Holdfast sidecar) reads its event-loop lag histogram."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
-from bench.cpu import RELAY, CoreTimes, Gate, Probe, Usage, disturbance
+from bench import looplag
+from bench.cpu import RELAY, CoreTimes, Gate, Probe, Usage, disturbance, tree_rss
 from bench.http1 import Target
-from bench.loadgen import LoadResult, closed_loop, open_loop
-from bench.stack import Endpoint
+from bench.loadgen import LoadResult, closed_loop, fired, open_loop
+from bench.looplag import Histogram
+from bench.stack import SESSION_HEADER, Endpoint
 
 PROMPT = [{"role": "user", "content": "Where is my order 1234? It was due on Monday."}]
-Runner = Callable[[Target], Awaitable[LoadResult]]
+Runner = Callable[[Endpoint, Target], Awaitable[LoadResult]]
 STREAM_POOL = 48  # connections opened up front for the streaming phase
 
 
@@ -27,7 +28,7 @@ def chat_target(endpoint: Endpoint, *, stream: bool) -> Target:
         payload["model"] = endpoint.stream_model
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
-    return Target.chat(endpoint.base_url, payload)
+    return Target.chat(endpoint.base_url, payload, dict(endpoint.headers))
 
 
 @dataclass
@@ -38,8 +39,11 @@ class PathRun:
     round_rates: list[float] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by role
     cores: list[CoreTimes] = field(default_factory=list)
+    lag: Histogram | None = None  # event-loop lag during the rounds (a Holdfast sidecar's)
 
-    def add(self, load: LoadResult, usage: Usage) -> None:
+    def add(self, load: LoadResult, usage: Usage, lag: Histogram | None = None) -> None:
+        if lag is not None:
+            self.lag = lag if self.lag is None else self.lag + lag
         self.load.merge(load)
         self.round_rates.append(load.rate)
         for role, seconds in usage.cpu.items():
@@ -95,20 +99,28 @@ async def interleave(
     done = 0
     while done < rounds:
         shift = done % len(endpoints)
-        rotation: list[tuple[str, LoadResult, Usage]] = []
+        rotation: list[tuple[str, LoadResult, Usage, Histogram | None]] = []
         for endpoint in [*endpoints[shift:], *endpoints[:shift]]:
             probe = probes[endpoint.name]
+            lag_before = await _lag(endpoint)  # scraped outside the CPU window
             probe.start()
-            load = await run(targets[endpoint.name])
-            rotation.append((endpoint.name, load, probe.stop()))
-        worst = max(disturbance(usage, load.elapsed) for _, load, usage in rotation)
-        seconds = sum(load.elapsed for _, load, _ in rotation)
+            load = await run(endpoint, targets[endpoint.name])
+            usage = probe.stop()
+            lag_after = await _lag(endpoint)
+            lag = None if lag_before is None or lag_after is None else lag_after - lag_before
+            rotation.append((endpoint.name, load, usage, lag))
+        worst = max(disturbance(usage, load.elapsed) for _, load, usage, _ in rotation)
+        seconds = sum(load.elapsed for _, load, _, _ in rotation)
         if await ctx.gate.redo(phase, worst, seconds):
             continue
-        for name, load, usage in rotation:
-            runs[name].add(load, usage)
+        for name, load, usage, lag in rotation:
+            runs[name].add(load, usage, lag)
         done += 1
     return runs
+
+
+async def _lag(endpoint: Endpoint) -> Histogram | None:
+    return None if endpoint.metrics_url is None else await looplag.read(endpoint.metrics_url)
 
 
 async def warm_up(endpoints: Sequence[Endpoint], concurrency: int, seconds: float) -> None:
@@ -124,10 +136,34 @@ async def latency(
     seconds: float,
     rounds: int,
 ) -> dict[str, PathRun]:
-    async def run(target: Target) -> LoadResult:
+    async def run(endpoint: Endpoint, target: Target) -> LoadResult:
         return await open_loop(target, rate, seconds / rounds)
 
     return await interleave(ctx, "latency", rounds, False, run)
+
+
+def new_sessions(target: Target, count: int) -> list[bytes]:
+    """``count`` encodings of ``target``, each opening a session nobody has used before."""
+    tag = secrets.token_hex(6)
+    return [target.with_header(SESSION_HEADER, f"first-{tag}-{i}").encode() for i in range(count)]
+
+
+async def first_turns(
+    ctx: Context,
+    rate: float,
+    seconds: float,
+    rounds: int,
+) -> dict[str, PathRun]:
+    """Open loop; on a ``first_turns`` path every request is a new session's first turn (the
+    sidecar settles its pin with etcd before answering), on the others the same request each
+    time (a later turn of a pinned session, through the sidecar)."""
+
+    async def run(endpoint: Endpoint, target: Target) -> LoadResult:
+        duration = seconds / rounds
+        requests = new_sessions(target, fired(rate, duration)) if endpoint.first_turns else None
+        return await open_loop(target, rate, duration, requests=requests)
+
+    return await interleave(ctx, "first turn", rounds, False, run)
 
 
 async def throughput(
@@ -136,7 +172,7 @@ async def throughput(
     seconds: float,
     rounds: int,
 ) -> dict[str, PathRun]:
-    async def run(target: Target) -> LoadResult:
+    async def run(endpoint: Endpoint, target: Target) -> LoadResult:
         return await closed_loop(target, concurrency, seconds / rounds)
 
     return await interleave(ctx, "throughput", rounds, False, run)
@@ -151,7 +187,7 @@ async def streaming(
     """Streams started at a steady rate (a closed loop would start them in lockstep bursts,
     and TTFT would measure the burst rather than the relay)."""
 
-    async def run(target: Target) -> LoadResult:
+    async def run(endpoint: Endpoint, target: Target) -> LoadResult:
         return await open_loop(target, rate, seconds / rounds, pool=STREAM_POOL)
 
     return await interleave(ctx, "streaming", rounds, True, run)
@@ -163,6 +199,7 @@ async def profile_load(endpoint: Endpoint, concurrency: int, seconds: float) -> 
 
 
 def rss_mb(pid: int | None) -> float:
+    """Resident MB of a relay's process tree (a peer may run several processes)."""
     if pid is None:
         return float("nan")
-    return psutil.Process(pid).memory_info().rss / (1024 * 1024)
+    return tree_rss(pid) / (1024 * 1024)

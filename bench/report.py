@@ -1,6 +1,6 @@
 """The overhead section of bench/RESULTS.md (``python -m bench.overhead``), and merging it into
-the file: the run's machine, targets, per-phase tables (bench/report_tables.py), method and
-conditions."""
+the file: the run's machine, the summary of every relay, the guard's verdicts, per-phase tables
+(bench/report_tables.py), method and conditions."""
 
 from __future__ import annotations
 
@@ -12,15 +12,20 @@ from pathlib import Path
 from bench.cpu import FOREIGN
 from bench.figures import Results, cpu_model, git_revision, package_version
 from bench.report_tables import (
+    baseline_section,
+    first_turn_section,
+    guard_section,
+    lag_section,
     latency_section,
     memory_section,
     number,
     profile_section,
     streaming_section,
-    targets_section,
+    summary_section,
     throughput_section,
 )
 from bench.sections import TITLE, markers
+from bench.stack import BASELINE
 
 START, END = markers("overhead")
 OTHER_SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.DOTALL)
@@ -29,17 +34,19 @@ OTHER_SECTION = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", re.DOTA
 def _machine(res: Results) -> list[str]:
     c = res.cores
     pinning = (
-        f"relays (sidecar, bare relay) on core {c.proxy}; load generator, fake upstream, etcd "
-        f"and configsvc on core {c.load} (`taskset`)"
+        f"relays ({', '.join(res.relays)}) on core {c.proxy}; load generator, fake upstream, "
+        f"etcd and configsvc on core {c.load} (`taskset`)"
         if c.proxy is not None
         else "none: fewer than two cores, every process shares the CPU"
     )
+    peers = "; ".join(f"{name} {version}" for name, version in res.peers.items())
     return [
         f"- Date: {res.started_at} (whole run {res.wall_seconds:.0f} s)",
         f"- Machine: {os.cpu_count()} CPUs ({res.cores.usable} usable), {cpu_model()}, "
         f"Linux {platform.release()}",
         f"- Python {platform.python_version()}, aiohttp {package_version('aiohttp')}, "
         f"uvloop {package_version('uvloop')}; holdfast at {git_revision()}",
+        f"- Peers: {peers or 'none in this run'}",
         f"- Pinning: {pinning}",
         f"- CPU speed reference (`bench.cpu.speed_reference`, lower is faster; the VM's speed "
         f"drifts with its host's load, so compare runs only alongside it): "
@@ -50,23 +57,31 @@ def _machine(res: Results) -> list[str]:
 def _method(res: Results) -> list[str]:
     p = res.plan
     return [
-        "Three paths to one `holdfast-fakellm`: **direct** (client → fake upstream), "
+        "Paths to one `holdfast-fakellm`: **direct** (client → fake upstream), "
         "**bare relay** (client → `bench/bare_relay.py` → fake upstream: aiohttp + uvloop, "
-        "pooled client session, body forwarded untouched, the floor of any Python relay) and "
+        "pooled client session, body forwarded untouched, the floor of any Python relay), "
         "**sidecar** (client → `holdfast-sidecar` → fake upstream; configured through a real "
-        "etcd by `holdfastctl release create` and `route set-stable`, so the config arrived by "
-        "its watch). The client is `bench/loadgen.py`: raw HTTP/1.1 keep-alive connections "
-        "on uvloop with pre-encoded requests, no client library in the hot loop.",
+        "etcd by `holdfastctl release create`, `route set-stable` and `budget set`, so the "
+        "config arrived by its watch; every request carries a pinned session, the agent has a "
+        "token budget, metrics are on) and, when `bench/setup.sh --peers` installed them, the "
+        "peers: **Portkey** (its AI gateway on Node, the provider and upstream named in "
+        "request headers) and **LiteLLM** (its proxy, one worker, a generated config mapping "
+        "the bench's models to the fake upstream, a master key). The client is "
+        "`bench/loadgen.py`: raw HTTP/1.1 keep-alive connections on uvloop with pre-encoded "
+        "requests, no client library in the hot loop.",
         "",
         "Every phase runs the paths in interleaved rounds (latency "
-        f"{p.latency_rounds}, throughput {p.throughput_rounds}, streaming {p.stream_rounds}), "
-        "the order rotated each round; figures pool the rounds of one path, and "
-        "every comparison is between paths measured in this same run. Relay CPU is the "
-        "process's user + system time (`/proc/<pid>/stat` via psutil) over its own rounds; "
+        f"{p.latency_rounds}, first turns {p.first_turn_rounds}, throughput "
+        f"{p.throughput_rounds}, streaming {p.stream_rounds}), the order rotated each round; "
+        "figures pool the rounds of one path, and every comparison is between paths measured "
+        "in this same run. Relay CPU is the user + system time of the relay's process tree "
+        "(`/proc/<pid>/stat` via psutil; children it reaped included) over its own rounds; "
         "core busy shares come from `/proc/stat`.",
         "",
         f"- Latency: open loop, {p.rate:g} req/s fired on schedule, {p.latency_seconds:g} s per "
         "path; a request's latency runs from writing it to its last byte.",
+        f"- First turns: open loop, {p.first_turn_rate:g} req/s, {p.first_turn_seconds:g} s "
+        "per path; a new session id on every request of the first-turn path.",
         f"- Throughput: closed loop, {p.concurrency} connections, {p.throughput_seconds:g} s "
         "per path; req/s is the median over rounds.",
         f"- Streaming: open loop, {p.stream_rate:g} streams started per second (staggered: a "
@@ -88,10 +103,13 @@ def disturbance(res: Results) -> list[str]:
     ]
     phases = (
         ("latency", res.latency),
+        ("first turn", res.first_turns),
         ("throughput", res.throughput),
         ("streaming", res.streaming),
     )
     for phase, runs in phases:
+        if not runs:
+            continue
         foreign = max(run.share(FOREIGN) for run in runs.values())
         steal = max(
             max(run.stolen(res.cores.proxy), run.stolen(res.cores.load))
@@ -124,16 +142,24 @@ def render(res: Results) -> str:
         "",
         *_machine(res),
         "",
-        *targets_section(res),
+        *summary_section(res),
+        "",
+        *guard_section(res),
         "",
         *latency_section(res),
         "",
+        *first_turn_section(res),
+        *([""] if res.first_turns else []),
         *throughput_section(res),
         "",
         *streaming_section(res),
         "",
+        *lag_section(res),
+        "",
         *memory_section(res),
         "",
+        *baseline_section(res, BASELINE, res.baseline_revision),
+        *([""] if res.baseline_revision else []),
         *profile_section(res),
         *([""] if res.profiles else []),
         "### Method",

@@ -1,9 +1,10 @@
 """The tables of the overhead section of bench/RESULTS.md, from one run's ``Results``.
 
-A table per phase (latency, throughput, streaming: each path's figures, then where the CPU went
-during its rounds), memory, the sidecar's targets and the py-spy hot spots; and the Markdown
-cells they are made of (``number``, ``signed``, ``percent``, ``table``). ``bench.report`` puts
-them together with the run's conditions.
+The summary (every relay, peers included, one column each, as issue 20 lays it out), the
+guard's verdicts, a table per phase (latency, first turns, throughput, streaming: each path's
+figures, then where the CPU went during its rounds), the sidecar's event-loop lag, memory and
+the py-spy hot spots; and the Markdown cells they are made of (``number``, ``signed``,
+``percent``, ``table``). ``bench.report`` puts them together with the run's conditions.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from bench.figures import (
     chunks_of,
     cpu_us_per,
     events_of,
+    first_turn_p50s,
+    held,
+    lag_ms,
     latency_of,
     median_rate,
     paired_ratio,
     ttft_of,
     verdicts,
 )
+from bench.looplag import LAG_METRIC
 from bench.phases import PathRun
 from bench.stats import ratio
 
@@ -64,8 +69,7 @@ def cpu_shares(
     """Where the CPU went during each path's rounds (shares of one core), under a caption."""
     c = res.cores
     rows = []
-    for p in res.paths:
-        run = runs[p]
+    for p, run in runs.items():
         rows.append([
             p, NA if p == DIRECT else percent(run.share(RELAY)), percent(run.share(LOADGEN)),
             percent(run.share(UPSTREAM)), percent(run.share(FOREIGN)),
@@ -104,7 +108,25 @@ def latency_section(res: Results) -> list[str]:
         f"p99 {signed(side.p99 - bare.p99, 3)} ms. The bare relay's own added latency "
         f"(p50 {signed(bare.p50 - direct.p50, 3)} ms) is what two extra loopback hops and one "
         "aiohttp server + client cost on this machine.",
+        *_backlog(res, res.latency, res.plan.rate, "req/s"),
         *cpu_shares(res, res.latency),
+    ]
+
+
+def _backlog(res: Results, runs: dict[str, PathRun], rate: float, unit: str) -> list[str]:
+    """A sentence naming the paths that could not keep up with an open loop's rate."""
+    behind = [
+        f"{p} ({number(runs[p].load.rate, 1)} {unit} answered, direct "
+        f"{number(runs[DIRECT].load.rate, 1)})"
+        for p in res.relays
+        if not held(runs[p], runs[DIRECT])
+    ]
+    if not behind:
+        return []
+    return [
+        "",
+        f"Could not hold {rate:g} {unit}: {', '.join(behind)}. Its requests queued behind each "
+        "other, so its latencies measure that backlog more than the relay.",
     ]
 
 
@@ -166,6 +188,7 @@ def streaming_section(res: Results) -> list[str]:
         "(open loop)",
         "",
         *table(header, rows),
+        *_backlog(res, res.streaming, res.plan.stream_rate, "streams/s"),
         *cpu_shares(res, res.streaming),
         "",
         "HTTP chunks per event near 1.0 means the relay wrote each event as it came, so the "
@@ -187,14 +210,152 @@ def memory_section(res: Results) -> list[str]:
                                                     rows)]  # fmt: skip
 
 
-def targets_section(res: Results) -> list[str]:
+def guard_section(res: Results) -> list[str]:
+    """Issue 20's targets for the sidecar, judged against the bare relay of this run; the same
+    verdicts decide ``--guard``'s exit status."""
     rows = [
         [v.target.what + (f" ({v.how})" if v.how else ""), v.target.text,
-         f"{number(v.value, 2)} {v.target.unit}",
-         "met" if v.met else "**not met**"]
+         v.target.shown(v.value) + (f" ({v.detail})" if v.detail else ""),
+         {"met": "met", "NOT MET": "**not met**"}.get(v.status, f"skipped: {v.skipped}")]
         for v in verdicts(res)
     ]  # fmt: skip
-    return ["### Sidecar targets", "", *table(["target", "limit", "measured", "status"], rows)]
+    return [
+        "### Sidecar targets (the regression guard)",
+        "",
+        "Issue 20's targets, relative to the bare relay measured in this run where they say "
+        "so. `python -m bench.overhead --guard` exits non-zero when one is not met; a skipped "
+        "one (nothing to judge it by) does not fail it.",
+        "",
+        *table(["target", "limit", "measured", "status"], rows),
+    ]
+
+
+def summary_section(res: Results) -> list[str]:
+    """Every relay side by side (peers included), the figures issue 20 compares them by."""
+    paths = res.relays
+    p, lat, st, tp = res.plan, res.latency, res.streaming, res.throughput
+    direct_lat, direct_ttft = latency_of(lat[DIRECT]), ttft_of(st[DIRECT])
+
+    def behind(runs: dict[str, PathRun], path: str) -> str:
+        return "" if held(runs[path], runs[DIRECT]) else " (cannot hold it: a backlog)"
+
+    def latency(path: str) -> str:
+        lt = latency_of(lat[path])
+        added = f"{number(lt.p50 - direct_lat.p50)} / {number(lt.p99 - direct_lat.p99)} ms"
+        return added + behind(lat, path)
+
+    def ttft(path: str) -> str:
+        t = ttft_of(st[path])
+        return f"{number(t.p50 - direct_ttft.p50)} / {number(t.p99)} ms" + behind(st, path)
+
+    def first_turn(path: str) -> str:
+        first, later, direct = first_turn_p50s(res, path)
+        if first != first:
+            return NA
+        return f"{number(first - direct)} ms (later turn {number(later - direct)} ms)"
+
+    def lag(path: str) -> str:
+        if lat[path].lag is None and st[path].lag is None:
+            return NA
+        return f"{number(lag_ms(lat[path], 0.99))} / {number(lag_ms(st[path], 0.99))} ms"
+
+    rows = [
+        [f"relay CPU per request ({p.concurrency} connections)",
+         *(f"{number(cpu_us_per(tp[x], tp[x].load.ok), 0)} µs" for x in paths)],
+        ["throughput on one core (median of rounds)",
+         *(f"{number(median_rate(tp[x]), 0)} req/s" for x in paths)],
+        [f"added latency at {p.rate:g} req/s, p50 / p99", *(latency(x) for x in paths)],
+        [f"added TTFT at {p.stream_rate:g} streams/s, p50 / TTFT p99",
+         *(ttft(x) for x in paths)],
+        ["relay CPU per relayed SSE event",
+         *(f"{number(cpu_us_per(st[x], events_of(st[x])), 1)} µs" for x in paths)],
+        ["a session's first turn (pin created in etcd first), added p50",
+         *(first_turn(x) for x in paths)],
+        [f"event-loop lag p99 at {p.rate:g} req/s / {p.stream_rate:g} streams/s",
+         *(lag(x) for x in paths)],
+        ["RSS after the run", *(f"{number(res.rss_end_mb.get(x, math.nan), 0)} MB"
+                                for x in paths)],
+    ]  # fmt: skip
+    versions = "; ".join(f"{name} {version}" for name, version in res.peers.items())
+    return [
+        "### Summary: every relay in this run",
+        "",
+        "All measured side by side in the interleaved rounds below, on the same fake upstream, "
+        "load generator and proxy core. Added latency and TTFT are above `direct`."
+        + (f" Peers: {versions}." if versions else ""),
+        "",
+        *table(["figure", *paths], rows),
+    ]
+
+
+def first_turn_section(res: Results) -> list[str]:
+    """The first-turn phase: a new session's first turn against a pinned session's later turn."""
+    if not res.first_turns:
+        return []
+    runs = res.first_turns
+    direct = latency_of(runs[DIRECT])
+    rows = []
+    for path, run in runs.items():
+        lt = latency_of(run)
+        rows.append([
+            path, str(lt.n), number(run.load.rate, 0), number(lt.p50, 3), number(lt.p90, 3),
+            number(lt.p99, 3), NA if path == DIRECT else signed(lt.p50 - direct.p50, 3),
+            NA if path == DIRECT else signed(lt.p99 - direct.p99, 3), errors(run),
+        ])  # fmt: skip
+    first, later, _ = first_turn_p50s(res)
+    p = res.plan
+    header = ["path", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "added p50 ms",
+              "added p99 ms", "errors"]  # fmt: skip
+    return [
+        f"### A session's first turn against its later turns ({p.first_turn_rate:g} req/s, "
+        "open loop)",
+        "",
+        "Through the sidecar: on the *first turns* path every request carries a session id "
+        "never used before (the sidecar settles its pin with etcd, create-if-absent, before "
+        "answering); on the *later turns* path every request carries one session pinned in "
+        "the warm-up. `direct` gives the added figures their zero.",
+        "",
+        *table(header, rows),
+        "",
+        f"First turn p50 above the later turn's: {signed(first - later, 3)} ms.",
+        *cpu_shares(res, runs),
+    ]
+
+
+def lag_section(res: Results) -> list[str]:
+    """The event-loop lag each Holdfast sidecar's histogram recorded during its rounds."""
+    phases = (
+        (f"latency, {res.plan.rate:g} req/s", res.latency),
+        (f"streaming, {res.plan.stream_rate:g} streams/s", res.streaming),
+        (f"throughput, {res.plan.concurrency} connections", res.throughput),
+    )
+    rows = []
+    for path in res.relays:
+        for phase, runs in phases:
+            lag = runs[path].lag
+            if lag is None:
+                continue
+            rows.append([
+                path, phase, f"{lag.count:,.0f}", number(lag.mean * 1000, 3),
+                number(lag.quantile(0.5) * 1000, 3), number(lag.quantile(0.99) * 1000, 3),
+                number(lag.worst_bound * 1000, 1),
+            ])  # fmt: skip
+    head = ["### Event-loop lag of the sidecar", ""]
+    if not rows:
+        return [
+            *head,
+            f"Not measured: no sidecar in this run exports `{LAG_METRIC}` on `/metrics`.",
+        ]
+    return [
+        *head,
+        f"From the sidecar's `{LAG_METRIC}` histogram, scraped before and after each of its "
+        "rounds (outside the CPU windows), so only its own rounds count. Percentiles are "
+        "interpolated within buckets as Prometheus's `histogram_quantile` does; *worst* is the "
+        "upper bound of the highest bucket that saw a sample. Each round's first scrape may "
+        "land one sample of its own in the round.",
+        "",
+        *table(["path", "load", "samples", "mean ms", "p50 ms", "p99 ms", "worst ≤ ms"], rows),
+    ]
 
 
 def profile_section(res: Results) -> list[str]:
@@ -218,3 +379,52 @@ def profile_section(res: Results) -> list[str]:
         out += ["", f"**{path}** ({samples:,} samples, {number(us, 0)} µs CPU per request):", ""]
         out += table(["frame", "share", "≈ µs/request", "biggest callees"], rows)
     return out
+
+
+def _turn_gap(res: Results, sidecar: str) -> float:
+    first, later, _ = first_turn_p50s(res, sidecar)
+    return first - later
+
+
+def baseline_section(res: Results, baseline: str, revision: str) -> list[str]:
+    """This build's sidecar against another build's, measured as paths of the same run."""
+    if baseline not in res.paths:
+        return []
+    new, old = SIDECAR, baseline
+    lat = {p: latency_of(res.latency[p]) for p in (BARE, new, old)}
+    ttft = {p: ttft_of(res.streaming[p]) for p in (BARE, new, old)}
+    tp, st = res.throughput, res.streaming
+
+    def row(what: str, a: float, b: float, digits: int = 2) -> list[str]:
+        return [what, number(a, digits), number(b, digits), number(ratio(a, b), 2)]
+
+    rows = [
+        row("relay CPU µs per request (throughput)", cpu_us_per(tp[new], tp[new].load.ok),
+            cpu_us_per(tp[old], tp[old].load.ok), 0),
+        row("req/s (median of rounds)", median_rate(tp[new]), median_rate(tp[old]), 0),
+        row("added p50 above the bare relay, ms", lat[new].p50 - lat[BARE].p50,
+            lat[old].p50 - lat[BARE].p50, 3),
+        row("added p99 above the bare relay, ms", lat[new].p99 - lat[BARE].p99,
+            lat[old].p99 - lat[BARE].p99, 3),
+        row("TTFT p50, ms", ttft[new].p50, ttft[old].p50),
+        row("TTFT p99, ms", ttft[new].p99, ttft[old].p99),
+        row("relay CPU µs per SSE event", cpu_us_per(st[new], events_of(st[new])),
+            cpu_us_per(st[old], events_of(st[old])), 1),
+        row("RSS after the runs, MB", res.rss_end_mb.get(new, math.nan),
+            res.rss_end_mb.get(old, math.nan), 1),
+        row("first turn p50 above a later turn's, ms", _turn_gap(res, new), _turn_gap(res, old),
+            3),
+        row("event-loop lag p99 at the latency load, ms", lag_ms(res.latency[new], 0.99),
+            lag_ms(res.latency[old], 0.99), 3),
+        row("event-loop lag p99 at the streaming load, ms", lag_ms(st[new], 0.99),
+            lag_ms(st[old], 0.99), 3),
+    ]  # fmt: skip
+    return [
+        f"### This build against the baseline ({revision})",
+        "",
+        f"`{new}` is this build, `{old}` the baseline's `holdfast-sidecar` (`--baseline`), "
+        "both on the proxy core, fed the same config by the same etcd, in the same interleaved "
+        "rounds: the ratio is this build over the baseline.",
+        "",
+        *table(["figure", "this build", "baseline", "ratio"], rows),
+    ]

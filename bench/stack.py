@@ -9,6 +9,7 @@ anything, and children inherit that).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -17,12 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from bench.peers import Peer
+from bench.peers import prepare as prepare_peers
 from holdfast_devtools import procs
 from holdfast_devtools.etcd_local import EtcdNode
 
@@ -33,6 +36,14 @@ STREAM_RELEASE: Final = "stream"
 FAST_MODEL: Final = "bench-fast"
 STREAM_MODEL: Final = "bench-stream"
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+SESSION_HEADER: Final = "X-Holdfast-Session"  # the sidecar's session header (DESIGN.md)
+BUDGET_TOKENS: Final = 10**12  # the agent's budget: never exhausted, always metered
+# The sidecar waits its turn while the other paths run their rounds, and behind a peer that
+# cannot keep up (LiteLLM) that can take longer than the 30 s after which an idle sidecar hands
+# its budget slice back; one that did was seen to refuse requests (429) until its next slice
+# came (bench/README.md, "Budget"). Idleness is an artefact of the interleaving here, so it is
+# kept from triggering; the failed-requests target still catches any refusal.
+SIDECAR_ARGS: Final = ("--budget-idle-after", "3600")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +70,33 @@ class Cores:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One way to reach the fake upstream; ``pid`` is the relay in between, if any."""
+    """One way to reach the fake upstream; ``pid`` is the relay in between, if any.
+
+    ``headers``: sent with every request (a session id, a peer's routing headers);
+    ``metrics_url``: a Holdfast sidecar's ``/metrics`` (its event-loop lag), None for others;
+    ``first_turns``: every request opens a new session (bench.phases.first_turns)."""
 
     name: str
     base_url: str
     fast_model: str
     stream_model: str
     pid: int | None
+    headers: tuple[tuple[str, str], ...] = ()
+    metrics_url: str | None = None
+    first_turns: bool = False
+
+
+DIRECT: Final = "direct"
+BARE: Final = "bare relay"
+SIDECAR: Final = "sidecar"
+BASELINE: Final = "sidecar (baseline)"
+FIRST: Final = "first turns"
+LATER: Final = "later turns"
+
+
+def turn_path(sidecar: str, turns: str) -> str:
+    """The name of a sidecar's first- or later-turn path in the first-turn phase."""
+    return f"{sidecar}, {turns}"
 
 
 @dataclass
@@ -76,18 +107,56 @@ class Stack:
     configsvc: procs.ManagedProcess
     token: str
     etcd_url: str
+    baseline: procs.ManagedProcess | None = None  # another build's sidecar, same config
+    peers: list[Peer] = field(default_factory=list)
+    release: str = ""  # the release the route serves now (set_stable)
 
     @property
     def fake_pid(self) -> int:
         return _pid(self.fake)
 
+    def _sidecars(self) -> list[tuple[str, procs.ManagedProcess]]:
+        found = [(SIDECAR, self.sidecar)]
+        if self.baseline is not None:
+            found.append((BASELINE, self.baseline))
+        return found
+
+    def _sidecar_path(self, name: str, proc: procs.ManagedProcess) -> Endpoint:
+        # One session per release, pinned at its first request in the warm-up: every measured
+        # request is a later turn, resolved through its pin. (A session pinned to one release
+        # keeps it when the route moves on, so the streaming release gets a session of its own.)
+        session = ((SESSION_HEADER, f"bench-later-{self.release}"),)
+        return Endpoint(
+            name, proc.url, AGENT, AGENT, _pid(proc), session, metrics_url=f"{proc.url}/metrics"
+        )
+
     @property
     def paths(self) -> list[Endpoint]:
-        return [
-            Endpoint("direct", self.fake.url, FAST_MODEL, STREAM_MODEL, None),
-            Endpoint("bare relay", self.bare.url, FAST_MODEL, STREAM_MODEL, _pid(self.bare)),
-            Endpoint("sidecar", self.sidecar.url, AGENT, AGENT, _pid(self.sidecar)),
+        """Every path of the run, for the release the route serves now."""
+        paths = [
+            Endpoint(DIRECT, self.fake.url, FAST_MODEL, STREAM_MODEL, None),
+            Endpoint(BARE, self.bare.url, FAST_MODEL, STREAM_MODEL, _pid(self.bare)),
+            *(self._sidecar_path(name, proc) for name, proc in self._sidecars()),
         ]
+        for peer in self.peers:
+            proc = peer.process
+            paths.append(
+                Endpoint(peer.name, proc.url, FAST_MODEL, STREAM_MODEL, _pid(proc), peer.headers)
+            )
+        return paths
+
+    @property
+    def first_turn_paths(self) -> list[Endpoint]:
+        """direct, then each sidecar's first turns (a new session each) and later turns."""
+        paths = [Endpoint(DIRECT, self.fake.url, FAST_MODEL, STREAM_MODEL, None)]
+        for name, proc in self._sidecars():
+            later = self._sidecar_path(name, proc)
+            first = Endpoint(
+                turn_path(name, FIRST), later.base_url, AGENT, AGENT, later.pid,
+                metrics_url=later.metrics_url, first_turns=True,
+            )  # fmt: skip
+            paths += [first, dataclasses.replace(later, name=turn_path(name, LATER))]
+        return paths
 
     def ctl(self, *args: str) -> str:
         """``holdfastctl`` as an operator runs it; raises with its stderr when it refuses."""
@@ -107,12 +176,27 @@ class Stack:
         """Point the agent at ``release`` and wait until the sidecar serves it."""
         self.ctl("route", "set-stable", AGENT, release, "--reason", "bench phase")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = _get_json(f"{self.sidecar.url}/status")
-            if ((status or {}).get("route") or {}).get("stable") == release:
-                return
+        waiting = [s for s in (self.sidecar, self.baseline) if s is not None]
+        while waiting and time.monotonic() < deadline:
+            waiting = [s for s in waiting if not _serves(s, release)]
             time.sleep(0.05)
-        raise RuntimeError(f"sidecar did not switch to release {release!r} in {timeout:g}s")
+        if waiting:
+            raise RuntimeError(f"sidecar did not switch to release {release!r} in {timeout:g}s")
+        self.release = release
+
+    def check_budget(self) -> None:
+        """Raise unless every sidecar has metered requests against the agent's budget (call
+        after the warm-up): a budget that silently never applied would flatter the figures."""
+        for name, proc in self._sidecars():
+            status = _get_json(f"{proc.url}/status") or {}
+            scopes = (status.get("budgets") or {}).get("scopes") or []
+            if not any(s.get("scope") == f"agent:{AGENT}" and s.get("admitted") for s in scopes):
+                raise RuntimeError(f"{name}: no request was metered against agent:{AGENT}")
+
+
+def _serves(sidecar: procs.ManagedProcess, release: str) -> bool:
+    status = _get_json(f"{sidecar.url}/status")
+    return ((status or {}).get("route") or {}).get("stable") == release
 
 
 def _pid(proc: procs.ManagedProcess) -> int:
@@ -147,9 +231,19 @@ def _started(stack: ExitStack, proc: procs.ManagedProcess) -> procs.ManagedProce
 
 @contextmanager
 def start_stack(
-    base: Path, cores: Cores, *, stream_tokens: int, token_interval_ms: float
+    base: Path,
+    cores: Cores,
+    *,
+    stream_tokens: int,
+    token_interval_ms: float,
+    baseline: Path | None = None,
+    peers: Sequence[str] = (),
 ) -> Iterator[Stack]:
-    """Everything up and configured: the sidecar serves release ``fast`` when this yields."""
+    """Everything up and configured: the sidecar serves release ``fast`` when this yields.
+
+    ``baseline``: a checkout of another revision with its own ``.venv`` (``make setup`` there);
+    its ``holdfast-sidecar`` runs beside ours on the same config, as one more path.
+    ``peers``: bench.peers keys of the other gateways to run beside them."""
     logs = base / "logs"
     token = secrets.token_urlsafe(16)
     with ExitStack() as stack:
@@ -159,6 +253,13 @@ def start_stack(
             f"{fake.url}/_control/models/{STREAM_MODEL}",
             {"completion_tokens": stream_tokens, "token_interval_ms": token_interval_ms},
         )
+        started_peers = prepare_peers(
+            peers, logs=logs, upstream_url=fake.url, models=(FAST_MODEL, STREAM_MODEL),
+            cpu=cores.proxy,
+        )  # fmt: skip
+        for peer in started_peers:  # spawned now, awaited last: LiteLLM takes long to start
+            stack.callback(peer.process.stop)
+            peer.process.spawn()
         svc = _started(stack, procs.configsvc(logs, [etcd.client_url], ENV, token))
         bare = _started(
             stack,
@@ -174,20 +275,35 @@ def start_stack(
         side = _started(
             stack,
             procs.sidecar(
-                logs,
-                AGENT,
-                [etcd.client_url],
-                ENV,
-                base / "state",
-                cpu=cores.proxy,
-                sidecar_token=token,
+                logs, AGENT, [etcd.client_url], ENV, base / "state", *SIDECAR_ARGS,
+                cpu=cores.proxy, sidecar_token=token,
             ),
-        )
-        result = Stack(fake, side, bare, svc, token, etcd.client_url)
+        )  # fmt: skip
+        other = None
+        if baseline is not None:
+            program = baseline / ".venv" / "bin" / "holdfast-sidecar"
+            if not program.exists():
+                raise RuntimeError(f"no {program}: run `make setup` in {baseline} first")
+            other = _started(
+                stack,
+                procs.sidecar(
+                    logs, AGENT, [etcd.client_url], ENV, base / "state-baseline", *SIDECAR_ARGS,
+                    cpu=cores.proxy, name="sidecar_baseline", program=str(program),
+                    sidecar_token=token,
+                ),
+            )  # fmt: skip
+        result = Stack(fake, side, bare, svc, token, etcd.client_url, other, started_peers)
         for release, model in ((FAST_RELEASE, FAST_MODEL), (STREAM_RELEASE, STREAM_MODEL)):
             result.ctl(
                 "release", "create", AGENT, release, "--model", model,
                 "--base-url", f"{fake.url}/v1",
             )  # fmt: skip
         result.set_stable(FAST_RELEASE)
+        for peer in started_peers:
+            peer.process.ready(peer.ready_timeout)
+        # Last, so that the warm-up follows at once (see SIDECAR_ARGS).
+        result.ctl(
+            "budget", "set", f"agent:{AGENT}", "--tokens", str(BUDGET_TOKENS), "--window", "1d",
+            "--reason", "bench: every feature on",
+        )  # fmt: skip
         yield result

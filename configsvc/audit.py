@@ -10,7 +10,7 @@ its mod_revision -- the revision of the mutation it describes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,6 +129,20 @@ class AuditTrail:
 
     async def history(self, *, agent: str = "", limit: int = 50) -> tuple[int, list[HistoryItem]]:
         """The newest ``limit`` entries (of ``agent`` when given), newest first."""
+        revision, items, _ = await self.search(
+            lambda item: not agent or item.entry.extra.get("agent") == agent, limit=limit
+        )
+        return revision, items
+
+    async def search(
+        self,
+        match: Callable[[HistoryItem], bool],
+        *,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> tuple[int, list[HistoryItem], int | None]:
+        """The newest ``limit`` entries that ``match``, below revision ``before`` when given,
+        newest first; with etcd's revision and where the next page starts (None: no more)."""
         await self.finalize_pending()
         revision, kvs = await self._list_with_revision(self.keyspace.kind_prefix("audit"))
         items: list[HistoryItem] = []
@@ -137,16 +151,18 @@ class AuditTrail:
                 parsed = self.keyspace.parse(kv.key)
                 if parsed.kind != "audit":
                     continue
-                entry = AuditEntry.decode(kv.value)
+                item = HistoryItem(int(parsed.parts[0]), AuditEntry.decode(kv.value))
             except (KeyError_, RecordError) as exc:
                 log.warning("audit_entry_unreadable", key=kv.key, error=str(exc))
                 continue
-            if agent and entry.extra.get("agent") != agent:
+            if before is not None and item.revision >= before:
                 continue
-            items.append(HistoryItem(int(parsed.parts[0]), entry))
+            if not match(item):
+                continue
             if len(items) >= limit:
-                break
-        return revision, items
+                return revision, items, items[-1].revision
+            items.append(item)
+        return revision, items, None
 
     async def _list(self, prefix: str) -> list[KeyValue]:
         return (await self._list_with_revision(prefix))[1]

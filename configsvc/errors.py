@@ -92,6 +92,10 @@ class NoActiveRollout(Conflict):
     """A rollout command needs a running (or paused) rollout and there is none."""
 
 
+class ProviderMismatch(Conflict):
+    """The change would put releases of two provider kinds where one agent's requests go."""
+
+
 class ProbeFailed(Conflict):
     """The warm-up probe through the target release's provider failed; nothing was switched."""
 
@@ -122,6 +126,10 @@ class PromptGateFailed(Conflict):
 
 class NoPreviousPrompt(Conflict):
     """Rollback asked for, but the prompt has no active version or nothing to go back to."""
+
+
+class McpImportFailed(ConfigsvcError):
+    """contract import-mcp: the MCP server could not be reached or listed; nothing registered."""
 
 
 class EvalFailed(ConfigsvcError):
@@ -177,6 +185,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     RolloutActive: ErrorSpec(409, "conflict_error", "rollout_active"),
     NoActiveRollout: ErrorSpec(409, "conflict_error", "no_active_rollout"),
     ProbeFailed: ErrorSpec(409, "conflict_error", "probe_failed"),
+    ProviderMismatch: ErrorSpec(409, "conflict_error", "provider_mismatch"),
     PinNotFound: ErrorSpec(404, "invalid_request_error", "pin_not_found"),
     BudgetNotFound: ErrorSpec(404, "invalid_request_error", "budget_not_found"),
     PromptNotFound: ErrorSpec(404, "invalid_request_error", "prompt_not_found"),
@@ -185,6 +194,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     PromptGateFailed: ErrorSpec(409, "conflict_error", "prompt_gate_failed"),
     NoPreviousPrompt: ErrorSpec(409, "conflict_error", "no_previous_prompt"),
     EvalFailed: ErrorSpec(502, "upstream_error", "eval_failed"),
+    McpImportFailed: ErrorSpec(502, "upstream_error", "mcp_import_failed"),
     ExperimentConflict: ErrorSpec(409, "conflict_error", "experiment_conflict"),
     UpstreamRefused: ErrorSpec(400, "invalid_request_error", "upstream_host_refused"),
     MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),

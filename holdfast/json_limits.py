@@ -129,6 +129,16 @@ def provider_json(raw: bytes | str, where: str) -> Any | None:
     and passes it through untouched: an observer never raises because of an upstream's body.
     """
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"{") + data.count(b"[") <= DEFAULT_MAX_JSON_DEPTH:
+        # Cannot nest too deep. orjson refuses what is not JSON, NaN, lone surrogates and
+        # numbers no double holds by itself; an integer beyond 64 bits it reads as a float,
+        # which an observer may: it re-encodes nothing (usage readers refuse non-integers).
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            REFUSED[where] += 1
+            log.info("provider_json_refused", where=where, reason=str(exc)[:120])
+            return None
     try:
         value = loads_bounded(data, DEFAULT_MAX_JSON_DEPTH)
     except JsonRefused as exc:

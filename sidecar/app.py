@@ -8,13 +8,23 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from holdfast.dialects import estimate
 from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     get_logger,
 )
 from holdfast.store.factory import open_store
 from holdfast.store.mirror import MirrorUpdate, RangeMirror
-from sidecar.budgets import BudgetFilter, BudgetKeeper, BudgetMetrics, BudgetOptions, Ledger
+from sidecar.budgets import (
+    AdmissionQueue,
+    BudgetFilter,
+    BudgetKeeper,
+    BudgetMetrics,
+    BudgetOptions,
+    Ledger,
+    ToolCallBudget,
+    estimator,
+)
 from sidecar.config import (
     CONFIG_KINDS,
     ConfigSnapshot,
@@ -25,6 +35,7 @@ from sidecar.config import (
 )
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
+from sidecar.mcp import DriftLog
 from sidecar.ops import (
     BeatSender,
     ControlPlane,
@@ -34,13 +45,29 @@ from sidecar.ops import (
     SidecarMetrics,
     WatchFeed,
 )
-from sidecar.pins import PinClaims, Pinning, PinTable, PinWriter
+from sidecar.pins import (
+    PinClaims,
+    Pinning,
+    PinTable,
+    PinWriter,
+    StateLookup,
+    StateSaver,
+    StateTable,
+    StateWriter,
+    state_persist,
+    states_path,
+)
 from sidecar.pins import persist as pin_persist
 from sidecar.settings import SidecarSettings
 from sidecar.signals import SignalBook
+from sidecar.tracing import open_tracer
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
+
+# A continuation whose id this sidecar has not seen asks etcd; with first-turn claims off
+# (--pin-create-timeout 0) it still may, for this long, since the answer cannot be guessed.
+STATE_LOOKUP_MIN_TIMEOUT = 0.25
 
 
 class Sidecar:
@@ -55,12 +82,13 @@ class Sidecar:
         self.store = open_store(settings.etcd_endpoints, security=settings.etcd_security)
         self.pins = PinTable(self.keyspace, settings.agent)
         self.replicas = Replicas(self.keyspace, settings.agent)
+        self.states = StateTable(self.keyspace, settings.agent)
         # Exact ranges, each a watch id on the store's one stream: nothing another agent or
         # another sidecar writes for itself reaches this sidecar.
         self.mirror = RangeMirror(
             self.store, sidecar_ranges(self.keyspace, settings.agent, CONFIG_KINDS)
         )
-        self.feed = WatchFeed(self.config, self.pins, self.replicas)
+        self.feed = WatchFeed(self.config, self.pins, self.states, self.replicas)
         self.pin_writer = PinWriter(
             self.store,
             self.pins,
@@ -87,10 +115,28 @@ class Sidecar:
         self.pin_saver = pin_persist.PinSaver(
             pin_persist.pins_path(settings.state_dir, settings.env, settings.agent), self.pins
         )
+        self.state_writer = StateWriter(
+            self.store,
+            self.states,
+            self.keyspace,
+            self.pin_writer,
+            max_pending=settings.max_pending_pins,
+        )
+        self.state_lookup = StateLookup(
+            self.store,
+            self.states,
+            self.keyspace,
+            settings.agent,
+            timeout=max(settings.pin_create_timeout, STATE_LOOKUP_MIN_TIMEOUT),
+        )
+        self.state_saver = StateSaver(
+            states_path(settings.state_dir, settings.env, settings.agent), self.states
+        )
         self.shadow = new_shadow_runner(settings, self.upstream, self.metrics)
         self.signals = SignalBook()
         self.prices = load_prices(settings.prices_file).with_fleet(self.config)
         self.experiments = ExperimentBook()
+        self.mcp_drift = DriftLog()
         self.outcomes = OutcomePublisher(
             self.store,
             self.keyspace,
@@ -111,6 +157,7 @@ class Sidecar:
                 signals=self.signals.signals,
                 sessions=self.signals.spreads,
                 tools=self.metrics.contracts.tool_signals,
+                mcp_drift=self.mcp_drift.records,
             ),
             replicas=self.replicas,
             sender=BeatSender(
@@ -121,6 +168,13 @@ class Sidecar:
         self.budget_metrics = BudgetMetrics(
             self.metrics.registry, settings.agent, self.budget_ledger
         )
+        self.budget_queue = AdmissionQueue(
+            self.budget_ledger,
+            max_waiting=settings.budget_queue_max,
+            max_bytes=settings.budget_queue_max_bytes,
+            # a slice short here can grow only while this sidecar hears from the controller
+            slices_live=lambda: self.budgets.mirror.connected,
+        )
         self.budgets = BudgetKeeper(
             self.store,
             self.keyspace,
@@ -129,7 +183,10 @@ class Sidecar:
             sidecar_id=settings.effective_sidecar_id,
             interval=settings.budget_report_interval,
             idle_after=settings.budget_idle_after,
+            queue=self.budget_queue,
         )
+        self.budget_queue.on_join = self.budgets.wake
+        self.tracer = open_tracer(settings, environ)  # None: tracing off
         self.snapshot_path = persist.snapshot_path(settings.state_dir, settings.env, settings.agent)
         self.writer = persist.SnapshotWriter(self.snapshot_path)
         self._rejections_seen = 0
@@ -139,6 +196,11 @@ class Sidecar:
         return self.mirror
 
     async def start(self) -> None:
+        self.metrics.loop_lag.start()
+        if self.settings.budget_estimator == "tokens":
+            # before anything runs: loading holds the interpreter for about a second
+            loaded = estimate.preload()
+            log.info("budget_tokenizers_loaded", encodings=loaded)
         saved = persist.load(self.snapshot_path)
         if saved is not None:
             self.config.apply_reset(saved.revision, saved.kvs, "snapshot")
@@ -153,10 +215,16 @@ class Sidecar:
         self.pins.load(saved_pins)
         if saved_pins:
             log.info("pins_loaded", pins=len(saved_pins), pending=self.pin_writer.pending)
+        saved_states = state_persist.load(self.state_saver.path)
+        self.states.load(saved_states)
+        if saved_states:
+            log.info("states_loaded", records=len(saved_states), pending=self.state_writer.pending)
         self.mirror.subscribe(self._on_update)
         await self.upstream.start()
         await self.pin_writer.start()
+        await self.state_writer.start()
         await self.pin_saver.start()
+        await self.state_saver.start()
         await self.mirror.start()  # returns at once; etcd may be down and that is fine
         await self.health.start()  # also returns at once
         await self.outcomes.start()
@@ -186,16 +254,28 @@ class Sidecar:
             self.outcomes.close(),
             self.budgets.close(),
             self.pin_writer.close(),
+            self.state_writer.close(),
             return_exceptions=True,
         )
         await self.mirror.close()
         await self.pin_saver.close()
+        await self.state_saver.close()
         await self.writer.close()
         await self.upstream.close()
         await self.store.close()
+        await self.metrics.loop_lag.close()
+        if self.tracer is not None:
+            await self._close_tracer()
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _close_tracer(self) -> None:
+        assert self.tracer is not None
+        try:
+            await self.tracer.close()  # the spans still buffered, bounded in time
+        except Exception as exc:  # the collector's trouble must not fail the exit
+            log.warning("trace_export_flush_failed", error=f"{type(exc).__name__}: {exc}")
 
     def build_app(self) -> web.Application:
         return build_http_app(
@@ -207,7 +287,11 @@ class Sidecar:
                 control=self.control,
                 etcd_endpoint=lambda: self.store.endpoint,
                 pinning=self.pinning,
-                pins_status=lambda: self.pin_writer.status() | self.pin_claims.status(),
+                pins_status=lambda: (
+                    self.pin_writer.status()
+                    | self.pin_claims.status()
+                    | {"states": self.state_writer.status()}
+                ),
                 shadow=self.shadow,
                 signals=self.signals,
                 prices=self.prices,
@@ -216,6 +300,11 @@ class Sidecar:
                 budget_status=self.budgets.status,
                 health_status=self.health.status,
                 etcd_traffic=self.store.traffic.to_json,
+                states=self.states,
+                state_lookup=self.state_lookup,
+                mcp_drift=self.mcp_drift,
+                tool_calls=ToolCallBudget(self.config, agent=self.settings.agent),
+                tracer=self.tracer,
             )
         )
 
@@ -223,7 +312,7 @@ class Sidecar:
         options = BudgetOptions(
             agent=self.settings.agent,
             default_cap=self.settings.budget_max_tokens,
-            estimator="chars" if self.settings.budget_estimator == "chars" else "bytes",
+            estimator=estimator(self.settings.budget_estimator),
             first_slice_wait=self.settings.budget_first_slice_wait,
         )
         return BudgetFilter(
@@ -233,4 +322,6 @@ class Sidecar:
             self.budget_metrics,
             prices=self.prices,
             first_slice=self.budgets.wait_for_slices,
+            queue=self.budget_queue,
+            slices_live=self.budget_queue.slices_live,
         )

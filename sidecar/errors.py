@@ -58,12 +58,26 @@ class UpstreamUnreachable(SidecarError):
     """The provider could not be reached or broke the connection."""
 
 
+class UpstreamWrongDialect(SidecarError):
+    """The provider answered 2xx with a body that is not an answer of the request's API."""
+
+
+class DialectNotServed(SidecarError):
+    """The release that serves the request (its session's pin, or the route's choice) is of a
+    provider kind that does not speak the request's API; nothing was forwarded."""
+
+
 class UpstreamTimeout(SidecarError):
     """The provider did not answer in time."""
 
 
 class BudgetExhausted(SidecarError):
     """A token budget of the request's scopes cannot cover its worst case (``param``: scope)."""
+
+
+class BudgetBusy(SidecarError):
+    """A budget could cover the request once requests in flight settle, but it did not wait
+    (its queue timeout ran out, the queue was full, or waiting is off; ``param``: scope)."""
 
 
 class PriceUnknown(SidecarError):
@@ -130,6 +144,27 @@ class UpstreamHostRefused(SidecarError):
     """The provider or tool backend host is not allowed (--allow-upstream-host, SSRF guard)."""
 
 
+class StateNotFound(SidecarError):
+    """A response (or other provider-held state) id that no release of this agent issued, or
+    whose record expired."""
+
+
+class StateNotPortable(SidecarError):
+    """An operator moved the session, and the state it continues cannot be carried over."""
+
+
+class StateReleaseGone(SidecarError):
+    """The release that issued a response id no longer exists: nothing can read its state."""
+
+
+class StateOwnerUnknown(SidecarError):
+    """etcd did not answer, and this sidecar has no record of who issued the id (retry)."""
+
+
+class NoEmbeddingModel(SidecarError):
+    """Embeddings were asked of a release that names no embedding model."""
+
+
 ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     InvalidRequest: ErrorSpec(400, "invalid_request", "invalid_request"),
     BodyTooLarge: ErrorSpec(413, "invalid_request", "request_too_large"),
@@ -150,11 +185,20 @@ ERROR_TABLE: Final[dict[type[SidecarError], ErrorSpec]] = {
     ShuttingDown: ErrorSpec(503, "service", "shutting_down"),
     UpstreamHostRefused: ErrorSpec(502, "upstream", "upstream_host_not_allowed"),
     BudgetExhausted: ErrorSpec(429, "quota", "budget_exhausted"),
+    BudgetBusy: ErrorSpec(429, "quota", "budget_busy"),
     PriceUnknown: ErrorSpec(503, "service", "price_unknown"),
     NotConfigured: ErrorSpec(503, "service", "not_configured"),
     ProviderKeyMissing: ErrorSpec(503, "service", "provider_key_missing"),
     UpstreamUnreachable: ErrorSpec(502, "upstream", "upstream_unreachable"),
     UpstreamTimeout: ErrorSpec(504, "upstream", "upstream_timeout"),
+    StateNotFound: ErrorSpec(404, "not_found", "response_not_found"),
+    StateNotPortable: ErrorSpec(409, "invalid_request", "state_not_portable"),
+    StateReleaseGone: ErrorSpec(409, "invalid_request", "state_release_gone"),
+    StateOwnerUnknown: ErrorSpec(503, "service", "state_owner_unknown"),
+    NoEmbeddingModel: ErrorSpec(400, "invalid_request", "embedding_model_missing"),
+    UpstreamWrongDialect: ErrorSpec(502, "upstream", "upstream_wrong_dialect"),
+    # 400, not 409: SDKs retry a 409, and no retry can change which provider serves a release.
+    DialectNotServed: ErrorSpec(400, "invalid_request", "dialect_not_served"),
 }
 
 

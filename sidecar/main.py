@@ -17,6 +17,7 @@ from holdfast.options.common import LOOPBACK_HOSTS
 from sidecar.app import Sidecar
 from sidecar.http import drain, runner_shutdown_timeout
 from sidecar.settings import SettingsError, SidecarSettings, load_settings, server_options
+from sidecar.tracing import TracingUnavailable
 
 log = get_logger(__name__)
 
@@ -69,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"holdfast-sidecar: {exc}", file=sys.stderr)
         return 2
-    uvloop.run(serve(settings))
+    try:
+        uvloop.run(serve(settings))
+    except TracingUnavailable as exc:
+        print(f"holdfast-sidecar: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

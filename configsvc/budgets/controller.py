@@ -11,13 +11,18 @@ starts from empty grants, and an epoch turn of a rolling window carries the clai
 A budget with both limits is two meters, sliced independently: ``quotas/<scope>`` in tokens and
 ``quotas/usd:<scope>`` in micro-dollars (``Budget.meters``).
 
-Sidecars do not watch ``quotas/``: each agent's part of a record (its own holders' grants and the
-fleet's figures) is written to ``slices/<agent>/<scope>``, which only that agent's sidecars watch,
-so a sidecar never receives the grants of every other holder at every tick. A holder's agent is
-named in its spend report. A slice is rewritten when its grants, window, limit or share change,
-or when the fleet's use moved by ``SLICE_USED_STEP`` of the limit (a hint on the sidecar, which
-admits only from its own grant): per tick, a fleet's slice writes are bounded by the agents whose
-part changed. A sidecar from before slices has no agent in its reports and reads ``quotas/``.
+Sidecars do not watch ``quotas/``: each agent's part of a record (its own holders' grants and
+demand, the other agents' holders folded into one ``OTHERS`` entry, and the fleet's figures:
+``holdfast.keyspace.quota.agent_part``) is written to ``slices/<agent>/<scope>``, which only that
+agent's sidecars watch, so a sidecar never receives the grants of every other holder at every
+tick. Slices follow demand through it: a holder whose requests wait is topped up in its own
+agent's part (which wakes it), and an idle holder of another agent sees ``OTHERS`` wanting room
+and gives its headroom back. A holder's agent is named in its spend report. A part is rewritten
+only when it moved (``_slice_moved``): its own holders' grants or demand, whether others hold or
+want anything, window, limit or share, or the fleet's use or settled floor by
+``SLICE_USED_STEP`` of the limit (a hint on the sidecar, which admits only from its own grant):
+per tick, a fleet's slice writes are bounded by the agents whose part changed. A sidecar from
+before slices has no agent in its reports and reads ``quotas/``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from configsvc.leader import Election, LeaderLoop
 __all__ = ["BUDGET_ELECTION", "BudgetController", "holders_of"]
 from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.budget import Budget
-from holdfast.keyspace.quota import Quotas, SpendReport, agent_part
+from holdfast.keyspace.quota import OTHERS, Quotas, SpendReport, agent_part
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, Store, StoreError
 
@@ -167,6 +172,8 @@ class BudgetController:
         used = fleet.used()
         fair = fleet.share(limit)
         reported = fleet.reported()
+        reserved = min(fleet.reserved(), used)
+        demand = fleet.demand()
         same = (
             current is not None
             and current.window == window
@@ -176,6 +183,8 @@ class BudgetController:
             and current.share == fair
             and current.tails == fleet.tails
             and current.reported == reported
+            and current.reserved == reserved
+            and current.demand == demand
         )
         if same:
             return 0, current
@@ -190,6 +199,8 @@ class BudgetController:
             at=now,
             tails=fleet.tails,
             reported=reported,
+            reserved=reserved,
+            demand=demand,
         )
         try:
             await self.store.txn(
@@ -218,13 +229,27 @@ class BudgetController:
 
 
 def _slice_moved(last: Quotas, part: Quotas) -> bool:
-    if (last.window, last.limit, last.share, last.grants) != (
-        part.window,
-        part.limit,
-        part.share,
-        part.grants,
+    """Whether an agent's part changed enough to be written again: its own holders' grants and
+    demand exactly (a waiting sidecar is woken by its slice), whether other agents' holders
+    hold or want anything (not how much: that moves with every tick elsewhere), and the
+    fleet's use and settled floor by ``SLICE_USED_STEP`` of the limit."""
+    if (last.window, last.limit, last.share) != (part.window, part.limit, part.share):
+        return True
+    if _own(last.grants) != _own(part.grants) or _own(last.demand) != _own(part.demand):
+        return True
+    if (OTHERS in last.grants, OTHERS in last.demand) != (
+        OTHERS in part.grants,
+        OTHERS in part.demand,
     ):
         return True
     step = max(1, int(part.limit * SLICE_USED_STEP))
     crossed = (last.used >= part.limit) != (part.used >= part.limit)
-    return crossed or abs(part.used - last.used) >= step
+    return (
+        crossed
+        or abs(part.used - last.used) >= step
+        or abs(part.settled_floor - last.settled_floor) >= step
+    )
+
+
+def _own(entries: dict[str, int]) -> dict[str, int]:
+    return {h: v for h, v in entries.items() if h != OTHERS}

@@ -14,7 +14,7 @@ from holdfast.budgets.window import is_rolling
 from holdfast.keyspace import RecordError
 from holdfast.keyspace.budget import Budget, scope_kind
 from holdfast.keyspace.price import usd
-from holdfast.keyspace.quota import Quotas
+from holdfast.keyspace.quota import Quotas, SpendReport
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put
 
@@ -74,6 +74,7 @@ class BudgetOps:
             budget = Budget(
                 scope=scope,
                 tokens=req.tokens,
+                tool_calls=req.tool_calls,
                 window=req.window,
                 zone=req.zone,
                 soft=req.soft,
@@ -81,6 +82,8 @@ class BudgetOps:
                 degrade_to=req.degrade_to,
                 request_cap=req.request_cap,
                 cost=req.cost,
+                queue_timeout=req.queue_timeout,
+                fit_cap=req.fit_cap,
                 updated_at=self.service.clock(),
                 updated_by=actor,
             )
@@ -135,10 +138,18 @@ class BudgetOps:
                 out["cost"] = _in_usd(one)
             else:
                 out.update(one)
-        if not budget.tokens:  # cost only: the common fields at the top, in USD
+        if not budget.tokens and "cost" in out:  # cost only: the common fields at the top, in USD
             out.update({k: v for k, v in out["cost"].items() if k not in out})
         out["scope"] = scope
-        out["unit"] = "tokens" if budget.tokens else "usd"
+        out["unit"] = "tokens" if budget.tokens else "usd" if budget.cost else "tool_calls"
+        if budget.tool_calls:
+            # Counted by the sidecar serving the session, never reported to etcd: its /status
+            # (contracts.mcp.tool_call_budgets) shows the count.
+            out["tool_calls"] = {
+                "limit": budget.tool_calls,
+                "window": budget.window,
+                "counted_by": "sidecar",
+            }
         return out
 
     async def _meter_usage(
@@ -175,6 +186,7 @@ class BudgetOps:
                 r.reserved for r in reports if (rolling or r.window == span.id) and not r.final
             ),
             "estimated": sum(r.estimated for r in reports if rolling or r.window == span.id),
+            **_queueing([r for r in reports if (rolling or r.window == span.id) and not r.final]),
             "holders": [
                 {
                     "holder": name,
@@ -182,13 +194,29 @@ class BudgetOps:
                     "used": h.used,
                     "returned": h.returned,
                     "live": h.live,
+                    "queued": h.queued,
                 }
                 for name, h in sorted(holders.items())
             ],
         }
 
 
+def _queueing(reports: list[SpendReport]) -> dict[str, Any]:
+    """Requests waiting for room now, and this window's waits and refusals, fleet-wide."""
+    waits = sum(r.waits for r in reports)
+    return {
+        "waiting": sum(r.waiting for r in reports),
+        "queued": sum(r.queued for r in reports),
+        "refused_spent": sum(r.refused_spent for r in reports),
+        "refused_could_not_wait": sum(r.refused_busy for r in reports),
+        "waits": waits,
+        "wait_mean_ms": round(sum(r.wait_ms for r in reports) / waits) if waits else 0,
+        "wait_max_ms": max((r.wait_max_ms for r in reports), default=0),
+    }
+
+
 _MONEY: Final = (
+    "queued",
     "limit",
     "used",
     "remaining",
@@ -203,7 +231,7 @@ def _in_usd(usage: dict[str, Any]) -> dict[str, Any]:
     """A cost meter's usage with its micro-dollar amounts as USD strings."""
     out = {k: usd(v) if k in _MONEY else v for k, v in usage.items()}
     out["holders"] = [
-        {k: usd(v) if k in ("grant", "used", "returned") else v for k, v in h.items()}
+        {k: usd(v) if k in ("grant", "used", "returned", "queued") else v for k, v in h.items()}
         for h in usage["holders"]
     ]
     return out

@@ -11,16 +11,31 @@ from configsvc.http import parse_object, text
 from holdfast.budgets.window import WindowError, check_window, check_zone
 from holdfast.keyspace import RecordError, validate_name
 from holdfast.keyspace.budget import (
+    DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SOFT,
     MAX_COST_MICROS,
+    MAX_QUEUE_TIMEOUT,
     MAX_REQUEST_CAP,
     MAX_TOKENS_LIMIT,
+    MAX_TOOL_CALLS_LIMIT,
     scope_kind,
 )
 from holdfast.keyspace.price import usd_micros
 
 SET_FIELDS: Final = frozenset(
-    {"tokens", "cost", "window", "zone", "soft", "on_exhausted", "request_cap", "reason"}
+    {
+        "tokens",
+        "cost",
+        "window",
+        "zone",
+        "soft",
+        "on_exhausted",
+        "request_cap",
+        "reason",
+        "queue_timeout",
+        "fit_cap",
+    }
+    | {"tool_calls"}
 )
 
 
@@ -85,14 +100,21 @@ class SetBudget:
     request_cap: int
     reason: str
     cost: int = 0  # micro-dollars per window; 0: no cost limit
+    tool_calls: int = 0  # session scopes: MCP tool calls per window; 0: no tool-call limit
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT  # seconds a request may wait for room
+    fit_cap: int = 0  # lowest per-choice cap a request may be fitted down to (0: never)
 
     @classmethod
     def parse(cls, raw: bytes) -> SetBudget:
         obj = parse_object(raw, SET_FIELDS)
         tokens = _whole(obj, "tokens", 1, MAX_TOKENS_LIMIT, required=False)
         cost = cost_limit(obj)
-        if not tokens and not cost:
-            raise InvalidRequest("a budget needs 'tokens', 'cost' or both", param="tokens")
+        tool_calls = _whole(obj, "tool_calls", 1, MAX_TOOL_CALLS_LIMIT, required=False)
+        if not tokens and not cost and not tool_calls:
+            raise InvalidRequest(
+                "a budget needs 'tokens', 'cost' or both (or, for a session, 'tool_calls')",
+                param="tokens",
+            )
         window = text(obj, "window", required=True)
         try:
             check_window(window)
@@ -109,6 +131,17 @@ class SetBudget:
         ):
             raise InvalidRequest("field 'soft' must be a fraction in (0, 1]", param="soft")
         action, degrade_to = parse_action(text(obj, "on_exhausted"))
+        queue_timeout = obj.get("queue_timeout", DEFAULT_QUEUE_TIMEOUT)
+        if (
+            isinstance(queue_timeout, bool)
+            or not isinstance(queue_timeout, int | float)
+            or not math.isfinite(queue_timeout)
+            or not 0 <= queue_timeout <= MAX_QUEUE_TIMEOUT
+        ):
+            raise InvalidRequest(
+                f"field 'queue_timeout' must be 0 (no waiting) to {MAX_QUEUE_TIMEOUT:g} seconds",
+                param="queue_timeout",
+            )
         return cls(
             tokens=tokens,
             window=window,
@@ -119,4 +152,7 @@ class SetBudget:
             request_cap=_whole(obj, "request_cap", 1, MAX_REQUEST_CAP, required=False),
             reason=text(obj, "reason"),
             cost=cost,
+            tool_calls=tool_calls,
+            queue_timeout=float(queue_timeout),
+            fit_cap=_whole(obj, "fit_cap", 0, MAX_REQUEST_CAP, required=False),
         )

@@ -30,7 +30,9 @@ class Holder:
     used: int = 0  # settled + reserved, from its spend report for this window
     returned: int = 0
     live: bool = False
-    want: int = 0  # the largest request it refused since its last report (0: none)
+    want: int = 0  # the largest request it refused (or has waiting) since its last report
+    queued: int = 0  # what the requests waiting for room on it need, together (0: none wait)
+    reserved: int = 0  # what it has reserved in flight (part of ``used``)
 
     @property
     def claim(self) -> int:
@@ -60,7 +62,15 @@ def plan(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
     refuse a larger request; holders with the least headroom are topped up first, never
     beyond the unclaimed part of the limit, and by at most ``unclaimed / (live + 1)`` each per
     tick, so that a sidecar that joins a moment later still finds something to take.
+
+    While requests wait for room somewhere (``queued``), slices follow that demand instead:
+    only holders with waiting requests are topped up, each toward what its waiting requests
+    need (at least its share), the one closest to serving the request at its head (``want``)
+    first, and only by enough to serve it: a scrap that serves nobody is left free for the
+    next tick, when idle holders (sidecar.budgets.keeper) will have given theirs back too.
     """
+    if any(h.live and h.queued for h in holders.values()):
+        return _plan_for_demand(limit, holders)
     grants = {name: h.grant for name, h in holders.items()}
     live = [name for name, h in holders.items() if h.live]
     if not live:
@@ -75,6 +85,27 @@ def plan(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
         h = holders[name]
         headroom = h.claim - h.used
         top_up = min(free, max(fair, h.want) - headroom, max(step, h.want))
+        if top_up >= MIN_TOP_UP:
+            grants[name] = h.grant + top_up
+            free -= top_up
+    return grants
+
+
+def _plan_for_demand(limit: int, holders: Mapping[str, Holder]) -> dict[str, int]:
+    grants = {name: h.grant for name, h in holders.items()}
+    free = limit - claimed(holders)
+    fair = share(limit, holders)
+
+    def shortfall(name: str) -> int:
+        h = holders[name]
+        return h.want - (h.claim - h.used)
+
+    waiting = [name for name, h in holders.items() if h.live and h.queued]
+    for name in sorted(waiting, key=lambda n: (shortfall(n), n)):
+        h = holders[name]
+        if free < max(MIN_TOP_UP, shortfall(name)):
+            continue  # not enough to serve its head: keep it for one that can use it
+        top_up = min(free, max(fair, h.want, h.queued) - (h.claim - h.used))
         if top_up >= MIN_TOP_UP:
             grants[name] = h.grant + top_up
             free -= top_up

@@ -90,6 +90,15 @@ class FleetView:
     def share(self, limit: int) -> int:
         return share(max(0, limit - self.tail_tokens), self.holders)
 
+    def reserved(self) -> int:
+        """What live holders have reserved in flight (``used - reserved`` is then a lower
+        bound of what the fleet settled)."""
+        return sum(h.reserved for h in self.holders.values() if h.live)
+
+    def demand(self) -> dict[str, int]:
+        """Live holders whose requests wait for room, and what those need."""
+        return {n: h.queued for n, h in sorted(self.holders.items()) if h.live and h.queued}
+
     def reported(self) -> dict[str, tuple[int, int]]:
         """What to remember of each holder's report, for when the report is gone."""
         return {
@@ -127,6 +136,8 @@ def _holders(
             returned=max(report.returned if current and report is not None else 0, seen_returned),
             live=report is not None,
             want=report.want if report is not None else 0,
+            queued=report.queued if report is not None and (current or rolling) else 0,
+            reserved=report.reserved if report is not None and (current or rolling) else 0,
         )
     if departed:
         holders[DEPARTED] = Holder(grant=departed, used=departed)

@@ -37,11 +37,17 @@ def _budget_lines(b: dict[str, Any]) -> str:
         [
             ("scope", b["scope"]),
             ("tokens", b["tokens"] or "no limit"),
+            ("tool calls", b.get("tool_calls") or "no limit"),
             ("cost", f"{b['cost_usd']} USD" if b.get("cost_usd") else "no limit"),
             ("window", b["window"] + ("" if b["zone"] == "UTC" else f" ({b['zone']})")),
             ("soft", b["soft"]),
             ("on exhausted", b["on_exhausted"]),
             ("request cap", b["request_cap"] or "sidecar default"),
+            (
+                "queue timeout",
+                f"{b['queue_timeout']:g}s" if b.get("queue_timeout") else "0 (no waiting)",
+            ),
+            ("fit cap", b.get("fit_cap") or "off"),
             ("fleet-wide", b["fleet"]),
             ("updated", f"{when(b['updated_at'])} by {value(b['updated_by'])}"),
             ("revision", b["mod_revision"]),
@@ -55,9 +61,11 @@ def budget_set(c: Client, a: argparse.Namespace) -> Result:
         "on_exhausted": a.on_exhausted,
         "reason": a.reason,
     }
-    for name in ("tokens", "cost", "zone", "soft", "request_cap"):
+    for name in ("tokens", "cost", "zone", "soft", "request_cap", "queue_timeout", "fit_cap"):
         if getattr(a, name) is not None:
             payload[name] = getattr(a, name)
+    if a.tool_calls is not None:
+        payload["tool_calls"] = a.tool_calls
     body = c.call("PUT", _path(a.scope), payload)
     verb = "created" if body.get("created") else "updated"
     return body, f"budget {verb}\n" + _budget_lines(body["budget"])
@@ -75,6 +83,7 @@ def budget_list(c: Client, a: argparse.Namespace) -> Result:
             b["scope"],
             str(b["tokens"] or "-"),
             value(b.get("cost_usd")) if b.get("cost_usd") else "-",
+            str(b.get("tool_calls") or "-"),
             b["window"],
             str(b["soft"]),
             b["on_exhausted"],
@@ -83,7 +92,8 @@ def budget_list(c: Client, a: argparse.Namespace) -> Result:
     ]
     if not rows:
         return body, "no budgets"
-    return body, table(["SCOPE", "TOKENS", "COST USD", "WINDOW", "SOFT", "ON EXHAUSTED"], rows)
+    head = ["SCOPE", "TOKENS", "COST USD", "TOOL CALLS", "WINDOW", "SOFT", "ON EXHAUSTED"]
+    return body, table(head, rows)
 
 
 def _usage_lines(u: dict[str, Any], unit: str) -> list[tuple[str, Any]]:
@@ -99,9 +109,34 @@ def _usage_lines(u: dict[str, Any], unit: str) -> list[tuple[str, Any]]:
     ]
 
 
+def _queue_lines(u: dict[str, Any]) -> list[tuple[str, Any]]:
+    if "waiting" not in u:
+        return []  # a configsvc from before queueing
+    return [
+        ("waiting now", f"{u['waiting']} requests (needing {u['queued']})"),
+        (
+            "waited",
+            f"{u['waits']} requests, mean {u['wait_mean_ms']} ms, longest {u['wait_max_ms']} ms",
+        ),
+        (
+            "refused",
+            f"{u['refused_spent']} budget spent, {u['refused_could_not_wait']} could not wait",
+        ),
+    ]
+
+
 def budget_usage(c: Client, a: argparse.Namespace) -> Result:
     body = c.call("GET", _path(a.scope, "/usage"))
     u = body["usage"]
+    calls = u.get("tool_calls")
+    counted = (
+        [("tool calls", f"limit {calls['limit']} per {calls['window']}, counted by the sidecar "
+                        "serving the session (its /status: contracts.mcp.tool_call_budgets)")]
+        if calls
+        else []
+    )  # fmt: skip
+    if u.get("unit") == "tool_calls":
+        return body, fields([("scope", u["scope"]), *counted])
     head = fields(
         [
             ("scope", u["scope"]),
@@ -113,6 +148,8 @@ def budget_usage(c: Client, a: argparse.Namespace) -> Result:
             ),
             *(_usage_lines(u, "tokens") if u.get("unit", "tokens") == "tokens" else []),
             *(_usage_lines(u["cost"], "usd") if u.get("cost") else []),
+            *counted,
+            *_queue_lines(u),
         ]
     )
     parts = [(u, "")] if u.get("unit", "tokens") == "tokens" else []
@@ -120,11 +157,20 @@ def budget_usage(c: Client, a: argparse.Namespace) -> Result:
         parts.append((u["cost"], " (USD)"))
     for part, label in parts:
         rows = [
-            [h["holder"], str(h["grant"]), str(h["used"]), str(h["returned"]), value(h["live"])]
+            [
+                h["holder"],
+                str(h["grant"]),
+                str(h["used"]),
+                str(h["returned"]),
+                str(h.get("queued", 0)),
+                value(h["live"]),
+            ]
             for h in part["holders"]
         ]
         if rows:
-            head += "\n\n" + table(["SIDECAR", f"SLICE{label}", "USED", "RETURNED", "LIVE"], rows)
+            head += "\n\n" + table(
+                ["SIDECAR", f"SLICE{label}", "USED", "RETURNED", "QUEUED", "LIVE"], rows
+            )
     return body, head
 
 
@@ -154,6 +200,29 @@ def register(nouns: Any, leaf: Leaf) -> None:
         "--on-exhausted", default="reject", metavar="reject|degrade:RELEASE", help="(reject)"
     )
     sp.add_argument("--request-cap", type=_whole, default=None, help="max_tokens when absent")
+    sp.add_argument(
+        "--tool-calls",
+        type=_whole,
+        default=None,
+        metavar="N",
+        help="session scopes: MCP tool calls per window (tools/call through the sidecar)",
+    )
+    sp.add_argument(
+        "--queue-timeout",
+        type=_fraction,
+        default=None,
+        metavar="S",
+        help="seconds a request that does not fit yet may wait for requests in flight to "
+        "settle or for a bigger slice (10; 0: refuse at once)",
+    )
+    sp.add_argument(
+        "--fit-cap",
+        type=_whole,
+        default=None,
+        metavar="N",
+        help="admit a request whose cap no longer fits with its cap lowered to what is left, "
+        "if that is at least N tokens per choice (0: never, the default)",
+    )
     sp.add_argument("--reason", default="")
     sp = leaf(verbs, "get", budget_get, "show the budget of SCOPE")
     sp.add_argument("scope")

@@ -117,11 +117,18 @@ class Client:
         return self.call("GET", f"/v1/agents/{segment(agent)}/route")
 
     def set_stable(
-        self, agent: str, release: str, reason: str, if_revision: int | None
+        self,
+        agent: str,
+        release: str,
+        reason: str,
+        if_revision: int | None,
+        allow_provider_change: bool = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"release": release, "reason": reason}
         if if_revision is not None:
             body["if_revision"] = if_revision
+        if allow_provider_change:
+            body["allow_provider_change"] = True
         return self.call("PUT", f"/v1/agents/{segment(agent)}/route/stable", body)
 
     def rollback(self, agent: str, reason: str) -> dict[str, Any]:

@@ -53,8 +53,28 @@ def contract_pin(text: str) -> tuple[str, str]:
     return tool, version
 
 
+def mcp_toolset(text: str) -> tuple[str, str]:
+    """``TOOLSET=URL`` of ``release create --mcp`` (the API checks both)."""
+    toolset, sep, url = text.partition("=")
+    if not sep or not toolset or not url:
+        raise argparse.ArgumentTypeError(f"expected TOOLSET=URL, got {text!r}")
+    return toolset, url
+
+
+def mcp_toolsets(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Repeated ``--mcp TOOLSET=URL`` as ``{toolset: [URL, ...]}`` (a tool set may repeat)."""
+    toolsets: dict[str, list[str]] = {}
+    for toolset, url in pairs:
+        toolsets.setdefault(toolset, []).append(url)
+    return toolsets
+
+
 def release_options(sp: Any) -> None:
     """``release create``'s contract options."""
+    sp.add_argument("--mcp", type=mcp_toolset, action="append", default=[],
+                    metavar="TOOLSET=URL",
+                    help="serve the MCP server at URL in tool set TOOLSET (/mcp/TOOLSET; "
+                    "repeatable); sessions see its tools pinned by --contract")  # fmt: skip
     sp.add_argument("--contract", type=contract_pin, action="append", default=[],
                     metavar="TOOL=VERSION",
                     help="pin a tool's contract version (repeatable)")  # fmt: skip
@@ -100,6 +120,27 @@ def diff(c: Client, a: argparse.Namespace) -> Result:
     return body, show.diff(body)
 
 
+def import_mcp(c: Client, a: argparse.Namespace) -> Result:
+    payload: dict[str, Any] = {
+        "url": a.url,
+        "tools": a.tool,
+        "idempotent": a.idempotent,
+        "policy": a.policy,
+        "reason": a.reason,
+    }
+    if a.backend_timeout is not None:
+        payload["timeout_s"] = a.backend_timeout
+    body = c.call("POST", "/v1/mcp/import", payload)
+    lines = [f"{body['url']} ({body['server'].get('name', '?')}, MCP {body['server']['protocol']})"]
+    for tool in body["tools"]:
+        if "skipped" in tool:
+            lines.append(f"  {tool['tool']}: skipped: {tool['skipped']}")
+        else:
+            state = "registered" if tool["created"] else "unchanged"
+            lines.append(f"  {tool['tool']}@{tool['version']}: {state} ({tool['compat']})")
+    return body, "\n".join(lines)
+
+
 def register(nouns: Any, leaf: Leaf) -> None:
     """Add this module's nouns and verbs to the parser."""
     verbs = nouns.add_parser("contract", help="versioned tool contracts").add_subparsers(
@@ -120,6 +161,17 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("--policy", choices=POLICIES, default="enforce",
                     help="what the sidecar does on a violation (default enforce)")  # fmt: skip
     sp.add_argument("--description", default="")
+    sp.add_argument("--reason", default="")
+    sp = leaf(verbs, "import-mcp", import_mcp,
+              "register the tools of an MCP server's tools/list as contract versions")  # fmt: skip
+    sp.add_argument("url", metavar="URL", help="the MCP server's Streamable HTTP endpoint")
+    sp.add_argument("--tool", action="append", default=[], metavar="NAME",
+                    help="import only this tool (repeatable; default: every tool)")  # fmt: skip
+    sp.add_argument("--backend-timeout", type=_seconds, default=None, metavar="S",
+                    help="seconds a tools/call may take (default 10)")  # fmt: skip
+    sp.add_argument("--idempotent", action="store_true",
+                    help="the sidecar may retry a failed call once")  # fmt: skip
+    sp.add_argument("--policy", choices=POLICIES, default="enforce")
     sp.add_argument("--reason", default="")
     sp = leaf(verbs, "list", list_, "list tools, or the versions of one tool")
     sp.add_argument("tool", nargs="?", default=None)

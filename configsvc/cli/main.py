@@ -22,7 +22,7 @@ from configsvc.cli import rollout as cli_rollout
 from configsvc.cli import status as cli_status
 from configsvc.cli import traffic as cli_traffic
 from configsvc.cli.client import Client, Refused, Unreachable
-from configsvc.cli.commands import Command
+from configsvc.cli.commands import Command, provider_change_option
 from configsvc.cli.etcd_roles import etcd_roles_main, register_etcd_roles
 from configsvc.cli.render import tables as render
 from configsvc.cli.serve import register_serve, serve_main
@@ -99,12 +99,20 @@ def release_create(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], st
         "api_key_env": a.api_key_env,
         "description": a.description,
         "reason": a.reason,
+        "provider": a.provider,
     }
+    if a.api_version:
+        fields["api_version"] = a.api_version
     if a.contract or a.contract_policy:
         fields["contracts"] = dict(a.contract)
         fields["contract_policy"] = a.contract_policy
     if a.prompt:
         fields["prompts"] = dict(a.prompt)
+    if a.mcp:
+        fields["mcp"] = cli_contracts.mcp_toolsets(a.mcp)
+    if a.embedding_model or a.index_version:
+        fields["embedding_model"] = a.embedding_model
+        fields["index_version"] = a.index_version
     body = c.create_release(a.agent, fields)
     return body, render.release_created(body)
 
@@ -126,7 +134,7 @@ def route_show(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 
 def route_set_stable(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    body = c.set_stable(a.agent, a.release, a.reason, a.if_revision)
+    body = c.set_stable(a.agent, a.release, a.reason, a.if_revision, a.allow_provider_change)
     return body, render.route_change("set-stable", body)
 
 
@@ -169,8 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--base-url", required=True, help="provider base URL, e.g. https://host/v1")
     sp.add_argument("--api-key-env", default="", help="env var holding the provider key")
+    sp.add_argument(
+        "--provider",
+        choices=("openai", "anthropic"),
+        default="openai",
+        help="the provider's API: openai (Authorization: Bearer; chat completions, embeddings)"
+        " or anthropic (x-api-key; Messages)",
+    )
+    sp.add_argument(
+        "--api-version",
+        default="",
+        metavar="V",
+        help="anthropic: the anthropic-version the sidecar sends when the agent sends none "
+        "(default 2023-06-01)",
+    )
     sp.add_argument("--description", default="")
     sp.add_argument("--reason", default="")
+    sp.add_argument(
+        "--embedding-model",
+        default="",
+        metavar="MODEL",
+        help="the model that serves this release's embeddings (none: embeddings are refused)",
+    )
+    sp.add_argument(
+        "--index-version",
+        default="",
+        metavar="LABEL",
+        help="the vector index built with --embedding-model (shown, and returned on embeddings)",
+    )
     cli_contracts.release_options(sp)
     cli_prompts.release_options(sp)
     sp = leaf(release, "list", release_list, "list an agent's releases")
@@ -195,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="refuse unless the route is still at mod_revision N",
     )
+    provider_change_option(sp)
     sp = leaf(route, "rollback", route_rollback, "stable <- previous stable, in one step")
     sp.add_argument("agent")
     sp.add_argument("--reason", default="")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from configsvc.cli.client import Client, segment
-from configsvc.cli.commands import Leaf
+from configsvc.cli.commands import Leaf, provider_change_option, with_provider_change
 from configsvc.cli.render import health as render_health
 from configsvc.cli.render.tables import fields, value, when
 from configsvc.limits import ROLLOUT_ACTIONS as ACTIONS
@@ -94,7 +94,7 @@ def start(c: Client, a: argparse.Namespace) -> tuple[dict[str, Any], str]:
     payload = {"release": a.release, "steps": a.steps, "interval": a.interval, "reason": a.reason}
     if (wanted := policy(a)) is not None:
         payload["policy"] = wanted
-    body = c.call("POST", _path(a.agent), payload)
+    body = c.call("POST", _path(a.agent), with_provider_change(payload, a))
     return body, render_change("start", body)
 
 
@@ -134,6 +134,7 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("--steps", required=True, help="canary percentages, e.g. 1,5,25,100")
     sp.add_argument("--interval", required=True, help="time per step, e.g. 10m, 30s, 1h")
     sp.add_argument("--reason", default="")
+    provider_change_option(sp)
     gate = sp.add_argument_group(
         "health gate",
         "canary vs stable, overall and per category; any of these (or --health-gate for the "

@@ -69,6 +69,12 @@ def register_serve(nouns: Any, leaf: Leaf) -> None:
         "this one ($HOLDFAST_ADVERTISE_URL; default: the listen address; required with a "
         "wildcard --listen)",
     )
+    serve.add_argument(
+        "--console-interval",
+        type=float,
+        default=None,
+        help="seconds between the console's health samples (its charts' resolution; default 5)",
+    )
     add_serve_limit_options(serve)
 
 
@@ -93,6 +99,7 @@ def serve_main(args: argparse.Namespace) -> int:
             probe_timeout=args.probe_timeout,
             rollout_tick=args.rollout_tick,
             leader_ttl=args.leader_ttl,
+            console_interval=args.console_interval,
             tokens_file=args.tokens_file,
             require_token_for_reads=args.require_token_for_reads,
             etcd_ca=args.etcd_ca,

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from configsvc.cli.client import Client, segment
-from configsvc.cli.commands import Leaf
+from configsvc.cli.commands import Leaf, provider_change_option, with_provider_change
 from configsvc.cli.render import traffic as show
 
 Result = tuple[dict[str, Any], str]
@@ -37,7 +37,7 @@ def _count(text: str) -> int:
 
 def canary_set(c: Client, a: argparse.Namespace) -> Result:
     payload = {"release": a.release, "percent": a.percent, "reason": a.reason}
-    body = c.call("PUT", _path(a.agent, "canary"), payload)
+    body = c.call("PUT", _path(a.agent, "canary"), with_provider_change(payload, a))
     return body, show.canary_change(body)
 
 
@@ -52,7 +52,7 @@ def switch(c: Client, a: argparse.Namespace) -> Result:
         payload["release"] = a.release
     if a.no_probe:
         payload["probe"] = False
-    body = c.call("POST", _path(a.agent, "switch"), payload)
+    body = c.call("POST", _path(a.agent, "switch"), with_provider_change(payload, a))
     return body, show.switch_change(body)
 
 
@@ -67,7 +67,7 @@ def _thresholds(a: argparse.Namespace) -> dict[str, Any]:
 
 def shadow_set(c: Client, a: argparse.Namespace) -> Result:
     payload = {"release": a.release, "percent": a.percent, "reason": a.reason, **_thresholds(a)}
-    body = c.call("PUT", _path(a.agent, "shadow"), payload)
+    body = c.call("PUT", _path(a.agent, "shadow"), with_provider_change(payload, a))
     return body, show.shadow_change(body)
 
 
@@ -101,7 +101,7 @@ def pins_migrate(c: Client, a: argparse.Namespace) -> Result:
         payload["session"] = a.session
     if a.percent is not None:
         payload["percent"] = a.percent
-    body = c.call("POST", _path(a.agent, "pins/migrate"), payload)
+    body = c.call("POST", _path(a.agent, "pins/migrate"), with_provider_change(payload, a))
     return body, show.migration_line(body)
 
 
@@ -125,6 +125,7 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("release")
     sp.add_argument("--percent", type=_number, required=True, help="0-100")
     sp.add_argument("--reason", default="")
+    provider_change_option(sp)
     sp = leaf(verbs, "clear", canary_clear, "all new sessions back to stable")
     sp.add_argument("agent")
     sp.add_argument("--reason", default="")
@@ -136,6 +137,7 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("--migrate", action="store_true", help="move pinned sessions along too")
     sp.add_argument("--no-probe", action="store_true", help="skip the warm-up probe")
     sp.add_argument("--reason", default="")
+    provider_change_option(sp)
 
     verbs = _verbs(nouns, "shadow", "mirror requests to a release and compare the answers")
     sp = leaf(verbs, "set", shadow_set, "mirror PERCENT of requests to RELEASE (a new epoch)")
@@ -144,6 +146,7 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("--percent", type=_number, required=True, help="0-100")
     _threshold_options(sp)
     sp.add_argument("--reason", default="")
+    provider_change_option(sp)
     sp = leaf(verbs, "clear", shadow_clear, "stop mirroring")
     sp.add_argument("agent")
     sp.add_argument("--reason", default="")
@@ -165,4 +168,5 @@ def register(nouns: Any, leaf: Leaf) -> None:
     sp.add_argument("--to", dest="target", required=True, metavar="R2")
     sp.add_argument("--session", default=None, metavar="S")
     sp.add_argument("--percent", type=_number, default=None, metavar="P", help="(0-100]")
+    provider_change_option(sp)
     sp.add_argument("--reason", default="")

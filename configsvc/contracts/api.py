@@ -6,9 +6,18 @@ from typing import Final
 
 from aiohttp import web
 
+from configsvc.contracts.mcp_import import ImportMcp, fetch_tools, import_tools
 from configsvc.contracts.ops import ContractOps
 from configsvc.contracts.payloads import DiffQuery, RegisterContract, version
-from configsvc.http import actor_of, admit_upstream, name, read_document, reply
+from configsvc.http import (
+    UPSTREAM_KEY,
+    actor_of,
+    admit_upstream,
+    name,
+    read_body,
+    read_document,
+    reply,
+)
 from holdfast.contracts.schema import MAX_SCHEMA_BYTES
 
 # Two schemas of up to MAX_SCHEMA_BYTES each (canonical JSON) as a client sends them: ASCII-only
@@ -63,9 +72,18 @@ class ContractsApi:
         verdict = await self.ops.diff(tool, query.old, query.new)
         return reply({"tool": tool, "from": query.old, "to": query.new, **verdict.to_json()})
 
+    async def import_mcp(self, request: web.Request) -> web.Response:
+        actor = actor_of(request)
+        req = ImportMcp.parse(await read_body(request))
+        admit_upstream(request, req.url, param="url")
+        server, tools = await fetch_tools(req.url, request.app[UPSTREAM_KEY])
+        report = await import_tools(self.ops, req, tools, actor)
+        return reply({"url": req.url, "server": server, "tools": report})
+
     def routes(self) -> list[web.RouteDef]:
         base = "/v1/contracts"
         return [
+            web.post("/v1/mcp/import", self.import_mcp),
             web.get(base, self.list_tools),
             web.post(f"{base}/{{tool}}", self.register),
             web.get(f"{base}/{{tool}}", self.list_versions),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from configsvc.health.shadow import shadow_view
@@ -38,6 +39,19 @@ PRUNE_EVERY_S: Final = 5.0
 ORPHAN_AFTER_S: Final = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class SidecarBeat:
+    """A live sidecar's last snapshot, without its signals: who, when, on which config."""
+
+    sidecar_id: str
+    agent: str
+    at: float  # when it published (its clock)
+    started_at: float
+    config_revision: int
+    pins_cached: int
+    pins_pending: int
+
+
 class FleetHealth:
     def __init__(
         self, store: Store, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
@@ -49,9 +63,11 @@ class FleetHealth:
         self._mirror.subscribe(self._on_update)
         self._seen: set[str] = set()
         self._unreadable: set[str] = set()
+        self._listeners: list[Callable[[HealthSnapshot], None]] = []
         self._task = BackgroundTask("fleet health prune")
         self.updated_at: float | None = None
-        self.beats = 0  # snapshots taken over HTTP
+        self.ingested = 0  # snapshots taken over HTTP
+        self.ingest_seconds = 0.0  # the event loop's time taking them (BeatsApi)
         self._latest: dict[str, HealthSnapshot] = {}  # live sidecar -> its newest snapshot
 
     @property
@@ -79,14 +95,21 @@ class FleetHealth:
                 self._gone(sidecar_id)  # beats stopped and no presence key says alive
         self.windows.prune(now)
 
+    def on_snapshot(self, listener: Callable[[HealthSnapshot], None]) -> None:
+        """``listener`` gets every snapshot taken, over HTTP or from etcd (e.g. the MCP drift
+        audit); it must not block."""
+        self._listeners.append(listener)
+
     def ingest(self, snap: HealthSnapshot) -> None:
         """A beat from a sidecar (``POST /v1/health/beats``)."""
         self._observe(snap)
-        self.beats += 1
+        self.ingested += 1
         self.updated_at = self.clock()
 
     def _observe(self, snap: HealthSnapshot) -> None:
         self.windows.observe(snap)
+        for listener in self._listeners:
+            listener(snap)
         held = self._latest.get(snap.sidecar_id)
         if held is None or snap.at > held.at or snap.started_at != held.started_at:
             self._latest[snap.sidecar_id] = snap
@@ -124,6 +147,24 @@ class FleetHealth:
             return
         self._unreadable.discard(key)
         self._observe(snap)
+
+    def beats(self, agent: str | None = None) -> list[SidecarBeat]:
+        """Every live sidecar (of ``agent``) this replica knows, as its newest snapshot here
+        described it: a fresh beat for the agents it owns, the presence snapshot (written when
+        the sidecar's lease was granted) for the others -- ``holds`` says which."""
+        return [
+            SidecarBeat(
+                s.sidecar_id,
+                s.agent,
+                s.at,
+                s.started_at,
+                s.config_revision,
+                s.pins_cached,
+                s.pins_pending,
+            )
+            for s in self._latest.values()
+            if agent is None or s.agent == agent
+        ]
 
     def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
         now = self.clock()

@@ -13,6 +13,7 @@ from typing import Any, Final
 import aiohttp
 import msgpack
 
+from configsvc.health.figures import AgentHealth
 from holdfast.keyspace import HealthSnapshot, RecordError
 from holdfast.keyspace.member import Member
 from holdfast.logs import REQUEST_ID_HEADER, get_logger
@@ -64,6 +65,35 @@ class Peers:
         for entry in body["agents"]:
             if isinstance(entry, dict) and isinstance(entry.get("agent"), str):
                 found[entry["agent"]] = entry
+        return found
+
+    async def health(
+        self, member: Member, agents: Sequence[str], headers: Mapping[str, str]
+    ) -> dict[str, AgentHealth]:
+        """Each agent's health (figures and live sidecars) as ``member`` holds it
+        (``GET /v1/health/agents``); PeerError if it cannot say."""
+        await self.start()
+        assert self._session is not None
+        forward = {h: headers[h] for h in FORWARDED_HEADERS if h in headers}
+        try:
+            async with self._session.get(
+                f"{member.url}/v1/health/agents",
+                params=[("agent", a) for a in agents],
+                headers=forward,
+            ) as resp:
+                body = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise PeerError(f"replica {member.replica} at {member.url}: {exc!r}") from exc
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("agents"), list):
+            message = body.get("error") if isinstance(body, dict) else body
+            raise PeerError(f"replica {member.replica} answered {status}: {message!r:.200}")
+        found: dict[str, AgentHealth] = {}
+        try:
+            for entry in body["agents"]:
+                found[str(entry["agent"])] = AgentHealth.from_json(entry)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise PeerError(f"replica {member.replica} sent no health: {exc!r:.200}") from exc
         return found
 
     async def snapshots(

@@ -12,6 +12,7 @@ from configsvc.http.handlers import (
     BODY_LIMIT_KEY,
     HOSTS_KEY,
     IDENTITY_KEY,
+    SELF_AUTHENTICATED_KEY,
     UPSTREAM_KEY,
     Handler,
     actor_of,
@@ -32,7 +33,16 @@ from configsvc.http.payloads import (
     parse_object,
     text,
 )
-from configsvc.http.tokens import Identity, TokenEntry, TokensFileError, load_tokens_file
+from configsvc.http.tokens import (
+    MAX_TOKEN_CHARS,
+    Identity,
+    TokenEntry,
+    TokensFileError,
+    load_tokens_file,
+    replica_entry,
+    replica_token,
+)
+from configsvc.http.tokens import digest as token_digest
 
 __all__ = [
     "AUTH_KEY",
@@ -40,6 +50,8 @@ __all__ = [
     "HOSTS_KEY",
     "IDENTITY_KEY",
     "MAX_JSON_DEPTH",
+    "MAX_TOKEN_CHARS",
+    "SELF_AUTHENTICATED_KEY",
     "UPSTREAM_KEY",
     "Authorizer",
     "Handler",
@@ -61,7 +73,10 @@ __all__ = [
     "read_body",
     "read_document",
     "release_of",
+    "replica_entry",
+    "replica_token",
     "reply",
     "required_role",
     "text",
+    "token_digest",
 ]

@@ -69,6 +69,7 @@ ADMIN_MUTATIONS: Final = frozenset(
     {
         ("POST", f"{_AGENT}/releases"),
         ("POST", "/v1/contracts/{tool}"),
+        ("POST", "/v1/mcp/import"),
         ("POST", "/v1/flags/apply"),
         ("POST", "/v1/prompts/{name}"),
     }

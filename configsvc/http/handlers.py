@@ -29,6 +29,9 @@ BODY_LIMIT_KEY: Final = web.AppKey("body_limit", int)
 HOSTS_KEY: Final = web.AppKey("hosts", frozenset[str])
 UPSTREAM_KEY: Final = web.AppKey("upstream_policy", HostPolicy)
 IDENTITY_KEY: Final = web.RequestKey("identity", Identity)
+# Path prefixes whose handlers check who is asking themselves (the console: a browser sends a
+# session cookie, not a bearer header); the middleware leaves them alone.
+SELF_AUTHENTICATED_KEY: Final = web.AppKey("self_authenticated", tuple[str, ...])
 READ_CHUNK: Final = 64 * 1024
 
 

@@ -16,7 +16,13 @@ from configsvc.errors import (
     spec_for,
 )
 from configsvc.http.access import READ_METHODS, also_accepted, required_role
-from configsvc.http.handlers import AUTH_KEY, HOSTS_KEY, IDENTITY_KEY, Handler
+from configsvc.http.handlers import (
+    AUTH_KEY,
+    HOSTS_KEY,
+    IDENTITY_KEY,
+    SELF_AUTHENTICATED_KEY,
+    Handler,
+)
 from holdfast.errorshape import error_body
 from holdfast.logs import (
     REQUEST_ID_HEADER,
@@ -32,6 +38,14 @@ log = get_logger(__name__)
 OPEN_PATHS: Final = frozenset({"/healthz"})
 
 
+def _self_authenticated(request: web.Request, resource: object, pattern: str) -> bool:
+    """A route (never an unknown path) under a prefix whose handlers authenticate themselves."""
+    if resource is None:
+        return False
+    prefixes = request.app.get(SELF_AUTHENTICATED_KEY, ())
+    return any(pattern == p or pattern.startswith(p + "/") for p in prefixes)
+
+
 def error_response(exc: ConfigsvcError) -> web.Response:
     spec = spec_for(exc)
     response = web.json_response(error_body(exc.message, spec, exc.param), status=spec.status)
@@ -44,7 +58,7 @@ def error_response(exc: ConfigsvcError) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids, authorization, and every failure turned into the API's error shape."""
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
-    bind_request_id(request_id)
+    bound = bind_request_id(request_id)
     try:
         host = request.headers.get("Host")
         if not host_allowed(host, request.app[HOSTS_KEY]):
@@ -53,9 +67,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 f"Host {host!r:.100} is not served here: use a loopback name or address, or "
                 "start configsvc with --allowed-host"
             )
-        if request.path not in OPEN_PATHS:
-            resource = request.match_info.route.resource
-            pattern = resource.canonical if resource is not None else request.path
+        resource = request.match_info.route.resource
+        pattern = resource.canonical if resource is not None else request.path
+        if request.path not in OPEN_PATHS and not _self_authenticated(request, resource, pattern):
             request[IDENTITY_KEY] = request.app[AUTH_KEY].check(
                 mutation=request.method not in READ_METHODS,
                 remote=request.remote,
@@ -90,6 +104,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("request_failed", method=request.method, path=request.path)
         response = error_response(ConfigsvcError("internal error in configsvc; see its log"))
     finally:
-        clear_request_id()
+        clear_request_id(bound)
     response.headers[REQUEST_ID_HEADER] = request_id
     return response

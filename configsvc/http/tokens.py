@@ -31,6 +31,11 @@ MAX_FILE_BYTES: Final = 1 << 20
 MAX_TOKEN_CHARS: Final = 4096
 LINE_DEPTH: Final = 8  # a line is one flat object; deeper is refused before it can recurse
 LEGACY_SUBJECT: Final = "token"  # the single $HOLDFAST_TOKEN: admin, audited as token:<actor>
+# What one configsvc replica presents to another from a background task (the console asking an
+# agent's owners for its health): a viewer token derived from the console secret the replicas
+# share. Whoever holds that secret can sign console sessions of any role already, so the token
+# grants nothing the secret did not.
+REPLICA_SUBJECT: Final = "replica"
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _FIELDS: Final = frozenset({"subject", "role", "sha256"})
 _OPTIONAL: Final = frozenset({"agent"})
@@ -61,6 +66,15 @@ class TokenEntry:
 
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def replica_token(secret: bytes) -> str:
+    """The replicas' viewer token, derived from their shared console secret."""
+    return hmac.new(secret, b"holdfast configsvc replica", hashlib.sha256).hexdigest()
+
+
+def replica_entry(secret: bytes) -> TokenEntry:
+    return TokenEntry(REPLICA_SUBJECT, Role.VIEWER, digest(replica_token(secret)))
 
 
 def parse_tokens(text: str, *, source: str = "tokens file") -> tuple[TokenEntry, ...]:
@@ -137,6 +151,11 @@ class TokenBook:
 
     def __repr__(self) -> str:
         return f"TokenBook({len(self._entries)} tokens)"
+
+    @property
+    def entries(self) -> tuple[TokenEntry, ...]:
+        """Every accepted token's subject, role and hash (the legacy token as ``token``)."""
+        return self._entries
 
     def identify(self, presented: str) -> Identity | None:
         if not presented or len(presented) > MAX_TOKEN_CHARS:

@@ -8,7 +8,8 @@ then count against that agent's budgets, health signals, shadow and experiments.
 adds on the way (substituting the pinned prompt) is done here the same way: the version's
 template rendered with the case's variables is the system message sent upstream.
 
-Each case is one chat completion ``[system: the rendered prompt, user: the case input]`` at
+Each case is one generation ``[system: the rendered prompt, user: the case input]`` (in the
+release's provider kind's API, holdfast.providers) at
 temperature 0, ``concurrency`` at a time, each within ``case_timeout`` and the whole run within
 ``EvalSettings.bound``. Checking an answer (RE2 regex, JSON Schema, similarity) runs in a worker
 thread on a bounded excerpt, so a hostile case file cannot stall configsvc's event loop (and
@@ -40,12 +41,14 @@ from configsvc.releases import (
     scrub,
     url_refusal,
 )
+from holdfast import dialects
 from holdfast.compare import AnswerError, answer_from_completion
 from holdfast.keyspace import Release
 from holdfast.keyspace.prompt import CaseResult, Evaluation, PromptVersion
 from holdfast.logs import get_logger
 from holdfast.net.guard import HostPolicy
 from holdfast.prompts.template import TemplateError
+from holdfast.providers import provider
 
 log = get_logger(__name__)
 
@@ -92,12 +95,12 @@ class Evaluator:
                 rendered.append(prompt.template.render(case.vars))
             except TemplateError as exc:
                 raise InvalidCases(f"case {case.id!r} does not fit {prompt.ref}: {exc}") from exc
-        headers = self._headers(release)
+        headers, key = self._headers(release)
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(case: Case, system: str) -> CaseResult:
             async with gate:
-                return await self._case(case, system, release, headers)
+                return await self._case(case, system, release, headers, key)
 
         bound = self.settings.bound(len(cases))
         try:
@@ -139,8 +142,9 @@ class Evaluator:
             cases=tuple(results),
         )
 
-    def _headers(self, release: Release) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+    def _headers(self, release: Release) -> tuple[dict[str, str], str]:
+        """The provider kind's request headers, and the key in them (scrubbed from answers)."""
+        key = ""
         if release.api_key_env:
             key = self.environ.get(release.api_key_env, "")
             if not key:
@@ -148,25 +152,20 @@ class Evaluator:
                     f"${release.api_key_env} is not set in configsvc's environment, so release "
                     f"{release.name!r}'s provider cannot be called; nothing was recorded"
                 )
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        headers = {"Content-Type": "application/json"}
+        headers.update(provider(release.provider).headers(key, release.api_version, {}))
+        return headers, key
 
     async def _case(
-        self, case: Case, system: str, release: Release, headers: dict[str, str]
+        self, case: Case, system: str, release: Release, headers: dict[str, str], key: str
     ) -> CaseResult:
         if self._http is None:
             raise RuntimeError("Evaluator.start() was not called")
-        body: dict[str, Any] = {
-            "model": release.model,
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": case.input},
-            ],
-            "temperature": 0,
-            "max_tokens": MAX_ANSWER_TOKENS,
-            "stream": False,
-        }
-        url = release.base_url.rstrip("/") + "/chat/completions"
+        kind = provider(release.provider)
+        body: dict[str, Any] = kind.one_turn(
+            release.model, system, case.input, MAX_ANSWER_TOKENS, temperature=0
+        )
+        url = release.base_url.rstrip("/") + kind.chat_path
         refusal = url_refusal(self.policy, url)
         if refusal:
             return failed(case, f"{url} refused by the upstream allowlist: {refusal}")
@@ -183,19 +182,14 @@ class Evaluator:
         except aiohttp.ClientError as exc:
             # the class only: aiohttp's text may quote the provider's bytes (an echoed key)
             return failed(case, f"request failed: {type(exc).__name__}")
-        key = _bearer(headers)
-        problem = scrub(answer_problem(status, raw), key)
+        problem = scrub(answer_problem(status, raw, kind.chat_dialect), key)
         if problem:
             return failed(case, problem)
         try:
-            answer = answer_from_completion(raw)
+            answer = answer_from_completion(raw, dialects.by_name(kind.chat_dialect))
         except AnswerError as exc:
             return failed(case, scrub(f"not a completion: {exc}", key))
         # Off the event loop: a slow check must not stall the leader's controllers.
         result = await asyncio.to_thread(check, case, answer.text)
         # The excerpt is stored in etcd: never with a key the provider echoed.
         return replace(result, answer=scrub(result.answer, key)) if key else result
-
-
-def _bearer(headers: dict[str, str]) -> str:
-    return headers.get("Authorization", "").removeprefix("Bearer ")

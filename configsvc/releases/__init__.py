@@ -14,6 +14,7 @@ from configsvc.releases.ops import (
     Versioned,
     store_read,
 )
+from configsvc.releases.payloads import allowed
 from configsvc.releases.probe import (
     Prober,
     answer_problem,
@@ -23,9 +24,11 @@ from configsvc.releases.probe import (
     scrub,
     url_refusal,
 )
+from configsvc.releases.providers import FORCE_FIELD, checker, migration_mismatch
 from configsvc.releases.route_edits import require
 
 __all__ = [
+    "FORCE_FIELD",
     "MAX_CAS_ATTEMPTS",
     "ConfigService",
     "Prober",
@@ -34,8 +37,11 @@ __all__ = [
     "RouteChange",
     "RouteEdit",
     "Versioned",
+    "allowed",
     "answer_problem",
+    "checker",
     "connect_problem",
+    "migration_mismatch",
     "provider_session",
     "read_capped",
     "require",

@@ -46,6 +46,9 @@ class ReleasesApi:
         agent, actor = agent_of(request), actor_of(request)
         req = NewRelease.parse(await read_body(request))
         admit_upstream(request, req.base_url, param="base_url")
+        for urls in req.mcp.values():
+            for url in urls:
+                admit_upstream(request, url, param="mcp")
         created = await create_release(self.service, agent, req, actor, self.prompts)
         return reply({"release": release_json(created)}, status=201)
 

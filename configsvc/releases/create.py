@@ -44,12 +44,16 @@ async def create_release(
             base_url=req.base_url,
             api_key_env=req.api_key_env,
             provider=req.provider,
+            api_version=req.api_version,
             created_at=service.clock(),
             created_by=actor,
             description=req.description,
             contracts=req.contracts,
             contract_policy=req.contract_policy,
             prompts=resolved,
+            mcp=req.mcp,
+            embedding_model=req.embedding_model,
+            index_version=req.index_version,
         )
     except RecordError as exc:
         raise errors.InvalidRequest(str(exc)) from exc

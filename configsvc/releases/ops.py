@@ -18,6 +18,7 @@ from configsvc.audit import AuditTrail, ConfigStore, HistoryItem
 from configsvc.http import HistoryQuery
 from configsvc.releases import route_edits as routes
 from configsvc.releases.payloads import Rollback, SetAliases, SetStable
+from configsvc.releases.providers import checker
 from holdfast.keyspace import AuditEntry, Keyspace, RecordError, Release, Route
 from holdfast.logs import get_logger
 from holdfast.store import CasConflict, KeyValue, Put, StoreError
@@ -75,6 +76,11 @@ class ConfigService:
             )
         return revision, [Versioned(_decode(Release, kv), kv.mod_revision) for kv in kvs]
 
+    async def release_map(self, agent: str) -> dict[str, Release]:
+        """Every release of the agent by name (immutable records: a read that stays true)."""
+        _, found = await self.list_releases(agent)
+        return {v.record.name: v.record for v in found}
+
     async def get_release(self, agent: str, release: str) -> Versioned[Release]:
         kv = await self._get(self.keyspace.release(agent, release))
         if kv is None:
@@ -98,9 +104,14 @@ class ConfigService:
     # -- mutations -----------------------------------------------------------------------------
 
     async def set_stable(self, agent: str, req: SetStable, actor: str) -> RouteChange:
-        await self.get_release(agent, req.release)  # releases are never deleted: check once
+        # releases are never deleted: check once
+        placed = (await self.get_release(agent, req.release)).record
+        check = checker(
+            await self.release_map(agent), placed, "stable", allow=req.allow_provider_change
+        )
 
         def edit(current: Route | None) -> Route:
+            check(current)
             return routes.with_stable(
                 current, agent=agent, release=req.release, actor=actor, now=self.clock()
             )

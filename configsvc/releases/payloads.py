@@ -18,9 +18,12 @@ from holdfast.keyspace.prompt import validate_release_prompts
 from holdfast.keyspace.records import (
     validate_base_url,
     validate_contracts,
+    validate_embedding,
     validate_env_var,
+    validate_mcp,
     validate_model,
 )
+from holdfast.providers import PROVIDERS, check_api_version
 
 MAX_ALIASES: Final = 64
 
@@ -32,36 +35,73 @@ class NewRelease:
     base_url: str
     api_key_env: str = ""
     provider: str = "openai"
+    api_version: str = ""  # "": the provider kind's default
     description: str = ""
     reason: str = ""
     contracts: dict[str, str] = field(default_factory=dict)  # tool -> contract version
     contract_policy: str = ""
     prompts: dict[str, str] = field(default_factory=dict)  # name -> N | "active" | "current"
+    mcp: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tool set -> backend URLs
+    embedding_model: str = ""
+    index_version: str = ""
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "model", "base_url", "api_key_env", "provider", "description", "reason"}
-        | {"contracts", "contract_policy", "prompts"}
+        | {"contracts", "contract_policy", "prompts", "embedding_model", "index_version"}
+        | {"mcp", "api_version"}
     )
 
     @classmethod
     def parse(cls, raw: bytes) -> NewRelease:
         obj = parse_object(raw, cls.FIELDS)
         provider = text(obj, "provider") or "openai"
-        if provider != "openai":
+        if provider not in PROVIDERS:
             raise InvalidRequest(
-                f"unsupported provider {provider!r:.40}; supported: openai", param="provider"
+                f"unsupported provider {provider!r:.40}; supported: {', '.join(PROVIDERS)}",
+                param="provider",
             )
+        embedding = _embedding(obj)
+        try:
+            api_version = check_api_version(provider, text(obj, "api_version"))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="api_version") from exc
         return cls(
             release=name(text(obj, "release", required=True), what="release", param="release"),
             model=checked("model", validate_model, text(obj, "model", required=True)),
             base_url=checked("base_url", validate_base_url, text(obj, "base_url", required=True)),
             api_key_env=checked("api_key_env", validate_env_var, text(obj, "api_key_env")),
             provider=provider,
+            api_version=api_version,
             description=text(obj, "description"),
             reason=text(obj, "reason"),
             **_release_contracts(obj),
             prompts=release_prompts(obj.get("prompts")),
+            mcp=release_mcp(obj.get("mcp")),
+            embedding_model=embedding[0],
+            index_version=embedding[1],
         )
+
+
+def release_mcp(raw: Any) -> dict[str, tuple[str, ...]]:
+    """``{toolset: [backend URL, ...]}``: the MCP tool sets the release serves."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRequest("field 'mcp' must be an object {toolset: [URL, ...]}", param="mcp")
+    try:
+        return validate_mcp(raw)
+    except RecordError as exc:
+        raise InvalidRequest(str(exc), param="mcp") from exc
+
+
+def _embedding(obj: Mapping[str, Any]) -> tuple[str, str]:
+    model, index = text(obj, "embedding_model"), text(obj, "index_version")
+    try:
+        validate_embedding(model, index)
+    except RecordError as exc:
+        param = "embedding_model" if model and "model" in str(exc) else "index_version"
+        raise InvalidRequest(str(exc), param=param) from exc
+    return model, index
 
 
 def release_prompts(raw: Any) -> dict[str, str]:
@@ -99,8 +139,11 @@ class SetStable:
     release: str
     reason: str = ""
     if_revision: int | None = None
+    allow_provider_change: bool = False
 
-    FIELDS: ClassVar[frozenset[str]] = frozenset({"release", "reason", "if_revision"})
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"release", "reason", "if_revision", "allow_provider_change"}
+    )
 
     @classmethod
     def parse(cls, raw: bytes) -> SetStable:
@@ -117,7 +160,16 @@ class SetStable:
             release=name(text(obj, "release", required=True), what="release", param="release"),
             reason=text(obj, "reason"),
             if_revision=if_revision,
+            allow_provider_change=allowed(obj),
         )
+
+
+def allowed(obj: Mapping[str, Any], field: str = "allow_provider_change") -> bool:
+    """The ``allow_provider_change`` flag of a body (configsvc.releases.providers)."""
+    value = obj.get(field, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"field {field!r} must be true or false", param=field)
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

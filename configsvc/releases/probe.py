@@ -1,5 +1,6 @@
-"""Warm-up probe of a release before a blue-green switch: one small chat completion through its
-provider, exactly as a sidecar would send it (model, base URL, key variable of the release).
+"""Warm-up probe of a release before a blue-green switch: one small generation through its
+provider, exactly as a sidecar would send it (model, base URL, key variable of the release), in
+its provider kind's API (holdfast.providers: a chat completion, or an Anthropic message).
 
 The provider key is read from configsvc's own environment: keys never live in etcd. One HTTP
 session is owned by the server process (``start``/``close``) so probes reuse connections.
@@ -19,11 +20,13 @@ from typing import Any, Final
 import aiohttp
 
 from configsvc.errors import ProbeFailed
+from holdfast import dialects
 from holdfast.json_limits import JsonRefused, loads_bounded
 from holdfast.keyspace import Release
 from holdfast.logs import get_logger
 from holdfast.net.guard import HostPolicy, HostRefused
 from holdfast.net.resolver import guarded_connector, refused_reason
+from holdfast.providers import provider
 
 log = get_logger(__name__)
 
@@ -91,7 +94,7 @@ class Prober:
         """Raise ProbeFailed with the reason unless the provider answers a real completion."""
         if self._http is None:
             raise RuntimeError("Prober.start() was not called")
-        headers = {"Content-Type": "application/json"}
+        kind = provider(release.provider)
         key = ""
         if release.api_key_env:
             key = self.environ.get(release.api_key_env, "")
@@ -101,14 +104,10 @@ class Prober:
                     f"${release.api_key_env} is not set in configsvc's environment, so the "
                     "provider cannot be called with the release's key",
                 )
-            headers["Authorization"] = f"Bearer {key}"
-        body = {
-            "model": release.model,
-            "messages": [{"role": "user", "content": self.prompt}],
-            "max_tokens": PROBE_MAX_TOKENS,
-            "stream": False,
-        }
-        url = release.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        headers.update(kind.headers(key, release.api_version, {}))
+        body = kind.one_turn(release.model, "", self.prompt, PROBE_MAX_TOKENS, temperature=None)
+        url = release.base_url.rstrip("/") + kind.chat_path
         refusal = url_refusal(self.policy, url)
         if refusal:
             raise self._failed(release, f"{url} refused by the upstream allowlist: {refusal}")
@@ -128,7 +127,7 @@ class Prober:
             # the class only: aiohttp's text may quote the provider's bytes (an echoed key)
             raise self._failed(release, f"request to {url} failed: {type(exc).__name__}") from exc
         elapsed_ms = round((loop.time() - started) * 1000, 1)
-        problem = scrub(answer_problem(status, raw), key)
+        problem = scrub(answer_problem(status, raw, kind.chat_dialect), key)
         if problem:
             raise self._failed(release, problem)
         log.info("probe_succeeded", release=release.name, model=release.model, ms=elapsed_ms)
@@ -156,8 +155,8 @@ async def read_capped(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)[:MAX_ANSWER_BYTES]
 
 
-def answer_problem(status: int, raw: bytes) -> str:
-    """Empty when the answer is a usable completion; else what is wrong with it."""
+def answer_problem(status: int, raw: bytes, dialect: str = "openai.chat") -> str:
+    """Empty when the answer is a usable answer of ``dialect``; else what is wrong with it."""
     try:
         parsed: Any = loads_bounded(raw)
     except JsonRefused:  # not JSON, too deep, huge ints: never an exception out of here
@@ -169,9 +168,14 @@ def answer_problem(status: int, raw: bytes) -> str:
         return f"provider answered HTTP {status}: {_short(message) or 'no message'}"
     if not isinstance(parsed, dict):
         return "provider answered HTTP 200 with a body that is not a JSON object"
-    choices = parsed.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return "provider answered HTTP 200 without any choices"
+    if dialect == "openai.chat":
+        choices = parsed.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return "provider answered HTTP 200 without any choices"
+    elif dialects.by_name(dialect).decode_body(raw) is None:
+        return (
+            f"provider answered HTTP 200 with a body that is not an answer of its API ({dialect})"
+        )
     return ""
 
 

@@ -9,13 +9,14 @@ from aiohttp import web
 from configsvc.errors import ConfigsvcError, InvalidRequest, StoreDown
 from configsvc.http import actor_of, agent_of, name, parse_object, read_body, reply, text
 from configsvc.leader import Election
+from configsvc.releases import FORCE_FIELD, allowed
 from configsvc.rollouts import plan as rollout_plan
 from configsvc.rollouts.ops import ACTIONS, RolloutOps, StartRollout
 from configsvc.rollouts.policy import parse_policy
 from holdfast.keyspace import Rollout
 from holdfast.store import StoreError
 
-START_FIELDS: Final = frozenset({"release", "steps", "interval", "reason", "policy"})
+START_FIELDS: Final = frozenset({"release", "steps", "interval", "reason", "policy", FORCE_FIELD})
 
 
 class GateReporter(Protocol):
@@ -56,6 +57,7 @@ def parse_start(raw: bytes) -> StartRollout:
         interval_s=seconds,
         reason=text(obj, "reason"),
         policy=parse_policy(obj.get("policy")),
+        allow_provider_change=allowed(obj),
     )
 
 

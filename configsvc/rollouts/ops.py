@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from configsvc import errors
 from configsvc.limits import ROLLOUT_ACTIONS
-from configsvc.releases import ConfigService, RouteChange, RouteEdit, store_read
+from configsvc.releases import ConfigService, RouteChange, RouteEdit, checker, store_read
 from configsvc.rollouts import plan as rollout_plan
 from configsvc.traffic import PinOps, Selection
 from holdfast.keyspace import RecordError, Route
@@ -26,6 +26,7 @@ class StartRollout:
     interval_s: float
     reason: str = ""
     policy: HealthPolicy | None = None
+    allow_provider_change: bool = False
 
 
 class RolloutOps:
@@ -35,9 +36,12 @@ class RolloutOps:
 
     async def start(self, agent: str, req: StartRollout, actor: str) -> RouteChange:
         await self.service.get_route(agent)  # an unknown agent says so, not "no such release"
-        await self.service.get_release(agent, req.release)
+        placed = (await self.service.get_release(agent, req.release)).record
+        releases = await self.service.release_map(agent)
+        check = checker(releases, placed, "rollout", allow=req.allow_provider_change)
 
         def edit(current: Route | None) -> Route:
+            check(current)
             return rollout_plan.start(
                 current,
                 agent=agent,

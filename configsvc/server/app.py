@@ -7,7 +7,7 @@ only puts them together and stores on the application what that plumbing reads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from aiohttp import web
@@ -50,8 +50,10 @@ def build_app(
     hosts: frozenset[str] | None = None,
     upstream: HostPolicy | None = None,
     prompts: PromptResolver | None = None,
+    mounts: Sequence[Callable[[web.Application], None]] = (),
 ) -> web.Application:
-    """The API: health, releases and routes, then ``extra``'s routes.
+    """The API: health, releases and routes, then ``extra``'s routes; ``mounts`` add what is
+    more than routes (the console: its routes, its own authentication, its shutdown).
 
     ``hosts``: accepted Host headers (default: loopback names only); ``upstream``: the
     allowlist for release base URLs and contract backends (default: ``HostPolicy()``);
@@ -67,4 +69,6 @@ def build_app(
     app.add_routes(ReleasesApi(service, resolver).routes())
     for source in extra:
         app.add_routes(source.routes())
+    for mount in mounts:
+        mount(app)
     return app

@@ -11,7 +11,8 @@ import uvloop
 from aiohttp import web
 
 from configsvc.budgets import BUDGET_ELECTION, BudgetApi, BudgetController, BudgetOps
-from configsvc.contracts import ContractOps, ContractsApi
+from configsvc.console import ConcernOps, Console
+from configsvc.contracts import ContractOps, ContractsApi, DriftAudit
 from configsvc.errors import ConfigsvcError
 from configsvc.experiments import ExperimentOps, ExperimentsApi
 from configsvc.flags import FlagOps, FlagsApi
@@ -21,19 +22,21 @@ from configsvc.health import (
     GateRecorder,
     GateRecords,
     OwnerBeats,
+    OwnerHealth,
     Peers,
     PolicyGate,
     ReplicaSet,
     StatusApi,
 )
-from configsvc.http import Authorizer
+from configsvc.http import Authorizer, replica_entry, replica_token
 from configsvc.leader import ROLLOUT_ELECTION, Election
 from configsvc.leader.election import default_identity
+from configsvc.metrics import ControlPlaneCollector, MetricsEndpoint
 from configsvc.prompts.api import PromptsApi
 from configsvc.prompts.eval import Evaluator
 from configsvc.prompts.ops import PromptOps
 from configsvc.releases import ConfigService, Prober
-from configsvc.rollouts import RolloutApi, RolloutController, RolloutOps
+from configsvc.rollouts import RolloutApi, RolloutController, RolloutOps, RouteWatch
 from configsvc.server.app import build_app
 from configsvc.server.limits import server_options
 from configsvc.server.settings import ServeSettings
@@ -116,6 +119,8 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             store, service.keyspace, replica=default_identity(), ttl=settings.leader_ttl
         )
         fleet = FleetHealth(store, service.keyspace)
+        drift_audit = DriftAudit(service)
+        fleet.on_snapshot(drift_audit.observe)
         records = GateRecords(store, service.keyspace, replicas)
         gate = PolicyGate(fleet, records)
         recorder = GateRecorder(store, service.keyspace, records, gate, tick=settings.rollout_tick)
@@ -132,9 +137,38 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         )
         beats = OwnerBeats(fleet, replicas, peers)
         traffic = TrafficApi(TrafficOps(service, prober, pins, beats), pins)
+        tokens, peer_headers = settings.tokens, {}
+        if settings.auth_required:
+            # The replicas' own viewer token: the console asks an agent's owners for its health.
+            tokens = (*tokens, replica_entry(settings.console_secret))
+            peer_headers = {"Authorization": f"Bearer {replica_token(settings.console_secret)}"}
+        authorizer = Authorizer(settings.token, tokens, settings.require_token_for_reads)
+        route_watch = RouteWatch(store, service.keyspace)
+        budget_ops, flag_ops = BudgetOps(service), FlagOps(service)
+        contract_ops, experiment_ops = ContractOps(service), ExperimentOps(service)
+        console = Console(
+            service=service,
+            fleet=fleet,
+            gate=gate,
+            routes=route_watch,
+            authorizer=authorizer,
+            secret=settings.console_secret,
+            sample_interval=settings.console_interval,
+            ops=ConcernOps(budget_ops, flag_ops, contract_ops, prompts, experiment_ops),
+            owners=OwnerHealth(fleet, replicas, peers, headers=peer_headers),
+        )
+        metrics = MetricsEndpoint(
+            ControlPlaneCollector(
+                routes=route_watch,
+                fleet=fleet,
+                elections={"rollouts": election, "budgets": budget_election},
+                extra=console.metric_families,
+                replicas=replicas,
+            )
+        )
         app = build_app(
             service,
-            Authorizer(settings.token, settings.tokens, settings.require_token_for_reads),
+            authorizer,
             max_body_bytes=settings.max_body_bytes,
             hosts=settings.limits.accepted_hosts(settings.listen_host),
             upstream=upstream,
@@ -142,15 +176,17 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             extra=[
                 RolloutApi(rollouts, election, gate),
                 StatusApi(rollouts, fleet, gate, replicas, peers),
-                BeatsApi(fleet),
+                BeatsApi(fleet, replica=replicas.replica),
                 traffic,
-                ContractsApi(ContractOps(service)),
-                FlagsApi(FlagOps(service)),
+                ContractsApi(contract_ops),
+                FlagsApi(flag_ops),
                 CategoryApi(service),
-                BudgetApi(BudgetOps(service)),
+                BudgetApi(budget_ops),
                 PromptsApi(prompts, evaluator),
-                ExperimentsApi(ExperimentOps(service)),
+                ExperimentsApi(experiment_ops),
+                metrics,
             ],
+            mounts=[console.mount],
         )
         try:
             runner, port = await start_site(
@@ -177,12 +213,16 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         await records.start()
         await replicas.start(settings.own_url(port))  # registers once etcd answers
         recorder.start()
+        drift_audit.start()
+        await route_watch.start()  # likewise
+        console.start()
         election.start()
         controller.start()
         budget_election.start()
         budget_controller.start()
         await stop.wait()
         log.info("configsvc_stopping")
+        await console.close()  # ends the live pages first, so the runner need not wait on them
         await replicas.close()  # leave first: the sidecars move their beats to the others
         await recorder.close()
         await records.close()
@@ -190,7 +230,9 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         await controller.close()
         await budget_controller.close()
         await budget_election.close()
+        await route_watch.close()
         await fleet.close()
+        await drift_audit.close()
         await election.close()
         await runner.cleanup()
     finally:

@@ -7,6 +7,7 @@ variable, the default address, ``SettingsError``) is ``configsvc.settings``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_secur
 
 ENV_TOKENS_FILE: Final = "HOLDFAST_TOKENS_FILE"
 ENV_ADVERTISE_URL: Final = "HOLDFAST_ADVERTISE_URL"
+# Signs the console's session cookies; replicas behind one address share it (else random).
+ENV_CONSOLE_SECRET: Final = "HOLDFAST_CONSOLE_SECRET"  # noqa: S105  # a variable's name
+MIN_CONSOLE_SECRET: Final = 32
 
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -32,6 +36,7 @@ DEFAULT_PROBE_PROMPT: Final = "Reply with the single word: ready"
 DEFAULT_ROLLOUT_TICK: Final = 0.5
 DEFAULT_LEADER_TTL: Final = 5
 DEFAULT_PROMPT_GATE: Final = 0.8
+DEFAULT_CONSOLE_INTERVAL: Final = 5.0  # configsvc.console's sampler
 ENV_PROMPT_GATE: Final = "HOLDFAST_PROMPT_GATE"
 ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
 WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - recognised, not bound
@@ -59,6 +64,8 @@ class ServeSettings:
     limits: ServeLimits = field(default_factory=ServeLimits)
     # Where sidecars and the other replicas reach this one ("": the listen address, if usable).
     advertise_url: str = ""
+    console_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    console_interval: float = DEFAULT_CONSOLE_INTERVAL
 
     def __post_init__(self) -> None:
         try:
@@ -88,8 +95,15 @@ class ServeSettings:
             raise SettingsError("the probe prompt must be 1-4096 characters")
         if not 0.05 <= self.rollout_tick <= 60:
             raise SettingsError("--rollout-tick must be between 0.05 and 60 seconds")
+        if not 0.5 <= self.console_interval <= 300:
+            raise SettingsError("--console-interval must be between 0.5 and 300 seconds")
         if not 2 <= self.leader_ttl <= 300:
             raise SettingsError("--leader-ttl must be between 2 and 300 seconds")
+        if len(self.console_secret) < MIN_CONSOLE_SECRET:
+            raise SettingsError(
+                f"${ENV_CONSOLE_SECRET} must be at least {MIN_CONSOLE_SECRET} characters "
+                "(e.g. openssl rand -hex 32)"
+            )
         if not 0.0 <= self.prompt_gate <= 1.0:
             raise SettingsError(f"${ENV_PROMPT_GATE} must be a pass rate between 0 and 1")
         if self.advertise_url:
@@ -142,6 +156,7 @@ def load_serve_settings(
     probe_timeout: float | None = None,
     rollout_tick: float | None = None,
     leader_ttl: int | None = None,
+    console_interval: float | None = None,
     tokens_file: str | None = None,
     require_token_for_reads: bool = False,
     etcd_ca: str | None = None,
@@ -167,7 +182,9 @@ def load_serve_settings(
         evaluation = EvalSettings.from_environ(environ)
     except (TokensFileError, SecurityError, PromptSettingsError) as exc:
         raise SettingsError(str(exc)) from exc
+    secret = environ.get(ENV_CONSOLE_SECRET, "").strip().encode()
     return ServeSettings(
+        console_secret=secret or os.urandom(32),
         listen_host=host,
         listen_port=port,
         etcd_endpoints=cliargs.parse_endpoints(
@@ -183,6 +200,7 @@ def load_serve_settings(
         probe_prompt=environ.get(ENV_PROBE_PROMPT, "") or DEFAULT_PROBE_PROMPT,
         rollout_tick=DEFAULT_ROLLOUT_TICK if rollout_tick is None else rollout_tick,
         leader_ttl=DEFAULT_LEADER_TTL if leader_ttl is None else leader_ttl,
+        console_interval=DEFAULT_CONSOLE_INTERVAL if console_interval is None else console_interval,
         prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
         evaluation=evaluation,
         limits=limits if limits is not None else ServeLimits(),

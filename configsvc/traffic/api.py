@@ -6,7 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from configsvc import errors
 from configsvc.http import actor_of, agent_of, read_body, reply
+from configsvc.releases import migration_mismatch
 from configsvc.traffic.ops import TrafficOps
 from configsvc.traffic.payloads import (
     MigratePins,
@@ -88,8 +90,12 @@ class TrafficApi:
         req = MigratePins.parse(await read_body(request))
         service = self.ops.service
         await self.pins.require_agent(agent)
-        for release in (req.source, req.target):  # releases are never deleted: check once
-            await service.get_release(agent, release)
+        # releases are never deleted: check once
+        source = (await service.get_release(agent, req.source)).record
+        target = (await service.get_release(agent, req.target)).record
+        problem = migration_mismatch(source, target)
+        if problem and not req.allow_provider_change:
+            raise errors.ProviderMismatch(problem, param="to")
         selection = Selection(
             agent=agent,
             target=req.target,

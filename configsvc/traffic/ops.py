@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from configsvc import errors
-from configsvc.releases import ConfigService, Prober, RouteChange, RouteEdit, store_read
+from configsvc.releases import (
+    ConfigService,
+    Prober,
+    RouteChange,
+    RouteEdit,
+    checker,
+    store_read,
+)
 from configsvc.traffic import edits as traffic_routes
 from configsvc.traffic.payloads import ReportQuery, SetCanary, SetShadow, Switch
 from configsvc.traffic.pins import Migration, PinOps, Selection
@@ -58,9 +65,12 @@ class TrafficOps:
 
     async def set_canary(self, agent: str, req: SetCanary, actor: str) -> RouteChange:
         await self._route(agent)  # an unknown agent says so, rather than "no such release"
-        await self.service.get_release(agent, req.release)  # releases are never deleted
+        placed = (await self.service.get_release(agent, req.release)).record  # never deleted
+        releases = await self.service.release_map(agent)
+        check = checker(releases, placed, "canary", allow=req.allow_provider_change)
 
         def edit(current: Route | None) -> Route:
+            check(current)
             return traffic_routes.with_canary(
                 current,
                 agent=agent,
@@ -106,11 +116,15 @@ class TrafficOps:
                 return traffic_routes.switched_back(current, agent=agent, actor=actor, now=clock())
         else:
             release = (await self.service.get_release(agent, req.release)).record
+            releases = await self.service.release_map(agent)
+            check = checker(releases, release, "stable", allow=req.allow_provider_change)
             # Refuse what the route already rules out before spending a provider call on it.
+            check(route)
             traffic_routes.switched(route, agent=agent, release=req.release, actor=actor, now=0.0)
             probe = await self.prober.probe(release) if req.probe else {"status": "skipped"}
 
             def edit(current: Route | None) -> Route:
+                check(current)
                 return traffic_routes.switched(
                     current, agent=agent, release=req.release, actor=actor, now=clock()
                 )
@@ -140,9 +154,12 @@ class TrafficOps:
 
     async def set_shadow(self, agent: str, req: SetShadow, actor: str) -> RouteChange:
         await self._route(agent)
-        await self.service.get_release(agent, req.release)
+        placed = (await self.service.get_release(agent, req.release)).record
+        releases = await self.service.release_map(agent)
+        check = checker(releases, placed, "shadow", allow=req.allow_provider_change)
 
         def edit(current: Route | None) -> Route:
+            check(current)
             try:
                 shadow = Shadow(
                     release=req.release,

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Final
 
 from configsvc.errors import InvalidRequest
 from configsvc.http import name, parse_object, text
+from configsvc.releases import FORCE_FIELD, allowed
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.route import (
     DEFAULT_MIN_AGREEMENT,
@@ -82,14 +83,18 @@ class SetCanary:
     release: str
     percent: float
     reason: str = ""
+    allow_provider_change: bool = False
 
-    FIELDS: ClassVar[frozenset[str]] = frozenset({"release", "percent", "reason"})
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"release", "percent", "reason", FORCE_FIELD})
 
     @classmethod
     def parse(cls, raw: bytes) -> SetCanary:
         obj = parse_object(raw, cls.FIELDS)
         return cls(
-            release=_release(obj), percent=percent(obj.get("percent")), reason=text(obj, "reason")
+            release=_release(obj),
+            percent=percent(obj.get("percent")),
+            reason=text(obj, "reason"),
+            allow_provider_change=allowed(obj),
         )
 
 
@@ -113,8 +118,11 @@ class Switch:
     migrate: bool = False
     probe: bool = True
     reason: str = ""
+    allow_provider_change: bool = False
 
-    FIELDS: ClassVar[frozenset[str]] = frozenset({"release", "back", "migrate", "probe", "reason"})
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"release", "back", "migrate", "probe", "reason", FORCE_FIELD}
+    )
 
     @classmethod
     def parse(cls, raw: bytes) -> Switch:
@@ -135,6 +143,7 @@ class Switch:
             migrate=_flag(obj, "migrate"),
             probe=probe,
             reason=text(obj, "reason"),
+            allow_provider_change=allowed(obj),
         )
 
 
@@ -146,9 +155,11 @@ class SetShadow:
     min_similarity: float = DEFAULT_MIN_SIMILARITY
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     reason: str = ""
+    allow_provider_change: bool = False
 
     FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"release", "percent", "min_samples", "min_similarity", "min_agreement", "reason"}
+        | {FORCE_FIELD}
     )
 
     @classmethod
@@ -164,6 +175,7 @@ class SetShadow:
             ),
             min_agreement=fraction(get("min_agreement", DEFAULT_MIN_AGREEMENT), "min_agreement"),
             reason=text(obj, "reason"),
+            allow_provider_change=allowed(obj),
         )
 
 
@@ -217,8 +229,11 @@ class MigratePins:
     session: str = ""
     percent: float | None = None
     reason: str = ""
+    allow_provider_change: bool = False
 
-    FIELDS: ClassVar[frozenset[str]] = frozenset({"from", "to", "session", "percent", "reason"})
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"from", "to", "session", "percent", "reason", FORCE_FIELD}
+    )
 
     @classmethod
     def parse(cls, raw: bytes) -> MigratePins:
@@ -234,6 +249,7 @@ class MigratePins:
             session=session_id(session) if session else "",
             percent=None if given is None else percent(given, zero_ok=False),
             reason=text(obj, "reason"),
+            allow_provider_change=allowed(obj),
         )
 
 

@@ -1,12 +1,14 @@
 """``make demo``: rollouts under live conversations, none of which changes model on its own.
 
-Starts a single-node etcd, the fake upstream, configsvc and one sidecar; creates three releases
-with ``holdfastctl``; runs an agent holding multi-turn conversations (the real ``openai`` SDK,
-streaming and not) through the sidecar while an operator runs a progressive rollout, switches
-blue-green back, and migrates half of the new release's conversations deliberately. Then a
-second rollout's provider breaks, and the health gate rolls it back on its own and moves its
-conversations home. Prints which release served which conversation. Everything it starts is
-stopped on the way out.
+Starts a single-node etcd, the fake upstream, configsvc and two sidecars; creates releases with
+``holdfastctl``; runs agents holding multi-turn conversations in the three APIs agents speak --
+OpenAI chat completions and the Responses API (the real ``openai`` SDK) against agent
+``support``, Anthropic Messages (the real ``anthropic`` SDK) against agent ``coder``, whose
+releases are of the ``anthropic`` provider kind -- streaming and not, while an operator runs
+progressive rollouts of both, switches ``support`` blue-green back, and migrates half of the new
+release's conversations deliberately. Then a second rollout's provider breaks, and the health
+gate rolls it back on its own and moves its conversations home. Prints which release served which
+conversation. Everything it starts is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -23,20 +25,33 @@ import time
 from pathlib import Path
 
 import aiohttp
+import anthropic
 import openai
 
 from holdfast_devtools import procs
-from holdfast_devtools.demo_agent import TURNS, Conversation, report, say, worker
+from holdfast_devtools.demo_agent import (
+    TURNS,
+    Conversation,
+    converse,
+    converse_messages,
+    converse_responses,
+    report,
+    say,
+    worker,
+)
 from holdfast_devtools.etcd_local import EtcdNode
 
-AGENT = "support"
+AGENT = "support"  # speaks OpenAI's APIs: chat completions and Responses
+CODER = "coder"  # speaks Anthropic Messages, served by releases of the anthropic kind
 ENV = "demo"
 WORKERS = 12
 RUN_SECONDS = 22.0
 RELEASES = (("r1", "gpt-4o-mini"), ("r2", "gpt-4.1"), ("r3", "gpt-4.1-mini"))
+CODER_RELEASES = (("c1", "claude-sonnet-4-5"), ("c2", "claude-opus-4-5"))
 GATE = ("--max-error-rate-delta", "0.1", "--min-samples", "10", "--fails-to-abort", "2")
 STORY: tuple[tuple[float, tuple[str, ...]], ...] = (
     (1.5, ("rollout", "start", AGENT, "r2", "--steps", "10,50,100", "--interval", "2s")),
+    (2.5, ("rollout", "start", CODER, "c2", "--steps", "25,100", "--interval", "3s")),
     (9.0, ("switch", AGENT, "--back", "--reason", "demo: blue-green back to r1")),
     (10.0, ("pins", "migrate", AGENT, "--from", "r2", "--to", "r1", "--percent", "50")),
     (11.5, ("rollout", "start", AGENT, "r3", "--steps", "50,100", "--interval", "1m", *GATE,
@@ -125,65 +140,75 @@ async def story(base: Path) -> int:
             ).start()
             running.append(svc)
             say(f"configsvc   {svc.url}")
-            say("\nOperator creates three releases and points the agent at r1:")
+            say("\nOperator creates the releases and points each agent at its first one:")
             base_url = f"{fake.url}/v1"
-            for name, model in RELEASES:
+            creates = [(AGENT, name, model, "openai") for name, model in RELEASES] + [
+                (CODER, name, model, "anthropic") for name, model in CODER_RELEASES
+            ]
+            for agent, name, model, kind in creates:
                 cmd = (
-                    "release",
-                    "create",
-                    AGENT,
-                    name,
-                    "--model",
-                    model,
-                    "--base-url",
-                    base_url,
-                    "--api-key-env",
-                    PROVIDER_KEY_VAR,
-                )
+                    "release", "create", agent, name, "--provider", kind, "--model", model,
+                    "--base-url", base_url, "--api-key-env", PROVIDER_KEY_VAR,
+                )  # fmt: skip
                 ctl(svc.url, token, *cmd)
                 say(f"  holdfastctl {' '.join(cmd)}")
-            ctl(svc.url, token, "route", "set-stable", AGENT, "r1", "--reason", "demo start")
-            say(f"  holdfastctl route set-stable {AGENT} r1")
-            side = procs.sidecar(
-                base / "logs",
-                AGENT,
-                [etcd.client_url],
-                ENV,
-                base / "state",
-                "--health-interval",
-                "0.5",  # the health gate sees a breaking canary within a second or two
-                extra_env={PROVIDER_KEY_VAR: provider_key},
-                sidecar_token=token,  # its health beats go to configsvc over HTTP
-            ).start()
-            running.append(side)
-            say(f"sidecar     {side.url}  (the agent's base_url is {side.url}/v1)")
-            await wait_ready(side.url, "r1")
+            for agent, first in ((AGENT, "r1"), (CODER, "c1")):
+                ctl(svc.url, token, "route", "set-stable", agent, first, "--reason", "demo start")
+                say(f"  holdfastctl route set-stable {agent} {first}")
+            sides = {}
+            for agent in (AGENT, CODER):
+                side = procs.sidecar(
+                    base / "logs",
+                    agent,
+                    [etcd.client_url],
+                    ENV,
+                    base / f"state-{agent}",
+                    "--health-interval",
+                    "0.5",  # the health gate sees a breaking canary within a second or two
+                    extra_env={PROVIDER_KEY_VAR: provider_key},
+                    name=f"sidecar-{agent}",
+                    sidecar_token=token,  # its health beats go to configsvc over HTTP
+                ).start()
+                running.append(side)
+                sides[agent] = side
+                say(f"sidecar     {side.url}  (agent {agent}; its base_url is {side.url}/v1)")
+            await wait_ready(sides[AGENT].url, "r1")
+            await wait_ready(sides[CODER].url, "c1")
 
             say(
-                f"\nAgent: {WORKERS} workers hold {TURNS}-turn conversations with model "
-                f"'{AGENT}' for {RUN_SECONDS:.0f}s (every other turn streamed)"
+                f"\nAgents: {WORKERS} workers hold {TURNS}-turn conversations for "
+                f"{RUN_SECONDS:.0f}s (every other turn streamed): chat completions and Responses "
+                f"chains with model '{AGENT}', Anthropic Messages with model '{CODER}'"
             )
             log: list[Conversation] = []
             marks: list[tuple[float, str]] = []
-            client = openai.AsyncOpenAI(
-                base_url=f"{side.url}/v1", api_key="agent-key-never-forwarded", max_retries=0
+            key = "agent-key-never-forwarded"  # the provider key lives in the sidecar only
+            oai = openai.AsyncOpenAI(base_url=f"{sides[AGENT].url}/v1", api_key=key, max_retries=0)
+            claude = anthropic.AsyncAnthropic(base_url=sides[CODER].url, api_key=key, max_retries=0)
+            dialects = (
+                lambda s, t, lg: converse(oai, AGENT, s, t, lg),
+                lambda s, t, lg: converse_responses(oai, AGENT, s, t, lg),
+                lambda s, t, lg: converse_messages(claude, CODER, s, t, lg),
             )
             t0 = time.monotonic()
             stop_at = t0 + RUN_SECONDS
             await asyncio.gather(
                 operator(svc.url, token, t0, marks),
                 incident(fake.url, svc.url, token, t0, marks),
-                *(worker(client, AGENT, w, t0, stop_at, log) for w in range(WORKERS)),
+                *(worker(dialects[w % len(dialects)], w, t0, stop_at, log) for w in range(WORKERS)),
             )
-            await client.close()
+            await oai.close()
+            await claude.close()
             code = report(log, sorted(marks), bad=(INCIDENT[0], INCIDENT[2]))
-            say("\nAudit trail (holdfastctl history):")
-            say("  " + ctl(svc.url, token, "history", "--agent", AGENT).replace("\n", "\n  "))
+            for agent in (AGENT, CODER):
+                say(f"\nAudit trail of {agent} (holdfastctl history --agent {agent}):")
+                history = ctl(svc.url, token, "history", "--agent", agent)
+                say("  " + history.replace("\n", "\n  "))
             return code
         finally:
             for proc in reversed(running):
                 proc.stop()
-            say("\nStopped sidecar, configsvc, fake LLM and etcd.")
+            say("\nStopped the sidecars, configsvc, fake LLM and etcd.")
 
 
 def main() -> int:

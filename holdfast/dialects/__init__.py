@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from holdfast.dialects import openai_chat, openai_embeddings
+from holdfast.dialects import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 from holdfast.dialects.base import (
     NO_EVENT,
     Answer,
@@ -19,15 +19,25 @@ from holdfast.dialects.base import (
     EventView,
     RequestRefused,
     RequestView,
+    StateFetch,
+    StatefulDialect,
+    StatefulRequest,
+    StateGone,
+    StateKind,
+    StateRef,
     StreamDecoder,
     SystemSlot,
     ToolCall,
     Usage,
+    stateful,
 )
 
 DIALECTS: Final[tuple[Dialect, ...]] = (
     openai_chat.DIALECT,
     openai_embeddings.DIALECT,
+    openai_responses.DIALECT,
+    anthropic_messages.DIALECT,
+    anthropic_messages.COUNT_DIALECT,
 )
 DEFAULT: Final[Dialect] = openai_chat.DIALECT  # the error shape of endpoints of no dialect
 
@@ -51,9 +61,16 @@ __all__ = [
     "EventView",
     "RequestRefused",
     "RequestView",
+    "StateFetch",
+    "StateGone",
+    "StateKind",
+    "StateRef",
+    "StatefulDialect",
+    "StatefulRequest",
     "StreamDecoder",
     "SystemSlot",
     "ToolCall",
     "Usage",
     "by_name",
+    "stateful",
 ]

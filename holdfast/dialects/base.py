@@ -12,15 +12,15 @@ Pure: no I/O. A request view edits its own body in place (the body is what goes 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol, cast
 
 from holdfast.logs import get_logger
 
 log = get_logger(__name__)
 
-Estimator = Literal["bytes", "chars"]
+Estimator = Literal["tokens", "bytes", "chars"]
 # A neutral error class; each dialect names it in its own error shape (see ``error_body``).
 ErrorKind = Literal["invalid_request", "not_found", "quota", "upstream", "service"]
 
@@ -95,6 +95,14 @@ class Answer:
     refusal: bool  # the provider flagged the first choice as a refusal
     completion_estimate: int  # tokens of every choice's text and calls, for when usage is None
     choices: int = 1  # choices that carried a message (0: the provider answered none)
+    # The id of provider-held state this answer created (OpenAI Responses' response id), "" when
+    # the dialect keeps none: the sidecar records which release issued it (``StatefulDialect``).
+    issued: str = ""
+    # What the provider said about the answer, as it said it (traces show them; "" or (): not
+    # sent): each choice's reason to stop, the model that answered, the answer's id.
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 @dataclass(slots=True)
@@ -104,11 +112,20 @@ class EventView:
     text: str = ""  # text of the first choice in this event
     content: int = 0  # choices whose delta carried content, a refusal or a tool-call fragment
     refusal: bool = False
-    calls: list[ToolCall] = field(default_factory=list)  # tool calls this event completed
+    calls: Sequence[ToolCall] = ()  # tool calls this event completed
     usage: Usage | None = None
     usage_only: bool = False  # added only to carry usage (see ``RequestView.ask_stream_usage``)
     error: bool = False  # an in-band error from the provider
     done: bool = False  # the dialect's end-of-stream marker
+    issued: str = ""  # the id of provider-held state this event announced (see ``Answer.issued``)
+    # Not an event of this dialect at all (another API's stream at that base_url): the relay
+    # ends the stream with an in-band error instead (dialects with ``checks_answers``).
+    foreign: bool = False
+    # As in ``Answer``: reasons to stop of the choices that ended in this event; the answering
+    # model and the answer's id, on the first event that names them (a decoder says them once).
+    finish_reasons: tuple[str, ...] = ()
+    response_model: str = ""
+    response_id: str = ""
 
 
 NO_EVENT: Final = EventView()
@@ -184,7 +201,9 @@ class RequestView(Protocol):
         ...
 
     def prompt_estimate(self, estimator: Estimator) -> int:
-        """Tokens the prompt may take: an upper bound with ``bytes``, closer with ``chars``."""
+        """Tokens the prompt may take: an upper bound with ``tokens`` (the model family's
+        tokenizer, holdfast.dialects.estimate; ``bytes`` without one) and ``bytes``, closer
+        but possibly short with ``chars``."""
         ...
 
     def text_chars(self) -> int:
@@ -226,6 +245,13 @@ class Dialect(Protocol):
     paths: tuple[str, ...]  # where agents send it on the sidecar (aiohttp route paths)
     upstream_path: str  # where it goes, relative to a release's ``base_url``
     sse_errors: bool  # streams report errors in-band
+    # Request headers that name the session when X-Holdfast-Session is absent, tried in order
+    # before the body's ``session_hint`` (Claude Code's X-Claude-Code-Session-Id); () for none.
+    session_headers: tuple[str, ...]
+    # A 2xx answer this dialect cannot decode is the provider's failure (another API at that
+    # base_url, a broken body): the agent gets a 502 in its own shape instead of the body.
+    # False relays such a body untouched (OpenAI chat's behaviour before this flag).
+    checks_answers: bool
 
     def parse(self, body: dict[str, Any]) -> RequestView:
         """A view over a parsed JSON object; RequestRefused when it is not this API's request."""
@@ -248,6 +274,72 @@ class Dialect(Protocol):
         ...
 
 
+# -- Provider-held state (OpenAI Responses) ----------------------------------------------------
+# Some APIs keep a conversation at the provider and let the next request name it by id instead
+# of resending it. Only the release (provider and key) that issued an id holds that state, so
+# the sidecar must know which release issued each id and route a continuation there. A dialect
+# whose requests can do that implements ``StatefulDialect`` (its views ``StatefulRequest``); the
+# others need not know these exist.
+
+StateKind = Literal["response", "conversation"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateRef:
+    """Provider-held state a request continues: ``id`` of ``kind``, sent in body field ``param``."""
+
+    id: str
+    kind: StateKind
+    param: str
+
+
+# Fetches a path of the release that issued some state (relative to its ``base_url``): the body
+# of a 2xx answer, or None when the provider has no such thing (404); other failures raise.
+StateFetch = Callable[[str], Awaitable[bytes | None]]
+
+
+class StateGone(Exception):
+    """The provider no longer holds the state (expired, deleted, or never stored)."""
+
+
+class StatefulRequest(RequestView, Protocol):
+    """A request of a dialect whose provider keeps conversation state by id."""
+
+    def state_ref(self) -> StateRef | None:
+        """The provider-held state this request continues, if any."""
+        ...
+
+    @property
+    def stores(self) -> bool:
+        """The provider keeps this request's answer, so a later request may continue it."""
+        ...
+
+    def self_contained(self, history: list[Any]) -> None:
+        """Make the request stand alone: drop its state reference, put ``history`` (the
+        conversation so far, as the dialect's input items) before its own input."""
+        ...
+
+
+class StatefulDialect(Dialect, Protocol):
+    """A dialect with provider-held state: the endpoints that read or change it by id, and how
+    to rebuild a conversation from it (for a session an operator migrated)."""
+
+    # (method, suffix) of the endpoints on ``state_prefix + "/{id}" + suffix``; each is relayed
+    # to ``upstream_state_prefix + "/{id}" + suffix`` of the release that issued the id
+    state_endpoints: tuple[tuple[str, str], ...]
+    state_prefix: str  # on the sidecar, e.g. "/v1/responses"
+    upstream_state_prefix: str  # relative to a release's base_url, e.g. "/responses"
+
+    def parse(self, body: dict[str, Any]) -> StatefulRequest: ...
+
+    async def history(self, state_id: str, fetch: StateFetch) -> list[Any]:
+        """The conversation that ``state_id`` ends, as input items a request can carry to another
+        release (outputs included; what only the issuing provider understands, such as its item
+        ids and reasoning, left out). StateGone when the provider no longer has it. Pure apart
+        from ``fetch``."""
+        ...
+
+
 def text_of(content: object) -> str:
     """Text of a content value: a string, or the ``text`` of a list of parts."""
     if isinstance(content, str):
@@ -265,3 +357,8 @@ def as_int(value: Any, default: int) -> int:
 
 def mapping_or_empty(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def stateful(dialect: Dialect) -> StatefulDialect | None:
+    """``dialect`` as a ``StatefulDialect`` when its provider keeps state by id, else None."""
+    return cast("StatefulDialect", dialect) if hasattr(dialect, "state_endpoints") else None

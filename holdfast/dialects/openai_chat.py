@@ -11,10 +11,16 @@ whose ``choices[].delta`` carries content and tool-call fragments keyed by ``ind
 ``finish_reason`` per choice, a usage-only chunk when asked, and ``data: [DONE]``.
 
 Prompt estimators: ``bytes`` is the UTF-8 size of the JSON of the messages and tool
-definitions -- BPE tokenizers never make a token of less than one byte, and the JSON syntax
-around each message outweighs the few formatting tokens a provider adds, so it is an upper
-bound. ``chars`` is the text's characters / 4, plus 4 per message and 3 for the reply's priming
-(OpenAI's rule of thumb): closer, but it can be short for text that tokenizes badly.
+definitions (and of a ``response_format`` schema) -- BPE tokenizers never make a token of less
+than one byte, and the JSON syntax around each message outweighs the few formatting tokens a
+provider adds, so it is an upper bound. ``tokens`` (holdfast.dialects.estimate) counts, for a
+model whose tokenizer ships offline, each message's text exactly and its other string fields
+(role, name, tool call ids) too, plus ``PER_MESSAGE`` framing tokens per message and
+``REPLY_PRIMING`` for the reply (OpenAI documents 3 and 3; one more per message is spare),
+while tool definitions, response formats, non-text parts and other fields stay in bytes: an
+upper bound too, about 4x closer for text. ``chars`` is the text's characters / 4, plus 4 per
+message and 3 for the reply's priming (OpenAI's rule of thumb): closer, but it can be short
+for text that tokenizes badly.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from holdfast.dialects import estimate
 from holdfast.dialects.base import (
     NO_EVENT,
     Answer,
@@ -50,8 +57,8 @@ REPLY_PRIMING: Final = 3
 MAX_CHOICES: Final = 128
 CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
 OPENAI_API_HOST: Final = "api.openai.com"
-_DELTA_FIELDS: Final = ("content", "refusal", "tool_calls", "function_call", "reasoning_content")
 _DONE: Final = b"[DONE]"
+MAX_LABEL: Final = 128  # a provider's model name, answer id or finish reason, as kept
 ERROR_TYPES: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",
     "not_found": "invalid_request_error",
@@ -147,22 +154,44 @@ class ChatRequest:
         return messages if isinstance(messages, list) else []
 
     def prompt_estimate(self, estimator: Estimator) -> int:
-        if estimator == "bytes":
+        if estimator == "tokens":
+            encoding = estimate.tokenizer(self.model)
+            if encoding is not None:
+                return self._tokens(encoding)
+        if estimator in ("bytes", "tokens"):
             parts = [
                 self.body.get("messages", []),
                 self.body.get("tools"),
                 self.body.get("functions"),
             ]
-            return len(
-                json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode(
-                    "utf-8", "surrogatepass"
-                )
-            )
+            if self.body.get("response_format") is not None:
+                parts.append(self.body["response_format"])
+            return estimate.json_bytes(parts)
         messages = self._messages()
         chars = sum(_chars(m.get("content")) for m in messages if isinstance(m, dict))
         tools = self.body.get("tools")
         chars += len(json.dumps(tools)) if tools else 0
         return math.ceil(chars / 4) + PER_MESSAGE * len(messages) + REPLY_PRIMING
+
+    def _tokens(self, encoding: estimate.Encoding) -> int:
+        total = REPLY_PRIMING
+        messages = self.body.get("messages", [])
+        for message in messages if isinstance(messages, list) else [messages]:
+            if not isinstance(message, dict):
+                total += estimate.json_bytes(message)
+                continue
+            total += PER_MESSAGE
+            for key, value in message.items():
+                if key == "content":
+                    total += estimate.content_tokens(encoding, value)
+                elif isinstance(value, str):
+                    total += estimate.count(encoding, value) + (1 if key == "name" else 0)
+                else:
+                    total += estimate.json_bytes({key: value})
+        for name in ("tools", "functions", "response_format"):
+            if self.body.get(name) is not None:
+                total += estimate.json_bytes(self.body[name])
+        return total
 
     def text_chars(self) -> int:
         return sum(_chars(m.get("content")) for m in self._messages() if isinstance(m, dict))
@@ -264,27 +293,46 @@ def decode_body(body: bytes) -> Answer | None:
         return None
     text, refusal, estimate, answered = "", False, 0, 0
     calls: list[ToolCall] = []
+    finished: list[str] = []
     for n, choice in enumerate(choices):
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             continue
         answered += 1
+        if isinstance(reason := choice.get("finish_reason"), str):
+            finished.append(reason[:MAX_LABEL])
         if n == 0:
             text = text_of(message.get("content"))
             refusal = bool(message.get("refusal"))
         estimate += _estimate(message)
         calls.extend(_calls(choice, message))
     usage = usage_of(obj, "openai.chat.body")
-    return Answer(text, tuple(calls), usage, refusal, estimate, answered)
+    return Answer(
+        text,
+        tuple(calls),
+        usage,
+        refusal,
+        estimate,
+        answered,
+        finish_reasons=tuple(finished),
+        response_model=label(obj.get("model")),
+        response_id=label(obj.get("id")),
+    )
+
+
+def label(value: object) -> str:
+    """A short provider-given name (model, id) as text; "" when absent or not a string."""
+    return value[:MAX_LABEL] if isinstance(value, str) else ""
 
 
 class ChatStream:
     """Decodes ``chat.completion.chunk`` events; assembles tool calls across them."""
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_named")
 
     def __init__(self, max_argument_bytes: int = MAX_ARGUMENT_BYTES) -> None:
         self._calls = CallAssembler(max_argument_bytes)
+        self._named = False  # the answer's model and id were reported (every chunk repeats them)
 
     @property
     def open_calls(self) -> list[str]:
@@ -297,10 +345,11 @@ class ChatStream:
         data = sse_data(event)
         if data is None:
             return NO_EVENT
-        data = data.strip()
-        if data == _DONE:
-            return EventView(done=True, calls=self._calls.finish())
+        if data[-1:].isspace() or data[:1].isspace():
+            data = data.strip()
         if not data.startswith(b"{"):
+            if data == _DONE:
+                return EventView(done=True, calls=self._calls.finish())
             return NO_EVENT
         obj = provider_json(data, "openai.chat.event")
         if not isinstance(obj, dict):
@@ -308,35 +357,51 @@ class ChatStream:
         view = EventView()
         if "error" in obj:
             view.error = True
+        if not self._named and ("model" in obj or "id" in obj):
+            self._named = True
+            view.response_model, view.response_id = label(obj.get("model")), label(obj.get("id"))
         choices = obj.get("choices")
         raw_usage = obj.get("usage")
         if isinstance(raw_usage, dict):
             view.usage = usage_of(obj, "openai.chat.event")
             # Rejected usage (absurd counts) still marks the chunk include_usage added.
             view.usage_only = not choices
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, dict):
-                self._choice(choice, view)
+        if type(choices) is list:
+            for choice in choices:
+                if type(choice) is dict:
+                    self._choice(choice, view)
         return view
 
     def _choice(self, choice: dict[str, Any], view: EventView) -> None:
         c = as_int(choice.get("index"), 0)
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            if any(delta.get(f) for f in _DELTA_FIELDS):
+        done: list[ToolCall] = []
+        if type(delta) is dict:
+            content = delta.get("content")
+            if (
+                content
+                or delta.get("tool_calls")
+                or delta.get("refusal")
+                or delta.get("reasoning_content")
+                or delta.get("function_call")
+            ):
                 view.content += 1
             if c == 0:
-                content = delta.get("content")
                 if isinstance(content, str):
                     view.text += content
                 if delta.get("refusal"):
                     view.refusal = True
             calls = delta.get("tool_calls")
-            for position, call in enumerate(calls if isinstance(calls, list) else ()):
-                if isinstance(call, dict):
-                    view.calls.extend(self._fragment(c, as_int(call.get("index"), position), call))
-        if choice.get("finish_reason") is not None:
-            view.calls.extend(self._calls.end_choice(c))
+            if isinstance(calls, list):
+                for position, call in enumerate(calls):
+                    if isinstance(call, dict):
+                        done += self._fragment(c, as_int(call.get("index"), position), call)
+        if (reason := choice.get("finish_reason")) is not None:
+            if isinstance(reason, str):
+                view.finish_reasons += (reason[:MAX_LABEL],)
+            done += self._calls.end_choice(c)
+        if done:
+            view.calls = [*view.calls, *done]
 
     def _fragment(self, c: int, i: int, call: dict[str, Any]) -> list[ToolCall]:
         function = call.get("function")
@@ -370,9 +435,16 @@ class ChatCompletions:
     paths: tuple[str, ...] = ("/v1/chat/completions",)
     upstream_path = "/chat/completions"
     sse_errors = True
+    session_headers: tuple[str, ...] = ()
+    checks_answers = False
 
     def parse(self, body: dict[str, Any]) -> ChatRequest:
         require_model(body)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestRefused("'messages' is required: a non-empty list of messages", "messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise RequestRefused("each of 'messages' must be an object with a role", "messages")
         return ChatRequest(body)
 
     def decode_body(self, body: bytes) -> Answer | None:

@@ -65,6 +65,20 @@ class CallAssembler:
                 entry.parts.append(arguments)
         return done
 
+    def end_call(self, choice: int, index: int, arguments: str | None = None) -> list[ToolCall]:
+        """The call at (choice, index) is complete (APIs that say so per call, e.g. OpenAI
+        Responses). ``arguments``: the whole text when the API repeats it, used if no fragment
+        came. [] when no such call is open."""
+        entry = self._open.pop((choice, index), None)
+        if entry is None:
+            return []
+        if arguments and not entry.parts and not entry.truncated:
+            if len(arguments) > self._max:
+                entry.truncated = True
+            else:
+                entry.parts.append(arguments)
+        return [_whole(choice, index, entry)]
+
     def end_choice(self, choice: int) -> list[ToolCall]:
         """The choice finished: its calls are complete."""
         return self._close(lambda key: key[0] == choice)

@@ -5,10 +5,11 @@ Every role may read the single key ``/holdfast/`` (empty): the store's liveness 
 * ``holdfast-<env>-configsvc`` (role and user): readwrite on ``/holdfast/<env>/`` — configsvc
   does every write of configuration, audit and elections.
 * ``holdfast-<env>-sidecar-<agent>`` (role and user), one per agent: read on
-  ``/holdfast/<env>/`` (config, watches), readwrite on its own agent's ``pins/<agent>/`` and,
-  because its sidecars' ids start with ``<agent>.``, on ``health/<agent>.``, ``spend/<agent>.``
-  (fleet budget reports, ``spend/<holder>/<scope>``) and ``outcomes/<agent>.`` (experiment
-  outcomes, ``outcomes/<sidecar-id>/<experiment>``). configsvc checks that a spend or outcome
+  ``/holdfast/<env>/`` (config, watches), readwrite on its own agent's ``pins/<agent>/`` and
+  ``responses/<agent>/`` (which release issued each response id) and, because its sidecars' ids
+  start with ``<agent>.``, on ``health/<agent>.``, ``spend/<agent>.`` (fleet budget reports,
+  ``spend/<holder>/<scope>``) and ``outcomes/<agent>.`` (experiment outcomes,
+  ``outcomes/<sidecar-id>/<experiment>``). configsvc checks that a spend or outcome
   record names the holder of its key, so a sidecar cannot report in another's name.
 
 etcd grants permissions per key range, so "only its own health key" is per agent, not per
@@ -72,6 +73,7 @@ def layout(env: str, agents: list[str]) -> list[Principal]:
                     Grant(name, "read", PROBE_KEY, exact=True),
                     Grant(name, "read", ks.prefix),
                     Grant(name, "readwrite", ks.pins_of(agent)),
+                    Grant(name, "readwrite", ks.state_owners_of(agent)),
                     *(
                         Grant(
                             name, "readwrite", f"{ks.kind_prefix(kind)}{sidecar_id_prefix(agent)}"

@@ -19,6 +19,7 @@ from holdfast.keyspace.keys import (
 from holdfast.keyspace.pin import Pin
 from holdfast.keyspace.records import AuditEntry, Release
 from holdfast.keyspace.route import Rollout, Route, Shadow
+from holdfast.keyspace.state_owner import StateOwner
 
 __all__ = [
     "DEFAULT_ENV",
@@ -37,6 +38,7 @@ __all__ = [
     "Route",
     "Shadow",
     "ShadowStats",
+    "StateOwner",
     "decode_record",
     "encode_record",
     "validate_name",

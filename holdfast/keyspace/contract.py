@@ -29,9 +29,16 @@ def validate_policy(value: str, *, optional: bool = False) -> str:
 
 
 def validate_timeout(value: float) -> float:
-    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S:
+    """The timeout as a float: ``2`` and ``2.0`` are one timeout, and the content hash (which
+    canonical JSON would give ``2`` and ``2.0`` apart) must not tell them apart either."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_TIMEOUT_S
+    ):
         raise RecordError(f"tool timeout must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {value!r}")
-    return value
+    return float(value)
 
 
 def contract_content(
@@ -48,7 +55,7 @@ def contract_content(
         "args_schema": args_schema,
         "result_schema": result_schema,
         "backend": backend,
-        "timeout_s": timeout_s,
+        "timeout_s": validate_timeout(timeout_s),
         "idempotent": idempotent,
         "policy": policy,
     }
@@ -91,7 +98,11 @@ class Contract:
             raise RecordError(str(exc)) from exc
         if self.backend:
             object.__setattr__(self, "backend", validate_base_url(self.backend))
-        validate_timeout(self.timeout_s)
+        # Normalised before the hash: a record decodes its numbers as floats (msgpack keeps
+        # what was encoded, the readers give floats), so an int here would hash differently
+        # from the same record read back and fail its own check on the sidecar.
+        object.__setattr__(self, "timeout_s", validate_timeout(self.timeout_s))
+        object.__setattr__(self, "created_at", float(self.created_at))
         validate_policy(self.policy)
         if self.compat not in COMPAT_CLASSES:
             raise RecordError(f"invalid compat class {self.compat!r:.40}")

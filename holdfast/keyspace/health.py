@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Self
 
 from holdfast.keyspace import fields
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.drift import McpDrift, decode_drifts
 from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
 from holdfast.keyspace.session_spread import SessionSpread
@@ -111,6 +112,8 @@ class HealthSnapshot:
     sessions: tuple[SessionSpread, ...] = ()
     # Tool-contract violations, tool calls, errors and latency per release x tool.
     tools: tuple[ToolSignals, ...] = ()
+    # MCP backends whose live tools/list drifted from a pinned contract (the most recent ones).
+    mcp_drift: tuple[McpDrift, ...] = ()
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.sidecar_id):
@@ -132,6 +135,7 @@ class HealthSnapshot:
                 "signals": [s.to_map() for s in self.signals],
                 "sessions": [s.to_map() for s in self.sessions],
                 "tools": [t.to_map() for t in self.tools],
+                "mcp_drift": [d.to_map() for d in self.mcp_drift],
             },
         )
 
@@ -152,6 +156,7 @@ class HealthSnapshot:
                 SessionSpread.from_map(m) for m in _capped(f, "sessions", MAX_SIGNAL_RECORDS)
             ),
             tools=decode_all(fields.maps(f, "tools")),
+            mcp_drift=decode_drifts(fields.maps(f, "mcp_drift")),
         )
 
 

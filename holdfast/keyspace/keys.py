@@ -27,6 +27,7 @@ _SEGMENTS: Final = {
     "contracts": 2,
     "budgets": 1,
     "pins": 2,
+    "responses": 2,
     "health": 1,
     "audit": 1,
     "election": 1,
@@ -38,10 +39,11 @@ _SEGMENTS: Final = {
     "members": 1,
     "gates": 1,
     "slices": 2,
+    "drift": 1,
 }
 # Kinds whose keys start with the agent they belong to (``<kind>/<agent>/...``): a sidecar watches
 # its own agent's part of each, and nothing of another agent's.
-AGENT_SCOPED: Final = frozenset({"releases", "pins", "slices"})
+AGENT_SCOPED: Final = frozenset({"releases", "pins", "responses", "slices"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ class Keyspace:
         tool = validate_name(tool, what="tool")
         return f"{self.prefix}contracts/{tool}/{validate_name(version, what='contract version')}"
 
+    def drift(self, ident: str) -> str:
+        """One MCP backend's drift from a contract version, recorded once (keyspace.drift)."""
+        return f"{self.prefix}drift/{validate_id(ident, what='drift id')}"
+
     def budget(self, scope: str) -> str:
         return f"{self.prefix}budgets/{validate_id(scope, what='budget scope')}"
 
@@ -143,6 +149,14 @@ class Keyspace:
 
     def pins_of(self, agent: str) -> str:
         return self.agent_prefix("pins", agent)
+
+    def state_owner(self, agent: str, state_id: str) -> str:
+        """Which release issued a provider-held state id (holdfast.keyspace.state_owner)."""
+        agent = validate_name(agent, what="agent")
+        return f"{self.prefix}responses/{agent}/{validate_id(state_id, what='state id')}"
+
+    def state_owners_of(self, agent: str) -> str:
+        return self.agent_prefix("responses", agent)
 
     def health(self, sidecar_id: str) -> str:
         return f"{self.prefix}health/{validate_id(sidecar_id, what='sidecar id')}"

@@ -7,6 +7,14 @@
   sidecar's own lease: while the key exists the controller knows the sidecar is alive and may
   grow its slice. Tokens of a slice it has not used for ``idle_after`` seconds are given back
   (``returned`` only grows), so the controller can hand them to busier sidecars.
+* Slices follow demand: the report says what the requests waiting for room here need
+  (``queued``, ``waiting``; sidecar.budgets.queue), and the controller publishes every holder's
+  such demand in ``quotas/<scope>``. A sidecar with no request waiting, idle for two report
+  intervals, that sees another's demand gives back its headroom beyond what it reserved in the
+  last interval; one whose slice could not serve the request at the head of its queue even once
+  all it has in flight settles gives back all of its headroom, so the controller can hand the
+  pieces of a fragmented budget to one holder (the one closest to serving its head). The report
+  goes out at once when requests start waiting or others' demand arrives.
 
 The holder id is the sidecar id plus a per-process suffix: a restarted sidecar starts with an
 empty slice instead of re-using one its previous incarnation may have spent already. With etcd
@@ -29,7 +37,7 @@ from typing import Any, Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import Keyspace, RecordError
-from holdfast.keyspace.quota import Quotas, SpendReport
+from holdfast.keyspace.quota import DEPARTED, Quotas, SpendReport
 from holdfast.logs import get_logger
 from holdfast.store import Store, StoreError
 from holdfast.store.lease import LeaseKeeper
@@ -37,6 +45,7 @@ from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.meter import Meter
 from sidecar.budgets.metrics import meter_status
+from sidecar.budgets.queue import AdmissionQueue
 from sidecar.config import ConfigState
 
 log = get_logger(__name__)
@@ -65,7 +74,10 @@ class BudgetKeeper:
         interval: float,
         idle_after: float,
         clock: Callable[[], float] = time.time,
+        queue: AdmissionQueue | None = None,
     ) -> None:
+        self.queue = queue  # requests waiting for budget: their demand goes into the reports
+        self._reserved_seen: dict[str, int] = {}  # meter id -> Tally.reserved_total last report
         self.store = store
         self.keyspace = keyspace
         self.ledger = ledger
@@ -126,6 +138,14 @@ class BudgetKeeper:
         self._apply_quotas()
         arrived, self._slices = self._slices, asyncio.Event()
         arrived.set()
+        if self.queue is not None:
+            self.queue.pump()  # bigger slices, or a fleet floor that says waiting cannot help
+        if any(set(q.demand) - {self.holder} for q in quotas.values()):
+            self._wake.set()  # others wait for room: give back idle headroom now
+
+    def wake(self) -> None:
+        """Report now, not at the next interval (requests started waiting for room)."""
+        self._wake.set()
 
     async def wait_for_slices(self, seconds: float) -> bool:
         """Report this sidecar's want at once and wait, at most ``seconds``, for the
@@ -147,7 +167,9 @@ class BudgetKeeper:
             if q is None:
                 self.ledger.set_grant(scope, "", 0, 0)
             else:
-                self.ledger.set_grant(scope, q.window, q.grants.get(self.holder, 0), q.used)
+                self.ledger.set_grant(
+                    scope, q.window, q.grants.get(self.holder, 0), q.used, q.settled_floor
+                )
 
     async def _new_lease(self, lease_id: int) -> None:
         self._written.clear()  # the old lease took our keys with it: write them all again
@@ -183,14 +205,19 @@ class BudgetKeeper:
         if snapshot is not None:
             self.ledger.sync(snapshot.of_kind("budgets"), now)
         self._apply_quotas()
+        demand = self.queue.demand() if self.queue is not None else {}
         out = []
         for scope, meter in self.ledger.meters.items():
             meter.rotate(now)
             t = meter.tally
-            if not meter.budget.fleet and not (t.admitted or t.refused or t.spent or t.reserved):
+            mine = demand.get(scope, (0, 0, 0))
+            if not meter.budget.fleet and not (
+                t.admitted or t.refused or t.spent or t.reserved or mine[0]
+            ):
                 continue
             self._give_back_idle(scope, meter, now)
-            report = self._report(scope, meter, now)
+            self._follow_demand(scope, meter, mine, now)
+            report = self._report(scope, meter, now, demand=mine)
             if report is not None:
                 out.append(report)
             t.want = 0
@@ -207,8 +234,48 @@ class BudgetKeeper:
         if quotas is not None and quotas.window == current and quotas.share:
             meter.give_back(EXCESS_SHARES * quotas.share)  # far above an equal part
 
+    def _follow_demand(
+        self, scope: str, meter: Meter, mine: tuple[int, int, int], now: float
+    ) -> None:
+        """Hand headroom to where requests wait (see the module docstring)."""
+        t = meter.tally
+        seen = self._reserved_seen.get(scope, t.reserved_total)
+        self._reserved_seen[scope] = t.reserved_total
+        recent = max(0, t.reserved_total - seen)  # what this sidecar reserved since last time
+        if not meter.budget.fleet:
+            return
+        quotas = self.quotas.get(scope)
+        current = meter.grant_window if meter.rolling else t.span.id
+        if quotas is None or quotas.window != current:
+            return
+        waiting, _, head = mine
+        others = any(h not in (self.holder, DEPARTED) for h in quotas.grants)
+        if waiting and meter.allowance - t.spent < head and others:
+            # Even once everything in flight here settles, this slice cannot serve the request
+            # at the head: let the controller put its headroom together with what others hold
+            # (alone, it would only come back). Reservations in flight stay covered.
+            back = meter.give_back(0)
+        elif not waiting and set(quotas.demand) - {self.holder} and self._idle(scope, now):
+            back = meter.give_back(recent)
+        else:
+            return
+        if back:
+            log.info("budget_slice_returned", scope=scope, returned=back, to="demand")
+
+    def _idle(self, scope: str, now: float) -> bool:
+        """No admission here for two report intervals: a sidecar whose own burst is only just
+        arriving keeps its slice."""
+        _, since = self._last_admitted.get(scope, (-1, now))
+        return now - since >= 2 * self.interval
+
     def _report(
-        self, scope: str, meter: Meter, now: float, *, final: bool = False
+        self,
+        scope: str,
+        meter: Meter,
+        now: float,
+        *,
+        final: bool = False,
+        demand: tuple[int, int, int] = (0, 0, 0),
     ) -> SpendReport | None:
         t = meter.tally
         # Rolling windows: the report names the epoch of the slice it accounts against
@@ -223,10 +290,17 @@ class BudgetKeeper:
                 reserved=t.reserved,
                 returned=meter.returned,
                 estimated=t.estimated,
-                want=t.want,
+                want=max(t.want, demand[2]),  # the head's need: room that lets one go
                 at=now,
                 final=final,
                 agent=self.ledger.agent or "",
+                queued=demand[1],
+                waiting=demand[0],
+                refused_spent=t.refused - t.refused_wait,
+                refused_busy=t.refused_wait,
+                waits=t.waits,
+                wait_ms=t.wait_ms,
+                wait_max_ms=t.wait_max_ms,
             )
         except RecordError as exc:  # one broken meter must not stop the others' reports
             log.warning("budget_spend_report_invalid", scope=scope, reason=str(exc))
@@ -288,9 +362,15 @@ class BudgetKeeper:
         )
 
     def status(self) -> dict[str, Any]:
+        demand = self.queue.demand() if self.queue is not None else {}
         return {
             "holder": self.holder,
             "report_failures": self.report_failures,
             "slices_connected": self.mirror.connected,
-            "scopes": [meter_status(m) for _, m in sorted(self.ledger.meters.items())],
+            "waiting": self.queue.waiting if self.queue is not None else 0,
+            "waiting_bytes": self.queue.bytes if self.queue is not None else 0,
+            "scopes": [
+                meter_status(m, demand.get(key, (0, 0, 0)))
+                for key, m in sorted(self.ledger.meters.items())
+            ],
         }

@@ -43,6 +43,24 @@ class Refusal:
         return self.meter.scope
 
     def message(self) -> str:
+        return (
+            f"{self._what()} is exhausted: {self._usage()}; this request needs up to "
+            f"{self.meter.amount(self.need)}. Retry after {self.retry_after}s"
+        )
+
+    def busy_message(self, why: str) -> str:
+        """The refusal of a request that could fit once reservations in flight settle (or a
+        slice moves here), but that did not wait for it."""
+        return (
+            f"{self._what()} has no room for this request now: {self._usage()}; this request "
+            f"needs up to {self.meter.amount(self.need)}, which fits once requests in flight "
+            f"settle, but {why or 'it did not wait'}. Retry after 1s"
+        )
+
+    def _what(self) -> str:
+        return f"{'cost' if self.meter.cost else 'token'} budget {self.meter.budget.scope}"
+
+    def _usage(self) -> str:
         b, m = self.meter.budget, self.meter
         if b.fleet:
             spent = (
@@ -52,12 +70,8 @@ class Refusal:
         else:
             spent = f"{m.amount(m.used)} used"
         kind = " (rolling)" if m.rolling else ""
-        what = "cost" if m.cost else "token"
         return (
-            f"{what} budget {b.scope} is exhausted: limit {m.amount(m.limit)}"
-            f"{'' if m.cost else ' tokens'} per "
-            f"{b.window}{kind}, {spent}; this request needs up to {m.amount(self.need)}. "
-            f"Retry after {self.retry_after}s"
+            f"limit {m.amount(m.limit)}{'' if m.cost else ' tokens'} per {b.window}{kind}, {spent}"
         )
 
 
@@ -139,6 +153,7 @@ class Ledger:
             t = m.tally
             need = micros if m.cost else amount
             t.reserved += need
+            t.reserved_total += need
             t.admitted += 1
             bucket = t.buckets.current if t.buckets is not None else 0
             reservation.tallies.append((t, bucket, need, m.cost))
@@ -159,6 +174,39 @@ class Ledger:
         return retry_seconds(buckets.width if wait is None else wait)
 
     @staticmethod
+    def grow(reservation: Reservation, meters: list[Meter], tokens: int, micros: int) -> bool:
+        """Reserve ``tokens`` / ``micros`` more under ``reservation`` (made on ``meters``, in
+        that order), all or nothing: a request whose need grew after a reservation was made
+        for it (a prompt rendered into it) keeps one reservation, settled once."""
+        if reservation.settled or len(meters) != len(reservation.tallies):
+            return False
+        pairs = list(zip(meters, reservation.tallies, strict=True))
+        if any(m.tally is not t for m, (t, *_) in pairs):
+            return False  # a window turned in between: the caller admits afresh
+        if not all(m.fits(micros if m.cost else tokens) for m in meters):
+            return False
+        grown = []
+        for tally, bucket, reserved, cost in reservation.tallies:
+            more = micros if cost else tokens
+            tally.reserved += more
+            tally.reserved_total += more
+            grown.append((tally, bucket, reserved + more, cost))
+        reservation.tallies = grown
+        reservation.amount += tokens
+        reservation.micros += micros
+        return True
+
+    @staticmethod
+    def release(reservation: Reservation) -> None:
+        """Undo a reservation whose request never went out (it was not admitted after all)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        for tally, _, reserved, _ in reservation.tallies:
+            tally.reserved -= reserved
+            tally.admitted -= 1
+
+    @staticmethod
     def settle(reservation: Reservation, charge: int, *, estimated: bool, micros: int = 0) -> None:
         """Replace the reservation by the real charge (``charge`` tokens, ``micros``
         micro-dollars on cost meters), once; later calls do nothing."""
@@ -172,7 +220,9 @@ class Ledger:
             if estimated:
                 tally.estimated += amount
 
-    def set_grant(self, scope: str, window: str, grant: int, fleet_used: int) -> None:
+    def set_grant(
+        self, scope: str, window: str, grant: int, fleet_used: int, fleet_settled: int = 0
+    ) -> None:
         meter = self.meters.get(scope)
         if meter is not None:
             if meter.rolling and window != meter.grant_window:
@@ -180,3 +230,4 @@ class Ledger:
                 meter.returned = 0
                 meter.grant_epoch = epoch_of(window)
             meter.grant, meter.grant_window, meter.fleet_used = grant, window, fleet_used
+            meter.fleet_settled = fleet_settled

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from holdfast.budgets.rolling import Buckets
 from holdfast.budgets.window import Span, duration_seconds, span_at
-from holdfast.keyspace.budget import Budget
+from holdfast.keyspace.budget import Budget, meter_id
 from holdfast.keyspace.price import usd
 
 
@@ -25,9 +25,19 @@ class Tally:
     estimated: int = 0  # part of ``spent`` charged from estimates (no usage from the provider)
     admitted: int = 0
     refused: int = 0
+    refused_wait: int = 0  # part of ``refused``: could have fit by waiting, but did not wait
     degraded: int = 0
     want: int = 0  # the largest need refused since the last spend report
+    reserved_total: int = 0  # every reservation made in this window, added up (a rate's base)
+    waits: int = 0  # requests that waited for room in this window (however the wait ended)
+    wait_ms: int = 0  # their waits, added up
+    wait_max_ms: int = 0
     buckets: Buckets | None = None  # rolling windows: spend per sub-bucket
+
+    def waited(self, ms: int) -> None:
+        self.waits += 1
+        self.wait_ms += ms
+        self.wait_max_ms = max(self.wait_max_ms, ms)
 
     def charge(self, bucket: int, amount: int) -> None:
         if self.buckets is None:
@@ -60,12 +70,18 @@ class Meter:
     grant_window: str = ""
     returned: int = 0  # fleet scopes: tokens of the grant given back in this window
     fleet_used: int = 0  # fleet scopes: the fleet's use as of the controller's last tick
+    fleet_settled: int = 0  # fleet scopes: a lower bound of the fleet's settled spend (same)
     grant_epoch: int | None = None  # rolling fleet scopes: the epoch of ``grant_window``
     unit: str = "tokens"  # or "usd": amounts in micro-dollars
 
     @property
     def scope(self) -> str:
         return self.budget.scope
+
+    @property
+    def id(self) -> str:
+        """The ledger's key of this meter: the scope, or ``usd:<scope>``."""
+        return meter_id(self.budget.scope, self.unit)
 
     @property
     def cost(self) -> bool:
@@ -83,12 +99,28 @@ class Meter:
     def allowance(self) -> int:
         if not self.budget.fleet:
             return self.limit
-        if self.tally.buckets is None:
-            if self.grant_window != self.tally.span.id:
-                return 0
-        elif self.grant_epoch is None or abs(self.grant_epoch - self._epoch()) > 1:
-            return 0  # a slice is usable within one epoch of its own (clock skew, slow ticks)
+        if not self._grant_current():
+            return 0  # rolling: a slice is usable within one epoch of its own (skew, slow ticks)
         return max(0, self.grant - self.returned)
+
+    @property
+    def sliced(self) -> bool:
+        """Fleet scopes: whether this sidecar was granted a slice of this window (it may have
+        given all of it back since)."""
+        return self._grant_current() and self.grant > 0
+
+    @property
+    def fleet_floor(self) -> int:
+        """Fleet scopes: what the fleet has surely settled in this window, as of the last slice
+        update (0 when that update belongs to another window)."""
+        if not self.budget.fleet or not self._grant_current():
+            return 0
+        return max(self.tally.spent, self.fleet_settled)
+
+    def _grant_current(self) -> bool:
+        if self.tally.buckets is None:
+            return self.grant_window == self.tally.span.id
+        return self.grant_epoch is not None and abs(self.grant_epoch - self._epoch()) <= 1
 
     def _epoch(self) -> int:
         span = self.tally.span
@@ -126,6 +158,7 @@ class Meter:
             self.tally = Tally(span)
             self.returned = 0
             self.fleet_used = 0
+            self.fleet_settled = 0
 
     def give_back(self, keep: int) -> int:
         """Return the headroom above ``keep`` (fleet scopes); how many tokens were given back."""

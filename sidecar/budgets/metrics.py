@@ -7,9 +7,9 @@ ledger) are ``holdfast_budget_<name>_usd`` with the plain scope as label.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -18,11 +18,18 @@ from holdfast.keyspace.price import MICROS, usd
 from sidecar.budgets.ledger import Ledger
 from sidecar.budgets.meter import Meter
 
+if TYPE_CHECKING:
+    from sidecar.budgets.queue import AdmissionQueue
+
+# Seconds a request waited for budget: from a settlement's few milliseconds to a queue timeout.
+WAIT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
 
 class _LedgerCollector(Collector):
     def __init__(self, ledger: Ledger, agent: str) -> None:
         self.ledger = ledger
         self.agent = agent
+        self.queue: AdmissionQueue | None = None
 
     def describe(self) -> list[Any]:
         return []  # labels come and go with the configured budgets
@@ -50,6 +57,18 @@ class _LedgerCollector(Collector):
             "Requests in the current window by admission result.",
             labels=["agent", "scope", "result"],
         )
+        waiting = GaugeMetricFamily(
+            "holdfast_budget_waiting_requests",
+            "Requests waiting for room in the scope now (on this sidecar).",
+            labels=["agent", "scope"],
+        )
+        queued = GaugeMetricFamily(
+            "holdfast_budget_queued_requests",
+            "Requests waiting for budget on this sidecar now, all scopes.",
+            labels=["agent"],
+        )
+        demand = self.queue.demand() if self.queue is not None else {}
+        queued.add_metric([self.agent], float(self.queue.waiting if self.queue else 0))
         for _, meter in sorted(self.ledger.meters.items()):
             scale = MICROS if meter.cost else 1
             for name, value in _values(meter).items():
@@ -60,11 +79,16 @@ class _LedgerCollector(Collector):
             for result, count in (
                 ("admitted", t.admitted),
                 ("refused", t.refused),
+                ("refused_spent", t.refused - t.refused_wait),
+                ("refused_could_not_wait", t.refused_wait),
                 ("degraded", t.degraded),
             ):
                 requests.add_metric([self.agent, meter.scope, result], float(count))
+            waiting.add_metric([self.agent, meter.scope], float(demand.get(meter.id, (0,))[0]))
         yield from families.values()
         yield requests
+        yield waiting
+        yield queued
 
 
 def _values(meter: Meter) -> dict[str, int]:
@@ -78,8 +102,9 @@ def _values(meter: Meter) -> dict[str, int]:
     }
 
 
-def meter_status(meter: Meter) -> dict[str, Any]:
-    """One meter as /status shows it (cost meters: amounts as USD strings)."""
+def meter_status(meter: Meter, demand: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
+    """One meter as /status shows it (cost meters: amounts as USD strings); ``demand``: the
+    requests waiting for it (count, what they need together, the largest need)."""
     b = meter.budget
     values: dict[str, Any] = _values(meter)
     if meter.cost:
@@ -98,7 +123,13 @@ def meter_status(meter: Meter) -> dict[str, Any]:
         else None,
         "admitted": meter.tally.admitted,
         "refused": meter.tally.refused,
+        "refused_spent": meter.tally.refused - meter.tally.refused_wait,
+        "refused_could_not_wait": meter.tally.refused_wait,
         "degraded": meter.tally.degraded,
+        "waiting": demand[0],
+        "queued": usd(demand[1]) if meter.cost else demand[1],
+        "queue_timeout": b.queue_timeout,
+        "fit_cap": b.fit_cap,
     }
 
 
@@ -124,7 +155,8 @@ class _UsageRejectedCollector(Collector):
 
 class BudgetMetrics:
     def __init__(self, registry: CollectorRegistry, agent: str, ledger: Ledger) -> None:
-        registry.register(_LedgerCollector(ledger, agent))
+        self._ledger_collector = _LedgerCollector(ledger, agent)
+        registry.register(self._ledger_collector)
         registry.register(_UsageRejectedCollector(agent))
         self.agent = agent
         self._charged = Counter(
@@ -147,6 +179,35 @@ class BudgetMetrics:
             ["agent"],
             registry=registry,
         ).labels(agent)
+        wait = Histogram(
+            "holdfast_budget_wait_seconds",
+            "How long requests waited for budget, by how the wait ended: admitted, spent "
+            "(waiting could no longer help), timeout, queue_full, hung_up, unmetered.",
+            ["agent", "result"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self._waits = {
+            r: wait.labels(agent, r)
+            for r in ("admitted", "spent", "timeout", "queue_full", "hung_up", "unmetered")
+        }
+        refusals = Counter(
+            "holdfast_budget_refusals",
+            "Requests refused by a budget: spent (waiting could not help) or could_not_wait.",
+            ["agent", "reason"],
+            registry=registry,
+        )
+        self._refusals = {r: refusals.labels(agent, r) for r in ("spent", "could_not_wait")}
+
+    def bind_queue(self, queue: AdmissionQueue) -> None:
+        """Read the requests waiting for budget from ``queue`` at scrape time."""
+        self._ledger_collector.queue = queue
+
+    def waited(self, seconds: float, result: str) -> None:
+        self._waits[result].observe(seconds)
+
+    def refused(self, reason: str) -> None:
+        self._refusals[reason].inc()
 
     def _child(self, release: str, part: str, estimated: bool) -> Any:
         key = (release, part, estimated)

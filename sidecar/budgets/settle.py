@@ -7,6 +7,7 @@ completed it); a stream it cuts, the prompt estimate plus what the provider had 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from holdfast.dialects import Answer, EventView, Usage
@@ -36,7 +37,9 @@ class Settle(Observer):
         metrics: BudgetMetrics,
         price: Price | None,
         release: str,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
+        self.on_settled = on_settled  # room may have appeared: requests waiting for it look
         self.price = price
         self.ledger = ledger
         self.reservation = reservation
@@ -73,6 +76,8 @@ class Settle(Observer):
         prompt, completion, estimated = self._charge(outcome)
         micros = self.price.micros(prompt, completion) if self.price is not None else 0
         Ledger.settle(self.reservation, prompt + completion, estimated=estimated, micros=micros)
+        if self.on_settled is not None:
+            self.on_settled()
         self.metrics.charged(
             prompt, completion, estimated=estimated, micros=micros, release=self.release
         )

@@ -6,8 +6,8 @@ Agent-scoped kinds (``<kind>/<agent>/...``, ``holdfast.keyspace.keys.AGENT_SCOPE
 sidecar's own agent's part only; a new agent-scoped kind is one line in ``AGENT_KINDS``. And the
 agent's route, one exact key. The budget keeper watches its agent's ``slices/<agent>/`` itself
 (``sidecar.budgets.keeper``), on the same stream. Health, spend and outcomes of other sidecars,
-other agents' pins, releases and quota slices never reach a sidecar: each range is a watch id on
-the store's one watch stream.
+other agents' pins, releases, state owners and quota slices never reach a sidecar: each range is
+a watch id on the store's one watch stream.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ ENV_FOLLOWED: Final = ("members",)
 AGENT_KINDS: Final = (
     "pins",
     "releases",
+    "responses",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,19 +59,32 @@ class ToolBackend:
             self._session = None
 
     async def call(
-        self, url: str, arguments: Any, *, timeout_s: float, idempotent: bool, request_id: str
+        self,
+        url: str,
+        arguments: Any,
+        *,
+        timeout_s: float,
+        idempotent: bool,
+        request_id: str,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> BackendAnswer:
+        """``extra_headers``: added to the call (the trace context), never over the client's."""
         attempts = 2 if idempotent else 1
         answer = BackendAnswer("unreachable", message="not called")
         for attempt in range(1, attempts + 1):
-            answer = await self._once(url, arguments, timeout_s, request_id)
+            answer = await self._once(url, arguments, timeout_s, request_id, extra_headers)
             if answer.outcome not in RETRYABLE or attempt == attempts:
                 return BackendAnswer(answer.outcome, answer.result, answer.message, attempt)
             await asyncio.sleep(RETRY_DELAY_S)
         return answer
 
     async def _once(
-        self, url: str, arguments: Any, timeout_s: float, request_id: str
+        self,
+        url: str,
+        arguments: Any,
+        timeout_s: float,
+        request_id: str,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> BackendAnswer:
         if self._session is None:
             await self.start()
@@ -80,7 +94,11 @@ class ToolBackend:
         except HostRefused as exc:
             return BackendAnswer("host_not_allowed", message=f"the tool backend {exc}")
         payload = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request_id}
+        headers = {
+            **(extra_headers or {}),
+            "Content-Type": "application/json",
+            REQUEST_ID_HEADER: request_id,
+        }
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.post(

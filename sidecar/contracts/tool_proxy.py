@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -32,8 +32,10 @@ from sidecar.errors import (
     ContractUnavailable,
     InvalidRequest,
     NotFound,
+    SidecarError,
     ToolNotPinned,
     ToolNotProxied,
+    spec_for,
 )
 from sidecar.pins import Pinning
 from sidecar.pipeline import REQUEST_ID_KEY, served_by
@@ -43,6 +45,19 @@ log = get_logger(__name__)
 
 CONTRACT_HEADER: Final = "X-Holdfast-Contract"
 OUTCOME_HEADER: Final = "X-Holdfast-Tool-Outcome"
+
+
+class ToolSpan(Protocol):
+    """The trace of one tool call (sidecar.tracing.ToolSpans makes them)."""
+
+    def context_headers(self) -> dict[str, str]: ...
+    def served(self, resolved: Resolved, contract: str, backend: str, outcome: str) -> None: ...
+    def failed(self, code: str) -> None: ...
+    def end(self) -> None: ...
+
+
+class ToolTracer(Protocol):
+    def tool_call(self, tool: str, headers: Mapping[str, str], request_id: str) -> ToolSpan: ...
 
 
 def tool_result(result: Any) -> dict[str, Any]:
@@ -80,7 +95,9 @@ class ToolProxy:
         failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         reset_after: float = DEFAULT_RESET_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
+        tracer: ToolTracer | None = None,
     ) -> None:
+        self.tracer = tracer  # None: tracing off
         self.agent = agent
         self.config = config
         self.pinning = pinning
@@ -144,6 +161,20 @@ class ToolProxy:
         tool = request.match_info["tool"]
         if not NAME_RE.fullmatch(tool):
             raise NotFound(f"no tool {tool!r:.80}")
+        if self.tracer is None:
+            return await self._call(request, tool, started, None)
+        span = self.tracer.tool_call(tool, request.headers, request[REQUEST_ID_KEY])
+        try:
+            return await self._call(request, tool, started, span)
+        except SidecarError as exc:
+            span.failed(spec_for(exc).code)
+            raise
+        finally:
+            span.end()
+
+    async def _call(
+        self, request: web.Request, tool: str, started: float, span: ToolSpan | None
+    ) -> web.Response:
         arguments = await self._arguments(request)
         snapshot, session = self.config.current, session_id(request.headers, None)
         resolved = self.pinning.lookup(snapshot, self.agent, session)
@@ -152,7 +183,10 @@ class ToolProxy:
         compiled = self._contract(tool, resolved)
         contract = compiled.contract
         headers = served_by(resolved) | {CONTRACT_HEADER: contract.ref}
-        outcome, body = await self._execute(compiled, arguments, request[REQUEST_ID_KEY])
+        trace = span.context_headers() if span is not None else None
+        outcome, body = await self._execute(compiled, arguments, request[REQUEST_ID_KEY], trace)
+        if span is not None:
+            span.served(resolved, contract.ref, contract.backend, outcome)
         if outcome in ("invalid_args", "invalid_result"):
             headers[VIOLATION_HEADER] = f"{contract.ref} {outcome.removeprefix('invalid_')}"
             kind = "args" if outcome == "invalid_args" else "result"
@@ -171,7 +205,11 @@ class ToolProxy:
         return web.json_response(body, headers=headers)
 
     async def _execute(
-        self, compiled: Compiled, arguments: dict[str, Any], request_id: str
+        self,
+        compiled: Compiled,
+        arguments: dict[str, Any],
+        request_id: str,
+        trace: Mapping[str, str] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         contract = compiled.contract
         ref = contract.ref
@@ -191,6 +229,7 @@ class ToolProxy:
                 timeout_s=contract.timeout_s,
                 idempotent=contract.idempotent,
                 request_id=request_id,
+                extra_headers=trace,
             )
         except BaseException:
             self.breakers.release(admission)

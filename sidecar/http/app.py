@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from holdfast import dialects
+from holdfast.keyspace import Keyspace
 from holdfast.logs import (
     REQUEST_ID_HEADER,
     bind_request_id,
@@ -24,21 +25,32 @@ from holdfast.logs import (
     get_logger,
     request_id_from,
 )
-from sidecar.budgets import BudgetFilter
+from holdfast.mcp.client import McpClient
+from sidecar.budgets import BudgetFilter, ToolCallBudget
 from sidecar.config import ConfigState, PriceTable
-from sidecar.contracts import ContractBook, ContractFilter, ToolBackend, ToolProxy, contract_status
+from sidecar.contracts import (
+    ContractBook,
+    ContractFilter,
+    ToolBackend,
+    ToolBreakers,
+    ToolProxy,
+    contract_status,
+)
 from sidecar.errors import MethodNotAllowed, NotFound, SidecarError, spec_for
 from sidecar.experiments import ExperimentBook, FeedbackApi
 from sidecar.flags import FlagEvaluator, OfrepApi
-from sidecar.http.guard import guard_middlewares
+from sidecar.http.guard import Guard
 from sidecar.http.models import Models
+from sidecar.mcp import Backends, DriftLog, McpMetrics, McpServer, Methods, ToolCalls
 from sidecar.ops import ControlPlane, Ops, SidecarMetrics
-from sidecar.pins import Pinning
+from sidecar.pins import Pinning, StateLookup, StateTable
 from sidecar.pipeline import DIALECT_KEY, REQUEST_ID_KEY, Exchange, ExchangeFilter, Proxy, assemble
 from sidecar.prompts import PromptFilter
 from sidecar.settings import SidecarSettings
 from sidecar.shadow import ShadowFilter, ShadowRunner
 from sidecar.signals import SignalBook, SignalsFilter, summary
+from sidecar.state import StateEndpoints, StateFilter, StateRouting
+from sidecar.tracing import ToolSpans, Tracer, TracingFilter
 from sidecar.upstream import Upstream
 
 log = get_logger(__name__)
@@ -71,6 +83,13 @@ class Parts:
     budget_status: Callable[[], dict[str, Any]] | None = None
     health_status: Callable[[], dict[str, Any]] | None = None
     etcd_traffic: Callable[[], dict[str, Any]] | None = None
+    # Which release issued each provider-held state id (OpenAI Responses); None: the app keeps
+    # a table of its own, and a lookup that finds nothing in etcd (served alone, in tests).
+    states: StateTable | None = None
+    state_lookup: StateLookup | None = None
+    mcp_drift: DriftLog = field(default_factory=DriftLog)  # the health snapshot reads it too
+    tool_calls: ToolCallBudget | None = None  # None: no tool-call limits on this surface
+    tracer: Tracer | None = None  # None: tracing off, nothing of it on the request path
 
 
 def _dialect_of(request: web.Request) -> dialects.Dialect:
@@ -89,44 +108,53 @@ def error_response(request: web.Request, exc: SidecarError) -> web.Response:
     )
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids, and every failure turned into the error shape of the request's dialect."""
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
-    request[REQUEST_ID_KEY] = request_id
-    bind_request_id(request_id)
-    try:
-        response = await handler(request)
-    except SidecarError as exc:
-        spec = spec_for(exc)
-        log.info("request_refused", path=request.path, code=spec.code, status=spec.status)
-        response = error_response(request, exc)
-    except web.HTTPMethodNotAllowed as exc:
-        response = error_response(
-            request, MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-        )
-        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
-    except web.HTTPNotFound:
-        response = error_response(
-            request, NotFound(f"no endpoint {request.method} {request.path:.200}")
-        )
-    except (ConnectionResetError, asyncio.CancelledError):
-        log.info("client_disconnected", path=request.path)
-        raise
-    except Exception:
-        log.exception("request_failed", path=request.path)
-        response = error_response(
-            request, SidecarError("internal error in the sidecar; see its log")
-        )
-    finally:
-        clear_request_id()
-    if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = request_id
-    return response
+def middleware(guard: Guard) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The one middleware (every layer is a coroutine frame on every request): request ids,
+    the guard's checks, and every failure turned into the error shape of the request's
+    dialect."""
+
+    @web.middleware
+    async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
+        request[REQUEST_ID_KEY] = request_id
+        bound = bind_request_id(request_id)
+        counted = False
+        try:
+            counted = guard.admit(request)
+            response = await handler(request)
+        except SidecarError as exc:
+            spec = spec_for(exc)
+            log.info("request_refused", path=request.path, code=spec.code, status=spec.status)
+            response = error_response(request, exc)
+        except web.HTTPMethodNotAllowed as exc:
+            response = error_response(
+                request, MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+            )
+            response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        except web.HTTPNotFound:
+            response = error_response(
+                request, NotFound(f"no endpoint {request.method} {request.path:.200}")
+            )
+        except (ConnectionResetError, asyncio.CancelledError):
+            log.info("client_disconnected", path=request.path)
+            raise
+        except Exception:
+            log.exception("request_failed", path=request.path)
+            failure = SidecarError("internal error in the sidecar; see its log")
+            response = error_response(request, failure)
+        finally:
+            if counted:
+                guard.release()
+            clear_request_id(bound)
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    return serve
 
 
 def filter_chain(
-    parts: Parts, shadow: ShadowRunner, contracts: ContractBook
+    parts: Parts, shadow: ShadowRunner, contracts: ContractBook, states: StateTable
 ) -> tuple[ExchangeFilter, ...]:
     """Every filter of the proxied path, each from its concern's package, in chain order."""
     config = parts.config
@@ -139,17 +167,20 @@ def filter_chain(
         ),
         PromptFilter(config, parts.pinning.table),
         ContractFilter(config, contracts, parts.metrics.contracts),
+        StateFilter(parts.settings.agent, states),
         ShadowFilter(shadow, config),
     ]
     if parts.budget is not None:
         filters.append(parts.budget)
+    if parts.tracer is not None:
+        filters.append(TracingFilter(parts.tracer))
     return assemble(filters)
 
 
 def build_http_app(parts: Parts) -> web.Application:
     settings, config, metrics = parts.settings, parts.config, parts.metrics
     app = web.Application(
-        middlewares=[error_middleware, *guard_middlewares(settings)],  # type: ignore[list-item]
+        middlewares=[middleware(Guard(settings))],  # type: ignore[list-item]
         client_max_size=settings.max_body_bytes,
     )
     shadow = parts.shadow
@@ -159,17 +190,27 @@ def build_http_app(parts: Parts) -> web.Application:
         app.on_cleanup.append(lambda _app: owned.close())
     app[SHADOW_KEY] = shadow
     contracts = ContractBook()
+    states, lookup = _states(parts)
     prepare: list[Callable[[Exchange], Awaitable[None]]] = []
     if parts.budget is not None:
-        prepare.append(parts.budget.await_first_slices)
+        prepare.append(parts.budget.await_admission)
     proxy = Proxy(
         settings,
         config,
         parts.upstream,
         metrics,
         parts.pinning,
-        filters=filter_chain(parts, shadow, contracts),
+        filters=filter_chain(parts, shadow, contracts, states),
         prepare=prepare,
+        state=StateRouting(settings.agent, config, parts.pinning, states, lookup, parts.upstream),
+    )
+    state_endpoints = StateEndpoints(
+        settings.agent,
+        config,
+        states,
+        lookup,
+        parts.upstream,
+        max_body_bytes=settings.max_body_bytes,
     )
     tool_proxy = ToolProxy(
         settings.agent,
@@ -180,8 +221,11 @@ def build_http_app(parts: Parts) -> web.Application:
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.limits.max_json_depth,
         backend=ToolBackend(policy=settings.limits.host_policy()),
+        tracer=ToolSpans(parts.tracer, settings.agent) if parts.tracer is not None else None,
     )
     app.cleanup_ctx.append(tool_proxy.lifecycle)
+    mcp = mcp_server(parts, contracts, tool_proxy.breakers)
+    app.cleanup_ctx.append(mcp.lifecycle)
     book = parts.signals
     ops = Ops(
         settings,
@@ -197,22 +241,65 @@ def build_http_app(parts: Parts) -> web.Application:
         budgets=parts.budget_status,
         health=parts.health_status,
         etcd_traffic=parts.etcd_traffic,
-        contracts=lambda: contract_status(
-            config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
+        contracts=lambda: (
+            contract_status(
+                config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock
+            )
+            | {"mcp": mcp.status()}
         ),
     )
     flags = FlagEvaluator(config, lambda: ops.staleness().stale, metrics.flags)
     app.add_routes(
         [
             *proxy.routes(),
+            *state_endpoints.routes(),
             *Models(config, settings.agent).routes(),
             *ops.routes(),
             *OfrepApi(flags).routes(),
             *tool_proxy.routes(),
+            *mcp.routes(),
             *FeedbackApi(config, parts.pinning.table, parts.experiments).routes(),
         ]
     )
     return app
+
+
+def mcp_server(parts: Parts, contracts: ContractBook, breakers: ToolBreakers) -> McpServer:
+    """``/mcp/{toolset}``: shares the tool proxy's contract book and breakers (one circuit per
+    backend and contract version, whichever surface the calls came through)."""
+    settings, metrics = parts.settings, parts.metrics
+    backends = Backends(McpClient(policy=settings.limits.host_policy()))
+    methods = Methods(
+        settings.agent, parts.config, parts.pinning, contracts, metrics.contracts,
+        McpMetrics(metrics.registry, settings.agent), backends, ToolCalls(backends, breakers),
+        parts.mcp_drift, parts.tool_calls,
+    )  # fmt: skip
+    server = McpServer(
+        methods,
+        methods.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.limits.max_json_depth,
+    )
+    parts.pinning.table.on_adopt(server.pin_changed)
+    parts.config.on_change(server.config_changed)
+    return server
+
+
+def _states(parts: Parts) -> tuple[StateTable, StateLookup]:
+    """The state table and its lookup; served alone, a table of the app's own and no etcd (a
+    continuation of an id this app did not record is then a 404)."""
+    if parts.states is not None and parts.state_lookup is not None:
+        return parts.states, parts.state_lookup
+    keyspace = Keyspace(parts.settings.env)
+    states = parts.states or StateTable(keyspace, parts.settings.agent)
+    lookup = StateLookup(
+        None,
+        states,
+        keyspace,
+        parts.settings.agent,
+        timeout=parts.settings.pin_create_timeout or 0.25,
+    )
+    return states, lookup
 
 
 def new_shadow_runner(

@@ -8,7 +8,6 @@ on-call endpoints stay reachable under overload.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -20,48 +19,42 @@ from sidecar.settings import SidecarSettings
 
 log = get_logger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CAPPED_PREFIXES: Final = ("/v1/", "/tools/")
 
 
-class InFlight:
-    """Proxied requests being served now (read by /status and tests)."""
+class Guard:
+    """Both checks, run by the one middleware before any handler (sidecar.http.app)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.current = 0
+    def __init__(self, settings: SidecarSettings) -> None:
+        limits = settings.limits
+        self.hosts = allowed_hosts(settings.listen_host, limits.allowed_hosts)
+        self.limit = limits.max_concurrent
+        self.retry_after = str(limits.retry_after)
+        self.current = 0  # proxied requests being served now (read by /status and tests)
         self.refused = 0
 
-
-def guard_middlewares(settings: SidecarSettings, in_flight: InFlight | None = None) -> list[object]:
-    limits = settings.limits
-    hosts = allowed_hosts(settings.listen_host, limits.allowed_hosts)
-    gauge = in_flight if in_flight is not None else InFlight(limits.max_concurrent)
-    retry_after = str(limits.retry_after)
-
-    # One middleware for both checks: every layer is a coroutine frame on each request.
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def admit(self, request: web.Request) -> bool:
+        """Raise when the request must be refused; True when it now counts as in flight (the
+        caller must ``release`` it when done)."""
         header = request.headers.get("Host")
-        if not host_allowed(header, hosts):
+        if not host_allowed(header, self.hosts):
             log.warning("host_header_refused", path=request.path[:200])
             raise MisdirectedRequest(
                 f"Host {header!r:.100} is not served here: use a loopback name or address, or "
                 "start the sidecar with --allowed-host"
             )
         if not request.path.startswith(CAPPED_PREFIXES):
-            return await handler(request)
-        if gauge.current >= gauge.limit:
-            gauge.refused += 1
+            return False
+        if self.current >= self.limit:
+            self.refused += 1
             err = Overloaded(
-                f"the sidecar is serving {gauge.limit} requests already; retry in {retry_after}s"
+                f"the sidecar is serving {self.limit} requests already; retry in "
+                f"{self.retry_after}s"
             )
-            err.headers["Retry-After"] = retry_after
+            err.headers["Retry-After"] = self.retry_after
             raise err
-        gauge.current += 1
-        try:
-            return await handler(request)
-        finally:
-            gauge.current -= 1
+        self.current += 1
+        return True
 
-    return [guard]
+    def release(self) -> None:
+        self.current -= 1

@@ -166,18 +166,16 @@ class Ops:
             "budgets": self._budgets() if self._budgets is not None else None,
             "contracts": self._contracts() if self._contracts is not None else None,
             "process": {"pid": os.getpid(), "rss_bytes": rss, "cpu_percent": cpu},
+            "event_loop_lag": self.metrics.loop_lag.status(),
         }
         return web.json_response(body)
 
     def _request_counts(self) -> dict[str, Any]:
         total = 0.0
         by_outcome: dict[str, float] = {}
-        for metric in self.metrics.requests.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    outcome = sample.labels["outcome"]
-                    by_outcome[outcome] = by_outcome.get(outcome, 0) + sample.value
-                    total += sample.value
+        for (_agent, _endpoint, _release, outcome), value in self.metrics.requests.values.items():
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + value
+            total += value
         errors = total - by_outcome.get("ok", 0)
         return {"total": int(total), "errors": int(errors), "by_outcome": by_outcome}
 

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
+from holdfast.keyspace.drift import McpDrift
 from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import ReleaseSignals
 from holdfast.keyspace.tool_signals import ToolSignals
@@ -69,6 +70,10 @@ def _no_tools() -> tuple[ToolSignals, ...]:
     return ()
 
 
+def _no_drift() -> tuple[McpDrift, ...]:
+    return ()
+
+
 @dataclass(slots=True, kw_only=True)
 class HealthSources:
     """Where each part of a snapshot comes from; callables are read at every beat."""
@@ -79,6 +84,7 @@ class HealthSources:
     signals: Callable[[], tuple[ReleaseSignals, ...]] = _no_signals
     sessions: Callable[[], tuple[SessionSpread, ...]] = _no_sessions
     tools: Callable[[], tuple[ToolSignals, ...]] = _no_tools  # per release x tool
+    mcp_drift: Callable[[], tuple[McpDrift, ...]] = _no_drift  # the most recent drifts
 
 
 def build_snapshot(
@@ -97,6 +103,7 @@ def build_snapshot(
         signals=sources.signals(),
         sessions=sources.sessions(),
         tools=sources.tools(),
+        mcp_drift=sources.mcp_drift(),
     )
 
 

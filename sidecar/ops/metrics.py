@@ -8,13 +8,15 @@ request's category; this class counts requests by endpoint and outcome.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from holdfast.tally import CounterFamily, Tally
 from sidecar.contracts import ContractStats
 from sidecar.flags import FlagMetrics
+from sidecar.ops.loop_lag import LoopLag
 from sidecar.pins import PinMetrics
 from sidecar.shadow import ShadowMetrics
 from sidecar.signals import SignalMetrics
@@ -25,12 +27,12 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 class SidecarMetrics:
     def __init__(self, agent: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        self.requests = CounterFamily(
             "holdfast_requests",
             "Requests handled, by endpoint, release and outcome class.",
             ["agent", "endpoint", "release", "outcome"],
-            registry=self.registry,
         )
+        Tally(self.registry, self.requests)
         self.config_revision = Gauge(
             "holdfast_config_revision",
             "etcd revision of the applied configuration.",
@@ -57,18 +59,12 @@ class SidecarMetrics:
         self.contracts = ContractStats(self.registry, agent)  # .stats(): per release and tool
         self.flags = FlagMetrics(self.registry)
         self.agent = agent
-        self._finished: dict[tuple[str, str, str], Any] = {}
+        self.loop_lag = LoopLag(self.registry, agent)  # sampling once the process starts it
 
     def request_finished(self, operation: str, release: str, outcome: str, seconds: float) -> None:
-        """Count one request; label children are cached, since labels() costs on every call.
-        (``seconds`` is observed with the request's category by the signals filter.)"""
-        key = (operation, release, outcome)
-        child = self._finished.get(key)
-        if child is None:
-            child = self._finished[key] = self.requests.labels(
-                self.agent, operation, release, outcome
-            )
-        child.inc()
+        """Count one request (``seconds`` is observed with the request's category by the
+        signals filter)."""
+        self.requests.inc((self.agent, operation, release, outcome))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

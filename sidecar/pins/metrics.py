@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from holdfast.tally import CounterFamily, Tally
 
 
 class PinMetrics:
     def __init__(self, registry: CollectorRegistry, agent: str) -> None:
         self.agent = agent
-        self.routing = Counter(
+        self.routing = CounterFamily(
             "holdfast_session_routing",
             "Requests by how their release was chosen: new session, pinned session, no session.",
             ["agent", "release", "kind"],
-            registry=registry,
         )
+        Tally(registry, self.routing)
         self.cached = Gauge(
             "holdfast_pins_cached", "Session pins held by this sidecar.", registry=registry
         )
@@ -51,14 +52,9 @@ class PinMetrics:
         self.claims_created = claims.labels("created")
         self.claims_adopted = claims.labels("adopted")
         self.claims_fallback = claims.labels("fallback")
-        self._routed: dict[tuple[str, str], Any] = {}
 
     def routed(self, release: str, kind: str) -> None:
-        # Label children are cached: labels() costs on every call and this is the hot path.
-        child = self._routed.get((release, kind))
-        if child is None:
-            child = self._routed[(release, kind)] = self.routing.labels(self.agent, release, kind)
-        child.inc()
+        self.routing.inc((self.agent, release, kind))
 
     def bind(self, cached: Callable[[], int], pending: Callable[[], int]) -> None:
         """Read the gauges from their owners at scrape time instead of on every change."""

@@ -12,10 +12,11 @@ releases.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 
-from holdfast.keyspace import Pin
+from holdfast.keyspace import Pin, Release
 from holdfast.logs import get_logger
 from sidecar.config import ConfigSnapshot
 from sidecar.pins.claim import PinClaims
@@ -24,6 +25,13 @@ from sidecar.pins.table import PinTable, refresh_interval
 from sidecar.routing import Resolved, pinned_prompts, resolve, unrecorded_prompts
 
 log = get_logger(__name__)
+
+
+def _settled(task: asyncio.Task[Resolved]) -> None:
+    """Whoever waited for a settling task may have gone (the agent hung up): its outcome is
+    still taken, so that an error is logged here rather than lost."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("pin_settle_failed", error=repr(exc)[:200])
 
 
 class Pinning:
@@ -51,11 +59,14 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> Resolved:
         """Without etcd: a new session is decided and recorded here (the pin writer creates it
-        later). ``attributes`` (tenant, category) feed the route's flag for a new session."""
+        later). ``attributes`` (tenant, category) feed the route's flag for a new session;
+        ``speaks`` is the provider kind the request's dialect needs (routing.resolve)."""
         return self._local(
-            resolve(snapshot, self.agent, model, session, self.table, attributes), snapshot
+            resolve(snapshot, self.agent, model, session, self.table, attributes, speaks),
+            snapshot,
         )
 
     def lookup(
@@ -64,10 +75,11 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> Resolved | None:
         """The request path's call, with no await; None for a session this sidecar has no pin
         for while claims are on: then ``await first_turn(...)`` with the same arguments."""
-        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes, speaks)
         if resolved.kind == "new" and self.claims is not None:
             return None
         return self._local(resolved, snapshot)
@@ -78,22 +90,69 @@ class Pinning:
         model: str,
         session: str | None,
         attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
     ) -> Resolved:
         """Settle a session this sidecar has no pin for with etcd, then serve it."""
         while session is not None and (running := self._first_turns.get(session)) is not None:
             await asyncio.shield(running)  # one claim per session; the others reuse its pin
-            found = self.lookup(snapshot, model, session, attributes)
+            found = self.lookup(snapshot, model, session, attributes, speaks)
             if found is not None:
                 return found
-        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes, speaks)
         if resolved.kind != "new" or self.claims is None or snapshot is None or session is None:
             return self._local(resolved, snapshot)
         running = self._first_turns[session] = asyncio.get_running_loop().create_future()
         try:
-            return await self._claim(snapshot, model, session, attributes, resolved)
+            return await self._claim(snapshot, model, session, attributes, resolved, speaks)
         finally:
             del self._first_turns[session]
             running.set_result(None)
+
+    def speculate(
+        self,
+        snapshot: ConfigSnapshot | None,
+        model: str,
+        session: str | None,
+        attributes: Mapping[str, str] | None = None,
+        speaks: str | None = None,
+    ) -> tuple[Resolved, asyncio.Task[Resolved]] | None:
+        """A first turn served at once on this sidecar's own decision while etcd settles it:
+        (the decision, the task that settles it). The caller sends the request on and awaits
+        the task before the agent sees a byte; when etcd holds another sidecar's pin with
+        another release, the answer is dropped and the request served again there. None when
+        there is nothing to settle (call ``first_turn``)."""
+        if session is None or self.claims is None or snapshot is None:
+            return None
+        if session in self._first_turns:
+            return None  # another request of this session is settling it: wait for that one
+        decided = resolve(snapshot, self.agent, model, session, self.table, attributes, speaks)
+        if decided.kind != "new":
+            return None
+        settling = asyncio.get_running_loop().create_task(
+            self.first_turn(snapshot, model, session, attributes, speaks)
+        )
+        settling.add_done_callback(_settled)
+        return decided, settling
+
+    def continue_at(
+        self,
+        snapshot: ConfigSnapshot | None,
+        model: str,
+        session: str,
+        release: Release,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Resolved:
+        """A request that continues provider-held state issued by ``release``: served there,
+        whatever the route says. A session without a pin (a chain's second turn, or a pin that
+        expired) is pinned to it; one pinned elsewhere (a budget's degrade issued the state)
+        keeps its pin and is served where its state is."""
+        resolved = resolve(snapshot, self.agent, model, session, self.table, attributes)
+        if resolved.kind == "pinned":
+            if resolved.release.name == release.name:
+                return self._local(resolved, snapshot)
+            self.metrics.routed(release.name, "pinned")
+            return dataclasses.replace(resolved, release=release, migrated_from=None)
+        return self._local(Resolved(release, resolved.revision, session, "new"), snapshot)
 
     def _local(self, resolved: Resolved, snapshot: ConfigSnapshot | None) -> Resolved:
         session = resolved.session
@@ -111,18 +170,19 @@ class Pinning:
         session: str,
         attributes: Mapping[str, str] | None,
         resolved: Resolved,
+        speaks: str | None = None,
     ) -> Resolved:
         assert self.claims is not None
         pin = self._new_pin(session, resolved, snapshot)
         claim = await self.claims.claim(pin)
         if claim is None:  # etcd did not answer in time: as before claims, decide here
-            found = self.lookup(snapshot, model, session, attributes)
+            found = self.lookup(snapshot, model, session, attributes, speaks)
             if found is not None:
                 return found  # unless the watch brought the session's pin meanwhile
             self.table.record_new(pin)
         elif claim.stored is not None:
             if self.table.adopt(claim.stored, newer_only=True):
-                found = self.lookup(snapshot, model, session, attributes)
+                found = self.lookup(snapshot, model, session, attributes, speaks)
                 if found is not None:
                     log.info(
                         "pin_claim_adopted",

@@ -63,6 +63,7 @@ class PinTable:
         self.rejected = 0
         self.version = 0  # bumped on every change, so the saver knows when it is dirty
         self._listeners: list[Callable[[str], None]] = []
+        self._adopted: list[Callable[[str], None]] = []
 
     @property
     def prefix(self) -> str:
@@ -74,6 +75,11 @@ class PinTable:
     def on_pending(self, listener: Callable[[str], None]) -> None:
         """``listener(session)`` runs whenever an entry becomes pending (the writer's queue)."""
         self._listeners.append(listener)
+
+    def on_adopt(self, listener: Callable[[str], None]) -> None:
+        """``listener(session)`` runs whenever etcd's record of a pin is taken (watch, listing,
+        claim): e.g. an operator's migration reaching the sidecar."""
+        self._adopted.append(listener)
 
     def get(self, session: str) -> PinEntry | None:
         return self._entries.get(session)
@@ -201,6 +207,8 @@ class PinTable:
         self.version += 1
         if entry.pending:
             self._queue(pin.session)
+        for listener in self._adopted:
+            listener(pin.session)
         return True
 
     def forget(self, key: str) -> None:

@@ -3,7 +3,9 @@
 A filter opens in this order on the way out and observes the answer in the reverse order on the
 way back (holdfast's equivalent of Envoy's decoder and encoder filters). The reasons:
 
-* ``signals`` first: it must see every exchange, including a later filter's refusal, and the
+* ``tracing`` first: its span covers every filter's decision and the relay, a refusal too
+  (when tracing is on; otherwise it is not in the chain at all);
+* ``signals`` next: it must see every exchange, including a later filter's refusal, and the
   agent's own message for its category rules;
 * ``prompts`` before the rest: they must see the final request, prompt text substituted;
 * ``contracts`` next: a declared tool that breaks its pinned contract is refused (or rewritten)
@@ -11,6 +13,8 @@ way back (holdfast's equivalent of Envoy's decoder and encoder filters). The rea
 * ``budget`` after every filter that may refuse for the request's own sake, so a refused
   request reserves nothing; it may write the output cap and move the exchange to a cheaper
   release (``degrade``);
+* ``state`` after them: it records which release issued the state ids an answer carries
+  (OpenAI Responses), and only after a budget's degrade is the serving release known;
 * ``shadow`` last: only a request no filter refused is shadowed, with the body as it goes out
   (output cap included).
 """
@@ -22,7 +26,7 @@ from typing import Final
 
 from sidecar.pipeline.exchange import ExchangeFilter
 
-ORDER: Final = ("signals", "prompts", "contracts", "budget", "shadow")
+ORDER: Final = ("tracing", "signals", "prompts", "contracts", "budget", "state", "shadow")
 
 
 class ChainError(ValueError):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from holdfast.dialects import Answer, Dialect, EventView, RequestView, StreamDecoder, ToolCall
 from holdfast.logs import get_logger
@@ -41,10 +41,13 @@ class Exchange:
     resolved: Resolved
     request_id: str
     headers: Mapping[str, str]  # the agent's request headers
+    query: str = ""  # the agent's query string, passed on to the provider as sent
     decoder: StreamDecoder | None = None  # a stream's, shared by the relay and the filters
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None  # seconds from start to the answer's first byte (streams)
     response_headers: dict[str, str] = field(default_factory=dict)
+    # Headers a filter adds to the provider call (the trace context); None: none, no allocation.
+    upstream_headers: dict[str, str] | None = None
 
     @property
     def operation(self) -> str:
@@ -61,6 +64,11 @@ class Exchange:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+
+# The outcome of a first turn that etcd settled to another release: nothing reached the agent,
+# the request is served again at the other release, and this exchange counts for nothing.
+SUPERSEDED: Final = "superseded"
 
 
 @dataclass(frozen=True, slots=True)

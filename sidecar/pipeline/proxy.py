@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from holdfast.dialects import DIALECTS, Dialect, RequestRefused, RequestView
+from holdfast.keyspace import Release
 from holdfast.logs import get_logger
 from sidecar.config import ConfigState
 from sidecar.errors import (
     BodyTooLarge,
     InvalidRequest,
+    NoEmbeddingModel,
     ShuttingDown,
     SidecarError,
     UpstreamTimeout,
     UpstreamUnreachable,
+    UpstreamWrongDialect,
     spec_for,
 )
 from sidecar.pins import Pinning
 from sidecar.pipeline.body import encode_body, parse_body
-from sidecar.pipeline.exchange import Chain, Exchange, ExchangeFilter, Outcome
+from sidecar.pipeline.exchange import SUPERSEDED, Chain, Exchange, ExchangeFilter, Outcome
 from sidecar.pipeline.stream_drain import GRACE, HALF_CLOSED_GRACE, QUIET, count_rest, hang_up
 from sidecar.pipeline.stream_feed import StreamFeed
 from sidecar.routing import CATEGORY_HEADER, TENANT_HEADER, Resolved, session_id
@@ -39,9 +42,26 @@ log = get_logger(__name__)
 RELEASE_HEADER: Final = "X-Holdfast-Release"
 REVISION_HEADER: Final = "X-Holdfast-Config-Revision"
 MIGRATED_FROM_HEADER: Final = "X-Holdfast-Migrated-From"
+INDEX_VERSION_HEADER: Final = "X-Holdfast-Index-Version"
 REQUEST_ID_KEY: Final = web.RequestKey("holdfast_request_id", str)
 DIALECT_KEY: Final = web.RequestKey("holdfast_dialect", Dialect)
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+class StateRouter(Protocol):
+    """Routes requests that continue provider-held state (sidecar.state.StateRouting)."""
+
+    async def route(
+        self,
+        headers: Mapping[str, str],
+        dialect: Dialect,
+        view: RequestView,
+        attributes: Mapping[str, str],
+        request_id: str,
+    ) -> Resolved | str | None:
+        """The request's resolution; or the session it belongs to; or None (route it as any
+        other request)."""
+        ...
 
 
 class RequestCounter(Protocol):
@@ -52,11 +72,36 @@ class RequestCounter(Protocol):
     ) -> None: ...
 
 
+class Superseded(Exception):
+    """A first turn sent on this sidecar's decision that etcd settled to another release."""
+
+    def __init__(self, release: str) -> None:
+        super().__init__(release)
+        self.release = release
+
+
 def served_by(resolved: Resolved) -> dict[str, str]:
     headers = {RELEASE_HEADER: resolved.release.name, REVISION_HEADER: str(resolved.revision)}
     if resolved.migrated_from is not None:
         headers[MIGRATED_FROM_HEADER] = resolved.migrated_from
+    if resolved.release.index_version:
+        headers[INDEX_VERSION_HEADER] = resolved.release.index_version
     return headers
+
+
+def served_model(release: Release, operation: str, resolved: Resolved) -> str:
+    """The concrete model a release serves ``operation`` with; a release that names no
+    embedding model refuses embeddings rather than send its chat model (another vector space)."""
+    model = release.model_for(operation)
+    if not model:
+        err = NoEmbeddingModel(
+            f"release {release.name!r} names no embedding model, so it serves no embeddings: "
+            "create a release with `holdfastctl release create ... --embedding-model MODEL`",
+            param="model",
+        )
+        err.headers.update(served_by(resolved))
+        raise err
+    return model
 
 
 class Proxy:
@@ -70,7 +115,9 @@ class Proxy:
         *,
         filters: Sequence[ExchangeFilter] = (),
         prepare: Sequence[Callable[[Exchange], Awaitable[None]]] = (),
+        state: StateRouter | None = None,
     ) -> None:
+        self.state = state
         self.prepare = tuple(prepare)  # awaited before the filters open (they cannot await)
         self.settings = settings
         self.config = config
@@ -86,7 +133,13 @@ class Proxy:
 
     def _handler(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await self._forward(request, dialect)
+            try:
+                return await self._forward(request, dialect)
+            except Superseded as exc:
+                # Another sidecar pinned this session first, to another release: nothing was
+                # relayed; the table holds etcd's pin now, so the request is served there.
+                log.info("first_turn_superseded", release=exc.release)
+                return await self._forward(request, dialect)
 
         return handle
 
@@ -104,33 +157,52 @@ class Proxy:
         except RequestRefused as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
 
-    async def _resolve(self, request: web.Request, view: RequestView) -> Resolved:
-        session = session_id(request.headers, view.session_hint)
+    async def _resolve(
+        self, request: web.Request, dialect: Dialect, view: RequestView
+    ) -> tuple[Resolved, asyncio.Task[Resolved] | None]:
         attributes = {
             name: value
             for name, header in (("tenant", TENANT_HEADER), ("category", CATEGORY_HEADER))
             if (value := request.headers.get(header))
         }
+        session: str | None = None
+        if self.state is not None:
+            routed = await self.state.route(
+                request.headers, dialect, view, attributes, request[REQUEST_ID_KEY]
+            )
+            if isinstance(routed, Resolved):
+                return routed, None
+            session = routed
+        if session is None:
+            session = session_id(request.headers, view.session_hint, dialect.session_headers)
         snapshot, model = self.config.current, view.model
-        # A pinned session is a dict hit with no await; only a first turn asks etcd.
-        resolved = self.pinning.lookup(snapshot, model, session, attributes)
-        if resolved is None:
-            resolved = await self.pinning.first_turn(snapshot, model, session, attributes)
-        return resolved
+        # A pinned session is a dict hit with no await; a first turn goes out at once on this
+        # sidecar's decision while etcd settles it (``_forward`` waits for that before the
+        # agent sees a byte). A release of another provider kind is refused.
+        speaks = dialect.provider_api
+        resolved = self.pinning.lookup(snapshot, model, session, attributes, speaks)
+        if resolved is not None:
+            return resolved, None
+        speculative = self.pinning.speculate(snapshot, model, session, attributes, speaks)
+        if speculative is None:
+            first = await self.pinning.first_turn(snapshot, model, session, attributes, speaks)
+            return first, None
+        return speculative
 
     async def _forward(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         started = time.perf_counter()
         request[DIALECT_KEY] = dialect
         view = await self._read(request, dialect)
-        resolved = await self._resolve(request, view)
+        resolved, settling = await self._resolve(request, dialect, view)
         release = resolved.release
-        view.set_model(release.model)
+        view.set_model(served_model(release, dialect.operation, resolved))
         exchange = Exchange(
             dialect=dialect,
             request=view,
             resolved=resolved,
             request_id=request[REQUEST_ID_KEY],
             headers=request.headers,
+            query=request.rel_url.raw_query_string,
             decoder=dialect.stream_decoder() if view.stream else None,
             started=started,
         )
@@ -156,7 +228,14 @@ class Proxy:
                 payload,
                 stream=exchange.stream,
                 request_id=exchange.request_id,
+                agent_headers=request.headers,
+                query=exchange.query,
+                extra_headers=exchange.upstream_headers,
             ) as upstream:
+                if settling is not None:  # a first turn: etcd's word before the agent's first byte
+                    settled = await asyncio.shield(settling)
+                    if settled.release.name != release.name:
+                        raise Superseded(settled.release.name)
                 status = upstream.status
                 is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
                 broken: str | None = None
@@ -164,8 +243,17 @@ class Proxy:
                     response, broken = await self._relay_stream(request, upstream, exchange, chain)
                 else:
                     data = await self.upstream.read_body(release, upstream)
+                    answer = None
+                    if status < 400 and (chain or dialect.checks_answers):
+                        answer = dialect.decode_body(data)
+                    if answer is None and 200 <= status < 300 and dialect.checks_answers:
+                        raise UpstreamWrongDialect(
+                            f"the provider of release {release.name!r} answered HTTP {status} "
+                            f"with a body that is not a {dialect.name} answer (another API at "
+                            f"{release.base_url}? its provider kind is {release.provider})"
+                        )
                     if chain:
-                        chain.answer(status, dialect.decode_body(data) if status < 400 else None)
+                        chain.answer(status, answer)
                     headers = self._headers(exchange, upstream.headers)
                     headers["Content-Type"] = upstream.headers.get(
                         "Content-Type", "application/json"
@@ -178,12 +266,17 @@ class Proxy:
             exc.headers.update(served_by(resolved))
             outcome = Outcome(spec_for(exc).code, None, exchange.elapsed(), completed=False)
             raise
+        except Superseded:
+            outcome = Outcome(SUPERSEDED, None, exchange.elapsed(), completed=False)
+            raise
         except (ConnectionResetError, asyncio.CancelledError):
             outcome = Outcome("client_disconnected", None, exchange.elapsed(), completed=False)
             raise
         finally:
             chain.close(outcome)
-            self.metrics.request_finished(operation, release.name, outcome.code, exchange.elapsed())
+            if outcome.code != SUPERSEDED:
+                elapsed = exchange.elapsed()
+                self.metrics.request_finished(operation, release.name, outcome.code, elapsed)
 
     @staticmethod
     def _headers(exchange: Exchange, upstream_headers: Any) -> dict[str, str]:
@@ -218,6 +311,9 @@ class Proxy:
                 data = stream.feed(chunk) if chain else chunk
                 if data:
                     await out.write(data)
+                if stream.foreign:
+                    broken = await self._report_foreign_stream(out, exchange)
+                    break
             if chain:
                 if rest := stream.rest():
                     await out.write(rest)
@@ -234,6 +330,18 @@ class Proxy:
             )
             raise
         return out, broken
+
+    async def _report_foreign_stream(self, out: web.StreamResponse, exchange: Exchange) -> str:
+        release = exchange.resolved.release
+        err = UpstreamWrongDialect(
+            f"the provider of release {release.name!r} streamed events that are not "
+            f"{exchange.dialect.name} events (another API at {release.base_url}? its provider "
+            f"kind is {release.provider}); the stream was ended"
+        )
+        log.warning("upstream_stream_foreign", release=release.name, dialect=exchange.dialect.name)
+        spec = spec_for(err)
+        await out.write(exchange.dialect.stream_error(err.message, spec.kind, spec.code))
+        return spec.code
 
     async def _report_broken_stream(
         self, out: web.StreamResponse, exchange: Exchange, exc: BaseException

@@ -21,12 +21,17 @@ class SseEvents:
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         """The events completed by ``chunk``, each with its terminating blank line."""
-        data = self._buffer + chunk
+        data = self._buffer + chunk if self._buffer else chunk
         start = 0
-        for match in _BOUNDARY.finditer(data):
-            yield data[start : match.end()]
-            start = match.end()
-        self._buffer = data[start:]
+        if b"\r" in data:
+            for match in _BOUNDARY.finditer(data):
+                yield data[start : match.end()]
+                start = match.end()
+        else:  # the common framing: a plain search is a fraction of the regular expression's cost
+            while (end := data.find(b"\n\n", start)) != -1:
+                yield data[start : end + 2]
+                start = end + 2
+        self._buffer = data[start:] if start else data
         if len(self._buffer) > self._max:
             raise EventTooLarge(f"an SSE event exceeded {self._max} bytes")
 

@@ -3,6 +3,6 @@ request."""
 
 from __future__ import annotations
 
-from sidecar.prompts.filter import PromptFilter
+from sidecar.prompts.filter import VERSION_HEADER, PromptFilter
 
-__all__ = ["PromptFilter"]
+__all__ = ["VERSION_HEADER", "PromptFilter"]

@@ -65,7 +65,8 @@ class PromptFilter:
     def open(self, exchange: Exchange) -> Observer | None:
         body = exchange.body
         raw_vars = body.pop(VARS_FIELD, None)
-        if exchange.operation != "chat":
+        # A token count is of the prompt that will be sent: substituted the same way.
+        if exchange.operation not in ("chat", "count_tokens"):
             return None
         header = exchange.headers.get(PROMPT_HEADER)
         request = exchange.request

@@ -7,6 +7,7 @@ settings built in code and settings parsed here are held to the same rules.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from sidecar.settings.model import (
     DEFAULT_BUDGET_FIRST_SLICE_WAIT,
     DEFAULT_BUDGET_IDLE_AFTER,
     DEFAULT_BUDGET_MAX_TOKENS,
+    DEFAULT_BUDGET_QUEUE_MAX,
+    DEFAULT_BUDGET_QUEUE_MAX_BYTES,
     DEFAULT_BUDGET_REPORT_INTERVAL,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
@@ -38,6 +41,10 @@ from sidecar.settings.model import (
     DEFAULT_STALE_AFTER,
     DEFAULT_STATE_DIR,
     DEFAULT_STREAM_IDLE_TIMEOUT,
+    ENV_OTEL_DISABLED,
+    ENV_OTEL_TRACES_EXPORTER,
+    ENV_OTLP_ENDPOINT,
+    ENV_OTLP_TRACES_ENDPOINT,
     ENV_PIN_CREATE_TIMEOUT,
     ENV_SIDECAR_ID,
     ENV_SIDECAR_TOKEN,
@@ -123,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget-prompt-estimator",
-        choices=("bytes", "chars"),
+        choices=("tokens", "bytes", "chars"),
         default=DEFAULT_BUDGET_ESTIMATOR,
-        help="bytes: an upper bound (no overspend); chars: chars/4, closer (default %(default)s)",
+        help="bytes: UTF-8 size; tokens: the model family's tokenizer where one ships with its "
+        "data, else bytes (both upper bounds: no overspend; tokens loads ~95 MB of encodings "
+        "at start); chars: chars/4, closer but may be short (default %(default)s)",
     )
     p.add_argument(
         "--budget-report-interval",
@@ -146,12 +155,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request waits for this sidecar's first slice of a fleet-wide budget "
         "(at start, at a window turn) before it is refused (default %(default)s; 0: refuse)",
     )
+    p.add_argument(
+        "--budget-queue-max",
+        type=int,
+        default=DEFAULT_BUDGET_QUEUE_MAX,
+        help="requests that may wait for budget at once (each budget's --queue-timeout says "
+        "how long); beyond, refused at once (default %(default)s; 0: nobody waits)",
+    )
+    p.add_argument(
+        "--budget-queue-max-bytes",
+        type=int,
+        default=DEFAULT_BUDGET_QUEUE_MAX_BYTES,
+        help="bytes of request bodies the requests waiting for budget may hold together "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="send OpenTelemetry traces (a span per model and tool call) to this OTLP/HTTP "
+        f"traces URL, e.g. http://127.0.0.1:4318/v1/traces (${ENV_OTLP_TRACES_ENDPOINT}, or "
+        f"${ENV_OTLP_ENDPOINT} + /v1/traces; default: off). Needs holdfast[otel]",
+    )
     add_limit_options(p)
     return p
 
 
+def otlp_endpoint(flag: str | None, environ: Mapping[str, str]) -> str:
+    """The traces URL: the flag, else the SDK's standard variables (unless they turn the SDK
+    or its trace export off); "" when tracing stays off."""
+    if flag is not None:
+        return flag.strip()
+    if environ.get(ENV_OTEL_DISABLED, "").strip().lower() == "true":
+        return ""
+    if environ.get(ENV_OTEL_TRACES_EXPORTER, "").strip().lower() == "none":
+        return ""
+    if traces := environ.get(ENV_OTLP_TRACES_ENDPOINT, "").strip():
+        return traces
+    if base := environ.get(ENV_OTLP_ENDPOINT, "").strip():
+        return base.rstrip("/") + "/v1/traces"
+    return ""
+
+
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSettings:
     args = build_parser().parse_args(list(argv))
+    if args.budget_prompt_estimator == "tokens" and importlib.util.find_spec("quicktok") is None:
+        raise SettingsError(
+            "--budget-prompt-estimator tokens needs the tokenizers of the `tokens` extra: "
+            "pip install 'holdfast[tokens]'"
+        )
     if args.prices is not None:
         try:
             load_prices(args.prices)  # refuse a bad price table at start, not on a request
@@ -195,7 +247,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         budget_report_interval=args.budget_report_interval,
         budget_idle_after=args.budget_idle_after,
         budget_first_slice_wait=args.budget_first_slice_wait,
+        budget_queue_max=args.budget_queue_max,
+        budget_queue_max_bytes=args.budget_queue_max_bytes,
         prices_file=args.prices,
+        otlp_endpoint=otlp_endpoint(args.otlp_endpoint, environ),
         etcd_security=security,
         limits=limits,
         sidecar_token=environ.get(ENV_SIDECAR_TOKEN, "").strip(),

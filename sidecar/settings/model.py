@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from holdfast.keyspace import DEFAULT_ENV, validate_name
 from holdfast.keyspace.keys import validate_id
@@ -19,6 +20,11 @@ ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
 # The configsvc token (role sidecar) health beats carry; a secret, so never a flag.
 ENV_SIDECAR_TOKEN: Final = "HOLDFAST_SIDECAR_TOKEN"  # noqa: S105 - a variable name
+# The OpenTelemetry SDK's own variables, read for the traces endpoint (sidecar.tracing).
+ENV_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENV_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"  # a base URL: /v1/traces is added
+ENV_OTEL_DISABLED: Final = "OTEL_SDK_DISABLED"
+ENV_OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
 
 DEFAULT_LISTEN: Final = "127.0.0.1:8787"
 DEFAULT_STATE_DIR: Final = "./state"
@@ -46,6 +52,10 @@ DEFAULT_BUDGET_REPORT_INTERVAL: Final = 0.5
 DEFAULT_BUDGET_IDLE_AFTER: Final = 30.0
 # A fresh sidecar (or a new window) holds no fleet slice yet: a request waits this long for one.
 DEFAULT_BUDGET_FIRST_SLICE_WAIT: Final = 2.0
+# Requests waiting for budget (reservations in flight to settle, a slice to move here): at most
+# this many, holding at most this many bytes of request bodies; beyond, refused at once.
+DEFAULT_BUDGET_QUEUE_MAX: Final = 1000
+DEFAULT_BUDGET_QUEUE_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -80,7 +90,10 @@ class SidecarSettings:
     budget_report_interval: float = DEFAULT_BUDGET_REPORT_INTERVAL
     budget_idle_after: float = DEFAULT_BUDGET_IDLE_AFTER
     budget_first_slice_wait: float = DEFAULT_BUDGET_FIRST_SLICE_WAIT
+    budget_queue_max: int = DEFAULT_BUDGET_QUEUE_MAX
+    budget_queue_max_bytes: int = DEFAULT_BUDGET_QUEUE_MAX_BYTES
     prices_file: Path | None = None  # JSON price table (sidecar.prices); no file: cost 0
+    otlp_endpoint: str = ""  # OTLP/HTTP traces URL; "": tracing off (sidecar.tracing)
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     limits: LimitSettings = field(default_factory=LimitSettings)
     sidecar_token: str = field(default="", repr=False)  # $HOLDFAST_SIDECAR_TOKEN
@@ -139,12 +152,23 @@ class SidecarSettings:
             )
         if self.budget_max_tokens < 1:
             raise SettingsError("--budget-max-tokens must be at least 1")
-        if self.budget_estimator not in ("bytes", "chars"):
-            raise SettingsError("--budget-prompt-estimator must be bytes or chars")
+        if self.budget_estimator not in ("bytes", "chars", "tokens"):
+            raise SettingsError("--budget-prompt-estimator must be bytes, chars or tokens")
         if not 0.05 <= self.budget_report_interval <= 60 or self.budget_idle_after <= 0:
             raise SettingsError("--budget-report-interval must be 0.05-60s, idle-after positive")
         if not 0 <= self.budget_first_slice_wait <= 30:
             raise SettingsError("--budget-first-slice-wait must be 0-30 seconds")
+        if not 0 <= self.budget_queue_max <= 1_000_000:
+            raise SettingsError("--budget-queue-max must be 0 (no waiting) to 1000000 requests")
+        if not 0 <= self.budget_queue_max_bytes <= 1 << 40:
+            raise SettingsError("--budget-queue-max-bytes must be 0 to 1 TiB")
+        if self.otlp_endpoint:
+            parts = urlsplit(self.otlp_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError(
+                    f"--otlp-endpoint {self.otlp_endpoint!r:.200} must be an http(s) URL, "
+                    "e.g. http://127.0.0.1:4318/v1/traces"
+                )
 
     @property
     def effective_sidecar_id(self) -> str:

@@ -7,13 +7,19 @@ This filter opens last (sidecar.app): a request another filter refuses (a budget
 never samples a shadow, and the shadow copies the body as it goes out, completion cap included.
 The call itself starts when the primary's handler first waits (on the provider); a primary that
 fails before that cancels it unstarted, and the runner still gives its slot back.
+
+Provider-held state (OpenAI Responses): a request that continues state is not shadowed (the
+shadow release does not hold it), and a shadow copy is sent with ``store: false`` and without
+any state reference (the dialect's ``shadow_copy``), so shadowing leaves no state behind at the
+shadow release and no id of it is ever recorded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from holdfast.dialects import Answer, EventView, ToolCall
+from holdfast.dialects import Answer, EventView, StatefulRequest, ToolCall, stateful
 from sidecar.config import ConfigState
 from sidecar.pipeline import Exchange, Observer, Outcome
 from sidecar.shadow.probe import Probe
@@ -45,6 +51,15 @@ class _ShadowObserver(Observer):
         self.probe.abandon()  # no-op once completed: an error or a client gone has no answer
 
 
+def _continues_state(exchange: Exchange) -> bool:
+    """A request that continues provider-held state (``previous_response_id``) is not shadowed:
+    the shadow release does not hold that state, and its answer to the bare new turn would be
+    compared with an answer that had the whole conversation."""
+    if stateful(exchange.dialect) is None:
+        return False
+    return cast(StatefulRequest, exchange.request).state_ref() is not None
+
+
 class ShadowFilter:
     name = "shadow"
 
@@ -54,7 +69,7 @@ class ShadowFilter:
 
     def open(self, exchange: Exchange) -> Observer | None:
         snapshot = self.config.current
-        if exchange.operation != "chat" or snapshot is None:
+        if exchange.operation != "chat" or snapshot is None or _continues_state(exchange):
             return None
         probe = self.runner.probe(
             snapshot.route,
@@ -63,5 +78,7 @@ class ShadowFilter:
             exchange.dialect,
             exchange.request,
             exchange.request_id,
+            agent_headers=exchange.headers,
+            query=exchange.query,
         )
         return _ShadowObserver(probe, exchange) if probe is not None else None

@@ -84,7 +84,7 @@ class ShadowRunner:
         self.book = ShadowBook()
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unknown_logged: set[str] = set()
+        self._unknown_logged: set[str | tuple[str, str]] = set()
         self._closed = False
 
     def stats(self) -> tuple[ShadowStats, ...]:
@@ -98,10 +98,16 @@ class ShadowRunner:
         dialect: Dialect,
         request: RequestView,
         request_id: str,
+        *,
+        agent_headers: Mapping[str, str] | None = None,
+        query: str = "",
     ) -> Probe | None:
         """Start a shadow call for this request when the route samples it; None otherwise.
 
-        Cheap when there is no shadow: two attribute loads and a comparison.
+        Cheap when there is no shadow: two attribute loads and a comparison. Like is compared
+        with like: a shadow release of a provider kind that does not speak the request's API is
+        never sent it. The shadow goes with what the primary forwards of the agent's headers
+        (Anthropic's beta flags...) and its query string.
         """
         shadow = route.shadow if route is not None else None
         if shadow is None or shadow.release == primary.name or self._closed:
@@ -111,6 +117,16 @@ class ShadowRunner:
             if shadow.release not in self._unknown_logged:
                 self._unknown_logged.add(shadow.release)
                 log.warning("shadow_release_unknown", shadow_release=shadow.release)
+            return None
+        if release.provider != dialect.provider_api:
+            if (shadow.release, dialect.name) not in self._unknown_logged:
+                self._unknown_logged.add((shadow.release, dialect.name))
+                log.warning(
+                    "shadow_release_other_provider",
+                    shadow_release=shadow.release,
+                    provider=release.provider,
+                    dialect=dialect.name,
+                )
             return None
         if not selected(SHADOW, self.agent, request_id, shadow.percent):
             return None
@@ -126,7 +142,8 @@ class ShadowRunner:
         # A shallow copy: the primary path may go on to change its own top-level fields.
         shadow_body = self.shadow_body(release, dialect, request)
         self.in_flight += 1
-        call = self._call(probe, release, dialect, shadow_body, request_id)
+        forwarded = dict(agent_headers or {})  # the agent's request ends before the call may
+        call = self._call(probe, release, dialect, shadow_body, request_id, forwarded, query)
         probe.task = task = self.spawn(call)
         task.add_done_callback(lambda done: self._call_ended(probe, done))
         return probe
@@ -163,10 +180,12 @@ class ShadowRunner:
         dialect: Dialect,
         body: Mapping[str, Any],
         request_id: str,
+        agent_headers: Mapping[str, str] | None = None,
+        query: str = "",
     ) -> None:
         started = time.perf_counter()
         try:
-            answer = await self._ask(release, dialect, body, request_id)
+            answer = await self._ask(release, dialect, body, request_id, agent_headers, query)
         except asyncio.CancelledError:
             probe.count("abandoned")
             raise
@@ -190,7 +209,13 @@ class ShadowRunner:
         # else the primary is still running: its completion triggers the comparison
 
     async def _ask(
-        self, release: Release, dialect: Dialect, body: Mapping[str, Any], request_id: str
+        self,
+        release: Release,
+        dialect: Dialect,
+        body: Mapping[str, Any],
+        request_id: str,
+        agent_headers: Mapping[str, str] | None = None,
+        query: str = "",
     ) -> Answer:
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         async with self._upstream.post(
@@ -199,6 +224,8 @@ class ShadowRunner:
             payload,
             stream=False,
             request_id=f"{request_id}-shadow",
+            agent_headers=agent_headers,
+            query=query,
         ) as response:
             data = await self._upstream.read_body(release, response)
             if response.status != 200:

@@ -15,7 +15,7 @@ from holdfast.dialects import Answer, EventView, ToolCall
 from holdfast.keyspace import Route
 from sidecar.config import PriceTable
 from sidecar.contracts import VIOLATION_HEADER
-from sidecar.pipeline import Exchange, Observer, Outcome
+from sidecar.pipeline import SUPERSEDED, Exchange, Observer, Outcome
 from sidecar.signals.answer import NO_ANSWER, StreamSummary, Summary, of_answer
 from sidecar.signals.book import Observation, SignalBook
 from sidecar.signals.categories import Categorizer
@@ -46,6 +46,8 @@ class _SignalsObserver(Observer):
             self.stream.calls(calls)
 
     def close(self, outcome: Outcome) -> None:
+        if outcome.code == SUPERSEDED:
+            return  # served again at another release: that exchange is the one to count
         summary = self.summary
         if summary is None and self.stream is not None and outcome.completed:
             summary = self.stream.summary(self.exchange.request)
@@ -66,7 +68,8 @@ class SignalsFilter:
         """``route``: the agent's current route, whose category rules apply (None: none)."""
         self.book = book
         self.metrics = metrics
-        self.prices = prices or PriceTable()
+        # not `prices or ...`: a table with no --prices file entries is empty yet has the fleet's
+        self.prices = prices if prices is not None else PriceTable()
         self.categories = Categorizer(route)
         metrics.sessions.source = book.spreads
 

@@ -12,9 +12,9 @@ latency are gauge histograms read from the signal book at scrape time (never per
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import GaugeHistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,7 @@ from holdfast.keyspace.session_spread import (
     SESSION_TOKEN_BOUNDS,
     SessionSpread,
 )
+from holdfast.tally import CounterFamily, HistogramFamily, Tally
 from sidecar.signals.book import Observation, error_class
 
 TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
@@ -79,44 +80,41 @@ def _cumulative(
 class SignalMetrics:
     def __init__(self, registry: CollectorRegistry, agent: str) -> None:
         self.agent = agent
-        self.tokens = Histogram(
+        self.tokens = HistogramFamily(
             "gen_ai_client_token_usage",
             "Tokens per request by type (input, output), release and category.",
             ["agent", "holdfast_release", "holdfast_category", "gen_ai_token_type"],
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
+            TOKEN_BUCKETS,
         )
-        self.outcomes = Counter(
+        self.outcomes = CounterFamily(
             "holdfast_release_requests",
             "Proxied requests by release, category and error class (none: answered).",
             ["agent", "holdfast_release", "holdfast_category", "error_class"],
-            registry=registry,
         )
-        self.shapes = Counter(
+        self.shapes = CounterFamily(
             "holdfast_answer_shape",
             "Answers by shape: empty, refusal (heuristic), tool_call, estimated (no usage).",
             ["agent", "holdfast_release", "holdfast_category", "shape"],
-            registry=registry,
         )
-        self.cost = Counter(
+        self.cost = CounterFamily(
             "holdfast_cost_usd",
             "Spend in US dollars from the price table (0 when the release has no price).",
             ["agent", "holdfast_release", "holdfast_category"],
-            registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = HistogramFamily(
             "gen_ai_client_operation_duration_seconds",
             "Time from request received to response finished, by operation, release, category.",
             ["agent", "gen_ai_operation_name", "holdfast_release", "holdfast_category"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.ttft = Histogram(
+        self.ttft = HistogramFamily(
             "gen_ai_server_time_to_first_token_seconds",
             "Streaming: time from request received to the first relayed chunk.",
             ["agent", "holdfast_release", "holdfast_category"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
+        )
+        Tally(
+            registry, self.tokens, self.outcomes, self.shapes, self.cost, self.duration, self.ttft
         )
         self.sessions = _SessionSpreads(agent)
         registry.register(self.sessions)
@@ -126,37 +124,29 @@ class SignalMetrics:
             ["agent", "holdfast_release", "model", "role"],
             registry=registry,
         )
-        self._children: dict[tuple[str, ...], Any] = {}
         self._markers: dict[tuple[str, str, str], float] = {}
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(self.agent, *labels)
-        return child
-
     def observe(self, obs: Observation) -> None:
-        release, category = obs.release, obs.category
+        agent, release, category = self.agent, obs.release, obs.category
         klass = error_class(obs.code) or "none"
-        self._child(self.outcomes, release, category, klass).inc()
-        self._child(self.duration, obs.operation, release, category).observe(obs.latency_s)
+        self.outcomes.inc((agent, release, category, klass))
+        self.duration.observe((agent, obs.operation, release, category), obs.latency_s)
         if obs.ttft_s is not None:
-            self._child(self.ttft, release, category).observe(obs.ttft_s)
+            self.ttft.observe((agent, release, category), obs.ttft_s)
         if not obs.answered:
             return
-        self._child(self.tokens, release, category, "input").observe(obs.tokens_in)
-        self._child(self.tokens, release, category, "output").observe(obs.tokens_out)
-        for shape, hit in (
-            ("empty", obs.empty),
-            ("refusal", obs.refusal),
-            ("tool_call", bool(obs.tools)),
-            ("estimated", not obs.usage_known),
-        ):
-            if hit:
-                self._child(self.shapes, release, category, shape).inc()
+        self.tokens.observe((agent, release, category, "input"), obs.tokens_in)
+        self.tokens.observe((agent, release, category, "output"), obs.tokens_out)
+        if obs.empty:
+            self.shapes.inc((agent, release, category, "empty"))
+        if obs.refusal:
+            self.shapes.inc((agent, release, category, "refusal"))
+        if obs.tools:
+            self.shapes.inc((agent, release, category, "tool_call"))
+        if not obs.usage_known:
+            self.shapes.inc((agent, release, category, "estimated"))
         if obs.cost_usd:
-            self._child(self.cost, release, category).inc(obs.cost_usd)
+            self.cost.inc((agent, release, category), obs.cost_usd)
 
     def mark_route(self, route: Route | None, models: dict[str, str], now: float) -> None:
         """Keep one marker per (release, role) of the current route; a new role starts now

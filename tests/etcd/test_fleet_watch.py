@@ -3,10 +3,10 @@
 Real sidecar processes of two agents (each with a fleet budget, so they write spend reports;
 each beating health to configsvc), a real configsvc with a token of role sidecar per agent, one
 real etcd. Counted where it comes in, at the sidecar's etcd adapter (``/status``: keys received
-per key directory): no sidecar ever receives a key of the other agent's pins, releases or quota
-slices, nor any sidecar's health, spend or outcomes. Then the same workload per agent (new
-sessions whose turns hop between the agent's sidecars, a flag kill, a canary set) runs on 4
-sidecars and on 16: the keys and key bytes each sidecar receives for it are the same, whatever
+per key directory): no sidecar ever receives a key of the other agent's pins, releases, state
+owners or quota slices, nor any sidecar's health, spend or outcomes. Then the same workload per
+agent (new sessions whose turns hop between the agent's sidecars, a flag kill, a canary set) runs
+on 4 sidecars and on 16: the keys and key bytes each sidecar receives for it are the same, whatever
 the number of sidecars. No timing is measured: the counts are taken at a sync point (every
 sidecar has applied the workload's last write).
 """
@@ -133,16 +133,29 @@ async def chat(http: aiohttp.ClientSession, url: str, agent: str, session: str) 
 
 async def workload(fleet: Fleet, label: str) -> int:
     """Per agent, the same work whatever its number of sidecars: new sessions spread over its
-    sidecars, each session's second turn on the next sidecar; a flag kill and enable; a canary
-    set per agent. Returns the revision of its last write."""
+    sidecars, each session's second turn on the next sidecar once every sidecar of the agent
+    has the sessions' pins (so the second turn is a lookup of the pin its watch brought, never
+    a claim that reads the pin back: a race the count would otherwise include); a flag kill and
+    enable; a canary set per agent. Returns the revision of its last write."""
+    ks = Keyspace(fleet.env)
     async with aiohttp.ClientSession() as http:
         for agent in AGENTS:
             sides = fleet.sidecars[agent]
-            for n in range(SESSIONS_PER_AGENT):
-                session = f"{label}-{agent}-{n}"
-                first = sides[n % len(sides)].url
+            pins_dir = ks.agent_prefix("pins", agent)
+            had = {p.url: received((await get_json(f"{p.url}/status"))[1]) for p in sides}
+            sessions = [f"{label}-{agent}-{n}" for n in range(SESSIONS_PER_AGENT)]
+            for n, session in enumerate(sessions):
+                assert await chat(http, sides[n % len(sides)].url, agent, session) == "r1"
+            for side in sides:
+                start = had[side.url].get(pins_dir, (0, 0))[0]
+                await wait_for(
+                    f"{side.url}/status",
+                    lambda b, start=start, pins_dir=pins_dir: (
+                        received(b).get(pins_dir, (0, 0))[0] >= start + SESSIONS_PER_AGENT
+                    ),
+                )
+            for n, session in enumerate(sessions):
                 second = sides[(n + 1) % len(sides)].url
-                assert await chat(http, first, agent, session) == "r1"
                 assert await chat(http, second, agent, session) == "r1"  # the pin, not a guess
     api = fleet.api()
     api.call("POST", f"/v1/flags/{FLAG}/kill", {"reason": label})
@@ -190,7 +203,7 @@ def assert_only_its_own(fleet: Fleet, status: dict[str, Any]) -> None:
     for kind in ("health", "spend", "outcomes"):  # what sidecars write for themselves
         leaked = [d for d in dirs if d.startswith(ks.kind_prefix(kind))]
         assert leaked == [], (status["sidecar_id"], leaked)
-    for kind in ("pins", "releases", "slices"):
+    for kind in ("pins", "releases", "responses", "slices"):
         assert not any(d.startswith(ks.agent_prefix(kind, other)) for d in dirs), (kind, dirs)
     assert ks.agent_prefix("pins", agent) in dirs  # what it needs does arrive
     assert ks.agent_prefix("slices", agent) in dirs

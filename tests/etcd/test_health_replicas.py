@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from configsvc.console import COOKIE
 from holdfast.health_owners import owners
 from holdfast_devtools import procs
 from holdfast_devtools.etcd_local import EtcdNode
@@ -24,7 +26,7 @@ from tests.etcd.test_auto_rollback import Load, control, wait_state
 
 pytestmark = pytest.mark.etcd
 
-FAST = ("--rollout-tick", "0.1", "--leader-ttl", "2")
+FAST = ("--rollout-tick", "0.1", "--leader-ttl", "2", "--console-interval", "0.5")
 
 
 @pytest.fixture
@@ -76,6 +78,7 @@ async def test_killing_the_first_owner_mid_rollout_still_rolls_a_bad_canary_back
         _, body = await get_json(f"{ids[outsider].url}/v1/status?agent={AGENT}")
         agent = body["agents"][0]
         assert agent["health_replica"] in (first, second) and agent["sidecars"] == 2
+        await outsiders_console_draws_the_owners_view(ids[outsider].url, stack.token, first, second)
 
         policy = ["--max-error-rate-delta", "0.1", "--min-samples", "20", "--fails-to-abort", "2"]
         stack.svc = ids[outsider]  # the CLI talks to a replica that survives the kill
@@ -114,3 +117,31 @@ async def test_killing_the_first_owner_mid_rollout_still_rolls_a_bad_canary_back
     finally:
         for proc in others:
             proc.stop()
+
+
+async def outsiders_console_draws_the_owners_view(
+    url: str, token: str, first: str, second: str
+) -> None:
+    """The console and /metrics of a replica that holds nothing of the agent: its sidecars as
+    the owners see them (beating now, not the presence snapshots etcd holds), never 'quiet'."""
+    async with aiohttp.ClientSession() as http:
+        form = {"token": token, "next": f"/ui/agents/{AGENT}"}
+        async with http.post(f"{url}/ui/login", data=form, headers={"Origin": url},
+                             allow_redirects=False) as resp:  # fmt: skip
+            assert resp.status == 303, await resp.text()
+            session = {"Cookie": f"{COOKIE}={resp.cookies[COOKIE].value}"}
+        deadline = time.monotonic() + 10
+        while True:
+            async with http.get(f"{url}/ui/agents/{AGENT}", headers=session) as resp:
+                page = await resp.text()
+            held = [r for r in (first, second) if f"Health held by replica {r}." in page]
+            if held and "<strong>2</strong> live" in page:
+                break
+            assert time.monotonic() < deadline, page
+            await asyncio.sleep(0.2)
+        assert "quiet</span>" not in page and "answered" not in page
+        async with http.get(f"{url}/metrics") as resp:
+            metrics = await resp.text()
+    assert f'holdfast_fleet_sidecars{{agent="{AGENT}"}} 2.0' in metrics
+    assert f'holdfast_fleet_sidecars_quiet{{agent="{AGENT}"}}' not in metrics  # an owner's say
+    assert "holdfast_configsvc_replicas 3.0" in metrics

@@ -20,7 +20,10 @@ from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 from sidecar.http.app import Parts, build_http_app
 from sidecar.ops.metrics import SidecarMetrics
+from sidecar.pins.claim import PinClaims
 from sidecar.pins.pinning import Pinning
+from sidecar.pins.state_lookup import StateLookup
+from sidecar.pins.states import StateTable
 from sidecar.pins.table import PinTable
 from sidecar.pins.writer import PinWriter
 from sidecar.settings.limits import server_options
@@ -59,6 +62,7 @@ class SidecarUnderTest:
     fake_url: str
     pins: PinTable
     pin_writer: PinWriter
+    states: StateTable
     revision: int = 10
     environ: dict[str, str] = field(default_factory=dict)
 
@@ -67,7 +71,16 @@ class SidecarUnderTest:
         return str(self.server.make_url("")).rstrip("/")
 
     def add_release(
-        self, name: str, model: str, base_url: str | None = None, key_var: str = KEY_VAR
+        self,
+        name: str,
+        model: str,
+        base_url: str | None = None,
+        key_var: str = KEY_VAR,
+        *,
+        embedding_model: str = "",
+        index_version: str = "",
+        provider: str = "openai",
+        api_version: str = "",
     ) -> None:
         release = Release(
             agent=AGENT,
@@ -75,6 +88,10 @@ class SidecarUnderTest:
             model=model,
             base_url=base_url or f"{self.fake_url}/v1",
             api_key_env=key_var,
+            embedding_model=embedding_model,
+            index_version=index_version,
+            provider=provider,
+            api_version=api_version,
         )
         self._put(KS.release(AGENT, name), release.encode())
 
@@ -116,10 +133,12 @@ async def start_sidecar(
     *,
     budget: BudgetFactory | None = None,
     parts: dict[str, Any] | None = None,
+    pin_store: MemoryStore | None = None,
     **over: object,
 ) -> SidecarUnderTest:
     """The HTTP surface as ``Sidecar.build_app`` makes it, over a config fed by hand; ``budget``
-    builds the budget filter (none by default), ``parts`` overrides further ``Parts``."""
+    builds the budget filter (none by default), ``parts`` overrides further ``Parts``;
+    ``pin_store``: a store that is up, so first turns are claimed in it (as with etcd)."""
     s = settings(**over)
     config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
     environ = {KEY_VAR: PROVIDER_KEY}
@@ -128,13 +147,20 @@ async def start_sidecar(
     control = StaticControl()
     metrics = SidecarMetrics(AGENT)
     # No etcd in this tier: pin writes queue against a store that is down, as in an outage.
-    store = MemoryStore()
-    store.unavailable = True
+    store = pin_store or MemoryStore()
+    store.unavailable = pin_store is None
     pins = PinTable(KS, AGENT)
     writer = PinWriter(store, pins, KS, metrics.pins, ttl=s.pin_ttl, max_pending=s.max_pending_pins)
-    pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl)
+    claims = None
+    if pin_store is not None:
+        claims = PinClaims(store, KS, writer, metrics.pins, timeout=0.5)
+    pinning = Pinning(AGENT, pins, metrics.pins, ttl=s.pin_ttl, claims=claims)
     metrics.pins.bind(lambda: len(pins), lambda: writer.pending)
     await writer.start()
+    # No etcd to ask either: a state id this sidecar did not record is unknown (404).
+    states = StateTable(KS, AGENT)
+    lookup = StateLookup(None, states, KS, AGENT, timeout=0.25)
+    state_parts: dict[str, Any] = {"states": states, "state_lookup": lookup, **(parts or {})}
     app = build_http_app(
         Parts(
             settings=s,
@@ -146,7 +172,7 @@ async def start_sidecar(
             pinning=pinning,
             pins_status=writer.status,
             budget=budget(config, metrics) if budget is not None else None,
-            **(parts or {}),
+            **state_parts,
         )
     )
 
@@ -158,7 +184,9 @@ async def start_sidecar(
     app.on_cleanup.append(cleanup)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server(**server_options(s.limits))  # header limits, idle timeout
-    return SidecarUnderTest(server, config, control, fake_url, pins, writer, environ=environ)
+    return SidecarUnderTest(
+        server, config, control, fake_url, pins, writer, states, environ=environ
+    )
 
 
 @pytest.fixture

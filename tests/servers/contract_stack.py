@@ -56,6 +56,7 @@ class Backend:
     calls: int = 0
     chunks_sent: int = 0
     seen: list[Any] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     server: TestServer | None = None
 
     @property
@@ -65,6 +66,7 @@ class Backend:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.calls += 1
+        self.headers.append(dict(request.headers))
         self.seen.append(await request.json())
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -159,10 +161,13 @@ class ContractSidecar:
         self.put(KS.contract(tool, version), contract.encode())
         return contract
 
-    def release(self, name: str, contracts: dict[str, str], policy: str = "") -> None:
+    def release(
+        self, name: str, contracts: dict[str, str], policy: str = "", provider: str = "openai"
+    ) -> None:
         release = Release(agent=AGENT, name=name, model=f"model-{name}",
                           base_url=f"{self.fake_url}/v1", api_key_env=KEY_VAR,
-                          contracts=contracts, contract_policy=policy)  # fmt: skip
+                          contracts=contracts, contract_policy=policy,
+                          provider=provider)  # fmt: skip
         self.put(KS.release(AGENT, name), release.encode())
 
     def stable(self, name: str) -> None:
@@ -170,7 +175,8 @@ class ContractSidecar:
 
 
 @asynccontextmanager
-async def contract_sidecar(fake_url: str) -> AsyncIterator[ContractSidecar]:
+async def contract_sidecar(fake_url: str, **parts: Any) -> AsyncIterator[ContractSidecar]:
+    """``parts``: further ``Parts`` of the app (a tracer...)."""
     s = settings()
     config = ConfigState(KS, AGENT, kinds=CONFIG_KINDS)
     upstream = Upstream(s, {KEY_VAR: PROVIDER_KEY})
@@ -192,6 +198,7 @@ async def contract_sidecar(fake_url: str) -> AsyncIterator[ContractSidecar]:
             control=StaticControl(),
             etcd_endpoint=lambda: "none",
             pinning=pinning,
+            **parts,
         )
     )
     server = TestServer(app, host="127.0.0.1")

@@ -30,7 +30,7 @@ MESSAGES = [{"role": "user", "content": "tell me about the weather"}]
 async def start_budgeted(
     fakellm: procs.ManagedProcess,
     parts: dict[str, Any] | None = None,
-    **over: object,
+    **over: Any,
 ) -> tuple[SidecarUnderTest, Ledger]:
     """The conftest sidecar with the budget filter in its chain (as Sidecar.build_app does).
     aiohttp's TestServer cancels a handler whose agent hangs up, as ``holdfast-sidecar`` does."""

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import msgpack
 import pytest
 from aiohttp.test_utils import TestServer
 
+from configsvc.health import AgentHealth, OwnerHealth, Peers, ReplicaSet
 from configsvc.health.fleet import FleetHealth
 from configsvc.health.ingest import BeatsApi
 from configsvc.http import Authorizer
@@ -24,6 +27,7 @@ from holdfast.keyspace import MAX_RECORD_BYTES, HealthSnapshot, Keyspace
 from holdfast.keyspace.member import Member
 from holdfast.store import KeyValue
 from holdfast.store.memory import MemoryStore
+from holdfast.store.mirror import MirrorUpdate
 from sidecar.ops.beats import BEATS_PATH, BeatSender, Replicas
 from sidecar.ops.health import HealthPublisher, HealthSources
 from tests.unit.test_health_gate import sig
@@ -106,7 +110,7 @@ async def test_beats_go_to_the_replicas_once_there_are_some_and_etcd_keeps_prese
         assert (await store.get(pub.key)).mod_revision == written  # type: ignore[union-attr]
         (taken,) = configsvc.fleet.latest(AGENT)
         assert (taken.sidecar_id, taken.config_revision) == (f"{AGENT}.pod-1", 7)
-        assert configsvc.fleet.windows.sidecars(AGENT) == 1 and configsvc.fleet.beats == 1
+        assert configsvc.fleet.windows.sidecars(AGENT) == 1 and configsvc.fleet.ingested == 1
         assert pub.status()["targets"]["rep-1"]["delivered"] == 1
     finally:
         await pub.sender.close()
@@ -164,3 +168,44 @@ async def test_a_refused_beat_is_logged_once_and_counted(configsvc: Configsvc) -
 
 def _kv(key: str, value: bytes) -> KeyValue:
     return KeyValue(key, value, 1, 1, 1)
+
+
+async def test_another_replica_draws_an_agents_health_from_its_owner(configsvc: Configsvc) -> None:
+    """``GET /v1/health/agents`` on the owner, read by ``OwnerHealth`` on a replica that holds
+    nothing of the agent (the console's tick): the owner's figures and live sidecars; a refused
+    token or a malformed query says why, and the non-owner falls back to its own view."""
+    now = time.time()  # the owner's windows run on its clock
+    for at, served in ((now - 2.0, 4), (now, 12)):
+        beat = HealthSnapshot(sidecar_id=f"{AGENT}.pod-3", agent=AGENT, at=at, started_at=1.0,
+                              config_revision=9, signals=(sig("r1", served),))  # fmt: skip
+        configsvc.fleet.ingest(beat)
+    here = FleetHealth(MemoryStore(), KS, clock=lambda: 6.0)
+    replicas = ReplicaSet(MemoryStore(), KS, replica="rep-2", ttl=5)
+    key = KS.member("rep-1")
+    replicas._on_update(MirrorUpdate(1, True, {key: _kv(key, configsvc.member.encode())}, ()))
+    assert not replicas.holds(AGENT)
+    peers = Peers()
+    try:
+        owners = OwnerHealth(here, replicas, peers, headers={"Authorization": "Bearer viewer-t"})
+        found = await owners.gather([AGENT], 6.0, lambda _agent: True)
+        health = found[AGENT]
+        assert health.unreachable == ""
+        assert [(b.sidecar_id, b.config_revision) for b in health.beats] == [(beat.sidecar_id, 9)]
+        assert health.releases["r1"]["requests"] > 0
+        assert AgentHealth.from_json(health.to_json(AGENT)) == health
+        refused = OwnerHealth(here, replicas, peers, headers={"Authorization": "Bearer nope"})
+        health = (await refused.gather([AGENT], 6.0, lambda _agent: True))[AGENT]
+        assert "answered 401" in health.unreachable and "CONSOLE_SECRET" in health.unreachable
+        assert health.releases == {} and refused.failed == 1
+    finally:
+        await peers.close()
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": "Bearer viewer-t"}
+        for query in ("", "?agent=Bad%20Name", "?" + "&".join(["agent=a"] * 1001)):
+            async with http.get(f"{configsvc.url}/v1/health/agents{query}", headers=headers) as r:
+                assert r.status == 400, query
+    broken: dict[str, Any]
+    for broken in ({"releases": [], "sidecars": []}, {"releases": {}, "sidecars": [[1, 2]]},
+                   {"releases": {}}):  # fmt: skip
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            AgentHealth.from_json(broken)

@@ -88,6 +88,9 @@ async def test_missing_provider_key_is_a_clear_503(sidecar: SidecarUnderTest) ->
 
 async def test_embeddings_and_models(sidecar: SidecarUnderTest) -> None:
     c = client(sidecar)
+    # embeddings go to the release's embedding model (r1 names none, so it refuses them)
+    sidecar.add_release("r3", "model-three", embedding_model="text-embedding-3-small")
+    sidecar.set_stable("r3", aliases=("helper",))
     emb = await c.embeddings.create(model="support", input=["a", "b"])
     assert len(emb.data) == 2
     models = await c.models.list()
@@ -114,7 +117,16 @@ async def fake_request_count(fakellm: procs.ManagedProcess) -> int:
         (b"{not json", 400, "invalid_request"),
         (b"[1, 2]", 400, "invalid_request"),
         (b'{"messages": []}', 400, "invalid_request"),
-        (b'{"model": "gpt-4o", "messages": []}', 404, "model_not_found"),
+        (
+            b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',
+            404,
+            "model_not_found",
+        ),
+        # validation at the door: what the API requires, refused before anything is forwarded
+        (b'{"model": "support"}', 400, "invalid_request"),
+        (b'{"model": "support", "messages": "x"}', 400, "invalid_request"),
+        (b'{"model": "support", "messages": []}', 400, "invalid_request"),
+        (b'{"model": "support", "messages": ["x"]}', 400, "invalid_request"),
     ],
 )
 async def test_bad_requests_are_refused_and_nothing_is_forwarded(

@@ -34,3 +34,19 @@ def test_help_describes_the_bench(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--help"])  # runs nothing
     assert info.value.code == 0 and "Token budgets" in capsys.readouterr().out
+
+
+def test_burst_report_puts_both_modes_side_by_side() -> None:
+    from bench.budget_burst import END as BURST_END
+    from bench.budget_burst import START as BURST_START
+    from bench.budget_burst import Outcome
+    from bench.budget_burst import render as burst_render
+
+    outcomes = [
+        Outcome("queueing", 20, 60, 420, 399, 399, 19, 41, 0, 6.1, 7.0, 3.2, 4.21),
+        Outcome("immediate", 20, 60, 420, 42, 42, 2, 0, 58, 0.2, 0.5),
+    ]
+    section = burst_render(outcomes)
+    assert section.startswith(BURST_START) and section.endswith(BURST_END)
+    assert "| 60 | queueing | 95.0% | 19 | 41 + 0 | 3.20 / 4.21 | 6.10 | -21 |" in section
+    assert "| 60 | immediate | 10.0% | 2 | 0 + 58 | 0.00 / 0.00 | 0.20 | -378 |" in section

@@ -10,6 +10,7 @@ from holdfast.store import KeyValue
 from holdfast.store.memory import MemoryStore
 from sidecar.budgets.keeper import BudgetKeeper
 from sidecar.budgets.ledger import Ledger
+from sidecar.budgets.queue import AdmissionQueue
 from sidecar.config.kinds import CONFIG_KINDS
 from sidecar.config.state import ConfigState
 
@@ -84,3 +85,61 @@ def test_close_hands_every_unused_slice_back_in_final_reports() -> None:
     for m in meters:
         assert m.allowance == m.used == 120  # nothing more is admitted
     assert ledger.admit(meters, 1, NOW)[0] is None
+
+
+class _Waiting(AdmissionQueue):
+    """A queue that says requests wait (meter id -> count, tokens, need at the head)."""
+
+    def __init__(self, ledger: Ledger, demand: dict[str, tuple[int, int, int]]) -> None:
+        super().__init__(ledger, max_waiting=10, max_bytes=1000)
+        self.wanted = demand
+
+    def demand(self) -> dict[str, tuple[int, int, int]]:
+        return self.wanted
+
+
+def test_slices_follow_demand_idle_and_unusable_headroom_is_given_back() -> None:
+    k, ledger = keeper()
+    clock = [NOW]
+    k.clock = lambda: clock[0]
+    k.reports()
+    span = ledger.meters["agent:support"].tally.span.id
+    meter = ledger.meters["agent:support"]
+
+    def quotas(demand: dict[str, int]) -> None:
+        grants = {k.holder: 400, "other.1": 300}
+        k.quotas = {
+            "agent:support": Quotas(
+                scope="agent:support", window=span, limit=1000, grants=grants, demand=demand
+            )
+        }
+
+    quotas({})
+    reports = {r.scope: r for r in k.reports()}
+    assert meter.allowance == 400 and reports["agent:support"].queued == 0
+    quotas({"other.1": 230})  # another sidecar's requests wait
+    k.reports()
+    assert meter.allowance == 400  # not idle for two report intervals yet: its burst may come
+    clock[0] += 2 * k.interval
+    k.reports()
+    assert meter.allowance == 0 and meter.returned == 400  # idle: all of it goes back
+    # a sidecar whose own requests wait reports them; one whose slice could never serve the
+    # request at its head gives its headroom back -- unless it is alone
+    k2, ledger2 = keeper()
+    k2.reports()
+    m2 = ledger2.meters["agent:support"]
+    k2.queue = _Waiting(ledger2, {"agent:support": (3, 350, 117)})
+    k2.quotas = {
+        "agent:support": Quotas(
+            scope="agent:support", window=span, limit=1000, grants={k2.holder: 100}
+        )
+    }
+    reports = {r.scope: r for r in k2.reports()}
+    support = reports["agent:support"]
+    assert (support.waiting, support.queued, support.want) == (3, 350, 117)
+    assert m2.allowance == 100  # alone: giving back would only bring it back
+    k2.quotas["agent:support"] = Quotas(
+        scope="agent:support", window=span, limit=1000, grants={k2.holder: 100, "b.1": 900}
+    )
+    k2.reports()
+    assert m2.allowance == 0 and m2.returned == 100

@@ -152,3 +152,21 @@ def test_client_decodes_errors_and_foreign_answers() -> None:
     assert client._decode(200, b'{"ok": true}') == {"ok": True}
     with pytest.raises(Unreachable, match="not configsvc's JSON"):
         client._decode(502, b"<html>bad gateway</html>")
+
+
+def test_the_consoles_secret_and_sampling_interval() -> None:
+    env = {"HOLDFAST_TOKEN": "t0k"}
+    first, second = serve(env), serve(env)
+    assert len(first.console_secret) == 32 and first.console_secret != second.console_secret
+    shared = {**env, "HOLDFAST_CONSOLE_SECRET": "s" * 40}
+    assert serve(shared).console_secret == serve(shared).console_secret == b"s" * 40
+    assert "s" * 40 not in repr(serve(shared))
+    with pytest.raises(SettingsError, match="HOLDFAST_CONSOLE_SECRET"):
+        serve({**env, "HOLDFAST_CONSOLE_SECRET": "too short"})
+    assert serve(env).console_interval == 5.0
+    assert serve(env, console_interval=1.0).console_interval == 1.0
+    for bad in (0.1, 301.0):
+        with pytest.raises(SettingsError, match="--console-interval"):
+            serve(env, console_interval=bad)
+    args = cli.build_parser().parse_args(["serve", "--console-interval", "2"])
+    assert args.console_interval == 2.0

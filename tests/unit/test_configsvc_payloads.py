@@ -59,7 +59,7 @@ def test_unknown_fields_are_named() -> None:
         ("base_url", "https://u:p@host/v1", "credentials"),
         ("base_url", "https://host:99999/v1", "invalid base URL"),
         ("api_key_env", "lower-case", "environment variable"),
-        ("provider", "anthropic", "unsupported provider"),
+        ("provider", "gemini", "unsupported provider"),
         ("description", "x" * (MAX_TEXT + 1), "longer than"),
         ("model", 5, "must be a string"),
     ],

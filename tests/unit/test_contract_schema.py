@@ -17,7 +17,7 @@ from holdfast.contracts.schema import (
     first_errors,
 )
 from holdfast.keyspace import RecordError
-from holdfast.keyspace.contract import Contract, decode_contract
+from holdfast.keyspace.contract import Contract, contract_content, decode_contract
 
 ARGS = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
 RESULT = {"type": "object", "properties": {"hits": {"type": "array"}}, "required": ["hits"]}
@@ -106,6 +106,25 @@ def test_contract_record_roundtrip_and_hash() -> None:
     with pytest.raises(RecordError, match="hash does not match"):
         Contract(tool="search", version="1.0.0", args_schema=ARGS, result_schema=RESULT,
                  content_hash="sha256:00")  # fmt: skip
+
+
+def test_contract_integer_timeout_is_normalised_before_the_hash() -> None:
+    # A record built with timeout_s=2 once hashed "2" and read back as 2.0 ("2.0"): the sidecar
+    # then refused it as tampered. Both spellings are one contract with one hash.
+    as_int = Contract(tool="search", version="1.0.0", args_schema=ARGS, result_schema=RESULT,
+                      timeout_s=2, created_at=5)  # fmt: skip
+    as_float = Contract(tool="search", version="1.0.0", args_schema=ARGS, result_schema=RESULT,
+                        timeout_s=2.0, created_at=5.0)  # fmt: skip
+    assert type(as_int.timeout_s) is float and as_int.content_hash == as_float.content_hash
+    back = decode_contract(("search", "1.0.0"), as_int.encode())
+    assert back == as_int == as_float
+    assert contract_content(args_schema=ARGS, result_schema=RESULT, backend="", timeout_s=2,
+                            idempotent=False, policy="enforce")["timeout_s"] == 2.0  # fmt: skip
+    bads: tuple[Any, ...] = (True, 0, -1, float("nan"), 301, "2")
+    for bad in bads:
+        with pytest.raises(RecordError, match="tool timeout"):
+            Contract(tool="search", version="1.0.0", args_schema=ARGS, result_schema=RESULT,
+                     timeout_s=bad)  # fmt: skip
 
 
 def test_compiled_schema_fast_path_errors_and_odd_instances() -> None:

@@ -97,7 +97,7 @@ class Calls:
         self.decoder = ChatStream(max_argument_bytes)
 
     def feed(self, chunk: dict[str, Any]) -> list[ToolCall]:
-        return self.decoder.feed(sse(chunk)).calls
+        return list(self.decoder.feed(sse(chunk)).calls)
 
     @property
     def open_names(self) -> list[str]:
@@ -196,7 +196,8 @@ def observer(policy: str = "enforce") -> tuple[_CallObserver, ContractStats]:
                            ContractBook(), stats)  # fmt: skip
     release = Release(agent="support", name="r1", model="m", base_url="http://127.0.0.1:9/v1")
     chat = openai_chat.DIALECT
-    exchange = Exchange(dialect=chat, request=chat.parse({"model": "m", "stream": True}),
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    exchange = Exchange(dialect=chat, request=chat.parse(body),
                         resolved=Resolved(release, 1), request_id="req", headers={},
                         decoder=chat.stream_decoder())  # fmt: skip
     return _CallObserver(owner, exchange, pins(policy), stream=True), stats

@@ -22,7 +22,7 @@ EMBEDDINGS = openai_embeddings.DIALECT
 
 
 def chat(**body: Any) -> ChatRequest:
-    return CHAT.parse({"model": "m", **body})
+    return CHAT.parse({"model": "m", "messages": [{"role": "user", "content": "x"}], **body})
 
 
 def cap(**body: Any) -> int | None:
@@ -101,10 +101,11 @@ def test_the_cap_goes_into_one_field_and_never_both() -> None:
     # the agent named a field (even as null): that one, whoever the provider is
     assert chat(max_completion_tokens=None).write_output_cap(1, OTHER) == "max_completion_tokens"
     assert chat(max_tokens=None).write_output_cap(1, OPENAI) == "max_tokens"
-    request = chat(max_completion_tokens=None, max_tokens=None)
+    # the view itself, over bodies the door would refuse (no messages): only the cap changes
+    request = ChatRequest({"model": "m", "max_completion_tokens": None, "max_tokens": None})
     assert request.write_output_cap(64, OTHER) == "max_completion_tokens"
     assert request.body == {"model": "m", "max_completion_tokens": 64}
-    request = chat(messages=[])
+    request = ChatRequest({"model": "m", "messages": []})
     request.write_output_cap(32, OPENAI)
     assert request.body == {"model": "m", "messages": [], "max_completion_tokens": 32}
     assert chat(max_tokens=7, n=3).output_cap() == (7, 3)

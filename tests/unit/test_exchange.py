@@ -27,7 +27,9 @@ def exchange() -> Exchange:
     chat = openai_chat.DIALECT
     return Exchange(
         dialect=chat,
-        request=chat.parse({"model": "m", "stream": True}),
+        request=chat.parse(
+            {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        ),
         resolved=Resolved(release=release, revision=1),
         request_id="req-1",
         headers={},

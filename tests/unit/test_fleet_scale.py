@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import string
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from holdfast.keyspace import Keyspace, RecordError
 from holdfast.keyspace.gate import GateEvaluation
 from holdfast.keyspace.keys import AGENT_SCOPED, KeyError_
 from holdfast.keyspace.member import Member
-from holdfast.keyspace.quota import Quotas, SpendReport, agent_part
+from holdfast.keyspace.quota import DEPARTED, OTHERS, Quotas, SpendReport, agent_part
 from holdfast.store import Change, KeyRange, KeyValue
 from holdfast.store.types import MAX_TRAFFIC_DIRS, OTHER_DIRS, Traffic, check_disjoint, key_dir
 from sidecar.config import CONFIG_KINDS, sidecar_ranges
@@ -71,11 +72,13 @@ def test_a_sidecar_watches_its_own_agent_and_the_environment_wide_kinds_only() -
         *(f"/holdfast/dev/{k}/*" for k in (*CONFIG_KINDS, "members")),
         "/holdfast/dev/pins/support/*",
         "/holdfast/dev/releases/support/*",
+        "/holdfast/dev/responses/support/*",
         "/holdfast/dev/routes/support",
     }
-    for other in ("health", "spend", "outcomes", "quotas", "audit", "gates", "election"):
+    for other in ("health", "spend", "outcomes", "quotas", "audit", "gates", "election", "drift"):
         assert not any(r.contains(KS.kind_prefix(other) + "x") for r in ranges), other
     assert not any(r.contains(KS.pin("supportx", "s")) for r in ranges)  # a longer agent name
+    assert not any(r.contains(KS.state_owner("other", "resp_1")) for r in ranges)
     assert set(AGENT_KINDS) <= AGENT_SCOPED and "slices" in AGENT_SCOPED
     with pytest.raises(KeyError_):
         KS.agent_prefix("flags", "support")  # not agent-scoped
@@ -198,7 +201,9 @@ def test_an_agents_quota_slice_holds_its_own_holders_only() -> None:
     q = Quotas(scope="global", window="d1", limit=1000, grants={"a.1.x": 300, "b.1.y": 200},
                used=120, share=100, reported={"a.1.x": (10, 0)})  # fmt: skip
     part = agent_part(q, {"a.1.x"})
-    assert part.grants == {"a.1.x": 300} and part.reported == {} and part.used == 120
+    # Another agent's holders are one OTHERS entry: never by id, never one by one.
+    assert part.grants == {"a.1.x": 300, OTHERS: 200} and "b.1.y" not in part.grants
+    assert part.reported == {} and part.used == 120
     assert Quotas.decode(part.encode()) == part
     assert not _slice_moved(part, agent_part(q, {"a.1.x"}))
     used_a_bit = Quotas(**(part.public() | {"used": 125, "tails": {}, "reported": {}}))
@@ -207,6 +212,7 @@ def test_an_agents_quota_slice_holds_its_own_holders_only() -> None:
                                                           "reported": {}})))  # fmt: skip
     regrant = Quotas(**(part.public() | {"grants": {"a.1.x": 301}, "tails": {}, "reported": {}}))
     assert _slice_moved(part, regrant)
+    assert "b.1.y" not in agent_part(q, {"a.1.x", "zz.2.y"}).grants
     report = SpendReport(scope="global", holder="a.1.x", window="d1", used=1, agent="a")
     assert SpendReport.decode(report.encode()).agent == "a"
     with pytest.raises(RecordError):
@@ -240,7 +246,7 @@ def test_a_beat_after_the_presence_key_went_keeps_the_sidecar_retired() -> None:
 def test_status_says_when_no_owner_of_the_agents_health_answered() -> None:
     from configsvc.cli.render.health import status
 
-    agent = {
+    agent: dict[str, Any] = {
         "agent": "support", "stable": "r1", "canary": None, "canary_percent": 0.0,
         "sidecars": 3, "releases": {}, "canary_vs_stable": None, "rollout": None,
         "health_unreachable": "replica rep-2 at http://10.0.0.2:8700: refused",
@@ -248,3 +254,26 @@ def test_status_says_when_no_owner_of_the_agents_health_answered() -> None:
     text = status({"agents": [agent]})
     assert "health owners unreachable (replica rep-2 at http://10.0.0.2:8700: refused)" in text
     assert "unreachable" not in status({"agents": [agent | {"health_unreachable": None}]})
+
+
+def test_an_agents_slice_carries_demand_as_the_keeper_needs_it() -> None:
+    """Slices follow demand through the agent's part: its own waiting holders exactly (a top-up
+    or a new waiter rewrites it, which wakes the waiting sidecar), the others' demand as one
+    entry whose presence (not size) moves the part, and the settled floor by the used step."""
+    q = Quotas(scope="global", window="d1", limit=1000, used=300, reserved=100, share=100,
+               grants={"a.1.x": 300, "b.1.y": 200, DEPARTED: 50},
+               demand={"a.1.x": 40, "b.1.y": 70, "c.1.z": 5})  # fmt: skip
+    part = agent_part(q, {"a.1.x"})
+    assert part.demand == {"a.1.x": 40, OTHERS: 75}
+    assert part.grants == {"a.1.x": 300, OTHERS: 200}  # departed holders are nobody's slice
+    assert part.settled_floor == q.settled_floor == 200
+    assert Quotas.decode(part.encode()) == part
+    more_elsewhere = agent_part(Quotas(**(q.public() | {"demand": {"a.1.x": 40, "b.1.y": 900}})),
+                                {"a.1.x"})  # fmt: skip
+    assert not _slice_moved(part, more_elsewhere)  # others' sizes move with every tick
+    none_elsewhere = agent_part(Quotas(**(q.public() | {"demand": {"a.1.x": 40}})), {"a.1.x"})
+    assert _slice_moved(part, none_elsewhere)  # nobody else waits: idle headroom may stay
+    mine_waits_more = agent_part(Quotas(**(q.public() | {"demand": {"a.1.x": 41}})), {"a.1.x"})
+    assert _slice_moved(part, mine_waits_more)
+    settled = agent_part(Quotas(**(q.public() | {"reserved": 0})), {"a.1.x"})
+    assert _slice_moved(part, settled)  # the floor rose by 100 (> 1% of the limit)

@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from configsvc.errors import InvalidRequest
 from configsvc.traffic.categories import SetCategories, with_categories
 from holdfast.dialects import RequestView, openai_chat
+from holdfast.dialects.openai_chat import ChatRequest
 from holdfast.keyspace import RecordError, Release, Route
 from holdfast.keyspace.categories import MAX_CATEGORIES, MAX_SCANNED_CHARS, CategoryRule
 from holdfast.keyspace.codec import decode_record, encode_record
@@ -56,7 +57,7 @@ def test_rules_match_keywords_patterns_and_tenants_first_match_wins() -> None:
     assert rules.match(ask(parts), None) == "billing"
     # only the head of a huge message is scanned
     assert rules.match(ask("x" * MAX_SCANNED_CHARS + " refund"), None) is None
-    assert rules.match(CHAT.parse({"model": "m", "messages": "nope"}), None) is None
+    assert rules.match(ChatRequest({"model": "m", "messages": "nope"}), None) is None
 
 
 def test_the_header_wins_then_rules_then_default_and_rules_compile_once_per_route() -> None:

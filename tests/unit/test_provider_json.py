@@ -35,7 +35,7 @@ def test_filters_never_raise_on_hostile_answers(raw: bytes) -> None:
         assert answer is None or (answer.usage is None and answer.completion_estimate == 0)
     decoder = openai_chat.DIALECT.stream_decoder()
     view = decoder.feed(b"data: " + raw + b"\n\n")
-    assert view.usage is None and view.content == 0 and view.calls == [] and not view.error
+    assert view.usage is None and view.content == 0 and not view.calls and not view.error
     with pytest.raises(AnswerError):
         answer_from_completion(raw)
     assert canonical_arguments(raw.decode("utf-8", "replace")) == raw.decode("utf-8", "replace")

@@ -66,7 +66,9 @@ def config(stable: str = "r1", canary: str = "", percent: float = 0.0) -> Config
 
 def hint(**body: object) -> str | None:
     """The session hint the chat dialect reads from a body (OpenAI's ``user``)."""
-    return openai_chat.DIALECT.parse({"model": "m", **body}).session_hint
+    return openai_chat.DIALECT.parse(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], **body}
+    ).session_hint
 
 
 def test_header_wins_over_user_field() -> None:

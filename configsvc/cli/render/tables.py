@@ -129,6 +129,14 @@ def releases(body: Mapping[str, Any]) -> str:
     return table(headers, rows)
 
 
+def _embeddings(r: Mapping[str, Any]) -> str | None:
+    """The release's embedding model and its index version, if it names one."""
+    model, index = r.get("embedding_model"), r.get("index_version")
+    if not model:
+        return None
+    return f"{model} (index {index})" if index else str(model)
+
+
 def _pinned_contracts(r: Mapping[str, Any]) -> str | None:
     """The tool contracts a release pins, ``tool=version, ...`` and the policy that overrides
     each contract's own, if any; None when it pins none."""
@@ -148,8 +156,10 @@ def release(body: Mapping[str, Any]) -> str:
             ("base_url", r["base_url"]),
             ("api_key_env", r.get("api_key_env")),
             ("provider", r.get("provider")),
+            ("api_version", r.get("api_version")),
             ("description", r.get("description")),
             ("contracts", _pinned_contracts(r)),
+            ("embeddings", _embeddings(r)),
             ("created", when(r.get("created_at"))),
             ("created_by", r.get("created_by")),
             ("mod_revision", r.get("mod_revision")),

@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--completion-tokens", type=int, default=DEFAULT_COMPLETION_TOKENS)
     p.add_argument("--tool-calls", action="store_true", help="call a tool whenever tools exist")
     p.add_argument("--omit-usage", action="store_true", help="never report usage")
-    p.add_argument("--require-key", default=None, help=f"or ${REQUIRE_KEY_ENV}")
+    p.add_argument(
+        "--require-key",
+        default=None,
+        help=f"the only key accepted: 'Authorization: Bearer KEY' on OpenAI's endpoints, "
+        f"'x-api-key: KEY' on Anthropic's (or ${REQUIRE_KEY_ENV})",
+    )
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated")
     p.add_argument("--request-log-size", type=int, default=DEFAULT_REQUEST_LOG_SIZE)
     return p

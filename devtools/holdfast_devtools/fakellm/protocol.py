@@ -61,7 +61,7 @@ def injected_error(behaviour: Behaviour) -> ApiError:
     return ApiError(f"injected error {status}", None, "injected_error", status=status, kind=kind)
 
 
-def _model(body: Mapping[str, object]) -> str:
+def model_of(body: Mapping[str, object]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError("model is required", "model", "missing_required_parameter")
@@ -79,7 +79,7 @@ def parse_chat(body: object) -> ChatRequest:
     """The request's model, reply key, prompt tokens and options; ApiError (400) if invalid."""
     if not isinstance(body, dict):
         raise ApiError("request body must be a JSON object", None)
-    model = _model(body)
+    model = model_of(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError("messages must be a non-empty array", "messages")
@@ -142,7 +142,7 @@ class EmbeddingRequest:
 def parse_embeddings(body: object) -> EmbeddingRequest:
     if not isinstance(body, dict):
         raise ApiError("request body must be a JSON object", None)
-    model = _model(body)
+    model = model_of(body)
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
