@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from bench.fleet_sim.run import Latency, Options, SizeResult
+from bench.fleet_sim.run import STATUS_SIDECARS, Latency, Options, SizeResult
 from bench.sections import markers
 
 START, END = markers("fleet-sim")
@@ -49,7 +50,7 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"| {_ms(r.flag_kill)} | {_ms(r.canary_set)} "
             f"| {_s(r.rollback.get('bad_to_abort_s'))} / "
             f"{_s(r.rollback.get('bad_to_all_stable_s'))} "
-            f"| {_s(r.status.get('api_p50_s')) if r.status else '-'} "
+            f"| {_status_cell(r.status)} "
             f"| {r.sim_cpu:.2f} |"
         )
     gave = []
@@ -62,7 +63,8 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             continue
         st = r.status
         status = (
-            f"status of `big` ({st.get('sidecars_seen')} sidecars, answered by "
+            f"status of `big` ({st.get('sidecars_seen')} sidecars seen, {st.get('start')}; "
+            "answered by "
             f"{st.get('answered_by')}): API p50 {_s(st.get('api_p50_s'))} s, max "
             f"{_s(st.get('api_max_s'))} s; `holdfastctl --json status big` p50 "
             f"{_s(st.get('cli_p50_s'))} s"
@@ -124,3 +126,13 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
 
 def machine() -> str:
     return f"{os.cpu_count()} cores"
+
+
+def _status_cell(status: dict[str, Any] | None) -> str:
+    """The API's p50, only when the status did describe (nearly) all of the agent's sidecars."""
+    if not status or "api_p50_s" not in status:
+        return "-"
+    seen = status.get("sidecars_seen") or 0
+    if seen < 0.9 * STATUS_SIDECARS:
+        return f"n/a (saw {seen})"
+    return _s(status.get("api_p50_s"))

@@ -253,8 +253,13 @@ async def _phases(
             f"after {result.started_s:.0f}s"
         )
     await fleet.everyone("traffic", [])
-    log(f"size {size}: started in {result.started_s:.1f}s; traffic, warm-up {opts.warmup:.0f}s")
-    await asyncio.sleep(opts.warmup)
+    # Every sidecar's first requests open new sessions (it has none to continue): a one-off
+    # burst of pin writes, and their fan-out, spread over the first few request intervals. A
+    # dilated sidecar's interval is k times longer, so its warm-up is too: else the window
+    # measures the start, multiplied back by k.
+    warmup = max(opts.warmup, WARM_INTERVALS * opts.model.dilation / opts.model.rate)
+    log(f"size {size}: started in {result.started_s:.1f}s; traffic, warm-up {warmup:.0f}s")
+    await asyncio.sleep(warmup)
     a, s0 = metrics.read(cp.cluster, cp.replicas), await fleet.state()
     await asyncio.sleep(opts.window)
     b, s1 = metrics.read(cp.cluster, cp.replicas), await fleet.state()
@@ -317,6 +322,9 @@ async def _phases(
         result.gave.append("a change did not reach every sidecar within the settle time")
 
 
+WARM_INTERVALS = 3.0  # mean request intervals of a sidecar before the steady window
+
+
 POLICY = {"max_error_rate_delta": 0.1, "min_samples": 20, "fails_to_abort": 2}
 
 
@@ -359,9 +367,12 @@ async def _status(
 ) -> dict[str, Any]:
     placed = [(size + i, BIG_AGENT) for i in range(STATUS_SIDECARS)]
     log(f"size {size}: {STATUS_SIDECARS} more sidecars of agent {BIG_AGENT}")
-    await fleet.call(
+    added = await fleet.call(
         "add", [(part, opts.batch, opts.patience) for part in split(placed, len(fleet.conns))]
     )
+    stopped = "; ".join(a["stopped"] for a in added if a.get("stopped"))
+    if stopped:
+        log(f"size {size}: adding {BIG_AGENT}: {stopped}")
     await fleet.everyone("traffic", [i for i, _ in placed])
     deadline = time.monotonic() + 120
     seen = 0
@@ -391,6 +402,7 @@ async def _status(
             return {"error": done.stderr.decode()[-500:]}
     body = json.loads(done.stdout)["agents"][0]
     return {
+        "start": stopped or "all started",
         "sidecars_seen": body["sidecars"],
         "answered_by": body.get("health_replica"),
         "api_p50_s": statistics.median(api),
