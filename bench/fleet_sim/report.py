@@ -76,7 +76,8 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"connection; {r.watchers:.0f} etcd watchers on {r.streams:.0f} streams, "
             f"{r.keys:.0f} keys; {r.requests_per_s:.0f} requests/s, "
             f"{r.first_turns_per_s:.0f} first turns/s; simulator loop lag p99 "
-            f"{r.loop_lag.get('p99_ms', 0):.0f} ms; rollback {r.rollback}; {status}."
+            f"{r.loop_lag.get('p99_ms', 0):.0f} ms; watches re-established "
+            f"{r.watch_restarts}, relisted {r.resyncs}; rollback {r.rollback}; {status}."
         )
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return "\n".join(

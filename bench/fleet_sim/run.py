@@ -96,6 +96,8 @@ class SizeResult:
     status: dict[str, Any] = field(default_factory=dict)
     gave: list[str] = field(default_factory=list)
     failures: int = 0
+    watch_restarts: int = 0  # over the whole run, all sidecars
+    resyncs: int = 0
 
 
 class Fleet:
@@ -316,6 +318,8 @@ async def _phases(
         log(f"size {size}: status {result.status}")
     final = await fleet.state()
     result.failures = final["failures"]
+    result.watch_restarts = final["watch_restarts"]
+    result.resyncs = final["resyncs"]
     if result.failures:
         result.gave.append(f"{result.failures} simulated requests failed in the simulator")
     if (result.flag_kill.missing or 0) or (result.canary_set.missing or 0):

@@ -114,6 +114,10 @@ class Worker:
             "routed": sum(1 for s in sims if s.config.current and s.config.current.route),
             "beating_http": sum(1 for s in sims if s.health.mode == "configsvc"),
             "connected": sum(1 for s in sims if s.mirror.connected),
+            # Watches re-established after a break (a failed liveness probe restarts them all:
+            # on a starved process, a storm of these is what stops changes from arriving).
+            "watch_restarts": sum(s.mirror.reconnects for s in sims),
+            "resyncs": sum(s.mirror.resyncs for s in sims),
             "beats": sum(s.health.beats for s in sims),
             "etcd_health_writes": sum(s.health.published for s in sims),
             "requests": sum(s.counters.requests for s in sims),
