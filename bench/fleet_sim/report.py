@@ -92,7 +92,8 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"{model.pods_per_agent} sidecars per agent, {model.rate:g} request/s per sidecar, "
             f"{model.new_sessions:.0%} of them a new session's first turn, beats every "
             f"{model.health_interval:g} s; steady window {opts.window:.0f} s after "
-            f"{opts.warmup:.0f} s of warm-up."
+            f"{opts.warmup:.0f} s of warm-up (at least three of a sidecar's request intervals, "
+            "so k x 3 s for a size dilated by k)."
             + (
                 " A size **dilated by k** ran every period of its simulated sidecars (requests, "
                 "beats and presence lease, liveness probe) but the rollout agent's k times "
