@@ -84,7 +84,15 @@ class Fleet:
     ) -> procs.ManagedProcess:
         """Start one more sidecar of AGENT (state in ``base/name``, log ``logs/name.log``)."""
         proc = procs.sidecar(
-            self.base / "logs", AGENT, [self.etcd], ENV, self.base / name, *args, name=name, cpu=cpu
+            self.base / "logs",
+            AGENT,
+            [self.etcd],
+            ENV,
+            self.base / name,
+            *args,
+            name=name,
+            cpu=cpu,
+            sidecar_token=self.token,
         ).start(timeout)
         self.sidecars.append(proc)
         return proc

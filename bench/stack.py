@@ -276,7 +276,7 @@ def start_stack(
             stack,
             procs.sidecar(
                 logs, AGENT, [etcd.client_url], ENV, base / "state", *SIDECAR_ARGS,
-                cpu=cores.proxy,
+                cpu=cores.proxy, sidecar_token=token,
             ),
         )  # fmt: skip
         other = None
@@ -289,6 +289,7 @@ def start_stack(
                 procs.sidecar(
                     logs, AGENT, [etcd.client_url], ENV, base / "state-baseline", *SIDECAR_ARGS,
                     cpu=cores.proxy, name="sidecar_baseline", program=str(program),
+                    sidecar_token=token,
                 ),
             )  # fmt: skip
         result = Stack(fake, side, bare, svc, token, etcd.client_url, other, started_peers)

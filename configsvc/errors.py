@@ -144,6 +144,11 @@ class UpstreamRefused(InvalidRequest):
     """A base_url or backend at a host the upstream allowlist refuses (SSRF guard)."""
 
 
+class InvalidHealthBeat(InvalidRequest):
+    """A health beat that is not a sidecar's health snapshot (msgpack record) or that speaks
+    for another agent than its token's; nothing of it was taken."""
+
+
 class MisdirectedRequest(ConfigsvcError):
     """The Host header names no host this listener serves (DNS rebinding guard)."""
 
@@ -193,6 +198,7 @@ ERROR_TABLE: Final[dict[type[ConfigsvcError], ErrorSpec]] = {
     ExperimentConflict: ErrorSpec(409, "conflict_error", "experiment_conflict"),
     UpstreamRefused: ErrorSpec(400, "invalid_request_error", "upstream_host_refused"),
     MisdirectedRequest: ErrorSpec(421, "invalid_request_error", "misdirected_request"),
+    InvalidHealthBeat: ErrorSpec(400, "invalid_request_error", "invalid_health_beat"),
     StoreDown: ErrorSpec(503, "holdfast_error", "store_unavailable"),
     WriteOutcomeUnknown: ErrorSpec(503, "holdfast_error", "write_outcome_unknown"),
     StoredRecordInvalid: ErrorSpec(500, "holdfast_error", "invalid_stored_record"),

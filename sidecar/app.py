@@ -15,7 +15,7 @@ from holdfast.logs import (
     get_logger,
 )
 from holdfast.store.factory import open_store
-from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+from holdfast.store.mirror import MirrorUpdate, RangeMirror
 from sidecar.budgets import (
     AdmissionQueue,
     BudgetFilter,
@@ -32,12 +32,20 @@ from sidecar.config import (
     ConfigState,
     load_prices,
     persist,
-    wanted_key,
+    sidecar_ranges,
 )
 from sidecar.experiments import ExperimentBook, OutcomePublisher
 from sidecar.http import Parts, build_http_app, new_shadow_runner
 from sidecar.mcp import DriftLog
-from sidecar.ops import ControlPlane, HealthPublisher, HealthSources, SidecarMetrics
+from sidecar.ops import (
+    BeatSender,
+    ControlPlane,
+    HealthPublisher,
+    HealthSources,
+    Replicas,
+    SidecarMetrics,
+    WatchFeed,
+)
 from sidecar.pins import (
     PinClaims,
     Pinning,
@@ -74,15 +82,14 @@ class Sidecar:
         self.upstream = Upstream(settings, environ)
         self.store = open_store(settings.etcd_endpoints, security=settings.etcd_security)
         self.pins = PinTable(self.keyspace, settings.agent)
+        self.replicas = Replicas(self.keyspace, settings.agent)
         self.states = StateTable(self.keyspace, settings.agent)
-        config_key = wanted_key(self.keyspace, settings.agent, CONFIG_KINDS)
-        self.mirror = PrefixMirror(
-            self.store,
-            self.keyspace.prefix,
-            key_filter=lambda key: (
-                config_key(key) or self.pins.accepts(key) or self.states.accepts(key)
-            ),
+        # Exact ranges, each a watch id on the store's one stream: nothing another agent or
+        # another sidecar writes for itself reaches this sidecar.
+        self.mirror = RangeMirror(
+            self.store, sidecar_ranges(self.keyspace, settings.agent, CONFIG_KINDS)
         )
+        self.feed = WatchFeed(self.config, self.pins, self.states, self.replicas)
         self.pin_writer = PinWriter(
             self.store,
             self.pins,
@@ -155,6 +162,10 @@ class Sidecar:
                 traffic=lambda: dict(self.traffic),
                 mcp_drift=self.mcp_drift.records,
             ),
+            replicas=self.replicas,
+            sender=BeatSender(
+                settings.sidecar_token, timeout=max(1.0, min(settings.health_interval, 5.0))
+            ),
         )
         self.budget_ledger = Ledger(agent=settings.agent)
         self.budget_metrics = BudgetMetrics(
@@ -223,26 +234,7 @@ class Sidecar:
         await self.budgets.start()  # likewise: slices and spend reports follow etcd when it is up
 
     def _on_update(self, update: MirrorUpdate) -> None:
-        # Pins go to the pin table only: they are not configuration and must not be saved in
-        # (or trigger saves of) the config snapshot.
-        if update.reset:
-            self.pins.apply_reset(update.kvs)
-            self.states.apply_reset(update.kvs)
-            self.config.apply_reset(update.revision, update.kvs, "etcd")
-        else:
-            pins = [c for c in update.changes if self.pins.accepts(c.key)]
-            if pins:
-                self.pins.apply_changes(pins)
-            states = [c for c in update.changes if self.states.accepts(c.key)]
-            if states:
-                self.states.apply_changes(states)
-            if len(pins) + len(states) != len(update.changes):
-                rest = [
-                    c
-                    for c in update.changes
-                    if not self.pins.accepts(c.key) and not self.states.accepts(c.key)
-                ]
-                self.config.apply_changes(update.revision, rest)
+        self.feed(update)
         new = len(self.config.rejections)
         if new != self._rejections_seen:
             self.metrics.records_rejected.inc(max(0, new - self._rejections_seen))
@@ -309,6 +301,8 @@ class Sidecar:
                 experiments=self.experiments,
                 budget=self.budget_filter(),
                 budget_status=self.budgets.status,
+                health_status=self.health.status,
+                etcd_traffic=self.store.traffic.to_json,
                 states=self.states,
                 state_lookup=self.state_lookup,
                 traffic=self.traffic,

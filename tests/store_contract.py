@@ -21,6 +21,7 @@ from holdfast.store import (
     CasConflict,
     Change,
     Compacted,
+    KeyRange,
     LeaseNotFound,
     Put,
     Store,
@@ -74,10 +75,10 @@ async def eventually(env: Env, check: Callable[[], Awaitable[bool]], within: flo
 
 @contextlib.asynccontextmanager
 async def watching(
-    env: Env, start_revision: int
+    env: Env, start_revision: int, what: str | KeyRange | None = None
 ) -> AsyncIterator[tuple[asyncio.Queue[list[Change] | BaseException], list[int]]]:
-    """A watch of the case's prefix running in a task: batches (or the error that ended it)
-    arrive on the queue; the revisions passed to on_progress in the list."""
+    """A watch of ``what`` (default: the case's prefix) running in a task: batches (or the
+    error that ended it) arrive on the queue; the revisions passed to on_progress in the list."""
     queue: asyncio.Queue[list[Change] | BaseException] = asyncio.Queue()
     progress: list[int] = []
     established = asyncio.Event()
@@ -89,7 +90,9 @@ async def watching(
     async def pump() -> None:
         try:
             async with contextlib.aclosing(
-                env.store.watch(env.prefix, start_revision, on_progress=on_progress)
+                env.store.watch(
+                    env.prefix if what is None else what, start_revision, on_progress=on_progress
+                )
             ) as batches:
                 async for batch in batches:
                     await queue.put(batch)
@@ -452,6 +455,83 @@ async def compaction_ends_watches_from_before_it(env: Env) -> None:
         assert shape(await next_batch(queue)) == [("put", key("2"), head)]
     _, kvs = await store.list_prefix(env.prefix)
     assert len(kvs) == 3  # compaction drops history, not keys
+
+
+@case()
+async def an_exact_range_is_one_key_and_nothing_that_starts_with_it(env: Env) -> None:
+    store, key = env.store, env.key
+    start = await store.revision() + 1
+    async with watching(env, start, KeyRange.exact(key("route"))) as (queue, _):
+        await store.put(key("route2"), b"longer key")
+        await store.put(key("route/sub"), b"below it")
+        mine = await store.put(key("route"), b"the key")
+        assert shape(await next_batch(queue)) == [("put", key("route"), mine)]
+        gone = await store.delete(key("route"))
+        assert shape(await next_batch(queue)) == [("delete", key("route"), gone)]
+        assert queue.empty()
+
+
+@case()
+async def several_watches_run_side_by_side_each_on_its_own_range(env: Env) -> None:
+    store, key = env.store, env.key
+    start = await store.revision() + 1
+    flags, route = KeyRange.prefix(key("flags/")), KeyRange.exact(key("routes/a"))
+    async with (
+        watching(env, start, flags) as (flag_events, _),
+        watching(env, start, route) as (route_events, _),
+    ):
+        both = await store.txn([Put(key("flags/x"), b"1"), Put(key("routes/a"), b"2")])
+        other = await store.put(key("routes/b"), b"not watched")
+        f = await store.put(key("flags/y"), b"3")
+        assert shape(await next_batch(flag_events)) == [("put", key("flags/x"), both.revision)]
+        assert shape(await next_batch(flag_events)) == [("put", key("flags/y"), f)]
+        # a transaction over two ranges reaches each watch with its own part of it
+        assert shape(await next_batch(route_events)) == [("put", key("routes/a"), both.revision)]
+        assert other > both.revision
+        async with watching(env, start, route) as (again, _):  # a third, from history
+            assert shape(await next_batch(again)) == [("put", key("routes/a"), both.revision)]
+        r = await store.put(key("routes/a"), b"4")  # the first two go on after it left
+        assert shape(await next_batch(route_events)) == [("put", key("routes/a"), r)]
+        assert flag_events.empty()
+
+
+@case()
+async def list_ranges_reads_every_range_at_one_revision(env: Env) -> None:
+    store, key = env.store, env.key
+    await store.put(key("flags/b"), b"b")
+    await store.put(key("flags/a"), b"a")
+    await store.put(key("route"), b"r")
+    await store.put(key("route2"), b"not this one")
+    ranges = [
+        KeyRange.prefix(key("flags/")),
+        KeyRange.exact(key("route")),
+        KeyRange.exact(key("missing")),
+    ]
+    revision, listed = await store.list_ranges(ranges)
+    assert revision == await store.revision()
+    assert [[kv.key for kv in kvs] for kvs in listed] == [
+        [key("flags/a"), key("flags/b")],
+        [key("route")],
+        [],
+    ]
+    assert (await store.list_ranges([]))[1] == []
+    with pytest.raises(ValueError, match="ranges in one read"):
+        await store.list_ranges([KeyRange.exact(key(str(i))) for i in range(65)])
+
+
+@case(fresh=True)
+async def a_compacted_watch_ends_alone_and_the_others_go_on(env: Env) -> None:
+    store, key = env.store, env.key
+    await store.put(key("old"), b"x")
+    head = await store.put(key("old"), b"y")
+    live = KeyRange.prefix(key("live/"))
+    async with watching(env, head + 1, live) as (events, _):
+        await store.compact(head)
+        async with watching(env, 1, KeyRange.exact(key("old"))) as (stale, _):
+            with pytest.raises(Compacted):
+                await next_batch(stale)
+        after = await store.put(key("live/a"), b"still watched")
+        assert shape(await next_batch(events)) == [("put", key("live/a"), after)]
 
 
 # -- failures ---------------------------------------------------------------------------------

@@ -57,7 +57,17 @@ def register_serve(nouns: Any, leaf: Leaf) -> None:
         "--rollout-tick", type=float, default=None, help="seconds between rollout controller checks"
     )
     serve.add_argument(
-        "--leader-ttl", type=int, default=None, help="lease TTL of the rollout leader, seconds"
+        "--leader-ttl",
+        type=int,
+        default=None,
+        help="lease TTL of the controllers' leaders and of this replica's membership, seconds",
+    )
+    serve.add_argument(
+        "--advertise-url",
+        default=None,
+        help="http(s)://host:port where sidecars (health beats) and the other replicas reach "
+        "this one ($HOLDFAST_ADVERTISE_URL; default: the listen address; required with a "
+        "wildcard --listen)",
     )
     serve.add_argument(
         "--console-interval",
@@ -98,6 +108,7 @@ def serve_main(args: argparse.Namespace) -> int:
             etcd_user=args.etcd_user,
             etcd_server_name=args.etcd_server_name,
             limits=serve_limits_from(args),
+            advertise_url=args.advertise_url,
         )
     except (SettingsError, ServeLimitsError) as exc:
         print(f"{PROG} serve: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ from configsvc.contracts import ContractOps
 from configsvc.errors import ConfigsvcError, InvalidRequest, spec_for
 from configsvc.experiments import ExperimentOps
 from configsvc.flags import FlagOps
-from configsvc.health import FleetHealth, PolicyGate, SidecarBeat
+from configsvc.health import FleetHealth, OwnerHealth, PolicyGate, SidecarBeat
 from configsvc.http import SELF_AUTHENTICATED_KEY, Authorizer
 from configsvc.prompts.reads import PromptReads
 from configsvc.releases import ConfigService
@@ -80,6 +80,7 @@ class Console:
         ops: ConcernOps,
         sample_interval: float = INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        owners: OwnerHealth | None = None,
     ) -> None:
         self.service = service
         self.fleet = fleet
@@ -88,7 +89,10 @@ class Console:
         self.clock = clock
         self.guard = Guard(authorizer, Sessions(authorizer.book.entries, secret))
         self.history = History()
-        self.sampler = Sampler(fleet, gate, routes, self.history, sample_interval, clock)
+        # Agents whose health other replicas hold are drawn from what their owners said.
+        self.sampler = Sampler(
+            fleet, gate, routes, self.history, sample_interval, clock, owners=owners
+        )
         self.feed = Feed()
         routes.listen(self.feed.bump)
         self.sampler.listeners.append(self.feed.bump)
@@ -183,11 +187,8 @@ class Console:
             "prefix": PREFIX,
         }
 
-    def _beats_by_agent(self) -> dict[str, list[SidecarBeat]]:
-        out: dict[str, list[SidecarBeat]] = {}
-        for beat in self.fleet.beats():
-            out.setdefault(beat.agent, []).append(beat)
-        return out
+    def _beats_by_agent(self) -> dict[str, tuple[SidecarBeat, ...]]:
+        return self.sampler.all_beats()
 
     # -- the fleet -------------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ class Console:
         routes = self.routes.routes
         agents = sorted(set(routes) | set(beats) | set(self.sampler.latest))
         rows = [
-            views.agent_row(a, routes.get(a), self.sampler.latest.get(a), beats.get(a, []), now)
+            views.agent_row(a, routes.get(a), self.sampler.latest.get(a), beats.get(a, ()), now)
             | {"gate": self.sampler.gate_report(a)}
             for a in agents
         ]
@@ -211,7 +212,7 @@ class Console:
         watched = self.routes.routes.get(agent)
         route = watched.route if watched else None
         sample = self.sampler.latest.get(agent)
-        beats = self.fleet.beats(agent)
+        beats = self.sampler.beats(agent)
         rollout = views.rollout_view(route, now) if route is not None else None
         evidence = None
         ended = rollout is not None and rollout["state"] in ("aborted", "paused")
@@ -228,6 +229,8 @@ class Console:
             "shown": views.shown_series(columns),
             "series": SERIES,
             "fleet": views.fleet_of(beats, watched, now),
+            "health_replica": sample.replica if sample else "",
+            "health_unreachable": sample.unreachable if sample else "",
             "now": now,
         }
 
@@ -255,7 +258,7 @@ class Console:
         return (
             agent in self.routes.routes
             or agent in self.sampler.latest
-            or bool(self.fleet.beats(agent))
+            or bool(self.sampler.beats(agent))
         )
 
     async def agent(self, request: web.Request) -> web.Response:
@@ -279,7 +282,7 @@ class Console:
         agent = _agent(request)
         number = page_number(request.query)
         watched = self.routes.routes.get(agent)
-        beats = self.fleet.beats(agent)
+        beats = self.sampler.beats(agent)
         now = self.clock()
         rows, pages = views.sidecar_rows(beats, watched, now, number)
         return page(

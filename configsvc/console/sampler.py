@@ -1,7 +1,9 @@
 """The console's view of each agent's health, computed once per tick for every viewer.
 
 Every ``INTERVAL_S`` (and never per page view or per viewer) it takes each agent's last minute
-from the fleet's windows -- per release: requests, error rate, latency and time-to-first-token
+from the replica that holds the agent's health -- this one's windows, or its owners asked once
+per tick (``configsvc.health.OwnerHealth``), with their list of the agent's live sidecars -- per
+release: requests, error rate, latency and time-to-first-token
 quantiles, tokens, cost, contract violations, similarity as a shadow -- and records it in the
 bounded history the charts draw. The health gate's report on a running rollout is asked for
 when a page shows it, at most once per tick per agent. Pages and live updates read what the
@@ -13,63 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from configsvc.console.history import Figures, History
-from configsvc.health import FleetHealth, PolicyGate
+from configsvc.health import AgentHealth, FleetHealth, OwnerHealth, PolicyGate, SidecarBeat
+from configsvc.health import release_figures as release_figures
+from configsvc.health import shadow_similarity as shadow_similarity
 from configsvc.rollouts import RouteWatch
 from holdfast.background import BackgroundTask
-from holdfast.keyspace import Route, ShadowStats
+from holdfast.keyspace import Route
 from holdfast.logs import get_logger
-from holdfast.signals.summary import by_release, summarize
 
 log = get_logger(__name__)
 
 INTERVAL_S: Final = 5.0
-WINDOW_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSample:
     at: float
     releases: Mapping[str, Figures]
-
-
-def release_figures(
-    fleet: FleetHealth, agent: str, now: float, *, shadows: bool = True
-) -> dict[str, dict[str, Any]]:
-    """The last minute of each release of ``agent`` that served (or, with ``shadows``,
-    was compared as a shadow) in it."""
-    out: dict[str, dict[str, Any]] = {}
-    windows = fleet.windows
-    for release, signals in by_release(windows.window(agent, WINDOW_S, now).values()).items():
-        m = summarize(signals)
-        out[release] = {
-            "requests": m.requests,
-            "error_rate": m.error_rate,
-            "p50_ms": m.p50_ms,
-            "p95_ms": m.p95_ms,
-            "ttft_p50_ms": m.ttft_p50_ms,
-            "ttft_p95_ms": m.ttft_p95_ms,
-            "tokens": m.tokens_in + m.tokens_out,
-            "cost_usd": m.cost_usd,
-            "violations": m.violations,
-        }
-    if shadows:
-        for release, similarity in shadow_similarity(windows.shadow_window(agent, WINDOW_S, now)):
-            out.setdefault(release, {"requests": 0})["shadow_similarity"] = similarity
-    return out
-
-
-def shadow_similarity(stats: Iterable[ShadowStats]) -> list[tuple[str, float | None]]:
-    """Mean similarity of each shadow release's answers to its primaries'."""
-    sums: dict[str, tuple[float, int]] = {}
-    for s in stats:
-        total, n = sums.get(s.shadow, (0.0, 0))
-        sums[s.shadow] = (total + s.similarity_sum, n + s.samples)
-    return [(r, total / n if n else None) for r, (total, n) in sorted(sums.items())]
+    replica: str = ""  # the replica that holds the agent's health ("": this one, alone)
+    unreachable: str = ""  # why none of the agent's owners answered ("": one did)
 
 
 def in_route(route: Route) -> list[str]:
@@ -96,31 +65,64 @@ class Sampler:
     _reports: dict[str, tuple[int, dict[str, Any] | None]] = field(default_factory=dict)
     latest_at: float | None = None  # when the last tick ran
     last_cost_s: float = 0.0
+    owners: OwnerHealth | None = None  # None: this replica holds every agent's health
+    _beats: dict[str, tuple[SidecarBeat, ...]] = field(default_factory=dict)
     _task: BackgroundTask = field(default_factory=lambda: BackgroundTask("console sampler"))
 
     def agents(self) -> set[str]:
+        # Every sidecar's presence is in etcd, so every replica knows every agent with sidecars.
         return set(self.routes.routes) | {b.agent for b in self.fleet.beats()}
 
-    def sample_once(self) -> frozenset[str]:
-        """One tick: every agent sampled; returns the agents sampled."""
+    def beats(self, agent: str) -> tuple[SidecarBeat, ...]:
+        """The agent's live sidecars as its owner described them at the last tick (this
+        replica's own view for an agent it holds, or one not sampled yet)."""
+        if self.owners is None or self.owners.holds(agent) or agent not in self._beats:
+            return tuple(self.fleet.beats(agent))
+        return self._beats[agent]
+
+    def all_beats(self) -> dict[str, tuple[SidecarBeat, ...]]:
+        return {agent: self.beats(agent) for agent in self.agents()}
+
+    def _shadows(self, agent: str) -> bool:
+        # Similarity is drawn for a route with a shadow (or none known): it costs a second
+        # pass over the fleet's windows.
+        watched = self.routes.routes.get(agent)
+        return watched is None or watched.route.shadow is not None
+
+    async def sample(self) -> frozenset[str]:
+        """One tick, the owners of agents held elsewhere asked first (one request per group)."""
+        agents = self.agents()
+        if self.owners is None:
+            return self.sample_once()
+        health = await self.owners.gather(sorted(agents), self.clock(), self._shadows)
+        return self.sample_once(health)
+
+    def sample_once(self, health: Mapping[str, AgentHealth] | None = None) -> frozenset[str]:
+        """One tick: every agent sampled, from ``health`` where given (what the owners said),
+        else from this replica's windows; returns the agents sampled."""
         started = time.perf_counter()
         now = self.clock()
-        agents = self.agents()
+        agents = self.agents() | set(health or ())
         routes = self.routes.routes
         for agent in agents:
             watched = routes.get(agent)
-            # Similarity is drawn for a route with a shadow (or none known): it costs a second
-            # pass over the fleet's windows.
-            shadows = watched is None or watched.route.shadow is not None
-            figures = release_figures(self.fleet, agent, now, shadows=shadows)
+            held = (health or {}).get(agent)
+            if held is None:
+                held = AgentHealth(
+                    releases=release_figures(self.fleet, agent, now, shadows=self._shadows(agent))
+                )
+            else:
+                self._beats[agent] = held.beats
+            figures = {r: dict(f) for r, f in held.releases.items()}
             if watched is not None:
                 for name in in_route(watched.route):
                     figures.setdefault(name, {"requests": 0})
             self.history.record(agent, now, figures)
-            self.latest[agent] = AgentSample(now, figures)
+            self.latest[agent] = AgentSample(now, figures, held.replica, held.unreachable)
         for gone in set(self.latest) - agents:
             del self.latest[gone]
             self._reports.pop(gone, None)
+            self._beats.pop(gone, None)
         self.history.forget(agents)
         self.ticks += 1
         self.latest_at = now
@@ -153,7 +155,7 @@ class Sampler:
     async def _run(self) -> None:
         while True:
             try:
-                self.sample_once()
+                await self.sample()
             except Exception:  # a bad tick must not end the charts for good
                 log.exception("console_sample_failed")
             await asyncio.sleep(self.interval)

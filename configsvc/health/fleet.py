@@ -1,9 +1,16 @@
-"""The fleet's health as configsvc sees it: a watch on ``health/`` feeding ``FleetWindows``.
+"""The fleet's health as one configsvc replica sees it, fed into ``FleetWindows`` from two sides.
 
-Every replica keeps its own view (the watch is cheap and the windows are rebuilt from the
-sidecars' cumulative counters within a minute of a restart), so ``GET /v1/status`` answers on
-any replica; the rollout controller that acts on it runs on the elected leader only. With etcd
-away the view keeps the last snapshots it had and says how old they are.
+* Beats over HTTP (``configsvc.health.ingest``): the sidecars of the agents this replica owns
+  (``configsvc.health.replicas``) send their snapshots here every interval.
+* A watch on ``health/``: every sidecar's presence key, under its lease. Its deletion (the
+  sidecar stopped, or died and its lease expired) retires the sidecar, as it always did; its
+  value is a snapshot too, which is all there is of sidecars that publish into etcd (no replica
+  known to them, or an older sidecar during a rolling upgrade).
+
+A sidecar heard of by HTTP only, whose presence key this replica has not seen, is retired once
+its beats stop for ``ORPHAN_AFTER_S``. The windows are rebuilt from the sidecars' cumulative
+counters within a minute of a restart. With etcd away the view keeps the last snapshots it had
+and says how old they are.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from holdfast.store.mirror import MirrorUpdate, PrefixMirror
 log = get_logger(__name__)
 
 PRUNE_EVERY_S: Final = 5.0
+ORPHAN_AFTER_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +64,15 @@ class FleetHealth:
         self._seen: set[str] = set()
         self._unreadable: set[str] = set()
         self._listeners: list[Callable[[HealthSnapshot], None]] = []
-        self._beats: dict[str, SidecarBeat] = {}  # sidecar id -> its last snapshot's header
         self._task = BackgroundTask("fleet health prune")
         self.updated_at: float | None = None
+        self.ingested = 0  # snapshots taken over HTTP
+        self.ingest_seconds = 0.0  # the event loop's time taking them (BeatsApi)
+        self._latest: dict[str, HealthSnapshot] = {}  # live sidecar -> its newest snapshot
 
     @property
     def connected(self) -> bool:
         return self._mirror.connected
-
-    def on_snapshot(self, listener: Callable[[HealthSnapshot], None]) -> None:
-        """``listener`` gets every snapshot read (e.g. the MCP drift audit); it must not block."""
-        self._listeners.append(listener)
 
     async def start(self) -> None:
         await self._mirror.start()
@@ -79,13 +85,47 @@ class FleetHealth:
     async def _prune(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_EVERY_S)
-            self.windows.prune(self.clock())
+            self.prune()
+
+    def prune(self) -> None:
+        now = self.clock()
+        present = {key.removeprefix(self._prefix) for key in self._seen}
+        for sidecar_id, latest in self.windows.live():
+            if sidecar_id not in present and latest < now - ORPHAN_AFTER_S:
+                self._gone(sidecar_id)  # beats stopped and no presence key says alive
+        self.windows.prune(now)
+
+    def on_snapshot(self, listener: Callable[[HealthSnapshot], None]) -> None:
+        """``listener`` gets every snapshot taken, over HTTP or from etcd (e.g. the MCP drift
+        audit); it must not block."""
+        self._listeners.append(listener)
+
+    def ingest(self, snap: HealthSnapshot) -> None:
+        """A beat from a sidecar (``POST /v1/health/beats``)."""
+        self._observe(snap)
+        self.ingested += 1
+        self.updated_at = self.clock()
+
+    def _observe(self, snap: HealthSnapshot) -> None:
+        self.windows.observe(snap)
+        for listener in self._listeners:
+            listener(snap)
+        held = self._latest.get(snap.sidecar_id)
+        if held is None or snap.at > held.at or snap.started_at != held.started_at:
+            self._latest[snap.sidecar_id] = snap
+
+    def _gone(self, sidecar_id: str) -> None:
+        self.windows.gone(sidecar_id)
+        self._latest.pop(sidecar_id, None)
+
+    def latest(self, agent: str) -> list[HealthSnapshot]:
+        """The newest snapshot of each live sidecar of ``agent`` this replica has."""
+        return [s for s in self._latest.values() if s.agent == agent]
 
     def _on_update(self, update: MirrorUpdate) -> None:
         keys = set(update.kvs)
         for key in self._seen - keys:
-            self.windows.gone(key.removeprefix(self._prefix))
-            self._beats.pop(key.removeprefix(self._prefix), None)
+            self._gone(key.removeprefix(self._prefix))
         changed = keys if update.reset else {c.key for c in update.changes} & keys
         for key in changed:
             self._read(key, update.kvs[key].value)
@@ -106,22 +146,25 @@ class FleetHealth:
                 log.warning("health_snapshot_unreadable", key=key, error=str(exc))
             return
         self._unreadable.discard(key)
-        self.windows.observe(snap)
-        for listener in self._listeners:
-            listener(snap)
-        self._beats[sidecar_id] = SidecarBeat(
-            sidecar_id,
-            snap.agent,
-            snap.at,
-            snap.started_at,
-            snap.config_revision,
-            snap.pins_cached,
-            snap.pins_pending,
-        )
+        self._observe(snap)
 
     def beats(self, agent: str | None = None) -> list[SidecarBeat]:
-        """Every live sidecar (of ``agent``), as its last snapshot described it."""
-        return [b for b in self._beats.values() if agent is None or b.agent == agent]
+        """Every live sidecar (of ``agent``) this replica knows, as its newest snapshot here
+        described it: a fresh beat for the agents it owns, the presence snapshot (written when
+        the sidecar's lease was granted) for the others -- ``holds`` says which."""
+        return [
+            SidecarBeat(
+                s.sidecar_id,
+                s.agent,
+                s.at,
+                s.started_at,
+                s.config_revision,
+                s.pins_cached,
+                s.pins_pending,
+            )
+            for s in self._latest.values()
+            if agent is None or s.agent == agent
+        ]
 
     def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
         now = self.clock()

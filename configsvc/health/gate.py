@@ -7,6 +7,10 @@ busy fleet's other agents and releases do not make it new). N consecutive failin
 abort the rollout with the evidence; inconclusive for longer than ``inconclusive_after_s`` of
 running time pauses it (a paused rollout's clock stands still, and a pause or resume restarts
 it); a pass lets the plan's clock advance it.
+
+Where the windows are: a replica judges an agent from its own windows when it holds the agent's
+health (``configsvc.health.replicas``), and otherwise from the evaluation the agent's first
+owner recorded (``configsvc.health.evaluations``), whose data version plays the same part.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from configsvc.health.evaluations import GateRecords, evaluation_of
 from configsvc.health.fleet import FleetHealth
-from configsvc.health.verdict import Evaluation, evaluate
+from configsvc.health.verdict import OVERALL, Check, Evaluation, evaluate
 from configsvc.rollouts import GateDecision
 from holdfast.keyspace import Rollout
 from holdfast.logs import get_logger
@@ -36,9 +41,27 @@ class _Track:
 
 
 class PolicyGate:
-    def __init__(self, fleet: FleetHealth) -> None:
+    def __init__(self, fleet: FleetHealth, records: GateRecords | None = None) -> None:
         self.fleet = fleet
+        self.records = records
         self._tracks: dict[str, _Track] = {}
+
+    def data_version(self, agent: str, release: str) -> int:
+        return self.fleet.windows.data_version(agent, release)
+
+    def current(
+        self, agent: str, rollout: Rollout, stable: str
+    ) -> tuple[Evaluation | None, int | None]:
+        """The evaluation to judge by and its data version (None: no new data to speak of)."""
+        if self.records is None or self.records.holds(agent):
+            return self.evaluate(agent, rollout, stable), self.data_version(agent, rollout.release)
+        record = self.records.recorded(agent, rollout)
+        if record is None:
+            owner = self.records.replicas.first_owner(agent) or "none registered"
+            detail = f"waiting for an evaluation from the agent's health owner ({owner})"
+            waiting = Check("health_owner", OVERALL, "inconclusive", None, None, 0.0, detail)
+            return Evaluation("inconclusive", (waiting,)), None
+        return evaluation_of(record), hash((record.replica, record.data_version))
 
     def evaluate(self, agent: str, rollout: Rollout, stable: str) -> Evaluation | None:
         policy = rollout.policy
@@ -67,12 +90,12 @@ class PolicyGate:
         if track.state != rollout.state:
             # Paused or resumed (by anyone): waiting for data starts again from now.
             track.state, track.inconclusive_since = rollout.state, None
-        result = self.evaluate(agent, rollout, stable)
+        result, version = self.current(agent, rollout, stable)
         assert result is not None
         now = self.fleet.clock()
-        version = self.fleet.windows.data_version(agent, rollout.release)
-        fresh = version != track.data_version
-        track.data_version = version
+        fresh = version is not None and version != track.data_version
+        if version is not None:
+            track.data_version = version
         track.last, track.judged_at = result, now
         if result.verdict == "fail":
             if fresh:
@@ -115,7 +138,7 @@ class PolicyGate:
 
     def report(self, agent: str, rollout: Rollout, stable: str) -> dict[str, Any] | None:
         """What ``rollout status`` shows: each check's verdict now, and the leader's streak."""
-        result = self.evaluate(agent, rollout, stable)
+        result, _ = self.current(agent, rollout, stable)
         if result is None or rollout.policy is None:
             return None
         track = self._tracks.get(agent)

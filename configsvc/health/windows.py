@@ -32,6 +32,7 @@ from holdfast.keyspace.session_spread import SessionSpread
 WINDOWS: Final = {"1m": 60.0, "5m": 300.0}
 KEEP_S: Final = max(WINDOWS.values()) + 30.0
 MIN_SPACING_S: Final = 5.0
+MAX_FOLDED_IDS: Final = 200_000
 
 
 @dataclass(slots=True)
@@ -77,6 +78,9 @@ class FleetWindows:
     def __init__(self, *, keep_s: float = KEEP_S, min_spacing_s: float = MIN_SPACING_S) -> None:
         self._live: dict[str, _Incarnation] = {}  # sidecar id -> current incarnation
         self._retired: list[_Incarnation] = []
+        self._retired_by: dict[tuple[str, float], _Incarnation] = {}  # (id, started_at)
+        # Incarnations folded into the totals: a beat of one of them is not a new sidecar.
+        self._folded_ids: dict[tuple[str, float], None] = {}
         self._folded: dict[str, Signals] = {}  # agent -> totals of incarnations aged out
         self._folded_tools: dict[str, Tools] = {}
         self._folded_shadow: dict[str, Shadows] = {}
@@ -99,16 +103,36 @@ class FleetWindows:
     def observe(self, snap: HealthSnapshot) -> None:
         signals = {s.key: s for s in snap.signals}
         inc = self._live.get(snap.sidecar_id)
-        if inc is not None and (
-            inc.started_at != snap.started_at or _regressed(signals, inc.latest.signals)
-        ):
-            self._retire(inc)
+        same = inc is not None and inc.started_at == snap.started_at
+        if same and inc is not None and inc.samples and snap.at <= inc.latest.at:
+            # An old or repeated beat: a sidecar's snapshots come over HTTP and from its etcd
+            # presence key, not necessarily in order.
+            return
+        if inc is not None and (not same or _regressed(signals, inc.latest.signals)):
+            self._retire(inc)  # restarted: a new incarnation follows
             inc = None
+        elif inc is None:
+            key = (snap.sidecar_id, snap.started_at)
+            if key in self._folded_ids:
+                return  # its counts are in the totals already
+            late = self._retired_by.get(key)
+            if late is not None:
+                # The last beat of a sidecar already retired (it arrived after the presence
+                # key's deletion): it updates that incarnation, which stays retired.
+                if snap.at > late.latest.at and not _regressed(signals, late.latest.signals):
+                    late.samples.append(
+                        _Sample(
+                            snap.at,
+                            signals,
+                            {t.key: t for t in snap.tools},
+                            {health_shadow.key_of(s): s for s in snap.shadow},
+                        )
+                    )
+                    self.version += 1
+                return
         if inc is None:
             inc = _Incarnation(snap.sidecar_id, snap.agent, snap.started_at)
             self._live[snap.sidecar_id] = inc
-        elif inc.samples and snap.at <= inc.latest.at:
-            return  # an old or repeated beat
         shadow = {health_shadow.key_of(s): s for s in snap.shadow}
         sample = _Sample(snap.at, signals, {t.key: t for t in snap.tools}, shadow)
         self._mark_fresh(snap.agent, sample, inc.latest if inc.samples else None)
@@ -131,6 +155,10 @@ class FleetWindows:
                 key = (agent, release)
                 self._fresh[key] = self._fresh.get(key, 0) + 1
 
+    def live(self) -> list[tuple[str, float]]:
+        """Every live sidecar and the time of its newest snapshot."""
+        return [(sid, inc.latest.at) for sid, inc in self._live.items() if inc.samples]
+
     def gone(self, sidecar_id: str) -> None:
         """The sidecar's key went away (lease expired or revoked)."""
         inc = self._live.pop(sidecar_id, None)
@@ -141,6 +169,7 @@ class FleetWindows:
     def _retire(self, inc: _Incarnation) -> None:
         inc.alive = False
         self._retired.append(inc)
+        self._retired_by[(inc.sidecar_id, inc.started_at)] = inc
 
     def prune(self, now: float) -> None:
         horizon = now - self._keep
@@ -152,6 +181,11 @@ class FleetWindows:
                 add_shadow(
                     self._folded_shadow.setdefault(inc.agent, {}), inc.latest.shadow.values()
                 )
+                key = (inc.sidecar_id, inc.started_at)
+                self._retired_by.pop(key, None)
+                self._folded_ids[key] = None
+                while len(self._folded_ids) > MAX_FOLDED_IDS:
+                    del self._folded_ids[next(iter(self._folded_ids))]
             else:
                 kept.append(inc)
         self._retired = kept

@@ -39,6 +39,8 @@ from configsvc.http.tokens import (
     TokenEntry,
     TokensFileError,
     load_tokens_file,
+    replica_entry,
+    replica_token,
 )
 from configsvc.http.tokens import digest as token_digest
 
@@ -71,6 +73,8 @@ __all__ = [
     "read_body",
     "read_document",
     "release_of",
+    "replica_entry",
+    "replica_token",
     "reply",
     "required_role",
     "text",

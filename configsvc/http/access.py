@@ -4,6 +4,10 @@ viewer reads; operator moves traffic and flips switches that are reversible in o
 (routes, canary, rollouts, blue-green switch, shadow, pin migration, flag enable/kill, route by
 flag, budgets, prompt activation); admin also defines what can be served (releases, tool
 contracts, flag files, prompt versions) and anything not named below.
+
+sidecar is apart from that ladder: a sidecar's token may send health beats and nothing else --
+not even read (its role ranks below viewer). A beat can move the health gate, so viewers may not
+send one; operators and admins may (they can abort a rollout anyway).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Final
 
 
 class Role(enum.IntEnum):
+    SIDECAR = 0
     VIEWER = 1
     OPERATOR = 2
     ADMIN = 3
@@ -27,7 +32,9 @@ class Role(enum.IntEnum):
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise ValueError(f"unknown role {text!r}: use viewer, operator or admin") from None
+            raise ValueError(
+                f"unknown role {text!r}: use viewer, operator, admin or sidecar"
+            ) from None
 
 
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -69,9 +76,26 @@ ADMIN_MUTATIONS: Final = frozenset(
 )
 
 
+# Endpoints sidecars call, with the roles accepted there besides those at or above the
+# endpoint's required role.
+SIDECAR_ENDPOINTS: Final[Mapping[tuple[str, str], Role]] = {
+    ("POST", "/v1/health/beats"): Role.OPERATOR,
+}
+
+
+def also_accepted(method: str, route: str) -> frozenset[Role]:
+    """Roles accepted on ``method route`` even though they rank below its required role."""
+    if (method.upper(), route) in SIDECAR_ENDPOINTS:
+        return frozenset({Role.SIDECAR})
+    return frozenset()
+
+
 def required_role(method: str, route: str) -> Role:
     """The least role that may call ``method`` on the route pattern ``route``."""
     method = method.upper()
     if method in READ_METHODS:
         return Role.VIEWER
+    sidecar = SIDECAR_ENDPOINTS.get((method, route))
+    if sidecar is not None:
+        return sidecar
     return OPERATOR_MUTATIONS.get((method, route), Role.ADMIN)

@@ -87,6 +87,7 @@ class Authorizer:
         remote: str | None,
         headers: Mapping[str, str],
         required: Role | None = None,
+        also: frozenset[Role] = frozenset(),
     ) -> Identity:
         """The caller's identity, or Unauthorized (no/unknown token) / Forbidden (role too low)."""
         if not self.enabled:
@@ -110,7 +111,7 @@ class Authorizer:
         if identity is None:
             raise Unauthorized("unknown or wrong token")
         need = required or (Role.ADMIN if mutation else Role.VIEWER)
-        if identity.role < need:
+        if identity.role < need and identity.role not in also:
             raise Forbidden(
                 f"the token of {identity.subject!r} has role {identity.role.label}; "
                 f"this needs {need.label} or above"

@@ -15,7 +15,7 @@ from configsvc.errors import (
     UnknownEndpoint,
     spec_for,
 )
-from configsvc.http.access import READ_METHODS, required_role
+from configsvc.http.access import READ_METHODS, also_accepted, required_role
 from configsvc.http.handlers import (
     AUTH_KEY,
     HOSTS_KEY,
@@ -75,6 +75,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 remote=request.remote,
                 headers=request.headers,
                 required=required_role(request.method, pattern),
+                also=also_accepted(request.method, pattern),
             )
         response = await handler(request)
     except ConfigsvcError as exc:

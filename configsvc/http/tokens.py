@@ -6,6 +6,10 @@ One JSON object per line; blank lines and lines starting with ``#`` are skipped.
     printf '{"subject":"alice","role":"operator","sha256":"%s"}\\n' \\
         "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" >> tokens.jsonl
 
+A line of role ``sidecar`` (the token sidecars send health beats with) may add ``"agent"``: the
+token then speaks for that agent's sidecars only, as each agent's etcd user writes only its own
+agent's keys.
+
 A presented token is hashed and compared with every entry by ``hmac.compare_digest`` (no early
 exit), so neither the timing nor the file reveals a token.
 """
@@ -21,14 +25,20 @@ from typing import Final
 
 from configsvc.http.access import Role
 from holdfast.json_limits import JsonRefused, loads_bounded
-from holdfast.names import ID_RE
+from holdfast.names import ID_RE, NAME_RE
 
 MAX_FILE_BYTES: Final = 1 << 20
 MAX_TOKEN_CHARS: Final = 4096
 LINE_DEPTH: Final = 8  # a line is one flat object; deeper is refused before it can recurse
 LEGACY_SUBJECT: Final = "token"  # the single $HOLDFAST_TOKEN: admin, audited as token:<actor>
+# What one configsvc replica presents to another from a background task (the console asking an
+# agent's owners for its health): a viewer token derived from the console secret the replicas
+# share. Whoever holds that secret can sign console sessions of any role already, so the token
+# grants nothing the secret did not.
+REPLICA_SUBJECT: Final = "replica"
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _FIELDS: Final = frozenset({"subject", "role", "sha256"})
+_OPTIONAL: Final = frozenset({"agent"})
 
 
 class TokensFileError(ValueError):
@@ -39,6 +49,7 @@ class TokensFileError(ValueError):
 class Identity:
     subject: str
     role: Role
+    agent: str = ""  # a sidecar token bound to one agent ("": any)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -46,13 +57,24 @@ class TokenEntry:
     subject: str
     role: Role
     digest: bytes  # sha256 of the token
+    agent: str = ""
 
     def __repr__(self) -> str:
-        return f"TokenEntry({self.subject}, {self.role.label})"
+        bound = f", agent {self.agent}" if self.agent else ""
+        return f"TokenEntry({self.subject}, {self.role.label}{bound})"
 
 
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def replica_token(secret: bytes) -> str:
+    """The replicas' viewer token, derived from their shared console secret."""
+    return hmac.new(secret, b"holdfast configsvc replica", hashlib.sha256).hexdigest()
+
+
+def replica_entry(secret: bytes) -> TokenEntry:
+    return TokenEntry(REPLICA_SUBJECT, Role.VIEWER, digest(replica_token(secret)))
 
 
 def parse_tokens(text: str, *, source: str = "tokens file") -> tuple[TokenEntry, ...]:
@@ -68,22 +90,27 @@ def parse_tokens(text: str, *, source: str = "tokens file") -> tuple[TokenEntry,
             raise TokensFileError(f"{where}: not a JSON object ({exc})") from None
         if not isinstance(obj, dict):
             raise TokensFileError(f"{where}: not a JSON object")
-        unknown = sorted(set(obj) - _FIELDS)
-        if unknown or set(obj) != _FIELDS:
+        unknown = sorted(set(obj) - _FIELDS - _OPTIONAL)
+        if unknown or not set(obj) >= _FIELDS:
             what = f"unknown field(s) {unknown}" if unknown else "missing field(s)"
             raise TokensFileError(f"{where}: {what}; expected subject, role and sha256")
         subject, role, hexdigest = obj["subject"], obj["role"], obj["sha256"]
         if not isinstance(subject, str) or not ID_RE.fullmatch(subject):
             raise TokensFileError(f"{where}: subject must be 1-128 of letters, digits, ._:@-")
         if not isinstance(role, str):
-            raise TokensFileError(f"{where}: role must be viewer, operator or admin")
+            raise TokensFileError(f"{where}: role must be viewer, operator, admin or sidecar")
         try:
             parsed = Role.parse(role)
         except ValueError as exc:
             raise TokensFileError(f"{where}: {exc}") from None
         if not isinstance(hexdigest, str) or not _HEX64.fullmatch(hexdigest):
             raise TokensFileError(f"{where}: sha256 must be 64 lowercase hex digits")
-        entries.append(TokenEntry(subject, parsed, bytes.fromhex(hexdigest)))
+        agent = obj.get("agent", "")
+        if agent and parsed != Role.SIDECAR:
+            raise TokensFileError(f"{where}: only a token of role sidecar is bound to an agent")
+        if not isinstance(agent, str) or (agent and not NAME_RE.fullmatch(agent)):
+            raise TokensFileError(f"{where}: agent must be an agent name")
+        entries.append(TokenEntry(subject, parsed, bytes.fromhex(hexdigest), agent))
     subjects = [e.subject for e in entries]
     if len(set(subjects)) != len(subjects):
         raise TokensFileError(f"{source}: a subject appears twice")
@@ -138,4 +165,4 @@ class TokenBook:
         for entry in self._entries:  # every entry, match or not: constant in the match's place
             if hmac.compare_digest(wanted, entry.digest):
                 found = entry
-        return None if found is None else Identity(found.subject, found.role)
+        return None if found is None else Identity(found.subject, found.role, found.agent)

@@ -5,6 +5,12 @@ control plane: is this replica connected to etcd, does it lead, where is each ro
 one abort, when, by the gate or by a person), how many sidecars each agent has and how many of
 them lag the route. Every replica reports the same rollout series (they come from one watch of
 the routes), so alerts take the ``max`` over replicas rather than a sum.
+
+Sidecars' health beats go to their agent's owner replicas only (``configsvc.health.replicas``):
+every replica counts every agent's live sidecars (their presence is in etcd), but only an owner
+knows whether they lag or went quiet, so ``..._behind`` and ``..._quiet`` come from the owners
+(``max`` over replicas still holds). The health ingest's own figures -- beats taken, the event
+loop time they cost, the agents held, the replicas known -- are per replica.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from configsvc.health import FleetHealth
+from configsvc.health import FleetHealth, ReplicaSet
 from configsvc.leader import Election
 from configsvc.rollouts import CONTROLLER, RouteWatch
 
@@ -32,7 +38,9 @@ class ControlPlaneCollector(Collector):
         elections: Mapping[str, Election],
         extra: Callable[[], Iterator[Metric]] | None = None,
         clock: Callable[[], float] = time.time,
+        replicas: ReplicaSet | None = None,  # None: this replica holds every agent's health
     ) -> None:
+        self.replicas = replicas
         self.routes = routes
         self.fleet = fleet
         self.elections = elections
@@ -61,6 +69,7 @@ class ControlPlaneCollector(Collector):
         yield leader
         yield from self._rollouts()
         yield from self._fleet()
+        yield from self._ingest()
         if self.extra is not None:
             yield from self.extra()
 
@@ -127,6 +136,33 @@ class ControlPlaneCollector(Collector):
             row[2] += now - beat.at > QUIET_AFTER_S
         for agent, (n, lagging, silent) in sorted(counts.items()):
             sidecars.add_metric([agent], n)
-            behind.add_metric([agent], lagging)
-            quiet.add_metric([agent], silent)
+            if self.replicas is None or self.replicas.holds(agent):
+                behind.add_metric([agent], lagging)
+                quiet.add_metric([agent], silent)
         yield from (sidecars, behind, quiet)
+
+    def _ingest(self) -> Iterator[Metric]:
+        beats = CounterMetricFamily(
+            "holdfast_configsvc_health_beats",
+            "Health beats this replica took over HTTP (POST /v1/health/beats).",
+        )
+        beats.add_metric([], self.fleet.ingested)
+        cost = CounterMetricFamily(
+            "holdfast_configsvc_health_ingest_seconds",
+            "Event-loop time this replica spent taking health beats (decode and aggregate).",
+        )
+        cost.add_metric([], self.fleet.ingest_seconds)
+        held = GaugeMetricFamily(
+            "holdfast_configsvc_health_agents_held",
+            "Agents with sidecars whose health this replica holds (it is one of their owners).",
+        )
+        agents = {b.agent for b in self.fleet.beats()}
+        held.add_metric(
+            [], sum(1 for a in agents if self.replicas is None or self.replicas.holds(a))
+        )
+        members = GaugeMetricFamily(
+            "holdfast_configsvc_replicas",
+            "configsvc replicas registered in etcd, as this replica sees them.",
+        )
+        members.add_metric([], len(self.replicas.members) if self.replicas is not None else 1)
+        yield from (beats, cost, held, members)

@@ -16,9 +16,21 @@ from configsvc.contracts import ContractOps, ContractsApi, DriftAudit
 from configsvc.errors import ConfigsvcError
 from configsvc.experiments import ExperimentOps, ExperimentsApi
 from configsvc.flags import FlagOps, FlagsApi
-from configsvc.health import FleetHealth, PolicyGate, StatusApi
-from configsvc.http import Authorizer
+from configsvc.health import (
+    BeatsApi,
+    FleetHealth,
+    GateRecorder,
+    GateRecords,
+    OwnerBeats,
+    OwnerHealth,
+    Peers,
+    PolicyGate,
+    ReplicaSet,
+    StatusApi,
+)
+from configsvc.http import Authorizer, replica_entry, replica_token
 from configsvc.leader import ROLLOUT_ELECTION, Election
+from configsvc.leader.election import default_identity
 from configsvc.metrics import ControlPlaneCollector, MetricsEndpoint
 from configsvc.prompts.api import PromptsApi
 from configsvc.prompts.eval import Evaluator
@@ -101,10 +113,18 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         pins = PinOps(service)
         rollouts = RolloutOps(service, pins)
         election = Election(store, service.keyspace, ROLLOUT_ELECTION, ttl=settings.leader_ttl)
+        # The replicas share the agents' health: each registers in members/ and holds the
+        # health of the agents it owns; beats come over HTTP, not through etcd.
+        replicas = ReplicaSet(
+            store, service.keyspace, replica=default_identity(), ttl=settings.leader_ttl
+        )
         fleet = FleetHealth(store, service.keyspace)
         drift_audit = DriftAudit(service)
         fleet.on_snapshot(drift_audit.observe)
-        gate = PolicyGate(fleet)
+        records = GateRecords(store, service.keyspace, replicas)
+        gate = PolicyGate(fleet, records)
+        recorder = GateRecorder(store, service.keyspace, records, gate, tick=settings.rollout_tick)
+        peers = Peers()
         controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
         budget_election = Election(
             store, service.keyspace, BUDGET_ELECTION, ttl=settings.leader_ttl
@@ -115,8 +135,14 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         prompts = PromptOps(
             service, gate=settings.prompt_gate, min_cases=settings.evaluation.min_cases
         )
-        traffic = TrafficApi(TrafficOps(service, prober, pins), pins)
-        authorizer = Authorizer(settings.token, settings.tokens, settings.require_token_for_reads)
+        beats = OwnerBeats(fleet, replicas, peers)
+        traffic = TrafficApi(TrafficOps(service, prober, pins, beats), pins)
+        tokens, peer_headers = settings.tokens, {}
+        if settings.auth_required:
+            # The replicas' own viewer token: the console asks an agent's owners for its health.
+            tokens = (*tokens, replica_entry(settings.console_secret))
+            peer_headers = {"Authorization": f"Bearer {replica_token(settings.console_secret)}"}
+        authorizer = Authorizer(settings.token, tokens, settings.require_token_for_reads)
         route_watch = RouteWatch(store, service.keyspace)
         budget_ops, flag_ops = BudgetOps(service), FlagOps(service)
         contract_ops, experiment_ops = ContractOps(service), ExperimentOps(service)
@@ -129,6 +155,7 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             secret=settings.console_secret,
             sample_interval=settings.console_interval,
             ops=ConcernOps(budget_ops, flag_ops, contract_ops, prompts, experiment_ops),
+            owners=OwnerHealth(fleet, replicas, peers, headers=peer_headers),
         )
         metrics = MetricsEndpoint(
             ControlPlaneCollector(
@@ -136,6 +163,7 @@ async def serve(settings: ServeSettings, store: Store) -> None:
                 fleet=fleet,
                 elections={"rollouts": election, "budgets": budget_election},
                 extra=console.metric_families,
+                replicas=replicas,
             )
         )
         app = build_app(
@@ -147,7 +175,8 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             prompts=prompts,
             extra=[
                 RolloutApi(rollouts, election, gate),
-                StatusApi(rollouts, fleet, gate),
+                StatusApi(rollouts, fleet, gate, replicas, peers),
+                BeatsApi(fleet, replica=replicas.replica),
                 traffic,
                 ContractsApi(contract_ops),
                 FlagsApi(flag_ops),
@@ -181,6 +210,9 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             auth="token" if settings.auth_required else "none",
         )
         await fleet.start()  # returns at once; etcd may be down
+        await records.start()
+        await replicas.start(settings.own_url(port))  # registers once etcd answers
+        recorder.start()
         drift_audit.start()
         await route_watch.start()  # likewise
         console.start()
@@ -191,6 +223,10 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         await stop.wait()
         log.info("configsvc_stopping")
         await console.close()  # ends the live pages first, so the runner need not wait on them
+        await replicas.close()  # leave first: the sidecars move their beats to the others
+        await recorder.close()
+        await records.close()
+        await peers.close()
         await controller.close()
         await budget_controller.close()
         await budget_election.close()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from configsvc.http import TokenEntry, TokensFileError, load_tokens_file
 from configsvc.prompts.settings import EvalSettings, PromptSettingsError
@@ -23,6 +24,7 @@ from holdfast.options.common import DEFAULT_ETCD, ENV_ENV, ENV_ETCD, LOOPBACK_HO
 from holdfast.store.security import EtcdSecurity, SecurityError, load_etcd_security
 
 ENV_TOKENS_FILE: Final = "HOLDFAST_TOKENS_FILE"
+ENV_ADVERTISE_URL: Final = "HOLDFAST_ADVERTISE_URL"
 # Signs the console's session cookies; replicas behind one address share it (else random).
 ENV_CONSOLE_SECRET: Final = "HOLDFAST_CONSOLE_SECRET"  # noqa: S105  # a variable's name
 MIN_CONSOLE_SECRET: Final = 32
@@ -37,6 +39,7 @@ DEFAULT_PROMPT_GATE: Final = 0.8
 DEFAULT_CONSOLE_INTERVAL: Final = 5.0  # configsvc.console's sampler
 ENV_PROMPT_GATE: Final = "HOLDFAST_PROMPT_GATE"
 ENV_PROBE_PROMPT: Final = "HOLDFAST_PROBE_PROMPT"
+WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - recognised, not bound
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +62,8 @@ class ServeSettings:
     prompt_gate: float = DEFAULT_PROMPT_GATE  # minimum eval pass rate to activate a prompt
     evaluation: EvalSettings = field(default_factory=EvalSettings)  # HOLDFAST_EVAL_*, min cases
     limits: ServeLimits = field(default_factory=ServeLimits)
+    # Where sidecars and the other replicas reach this one ("": the listen address, if usable).
+    advertise_url: str = ""
     console_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
     console_interval: float = DEFAULT_CONSOLE_INTERVAL
 
@@ -101,6 +106,31 @@ class ServeSettings:
             )
         if not 0.0 <= self.prompt_gate <= 1.0:
             raise SettingsError(f"${ENV_PROMPT_GATE} must be a pass rate between 0 and 1")
+        if self.advertise_url:
+            parts = urlsplit(self.advertise_url)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                raise SettingsError(
+                    f"--advertise-url {self.advertise_url!r:.200} must be http(s)://host[:port]"
+                )
+        elif self.listen_host in WILDCARD_HOSTS:
+            raise SettingsError(
+                f"--listen {self.listen_host} names no address sidecars can reach: give "
+                f"--advertise-url (${ENV_ADVERTISE_URL}), e.g. http://<pod IP>:{self.listen_port}"
+            )
+
+    def own_url(self, bound_port: int) -> str:
+        """This replica's API as sidecars and the other replicas reach it."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"http://{host}:{bound_port}"
 
     @property
     def auth_required(self) -> bool:
@@ -135,6 +165,7 @@ def load_serve_settings(
     etcd_user: str | None = None,
     etcd_server_name: str | None = None,
     limits: ServeLimits | None = None,
+    advertise_url: str | None = None,
 ) -> ServeSettings:
     host, port = cliargs.parse_listen(listen or DEFAULT_LISTEN, error=SettingsError)
     tokens_path = (tokens_file or environ.get(ENV_TOKENS_FILE, "")).strip()
@@ -173,6 +204,7 @@ def load_serve_settings(
         prompt_gate=_rate(environ.get(ENV_PROMPT_GATE, ""), DEFAULT_PROMPT_GATE),
         evaluation=evaluation,
         limits=limits if limits is not None else ServeLimits(),
+        advertise_url=(advertise_url or environ.get(ENV_ADVERTISE_URL, "")).strip(),
     )
 
 

@@ -60,7 +60,7 @@ class TrafficApi:
     async def shadow_report(self, request: web.Request) -> web.Response:
         agent = agent_of(request)
         query = ReportQuery.parse(request.query)
-        return reply(await self.ops.shadow_report(agent, query))
+        return reply(await self.ops.shadow_report(agent, query, request.headers))
 
     async def list_pins(self, request: web.Request) -> web.Response:
         agent = agent_of(request)

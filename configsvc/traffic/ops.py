@@ -7,8 +7,9 @@ compare-and-swap, so a check ("no rollout is active") can never be made on a sta
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from configsvc import errors
 from configsvc.releases import (
@@ -37,11 +38,25 @@ class SwitchResult:
     selection: Selection | None
 
 
+class LatestBeats(Protocol):
+    """The newest health beats of an agent's sidecars, as the replicas that own the agent hold
+    them (``configsvc.health``); beats go there over HTTP, not into etcd."""
+
+    async def latest(self, agent: str, headers: Mapping[str, str]) -> list[HealthSnapshot]: ...
+
+
 class TrafficOps:
-    def __init__(self, service: ConfigService, prober: Prober, pins: PinOps) -> None:
+    def __init__(
+        self,
+        service: ConfigService,
+        prober: Prober,
+        pins: PinOps,
+        beats: LatestBeats | None = None,
+    ) -> None:
         self.service = service
         self.prober = prober
         self.pins = pins
+        self.beats = beats
 
     async def _route(self, agent: str) -> Route:
         return (await self.service.get_route(agent)).record
@@ -181,7 +196,12 @@ class TrafficOps:
         log.info("shadow_cleared", agent=agent, changed=change.changed, actor=actor)
         return change
 
-    async def shadow_report(self, agent: str, query: ReportQuery) -> dict[str, Any]:
+    async def shadow_report(
+        self, agent: str, query: ReportQuery, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The report over every live sidecar of the agent: those etcd holds a health key of
+        (its presence), each counted from the newest snapshot there is, its etcd value or the
+        last beat its agent's owner replica took."""
         found = await self.service.get_route(agent)
         shadow = found.record.shadow
         if shadow is None:
@@ -196,15 +216,22 @@ class TrafficOps:
         revision, kvs = await store_read(
             self.service.store.list_prefix(self.service.keyspace.kind_prefix("health"))
         )
-        snapshots: list[HealthSnapshot] = []
+        snapshots: dict[str, HealthSnapshot] = {}
         unreadable = 0
         for kv in kvs:
             try:
-                snapshots.append(HealthSnapshot.decode(kv.value))
+                snap = HealthSnapshot.decode(kv.value)
             except RecordError as exc:
                 unreadable += 1
                 log.warning("health_snapshot_unreadable", key=kv.key, error=str(exc))
-        body = report(snapshots, agent, shadow, limits)
+                continue
+            snapshots[snap.sidecar_id] = snap
+        if self.beats is not None:
+            for beat in await self.beats.latest(agent, headers or {}):
+                held = snapshots.get(beat.sidecar_id)
+                if held is not None and beat.at > held.at:
+                    snapshots[beat.sidecar_id] = beat
+        body = report(snapshots.values(), agent, shadow, limits)
         return {"agent": agent, "revision": revision, "unreadable_snapshots": unreadable, **body}
 
 

@@ -167,6 +167,7 @@ async def story(base: Path) -> int:
                     "0.5",  # the health gate sees a breaking canary within a second or two
                     extra_env={PROVIDER_KEY_VAR: provider_key},
                     name=f"sidecar-{agent}",
+                    sidecar_token=token,  # its health beats go to configsvc over HTTP
                 ).start()
                 running.append(side)
                 sides[agent] = side

@@ -51,6 +51,20 @@ def _get(url: str, timeout: float, context: ssl.SSLContext | None = None) -> str
         return None
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition as ``name{labels}`` -> value; comments and junk skipped."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
 class EtcdNode(Managed):
     """One etcd member on loopback. Ports are fixed at construction, so restarts keep them."""
 
@@ -173,6 +187,10 @@ class EtcdNode(Managed):
     def is_leader(self) -> bool:
         metrics = _get(f"{self.client_url}/metrics", 1.0, self._context) or ""
         return any(line.strip() == "etcd_server_is_leader 1" for line in metrics.splitlines())
+
+    def metrics(self, timeout: float = 5.0) -> dict[str, float]:
+        """etcd's Prometheus metrics now: ``name{labels}`` -> value (empty if unreachable)."""
+        return parse_metrics(_get(f"{self.client_url}/metrics", timeout, self._context) or "")
 
     def tail(self, lines: int = 20) -> str:
         try:

@@ -6,6 +6,7 @@ the bound port from it, so callers can pass ``--listen 127.0.0.1:0`` and never r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -150,6 +151,9 @@ def fakellm(log_dir: Path, *args: str, cpu: int | None = None) -> ManagedProcess
 def configsvc(
     log_dir: Path, etcd: Sequence[str], env: str, token: str, *args: str
 ) -> ManagedProcess:
+    """A configsvc replica; replicas started with one token share one console secret, as
+    replicas of one deployment must (sessions, and the console asking an agent's owners)."""
+    secret = hashlib.sha256(f"holdfast console secret {token}".encode()).hexdigest()
     return ManagedProcess(
         name="configsvc",
         argv=[
@@ -165,7 +169,7 @@ def configsvc(
         ],
         log_path=log_dir / "configsvc.log",
         ready_event="configsvc_listening",
-        env={"HOLDFAST_TOKEN": token},
+        env={"HOLDFAST_TOKEN": token, "HOLDFAST_CONSOLE_SECRET": secret},
     )
 
 
@@ -180,9 +184,14 @@ def sidecar(
     cpu: int | None = None,
     name: str = "sidecar",
     port: int = 0,
+    sidecar_token: str = "",
     program: str | None = None,
 ) -> ManagedProcess:
-    """``program``: another build's ``holdfast-sidecar`` (a benchmark's baseline); default ours."""
+    """A sidecar; ``sidecar_token`` is the configsvc token its health beats carry; ``program``:
+    another build's ``holdfast-sidecar`` (a benchmark's baseline), default ours."""
+    variables = dict(extra_env or {})
+    if sidecar_token:
+        variables["HOLDFAST_SIDECAR_TOKEN"] = sidecar_token
     return ManagedProcess(
         name=name,
         argv=[
@@ -201,6 +210,6 @@ def sidecar(
         ],
         log_path=log_dir / f"{name}.log",
         ready_event="sidecar_listening",
-        env=dict(extra_env or {}),
+        env=variables,
         cpu=cpu,
     )

@@ -36,8 +36,14 @@ _SEGMENTS: Final = {
     "experiments": 1,
     "prices": 1,
     "outcomes": 2,
+    "members": 1,
+    "gates": 1,
+    "slices": 2,
     "drift": 1,
 }
+# Kinds whose keys start with the agent they belong to (``<kind>/<agent>/...``): a sidecar watches
+# its own agent's part of each, and nothing of another agent's.
+AGENT_SCOPED: Final = frozenset({"releases", "pins", "responses", "slices"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,12 @@ class Keyspace:
             raise KeyError_(f"unknown kind {kind!r}")
         return f"{self.prefix}{kind}/"
 
+    def agent_prefix(self, kind: str, agent: str) -> str:
+        """``<kind>/<agent>/``: everything of an agent-scoped kind that belongs to ``agent``."""
+        if kind not in AGENT_SCOPED:
+            raise KeyError_(f"kind {kind!r} is not agent-scoped")
+        return f"{self.kind_prefix(kind)}{validate_name(agent, what='agent')}/"
+
     def flag(self, flag: str) -> str:
         if not FLAG_KEY_RE.fullmatch(flag):
             raise KeyError_(
@@ -77,7 +89,7 @@ class Keyspace:
         return f"{self.prefix}releases/{agent}/{validate_name(release, what='release')}"
 
     def releases_of(self, agent: str) -> str:
-        return f"{self.prefix}releases/{validate_name(agent, what='agent')}/"
+        return self.agent_prefix("releases", agent)
 
     def route(self, agent: str) -> str:
         return f"{self.prefix}routes/{validate_name(agent, what='agent')}"
@@ -114,6 +126,13 @@ class Keyspace:
         """The slices of a fleet-wide budget handed to sidecars (written by configsvc)."""
         return f"{self.prefix}quotas/{validate_id(scope, what='budget scope')}"
 
+    def slice(self, agent: str, scope: str) -> str:
+        """The part of ``quotas/<scope>`` that concerns one agent's sidecars (their grants and
+        the fleet's figures), written by the budget controller: what the agent's sidecars watch
+        instead of every holder's grants."""
+        scope = validate_id(scope, what="budget scope")
+        return f"{self.agent_prefix('slices', agent)}{scope}"
+
     def spend(self, scope: str, holder: str) -> str:
         """One sidecar's spend against a fleet-wide budget (written by it, under its lease).
         Holder first, like outcomes: an agent's sidecars may write ``spend/<agent>.`` only."""
@@ -129,7 +148,7 @@ class Keyspace:
         return f"{self.prefix}pins/{agent}/{validate_id(session, what='session')}"
 
     def pins_of(self, agent: str) -> str:
-        return f"{self.prefix}pins/{validate_name(agent, what='agent')}/"
+        return self.agent_prefix("pins", agent)
 
     def state_owner(self, agent: str, state_id: str) -> str:
         """Which release issued a provider-held state id (holdfast.keyspace.state_owner)."""
@@ -137,10 +156,20 @@ class Keyspace:
         return f"{self.prefix}responses/{agent}/{validate_id(state_id, what='state id')}"
 
     def state_owners_of(self, agent: str) -> str:
-        return f"{self.prefix}responses/{validate_name(agent, what='agent')}/"
+        return self.agent_prefix("responses", agent)
 
     def health(self, sidecar_id: str) -> str:
         return f"{self.prefix}health/{validate_id(sidecar_id, what='sidecar id')}"
+
+    def member(self, replica: str) -> str:
+        """A live configsvc replica, under its lease: where sidecars send health
+        (holdfast.keyspace.member)."""
+        return f"{self.prefix}members/{validate_id(replica, what='replica id')}"
+
+    def gate(self, agent: str) -> str:
+        """The health gate's latest evaluation of the agent's rollout, written by the replica
+        that holds the agent's health (holdfast.keyspace.gate)."""
+        return f"{self.prefix}gates/{validate_name(agent, what='agent')}"
 
     def audit(self, revision: int) -> str:
         if revision < 0:

@@ -1,5 +1,6 @@
 """The fleet's quota slices of a budget (``quotas/<scope>``, written by configsvc's budget
-controller) and each sidecar's spend report (``spend/<holder>/<scope>``, under its lease)."""
+controller; each agent's part of it in ``slices/<agent>/<scope>``, which is what the agent's
+sidecars watch) and each sidecar's spend report (``spend/<holder>/<scope>``, under its lease)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, ClassVar, Final, Self
 from holdfast.keyspace import fields
 from holdfast.keyspace.budget import MAX_TOKENS_LIMIT, split_meter
 from holdfast.keyspace.codec import RecordError, decode_record, encode_record
+from holdfast.keyspace.fields import check_name
 from holdfast.keyspace.keys import ID_RE
 
 
@@ -22,6 +24,9 @@ def _count(value: object, what: str) -> int:
 # spend report) had used: their slices are closed, and this one entry stands for all of them.
 # Real holder ids end in ``.<8 hex>``, so no sidecar can be called that.
 DEPARTED: Final = "departed"
+# In an agent's part of the slices (``slices/<agent>/<scope>``, ``agent_part``): the grants,
+# and the demand, of every holder of other agents, as one entry each.
+OTHERS: Final = "others"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +187,9 @@ class SpendReport:
     want: int = 0  # the largest request refused (or waiting) since the previous report
     at: float = 0.0
     final: bool = False
+    # The holder's agent: the controller writes the agent's slices/<agent>/<scope> from it
+    # ("": a sidecar from before slices, which reads quotas/<scope> itself).
+    agent: str = ""
     queued: int = 0  # tokens the requests waiting for room on this holder need, together
     waiting: int = 0  # how many requests wait
     # In the window: refusals because the budget was spent / because a request could not wait,
@@ -196,6 +204,7 @@ class SpendReport:
         split_meter(self.scope)
         if not ID_RE.fullmatch(self.holder):
             raise RecordError(f"invalid quota holder {self.holder!r:.140}")
+        check_name(self.agent, what="agent", optional=True)
         for name in _REPORT_COUNTS:
             _count(getattr(self, name), name)
 
@@ -216,6 +225,7 @@ class SpendReport:
             want=_count(f.get("want", 0), "want"),
             at=fields.optional_number(f, "at", 0.0),
             final=f.get("final") is True,
+            agent=fields.name(f, "agent", optional=True),
             **{name: _count(f.get(name, 0), name) for name in _REPORT_COUNTS[5:]},
         )
 
@@ -231,5 +241,36 @@ class SpendReport:
             "want": self.want,
             "at": self.at,
             "final": self.final,
+            "agent": self.agent,
             **{name: getattr(self, name) for name in _REPORT_COUNTS[5:]},
         }
+
+
+def agent_part(quotas: Quotas, holders: set[str]) -> Quotas:
+    """What ``slices/<agent>/<scope>`` holds: the fleet's figures, the grants and demand of the
+    agent's own holders, and every other holder folded into one ``OTHERS`` entry of each.
+
+    A sidecar reads its own grant, the fleet's use and settled floor, the equal share, and only
+    whether anybody else holds a slice or waits for room (``sidecar.budgets.keeper``: it gives
+    headroom back for them); another agent's holders never reach it, by id or one by one.
+    ``tails`` and ``reported`` are the controller's own bookkeeping and stay in ``quotas/``.
+    """
+    foreign_grants = sum(g for h, g in quotas.grants.items() if h not in holders and h != DEPARTED)
+    foreign_demand = sum(d for h, d in quotas.demand.items() if h not in holders)
+    grants = {h: g for h, g in quotas.grants.items() if h in holders}
+    demand = {h: d for h, d in quotas.demand.items() if h in holders}
+    if foreign_grants:
+        grants[OTHERS] = min(foreign_grants, MAX_TOKENS_LIMIT)
+    if foreign_demand:
+        demand[OTHERS] = min(foreign_demand, MAX_TOKENS_LIMIT)
+    return Quotas(
+        scope=quotas.scope,
+        window=quotas.window,
+        limit=quotas.limit,
+        grants=grants,
+        used=quotas.used,
+        share=quotas.share,
+        at=quotas.at,
+        reserved=quotas.reserved,
+        demand=demand,
+    )

@@ -15,7 +15,16 @@ from holdfast.store.errors import (
     StoreUnavailable,
 )
 from holdfast.store.protocol import Store
-from holdfast.store.types import Change, Endpoint, KeyValue, Put, TxnResult, parse_endpoint
+from holdfast.store.types import (
+    Change,
+    Endpoint,
+    KeyRange,
+    KeyValue,
+    Put,
+    Traffic,
+    TxnResult,
+    parse_endpoint,
+)
 
 __all__ = [
     "AuthFailed",
@@ -23,6 +32,7 @@ __all__ = [
     "Change",
     "Compacted",
     "Endpoint",
+    "KeyRange",
     "KeyValue",
     "LeaseNotFound",
     "PermissionDenied",
@@ -30,6 +40,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "Traffic",
     "TxnResult",
     "parse_endpoint",
 ]

@@ -1,10 +1,11 @@
 """The etcd adapter: the one module that talks to etcd, through aetcd's gRPC stubs.
 
 Endpoint failover comes from ``holdfast.store.failover``, channels and TLS from
-``holdfast.store.grpc_channel``, error translation from ``holdfast.store.grpc_errors`` and message
-conversion from ``holdfast.store.etcd_wire``; none of them imports aetcd. Watches drive the raw
-gRPC stream so that each revision arrives as one batch and a member that lost its leader cancels
-the stream (``hasleader`` metadata, as Go's clientv3.WithRequireLeader) instead of going silent.
+``holdfast.store.grpc_channel``, error translation from ``holdfast.store.grpc_errors``, message
+conversion from ``holdfast.store.etcd_wire`` and the sharing of one Watch stream by many watches
+from ``holdfast.store.watch_mux``; none of them imports aetcd. Watches drive the raw gRPC stream
+so that each revision arrives as one batch and a member that lost its leader cancels the stream
+(``hasleader`` metadata, as Go's clientv3.WithRequireLeader) instead of going silent.
 """
 
 from __future__ import annotations
@@ -24,15 +25,30 @@ from holdfast.store.errors import (
     CasConflict,
     Compacted,
     LeaseNotFound,
+    PermissionDenied,
     StoreError,
     StoreUnavailable,
 )
 from holdfast.store.etcd_wire import change_batches, encode_key, key_value, prefix_end
-from holdfast.store.failover import FailoverClient
+from holdfast.store.failover import DEFAULT_TIMEOUT, FailoverClient
 from holdfast.store.grpc_channel import CHANNEL_OPTIONS, Connection, TlsCredentials
-from holdfast.store.grpc_errors import RETRYABLE, detail, translate
+from holdfast.store.grpc_errors import RETRYABLE, detail
+from holdfast.store.lease_mux import KeepAliveMux
 from holdfast.store.protocol import Store
-from holdfast.store.types import PROBE_KEY, Change, Endpoint, KeyValue, Put, TxnResult
+from holdfast.store.security import EtcdSecurity
+from holdfast.store.types import (
+    MAX_RANGES_PER_READ,
+    PROBE_KEY,
+    Change,
+    Endpoint,
+    KeyRange,
+    KeyValue,
+    Put,
+    Traffic,
+    TxnResult,
+    as_range,
+)
+from holdfast.store.watch_mux import Watcher, WatchMux
 
 _REQUIRE_LEADER: Final = (("hasleader", "true"),)
 
@@ -56,8 +72,75 @@ class _Conn(Connection):
         self.auth: Any = rpc.AuthStub(self.channel)
 
 
+def _range_request(rng: KeyRange) -> Any:
+    key = encode_key(rng.key)
+    if not rng.is_prefix:
+        return rpc.RangeRequest(key=key)
+    return rpc.RangeRequest(
+        key=key or b"\0",
+        range_end=prefix_end(key),
+        sort_order=rpc.RangeRequest.ASCEND,
+        sort_target=rpc.RangeRequest.KEY,
+    )
+
+
+def _cancel_request(watch_id: int) -> Any:
+    return rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=watch_id))
+
+
+def _refusal(what: str, reason: str) -> StoreError:
+    """The error for a watch etcd cancelled (not for compaction, which is ``Compacted``)."""
+    if "permission denied" in reason:
+        return PermissionDenied(f"{what}: {reason} (the etcd user's roles do not grant this range)")
+    return StoreUnavailable(f"{what}: cancelled by etcd: {reason}")
+
+
 class EtcdStore(FailoverClient[_Conn]):
     """A connection to one etcd cluster, failing over between its client endpoints."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: EtcdSecurity | None = None,
+    ) -> None:
+        super().__init__(endpoints, timeout=timeout, security=security)
+        self._traffic = Traffic()
+        self._muxes: dict[int, WatchMux] = {}
+        self._ka_muxes: dict[int, KeepAliveMux] = {}
+
+    @property
+    def traffic(self) -> Traffic:
+        return self._traffic
+
+    @property
+    def watch_streams(self) -> int:
+        """Watch streams open now (one per endpoint in use, whatever the number of watches)."""
+        return sum(1 for mux in self._muxes.values() if mux.failed is None)
+
+    def _failover(self, index: int, reason: str) -> None:
+        before = self._index
+        super()._failover(index, reason)
+        if self._index != before:
+            # Calls go to another endpoint now: so do the watches. The old endpoint's stream
+            # may be hanging silently; every watch on it resumes on the new one.
+            why = f"failed over from {self._endpoints[before].url}: {reason}"
+            mux = self._muxes.pop(before, None)
+            if mux is not None:
+                mux.close(why)
+            keepalives = self._ka_muxes.pop(before, None)
+            if keepalives is not None:
+                keepalives.close(why)
+
+    async def close(self) -> None:
+        muxes, self._muxes = list(self._muxes.values()), {}
+        for mux in muxes:
+            mux.close()
+        keepalives, self._ka_muxes = list(self._ka_muxes.values()), {}
+        for keepalive in keepalives:
+            keepalive.close()
+        await super().close()
 
     async def connect(self) -> None:
         self._index = 0
@@ -95,23 +178,37 @@ class EtcdStore(FailoverClient[_Conn]):
             method = getattr(getattr(conn, stub), name)
             return method(request, timeout=budget, metadata=conn.metadata)  # type: ignore[no-any-return]
 
-        return await self._run(what, call, retry_sent=not write)
+        response = await self._run(what, call, retry_sent=not write)
+        self._traffic.response(response.ByteSize())
+        return response
+
+    def _listed(self, raw: Any) -> KeyValue:
+        kv = key_value(raw)
+        self._traffic.key(kv.key, len(kv.value))
+        return kv
 
     async def get(self, key: str) -> KeyValue | None:
         request = rpc.RangeRequest(key=encode_key(key))
         response = await self._unary(f"get {key}", "kv.Range", request)
-        return key_value(response.kvs[0]) if response.kvs else None
+        return self._listed(response.kvs[0]) if response.kvs else None
 
     async def list_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
-        start = encode_key(prefix) or b"\0"
-        request = rpc.RangeRequest(
-            key=start,
-            range_end=prefix_end(encode_key(prefix)),
-            sort_order=rpc.RangeRequest.ASCEND,
-            sort_target=rpc.RangeRequest.KEY,
-        )
+        request = _range_request(KeyRange.prefix(prefix))
         response = await self._unary(f"list {prefix}", "kv.Range", request)
-        return int(response.header.revision), [key_value(raw) for raw in response.kvs]
+        return int(response.header.revision), [self._listed(raw) for raw in response.kvs]
+
+    async def list_ranges(self, ranges: Sequence[KeyRange]) -> tuple[int, list[list[KeyValue]]]:
+        if len(ranges) > MAX_RANGES_PER_READ:
+            raise ValueError(f"at most {MAX_RANGES_PER_READ} ranges in one read, not {len(ranges)}")
+        if not ranges:
+            return await self.revision(), []
+        # A transaction of reads only: every range read at the transaction's one revision.
+        ops = [rpc.RequestOp(request_range=_range_request(r)) for r in ranges]
+        request = rpc.TxnRequest(compare=[], success=ops, failure=[])
+        what = f"list {len(ranges)} range(s)"
+        response = await self._unary(what, "kv.Txn", request)
+        listed = [[self._listed(raw) for raw in op.response_range.kvs] for op in response.responses]
+        return int(response.header.revision), listed
 
     async def revision(self) -> int:
         # A linearizable read: it needs a leader, which makes it a liveness probe as well.
@@ -176,19 +273,31 @@ class EtcdStore(FailoverClient[_Conn]):
         response = await self._unary("grant lease", "lease.LeaseGrant", request)
         return int(response.ID)
 
-    async def keepalive_once(self, lease_id: int) -> int:
-        request = rpc.LeaseKeepAliveRequest(ID=lease_id)
+    def _keepalives(self, conn: _Conn) -> KeepAliveMux:
+        """The connection's keepalive stream, opened on first use with its token."""
+        mux = self._ka_muxes.get(conn.index)
+        if mux is not None and mux.usable and mux.token == conn.token:
+            return mux
+        if mux is not None:
+            mux.close("replaced by a stream with a fresh token")
+        mux = KeepAliveMux(
+            conn.lease.LeaseKeepAlive(metadata=conn.metadata),
+            index=conn.index,
+            token=conn.token,
+            request=lambda lease_id: rpc.LeaseKeepAliveRequest(ID=lease_id),
+            on_broken=self._failover,
+        )
+        self._ka_muxes[conn.index] = mux
+        return mux
 
+    async def keepalive_once(self, lease_id: int) -> int:
         async def op(conn: _Conn, budget: float) -> int:
-            call = conn.lease.LeaseKeepAlive(
-                iter((request,)), timeout=budget, metadata=conn.metadata
-            )
+            mux = self._keepalives(conn)
             try:
-                async for response in call:
-                    return max(0, int(response.TTL))
-            finally:
-                call.cancel()
-            raise StoreUnavailable(f"keepalive of lease {lease_id}: stream ended without a reply")
+                async with asyncio.timeout(budget):
+                    return await mux.keepalive(lease_id)
+            except StoreUnavailable as exc:
+                raise TimeoutError(str(exc)) from exc  # a broken stream: retry on a new one
 
         ttl: int = await self._run(f"keepalive lease {lease_id}", op, retry_sent=True)
         return ttl
@@ -206,65 +315,83 @@ class EtcdStore(FailoverClient[_Conn]):
             if "has been compacted" not in str(exc):  # compacting twice is a no-op
                 raise
 
+    def _mux(self, conn: _Conn) -> WatchMux:
+        """The connection's Watch stream, opened on first use with the connection's token."""
+        mux = self._muxes.get(conn.index)
+        if mux is not None and mux.usable and mux.token == conn.token:
+            return mux
+        if mux is not None:
+            mux.retire()  # its token went stale, or it broke: its watches finish on it
+        call = conn.watch.Watch(metadata=_REQUIRE_LEADER + conn.metadata)
+        mux = WatchMux(
+            call,
+            index=conn.index,
+            token=conn.token,
+            cancel_request=_cancel_request,
+            traffic=self._traffic,
+            on_broken=self._failover,
+        )
+        self._muxes[conn.index] = mux
+        return mux
+
     async def watch(
         self,
-        prefix: str,
+        what: str | KeyRange,
         start_revision: int,
         *,
         on_progress: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[list[Change], None]:
-        """Yield the changes under ``prefix`` from ``start_revision`` on, one list per revision.
+        """Yield the changes in ``what`` from ``start_revision`` on, one list per revision.
 
         ``on_progress(revision)`` is called when the watch is established and on each of etcd's
         progress notifications, so an idle watch still shows it is alive.
         """
-        create = rpc.WatchRequest(
-            create_request=rpc.WatchCreateRequest(
-                key=encode_key(prefix) or b"\0",
-                range_end=prefix_end(encode_key(prefix)),
-                start_revision=start_revision,
-                progress_notify=True,
+        rng = as_range(what)
+        key = encode_key(rng.key)
+
+        def create(watch_id: int) -> Any:
+            return rpc.WatchRequest(
+                create_request=rpc.WatchCreateRequest(
+                    key=key or b"\0",
+                    range_end=prefix_end(key) if rng.is_prefix else b"",
+                    start_revision=start_revision,
+                    progress_notify=True,
+                    watch_id=watch_id,
+                )
             )
-        )
 
-        async def open_stream(conn: _Conn, budget: float) -> tuple[Any, Any, int]:
-            call = conn.watch.Watch(metadata=_REQUIRE_LEADER + conn.metadata)
+        label = f"watch {rng}"
+
+        async def open_watch(conn: _Conn, budget: float) -> Watcher:
+            mux = self._mux(conn)
             try:
-                await call.write(create)
-                first = await asyncio.wait_for(call.read(), budget)
-            except BaseException:
-                call.cancel()
-                raise
-            return call, first, conn.index
+                async with asyncio.timeout(budget):
+                    return await mux.add(label, create)
+            except StoreUnavailable as exc:
+                # The stream broke while the watch was being created: as a call that timed
+                # out, try again (on the next endpoint) within the budget.
+                raise TimeoutError(str(exc)) from exc
 
-        what = f"watch {prefix}"
-        call, response, index = await self._run(what, open_stream, retry_sent=True)
+        watcher: Watcher = await self._run(label, open_watch, retry_sent=True)
         try:
+            response = await watcher.next()  # created (or refused, or compacted)
             while True:
-                if response is grpc.aio.EOF:
-                    raise StoreUnavailable(f"{what}: etcd closed the stream")
                 if response.compact_revision:
                     raise Compacted(int(response.compact_revision))
                 if response.canceled:
-                    raise StoreUnavailable(f"{what}: cancelled by etcd: {response.cancel_reason}")
+                    reason = str(response.cancel_reason)
+                    if "permission denied" in reason:
+                        # etcd 3.4 answers a create on a stream whose token expired so too:
+                        # the next watch opens a fresh stream with the connection's token.
+                        watcher.mux.retire()
+                    raise _refusal(label, reason)
                 if not response.events and on_progress is not None:
                     on_progress(int(response.header.revision))
                 for batch in change_batches(response.events, rpc.Event.DELETE):
                     yield batch
-                try:
-                    response = await call.read()
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise
-                    # Not our cancellation: grpc cancels the calls of a channel that close()
-                    # shut, and the consumer must see a broken stream, not a cancelled task.
-                    raise StoreUnavailable(f"{what}: the etcd store was closed") from None
-                except (grpc.RpcError, grpc.aio.UsageError) as exc:
-                    self._failover(index, "watch stream broke")
-                    raise translate(exc, f"{what}: stream broke") from exc
+                response = await watcher.next()
         finally:
-            call.cancel()
+            watcher.close()
 
 
 _CONFORMS: type[Store] = EtcdStore  # mypy checks the adapter against the protocol

@@ -30,7 +30,17 @@ from holdfast.store.errors import (
     StoreUnavailable,
 )
 from holdfast.store.protocol import Store
-from holdfast.store.types import Change, KeyValue, Put, TxnResult, kv_from_change
+from holdfast.store.types import (
+    MAX_RANGES_PER_READ,
+    Change,
+    KeyRange,
+    KeyValue,
+    Put,
+    Traffic,
+    TxnResult,
+    as_range,
+    kv_from_change,
+)
 
 ENDPOINT = "memory://"
 
@@ -61,6 +71,7 @@ class MemoryStore:
         self._wakeups: set[asyncio.Event] = set()
         self._unavailable = False
         self._closed = False
+        self._traffic = Traffic()
 
     # -- simulation controls -------------------------------------------------------------
 
@@ -92,6 +103,10 @@ class MemoryStore:
     def endpoint(self) -> str:
         return ENDPOINT
 
+    @property
+    def traffic(self) -> Traffic:
+        return self._traffic
+
     async def connect(self) -> None:
         self._check("connect")
 
@@ -101,13 +116,29 @@ class MemoryStore:
 
     async def get(self, key: str) -> KeyValue | None:
         self._check(f"get {key}")
-        return self._kvs.get(key)
+        found = self._listed(KeyRange.exact(key))
+        return found[0] if found else None
 
     async def list_prefix(self, prefix: str) -> tuple[int, list[KeyValue]]:
         self._check(f"list {prefix}")
-        start = _key_bytes(prefix)
-        keys = sorted((k for k in self._kvs if _key_bytes(k).startswith(start)), key=_key_bytes)
-        return self._revision, [self._kvs[k] for k in keys]
+        return self._revision, self._listed(KeyRange.prefix(prefix))
+
+    async def list_ranges(self, ranges: Sequence[KeyRange]) -> tuple[int, list[list[KeyValue]]]:
+        if len(ranges) > MAX_RANGES_PER_READ:
+            raise ValueError(f"at most {MAX_RANGES_PER_READ} ranges in one read, not {len(ranges)}")
+        self._check(f"list {len(ranges)} range(s)")
+        return self._revision, [self._listed(r) for r in ranges]
+
+    def _listed(self, rng: KeyRange) -> list[KeyValue]:
+        if not rng.is_prefix:
+            found = [self._kvs[rng.key]] if rng.key in self._kvs else []
+        else:
+            start = _key_bytes(rng.key)
+            keys = sorted((k for k in self._kvs if _key_bytes(k).startswith(start)), key=_key_bytes)
+            found = [self._kvs[k] for k in keys]
+        for kv in found:
+            self._traffic.key(kv.key, len(kv.value))
+        return found
 
     async def revision(self) -> int:
         self._check("revision")
@@ -178,14 +209,14 @@ class MemoryStore:
 
     async def watch(
         self,
-        prefix: str,
+        what: str | KeyRange,
         start_revision: int,
         *,
         on_progress: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[list[Change], None]:
-        what = f"watch {prefix}"
-        self._check(what)
-        start = _key_bytes(prefix)
+        rng = as_range(what)
+        label = f"watch {rng}"
+        self._check(label)
         # etcd's watch from revision 0 (or below) starts after the current revision.
         next_revision = start_revision if start_revision > 0 else self._revision + 1
         wakeup = asyncio.Event()
@@ -194,7 +225,7 @@ class MemoryStore:
             if on_progress is not None:
                 on_progress(self._revision)
             while True:
-                self._check(what, broken=True)
+                self._check(label, broken=True)
                 # Checked before every batch: a watch that lags behind a compaction ends.
                 if next_revision < self._compacted:
                     raise Compacted(self._compacted)
@@ -208,8 +239,10 @@ class MemoryStore:
                     continue
                 batch = pending[0]
                 next_revision = batch[0].mod_revision + 1
-                mine = [c for c in batch if _key_bytes(c.key).startswith(start)]
+                mine = [c for c in batch if rng.contains(c.key)]
                 if mine:
+                    for change in mine:
+                        self._traffic.key(change.key, len(change.value))
                     yield mine
         finally:
             self._wakeups.discard(wakeup)

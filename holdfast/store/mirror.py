@@ -1,8 +1,13 @@
-"""One etcd watch on a prefix, mirrored in memory and fanned out to in-process subscribers.
+"""Exact key ranges of etcd, mirrored in memory and fanned out to in-process subscribers.
 
-The mirror lists the prefix at revision R, then watches from R+1. A broken stream resumes from
-the last applied revision + 1; a compacted one re-lists and replaces the whole state. Each
-revision is applied once and in order, whatever the reconnects in between.
+The mirror lists its ranges at one revision R (one read), then watches each range from R+1, every
+watch a watch id on the store's one watch stream. Each range keeps its own revision: a broken
+stream resumes every range from its own last applied revision + 1; a compacted range (and any
+other whose next revision was compacted away) is listed again, and only those ranges' keys are
+replaced. Within a range each revision is applied once and in order, whatever the reconnects in
+between. Across ranges no order is promised (etcd may deliver a catching-up range's older
+revision after another range's newer one); the mirror's ``revision`` is the newest applied in any
+range and never goes down.
 """
 
 from __future__ import annotations
@@ -11,90 +16,55 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from holdfast.logs import get_logger
 from holdfast.store.errors import Compacted, StoreError, StoreUnavailable
+from holdfast.store.mirror_state import KeyFilter, MirrorUpdate, apply_batch, build_state
 from holdfast.store.protocol import Store
-from holdfast.store.types import Change, KeyValue, kv_from_change
+from holdfast.store.types import MAX_RANGES_PER_READ, Change, KeyRange, KeyValue, check_disjoint
+
+__all__ = ["KeyFilter", "MirrorUpdate", "PrefixMirror", "RangeMirror", "apply_batch", "build_state"]
 
 log = get_logger(__name__)
 
-KeyFilter = Callable[[str], bool]
 
-
-@dataclass(frozen=True)
-class MirrorUpdate:
-    """What subscribers get. ``kvs`` is a read-only live view of the mirror's state: it is
-    exact during the callback; copy it (``dict(update.kvs)``) to keep a snapshot."""
-
-    revision: int
-    reset: bool  # True: ``kvs`` is a whole new state that replaces the old one atomically
-    kvs: Mapping[str, KeyValue]
-    changes: Sequence[Change]  # empty on reset
-
-
-def build_state(
-    kvs: Iterable[KeyValue], key_filter: KeyFilter | None = None
-) -> dict[str, KeyValue]:
-    return {kv.key: kv for kv in kvs if key_filter is None or key_filter(kv.key)}
-
-
-def apply_batch(
-    state: dict[str, KeyValue],
-    last_revision: int,
-    batch: Sequence[Change],
-    key_filter: KeyFilter | None = None,
-) -> tuple[int, list[Change]]:
-    """Apply the changes of one etcd revision to ``state`` in place.
-
-    Returns the new last revision and the changes that passed the filter. A batch at or below
-    ``last_revision`` was applied already (a replay after a reconnect): it is ignored whole.
-    """
-    if not batch:
-        return last_revision, []
-    revision = batch[0].mod_revision
-    if any(change.mod_revision != revision for change in batch):
-        raise ValueError(f"a batch must hold one revision: {[c.mod_revision for c in batch]}")
-    if revision <= last_revision:
-        return last_revision, []
-    kept = [c for c in batch if key_filter is None or key_filter(c.key)]
-    for change in kept:
-        if change.kind == "put":
-            state[change.key] = kv_from_change(change)
-        else:
-            state.pop(change.key, None)
-    return revision, kept
-
-
-class PrefixMirror:
-    """The in-memory copy of one etcd prefix; one per process, many subscribers."""
+class RangeMirror:
+    """The in-memory copy of a set of disjoint key ranges; one per process, many subscribers."""
 
     def __init__(
         self,
         store: Store,
-        prefix: str,
+        ranges: Sequence[KeyRange],
         *,
         key_filter: KeyFilter | None = None,
         retry_initial: float = 0.2,
         retry_max: float = 5.0,
-        probe_interval: float = 2.0,
+        probe_interval: float | None = 2.0,
     ) -> None:
+        """``probe_interval``: seconds between liveness reads of the store; None: no probe of
+        its own, for a mirror that shares its store (and so its watch stream, which the store
+        fails over as a whole) with a mirror that probes."""
+        if not ranges:
+            raise ValueError("a mirror needs at least one key range")
+        check_disjoint(ranges)
         self._store = store
-        self._prefix = prefix
+        self._ranges = tuple(ranges)
+        self._label = ",".join(str(r) for r in self._ranges)
         self._filter = key_filter
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._probe_interval = probe_interval
         self._delay = retry_initial
         self._state: dict[str, KeyValue] = {}
+        self._revisions = [0] * len(self._ranges)  # per range: the last revision applied
         self._revision = 0
         self._subscribers: dict[object, Callable[[MirrorUpdate], None]] = {}
         self._synced = asyncio.Event()
         self._connected = False
         self._watching = False
+        self._established: set[int] = set()
         self._watch_endpoint = ""
         self._broken = False
         self._last_contact: float | None = None
@@ -104,8 +74,16 @@ class PrefixMirror:
         self._stream: asyncio.Task[None] | None = None
 
     @property
+    def ranges(self) -> tuple[KeyRange, ...]:
+        return self._ranges
+
+    @property
     def revision(self) -> int:
         return self._revision
+
+    def range_revisions(self) -> dict[str, int]:
+        """Each range's last applied revision (they differ: each follows its own changes)."""
+        return {str(r): rev for r, rev in zip(self._ranges, self._revisions, strict=True)}
 
     @property
     def connected(self) -> bool:
@@ -143,10 +121,11 @@ class PrefixMirror:
     async def start(self) -> None:
         if self._tasks:
             return
-        self._tasks = [
-            asyncio.create_task(self._run(), name=f"mirror {self._prefix}"),
-            asyncio.create_task(self._probe(), name=f"mirror probe {self._prefix}"),
-        ]
+        self._tasks = [asyncio.create_task(self._run(), name=f"mirror {self._label}")]
+        if self._probe_interval is not None:
+            self._tasks.append(
+                asyncio.create_task(self._probe(self._probe_interval), name=f"probe {self._label}")
+            )
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -167,7 +146,7 @@ class PrefixMirror:
         try:
             callback(update)
         except Exception:
-            log.exception("mirror_subscriber_failed", prefix=self._prefix, revision=update.revision)
+            log.exception("mirror_subscriber_failed", ranges=self._label, revision=update.revision)
 
     def _emit(self, update: MirrorUpdate) -> None:
         for callback in tuple(self._subscribers.values()):
@@ -177,52 +156,72 @@ class PrefixMirror:
         self._last_contact = time.monotonic()
 
     async def _run(self) -> None:
-        listed = False
+        stale = set(range(len(self._ranges)))  # ranges to list (again)
         while True:
             try:
-                if not listed:
-                    await self._relist()
-                    listed = True
+                if stale:
+                    await self._relist(sorted(stale))
+                    stale = set()
                 await self._follow()
             except Compacted as exc:
+                # Compaction is store-wide: every range whose next revision is older is gone too.
+                stale = {
+                    i for i, rev in enumerate(self._revisions) if rev + 1 < exc.compact_revision
+                } or set(range(len(self._ranges)))
                 log.warning(
                     "watch_compacted_resync",
-                    prefix=self._prefix,
+                    ranges=",".join(str(self._ranges[i]) for i in sorted(stale)),
                     revision=self._revision,
                     compact_revision=exc.compact_revision,
                 )
-                listed = False
             except Exception as exc:
                 self._connected = False
                 self._broken = True
                 if not isinstance(exc, StoreError):
-                    log.exception("mirror_failed", prefix=self._prefix)
+                    log.exception("mirror_failed", ranges=self._label)
                 delay = self._delay * random.uniform(0.5, 1.0)
                 self._delay = min(self._delay * 2, self._retry_max)
                 log.warning(
                     "watch_broken",
-                    prefix=self._prefix,
+                    ranges=self._label,
                     revision=self._revision,
                     error=str(exc),
                     retry_in=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
 
-    async def _relist(self) -> None:
-        revision, kvs = await self._store.list_prefix(self._prefix)
+    async def _relist(self, which: list[int]) -> None:
+        """List ``which`` ranges at one revision and replace their keys (the others keep
+        theirs); subscribers get the whole new state as a reset."""
+        revision, listed = 0, []
+        for at in range(0, len(which), MAX_RANGES_PER_READ):
+            chunk = [self._ranges[i] for i in which[at : at + MAX_RANGES_PER_READ]]
+            revision, part = await self._store.list_ranges(chunk)
+            listed += part
         self._touch()
         first = not self._synced.is_set()
+        replaced = [self._ranges[i] for i in which]
         # A new dict, not a mutated one: views handed out earlier keep the state they showed.
-        self._state = build_state(kvs, self._filter)
-        self._revision = revision
+        kept = {k: kv for k, kv in self._state.items() if not any(r.contains(k) for r in replaced)}
+        for kvs in listed:
+            kept.update(build_state(kvs, self._filter))
+        self._state = kept
+        for i in which:
+            self._revisions[i] = max(self._revisions[i], revision)
+        self._revision = max(self._revision, revision)
         if not first:
             self._resyncs += 1
-        self._emit(MirrorUpdate(revision, True, self.state, ()))
+        self._emit(MirrorUpdate(self._revision, True, self.state, ()))
         self._synced.set()
-        log.info("mirror_synced", prefix=self._prefix, revision=revision, keys=len(self._state))
+        log.info(
+            "mirror_synced",
+            ranges=",".join(str(r) for r in replaced),
+            revision=revision,
+            keys=len(self._state),
+        )
 
     async def _follow(self) -> None:
-        stream = asyncio.create_task(self._consume(self._revision + 1))
+        stream = asyncio.create_task(self._pump())
         self._stream = stream
         try:
             await stream
@@ -235,16 +234,49 @@ class PrefixMirror:
             self._stream = None
             self._watching = False
 
-    async def _consume(self, from_revision: int) -> None:
-        watch = self._store.watch(self._prefix, from_revision, on_progress=self._on_progress)
-        async with contextlib.aclosing(watch) as batches:
-            async for batch in batches:
-                self._apply(batch)
-        raise StoreUnavailable("the watch ended")
+    async def _pump(self) -> None:
+        """One watch per range; their batches are applied here, one at a time, as they come."""
+        queue: asyncio.Queue[tuple[int, list[Change]] | BaseException] = asyncio.Queue()
+        self._established = set()
+        consumers = [
+            asyncio.create_task(self._consume(i, self._revisions[i] + 1, queue))
+            for i in range(len(self._ranges))
+        ]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                self._apply(*item)
+        finally:
+            for task in consumers:
+                task.cancel()
+            await asyncio.gather(*consumers, return_exceptions=True)
 
-    def _on_progress(self, revision: int) -> None:
+    async def _consume(
+        self,
+        index: int,
+        from_revision: int,
+        queue: asyncio.Queue[tuple[int, list[Change]] | BaseException],
+    ) -> None:
+        def progress(revision: int) -> None:
+            self._on_progress(index, revision)
+
+        try:
+            watch = self._store.watch(self._ranges[index], from_revision, on_progress=progress)
+            async with contextlib.aclosing(watch) as batches:
+                async for batch in batches:
+                    queue.put_nowait((index, batch))
+            queue.put_nowait(StoreUnavailable("the watch ended"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            queue.put_nowait(exc)
+
+    def _on_progress(self, index: int, revision: int) -> None:
         self._touch()
-        if self._watching:
+        self._established.add(index)
+        if self._watching or len(self._established) < len(self._ranges):
             return
         self._watching = self._connected = True
         self._delay = self._retry_initial
@@ -254,33 +286,35 @@ class PrefixMirror:
             self._reconnects += 1
             log.info(
                 "watch_resumed",
-                prefix=self._prefix,
-                from_revision=self._revision + 1,
+                ranges=self._label,
+                from_revision=min(self._revisions) + 1,
                 endpoint=self._watch_endpoint,
             )
 
-    def _apply(self, batch: Sequence[Change]) -> None:
+    def _apply(self, index: int, batch: Sequence[Change]) -> None:
         self._touch()
-        revision, kept = apply_batch(self._state, self._revision, batch, self._filter)
-        if revision == self._revision:
+        before = self._revisions[index]
+        revision, kept = apply_batch(self._state, before, batch, self._filter)
+        if revision == before:
             return
-        self._revision = revision
+        self._revisions[index] = revision
+        self._revision = max(self._revision, revision)
         if kept:
-            self._emit(MirrorUpdate(revision, False, self.state, tuple(kept)))
+            self._emit(MirrorUpdate(self._revision, False, self.state, tuple(kept)))
 
     def _restart_watch(self, reason: str) -> None:
         if self._watching and self._stream is not None and not self._stream.done():
-            log.warning("watch_restart", prefix=self._prefix, reason=reason)
+            log.warning("watch_restart", ranges=self._label, reason=reason)
             self._stream.cancel()
 
-    async def _probe(self) -> None:
+    async def _probe(self, interval: float) -> None:
         while True:
-            await asyncio.sleep(self._probe_interval)
+            await asyncio.sleep(interval)
             try:
                 await self._store.revision()
             except StoreError as exc:
                 if self._connected:
-                    log.warning("etcd_probe_failed", prefix=self._prefix, error=str(exc))
+                    log.warning("etcd_probe_failed", ranges=self._label, error=str(exc))
                 self._connected = False
                 self._restart_watch("probe failed")
                 continue
@@ -291,3 +325,26 @@ class PrefixMirror:
             # The probe failed over to another endpoint: the watch's may be hanging silently.
             if self._store.endpoint != self._watch_endpoint:
                 self._restart_watch("endpoint changed")
+
+
+class PrefixMirror(RangeMirror):
+    """A mirror of one prefix."""
+
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        *,
+        key_filter: KeyFilter | None = None,
+        retry_initial: float = 0.2,
+        retry_max: float = 5.0,
+        probe_interval: float | None = 2.0,
+    ) -> None:
+        super().__init__(
+            store,
+            [KeyRange.prefix(prefix)],
+            key_filter=key_filter,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            probe_interval=probe_interval,
+        )

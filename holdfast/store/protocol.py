@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 
-from holdfast.store.types import Change, KeyValue, Put, TxnResult
+from holdfast.store.types import Change, KeyRange, KeyValue, Put, Traffic, TxnResult
 
 
 class Store(Protocol):
@@ -55,6 +55,12 @@ class Store(Protocol):
         """Every key under ``prefix`` (``""``: all keys), sorted by key bytes, and the store's
         revision at which this consistent view was taken -- watch from that revision + 1 to
         miss nothing."""
+        ...
+
+    async def list_ranges(self, ranges: Sequence[KeyRange]) -> tuple[int, list[list[KeyValue]]]:
+        """Every key of each range (one list per range, in order, each sorted by key bytes),
+        all read at one revision, returned with it: a consistent view of several ranges, to
+        watch each from that revision + 1. At most ``MAX_RANGES_PER_READ`` ranges (ValueError)."""
         ...
 
     async def revision(self) -> int:
@@ -113,15 +119,27 @@ class Store(Protocol):
         the current one raises StoreError."""
         ...
 
+    @property
+    def traffic(self) -> Traffic:
+        """What this store received so far: response bytes, and keys per key directory."""
+        ...
+
     def watch(
         self,
-        prefix: str,
+        what: str | KeyRange,
         start_revision: int,
         *,
         on_progress: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[list[Change], None]:
-        """Every change under ``prefix`` from ``start_revision`` on (history first, then live),
-        one list per revision, in revision order; a transaction's changes arrive together.
+        """Every change in ``what`` (a ``KeyRange``; a string is a prefix) from
+        ``start_revision`` on (history first, then live), one list per revision, in revision
+        order; a transaction's changes arrive together.
+
+        Watches of one store share one stream to the store (etcd: one gRPC Watch stream per
+        endpoint connection, each watch a watch id on it), so a process may watch many exact
+        ranges for the cost of one connection. Each watch is ordered in itself; no order is
+        promised between two watches (a watch catching up on history may deliver an older
+        revision after another watch delivered a newer one).
 
         ``on_progress(revision)`` is called once the watch is established (with the store's
         revision then) and on each progress notification, so an idle watch shows it is alive.

@@ -1,7 +1,8 @@
 """The sidecar's side of fleet-wide budgets: follow its slices, report its spend.
 
-* ``quotas/<scope>`` (written by configsvc's budget controller) is mirrored; this sidecar's
-  entry becomes its meter's grant for that window.
+* ``slices/<agent>/<scope>`` (this agent's part of ``quotas/<scope>``, written by configsvc's
+  budget controller) is mirrored; this sidecar's entry becomes its meter's grant for that
+  window. Other agents' grants never reach it.
 * ``spend/<holder>/<scope>`` is written every ``interval`` (when it changed) under this
   sidecar's own lease: while the key exists the controller knows the sidecar is alive and may
   grow its slice. Tokens of a slice it has not used for ``idle_after`` seconds are given back
@@ -90,7 +91,15 @@ class BudgetKeeper:
         self.idle_after = idle_after
         self.clock = clock
         self.quotas: dict[str, Quotas] = {}
-        self.mirror = PrefixMirror(store, keyspace.kind_prefix("quotas"))
+        # No liveness probe of its own: it shares the store, and so the watch stream, with the
+        # sidecar's main mirror, which probes; the store fails the stream over as a whole.
+        # Without an agent (tests of the ledger alone), every slice of the fleet.
+        slices = (
+            keyspace.agent_prefix("slices", ledger.agent)
+            if ledger.agent
+            else keyspace.kind_prefix("quotas")
+        )
+        self.mirror = PrefixMirror(store, slices, probe_interval=None)
         self.lease = LeaseKeeper(store, SPEND_LEASE_TTL, on_new_lease=self._new_lease)
         self._written: dict[str, SpendReport] = {}
         # meter id -> (requests seen: admitted + refused, since when that count held, whether
@@ -294,6 +303,7 @@ class BudgetKeeper:
                 want=max(t.want, demand[2]),  # the head's need: room that lets one go
                 at=now,
                 final=final,
+                agent=self.ledger.agent or "",
                 queued=demand[1],
                 waiting=demand[0],
                 refused_spent=t.refused - t.refused_wait,

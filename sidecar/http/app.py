@@ -82,6 +82,8 @@ class Parts:
     experiments: ExperimentBook = field(default_factory=ExperimentBook)
     budget: BudgetFilter | None = None  # None: no budgets on this surface
     budget_status: Callable[[], dict[str, Any]] | None = None
+    health_status: Callable[[], dict[str, Any]] | None = None
+    etcd_traffic: Callable[[], dict[str, Any]] | None = None
     # Which release issued each provider-held state id (OpenAI Responses); None: the app keeps
     # a table of its own, and a lookup that finds nothing in etcd (served alone, in tests).
     states: StateTable | None = None
@@ -241,6 +243,8 @@ def build_http_app(parts: Parts) -> web.Application:
             "sessions_tracked": book.sessions,
         },
         budgets=parts.budget_status,
+        health=parts.health_status,
+        etcd_traffic=parts.etcd_traffic,
         contracts=lambda: (
             contract_status(
                 config, contracts, metrics.contracts, tool_proxy.breakers, tool_proxy.clock

@@ -60,9 +60,13 @@ class Ops:
         signals: Callable[[], dict[str, Any]] | None = None,
         budgets: Callable[[], dict[str, Any]] | None = None,
         contracts: Callable[[], dict[str, Any]] | None = None,
+        health: Callable[[], dict[str, Any]] | None = None,
+        etcd_traffic: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self._pins = pins
+        self._health = health
+        self._etcd_traffic = etcd_traffic
         self._signals = signals
         self._budgets = budgets
         self._contracts = contracts
@@ -147,7 +151,10 @@ class Ops:
                 "watch_revision": self.control.revision,
                 "reconnects": self.control.reconnects,
                 "resyncs": self.control.resyncs,
+                # What etcd sent this sidecar, per key directory: only what concerns it.
+                "received": self._etcd_traffic() if self._etcd_traffic is not None else None,
             },
+            "health": self._health() if self._health is not None else None,
             "route": route.public() if route else None,
             "releases": sorted(
                 (r.public() for r in snapshot.releases.values()) if snapshot else [],

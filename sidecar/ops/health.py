@@ -1,8 +1,18 @@
-"""The sidecar's health snapshot, published to ``health/<sidecar-id>`` under a lease.
+"""The sidecar's health snapshot: beats to the agent's configsvc replicas, presence in etcd.
 
-The lease is what makes the key mean "alive": a sidecar that dies stops refreshing it and etcd
-deletes the key by itself within the TTL (about three intervals). Publishing is best effort:
-with etcd away a beat is skipped (logged once per outage) and the data path never waits on it.
+Every interval the snapshot goes, over HTTP, to the replicas that hold this agent's health
+(``sidecar.ops.beats``): a beat is not an etcd write, so a fleet's health costs etcd nothing
+per beat. ``health/<sidecar-id>`` in etcd is the sidecar's presence: written under the sidecar's
+lease whenever a lease is granted (the snapshot at that moment), kept alive by keepalives
+(which etcd's leader answers without a raft write), and gone within the TTL (about three
+intervals) of the sidecar dying, or at once when it stops. configsvc learns from it which
+sidecars are alive, as before.
+
+While the sidecar knows no replica (``Replicas.use_etcd``: configsvc not running, or an older
+one that does not register), every beat goes into that key instead, as before the replicas
+took beats. Publishing is best effort: a beat that cannot be delivered is skipped (logged once
+per outage) and the data path never waits on it; counters are cumulative, so the next beat
+carries everything.
 
 A snapshot is assembled from ``HealthSources``, one callable per part, so that a new part
 (pins, shadow comparisons, later errors, latency and tokens per release) plugs in without
@@ -16,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from holdfast.background import BackgroundTask
 from holdfast.keyspace import HealthSnapshot, Keyspace, ShadowStats
@@ -28,6 +38,7 @@ from holdfast.logs import get_logger
 from holdfast.store import Store
 from holdfast.store.errors import StoreError
 from holdfast.store.lease import LeaseKeeper
+from sidecar.ops.beats import BeatSender, Replicas
 
 log = get_logger(__name__)
 
@@ -116,10 +127,16 @@ class HealthPublisher:
         agent: str,
         interval: float,
         sources: HealthSources,
+        replicas: Replicas | None = None,
+        sender: BeatSender | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.key = keyspace.health(sidecar_id)
         self.sources = sources
+        self.replicas = Replicas(keyspace, agent) if replicas is None else replicas
+        self.sender = (
+            BeatSender("", timeout=max(MIN_PUT_TIMEOUT_S, interval)) if sender is None else sender
+        )
         self._store = store
         self._sidecar_id = sidecar_id
         self._agent = agent
@@ -129,7 +146,8 @@ class HealthPublisher:
         self._lease = LeaseKeeper(store, lease_ttl(interval), on_new_lease=self._on_new_lease)
         self._task = BackgroundTask("health publisher")
         self._failing = False
-        self.published = 0
+        self.published = 0  # etcd writes (presence, and beats while no replica is known)
+        self.beats = 0  # beats delivered to at least one replica
 
     @property
     def ttl(self) -> int:
@@ -144,29 +162,60 @@ class HealthPublisher:
             now=self._clock(),
         )
 
+    @property
+    def mode(self) -> str:
+        """Where beats go now: ``configsvc`` (HTTP to the owners) or ``etcd`` (no replica)."""
+        return "etcd" if self.replicas.use_etcd() else "configsvc"
+
     async def start(self) -> None:
         # A first grant that waits on a down etcd must not hold up the sidecar's start.
+        await self.sender.start()
         self._task.start(self._run)
 
     async def _on_new_lease(self, lease_id: int) -> None:
         # A new lease (first, or after one expired in an outage) has no key yet: write it now.
-        await self.publish_once()
+        await self.write_presence()
 
     async def _run(self) -> None:
         await self._lease.start()
         while True:
             await asyncio.sleep(self._interval)
-            await self.publish_once()
+            await self.beat()
+
+    def _encoded(self) -> bytes | None:
+        try:
+            return self.snapshot().encode()
+        except Exception:  # a broken source must not stop the beats that follow
+            log.exception("health_snapshot_failed")
+            return None
+
+    async def beat(self) -> bool:
+        """One beat, to the owner replicas (or into etcd while none is known); False when it
+        reached nobody."""
+        if self.replicas.use_etcd():
+            return await self.write_presence()
+        targets = self.replicas.owners()
+        value = self._encoded()
+        if value is None or not targets:
+            return False
+        outcomes = await asyncio.gather(*(self.sender.send(m, value) for m in targets))
+        if "delivered" not in outcomes:
+            return False
+        self.beats += 1
+        return True
 
     async def publish_once(self) -> bool:
-        """One beat; False when it was skipped (no lease yet, or etcd did not answer)."""
+        """One beat as it is now: HTTP to the replicas, or etcd while none is known."""
+        return await self.beat()
+
+    async def write_presence(self) -> bool:
+        """The snapshot into ``health/<sidecar-id>`` under the lease; False when skipped (no
+        lease yet, or etcd did not answer)."""
         lease_id = self._lease.lease_id
         if not lease_id:
             return False
-        try:
-            value = self.snapshot().encode()
-        except Exception:  # a broken source must not stop the beats that follow
-            log.exception("health_snapshot_failed")
+        value = self._encoded()
+        if value is None:
             return False
         try:
             # A beat that cannot land soon is worthless: the next one carries newer numbers.
@@ -184,13 +233,25 @@ class HealthPublisher:
         return True
 
     async def close(self) -> None:
-        """Stop beating, publish the final counters once, then revoke: the key goes at once."""
+        """Stop beating, send the final counters once, then revoke: the key goes at once."""
         await self._task.cancel()
         # One budget for both: with etcd away the lease expires on its own anyway.
         try:
             async with asyncio.timeout(CLOSE_BUDGET_S):
-                await self.publish_once()
+                await self.beat()
                 await self._lease.close(revoke=True)
         except TimeoutError:
             await self._lease.close(revoke=False)
             log.warning("health_lease_not_revoked", key=self.key)
+        await self.sender.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "interval_s": self._interval,
+            "owners": [m.replica for m in self.replicas.owners()],
+            "replicas_known": len(self.replicas),
+            "beats_delivered": self.beats,
+            "etcd_writes": self.published,
+            "targets": self.sender.status(),
+        }

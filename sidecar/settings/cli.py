@@ -47,6 +47,7 @@ from sidecar.settings.model import (
     ENV_OTLP_TRACES_ENDPOINT,
     ENV_PIN_CREATE_TIMEOUT,
     ENV_SIDECAR_ID,
+    ENV_SIDECAR_TOKEN,
     ENV_STATE_DIR,
     SettingsError,
     SidecarSettings,
@@ -111,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-interval",
         type=float,
         default=DEFAULT_HEALTH_INTERVAL,
-        help="seconds between health snapshots; the key's lease lasts ~3 of them",
+        help="seconds between health beats (to configsvc's replicas holding the agent's health, "
+        "with the token in $HOLDFAST_SIDECAR_TOKEN); the etcd presence key's lease lasts ~3 "
+        "of them",
     )
     p.add_argument(
         "--prices",
@@ -250,6 +253,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> SidecarSet
         otlp_endpoint=otlp_endpoint(args.otlp_endpoint, environ),
         etcd_security=security,
         limits=limits,
+        sidecar_token=environ.get(ENV_SIDECAR_TOKEN, "").strip(),
     )
 
 

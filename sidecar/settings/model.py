@@ -18,6 +18,8 @@ from sidecar.settings.limits import LimitSettings
 
 ENV_STATE_DIR: Final = "HOLDFAST_STATE_DIR"
 ENV_SIDECAR_ID: Final = "HOLDFAST_SIDECAR_ID"
+# The configsvc token (role sidecar) health beats carry; a secret, so never a flag.
+ENV_SIDECAR_TOKEN: Final = "HOLDFAST_SIDECAR_TOKEN"  # noqa: S105 - a variable name
 # The OpenTelemetry SDK's own variables, read for the traces endpoint (sidecar.tracing).
 ENV_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 ENV_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"  # a base URL: /v1/traces is added
@@ -94,6 +96,7 @@ class SidecarSettings:
     otlp_endpoint: str = ""  # OTLP/HTTP traces URL; "": tracing off (sidecar.tracing)
     etcd_security: EtcdSecurity = field(default_factory=EtcdSecurity)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    sidecar_token: str = field(default="", repr=False)  # $HOLDFAST_SIDECAR_TOKEN
 
     def __post_init__(self) -> None:
         try:

@@ -88,6 +88,7 @@ class Stack:
             name=name,
             port=port,
             extra_env={KEY_VAR: self.provider_key},
+            sidecar_token=self.token,
         ).spawn()
         self.sidecars.append(proc)
         return proc.ready() if wait else proc

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
+from configsvc.health.evaluations import GateRecorder, GateRecords
 from configsvc.health.fleet import FleetHealth
 from configsvc.health.gate import PolicyGate
+from configsvc.health.replicas import ReplicaSet
 from configsvc.http.payloads import HistoryQuery
 from configsvc.leader.election import Election
 from configsvc.releases.ops import ConfigService
 from configsvc.rollouts.controller import RolloutController
 from configsvc.rollouts.ops import RolloutOps, StartRollout
+from holdfast.health_owners import owners
 from holdfast.keyspace import HealthSnapshot, Keyspace, Release, Route, ShadowStats
 from holdfast.keyspace.policy import HealthPolicy
 from holdfast.keyspace.session_spread import SessionSpread
@@ -143,3 +146,80 @@ async def test_controller_pauses_for_want_of_data_audits_it_and_a_resume_gets_a_
     clock.now += 5
     await controller.run_once()
     assert await state() == "paused"
+
+
+async def test_a_leader_that_holds_no_health_of_the_agent_judges_by_the_owners_records(
+    store: EtcdStore, etcd_env: str
+) -> None:
+    """Three replicas share the agents (two owners each): the agent's first owner takes the
+    beats and records its evaluations in gates/<agent>; a leader that is not an owner judges by
+    them, one failing evaluation per new data version, and aborts as it would locally."""
+    ks = Keyspace(etcd_env)
+    clock = Clock()
+    names = ("rep-a", "rep-b", "rep-c")
+    first, second = owners(AGENT, names)
+    (outsider,) = set(names) - {first, second}
+    sets = {n: ReplicaSet(store, ks, replica=n, ttl=5) for n in names}
+    for i, replica in enumerate(sets.values()):
+        await replica.start(f"http://127.0.0.1:{9 + i}")  # never called here
+    service = ConfigService(store, ks, clock=clock)
+    for name in ("r1", "r2"):
+        release = Release(agent=AGENT, name=name, model=f"m-{name}", base_url="http://h/v1")
+        await store.put(ks.release(AGENT, name), release.encode())
+    await store.put(ks.route(AGENT), Route(agent=AGENT, stable="r1", updated_at=1.0).encode())
+    ops = RolloutOps(service)
+    policy = HealthPolicy(max_error_rate_delta=0.1, min_samples=20, fails_to_abort=2)
+    await ops.start(AGENT, StartRollout(release="r2", steps=(50.0,), interval_s=3600.0,
+                                        policy=policy), "ops")  # fmt: skip
+    owner_fleet = FleetHealth(store, ks, clock=clock)
+    owner_records = GateRecords(store, ks, sets[first], clock=clock)
+    recorder = GateRecorder(
+        store, ks, owner_records, PolicyGate(owner_fleet, owner_records), tick=0.1
+    )
+    leader_records = GateRecords(store, ks, sets[outsider], clock=clock)
+    leader = PolicyGate(FleetHealth(store, ks, clock=clock), leader_records)
+    controller = RolloutController(ops, Election(store, ks, "test", ttl=5), tick=0.1, gate=leader)
+    await owner_records.start()
+    await leader_records.start()
+    try:
+        await until(lambda: all(len(r.members) == 3 for r in sets.values()))
+        assert not sets[outsider].holds(AGENT) and sets[first].first_owner(AGENT) == first
+        await until(lambda: bool(owner_records.routes()))
+        rollout = (await service.get_route(AGENT)).record.rollout
+        assert rollout is not None
+
+        async def beat(at: float, n: int) -> None:
+            # the owner takes beats (POST /v1/health/beats); the canary fails half its requests
+            owner_fleet.ingest(snapshot_of("s1", rollout.started_at + at, n))
+            assert await recorder.run_once() == 1
+            await until(lambda: leader_records.recorded(AGENT, rollout) is not None
+                        and leader_records.recorded(AGENT, rollout).data_version  # type: ignore[union-attr]
+                        == owner_fleet.windows.data_version(AGENT, "r2"))  # fmt: skip
+
+        clock.now = rollout.started_at + 5
+        await beat(1.0, 10)  # the first beat since the rollout started: its baseline
+        assert (await leader.judge(AGENT, rollout, "r1")).reason.startswith("inconclusive")
+        await beat(2.0, 50)
+        decision = await leader.judge(AGENT, rollout, "r1")
+        assert (decision.action, decision.reason) == ("hold", "failing (1/2)")
+        assert await recorder.run_once() == 0  # nothing new: nothing written, no second fail
+        assert (await leader.judge(AGENT, rollout, "r1")).reason == "failing (1/2)"
+        await beat(3.0, 90)
+        assert await controller.run_once() == 1
+        route = (await service.get_route(AGENT)).record
+        assert route.rollout is not None and route.rollout.state == "aborted"
+        assert route.rollout.reason.startswith("health gate: 2 failing evaluations")
+        report = leader.report(AGENT, rollout, "r1")
+        assert report is not None and report["verdict"] == "fail"
+    finally:
+        await owner_records.close()
+        await leader_records.close()
+        for replica in sets.values():
+            await replica.close()
+
+
+def snapshot_of(sidecar: str, at: float, requests: int) -> HealthSnapshot:
+    return HealthSnapshot(
+        sidecar_id=sidecar, agent=AGENT, at=at, started_at=0.0, config_revision=1,
+        signals=(sig("r1", requests), sig("r2", requests, errors=requests // 2)),
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Tier 3: PrefixMirror against a real etcd: sync, deltas, filters, restarts, compaction."""
+"""Tier 3: PrefixMirror and RangeMirror against a real etcd: sync, deltas, filters, restarts,
+compaction (of the whole state, and of one range among several)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from holdfast.keyspace import Keyspace
-from holdfast.store import Put
+from holdfast.store import KeyRange, Put
 from holdfast.store.etcd import EtcdStore
-from holdfast.store.mirror import MirrorUpdate, PrefixMirror
+from holdfast.store.mirror import MirrorUpdate, PrefixMirror, RangeMirror
 from holdfast_devtools.etcd_local import EtcdNode
 
 pytestmark = pytest.mark.etcd
@@ -66,7 +67,7 @@ async def listed(store: EtcdStore, prefix: str) -> dict[str, bytes]:
 
 
 @contextlib.asynccontextmanager
-async def running(mirror: PrefixMirror) -> AsyncIterator[PrefixMirror]:
+async def running(mirror: RangeMirror) -> AsyncIterator[RangeMirror]:
     await mirror.start()
     try:
         assert await mirror.wait_synced(10)
@@ -251,6 +252,54 @@ async def test_compaction_while_away_resyncs_the_whole_state(fresh_etcd: EtcdNod
             last = await writer.put(prefix + "flags/e", b"e")
             await until(lambda: mirror.revision == last, 5, "deltas flow after the resync")
             assert rec.state == await listed(writer, prefix)
+    finally:
+        await reader.close()
+        await proxy.close()
+        await writer.close()
+
+
+async def test_ranges_resume_each_from_its_own_revision_and_only_a_compacted_one_is_relisted(
+    fresh_etcd: EtcdNode,
+) -> None:
+    ks = Keyspace("ranges")
+    flags, route = KeyRange.prefix(ks.kind_prefix("flags")), KeyRange.exact(ks.route("a"))
+    writer = EtcdStore([fresh_etcd.client_url])
+    proxy = CuttableProxy(int(fresh_etcd.client_url.rsplit(":", 1)[1]))
+    await proxy.start()
+    reader = EtcdStore([proxy.url], timeout=1.0)
+    await writer.put(ks.flag("a"), b"1")
+    await writer.put(ks.route("ab"), b"a longer key: not in the exact range")
+    rec = Recorder()
+    mirror = RangeMirror(
+        reader, [flags, route], retry_initial=0.05, retry_max=0.3, probe_interval=0.1
+    )
+    mirror.subscribe(rec)
+
+    def route_keys_received() -> int:
+        return reader.traffic.by_dir.get(ks.kind_prefix("routes"), [0, 0])[0]
+
+    try:
+        async with running(mirror):
+            assert rec.state == {ks.flag("a"): b"1"}
+            flag = await writer.put(ks.flag("b"), b"2")
+            last_route = await writer.put(ks.route("a"), b"r")  # the route range is newest
+            await until(lambda: mirror.revision == last_route, 5, "both ranges follow")
+            assert mirror.range_revisions() == {str(flags): flag, str(route): last_route}
+            assert route_keys_received() == 1  # its one event; "routes/ab" never came
+            proxy.sever()
+            await until(lambda: not mirror.connected, 5, "the mirror notices the partition")
+            # Compacted up to the route's next revision: the flags range (behind it) cannot
+            # resume, the route range (at it) can.
+            await writer.compact(await writer.delete(ks.flag("a")))
+            await writer.put(ks.flag("c"), b"3")
+            proxy.severed = False
+            await until(lambda: mirror.resyncs == 1 and mirror.connected, 10, "resync")
+            # flags (behind the compaction) were listed again; the route was not: it resumed
+            assert route_keys_received() == 1
+            assert rec.state == {ks.flag("b"): b"2", ks.flag("c"): b"3", ks.route("a"): b"r"}
+            moved = await writer.put(ks.route("a"), b"r2")
+            await until(lambda: mirror.revision == moved, 5, "the route's watch goes on")
+            assert rec.state[ks.route("a")] == b"r2"
     finally:
         await reader.close()
         await proxy.close()

@@ -116,3 +116,77 @@ async def test_write_to_hung_etcd_has_unknown_outcome(fresh_etcd: EtcdNode) -> N
         assert kv is None or kv.value == b"maybe"
     finally:
         await store.close()
+
+
+async def test_many_watches_share_one_grpc_stream(etcd_node: EtcdNode, etcd_env: str) -> None:
+    """Watches of one store are watch ids on one Watch stream (counted by etcd itself), and the
+    adapter counts what they bring in per key directory."""
+    ks = Keyspace(etcd_env)
+
+    def streams() -> float:
+        return etcd_node.metrics().get("etcd_debugging_mvcc_watch_stream_total", -1)
+
+    store = EtcdStore([etcd_node.client_url])
+    await store.connect()
+    before = streams()
+    start = await store.revision() + 1
+    prefixes = [ks.kind_prefix(kind) for kind in ("flags", "releases", "prompts", "budgets")]
+    established: list[int] = []
+    seen: list[str] = []
+
+    async def follow(prefix: str) -> None:
+        async for batch in store.watch(prefix, start, on_progress=established.append):
+            seen.extend(c.key for c in batch)
+
+    tasks = [asyncio.create_task(follow(p)) for p in prefixes]
+    try:
+        await eventually(lambda: _true(len(established) == 4), 10, "four watches established")
+        assert store.watch_streams == 1
+        assert streams() == before + 1  # etcd counts one stream for the four
+        writer = EtcdStore([etcd_node.client_url])
+        try:
+            for p in prefixes:
+                await writer.put(p + "x", b"v" * 10)
+            await writer.put(ks.kind_prefix("pins") + "agent/s", b"not watched")
+        finally:
+            await writer.close()
+        await eventually(lambda: _true(len(seen) == 4), 10, "each watch got its key")
+        assert sorted(seen) == sorted(p + "x" for p in prefixes)
+        by_dir = store.traffic.by_dir
+        assert {d: by_dir[d][0] for d in prefixes} == dict.fromkeys(prefixes, 1)
+        assert ks.kind_prefix("pins") + "agent/" not in by_dir
+        assert store.traffic.bytes > 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await eventually(lambda: _true(store.watch_streams == 0), 5, "the last watch closes the stream")
+    await store.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_keepalives_of_many_leases_share_one_stream(etcd_node: EtcdNode) -> None:
+    """Every keepalive of a store goes over one LeaseKeepAlive stream (not a stream each), and
+    an expired lease answers 0 on it."""
+
+    def started() -> float:
+        metrics = etcd_node.metrics()
+        name = 'grpc_server_started_total{grpc_method="LeaseKeepAlive"'
+        return sum(v for k, v in metrics.items() if k.startswith(name))
+
+    store = EtcdStore([etcd_node.client_url])
+    await store.connect()
+    try:
+        leases = [await store.grant_lease(30) for _ in range(5)]
+        before = started()
+        for _ in range(3):
+            ttls = await asyncio.gather(*(store.keepalive_once(lease) for lease in leases))
+            assert all(20 < ttl <= 30 for ttl in ttls)
+        assert started() == before + 1  # fifteen keepalives, one stream
+        await store.revoke_lease(leases[0])
+        assert await store.keepalive_once(leases[0]) == 0
+    finally:
+        await store.close()

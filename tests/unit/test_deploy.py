@@ -39,6 +39,7 @@ def validate(argv: list[str]) -> str:
             token=None,
             allow_no_token=parsed.allow_no_token,
             environ=SECRET_ENV,
+            advertise_url=parsed.advertise_url,
         )
     elif program == "holdfast-fakellm":
         fakellm_settings(args, {})

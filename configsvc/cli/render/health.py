@@ -131,6 +131,9 @@ def status(body: Mapping[str, Any], window: str = "1m") -> str:
         )
         if not agent.get("etcd_connected", True):
             head += f" · etcd unreachable, data {agent.get('data_age_s')}s old"
+        if agent.get("health_unreachable"):
+            # no owner replica answered: what follows is this replica's presence-only view
+            head += f" · health owners unreachable ({agent['health_unreachable']})"
         lines = [head, table(HEADERS, release_rows(agent, window)) if agent["releases"] else ""]
         if tools := tool_rows(agent, window):
             lines.append(table(TOOL_HEADERS, tools))
