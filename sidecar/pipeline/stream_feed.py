@@ -15,7 +15,7 @@ from sidecar.pipeline.sse import SseEvents
 
 
 class StreamFeed:
-    __slots__ = ("_chain", "_decoder", "_events", "_translation", "foreign")
+    __slots__ = ("_chain", "_decoder", "_events", "_fast", "_translation", "foreign")
 
     def __init__(
         self, chain: Chain, decoder: StreamDecoder, translation: StreamTranslation | None = None
@@ -24,13 +24,16 @@ class StreamFeed:
         self._translation = translation
         self._decoder: StreamDecoder = translation.decoder if translation is not None else decoder
         self._events = SseEvents()
+        # The one-event fast path relays the provider's bytes as they are: never through a
+        # translation, whose agent gets other events than the provider wrote.
+        self._fast = translation is None
         self.foreign = False  # the dialect read an event of another API: nothing more passes
 
     def feed(self, chunk: bytes) -> bytes:
         """What to write to the agent for ``chunk``: its whole events, as the filters left them."""
         if self.foreign:
             return b""
-        if self._events.whole(chunk):  # one event per chunk: no splitting, no list, no join
+        if self._fast and self._events.whole(chunk):  # one event a chunk: no split, list, join
             view = self._decoder.feed(chunk)
             if view.foreign:
                 self.foreign = True

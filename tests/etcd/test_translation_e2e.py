@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +94,11 @@ class Load:
             try:
                 await (self._claude(conv) if api == "anthropic" else self._openai(conv))
             except Exception as exc:  # every failed turn is a finding, whatever it is
-                self.failures.append(f"{conv.sid} ({api}, turn {len(conv.releases)}): {exc!r}")
+                where = "".join(traceback.format_exception(exc)[-3:])
+                self.failures.append(
+                    f"{conv.sid} ({api}, stream={conv.stream}, phase {conv.phase}, releases "
+                    f"{conv.releases}, translated {conv.translated}): {exc!r}\n{where}"
+                )
 
     def _seen(self, conv: Conversation, headers: Any) -> None:
         conv.releases.append(headers["x-holdfast-release"])

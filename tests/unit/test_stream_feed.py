@@ -72,3 +72,30 @@ def test_whole_means_exactly_one_event_and_nothing_buffered() -> None:
     assert not events.whole(b"data: x\r\n\r\n")  # CRLF framing takes the splitter
     list(events.feed(b"data: {"))
     assert not events.whole(delta("a"))  # the start of an event is buffered
+
+
+@pytest.mark.parametrize("size", [None, 1, 5, 64])
+def test_a_translated_stream_is_translated_however_it_was_cut(size: int | None) -> None:
+    """Regression: a chunk holding one whole provider event took the fast path and reached an
+    agent of another API untranslated (an Anthropic event to the openai SDK: no choices)."""
+    from holdfast.translate import BY_NAME, Translation
+    from tests.unit.translation_cases import C2M, a_stream, a_text, chat_body
+
+    provider = a_stream(a_text(0, "Hel", "lo"))
+
+    def run(chunks: list[bytes]) -> bytes:
+        translation = Translation(BY_NAME[C2M], chat_body(stream=True)).stream()
+        feed = StreamFeed(Chain([]), translation.decoder, translation)
+        return b"".join(feed.feed(c) for c in chunks) + feed.rest()
+
+    whole = b"".join(provider)
+    chunks = provider if size is None else cuts(whole, size)  # None: one event per chunk
+    out = run(chunks)
+    assert out == run([whole])
+    payloads = [line[6:] for line in out.split(b"\n") if line.startswith(b"data: ")]
+    assert payloads[-1] == b"[DONE]"
+    chunks_out = [json.loads(p) for p in payloads[:-1]]
+    assert all("choices" in c for c in chunks_out)  # chat chunks, nothing of Anthropic's
+    assert "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks_out if c["choices"]
+    ) == "Hello"
