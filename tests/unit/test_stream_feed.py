@@ -96,6 +96,7 @@ def test_a_translated_stream_is_translated_however_it_was_cut(size: int | None) 
     assert payloads[-1] == b"[DONE]"
     chunks_out = [json.loads(p) for p in payloads[:-1]]
     assert all("choices" in c for c in chunks_out)  # chat chunks, nothing of Anthropic's
-    assert "".join(
-        c["choices"][0]["delta"].get("content") or "" for c in chunks_out if c["choices"]
-    ) == "Hello"
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks_out if c["choices"])
+        == "Hello"
+    )
