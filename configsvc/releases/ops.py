@@ -9,9 +9,9 @@ a failed read means nothing changed (StoreDown), a failed write means nobody kno
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from configsvc import errors
 from configsvc.audit import AuditTrail, ConfigStore, HistoryItem
@@ -57,6 +57,13 @@ class RouteChange:
 RouteEdit = Callable[[Route | None], Route]
 
 
+class AgentBeats(Protocol):
+    """The newest health beats of an agent's sidecars from the replicas that own the agent
+    (``configsvc.health.OwnerBeats``): beats reach configsvc over HTTP, not through etcd."""
+
+    async def latest(self, agent: str, headers: Mapping[str, str]) -> list[HealthSnapshot]: ...
+
+
 class ConfigService:
     def __init__(
         self, store: ConfigStore, keyspace: Keyspace, *, clock: Callable[[], float] = time.time
@@ -65,6 +72,14 @@ class ConfigService:
         self.keyspace = keyspace
         self.audit = AuditTrail(store, keyspace)
         self.clock = clock
+        self._beats: AgentBeats | None = None
+        self._beat_headers: Mapping[str, str] = {}
+
+    def read_beats_from(self, beats: AgentBeats, headers: Mapping[str, str]) -> None:
+        """Where the sidecars' traffic counts are: their beats at the agent's owner replicas
+        (``headers``: this replica's own credentials for asking them)."""
+        self._beats = beats
+        self._beat_headers = headers
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -78,18 +93,28 @@ class ConfigService:
 
     async def agent_traffic(self, agent: str) -> dict[str, int]:
         """What the agent's live sidecars counted of the requests they served, summed: per
-        dialect and per dialect and feature (``HealthSnapshot.traffic``). An unreadable snapshot
-        counts for nothing; etcd down is StoreDown (nothing was changed)."""
+        dialect and per dialect and feature (``HealthSnapshot.traffic``), from each sidecar's
+        newest snapshot -- its beat at the agent's owner replicas, else its presence record in
+        etcd (a sidecar that knows no replica publishes there). An unreadable snapshot counts
+        for nothing; etcd down is StoreDown (nothing was changed)."""
         _, kvs = await store_read(self.store.list_prefix(self.keyspace.kind_prefix("health")))
-        total: dict[str, int] = {}
+        newest: dict[str, HealthSnapshot] = {}
         for kv in kvs:
             try:
                 snapshot = HealthSnapshot.decode(kv.value)
             except RecordError:
                 continue
             if snapshot.agent == agent:
-                for name, count in snapshot.traffic.items():
-                    total[name] = total.get(name, 0) + count
+                newest[snapshot.sidecar_id] = snapshot
+        if self._beats is not None:
+            for beat in await self._beats.latest(agent, self._beat_headers):
+                held = newest.get(beat.sidecar_id)
+                if beat.agent == agent and (held is None or beat.at >= held.at):
+                    newest[beat.sidecar_id] = beat
+        total: dict[str, int] = {}
+        for snapshot in newest.values():
+            for name, count in snapshot.traffic.items():
+                total[name] = total.get(name, 0) + count
         return total
 
     async def get_release(self, agent: str, release: str) -> Versioned[Release]:

@@ -142,6 +142,7 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             # The replicas' own viewer token: the console asks an agent's owners for its health.
             tokens = (*tokens, replica_entry(settings.console_secret))
             peer_headers = {"Authorization": f"Bearer {replica_token(settings.console_secret)}"}
+        service.read_beats_from(beats, peer_headers)
         authorizer = Authorizer(settings.token, tokens, settings.require_token_for_reads)
         route_watch = RouteWatch(store, service.keyspace)
         budget_ops, flag_ops = BudgetOps(service), FlagOps(service)
