@@ -22,6 +22,7 @@ release that serves it, and the provider's own endpoint and body (the direct pat
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -223,8 +224,9 @@ def render(results: dict[str, tuple[Tally, Tally]], streams: int, rounds: int) -
         START,
         "## Dialects and translations: what each costs on the relay",
         "",
-        f"`python -m bench.dialects`, {when}, on a shared 2-core machine (other work was "
-        f"running: compare the rows with each other, not with other runs). {rounds} rounds "
+        f"`python -m bench.dialects`, {when}, on {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end (compare the rows with each other, not with "
+        f"other runs). {rounds} rounds "
         f"alternating the paths and the cases, {streams} sequential {TOKENS}-token streams "
         "per path, case and round; the fake upstream is a separate process, the sidecars' "
         "HTTP apps (every filter, no budgets configured; one per provider kind) and the client "
