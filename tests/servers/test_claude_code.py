@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,8 @@ import pytest
 
 from holdfast_devtools import procs
 from tests.servers.conftest import PROVIDER_KEY, SidecarUnderTest, start_sidecar
+from tests.servers.npm_cli import npm_cli
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "e2e" / "claude"
-CLAUDE = PACKAGE_DIR / "node_modules" / ".bin" / "claude"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Keeps Claude Code to the one endpoint it is pointed at: no telemetry, error reports,
 # auto-update or other calls home (none of which could reach anything here anyway).
@@ -43,16 +40,7 @@ OFFLINE = {
 
 @pytest.fixture(scope="module")
 def claude() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Claude Code needs node and npm, and this machine has neither on PATH")
-    if not CLAUDE.exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=PACKAGE_DIR,
-            check=True,
-            timeout=600,
-        )
-    return CLAUDE
+    return npm_cli("claude", "claude", "Claude Code")
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,8 @@ import pytest
 
 from holdfast_devtools import procs
 from tests.servers.conftest import SidecarUnderTest, start_sidecar
+from tests.servers.npm_cli import npm_cli
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "e2e" / "codex"
-CODEX = PACKAGE_DIR / "node_modules" / ".bin" / "codex"
 # Codex's own hosted web search and its multi-agent tool namespace are OpenAI-only tools; an
 # operator moving Codex to another provider turns them off (the translation refuses them).
 PORTABLE = ("-c", 'web_search="disabled"', "--disable", "multi_agent")
@@ -35,16 +32,7 @@ PORTABLE = ("-c", 'web_search="disabled"', "--disable", "multi_agent")
 
 @pytest.fixture(scope="module")
 def codex() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("the Codex CLI needs node and npm, and this machine has neither on PATH")
-    if not CODEX.exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=PACKAGE_DIR,
-            check=True,
-            timeout=600,
-        )
-    return CODEX
+    return npm_cli("codex", "codex", "the Codex CLI")
 
 
 @pytest.fixture
