@@ -8,24 +8,17 @@ stall the event loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Final
 
 import msgpack
 
-from holdfast.background import BackgroundTask
 from holdfast.keyspace import Pin, RecordError
-from holdfast.logs import get_logger
-from sidecar.config import write_atomically
+from sidecar.pins.saver import SAVE_INTERVAL_S, TableSaver, load_table
 from sidecar.pins.table import PinEntry, PinTable
 
-log = get_logger(__name__)
-
 FORMAT: Final = 1
-SAVE_INTERVAL_S: Final = 2.0
 MAX_PINS_FILE_BYTES: Final = 512 * 1024 * 1024
 
 Row = tuple[Pin, int, int, float, bool]
@@ -75,58 +68,12 @@ def decode(data: bytes) -> list[PinEntry]:
 
 def load(path: Path) -> list[PinEntry]:
     """Read the saved pins (start-up only, before the loop serves); [] when there are none."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        log.warning("pins_file_unreadable", path=str(path), reason=str(exc))
-        return []
-    try:
-        return decode(data)
-    except ValueError as exc:
-        log.warning("pins_file_rejected", path=str(path), reason=str(exc))
-        return []
+    return load_table(path, decode, "pins")
 
 
-class PinSaver:
+class PinSaver(TableSaver[Row]):
     def __init__(self, path: Path, table: PinTable, *, interval: float = SAVE_INTERVAL_S) -> None:
-        self.path = path
-        self._table = table
-        self._interval = interval
-        self._saved_version = table.version
-        self._task = BackgroundTask("pin saver")
-        self._stop = asyncio.Event()
-        self.failures = 0
+        def rows() -> list[Row]:
+            return [(e.pin, e.mod_revision, e.lease, e.told, e.pending) for _, e in table.entries()]
 
-    async def start(self) -> None:
-        self._task.start(self._run)
-
-    async def _run(self) -> None:
-        # Stopped by an event, never cancelled: a write cut short would race the final one.
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            await self.save()
-
-    async def save(self) -> None:
-        version = self._table.version
-        if version == self._saved_version:
-            return
-        # Copy on the loop (cheap), encode and write in a thread (not cheap for large tables).
-        rows: list[Row] = [
-            (e.pin, e.mod_revision, e.lease, e.told, e.pending) for _, e in self._table.entries()
-        ]
-        try:
-            await asyncio.to_thread(lambda: write_atomically(self.path, encode(rows)))
-        except OSError as exc:
-            self.failures += 1
-            log.error("pins_save_failed", path=str(self.path), reason=str(exc))
-            return
-        self._saved_version = version
-        log.debug("pins_saved", path=str(self.path), pins=len(rows))
-
-    async def close(self) -> None:
-        self._stop.set()
-        await self._task.join()
-        await self.save()
+        super().__init__(path, table, rows, encode, kind="pins", interval=interval)

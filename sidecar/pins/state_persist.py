@@ -7,22 +7,16 @@ encoded in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Final
 
 import msgpack
 
-from holdfast.background import BackgroundTask
 from holdfast.keyspace import RecordError, StateOwner
-from holdfast.logs import get_logger
-from sidecar.config import write_atomically
-from sidecar.pins.persist import MAX_PINS_FILE_BYTES, SAVE_INTERVAL_S
+from sidecar.pins.persist import MAX_PINS_FILE_BYTES
+from sidecar.pins.saver import SAVE_INTERVAL_S, TableSaver, load_table
 from sidecar.pins.states import StateEntry, StateTable
-
-log = get_logger(__name__)
 
 FORMAT: Final = 1
 
@@ -75,56 +69,14 @@ def decode(data: bytes) -> list[StateEntry]:
 
 def load(path: Path) -> list[StateEntry]:
     """The saved records (start-up only); [] when there are none or the file is unusable."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        log.warning("states_file_unreadable", path=str(path), reason=str(exc))
-        return []
-    try:
-        return decode(data)
-    except ValueError as exc:
-        log.warning("states_file_rejected", path=str(path), reason=str(exc))
-        return []
+    return load_table(path, decode, "states")
 
 
-class StateSaver:
+class StateSaver(TableSaver[Row]):
     def __init__(self, path: Path, table: StateTable, *, interval: float = SAVE_INTERVAL_S) -> None:
-        self.path = path
-        self._table = table
-        self._interval = interval
-        self._saved_version = table.version
-        self._task = BackgroundTask("state saver")
-        self._stop = asyncio.Event()
-        self.failures = 0
+        def rows() -> list[Row]:
+            return [
+                (e.owner, e.mod_revision, e.lease, e.pending, e.deleted) for _, e in table.entries()
+            ]
 
-    async def start(self) -> None:
-        self._task.start(self._run)
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            await self.save()
-
-    async def save(self) -> None:
-        version = self._table.version
-        if version == self._saved_version:
-            return
-        rows: list[Row] = [
-            (e.owner, e.mod_revision, e.lease, e.pending, e.deleted)
-            for _, e in self._table.entries()
-        ]
-        try:
-            await asyncio.to_thread(lambda: write_atomically(self.path, encode(rows)))
-        except OSError as exc:
-            self.failures += 1
-            log.error("states_save_failed", path=str(self.path), reason=str(exc))
-            return
-        self._saved_version = version
-
-    async def close(self) -> None:
-        self._stop.set()
-        await self._task.join()
-        await self.save()
+        super().__init__(path, table, rows, encode, kind="states", interval=interval)
