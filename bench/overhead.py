@@ -70,6 +70,18 @@ async def measure(
     first_turns = await phases.first_turns(
         turns, plan.first_turn_rate, plan.first_turn_seconds, plan.first_turn_rounds
     )
+    say(f"first turns again, the provider answering after {plan.provider_ms:g} ms")
+    await asyncio.to_thread(stack.provider_latency, plan.provider_ms)
+    try:
+        first_turns_slow = await phases.first_turns(
+            turns,
+            plan.first_turn_rate,
+            plan.first_turn_seconds,
+            plan.first_turn_rounds,
+            name="first turn, slower provider",
+        )
+    finally:
+        await asyncio.to_thread(stack.provider_latency, 0.0)
 
     say(f"throughput: {plan.concurrency} connections, {plan.throughput_seconds:g} s per path")
     throughput = await phases.throughput(
@@ -107,6 +119,7 @@ async def measure(
         discarded=dict(gate.discarded),
         profile_files=profiles,
         first_turns=first_turns,
+        first_turns_slow=first_turns_slow,
         peers={peer.name: peer.version for peer in stack.peers},
     )
 

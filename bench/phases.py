@@ -153,6 +153,7 @@ async def first_turns(
     rate: float,
     seconds: float,
     rounds: int,
+    name: str = "first turn",
 ) -> dict[str, PathRun]:
     """Open loop; on a ``first_turns`` path every request is a new session's first turn (the
     sidecar settles its pin with etcd before answering), on the others the same request each
@@ -163,7 +164,7 @@ async def first_turns(
         requests = new_sessions(target, fired(rate, duration)) if endpoint.first_turns else None
         return await open_loop(target, rate, duration, requests=requests)
 
-    return await interleave(ctx, "first turn", rounds, False, run)
+    return await interleave(ctx, name, rounds, False, run)
 
 
 async def throughput(

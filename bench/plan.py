@@ -18,6 +18,11 @@ class Plan:
     first_turn_rate: float = 50.0  # open loop, each first turn a new session (a pin in etcd)
     first_turn_seconds: float = 6.0  # per path (direct, first turns, later turns)
     first_turn_rounds: int = 6
+    # The first-turn phase runs twice: against the fake provider answering at once (what the
+    # etcd claim costs on its own) and answering after this long (a provider that takes any
+    # time at all: the claim runs beside the call). 10 ms is far below any hosted model's
+    # time to first token, and above what the claim takes on this machine.
+    provider_ms: float = 10.0
     concurrency: int = 64  # closed-loop connections (throughput)
     throughput_seconds: float = 10.0
     throughput_rounds: int = 5

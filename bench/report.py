@@ -81,7 +81,8 @@ def _method(res: Results) -> list[str]:
         f"- Latency: open loop, {p.rate:g} req/s fired on schedule, {p.latency_seconds:g} s per "
         "path; a request's latency runs from writing it to its last byte.",
         f"- First turns: open loop, {p.first_turn_rate:g} req/s, {p.first_turn_seconds:g} s "
-        "per path; a new session id on every request of the first-turn path.",
+        "per path; a new session id on every request of the first-turn path. Run twice: the "
+        f"fake provider answering at once, then after {p.provider_ms:g} ms.",
         f"- Throughput: closed loop, {p.concurrency} connections, {p.throughput_seconds:g} s "
         "per path; req/s is the median over rounds.",
         f"- Streaming: open loop, {p.stream_rate:g} streams started per second (staggered: a "
@@ -104,6 +105,7 @@ def disturbance(res: Results) -> list[str]:
     phases = (
         ("latency", res.latency),
         ("first turn", res.first_turns),
+        ("first turn, slower provider", res.first_turns_slow),
         ("throughput", res.throughput),
         ("streaming", res.streaming),
     )

@@ -248,8 +248,8 @@ def summary_section(res: Results) -> list[str]:
         t = ttft_of(st[path])
         return f"{number(t.p50 - direct_ttft.p50)} / {number(t.p99)} ms" + behind(st, path)
 
-    def first_turn(path: str) -> str:
-        first, later, direct = first_turn_p50s(res, path)
+    def first_turn(path: str, slow: bool = False) -> str:
+        first, later, direct = first_turn_p50s(res, path, slow=slow)
         if first != first:
             return NA
         return f"{number(first - direct)} ms (later turn {number(later - direct)} ms)"
@@ -269,8 +269,10 @@ def summary_section(res: Results) -> list[str]:
          *(ttft(x) for x in paths)],
         ["relay CPU per relayed SSE event",
          *(f"{number(cpu_us_per(st[x], events_of(st[x])), 1)} µs" for x in paths)],
-        ["a session's first turn (pin created in etcd first), added p50",
+        ["a session's first turn (its pin claimed in etcd), added p50",
          *(first_turn(x) for x in paths)],
+        *([[f"the same, the provider answering in {p.provider_ms:g} ms",
+            *(first_turn(x, True) for x in paths)]] if res.first_turns_slow else []),
         [f"event-loop lag p99 at {p.rate:g} req/s / {p.stream_rate:g} streams/s",
          *(lag(x) for x in paths)],
         ["RSS after the run", *(f"{number(res.rss_end_mb.get(x, math.nan), 0)} MB"
@@ -289,37 +291,50 @@ def summary_section(res: Results) -> list[str]:
 
 
 def first_turn_section(res: Results) -> list[str]:
-    """The first-turn phase: a new session's first turn against a pinned session's later turn."""
+    """The first-turn phases: a new session's first turn against a pinned session's later
+    turn, with the provider answering at once and answering after ``plan.provider_ms``."""
     if not res.first_turns:
         return []
-    runs = res.first_turns
-    direct = latency_of(runs[DIRECT])
-    rows = []
-    for path, run in runs.items():
-        lt = latency_of(run)
-        rows.append([
-            path, str(lt.n), number(run.load.rate, 0), number(lt.p50, 3), number(lt.p90, 3),
-            number(lt.p99, 3), NA if path == DIRECT else signed(lt.p50 - direct.p50, 3),
-            NA if path == DIRECT else signed(lt.p99 - direct.p99, 3), errors(run),
-        ])  # fmt: skip
-    first, later, _ = first_turn_p50s(res)
     p = res.plan
-    header = ["path", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "added p50 ms",
-              "added p99 ms", "errors"]  # fmt: skip
-    return [
+    out = [
         f"### A session's first turn against its later turns ({p.first_turn_rate:g} req/s, "
         "open loop)",
         "",
         "Through the sidecar: on the *first turns* path every request carries a session id "
-        "never used before (the sidecar settles its pin with etcd, create-if-absent, before "
-        "answering); on the *later turns* path every request carries one session pinned in "
-        "the warm-up. `direct` gives the added figures their zero.",
-        "",
-        *table(header, rows),
-        "",
-        f"First turn p50 above the later turn's: {signed(first - later, 3)} ms.",
-        *cpu_shares(res, runs),
+        "never used before (the sidecar claims its pin in etcd, create-if-absent, beside the "
+        "provider call, and answers once etcd has settled it); on the *later turns* path every "
+        "request carries one session pinned in the warm-up. `direct` gives the added figures "
+        "their zero. First with the fake provider answering at once, where the etcd write is "
+        f"the whole of the difference; then with the provider answering after {p.provider_ms:g} "
+        "ms, where the claim has the provider's time to settle in.",
     ]
+    phases = [("answering at once", res.first_turns, False)]
+    if res.first_turns_slow:
+        phases.append((f"answering after {p.provider_ms:g} ms", res.first_turns_slow, True))
+    header = ["path", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "added p50 ms",
+              "added p99 ms", "errors"]  # fmt: skip
+    for what, runs, slow in phases:
+        direct = latency_of(runs[DIRECT])
+        rows = []
+        for path, run in runs.items():
+            lt = latency_of(run)
+            rows.append([
+                path, str(lt.n), number(run.load.rate, 0), number(lt.p50, 3),
+                number(lt.p90, 3), number(lt.p99, 3),
+                NA if path == DIRECT else signed(lt.p50 - direct.p50, 3),
+                NA if path == DIRECT else signed(lt.p99 - direct.p99, 3), errors(run),
+            ])  # fmt: skip
+        first, later, _ = first_turn_p50s(res, slow=slow)
+        out += [
+            "",
+            f"The provider {what}:",
+            "",
+            *table(header, rows),
+            "",
+            f"First turn p50 above the later turn's: {signed(first - later, 3)} ms.",
+            *cpu_shares(res, runs),
+        ]
+    return out
 
 
 def lag_section(res: Results) -> list[str]:
@@ -381,8 +396,8 @@ def profile_section(res: Results) -> list[str]:
     return out
 
 
-def _turn_gap(res: Results, sidecar: str) -> float:
-    first, later, _ = first_turn_p50s(res, sidecar)
+def _turn_gap(res: Results, sidecar: str, *, slow: bool = False) -> float:
+    first, later, _ = first_turn_p50s(res, sidecar, slow=slow)
     return first - later
 
 
@@ -414,6 +429,8 @@ def baseline_section(res: Results, baseline: str, revision: str) -> list[str]:
             res.rss_end_mb.get(old, math.nan), 1),
         row("first turn p50 above a later turn's, ms", _turn_gap(res, new), _turn_gap(res, old),
             3),
+        row(f"the same, provider answering in {res.plan.provider_ms:g} ms",
+            _turn_gap(res, new, slow=True), _turn_gap(res, old, slow=True), 3),
         row("event-loop lag p99 at the latency load, ms", lag_ms(res.latency[new], 0.99),
             lag_ms(res.latency[old], 0.99), 3),
         row("event-loop lag p99 at the streaming load, ms", lag_ms(st[new], 0.99),

@@ -184,6 +184,10 @@ class Stack:
             raise RuntimeError(f"sidecar did not switch to release {release!r} in {timeout:g}s")
         self.release = release
 
+    def provider_latency(self, ms: float) -> None:
+        """Make the fake provider answer the non-streaming model after ``ms`` (0: at once)."""
+        _put_json(f"{self.fake.url}/_control/models/{FAST_MODEL}", {"latency_ms": ms})
+
     def check_budget(self) -> None:
         """Raise unless every sidecar has metered requests against the agent's budget (call
         after the warm-up): a budget that silently never applied would flatter the figures."""

@@ -249,6 +249,28 @@ def test_first_turn_gap_is_judged_and_skipped_without_its_phase() -> None:
     assert first[0].skipped
 
 
+def test_first_turn_is_judged_where_the_provider_takes_time_and_shows_the_instant_gap() -> None:
+    res = results(side_cpu=0.03, side_p99=3.4, side_lag=lag(95, 100, 100, 100))
+    res.first_turns[turn_path(SIDECAR, FIRST)] = run_of([4.0] * 10)  # +2 ms: etcd's write
+    res.first_turns_slow = {
+        DIRECT: run_of([11.0] * 10),
+        turn_path(SIDECAR, FIRST): run_of([12.5] * 10),
+        turn_path(SIDECAR, LATER): run_of([12.0] * 10),
+    }
+    first = next(v for v in verdicts(res) if v.target.what.startswith("first turn"))
+    assert (first.value, first.status) == (pytest.approx(0.5), "met")
+    assert first.how == "provider answering in 10 ms"
+    assert "with a provider answering at once +2.000 ms" in first.detail
+    res.first_turns_slow[turn_path(SIDECAR, FIRST)] = run_of([13.5] * 10)
+    assert by_target(res)["first turn added p50 above a later turn's"] == ["NOT MET"]
+    res.first_turns_slow[turn_path(SIDECAR, LATER)].load.fail("http_503")
+    failed = next(v for v in verdicts(res) if v.target.what.startswith("requests that failed"))
+    assert failed.value == 1.0
+    section = "\n".join(render(res).splitlines())
+    assert "The provider answering after 10 ms:" in section
+    assert "the same, the provider answering in 10 ms" in section
+
+
 def test_a_path_that_answers_slower_than_direct_did_not_hold_the_rate() -> None:
     res = results(side_cpu=0.03, side_p99=3.4, side_lag=None)
     assert held(res.latency[SIDECAR], res.latency[DIRECT])
@@ -263,7 +285,7 @@ def test_summary_has_a_column_per_relay_with_peers_and_marks_a_backlog() -> None
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
     assert "| 200 µs | 300 µs | 1,000 µs |" in rows["relay CPU per request (64 connections)"]
     assert "(cannot hold it: a backlog)" in rows["added latency at 200 req/s, p50 / p99"]
-    first = rows["a session's first turn (pin created in etcd first), added p50"]
+    first = rows["a session's first turn (its pin claimed in etcd), added p50"]
     assert "1.50 ms (later turn 1.00 ms)" in first
     assert first.endswith("| - |")  # no first turns through a peer
     assert "Portkey 1.15.2" in "\n".join(lines)
