@@ -204,10 +204,12 @@ def verdicts(res: Results, sidecar: str = SIDECAR) -> list[Verdict]:
     ]  # fmt: skip
     for phase, runs in (("at 200 req/s", res.latency), ("at 20 streams/s", res.streaming)):
         lag = runs[sidecar].lag
+        detail = "" if lag is None else f"{lag.count:,.0f} samples"
+        if lag is not None and runs[BARE].lag is not None:
+            detail += f"; the bare relay's {lag_ms(runs[BARE], 0.99):,.2f} ms"
         out.append(
             Verdict(
-                targets.LOOP_LAG, lag_ms(runs[sidecar], 0.99), phase,
-                "" if lag is None else f"{lag.count:,.0f} samples",
+                targets.LOOP_LAG, lag_ms(runs[sidecar], 0.99), phase, detail,
                 skipped=no_lag if lag is None else "",
             )
         )  # fmt: skip

@@ -338,7 +338,8 @@ def first_turn_section(res: Results) -> list[str]:
 
 
 def lag_section(res: Results) -> list[str]:
-    """The event-loop lag each Holdfast sidecar's histogram recorded during its rounds."""
+    """The event-loop lag each relay's histogram recorded during its rounds (the sidecars', and
+    the bare relay's: the same sampler, so what the machine and uvloop give any relay)."""
     phases = (
         (f"latency, {res.plan.rate:g} req/s", res.latency),
         (f"streaming, {res.plan.stream_rate:g} streams/s", res.streaming),
@@ -355,7 +356,7 @@ def lag_section(res: Results) -> list[str]:
                 number(lag.quantile(0.5) * 1000, 3), number(lag.quantile(0.99) * 1000, 3),
                 number(lag.worst_bound * 1000, 1),
             ])  # fmt: skip
-    head = ["### Event-loop lag of the sidecar", ""]
+    head = ["### Event-loop lag of the sidecar (and of the bare relay)", ""]
     if not rows:
         return [
             *head,
@@ -363,8 +364,10 @@ def lag_section(res: Results) -> list[str]:
         ]
     return [
         *head,
-        f"From the sidecar's `{LAG_METRIC}` histogram, scraped before and after each of its "
-        "rounds (outside the CPU windows), so only its own rounds count. Percentiles are "
+        f"From each relay's `{LAG_METRIC}` histogram (the bare relay samples its loop exactly as "
+        "the sidecar does: a 20 Hz timer, the same buckets, uvloop's clock in whole "
+        "milliseconds), scraped before and after each of its rounds (outside the CPU windows), "
+        "so only its own rounds count. Percentiles are "
         "interpolated within buckets as Prometheus's `histogram_quantile` does; *worst* is the "
         "upper bound of the highest bucket that saw a sample. Each round's first scrape may "
         "land one sample of its own in the round.",

@@ -73,7 +73,8 @@ class Endpoint:
     """One way to reach the fake upstream; ``pid`` is the relay in between, if any.
 
     ``headers``: sent with every request (a session id, a peer's routing headers);
-    ``metrics_url``: a Holdfast sidecar's ``/metrics`` (its event-loop lag), None for others;
+    ``metrics_url``: a ``/metrics`` with the event-loop lag (a Holdfast sidecar's, the bare
+    relay's), None for others;
     ``first_turns``: every request opens a new session (bench.phases.first_turns)."""
 
     name: str
@@ -135,7 +136,14 @@ class Stack:
         """Every path of the run, for the release the route serves now."""
         paths = [
             Endpoint(DIRECT, self.fake.url, FAST_MODEL, STREAM_MODEL, None),
-            Endpoint(BARE, self.bare.url, FAST_MODEL, STREAM_MODEL, _pid(self.bare)),
+            Endpoint(
+                BARE,
+                self.bare.url,
+                FAST_MODEL,
+                STREAM_MODEL,
+                _pid(self.bare),
+                metrics_url=f"{self.bare.url}/metrics",
+            ),
             *(self._sidecar_path(name, proc) for name, proc in self._sidecars()),
         ]
         for peer in self.peers:

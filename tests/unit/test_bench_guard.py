@@ -302,7 +302,7 @@ def test_guard_table_shows_skips_and_misses_and_the_whole_section_renders() -> N
         "### Summary: every relay in this run",
         "### Sidecar targets (the regression guard)",
         "### A session's first turn against its later turns",
-        "### Event-loop lag of the sidecar",
+        "### Event-loop lag of the sidecar (and of the bare relay)",
         "Could not hold 200 req/s: Portkey",
     ):
         assert heading in section
@@ -316,3 +316,28 @@ def test_a_request_refused_by_the_sidecar_fails_the_guard() -> None:
     assert (failed.value, failed.status) == (2.0, "NOT MET")
     assert failed.detail == "latency: 1, first turns: 1"
     assert not guard(verdicts(res))
+
+
+def test_the_bare_relay_samples_its_loop_lag_as_the_sidecar_does() -> None:
+    from bench import bare_relay
+    from bench.looplag import parse
+    from sidecar.ops import loop_lag
+
+    assert bare_relay.LAG_BOUNDS == loop_lag.BOUNDS
+    assert bare_relay.LAG_INTERVAL_S == loop_lag.INTERVAL_S
+    sampler = bare_relay.LoopLag()
+    sampler.buckets[0] += 3  # three lags under half a millisecond
+    sampler.buckets[bare_relay.LAG_BOUNDS.index(0.003)] += 1  # one of 3 ms
+    sampler.count, sampler.total = 4, 0.003
+    histogram = parse(sampler.exposition())
+    assert histogram is not None
+    assert histogram.count == 4
+    assert histogram.cumulative[:6] == (3, 3, 3, 3, 3, 4)
+    assert histogram.worst_bound == 0.003
+
+
+def test_the_loop_lag_verdict_shows_the_bare_relays_beside_it() -> None:
+    res = results(side_cpu=0.03, side_p99=3.4, side_lag=lag(95, 100, 100, 100))
+    res.latency[BARE].lag = lag(95, 100, 100, 100)
+    found = [v for v in verdicts(res) if v.target.what == "event-loop lag p99"]
+    assert "the bare relay's" in found[0].detail
