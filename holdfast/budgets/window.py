@@ -61,14 +61,16 @@ def check_window(window: str) -> str:
 
 def _zone(name: str) -> tzinfo:
     # zoneinfo is imported here: it loads sysconfig's build data (~0.9 MB resident), and only
-    # a calendar window (or checking a zone's name) needs a time zone.
+    # a zone other than UTC (the default) needs the tz database.
+    if name == "UTC":
+        return UTC
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(name)
 
 
 def check_zone(zone: str) -> str:
-    if not zone:
+    if not zone or zone == "UTC":
         return "UTC"
     from zoneinfo import ZoneInfoNotFoundError
 
