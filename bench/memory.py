@@ -12,7 +12,14 @@ Two measurements, both reproducible on a quiet machine:
    overhead bench's shapes: open loop, new sessions, closed loop, streaming), and the
    resident memory by mapping (anonymous heap vs each shared library).
 
-Prints a report to stdout; ``--markdown`` prints the tables for bench/RESULTS.md instead.
+Both are measured twice: in this checkout's ``.venv`` (what ``python -m bench.overhead``
+runs), and "as deployed": the same code with the packages only the ``dev`` extra brings hidden
+(rich, pygments, colorama: import-linter and mkdocs-material need them, and structlog imports
+rich whenever it is installed, ~5 MB, though Holdfast's log renderers never use it). The
+container image (deploy/docker/Dockerfile) installs no dev extra, so that is what runs there.
+Hiding is a directory of stand-ins that raise ImportError, put first on ``PYTHONPATH``.
+
+Prints a report to stdout (bench/RESULTS.md, "Memory", quotes one).
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -107,17 +115,45 @@ class Mem:
         )
 
     def show(self) -> str:
-        return f"RSS {self.rss / MB:6.1f} MB  USS {self.uss / MB:6.1f} MB  anon {self.anon / MB:6.1f} MB"
+        rss, uss, anon = self.rss / MB, self.uss / MB, self.anon / MB
+        return f"RSS {rss:6.1f} MB  USS {uss:6.1f} MB  anon {anon:6.1f} MB"
 
 
-def import_breakdown(python: str = sys.executable) -> tuple[list[tuple[str, Mem, int]], list[str]]:
+# Installed here only because the dev extra's tools need them (``pip show`` lists them as
+# required by import-linter and mkdocs-material, nothing of the runtime).
+DEV_ONLY: Final = ("rich", "pygments", "colorama")
+
+
+def hide_dev_only(where: Path) -> dict[str, str]:
+    """Stand-ins for DEV_ONLY under ``where``; the environment that puts them first."""
+    for name in DEV_ONLY:
+        package = where / name
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(
+            f"raise ImportError('{name} is hidden: bench.memory measures an install without "
+            "the dev extra')\n"
+        )
+    path = os.pathsep.join(p for p in (str(where), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path}
+
+
+def import_breakdown(
+    env: Mapping[str, str] | None = None,
+) -> tuple[list[tuple[str, Mem, int]], list[str]]:
     """Run the import probe in a fresh interpreter; (group, memory after it, modules loaded)."""
     out = subprocess.run(
-        [python, "-c", _IMPORT_PROBE, json.dumps(IMPORT_GROUPS), ",".join(OPTIONAL_MODULES)],
+        [
+            sys.executable,
+            "-c",
+            _IMPORT_PROBE,
+            json.dumps(IMPORT_GROUPS),
+            ",".join(OPTIONAL_MODULES),
+        ],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
     data = json.loads(out.stdout)
     rows = [(name, Mem(m["rss"], m["uss"], m["anon"]), n) for name, m, n in data["rows"]]
@@ -181,42 +217,67 @@ async def run_load(stack: Stack, load: Load) -> dict[str, Mem]:
     return seen
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
-    p.add_argument("--imports-only", action="store_true", help="skip the running sidecar")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply the load's durations")
-    args = p.parse_args(argv)
-
-    rows, loaded = import_breakdown()
-    print("imports (a fresh interpreter, groups in order; + is what the group adds)")
+def print_imports(title: str, env: Mapping[str, str] | None) -> None:
+    rows, loaded = import_breakdown(env)
+    print(f"imports, {title} (a fresh interpreter, groups in order; + is what the group adds)")
     prev = rows[0][1]
     for name, mem, count in rows:
         print(f"  {name:42s} {mem.show()}  +{(mem.rss - prev.rss) / MB:5.1f} MB RSS  "
-              f"{count:5d} modules")  # fmt: skip
+              f"{count:4d} modules")  # fmt: skip
         prev = mem
     print(f"  optional modules loaded by `import sidecar.main`: {', '.join(loaded) or 'none'}")
-    if args.imports_only:
-        return 0
 
-    s = args.scale
-    load = Load(open_loop_seconds=10 * s, first_turn_seconds=6 * s, closed_loop_seconds=20 * s,
-                stream_seconds=12 * s)  # fmt: skip
+
+def run_sidecar(title: str, env: Mapping[str, str] | None, load: Load) -> None:
     cores = Cores.detect()
-    cores.pin_self()
-    with tempfile.TemporaryDirectory(prefix="holdfast-memory-") as tmp:
-        with start_stack(Path(tmp), cores, stream_tokens=200, token_interval_ms=1.0) as stack:
-            seen = uvloop.run(run_load(stack, load))
-            pid = stack.sidecar.proc.pid if stack.sidecar.proc else 0
-            top = mappings(pid)
-            bare = Mem.of(stack.bare.proc.pid) if stack.bare.proc else None
-    print("the running sidecar (every feature on: pinning, a budget, metrics)")
+    with (
+        tempfile.TemporaryDirectory(prefix="holdfast-memory-") as tmp,
+        start_stack(
+            Path(tmp), cores, stream_tokens=200, token_interval_ms=1.0, sidecar_env=env
+        ) as stack,
+    ):
+        seen = uvloop.run(run_load(stack, load))
+        pid = stack.sidecar.proc.pid if stack.sidecar.proc else 0
+        top = mappings(pid)
+        bare = Mem.of(stack.bare.proc.pid) if stack.bare.proc else None
+    print(f"the running sidecar, {title} (every feature on: pinning, a budget, metrics)")
     for what, mem in seen.items():
         print(f"  {what:42s} {mem.show()}")
     if bare is not None:
         print(f"  {'bare relay (idle, for scale)':42s} {bare.show()}")
-    print("resident memory by mapping, at the end")
+    print("  resident memory by mapping, at the end:")
     for name, size in top:
-        print(f"  {name:42s} {size / MB:6.1f} MB")
+        print(f"    {name:40s} {size / MB:6.1f} MB")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
+    p.add_argument("--imports-only", action="store_true", help="skip the running sidecar")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the load's durations")
+    p.add_argument(
+        "--install",
+        choices=("both", "venv", "deployed"),
+        default="both",
+        help="measure this .venv, the install without the dev extra, or both (default)",
+    )
+    args = p.parse_args(argv)
+    s = args.scale
+    load = Load(open_loop_seconds=10 * s, first_turn_seconds=6 * s, closed_loop_seconds=20 * s,
+                stream_seconds=12 * s)  # fmt: skip
+    Cores.detect().pin_self()  # the load generator and the fake upstream off the sidecar's core
+    with tempfile.TemporaryDirectory(prefix="holdfast-hidden-") as hidden:
+        installs = {
+            "this .venv": None,
+            "as deployed (no dev extra)": hide_dev_only(Path(hidden)),
+        }
+        chosen = {"both": installs, "venv": {"this .venv": None}}.get(
+            args.install, {"as deployed (no dev extra)": installs["as deployed (no dev extra)"]}
+        )
+        for title, env in chosen.items():
+            print_imports(title, env)
+        if not args.imports_only:
+            for title, env in chosen.items():
+                run_sidecar(title, env, load)
     return 0
 
 
