@@ -37,7 +37,7 @@ SERVING_PROBE = """
 import asyncio, json, sys
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-OPTIONAL = %r
+OPTIONAL = tuple(sys.argv[1:])
 
 def loaded():
     return sorted(m for m in OPTIONAL if m in sys.modules)
@@ -91,12 +91,12 @@ async def main():
                       (paris.end - paris.start) / 3600}))
 
 asyncio.run(main())
-""" % (OPTIONAL,)
+"""
 
 
 def test_a_sidecar_without_those_features_never_loads_their_libraries() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", SERVING_PROBE],
+        [sys.executable, "-c", SERVING_PROBE, *OPTIONAL],
         capture_output=True,
         text=True,
         timeout=60,
