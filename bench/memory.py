@@ -53,7 +53,6 @@ IMPORT_GROUPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("structlog", ("structlog",)),
     ("msgpack, orjson", ("msgpack", "orjson")),
     ("prometheus_client", ("prometheus_client",)),
-    ("psutil", ("psutil",)),
     ("grpc + protobuf + aetcd (etcd client)", ("grpc", "aetcd")),
     ("holdfast (shared package)", ("holdfast.logs", "holdfast.store.factory", "holdfast.dialects")),
     ("sidecar.settings", ("sidecar.settings",)),
@@ -85,6 +84,7 @@ print(json.dumps({"rows": rows, "loaded": heavy}))
 # Modules that only some configurations need: the report says which of them a bare
 # ``import sidecar.main`` loads (it should load none).
 OPTIONAL_MODULES: Final = (
+    "psutil",
     "jsonschema_rs",
     "jsonschema",
     "re2",

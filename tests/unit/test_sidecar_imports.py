@@ -74,6 +74,7 @@ async def main():
                                  {"role": "user", "content": "hi"}]})
     status = resp.status
     metrics = await client.get("/metrics")
+    process = (await (await client.get("/status")).json())["process"]
     serving = loaded()
     await client.close()
     await sidecar.upstream.close()
@@ -87,6 +88,7 @@ async def main():
     assert check_zone("Europe/Paris") == "Europe/Paris"
     paris = span_at("day", "Europe/Paris", 1_700_000_000.0)
     print(json.dumps({"status": status, "metrics": metrics.status, "at_import": at_import,
+                      "process": process, "psutil": "psutil" in sys.modules,
                       "serving": serving, "used": loaded(), "paris_hours":
                       (paris.end - paris.start) / 3600}))
 
@@ -109,3 +111,5 @@ def test_a_sidecar_without_those_features_never_loads_their_libraries() -> None:
     assert seen["status"] in (200, 429, 503), seen
     assert seen["used"] == sorted(OPTIONAL)
     assert seen["paris_hours"] == 24.0
+    assert seen["process"]["rss_bytes"] > 0
+    assert seen["psutil"] is False  # /status read the process without it
