@@ -85,6 +85,8 @@ print(json.dumps({"rows": rows, "loaded": heavy}))
 # ``import sidecar.main`` loads (it should load none).
 OPTIONAL_MODULES: Final = (
     "psutil",
+    "difflib",
+    "statistics",
     "jsonschema_rs",
     "jsonschema",
     "re2",
@@ -266,17 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stream_seconds=12 * s)  # fmt: skip
     Cores.detect().pin_self()  # the load generator and the fake upstream off the sidecar's core
     with tempfile.TemporaryDirectory(prefix="holdfast-hidden-") as hidden:
-        installs = {
-            "this .venv": None,
-            "as deployed (no dev extra)": hide_dev_only(Path(hidden)),
-        }
-        chosen = {"both": installs, "venv": {"this .venv": None}}.get(
-            args.install, {"as deployed (no dev extra)": installs["as deployed (no dev extra)"]}
-        )
-        for title, env in chosen.items():
+        installs: list[tuple[str, Mapping[str, str] | None]] = []
+        if args.install in ("both", "venv"):
+            installs.append(("this .venv", None))
+        if args.install in ("both", "deployed"):
+            installs.append(("as deployed (no dev extra)", hide_dev_only(Path(hidden))))
+        for title, env in installs:
             print_imports(title, env)
         if not args.imports_only:
-            for title, env in chosen.items():
+            for title, env in installs:
                 run_sidecar(title, env, load)
     return 0
 
