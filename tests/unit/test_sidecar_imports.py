@@ -38,12 +38,21 @@ UNUSED = ("difflib", "psutil", "statistics")
 
 SERVING_PROBE = """
 import asyncio, json, sys
+import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 WATCHED = tuple(sys.argv[1:])
 
 def loaded():
     return sorted(m for m in WATCHED if m in sys.modules)
+
+async def serve(app):  # not aiohttp.test_utils: it imports unittest, which imports difflib
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+def url(runner, path):
+    return f"http://127.0.0.1:{runner.addresses[0][1]}{path}"
 
 async def main():
     upstream = web.Application()
@@ -51,8 +60,7 @@ async def main():
         return web.json_response({"choices": [{"message": {"content": "hi"}}],
                                   "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
     upstream.router.add_post("/v1/chat/completions", chat)
-    provider = TestServer(upstream, host="127.0.0.1")
-    await provider.start_server()
+    provider = await serve(upstream)
     from sidecar.settings import SidecarSettings
     from sidecar.app import Sidecar
     from holdfast.keyspace import Release, Route
@@ -63,7 +71,7 @@ async def main():
     ks = sidecar.keyspace
     records = (
         (ks.release("a", "r1"), Release(agent="a", name="r1", model="m",
-                                        base_url=str(provider.make_url("/v1")))),
+                                        base_url=url(provider, "/v1"))),
         (ks.route("a"), Route(agent="a", stable="r1")),
         # a rolling window in UTC, the default zone: no tz database needed
         (ks.budget("agent:a"), Budget(scope="agent:a", tokens=10**9, window="1d")),
@@ -71,17 +79,17 @@ async def main():
     kvs = {key: KeyValue(key, record.encode(), 5, 1, 1) for key, record in records}
     sidecar.config.apply_reset(5, kvs, "etcd")
     await sidecar.upstream.start()
-    client = TestClient(TestServer(sidecar.build_app(), host="127.0.0.1"))
-    await client.start_server()
-    resp = await client.post("/v1/chat/completions", json={"model": "a", "messages": [
-                                 {"role": "user", "content": "hi"}]})
-    status = resp.status
-    metrics = await client.get("/metrics")
-    process = (await (await client.get("/status")).json())["process"]
+    app = await serve(sidecar.build_app())
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(url(app, "/v1/chat/completions"), json={
+            "model": "a", "messages": [{"role": "user", "content": "hi"}]})
+        status = resp.status
+        metrics = (await client.get(url(app, "/metrics"))).status
+        process = (await (await client.get(url(app, "/status"))).json())["process"]
     serving = loaded()
-    await client.close()
+    await app.cleanup()
     await sidecar.upstream.close()
-    await provider.close()
+    await provider.cleanup()
     # each is loaded on first use, and works
     from holdfast.contracts.schema import compile_validator
     from holdfast.signals.categories import compile_pattern
@@ -90,7 +98,7 @@ async def main():
     assert compile_pattern("order [0-9]+").search("my order 1234") is not None
     assert check_zone("Europe/Paris") == "Europe/Paris"
     paris = span_at("day", "Europe/Paris", 1_700_000_000.0)
-    print(json.dumps({"status": status, "metrics": metrics.status, "at_import": at_import,
+    print(json.dumps({"status": status, "metrics": metrics, "at_import": at_import,
                       "process": process,
                       "serving": serving, "used": loaded(), "paris_hours":
                       (paris.end - paris.start) / 3600}))
