@@ -1,5 +1,7 @@
 """What a sidecar keeps resident: the Python jsonschema package (~4 MB) is loaded only when a
-contract's schema or a flag file is checked, never by starting a sidecar without contracts."""
+contract's schema or a flag file is checked, never by starting a sidecar without contracts; and
+the libraries only some configurations need (bench/memory.py measures each) are not loaded by a
+sidecar that serves without them."""
 
 from __future__ import annotations
 
