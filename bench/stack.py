@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,12 +250,14 @@ def start_stack(
     token_interval_ms: float,
     baseline: Path | None = None,
     peers: Sequence[str] = (),
+    sidecar_env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Everything up and configured: the sidecar serves release ``fast`` when this yields.
 
     ``baseline``: a checkout of another revision with its own ``.venv`` (``make setup`` there);
     its ``holdfast-sidecar`` runs beside ours on the same config, as one more path.
-    ``peers``: bench.peers keys of the other gateways to run beside them."""
+    ``peers``: bench.peers keys of the other gateways to run beside them.
+    ``sidecar_env``: extra environment of our sidecar (bench.memory's "as deployed" run)."""
     logs = base / "logs"
     token = secrets.token_urlsafe(16)
     with ExitStack() as stack:
@@ -288,7 +290,7 @@ def start_stack(
             stack,
             procs.sidecar(
                 logs, AGENT, [etcd.client_url], ENV, base / "state", *SIDECAR_ARGS,
-                cpu=cores.proxy, sidecar_token=token,
+                cpu=cores.proxy, sidecar_token=token, extra_env=sidecar_env,
             ),
         )  # fmt: skip
         other = None

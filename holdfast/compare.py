@@ -27,7 +27,6 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from typing import Any, Final
 
 import orjson
@@ -101,6 +100,9 @@ def similarity(a: str, b: str) -> float:
     wa, wb = words(a), words(b)
     if not wa and not wb:
         return 1.0
+    # Imported here: difflib is ~0.2 MB resident and only shadow comparisons use it.
+    from difflib import SequenceMatcher
+
     return SequenceMatcher(None, wa, wb, autojunk=False).ratio()
 
 

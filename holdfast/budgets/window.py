@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 CALENDAR: Final = frozenset({"day", "month"})
 UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,11 +59,23 @@ def check_window(window: str) -> str:
     return window
 
 
+def _zone(name: str) -> tzinfo:
+    # zoneinfo is imported here: it loads sysconfig's build data (~0.9 MB resident), and only
+    # a zone other than UTC (the default) needs the tz database.
+    if name == "UTC":
+        return UTC
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
 def check_zone(zone: str) -> str:
-    if not zone:
+    if not zone or zone == "UTC":
         return "UTC"
+    from zoneinfo import ZoneInfoNotFoundError
+
     try:
-        ZoneInfo(zone)
+        _zone(zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise WindowError(f"unknown time zone {zone!r} (use an IANA name such as UTC)") from exc
     return zone
@@ -87,7 +98,7 @@ def span_at(window: str, zone: str, now: float) -> Span:
         return Span(f"{window}@{index}", float(index * seconds), float((index + 1) * seconds))
     if window not in CALENDAR:
         raise WindowError(f"unknown window {window!r}")
-    tz = ZoneInfo(zone or "UTC")
+    tz = _zone(zone or "UTC")
     local = datetime.fromtimestamp(now, tz)
     if window == "day":
         start = local.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -21,8 +21,6 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-import jsonschema_rs
-
 if TYPE_CHECKING:
     from referencing import Registry
 
@@ -139,6 +137,10 @@ class CompiledSchema:
     __slots__ = ("_validator",)
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
+        # Imported here: jsonschema_rs is ~6.5 MB resident (Rust code and tables), and a
+        # sidecar whose agent has no contracts never compiles a schema.
+        import jsonschema_rs
+
         self._validator = jsonschema_rs.Draft202012Validator(
             dict(schema),
             validate_formats=False,  # 2020-12: "format" is an annotation unless asked for

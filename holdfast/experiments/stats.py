@@ -22,14 +22,25 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
-from typing import Any, Final
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from statistics import NormalDist
 
 DEFAULT_MIN_SAMPLES: Final = 30
 MIN_OUTCOMES: Final = 5
 CONFIDENCE: Final = 0.95
 ALPHA: Final = 0.05
-_NORMAL: Final = NormalDist()
+
+
+@cache
+def _normal() -> NormalDist:
+    # Imported on first use: only configsvc's analyses need it, and a sidecar (which counts
+    # outcomes with this module) would otherwise carry the statistics module (~0.2 MB).
+    from statistics import NormalDist
+
+    return NormalDist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +161,7 @@ def betainc(a: float, b: float, x: float) -> float:
 def t_sf2(t: float, df: float) -> float:
     """Two-sided tail probability P(|T| > |t|) of Student's t with ``df`` degrees of freedom."""
     if math.isinf(df):
-        return 2.0 * (1.0 - _NORMAL.cdf(abs(t)))
+        return 2.0 * (1.0 - _normal().cdf(abs(t)))
     return betainc(df / 2.0, 0.5, df / (df + t * t))
 
 
@@ -171,7 +182,7 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    z = _NORMAL.inv_cdf(0.5 + confidence / 2.0)
+    z = _normal().inv_cdf(0.5 + confidence / 2.0)
     p = successes / n
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -191,7 +202,7 @@ def two_proportion_z(a: Counts, b: Counts) -> tuple[float, float]:
     if se == 0:
         return 0.0, 1.0
     z = (b.mean - a.mean) / se
-    return z, 2.0 * (1.0 - _NORMAL.cdf(abs(z)))
+    return z, 2.0 * (1.0 - _normal().cdf(abs(z)))
 
 
 def welch_t(a: Counts, b: Counts) -> tuple[float, float, float]:

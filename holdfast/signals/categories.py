@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-import re2
-
 from holdfast.keyspace.categories import CategoryRule
 
 PATTERN_MAX_MEM: Final = 1 << 20  # bytes RE2 may use for one compiled pattern
@@ -26,6 +24,9 @@ class RuleError(ValueError):
 
 
 def compile_pattern(pattern: str) -> Any:
+    # Imported here: RE2 is ~1.2 MB resident and only rules with a pattern need it.
+    import re2
+
     options = re2.Options()
     options.log_errors = False
     options.max_mem = PATTERN_MAX_MEM

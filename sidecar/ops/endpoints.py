@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import psutil
 from aiohttp import web
 
 from holdfast import __version__
 from sidecar.config import ConfigState
 from sidecar.ops.metrics import CONTENT_TYPE, SidecarMetrics
+from sidecar.ops.process import ProcessReadings
 from sidecar.settings import SidecarSettings
 
 
@@ -74,8 +74,7 @@ class Ops:
         self.control = control
         self.metrics = metrics
         self._endpoint = etcd_endpoint
-        self._process = psutil.Process(os.getpid())
-        self._process.cpu_percent(None)  # prime: the first reading is always 0
+        self._process = ProcessReadings()
         self._started = time.time()
 
     def routes(self) -> list[web.RouteDef]:
@@ -125,9 +124,7 @@ class Ops:
         state = self._refresh_gauges()
         snapshot = self.config.current
         route = snapshot.route if snapshot else None
-        with self._process.oneshot():
-            rss = self._process.memory_info().rss
-            cpu = self._process.cpu_percent(None)
+        rss, cpu = self._process.rss_bytes(), self._process.cpu_percent()
         body = {
             "agent": self.settings.agent,
             "env": self.settings.env,
