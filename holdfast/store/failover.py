@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
@@ -71,6 +72,7 @@ class FailoverClient(ABC, Generic[ConnT]):
         self._conns: dict[int, ConnT] = {}
         self._closed = False
         self._excused = 0  # timeouts in a row not held against the endpoint (a starved loop)
+        self.failovers: Counter[str] = Counter()  # why the endpoint changed, and how often
 
     @abstractmethod
     def _open(self, index: int) -> ConnT:
@@ -107,6 +109,7 @@ class FailoverClient(ABC, Generic[ConnT]):
         if self._index != index or len(self._endpoints) == 1:
             return
         self._index = (index + 1) % len(self._endpoints)
+        self.failovers[reason.split(":")[0][:60]] += 1
         log.warning(
             "etcd_endpoint_failover",
             from_endpoint=self._endpoints[index].url,
