@@ -32,6 +32,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="seconds of the rollout agent's sidecars alone, before the fleet: the fixed part "
         "of every rate, subtracted before the rates are divided among the fleet",
     )  # fmt: skip
+    p.add_argument(
+        "--settle", type=float, default=20.0,
+        help="seconds a change (flag kill, canary set, abort) may take to reach every sidecar",
+    )  # fmt: skip
     p.add_argument("--batch", type=int, default=100, help="sidecars started at a time")
     p.add_argument(
         "--patience", type=float, default=60.0,
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             baseline=args.baseline,
             batch=args.batch,
+            settle=args.settle,
             patience=args.patience,
             deadline=args.deadline,
             model=TrafficModel(

@@ -61,7 +61,7 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"| {_kib(fleet('received_per_s') / n)} "
             f"| {total('writes_per_s'):.0f} | {total('proposals_per_s'):.0f} "
             f"| {total('db_in_use_growth_per_h') / 2**20:.0f} "
-            f"| {fixed_beats + k * (beats - fixed_beats):.0f} | {ingest} "
+            f"| {max(0.0, fixed_beats + k * (beats - fixed_beats)):.0f} | {ingest} "
             f"| {_ms(r.flag_kill)} | {_ms(r.canary_set)} "
             f"| {_s(r.rollback.get('bad_to_abort_s'))} / "
             f"{_s(r.rollback.get('bad_to_all_stable_s'))} "
@@ -105,10 +105,15 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
             f"{r.keys:.0f} keys; {r.requests_per_s:.0f} requests/s, "
             f"{r.first_turns_per_s:.0f} first turns/s; keys reaching each sidecar, by kind "
             f"(key+value bytes): {kinds or '-'}; simulator loop lag p99 "
-            f"{r.loop_lag.get('p99_ms', 0):.0f} ms; watches re-established "
-            f"{r.watch_restarts}, relisted {r.resyncs}; failed probes excused (a starved "
-            f"loop) {r.probes_excused}; endpoint failovers {r.failovers or 0}; "
-            f"rollback {r.rollback}; {status}."
+            f"{r.loop_lag.get('p99_ms', 0):.0f} ms; "
+            + (
+                f"watches re-established {r.watch_restarts}, relisted {r.resyncs}; failed "
+                f"probes excused (a starved loop) {r.probes_excused}; endpoint failovers "
+                f"{r.failovers or 0}; "
+                if r.final_read
+                else "watch restarts and failovers not read (the run ended first); "
+            )
+            + f"rollback {r.rollback}; {status}."
         )
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return "\n".join(

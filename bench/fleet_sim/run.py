@@ -104,6 +104,7 @@ class SizeResult:
     watch_restarts: int = 0  # over the whole run, all sidecars
     resyncs: int = 0
     probes_excused: int = 0  # failed probes not held against etcd (the loop was starved)
+    final_read: bool = False  # the counters above were read at the end of the run
     failovers: dict[str, int] = field(default_factory=dict)  # the fleet's stores', by reason
 
 
@@ -331,33 +332,48 @@ async def _phases(
     revisions: dict[str, int] = {}
     gate = asyncio.Semaphore(16)
 
+    refused: list[str] = []
+
     async def canary(agent: str) -> None:
         async with gate:
-            revisions[agent], sent_at[agent] = await op.canary(agent, 10.0)
+            try:
+                revisions[agent], sent_at[agent] = await op.canary(agent, 10.0)
+            except RuntimeError as exc:  # configsvc refused (etcd too slow): a finding
+                refused.append(str(exc))
 
     others = [a for a in model.agents(size) if a != ROLLOUT_AGENT]
     await asyncio.gather(*(canary(a) for a in others))
+    if refused:
+        result.gave.append(
+            f"configsvc refused {len(refused)} of {len(others)} canary calls (first: "
+            f"{refused[0][:300]})"
+        )
     applied = await wait_applied(fleet, revisions, opts.settle)
     result.canary_set = Latency.of(
         [t - sent_at[agent] if t is not None else None for agent, t in applied]
     )
+    # Agents whose call was refused never got the change: missing, not left out.
+    result.canary_set.n += model.pods_per_agent * len(refused)
+    result.canary_set.missing += model.pods_per_agent * len(refused)
     log(f"size {size}: canary set {result.canary_set}")
 
-    result.rollback = await _rollback(opts, op, fleet)
-    log(f"size {size}: rollback {result.rollback}")
-    if size >= STATUS_SIDECARS:
-        result.status = await _status(size, opts, cp, op, fleet, log)
-        log(f"size {size}: status {result.status}")
-    final = await fleet.state()
-    result.failures = final["failures"]
-    result.watch_restarts = final["watch_restarts"]
-    result.probes_excused = final["probes_excused"]
-    result.failovers = final["failovers"]
-    result.resyncs = final["resyncs"]
-    if result.failures:
-        result.gave.append(f"{result.failures} simulated requests failed in the simulator")
     if (result.flag_kill.missing or 0) or (result.canary_set.missing or 0):
-        result.gave.append("a change did not reach every sidecar within the settle time")
+        result.gave.append(f"a change did not reach every sidecar within {opts.settle:.0f}s")
+    try:
+        result.rollback = await _rollback(opts, op, fleet)
+        log(f"size {size}: rollback {result.rollback}")
+        if size >= STATUS_SIDECARS:
+            result.status = await _status(size, opts, cp, op, fleet, log)
+            log(f"size {size}: status {result.status}")
+    finally:  # what the fleet went through, whatever ended the phases
+        final = await fleet.state()
+        result.final_read = True
+        result.failures = final["failures"]
+        result.watch_restarts = final["watch_restarts"]
+        result.probes_excused = final["probes_excused"]
+        result.failovers = final["failovers"]
+        if result.failures:
+            result.gave.append(f"{result.failures} simulated requests failed in the simulator")
 
 
 WARM_INTERVALS = 3.0  # mean request intervals of a sidecar before the steady window
