@@ -19,6 +19,16 @@ def _kib(value: float) -> str:
     return f"{value / 1024:.2f}"
 
 
+def _per(fleet: float, fixed: float, n: int, k: float) -> str:
+    """The fleet's part of an etcd rate, per sidecar; n/a when it is not clearly above the
+    fixed part's own variation (the fleet's window minus the baseline window, both measured:
+    a fixed part that dwarfs the fleet's, as configsvc's listing of every route each tick does
+    at 1,000 agents, leaves the difference to noise; read the adapter column then)."""
+    if fleet / k <= 0.1 * fixed:  # as measured, before it is multiplied back
+        return "n/a"
+    return _kib(fleet / n)
+
+
 def _ms(lat: Latency | None) -> str:
     if lat is None or lat.p50_ms is None:
         return "-"
@@ -56,9 +66,9 @@ def section(results: Sequence[SizeResult], opts: Options, command: str, machine:
         ingest = f"{cores:.2f} ({busy / beats * 1000:.2f} ms)" if beats else "-"
         size = f"{r.size}" + (f" (dilated by {k:g})" if k != 1 else "")
         rows.append(
-            f"| {size} | {r.agents} | {_kib(fleet('sent_per_s') / n)} "
+            f"| {size} | {r.agents} | {_per(fleet('sent_per_s'), b.sent_per_s, n, k)} "
             f"| {_kib(k * r.adapter_bytes_per_s / n)} "
-            f"| {_kib(fleet('received_per_s') / n)} "
+            f"| {_per(fleet('received_per_s'), b.received_per_s, n, k)} "
             f"| {total('writes_per_s'):.0f} | {total('proposals_per_s'):.0f} "
             f"| {total('db_in_use_growth_per_h') / 2**20:.0f} "
             f"| {max(0.0, fixed_beats + k * (beats - fixed_beats)):.0f} | {ingest} "
