@@ -27,6 +27,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--window", type=float, default=30.0, help="steady window, seconds")
     p.add_argument("--warmup", type=float, default=10.0)
+    p.add_argument(
+        "--baseline", type=float, default=20.0,
+        help="seconds of the rollout agent's sidecars alone, before the fleet: the fixed part "
+        "of every rate, subtracted before the rates are divided among the fleet",
+    )  # fmt: skip
+    p.add_argument(
+        "--settle", type=float, default=20.0,
+        help="seconds a change (flag kill, canary set, abort) may take to reach every sidecar",
+    )  # fmt: skip
+    p.add_argument("--batch", type=int, default=100, help="sidecars started at a time")
+    p.add_argument(
+        "--patience", type=float, default=60.0,
+        help="seconds a batch of sidecars may take to sync before the start is given up",
+    )  # fmt: skip
     p.add_argument("--deadline", type=float, default=1200.0, help="seconds per size at most")
     p.add_argument("--health-interval", type=float, default=2.0)
     p.add_argument("--rate", type=float, default=1.0, help="requests/s per sidecar")
@@ -57,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             per_connection=args.per_connection,
             window=args.window,
             warmup=args.warmup,
+            baseline=args.baseline,
+            batch=args.batch,
+            settle=args.settle,
+            patience=args.patience,
             deadline=args.deadline,
             model=TrafficModel(
                 health_interval=args.health_interval, rate=args.rate, dilation=dilation

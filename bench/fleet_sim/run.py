@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -47,6 +48,7 @@ class Options:
     per_connection: int = 0  # 0: one connection per sidecar up to 1,000, then size // 1,000
     warmup: float = 10.0
     window: float = 30.0
+    baseline: float = 20.0  # the rollout agent alone, before the fleet starts
     settle: float = 20.0  # how long a change may take to reach every sidecar
     deadline: float = 1200.0  # seconds for one size, whatever happens
     batch: int = 100
@@ -82,6 +84,7 @@ class SizeResult:
     started_s: float = 0.0
     synced: int = 0
     window: metrics.Window | None = None
+    baseline: metrics.Window | None = None  # the rollout agent and configsvc alone, real pace
     keys: float = 0.0
     watchers: float = 0.0
     streams: float = 0.0
@@ -89,6 +92,8 @@ class SizeResult:
     requests_per_s: float = 0.0
     first_turns_per_s: float = 0.0
     sim_cpu: float = 0.0  # cores the simulator itself used
+    adapter_bytes_per_s: float = 0.0  # what the fleet's sidecars received, at their adapters
+    adapter_kinds_per_s: dict[str, tuple[float, float]] = field(default_factory=dict)
     loop_lag: dict[str, float] = field(default_factory=dict)
     flag_kill: Latency | None = None
     canary_set: Latency | None = None
@@ -98,6 +103,9 @@ class SizeResult:
     failures: int = 0
     watch_restarts: int = 0  # over the whole run, all sidecars
     resyncs: int = 0
+    probes_excused: int = 0  # failed probes not held against etcd (the loop was starved)
+    final_read: bool = False  # the counters above were read at the end of the run
+    failovers: dict[str, int] = field(default_factory=dict)  # the fleet's stores', by reason
 
 
 class Fleet:
@@ -136,7 +144,16 @@ class Fleet:
 
     async def state(self) -> dict[str, Any]:
         states = await self.everyone("state")
-        total: dict[str, Any] = {k: sum(s[k] for s in states) for k in states[0] if k != "loop_lag"}
+        nested = ("loop_lag", "fleet_received_by_kind", "failovers")
+        total: dict[str, Any] = {k: sum(s[k] for s in states) for k in states[0] if k not in nested}
+        kinds: dict[str, list[int]] = {}
+        for s in states:
+            for kind, (keys, nbytes) in s["fleet_received_by_kind"].items():
+                counts = kinds.setdefault(kind, [0, 0])
+                counts[0] += keys
+                counts[1] += nbytes
+        total["fleet_received_by_kind"] = kinds
+        total["failovers"] = dict(sum((Counter(s["failovers"]) for s in states), Counter()))
         total["loop_lag"] = {
             k: max(s["loop_lag"].get(k, 0.0) for s in states)
             for k in ("p50_ms", "p99_ms", "max_ms")
@@ -233,9 +250,11 @@ async def _phases(
 ) -> None:
     model = opts.model
     placed = [(i, model.agent_of(i, size)) for i in range(size)]
-    log(f"size {size}: starting {size} sidecars")
+    rollout_pods = min(size, model.pods_per_agent)
+    result.baseline = await _baseline(opts, cp, fleet, placed[:rollout_pods], log)
+    log(f"size {size}: starting {size - rollout_pods} more sidecars")
     began = time.monotonic()
-    parts = split(placed, opts.workers)
+    parts = split(placed[rollout_pods:], opts.workers)
     started = await fleet.call("add", [(part, opts.batch, opts.patience) for part in parts])
     for outcome in started:
         if outcome["stopped"]:
@@ -272,8 +291,22 @@ async def _phases(
     result.requests_per_s = (s1["requests"] - s0["requests"]) / window.seconds
     result.first_turns_per_s = (s1["first_turns"] - s0["first_turns"]) / window.seconds
     result.sim_cpu = (s1["cpu_s"] - s0["cpu_s"]) / window.seconds
+    # Counted where it arrives, at the fleet's own adapters (the rollout agent's apart): bytes
+    # of etcd's responses, and key+value bytes per kind, per second of the window.
+    result.adapter_bytes_per_s = (
+        s1["fleet_received_bytes"] - s0["fleet_received_bytes"]
+    ) / window.seconds
+    before = s0["fleet_received_by_kind"]
+    result.adapter_kinds_per_s = {
+        kind: (keys - before.get(kind, [0, 0])[0], nbytes - before.get(kind, [0, 0])[1])
+        for kind, (keys, nbytes) in s1["fleet_received_by_kind"].items()
+    }
+    result.adapter_kinds_per_s = {
+        kind: (keys / window.seconds, nbytes / window.seconds)
+        for kind, (keys, nbytes) in result.adapter_kinds_per_s.items()
+        if keys or nbytes
+    }
     result.loop_lag = s1["loop_lag"]
-    rollout_pods = min(size, model.pods_per_agent)
     expected = rollout_pods / model.health_interval + (size - rollout_pods) / (
         model.health_interval * model.dilation
     )
@@ -299,34 +332,71 @@ async def _phases(
     revisions: dict[str, int] = {}
     gate = asyncio.Semaphore(16)
 
+    refused: list[str] = []
+
     async def canary(agent: str) -> None:
         async with gate:
-            revisions[agent], sent_at[agent] = await op.canary(agent, 10.0)
+            try:
+                revisions[agent], sent_at[agent] = await op.canary(agent, 10.0)
+            except RuntimeError as exc:  # configsvc refused (etcd too slow): a finding
+                refused.append(str(exc))
 
     others = [a for a in model.agents(size) if a != ROLLOUT_AGENT]
     await asyncio.gather(*(canary(a) for a in others))
+    if refused:
+        result.gave.append(
+            f"configsvc refused {len(refused)} of {len(others)} canary calls (first: "
+            f"{refused[0][:300]})"
+        )
     applied = await wait_applied(fleet, revisions, opts.settle)
     result.canary_set = Latency.of(
         [t - sent_at[agent] if t is not None else None for agent, t in applied]
     )
+    # Agents whose call was refused never got the change: missing, not left out.
+    result.canary_set.n += model.pods_per_agent * len(refused)
+    result.canary_set.missing += model.pods_per_agent * len(refused)
     log(f"size {size}: canary set {result.canary_set}")
 
-    result.rollback = await _rollback(opts, op, fleet)
-    log(f"size {size}: rollback {result.rollback}")
-    if size >= STATUS_SIDECARS:
-        result.status = await _status(size, opts, cp, op, fleet, log)
-        log(f"size {size}: status {result.status}")
-    final = await fleet.state()
-    result.failures = final["failures"]
-    result.watch_restarts = final["watch_restarts"]
-    result.resyncs = final["resyncs"]
-    if result.failures:
-        result.gave.append(f"{result.failures} simulated requests failed in the simulator")
     if (result.flag_kill.missing or 0) or (result.canary_set.missing or 0):
-        result.gave.append("a change did not reach every sidecar within the settle time")
+        result.gave.append(f"a change did not reach every sidecar within {opts.settle:.0f}s")
+    try:
+        result.rollback = await _rollback(opts, op, fleet)
+        log(f"size {size}: rollback {result.rollback}")
+        if size >= STATUS_SIDECARS:
+            result.status = await _status(size, opts, cp, op, fleet, log)
+            log(f"size {size}: status {result.status}")
+    finally:  # what the fleet went through, whatever ended the phases
+        final = await fleet.state()
+        result.final_read = True
+        result.failures = final["failures"]
+        result.watch_restarts = final["watch_restarts"]
+        result.probes_excused = final["probes_excused"]
+        result.failovers = final["failovers"]
+        if result.failures:
+            result.gave.append(f"{result.failures} simulated requests failed in the simulator")
 
 
 WARM_INTERVALS = 3.0  # mean request intervals of a sidecar before the steady window
+
+
+async def _baseline(
+    opts: Options, cp: ControlPlane, fleet: Fleet, rollout: list[tuple[int, str]], log: Any
+) -> metrics.Window:
+    """The control plane with the rollout agent's sidecars only, at their real pace, as at
+    every size: the part of every rate that is not the dilated fleet's (configsvc's own reads
+    and watches, the rollout agent's traffic), so that it is neither multiplied back by the
+    dilation nor divided among the fleet's sidecars."""
+    log(f"baseline: the rollout agent's {len(rollout)} sidecars alone")
+    await fleet.call(
+        "add", [(rollout, opts.batch, opts.patience)] + [([], 1, 0.0)] * (len(fleet.conns) - 1)
+    )
+    await fleet.everyone("traffic", [i for i, _ in rollout])
+    await asyncio.sleep(opts.warmup)
+    a = metrics.read(cp.cluster, cp.replicas)
+    await asyncio.sleep(opts.baseline)
+    window = metrics.Window.between(a, metrics.read(cp.cluster, cp.replicas))
+    log(f"baseline: {window}")
+    return window
 
 
 POLICY = {"max_error_rate_delta": 0.1, "min_samples": 20, "fails_to_abort": 2}

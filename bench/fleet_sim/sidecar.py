@@ -120,7 +120,8 @@ class SimSidecar:
         await self.health.start()
 
     def start_traffic(self) -> None:
-        self._traffic = asyncio.get_running_loop().create_task(self._serve())
+        if self._traffic is None:  # the rollout agent's started before the rest of the fleet
+            self._traffic = asyncio.get_running_loop().create_task(self._serve())
 
     async def close(self) -> None:
         if self._traffic is not None:

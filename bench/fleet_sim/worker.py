@@ -12,6 +12,7 @@ import asyncio
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -19,7 +20,7 @@ from typing import Any
 
 import uvloop
 
-from bench.fleet_sim.model import TrafficModel
+from bench.fleet_sim.model import ROLLOUT_AGENT, TrafficModel
 from bench.fleet_sim.sidecar import SimSidecar
 from holdfast.logs import configure
 from holdfast.store import Store
@@ -70,14 +71,37 @@ class Worker:
         self.senders: list[BeatSender] = []
         self.bad: set[str] = set()
         self.lag = LoopLag()
+        self._fixed: list[bool] = []  # per store: the rollout agent's group
+        self._grouped = 0  # sidecars in the newest group
 
-    def _group(self) -> tuple[Store, BeatSender]:
-        """The store and beat sender the next sidecar shares with its connection group."""
-        if not self.stores or len(self.sidecars) % self.spec.per_connection == 0:
+    def _group(self, agent: str) -> tuple[Store, BeatSender]:
+        """The store and beat sender the next sidecar shares with its connection group. The
+        rollout agent's sidecars have a group of their own, so that what reaches the fleet's
+        other sidecars is counted apart from what reaches them (they run at the real pace)."""
+        fixed = agent == ROLLOUT_AGENT
+        if not self.stores or self._grouped == self.spec.per_connection or fixed != self._fixed[-1]:
             self.stores.append(open_store(self.spec.endpoints))
+            self._fixed.append(fixed)
+            self._grouped = 0
             timeout = max(1.0, min(self.spec.model.health_interval, 5.0))
             self.senders.append(BeatSender(self.spec.sidecar_token, timeout=timeout))
+        self._grouped += 1
         return self.stores[-1], self.senders[-1]
+
+    def _fleet_traffic(self) -> tuple[int, dict[str, list[int]]]:
+        """Response bytes the fleet's sidecars (not the rollout agent's) received from etcd,
+        and [keys, key+value bytes] per key kind, counted at their adapters."""
+        total, kinds = 0, dict[str, list[int]]()
+        for store, fixed in zip(self.stores, self._fixed, strict=True):
+            if fixed:
+                continue
+            total += store.traffic.bytes
+            for where, (keys, nbytes) in store.traffic.by_dir.items():
+                kind = where.split("/")[3] if where.count("/") > 3 else where
+                counts = kinds.setdefault(kind, [0, 0])
+                counts[0] += keys
+                counts[1] += nbytes
+        return total, kinds
 
     async def add(
         self, placed: Sequence[tuple[int, str]], batch: int, patience: float
@@ -89,7 +113,7 @@ class Worker:
         for at in range(0, len(placed), batch):
             fresh = []
             for index, agent in placed[at : at + batch]:
-                store, sender = self._group()
+                store, sender = self._group(agent)
                 sim = SimSidecar(
                     index, agent, store=store, sender=sender, model=self.spec.model,
                     bad=self.bad, seed=self.spec.seed + index,
@@ -109,6 +133,7 @@ class Worker:
     def state(self) -> dict[str, Any]:
         sims = self.sidecars
         received = [s.traffic.bytes for s in self.stores]
+        fleet_bytes, fleet_kinds = self._fleet_traffic()
         return {
             "sidecars": len(sims),
             "routed": sum(1 for s in sims if s.config.current and s.config.current.route),
@@ -118,6 +143,10 @@ class Worker:
             # on a starved process, a storm of these is what stops changes from arriving).
             "watch_restarts": sum(s.mirror.reconnects for s in sims),
             "resyncs": sum(s.mirror.resyncs for s in sims),
+            "probes_excused": sum(s.mirror.probes_excused for s in sims),
+            "failovers": dict(
+                sum((Counter(getattr(s, "failovers", {})) for s in self.stores), Counter())
+            ),
             "beats": sum(s.health.beats for s in sims),
             "etcd_health_writes": sum(s.health.published for s in sims),
             "requests": sum(s.counters.requests for s in sims),
@@ -126,6 +155,8 @@ class Worker:
             "failures": sum(s.counters.failures for s in sims),
             "pins_pending": sum(s.writer.pending for s in sims),
             "received_bytes": sum(received),
+            "fleet_received_bytes": fleet_bytes,
+            "fleet_received_by_kind": fleet_kinds,
             "stores": len(self.stores),
             "loop_lag": self.lag.figures(),
             "cpu_s": sum(os.times()[:2]),

@@ -364,9 +364,8 @@ class EtcdStore(FailoverClient[_Conn]):
 
         async def open_watch(conn: _Conn, budget: float) -> Watcher:
             mux = self._mux(conn)
-            try:
-                async with asyncio.timeout(budget):
-                    return await mux.add(label, create)
+            try:  # no timer: adding a watch awaits neither the stream nor etcd
+                return await mux.add(label, create)
             except StoreUnavailable as exc:
                 # The stream broke while the watch was being created: as a call that timed
                 # out, try again (on the next endpoint) within the budget.

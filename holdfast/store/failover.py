@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
@@ -22,6 +23,8 @@ from holdfast.logs import get_logger
 from holdfast.store.errors import StoreUnavailable
 from holdfast.store.grpc_channel import Connection, TlsCredentials
 from holdfast.store.grpc_errors import RETRYABLE, detail, is_stale_token, translate
+from holdfast.store.liveness import MAX_EXCUSED, starved
+from holdfast.store.punctuality import current as loop_punctuality
 from holdfast.store.security import EtcdSecurity
 from holdfast.store.types import parse_endpoint
 
@@ -68,6 +71,8 @@ class FailoverClient(ABC, Generic[ConnT]):
         self._index = 0
         self._conns: dict[int, ConnT] = {}
         self._closed = False
+        self._excused = 0  # timeouts in a row not held against the endpoint (a starved loop)
+        self.failovers: Counter[str] = Counter()  # why the endpoint changed, and how often
 
     @abstractmethod
     def _open(self, index: int) -> ConnT:
@@ -104,12 +109,30 @@ class FailoverClient(ABC, Generic[ConnT]):
         if self._index != index or len(self._endpoints) == 1:
             return
         self._index = (index + 1) % len(self._endpoints)
+        self.failovers[reason.split(":")[0][:60]] += 1
         log.warning(
             "etcd_endpoint_failover",
             from_endpoint=self._endpoints[index].url,
             to_endpoint=self.endpoint,
             reason=reason,
         )
+
+    def _excuse(self, error: BaseException | None, since: float) -> bool:
+        """True if ``error``, a timeout of a call sent at ``since``, came from this process's
+        loop running late rather than from the endpoint; a few in a row at most, so that a
+        member that hangs while this process is starved is still left."""
+        timed_out = isinstance(error, TimeoutError) or (
+            isinstance(error, grpc.aio.AioRpcError)
+            and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        sampler = loop_punctuality()
+        if not timed_out or sampler is None or self._excused >= MAX_EXCUSED:
+            return False  # nothing measures this loop (no probing mirror): judge as always
+        now = asyncio.get_running_loop().time()
+        if not starved(sampler.late_since(since), now - since):
+            return False
+        self._excused += 1
+        return True
 
     async def _run(
         self, what: str, op: Callable[[ConnT, float], Awaitable[Any]], *, retry_sent: bool
@@ -152,8 +175,9 @@ class FailoverClient(ABC, Generic[ConnT]):
                     self._failover(index, detail(exc))
                     continue
             token = conn.token
+            sent_at = loop.time()
             try:
-                return await op(conn, budget if retry_sent else remaining)
+                result = await op(conn, budget if retry_sent else remaining)
             except grpc.aio.UsageError as exc:
                 raise StoreUnavailable(f"{what}: the etcd store is closed") from exc
             except (grpc.aio.AioRpcError, TimeoutError) as exc:
@@ -166,12 +190,20 @@ class FailoverClient(ABC, Generic[ConnT]):
                 if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in RETRYABLE:
                     raise translate(exc, what) from exc
                 last = exc
+            else:
+                self._excused = 0
+                return result
             if not retry_sent:
                 raise StoreUnavailable(
                     f"{what}: sent to {conn.endpoint.url} but failed ({detail(last)}); the "
                     "outcome is unknown: it may or may not have been applied"
                 ) from last
             errors.append(f"{conn.endpoint.url}: {detail(last)}")
+            if self._excuse(last, sent_at):
+                # The deadline passed while this process's loop was starved, not while the
+                # endpoint was silent: moving to another endpoint (and every watch of this one
+                # with it) would only add work. Retry here within the budget left.
+                continue
             self._failover(index, detail(last))
         tried = "; ".join(errors[-count:]) or "no attempt"
         waited = loop.time() - (deadline - self._timeout)

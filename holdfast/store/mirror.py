@@ -20,7 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from holdfast.logs import get_logger
+from holdfast.store import punctuality
 from holdfast.store.errors import Compacted, StoreError, StoreUnavailable
+from holdfast.store.liveness import ProbeResult, Verdict, judge_probe
 from holdfast.store.mirror_state import KeyFilter, MirrorUpdate, apply_batch, build_state
 from holdfast.store.protocol import Store
 from holdfast.store.types import MAX_RANGES_PER_READ, Change, KeyRange, KeyValue, check_disjoint
@@ -70,6 +72,8 @@ class RangeMirror:
         self._last_contact: float | None = None
         self._resyncs = 0
         self._reconnects = 0
+        self._heard = 0  # responses of the watch stream (events, progress), for the probe
+        self._probes_excused = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stream: asyncio.Task[None] | None = None
 
@@ -100,6 +104,12 @@ class RangeMirror:
     @property
     def reconnects(self) -> int:
         return self._reconnects
+
+    @property
+    def probes_excused(self) -> int:
+        """Failed probes that did not restart the watch: the process's own loop was starved,
+        or the watch stream kept delivering (see ``holdfast.store.liveness``)."""
+        return self._probes_excused
 
     @property
     def state(self) -> Mapping[str, KeyValue]:
@@ -275,6 +285,7 @@ class RangeMirror:
 
     def _on_progress(self, index: int, revision: int) -> None:
         self._touch()
+        self._heard += 1
         self._established.add(index)
         if self._watching or len(self._established) < len(self._ranges):
             return
@@ -293,6 +304,7 @@ class RangeMirror:
 
     def _apply(self, index: int, batch: Sequence[Change]) -> None:
         self._touch()
+        self._heard += 1
         before = self._revisions[index]
         revision, kept = apply_batch(self._state, before, batch, self._filter)
         if revision == before:
@@ -308,23 +320,56 @@ class RangeMirror:
             self._stream.cancel()
 
     async def _probe(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._store.revision()
-            except StoreError as exc:
-                if self._connected:
-                    log.warning("etcd_probe_failed", ranges=self._label, error=str(exc))
-                self._connected = False
-                self._restart_watch("probe failed")
-                continue
-            if not self._watching:
-                continue
-            self._touch()
-            self._connected = True
-            # The probe failed over to another endpoint: the watch's may be hanging silently.
-            if self._store.endpoint != self._watch_endpoint:
-                self._restart_watch("endpoint changed")
+        loop = asyncio.get_running_loop()
+        clock = punctuality.acquire()
+        excused = 0  # failed probes excused in a row
+        try:
+            while True:
+                due = loop.time() + interval
+                await asyncio.sleep(interval)
+                heard = self._heard
+                failure: StoreError | None = None
+                try:
+                    await self._store.revision()
+                except StoreError as exc:
+                    failure = exc
+                result = ProbeResult(
+                    failed=failure is not None,
+                    elapsed=loop.time() - due,
+                    loop_late=clock.late_since(due),
+                    stream_heard=self._heard != heard,
+                )
+                verdict = judge_probe(result, excused)
+                if verdict is Verdict.EXCUSED:
+                    # A starved process that restarted its watches now would add a create per
+                    # range and a relist to the load that starved it: wait for a fair probe.
+                    excused += 1
+                    self._probes_excused += 1
+                    log.info(
+                        "etcd_probe_excused",
+                        ranges=self._label,
+                        error=str(failure),
+                        loop_late_s=round(result.loop_late, 3),
+                        elapsed_s=round(result.elapsed, 3),
+                        stream_heard=result.stream_heard,
+                    )
+                    continue
+                excused = 0
+                if failure is not None:
+                    if self._connected:
+                        log.warning("etcd_probe_failed", ranges=self._label, error=str(failure))
+                    self._connected = False
+                    self._restart_watch("probe failed")
+                    continue
+                if not self._watching:
+                    continue
+                self._touch()
+                self._connected = True
+                # The probe failed over to another endpoint: the watch's may be hanging silently.
+                if self._store.endpoint != self._watch_endpoint:
+                    self._restart_watch("endpoint changed")
+        finally:
+            punctuality.release(clock)
 
 
 class PrefixMirror(RangeMirror):

@@ -13,7 +13,7 @@ Needs no aetcd import: ``holdfast.store.etcd`` passes the stream call and builds
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -77,11 +77,15 @@ class WatchMux:
         self._on_broken = on_broken
         self._ids = itertools.count(1)
         self._watchers: dict[int, Watcher] = {}
-        self._write = asyncio.Lock()  # one write at a time on a gRPC stream
-        self._pending: set[asyncio.Task[None]] = set()
+        # Requests (creates, cancels) wait here for the one writer: a gRPC stream takes one
+        # write at a time, and a thousand watches created at once must not each hold a lock
+        # and a timer while they queue (a starved process timed them out and failed over).
+        self._outbox: collections.deque[tuple[str, Any]] = collections.deque()
+        self._ready = asyncio.Event()
         self.failed: StoreError | None = None
         self.retired = False  # no new watches: the stream's token went stale, or it failed
         self._reader = asyncio.create_task(self._read(), name="etcd watch stream")
+        self._writer = asyncio.create_task(self._write_all(), name="etcd watch stream writer")
 
     @property
     def usable(self) -> bool:
@@ -94,26 +98,14 @@ class WatchMux:
     async def add(self, what: str, create: Callable[[int], Any]) -> Watcher:
         """Create a watch (``create(watch_id)`` builds the request) and return its Watcher at
         once: etcd's first answer (created, refused, or compacted) is its first response. No
-        round trip is awaited here, so a busy process never times out a watch etcd has already
-        created; a stream that hangs is the liveness probe's to find."""
+        round trip nor write is awaited here, so a busy process never times out a watch etcd
+        has already created; a stream that hangs is the liveness probe's to find, and one that
+        ends fails every watch on it."""
         if self.failed is not None:
             raise self.failed
         watcher = Watcher(self, next(self._ids), what)
         self._watchers[watcher.watch_id] = watcher
-        try:
-            async with self._write:
-                if self.failed is not None:  # it broke while this waited for the write
-                    raise self.failed
-                try:
-                    await self.call.write(create(watcher.watch_id))
-                except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-                    # The stream ended before its reader noticed: no watch can join it.
-                    ended = StoreUnavailable(f"{what}: the watch stream ended ({exc!r})")
-                    self._fail(ended)
-                    raise ended from exc
-        except BaseException:
-            watcher.close()
-            raise
+        self._send(what, create(watcher.watch_id))
         return watcher
 
     def remove(self, watcher: Watcher) -> None:
@@ -124,14 +116,24 @@ class WatchMux:
             self._close()
             return
         if self.failed is None:  # tell etcd, in the background: a close must not wait on it
-            task = asyncio.get_running_loop().create_task(self._send_cancel(watcher.watch_id))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._send(watcher.what, self._cancel_request(watcher.watch_id))
 
-    async def _send_cancel(self, watch_id: int) -> None:
-        with contextlib.suppress(Exception):
-            async with self._write:
-                await self.call.write(self._cancel_request(watch_id))
+    def _send(self, what: str, request: Any) -> None:
+        self._outbox.append((what, request))
+        self._ready.set()
+
+    async def _write_all(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._outbox:
+                what, request = self._outbox.popleft()
+                try:
+                    await self.call.write(request)
+                except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                    # The stream ended before its reader noticed: no watch can join it.
+                    self._fail(StoreUnavailable(f"{what}: the watch stream ended ({exc!r})"))
+                    return
 
     def retire(self) -> None:
         """Take no new watches; the stream ends once its last watch has left."""
@@ -150,10 +152,10 @@ class WatchMux:
         if self.failed is None:
             self.failed = StoreUnavailable("the watch stream was closed")
         self.call.cancel()
-        if self._reader is not asyncio.current_task():
-            self._reader.cancel()
-        for task in tuple(self._pending):
-            task.cancel()
+        for task in (self._reader, self._writer):
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._outbox.clear()
 
     def _fail(self, error: StoreError) -> None:
         self.failed = error
@@ -161,6 +163,9 @@ class WatchMux:
         for watcher in tuple(self._watchers.values()):
             watcher.deliver(error)
         self._watchers.clear()
+        self._outbox.clear()
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()
         self.call.cancel()
 
     async def _read(self) -> None:

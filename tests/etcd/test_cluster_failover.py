@@ -12,7 +12,7 @@ from holdfast.store import StoreUnavailable
 from holdfast.store.etcd import EtcdStore
 from holdfast_devtools.etcd_cluster import EtcdCluster
 from holdfast_devtools.etcd_local import EtcdNode
-from tests.etcd.test_mirror import Recorder, fast_mirror, listed, until
+from tests.etcd.test_mirror import Recorder, StarvedProbes, fast_mirror, listed, until
 
 pytestmark = pytest.mark.etcd
 PREFIX = Keyspace("failover").prefix
@@ -127,3 +127,28 @@ async def test_watch_on_a_member_that_lost_its_leader_fails_loudly(
     finally:
         watch.cancel()
         await lonely.close()
+
+
+async def test_a_probe_timed_out_by_a_starved_loop_neither_fails_over_nor_restarts_the_watch(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    """A deadline that passed while the process's own loop was busy says nothing of the
+    member: the store stays on it (a failover would move every watch of the connection) and
+    the mirror keeps its watch."""
+    starving = StarvedProbes(etcd_cluster.endpoints, timeout=0.4)
+    mirror = fast_mirror(starving, PREFIX)
+    try:
+        await mirror.start()
+        assert await mirror.wait_synced(10)
+        await until(lambda: mirror.connected, 10, "the watch is established")
+        endpoint = starving.endpoint
+        starving.block_s = 1.0
+        await until(lambda: starving.failed_probes == 1, 5, "a probe fails on the starved loop")
+        put = await starving.put(f"{PREFIX}flags/starved", b"1")
+        await until(lambda: mirror.revision >= put, 5, "the watch still delivers")
+        assert starving.endpoint == endpoint  # the old code failed over to the next member
+        assert mirror.reconnects == 0
+        assert mirror.probes_excused == 1
+    finally:
+        await mirror.close()
+        await starving.close()

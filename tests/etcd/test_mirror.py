@@ -304,3 +304,70 @@ async def test_ranges_resume_each_from_its_own_revision_and_only_a_compacted_one
         await reader.close()
         await proxy.close()
         await writer.close()
+
+
+class StarvedProbes(EtcdStore):
+    """A real store whose next liveness probe is created with its deadline, then finds the
+    process's loop busy elsewhere (a blocking sleep) until that deadline has passed: the probe
+    fails for want of CPU, not for want of etcd."""
+
+    def __init__(self, endpoints: list[str], *, timeout: float) -> None:
+        super().__init__(endpoints, timeout=timeout)
+        self.block_s = 0.0
+        self.failed_probes = 0
+
+    async def revision(self) -> int:
+        block, self.block_s = self.block_s, 0.0
+        if not block:
+            return await super().revision()
+        call = asyncio.ensure_future(super().revision())
+        await asyncio.sleep(0)  # the call is made, its deadline set
+        time.sleep(block)  # noqa: ASYNC251 - the point: the loop is starved past that deadline
+        try:
+            return await call
+        except Exception:
+            self.failed_probes += 1
+            raise
+
+
+async def test_a_probe_failed_on_a_starved_loop_does_not_restart_the_watch(
+    etcd_node: EtcdNode, etcd_env: str
+) -> None:
+    ks = Keyspace(etcd_env)
+    starving = StarvedProbes([etcd_node.client_url], timeout=0.4)
+    mirror = fast_mirror(starving, ks.prefix)
+    try:
+        async with running(mirror):
+            starving.block_s = 1.0  # longer than the probe's whole budget
+            await until(lambda: starving.failed_probes == 1, 5, "a probe fails on the starved loop")
+            put = await starving.put(ks.flag("after"), b"1")
+            await until(lambda: mirror.revision >= put, 5, "the watch still delivers")
+            assert mirror.reconnects == 0  # the old code restarted the watch here
+            assert mirror.probes_excused == 1
+            assert mirror.resyncs == 0
+            assert mirror.connected
+    finally:
+        await starving.close()
+
+
+async def test_a_silent_store_still_restarts_the_watch_within_a_probe(
+    fresh_etcd: EtcdNode, etcd_env: str
+) -> None:
+    """The other side of the excuse: with a punctual loop, a probe that etcd does not answer
+    restarts the watch as before (here etcd stops answering, then comes back)."""
+    ks = Keyspace(etcd_env)
+    watched = EtcdStore([fresh_etcd.client_url], timeout=0.4)
+    mirror = fast_mirror(watched, ks.prefix)
+    try:
+        async with running(mirror):
+            fresh_etcd.pause()
+            try:
+                await until(lambda: not mirror.connected, 5, "the probe finds etcd silent")
+            finally:
+                fresh_etcd.resume()
+            put = await watched.put(ks.flag("back"), b"1")
+            await until(lambda: mirror.revision >= put, 10, "the watch resumes")
+            assert mirror.reconnects >= 1
+            assert mirror.probes_excused == 0
+    finally:
+        await watched.close()
