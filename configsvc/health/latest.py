@@ -29,3 +29,6 @@ class OwnerBeats:
             except PeerError as exc:
                 log.warning("health_owner_unreachable", agent=agent, error=str(exc))
         return []  # the etcd presence snapshots are all there is
+
+    def present(self, agent: str) -> list[HealthSnapshot]:
+        return self.fleet.latest(agent)

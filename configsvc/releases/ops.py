@@ -63,6 +63,12 @@ class AgentBeats(Protocol):
 
     async def latest(self, agent: str, headers: Mapping[str, str]) -> list[HealthSnapshot]: ...
 
+    def present(self, agent: str) -> list[HealthSnapshot]:
+        """This replica's own newest snapshot of each live sidecar of ``agent``: its etcd
+        presence record as this replica's watch holds it, or a beat this replica took. No etcd
+        read: a listing of every sidecar's presence per call would grow with the fleet."""
+        ...
+
 
 class ConfigService:
     def __init__(
@@ -95,18 +101,22 @@ class ConfigService:
         """What the agent's live sidecars counted of the requests they served, summed: per
         dialect and per dialect and feature (``HealthSnapshot.traffic``), from each sidecar's
         newest snapshot -- its beat at the agent's owner replicas, else its presence record in
-        etcd (a sidecar that knows no replica publishes there). An unreadable snapshot counts
-        for nothing; etcd down is StoreDown (nothing was changed)."""
-        _, kvs = await store_read(self.store.list_prefix(self.keyspace.kind_prefix("health")))
+        etcd (a sidecar that knows no replica publishes there) as this replica's watch holds
+        it. An unreadable snapshot counts for nothing. Without a fleet view wired in, etcd is
+        listed instead, and etcd down is StoreDown (nothing was changed)."""
         newest: dict[str, HealthSnapshot] = {}
-        for kv in kvs:
-            try:
-                snapshot = HealthSnapshot.decode(kv.value)
-            except RecordError:
-                continue
-            if snapshot.agent == agent:
+        if self._beats is None:  # no fleet view here (configsvc without health): ask etcd
+            _, kvs = await store_read(self.store.list_prefix(self.keyspace.kind_prefix("health")))
+            for kv in kvs:
+                try:
+                    snapshot = HealthSnapshot.decode(kv.value)
+                except RecordError:
+                    continue
+                if snapshot.agent == agent:
+                    newest[snapshot.sidecar_id] = snapshot
+        else:
+            for snapshot in self._beats.present(agent):
                 newest[snapshot.sidecar_id] = snapshot
-        if self._beats is not None:
             for beat in await self._beats.latest(agent, self._beat_headers):
                 held = newest.get(beat.sidecar_id)
                 if beat.agent == agent and (held is None or beat.at >= held.at):
