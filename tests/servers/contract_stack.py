@@ -45,6 +45,8 @@ SEARCH_V2: dict[str, Any] = {
     "required": ["results"],
 }
 
+DRIBBLE_S = 2.0  # between the parts of a dribbled body: past any contract's timeout here
+
 
 @dataclass
 class Backend:
@@ -97,7 +99,7 @@ class Backend:
             await resp.prepare(request)
             for part in (b'{"hits": [', b"]}"):
                 await resp.write(part)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(DRIBBLE_S)
             return resp
         if self.shape == "v1":
             return web.json_response({"hits": [{"title": "Holdfast", "url": "https://x/1"}]})

@@ -21,6 +21,10 @@ from tests.servers.contract_stack import (
     contract_sidecar,
 )
 
+# Long enough that a loaded machine never turns a fast fault (HTTP 500, a huge body) into a
+# timeout; the timeout cases wait past it (the dribbling backend writes for 2 x DRIBBLE_S).
+TIMEOUT_S = 1.5
+
 
 @pytest.fixture
 async def backend() -> AsyncIterator[Backend]:
@@ -31,9 +35,11 @@ async def backend() -> AsyncIterator[Backend]:
 @pytest.fixture
 async def sut(fakellm: procs.ManagedProcess, backend: Backend) -> AsyncIterator[ContractSidecar]:
     async with contract_sidecar(fakellm.url) as sidecar:
-        sidecar.contract("1.0.0", SEARCH_V1, backend=backend.url, timeout_s=0.5)
-        sidecar.contract("1.1.0", SEARCH_V1, backend=backend.url, timeout_s=0.5, idempotent=True)
-        sidecar.contract("2.0.0", SEARCH_V2, backend=backend.url, timeout_s=0.5)
+        sidecar.contract("1.0.0", SEARCH_V1, backend=backend.url, timeout_s=TIMEOUT_S)
+        sidecar.contract(
+            "1.1.0", SEARCH_V1, backend=backend.url, timeout_s=TIMEOUT_S, idempotent=True
+        )
+        sidecar.contract("2.0.0", SEARCH_V2, backend=backend.url, timeout_s=TIMEOUT_S)
         sidecar.contract("9.0.0", SEARCH_V1)  # no backend: the agent runs it itself
         sidecar.release("r1", {"search": "1.0.0"})
         sidecar.release("ri", {"search": "1.1.0"})
@@ -84,8 +90,8 @@ async def test_bad_arguments_never_reach_the_backend(
 @pytest.mark.parametrize(
     ("fault", "delay", "outcome", "words"),
     [
-        ("", 1.0, "timeout", "took over 0.5s"),
-        ("dribble", 0.0, "timeout", "took over 0.5s"),
+        ("", 2 * TIMEOUT_S, "timeout", f"took over {TIMEOUT_S:g}s"),
+        ("dribble", 0.0, "timeout", f"took over {TIMEOUT_S:g}s"),
         ("huge", 0.0, "too_large", f"larger than {DEFAULT_MAX_RESULT_BYTES} bytes"),
         ("500", 0.0, "backend_error", "HTTP 500"),
         ("not_json", 0.0, "not_json", "not JSON"),
@@ -112,7 +118,7 @@ async def test_idempotent_tools_get_one_retry(sut: ContractSidecar, backend: Bac
 
 async def test_unreachable_backend_and_the_breaker(fakellm: procs.ManagedProcess) -> None:
     async with contract_sidecar(fakellm.url) as sut:
-        sut.contract("1.0.0", SEARCH_V1, backend="http://127.0.0.1:9/search", timeout_s=0.5)
+        sut.contract("1.0.0", SEARCH_V1, backend="http://127.0.0.1:9/search", timeout_s=TIMEOUT_S)
         sut.release("r1", {"search": "1.0.0"})
         sut.stable("r1")
         outcomes = []
