@@ -16,7 +16,8 @@ from configsvc.leader import Election, LeaderLoop
 from configsvc.releases import RouteChange
 from configsvc.rollouts import plan as rollout_plan
 from configsvc.rollouts.ops import RolloutOps
-from holdfast.keyspace import Rollout
+from configsvc.rollouts.watch import RouteWatch
+from holdfast.keyspace import Rollout, Route
 from holdfast.logs import get_logger
 
 log = get_logger(__name__)
@@ -46,8 +47,12 @@ class RolloutController:
         *,
         tick: float,
         gate: HealthGate | None = None,
+        routes: RouteWatch | None = None,
     ) -> None:
+        """``routes``: the process's live routes; while its watch stands the controller reads
+        them there, and etcd only for the agents whose rollout it acts on."""
         self.ops = ops
+        self.routes = routes
         self.election = election
         self.tick = tick
         self.gate: HealthGate = gate or AlwaysProceed()
@@ -80,12 +85,20 @@ class RolloutController:
             return
         log.warning("rollout_abort_migrated", agent=change.route.agent, migrated=moved["migrated"])
 
+    async def _routes(self) -> list[Route]:
+        # Listing every route each tick (0.5 s) costs etcd in proportion to the agents, with
+        # or without a rollout among them: 450 KiB/s at 1,000 agents. The watch holds them; a
+        # step or an abort is a compare-and-swap against etcd's current route all the same.
+        if self.routes is not None and self.routes.connected:
+            return [watched.route for watched in self.routes.routes.values()]
+        return await self.ops.routes()
+
     async def run_once(self) -> int:
         """Judge every active rollout, act on the verdict, advance the due ones; returns how
         many routes changed."""
         changed = 0
         now = self.ops.service.clock()
-        for route in await self.ops.routes():
+        for route in await self._routes():
             rollout = route.rollout
             if rollout is None or not rollout.active:
                 continue

@@ -125,7 +125,10 @@ async def serve(settings: ServeSettings, store: Store) -> None:
         gate = PolicyGate(fleet, records)
         recorder = GateRecorder(store, service.keyspace, records, gate, tick=settings.rollout_tick)
         peers = Peers()
-        controller = RolloutController(rollouts, election, tick=settings.rollout_tick, gate=gate)
+        route_watch = RouteWatch(store, service.keyspace)
+        controller = RolloutController(
+            rollouts, election, tick=settings.rollout_tick, gate=gate, routes=route_watch
+        )
         budget_election = Election(
             store, service.keyspace, BUDGET_ELECTION, ttl=settings.leader_ttl
         )
@@ -144,7 +147,6 @@ async def serve(settings: ServeSettings, store: Store) -> None:
             peer_headers = {"Authorization": f"Bearer {replica_token(settings.console_secret)}"}
         service.read_beats_from(beats, peer_headers)
         authorizer = Authorizer(settings.token, tokens, settings.require_token_for_reads)
-        route_watch = RouteWatch(store, service.keyspace)
         budget_ops, flag_ops = BudgetOps(service), FlagOps(service)
         contract_ops, experiment_ops = ContractOps(service), ExperimentOps(service)
         console = Console(
