@@ -30,7 +30,7 @@ def data_event(payload: Any, event: str | None = None) -> bytes:
 # a real delimiter: no key can be spelled with escapes, and a marker inside a string value
 # cannot end the string early. Anything the patterns do not match is parsed as before.
 SKIM_TEXT: Final = rb'"([^"\\\x00-\x1f]*)"'
-_SCALAR: Final = rb'(?:"[^"\\\x00-\x1f]*"|-?[0-9]{1,15}|null|true|false|\[\])'
+_SCALAR: Final = rb'(?:"[^"\\\x00-\x1f]*"|-?(?:0|[1-9][0-9]{0,14})|null|true|false|\[\])'
 
 
 def skim_member(*excluded: str) -> bytes:
