@@ -98,9 +98,13 @@ def decode_count(body: bytes) -> Answer | None:
 # reads (type, delta) are never among the scalars around the delta.
 _MEMBER: Final = skim_member("type", "delta")
 _PLAIN: Final = re.compile(
-    rb"(?:event: ?[a-z_]{1,64}\n)?"
-    rb'data: ?\{"type":"content_block_delta"(?:,' + _MEMBER + rb")*"
-    rb',"delta":\{"type":"text_delta","text":' + SKIM_TEXT + rb"\}(?:," + _MEMBER + rb")*\}\n\n"
+    rb"(?:event: ?+[a-z_]{1,64}+\n)?+"
+    rb'data: ?+\{"type": ?+"content_block_delta"(?:, ?+' + _MEMBER + rb")*+"
+    rb', ?+"delta": ?+\{"type": ?+"text_delta", ?+"text": ?+'
+    + SKIM_TEXT
+    + rb"\}(?:, ?+"
+    + _MEMBER
+    + rb")*+\}\n\n"
 )
 
 

@@ -67,10 +67,12 @@ _DONE: Final = b"[DONE]"
 # scalars -- usage may be, as null, which the decoder ignores.
 _MEMBER: Final = skim_member("error", "choices")
 _PLAIN: Final = re.compile(
-    rb"data: ?\{(?:" + _MEMBER + rb",)*"
-    rb'"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":' + SKIM_TEXT + rb"\}"
-    rb'(?:,"(?:logprobs|finish_reason|stop_reason)":null)*\}\]'
-    rb"(?:," + _MEMBER + rb")*\}\n\n"
+    rb"data: ?+\{(?:" + _MEMBER + rb", ?+)*+"
+    rb'"choices": ?+\[\{"index": ?+0, ?+"delta": ?+\{(?:"role": ?+"assistant", ?+)?+"content": ?+'
+    + SKIM_TEXT
+    + rb"\}"
+    rb'(?:, ?+"(?:logprobs|finish_reason|stop_reason)": ?+null)*+\}\]'
+    rb"(?:, ?+" + _MEMBER + rb")*+\}\n\n"
 )
 ERROR_TYPES: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",

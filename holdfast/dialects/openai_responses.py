@@ -340,9 +340,9 @@ def decode_body(body: bytes) -> Answer | None:
 # reads (type, delta) are never among the scalars around the delta.
 _MEMBER: Final = skim_member("type", "delta")
 _PLAIN: Final = re.compile(
-    rb"(?:event: ?[a-z_.]{1,64}\n)?"
-    rb'data: ?\{"type":"response\.output_text\.delta"(?:,' + _MEMBER + rb")*"
-    rb',"delta":' + SKIM_TEXT + rb"(?:," + _MEMBER + rb")*\}\n\n"
+    rb"(?:event: ?+[a-z_.]{1,64}+\n)?+"
+    rb'data: ?+\{"type": ?+"response\.output_text\.delta"(?:, ?+' + _MEMBER + rb")*+"
+    rb', ?+"delta": ?+' + SKIM_TEXT + rb"(?:, ?+" + _MEMBER + rb")*+\}\n\n"
 )
 
 

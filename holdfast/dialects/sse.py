@@ -28,9 +28,12 @@ def data_event(payload: Any, event: str | None = None) -> bytes:
 # one chunk is exactly one plain event (see ``StreamDecoder.skim``). A JSON string without a
 # backslash or a control character is its own UTF-8 text, and in such an event every quote is
 # a real delimiter: no key can be spelled with escapes, and a marker inside a string value
-# cannot end the string early. Anything the patterns do not match is parsed as before.
-SKIM_TEXT: Final = rb'"([^"\\\x00-\x1f]*)"'
-_SCALAR: Final = rb'(?:"[^"\\\x00-\x1f]*"|-?(?:0|[1-9][0-9]{0,14})|null|true|false|\[\])'
+# cannot end the string early. Compact JSON or one space after each colon and comma (as
+# Python's json module writes it) is matched; anything else is parsed as before.
+# Possessive quantifiers: no part of these patterns can match what follows it, so nothing is
+# worth backtracking into (and the matcher keeps no state to do it).
+SKIM_TEXT: Final = rb'"([^"\\\x00-\x1f]*+)"'
+_SCALAR: Final = rb'(?:"[^"\\\x00-\x1f]*+"|-?+(?:0|[1-9][0-9]{0,14}+)|null|true|false|\[\])'
 
 
 def skim_member(*excluded: str) -> bytes:
@@ -39,7 +42,7 @@ def skim_member(*excluded: str) -> bytes:
     parsers keep a key's last value)."""
     names = b"|".join(re.escape(name.encode()) + b'"' for name in excluded)
     guard = b"(?!" + names + b")" if excluded else b""
-    return b'"' + guard + rb'[A-Za-z_][A-Za-z0-9_.]{0,63}":' + _SCALAR
+    return b'"' + guard + rb'[A-Za-z_][A-Za-z0-9_.]{0,63}+": ?+' + _SCALAR
 
 
 def skim_text(raw: bytes) -> str | None:

@@ -65,6 +65,12 @@ def agree(make: Callable[[], StreamDecoder], event: bytes) -> EventView | None:
         (chunk({"content": "usage: {prompt_tokens} error"}), "usage: {prompt_tokens} error"),
         (chunk({"content": "x" * 1_000_000}), "x" * 1_000_000),  # a huge event, one match
         (b'data:{"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n', "a"),
+        # Python's json module: one space after each colon and comma
+        (
+            b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, '
+            b'"logprobs": null, "finish_reason": null}], "usage": null}\n\n',
+            "a",
+        ),
     ],
 )
 def test_chat_skims_plain_text_deltas_as_feed_reads_them(event: bytes, text: str) -> None:
@@ -115,6 +121,8 @@ def test_chat_first_chunk_is_always_decoded() -> None:
         chunk({"content": "a"}).replace(b'"created":1', b'"created":0123'),
         chunk({"content": "a"}).replace(b'"created":1', b'"created":1e999'),
         chunk({"content": "a"}).replace(b"}]}", b"}]}}"),
+        chunk({"content": "a"}).replace(b'"content":', b'"content":  '),  # two spaces
+        chunk({"content": "a"}).replace(b'"content":', b'"content" :'),
     ],
 )
 def test_chat_leaves_everything_else_to_the_full_decode(event: bytes) -> None:

@@ -210,8 +210,10 @@ def test_a_stream_cut_mid_event_still_counts_what_it_relayed() -> None:
 
 
 def test_a_layout_the_skim_does_not_know_stops_being_skimmed() -> None:
-    spaced = [delta(t) for t in "abcdefghijklmnop"]  # json.dumps' spaces: never matched
-    _, recorder, decoder = skimmed([FIRST_CHAT, *spaced])
+    other = [  # the delta before the index: a layout the pattern does not know
+        compact({"choices": [{"delta": {"content": t}, "index": 0}]}) for t in "abcdefghijklmnop"
+    ]
+    _, recorder, decoder = skimmed([FIRST_CHAT, *other])
     assert decoder.tried == SKIM_MISSES + 1  # the first chunk, then SKIM_MISSES plain misses
     assert [t for t, _ in recorder.seen][1:] == list("abcdefghijklmnop")
 
