@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Final
 
 from holdfast.dialects.base import (
@@ -18,7 +19,7 @@ from holdfast.dialects.base import (
     checked_usage,
     label,
 )
-from holdfast.dialects.sse import sse_data
+from holdfast.dialects.sse import SKIM_TEXT, skim_member, skim_text, sse_data
 from holdfast.dialects.tool_calls import MAX_ARGUMENT_BYTES, CallAssembler
 from holdfast.json_limits import provider_json
 
@@ -93,6 +94,20 @@ def decode_count(body: bytes) -> Answer | None:
     return Answer("", (), Usage(0, 0), False, 0, choices=0)
 
 
+# A text delta as Anthropic writes it (its event line naming it or not): members the decoder
+# reads (type, delta) are never among the scalars around the delta.
+_MEMBER: Final = skim_member("type", "delta")
+_PLAIN: Final = re.compile(
+    rb"(?:event: ?+[a-z_]{1,64}+\n)?+"
+    rb'data: ?+\{"type": ?+"content_block_delta"(?:, ?+' + _MEMBER + rb")*+"
+    rb', ?+"delta": ?+\{"type": ?+"text_delta", ?+"text": ?+'
+    + SKIM_TEXT
+    + rb"\}(?:, ?+"
+    + _MEMBER
+    + rb")*+\}\n\n"
+)
+
+
 class MessagesStream:
     """Decodes the named events of one streamed message; tool calls assembled per content
     block from their ``input_json_delta`` fragments, complete at ``content_block_stop``."""
@@ -131,6 +146,16 @@ class MessagesStream:
             self._prompt = known.prompt
         if usage.get("output_tokens") is not None:
             self._output = known.completion
+
+    def skim(self, chunk: bytes) -> EventView | None:
+        # Not before the stream proved to be a Messages stream (``observe``'s first check).
+        if not self._started or (match := _PLAIN.fullmatch(chunk)) is None:
+            return None
+        text = skim_text(match[1])
+        if text is None:
+            return None
+        self._chars += len(text)
+        return EventView(text, 1, usage=self._usage())
 
     def feed(self, event: bytes) -> EventView:
         data = sse_data(event)

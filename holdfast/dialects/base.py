@@ -138,6 +138,14 @@ class StreamDecoder(Protocol):
         """One whole SSE event (its blank line included); NO_EVENT-like when it carries nothing."""
         ...
 
+    def skim(self, chunk: bytes) -> EventView | None:
+        """``chunk``'s view, as ``feed`` would give it, when a pattern match proves without
+        parsing that it is exactly one whole event of the dialect's plain kind (a text delta,
+        most of a stream); None otherwise -- then split it and ``feed`` each event. Cheap
+        enough to try on every chunk; a pattern never accepts what ``feed`` would read more
+        from (usage, tool calls, reasons to stop, errors) or refuse."""
+        ...
+
     @property
     def open_calls(self) -> list[str]:
         """Names of the tool calls still arriving ("" while a call's name has not come yet)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -49,7 +50,7 @@ from holdfast.dialects.base import (
     label,
     text_of,
 )
-from holdfast.dialects.sse import data_event, sse_data
+from holdfast.dialects.sse import SKIM_TEXT, data_event, skim_member, skim_text, sse_data
 from holdfast.dialects.tool_calls import MAX_ARGUMENT_BYTES, CallAssembler
 from holdfast.json_limits import provider_json
 
@@ -60,6 +61,19 @@ MAX_CHOICES: Final = 128
 CAP_FIELDS: Final = ("max_completion_tokens", "max_tokens")
 OPENAI_API_HOST: Final = "api.openai.com"
 _DONE: Final = b"[DONE]"
+# A chunk that only streams text to choice 0, in the compact form providers write: scalar
+# members around one choice whose delta holds the content (and at most the role), every other
+# member of the choice null. Members the decoder reads (error, choices) are never among the
+# scalars -- usage may be, as null, which the decoder ignores.
+_MEMBER: Final = skim_member("error", "choices")
+_PLAIN: Final = re.compile(
+    rb"data: ?+\{(?:" + _MEMBER + rb", ?+)*+"
+    rb'"choices": ?+\[\{"index": ?+0, ?+"delta": ?+\{(?:"role": ?+"assistant", ?+)?+"content": ?+'
+    + SKIM_TEXT
+    + rb"\}"
+    rb'(?:, ?+"(?:logprobs|finish_reason|stop_reason)": ?+null)*+\}\]'
+    rb"(?:, ?+" + _MEMBER + rb")*+\}\n\n"
+)
 ERROR_TYPES: Final[dict[str, str]] = {
     "invalid_request": "invalid_request_error",
     "not_found": "invalid_request_error",
@@ -336,6 +350,15 @@ class ChatStream:
 
     def finish(self) -> list[ToolCall]:
         return self._calls.finish()
+
+    def skim(self, chunk: bytes) -> EventView | None:
+        # Not before the model and id were reported: the first chunk is always decoded.
+        if not self._named or (match := _PLAIN.fullmatch(chunk)) is None:
+            return None
+        text = skim_text(match[1])
+        if text is None:
+            return None
+        return EventView(text, 1) if text else NO_EVENT
 
     def feed(self, event: bytes) -> EventView:
         data = sse_data(event)

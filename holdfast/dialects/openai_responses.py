@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
@@ -51,7 +52,7 @@ from holdfast.dialects.base import (
     text_of,
 )
 from holdfast.dialects.openai_chat import error_body, require_model
-from holdfast.dialects.sse import data_event, sse_data
+from holdfast.dialects.sse import SKIM_TEXT, data_event, skim_member, skim_text, sse_data
 from holdfast.dialects.tool_calls import MAX_ARGUMENT_BYTES, CallAssembler
 from holdfast.json_limits import provider_json
 
@@ -335,6 +336,16 @@ def decode_body(body: bytes) -> Answer | None:
     )
 
 
+# A text delta as OpenAI writes it (its event line naming it or not): members the decoder
+# reads (type, delta) are never among the scalars around the delta.
+_MEMBER: Final = skim_member("type", "delta")
+_PLAIN: Final = re.compile(
+    rb"(?:event: ?+[a-z_.]{1,64}+\n)?+"
+    rb'data: ?+\{"type": ?+"response\.output_text\.delta"(?:, ?+' + _MEMBER + rb")*+"
+    rb', ?+"delta": ?+' + SKIM_TEXT + rb"(?:, ?+" + _MEMBER + rb")*+\}\n\n"
+)
+
+
 class ResponsesStream:
     """Decodes Responses stream events; assembles function calls per ``output_index``."""
 
@@ -349,6 +360,12 @@ class ResponsesStream:
 
     def finish(self) -> list[ToolCall]:
         return self._calls.finish()
+
+    def skim(self, chunk: bytes) -> EventView | None:
+        if (match := _PLAIN.fullmatch(chunk)) is None:
+            return None
+        text = skim_text(match[1])
+        return None if text is None else EventView(text, 1)
 
     def feed(self, event: bytes) -> EventView:
         data = sse_data(event)

@@ -35,6 +35,11 @@ class SseEvents:
         if len(self._buffer) > self._max:
             raise EventTooLarge(f"an SSE event exceeded {self._max} bytes")
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is buffered: the next chunk starts an event."""
+        return not self._buffer
+
     def whole(self, chunk: bytes) -> bool:
         """``chunk`` is exactly one whole event in the common framing and nothing is buffered:
         how providers stream (one event per write), so the caller may skip splitting."""
