@@ -14,11 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from holdfast.keyspace.categories import CATEGORY_RE, MAX_CATEGORIES
-from holdfast.keyspace.session_spread import (
-    SESSION_LATENCY_BOUNDS_MS,
-    SESSION_TOKEN_BOUNDS,
-    SessionSpread,
-)
+from holdfast.keyspace.session_spread import SessionSpread
 from holdfast.keyspace.signals import (
     HISTOGRAMS,
     LATENCY_BOUNDS_MS,
@@ -29,6 +25,7 @@ from holdfast.keyspace.signals import (
 )
 from holdfast.signals.summary import release_status
 from sidecar.signals.categories import CategoryCap, category_of
+from sidecar.signals.spread import SpreadTally
 
 __all__ = ["CATEGORY_RE", "Observation", "SignalBook", "category_of", "error_class", "summary"]
 DEFAULT_MAX_CATEGORIES: Final = MAX_CATEGORIES
@@ -106,6 +103,7 @@ class SignalBook:
         self.cap = CategoryCap(max_categories)
         self._max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # most recently used last
+        self._spread = SpreadTally()  # what they add up to, per release
 
     def category(self, release: str, category: str) -> str:
         """``category`` itself, or ``other`` once the release has its fill of categories."""
@@ -161,13 +159,17 @@ class SignalBook:
         entry = self._sessions.get(session)
         if entry is None:
             self._sessions[session] = _Session(release, tokens, latency_ms)
+            self._spread.add(release, tokens, latency_ms)
             if len(self._sessions) > self._max_sessions:
-                self._sessions.popitem(last=False)
+                _, dropped = self._sessions.popitem(last=False)
+                self._spread.remove(dropped.release, dropped.tokens, dropped.latency_ms)
             return
         self._sessions.move_to_end(session)
+        self._spread.remove(entry.release, entry.tokens, entry.latency_ms)
         entry.release = release
         entry.tokens += tokens
         entry.latency_ms += latency_ms
+        self._spread.add(entry.release, entry.tokens, entry.latency_ms)
 
     def signals(self) -> tuple[ReleaseSignals, ...]:
         return tuple(
@@ -183,30 +185,7 @@ class SignalBook:
         )
 
     def spreads(self) -> tuple[SessionSpread, ...]:
-        counts: dict[str, int] = {}
-        tokens: dict[str, list[int]] = {}
-        latency: dict[str, list[int]] = {}
-        sums: dict[str, tuple[int, float]] = {}
-        for entry in self._sessions.values():
-            release = entry.release
-            counts[release] = counts.get(release, 0) + 1
-            t = tokens.setdefault(release, [0] * (len(SESSION_TOKEN_BOUNDS) + 1))
-            t[bucket_index(SESSION_TOKEN_BOUNDS, entry.tokens)] += 1
-            w = latency.setdefault(release, [0] * (len(SESSION_LATENCY_BOUNDS_MS) + 1))
-            w[bucket_index(SESSION_LATENCY_BOUNDS_MS, entry.latency_ms)] += 1
-            n, ms = sums.get(release, (0, 0.0))
-            sums[release] = (n + entry.tokens, ms + entry.latency_ms)
-        return tuple(
-            SessionSpread(
-                release=r,
-                sessions=n,
-                tokens=tuple(tokens[r]),
-                latency_ms=tuple(latency[r]),
-                tokens_sum=sums[r][0],
-                latency_ms_sum=sums[r][1],
-            )
-            for r, n in sorted(counts.items())
-        )
+        return self._spread.spreads()
 
     @property
     def sessions(self) -> int:
