@@ -2,8 +2,8 @@
 it was, and writes that etcd never got are still made.
 
 Saved atomically with the snapshot's helpers, at most every ``interval`` while the table
-changes, and once more on close. The encoding runs in a worker thread: a large table must not
-stall the event loop.
+changes, and once more on close (``sidecar.pins.saver``: encoded a slice at a time, so a large
+table does not stall the event loop).
 """
 
 from __future__ import annotations
@@ -71,9 +71,14 @@ def load(path: Path) -> list[PinEntry]:
     return load_table(path, decode, "pins")
 
 
-class PinSaver(TableSaver[Row]):
+class PinSaver(TableSaver[tuple[str, PinEntry], Pin]):
     def __init__(self, path: Path, table: PinTable, *, interval: float = SAVE_INTERVAL_S) -> None:
-        def rows() -> list[Row]:
-            return [(e.pin, e.mod_revision, e.lease, e.told, e.pending) for _, e in table.entries()]
+        def row(item: tuple[str, PinEntry]) -> Row:
+            e = item[1]
+            return (e.pin, e.mod_revision, e.lease, e.told, e.pending)
 
-        super().__init__(path, table, rows, encode, kind="pins", interval=interval)
+        super().__init__(
+            path, table, lambda: tuple(table.entries()), row,
+            encode_record=Pin.encode, key=lambda pin: pin.session,
+            kind="pins", file_format=FORMAT, interval=interval,
+        )  # fmt: skip

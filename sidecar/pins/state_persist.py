@@ -72,11 +72,14 @@ def load(path: Path) -> list[StateEntry]:
     return load_table(path, decode, "states")
 
 
-class StateSaver(TableSaver[Row]):
+class StateSaver(TableSaver[tuple[str, StateEntry], StateOwner]):
     def __init__(self, path: Path, table: StateTable, *, interval: float = SAVE_INTERVAL_S) -> None:
-        def rows() -> list[Row]:
-            return [
-                (e.owner, e.mod_revision, e.lease, e.pending, e.deleted) for _, e in table.entries()
-            ]
+        def row(item: tuple[str, StateEntry]) -> Row:
+            e = item[1]
+            return (e.owner, e.mod_revision, e.lease, e.pending, e.deleted)
 
-        super().__init__(path, table, rows, encode, kind="states", interval=interval)
+        super().__init__(
+            path, table, lambda: tuple(table.entries()), row,
+            encode_record=StateOwner.encode, key=lambda owner: f"{owner.kind}/{owner.id}",
+            kind="states", file_format=FORMAT, interval=interval,
+        )  # fmt: skip
