@@ -69,6 +69,8 @@ class FleetHealth:
         self.ingested = 0  # snapshots taken over HTTP
         self.ingest_seconds = 0.0  # the event loop's time taking them (BeatsApi)
         self._latest: dict[str, HealthSnapshot] = {}  # live sidecar -> its newest snapshot
+        # the same, by agent: one agent's sidecars without a walk over the fleet's
+        self._latest_of: dict[str, dict[str, HealthSnapshot]] = {}
 
     @property
     def connected(self) -> bool:
@@ -112,24 +114,45 @@ class FleetHealth:
             listener(snap)
         held = self._latest.get(snap.sidecar_id)
         if held is None or snap.at > held.at or snap.started_at != held.started_at:
+            if held is not None and held.agent != snap.agent:
+                self._latest_of.get(held.agent, {}).pop(snap.sidecar_id, None)
             self._latest[snap.sidecar_id] = snap
+            self._latest_of.setdefault(snap.agent, {})[snap.sidecar_id] = snap
 
     def _gone(self, sidecar_id: str) -> None:
         self.windows.gone(sidecar_id)
-        self._latest.pop(sidecar_id, None)
+        held = self._latest.pop(sidecar_id, None)
+        if held is not None:
+            of_agent = self._latest_of.get(held.agent)
+            if of_agent is not None:
+                of_agent.pop(sidecar_id, None)
+                if not of_agent:
+                    del self._latest_of[held.agent]
 
     def latest(self, agent: str) -> list[HealthSnapshot]:
         """The newest snapshot of each live sidecar of ``agent`` this replica has."""
-        return [s for s in self._latest.values() if s.agent == agent]
+        return list(self._latest_of.get(agent, {}).values())
 
     def _on_update(self, update: MirrorUpdate) -> None:
-        keys = set(update.kvs)
-        for key in self._seen - keys:
-            self._gone(key.removeprefix(self._prefix))
-        changed = keys if update.reset else {c.key for c in update.changes} & keys
-        for key in changed:
-            self._read(key, update.kvs[key].value)
-        self._seen = keys
+        if update.reset:
+            keys = set(update.kvs)
+            for key in self._seen - keys:
+                self._gone(key.removeprefix(self._prefix))
+            for key in keys:
+                self._read(key, update.kvs[key].value)
+            self._seen = keys
+        else:
+            # Only what changed: with 10,000 sidecars a presence change is one key of 10,000,
+            # and set arithmetic over all of them per change grew with the fleet.
+            for change in update.changes:
+                kv = update.kvs.get(change.key)
+                if kv is None:
+                    if change.key in self._seen:
+                        self._seen.discard(change.key)
+                        self._gone(change.key.removeprefix(self._prefix))
+                else:
+                    self._seen.add(change.key)
+                    self._read(change.key, kv.value)
         self.updated_at = self.clock()
 
     def _read(self, key: str, value: bytes) -> None:
@@ -162,8 +185,9 @@ class FleetHealth:
                 s.pins_cached,
                 s.pins_pending,
             )
-            for s in self._latest.values()
-            if agent is None or s.agent == agent
+            for s in (
+                self._latest.values() if agent is None else self._latest_of.get(agent, {}).values()
+            )
         ]
 
     def status(self, agent: str, stable: str, canary: str) -> dict[str, Any]:
