@@ -24,7 +24,7 @@ class FlowControl(Protocol):
 
 
 class Body:
-    __slots__ = ("_buf", "_eof", "_exc", "_flow", "_paused", "_size", "_waiter")
+    __slots__ = ("_buf", "_eof", "_exc", "_flow", "_loop", "_paused", "_size", "_waiter")
 
     def __init__(self, flow: FlowControl) -> None:
         self._buf: list[bytes] = []
@@ -32,6 +32,9 @@ class Body:
         self._eof = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        # Taken at the first wait and kept: asyncio.get_running_loop() checks the process id
+        # with a getpid system call each time, once per chunk of a stream otherwise.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._flow = flow
         self._paused = False
 
@@ -121,7 +124,10 @@ class Body:
     async def _wait(self) -> None:
         if self._waiter is not None:
             raise RuntimeError("two readers of one response body")
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
         try:
             await self._waiter
         finally:
