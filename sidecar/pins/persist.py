@@ -78,7 +78,7 @@ class PinSaver(TableSaver[tuple[str, PinEntry], Pin]):
             return (e.pin, e.mod_revision, e.lease, e.told, e.pending)
 
         super().__init__(
-            path, table, lambda: tuple(table.entries()), row,
+            path, table, row,
             encode_record=Pin.encode, key=lambda pin: pin.session,
             kind="pins", file_format=FORMAT, interval=interval,
         )  # fmt: skip

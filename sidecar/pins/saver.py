@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Generic, Protocol, TypeVar
 
@@ -30,14 +30,16 @@ log = get_logger(__name__)
 SAVE_INTERVAL_S: Final = 2.0
 ROWS_PER_SLICE: Final = 128  # encoded between two turns of the loop: well under a millisecond
 
-R = TypeVar("R")
 E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
 Rec = TypeVar("Rec")
 
 
-class Versioned(Protocol):
+class SavedTable(Protocol[E_co]):
     @property
     def version(self) -> int: ...
+
+    def entries(self) -> Iterable[E_co]: ...
 
 
 def load_table(path: Path, decode: Callable[[bytes], list[E]], kind: str) -> list[E]:
@@ -58,15 +60,14 @@ def load_table(path: Path, decode: Callable[[bytes], list[E]], kind: str) -> lis
 
 
 class TableSaver(Generic[E, Rec]):
-    """Saves ``entries()`` of a table as ``{"format", "saved_at", kind: [[record, *rest]]}``:
+    """Saves the table's ``entries()`` as ``{"format", "saved_at", kind: [[record, *rest]]}``:
     ``row(entry)`` gives (record, *rest), ``encode_record(record)`` the record's bytes and
     ``key(record)`` what identifies it in the table."""
 
     def __init__(
         self,
         path: Path,
-        table: Versioned,
-        entries: Callable[[], Sequence[E]],
+        table: SavedTable[E],
         row: Callable[[E], tuple[Rec, *tuple[Any, ...]]],
         *,
         encode_record: Callable[[Rec], bytes],
@@ -77,7 +78,6 @@ class TableSaver(Generic[E, Rec]):
     ) -> None:
         self.path = path
         self._table = table
-        self._entries = entries
         self._row = row
         self._encode_record = encode_record
         self._key = key
@@ -104,7 +104,7 @@ class TableSaver(Generic[E, Rec]):
         version = self._table.version
         if version == self._saved_version:
             return
-        entries = self._entries()
+        entries = tuple(self._table.entries())
         data = await self.encode(entries)
         try:
             await asyncio.to_thread(write_atomically, self.path, data)

@@ -79,7 +79,7 @@ class StateSaver(TableSaver[tuple[str, StateEntry], StateOwner]):
             return (e.owner, e.mod_revision, e.lease, e.pending, e.deleted)
 
         super().__init__(
-            path, table, lambda: tuple(table.entries()), row,
+            path, table, row,
             encode_record=StateOwner.encode, key=lambda owner: f"{owner.kind}/{owner.id}",
             kind="states", file_format=FORMAT, interval=interval,
         )  # fmt: skip
